@@ -1,0 +1,1 @@
+"""The built-in datamodules (installed as ``dcl.datamodules``; registered by entry point)."""

@@ -1,0 +1,147 @@
+"""The user's own images: one subfolder per class, or one flat folder of unlabeled images."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from dcl.datamodule import ClusteringDataModule, DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _read_one(path: Path, size: int | None, mode: str) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img = img.convert(mode)
+            if size is not None and img.size != (size, size):
+                # Pillow's bilinear resize widens its support when shrinking, i.e. it antialiases
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot read image {path}: {e}; remove or replace the file") from e
+
+
+def load_images(paths: Sequence[Path], size: int | None, grayscale: bool, threads: int | None = None) -> Tensor:
+    """Decode ``paths`` into one uint8 tensor ``(N, C, size, size)`` (C = 1 if ``grayscale`` else 3).
+
+    Every image is converted to L or RGB and resized to ``size`` x ``size`` (bilinear, antialiased); with
+    ``size=None`` the images are kept as they are and must all have the same size. Decoding runs in a few
+    threads (Pillow releases the GIL while decoding). An unreadable file raises a DataError naming it.
+    """
+    mode = "L" if grayscale else "RGB"
+    if not paths:
+        raise DataError("no images to load")
+    first = _read_one(paths[0], size, mode)
+    h, w = first.shape[:2]
+    out = np.empty((len(paths), h, w) if grayscale else (len(paths), h, w, 3), dtype=np.uint8)
+    out[0] = first
+
+    def work(i: int) -> None:
+        arr = _read_one(paths[i], size, mode)
+        if arr.shape != first.shape:
+            raise DataError(f"image {paths[i]} has size {arr.shape[1]}x{arr.shape[0]} but {paths[0]} has "
+                            f"{w}x{h}; set image_size to resize all images to one size")
+        out[i] = arr
+
+    threads = threads or min(8, os.cpu_count() or 1)
+    if threads > 1 and len(paths) > 64:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(work, range(1, len(paths))))  # list() re-raises the first error
+    else:
+        for i in range(1, len(paths)):
+            work(i)
+    x = torch.from_numpy(out)
+    return x.unsqueeze(1) if grayscale else x.permute(0, 3, 1, 2).contiguous()
+
+
+class ImageFolder(ClusteringDataModule):
+    """The user's own images from ``root``, all decoded into memory once (uint8), scaled to [0, 1] per batch.
+
+    Layouts: ``root/<class name>/<image>`` (one subfolder per class, searched recursively; labels are the
+    indices of the sorted class names, kept in ``class_names``) or ``root/<image>`` (a flat folder:
+    unlabeled, so set ``n_clusters``). Hidden files and folders (names starting with ".") are skipped.
+    The file of each sample, in order, is in ``files``.
+
+    Args:
+        root: the folder of images.
+        image_size: every image is resized to ``image_size`` x ``image_size`` (bilinear, antialiased);
+            None keeps the original size (all images must then have the same size).
+        grayscale: load as one channel (L) instead of RGB.
+        flatten: serve vectors of ``C*image_size*image_size`` values instead of ``C x H x W`` images.
+        extensions: file name endings (case-insensitive) that count as images.
+        batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
+    """
+
+    def __init__(self, root: str, image_size: int | None = 32, grayscale: bool = False, flatten: bool = False,
+                 extensions: list[str] | tuple[str, ...] = IMAGE_EXTENSIONS, batch_size: int = 256,
+                 n_clusters: int | None = None, eval_batch_size: int = 4096, seed: int = 0,
+                 on_device: bool = False) -> None:
+        super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
+        if image_size is not None and image_size < 1:
+            raise DataError(f"ImageFolder: image_size must be >= 1 or None, got {image_size}")
+        self.root = root
+        self.image_size = image_size
+        self.grayscale = grayscale
+        self.flatten = flatten
+        self.extensions = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+        self.class_names: list[str] | None = None
+        self.files: list[Path] = []
+
+    def _is_image(self, p: Path) -> bool:
+        return p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(self.extensions)
+
+    def _images_under(self, folder: Path) -> list[Path]:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            found += [Path(dirpath) / f for f in sorted(filenames) if self._is_image(Path(dirpath) / f)]
+        return found
+
+    def _scan(self) -> tuple[list[Path], list[int] | None, list[str] | None]:
+        root = Path(self.root).expanduser()
+        if not root.is_dir():
+            raise DataError(f"ImageFolder: {root.resolve()} is not a folder; set root to a folder of images "
+                            "(one subfolder per class, or a flat folder)")
+        entries = sorted(root.iterdir(), key=lambda p: p.name)
+        subdirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+        top_images = [p for p in entries if self._is_image(p)]
+        if subdirs:  # one subfolder per class
+            files, labels, names = [], [], []
+            for d in subdirs:
+                imgs = self._images_under(d)
+                if not imgs:
+                    raise DataError(f"ImageFolder: class folder {d.resolve()} holds no images (extensions "
+                                    f"{', '.join(self.extensions)}); add images or remove the folder")
+                labels += [len(names)] * len(imgs)
+                names.append(d.name)
+                files += imgs
+            if top_images:
+                warnings.warn(f"ImageFolder: {root.resolve()} has class subfolders; the {len(top_images)} "
+                              "images directly in it are ignored", stacklevel=3)
+            return files, labels, names
+        if not top_images:
+            raise DataError(f"ImageFolder: no images (extensions {', '.join(self.extensions)}) in "
+                            f"{root.resolve()}")
+        return top_images, None, None
+
+    def load(self):
+        files, labels, names = self._scan()
+        x = load_images(files, self.image_size, self.grayscale)
+        self.files, self.class_names = files, names
+        if names is not None:
+            self.num_classes = len(names)
+        if self.flatten:
+            x = x.reshape(len(x), -1)
+        return x, (None if labels is None else torch.tensor(labels, dtype=torch.long))
+
+    def batch_transform(self, x: Tensor) -> Tensor:
+        return x.to(torch.float32).div_(255.0)

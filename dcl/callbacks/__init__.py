@@ -1,0 +1,5 @@
+"""The shared mechanisms, usable by any method."""
+
+from dcl.callbacks.prediction_writer import PredictionWriter
+
+__all__ = ["PredictionWriter"]

@@ -1,0 +1,71 @@
+"""Write per-sample cluster assignments of ``dcl predict`` to a CSV (and optionally embeddings to .npy).
+
+Files are written to a temporary name beside the target and renamed at the end, so a failure never leaves
+a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from dcl.distributed import gather_ordered
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename to ``path``; the temporary file is removed on failure."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Args:
+        output: CSV path for one row per sample: index, cluster, confidence, and label when known.
+        embeddings: optional .npy path for the embeddings (N x d), in sample order.
+    """
+
+    def __init__(self, output: str | None = None, embeddings: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output = output
+        self.embeddings = embeddings
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions: Sequence[Any], batch_indices) -> None:
+        if not (self.output or self.embeddings):
+            return
+        preds = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        n = trainer.datamodule.num_samples if trainer.datamodule is not None else None
+        cols = {key: torch.cat([p[key] for p in preds]) for key in ("index", "cluster", "confidence", "z", "y")}
+        if n is not None:
+            cols = {key: gather_ordered(v.to(pl_module.device), n).cpu() for key, v in cols.items()}
+        if not trainer.is_global_zero:
+            return
+        if self.output:
+            has_labels = bool((cols["y"] >= 0).any())
+
+            def write_csv(tmp: str) -> None:
+                with open(tmp, "w") as f:
+                    f.write("index,cluster,confidence" + (",label" if has_labels else "") + "\n")
+                    rows = zip(cols["index"].tolist(), cols["cluster"].tolist(), cols["confidence"].tolist(),
+                               cols["y"].tolist())
+                    for i, c, p, y in rows:
+                        f.write(f"{i},{c},{p:.6f}" + (f",{y}" if has_labels else "") + "\n")
+
+            atomic_write(self.output, write_csv)
+            print(f"dcl: wrote {len(cols['index'])} assignments to {self.output}")
+        if self.embeddings:
+            atomic_write(self.embeddings, lambda tmp: np.save(open(tmp, "wb"), cols["z"].numpy()))
+            print(f"dcl: wrote embeddings {tuple(cols['z'].shape)} to {self.embeddings}")

@@ -1,0 +1,556 @@
+"""K-means (Lloyd) with greedy k-means++ seeding, in pure torch, DDP-aware.
+
+The algorithm follows scikit-learn's ``KMeans(algorithm="lloyd")``:
+
+* greedy k-means++ seeding with ``2 + int(log(K))`` local trials per center,
+* ``n_init`` restarts, the run with the lowest inertia is kept,
+* ``tol`` is relative to the data: a run stops when the sum over clusters of the
+  squared center shift is ``<= tol * mean(var(x, dim=0))``, or when no label
+  changed between two iterations,
+* empty clusters are repaired in every iteration by moving each empty center to
+  one of the points farthest from its assigned (current) center; that point is
+  taken out of its old cluster's sum,
+* the data are centered (global mean subtracted) before clustering, to reduce
+  cancellation in ``||x||^2 - 2 x.c + ||c||^2``; the mean is added back to the
+  returned centers,
+* after the last iteration the labels are recomputed for the final centers
+  (unless the run converged with unchanged labels), and the inertia is the exact
+  ``sum ||x_i - c_{label_i}||^2`` accumulated in float64.
+
+Distances are computed in row chunks (at most ``chunk_size x K`` elements at a
+time, never an ``N x K x d`` tensor); per-cluster sums are accumulated with
+``index_add_`` in float64.  Everything runs on ``x.device``.
+
+Distributed (DDP) mode
+----------------------
+Each rank passes only its own shard; shards may have different sizes and may be
+empty.  All collectives use the default process group.  The *global* data are
+the concatenation of the shards in rank order, and the algorithm is run exactly
+as if a single process held that concatenation:
+
+* mean / variance (for ``tol``) and the per-iteration per-cluster sums, counts
+  and number of changed labels are ``all_reduce``-d (SUM, float64),
+* the empty-cluster repair gathers every rank's local farthest candidates
+  (distance, global index, label, point) and every rank picks the same global
+  winners (largest distance first, ties broken by lowest global index),
+* seeding is **exact distributed greedy k-means++**: all random numbers come
+  from one CPU ``torch.Generator`` that every rank seeds identically (from
+  ``seed``, or when ``seed is None`` from a value drawn from torch's global RNG
+  on rank 0 and shared with the others).  The first center is a uniformly drawn
+  *global* row index; for each next center ``2 + int(log K)`` uniforms ``u`` are
+  drawn, and ``u * total_potential`` is located in the global cumulative sum of
+  ``D(x)^2`` (first the owning rank via the gathered per-rank potentials, then
+  the row inside it).  The owners contribute the candidate rows, every rank
+  gets them through a SUM ``all_reduce`` of a zero-filled buffer (exact), the
+  candidates' potentials are gathered per rank and summed in rank order, and the
+  best (lowest potential) candidate becomes the next center.  The seeded
+  centers are finally broadcast from rank 0 (a no-op in exact arithmetic).
+
+A single-process call is the same code with world size 1, so single-process and
+distributed runs on the same global data (same row order, same ``seed``) draw
+the same seeds and give the same centers/inertia up to float rounding of the
+reductions (and the same labels, barring exact ties).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = ["KMeansResult", "kmeans", "pairwise_sq_dists", "assign_nearest"]
+
+
+@dataclass
+class KMeansResult:
+    """Result of :func:`kmeans`.
+
+    Attributes:
+        centers: ``(K, d)`` cluster centers, same device/dtype as ``x``.
+        labels: ``(N,)`` long labels of the ``x`` passed in (the local shard in DDP mode).
+        inertia: sum of squared distances to the assigned center over ALL ranks' data.
+        n_iter: number of Lloyd iterations of the kept run.
+    """
+
+    centers: Tensor
+    labels: Tensor
+    inertia: float
+    n_iter: int
+
+
+# ----------------------------------------------------------------------------------------------
+# distance helpers
+# ----------------------------------------------------------------------------------------------
+def _check_chunk_size(chunk_size: int) -> int:
+    chunk_size = int(chunk_size)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return chunk_size
+
+
+def _check_pair(x: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
+    if not isinstance(x, Tensor) or x.dim() != 2:
+        raise ValueError(f"x must be a 2-D tensor (N, d), got shape {tuple(getattr(x, 'shape', ()))}")
+    if not isinstance(centers, Tensor) or centers.dim() != 2:
+        raise ValueError(
+            f"centers must be a 2-D tensor (K, d), got shape {tuple(getattr(centers, 'shape', ()))}"
+        )
+    if x.shape[1] != centers.shape[1]:
+        raise ValueError(f"feature dims differ: x has {x.shape[1]}, centers have {centers.shape[1]}")
+    dtype = torch.promote_types(x.dtype, centers.dtype)
+    if not dtype.is_floating_point:
+        dtype = torch.get_default_dtype()
+    return x.to(dtype), centers.to(device=x.device, dtype=dtype)
+
+
+def pairwise_sq_dists(x: Tensor, centers: Tensor, chunk_size: int = 65536) -> Tensor:
+    """Squared euclidean distances ``(N, K)`` via ``||x||^2 - 2 x.c + ||c||^2``, clamped at 0.
+
+    Computed in row chunks of ``chunk_size`` (the output itself is ``N x K``).
+    """
+    chunk_size = _check_chunk_size(chunk_size)
+    x, centers = _check_pair(x, centers)
+    n, k = x.shape[0], centers.shape[0]
+    out = torch.empty((n, k), dtype=x.dtype, device=x.device)
+    c_sq = (centers * centers).sum(1).unsqueeze(0)
+    ct = centers.t()
+    for s in range(0, n, chunk_size):
+        xc = x[s : s + chunk_size]
+        d = torch.addmm(c_sq, xc, ct, alpha=-2.0)
+        d.add_((xc * xc).sum(1, keepdim=True)).clamp_min_(0)
+        out[s : s + chunk_size] = d
+    return out
+
+
+def assign_nearest(x: Tensor, centers: Tensor, chunk_size: int = 65536) -> tuple[Tensor, Tensor]:
+    """Nearest center of every row of ``x``.
+
+    Returns ``(labels, min_sq_dist)``: long ``(N,)`` and ``(N,)`` in x's dtype (clamped at 0).
+    Ties go to the lowest center index.  Never materializes more than ``chunk_size x K``.
+    """
+    chunk_size = _check_chunk_size(chunk_size)
+    x, centers = _check_pair(x, centers)
+    if centers.shape[0] == 0:
+        raise ValueError("centers must contain at least one center")
+    x_sq = (x * x).sum(1)
+    labels = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    vals = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    _e_step(x, centers, chunk_size, labels, vals, None)
+    return labels, vals.add_(x_sq).clamp_min_(0)
+
+
+def _e_step(
+    x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, vals: Tensor, sums: Tensor | None
+) -> None:
+    """Assign rows to nearest centers; write ``min_k(||c_k||^2 - 2 x.c_k)`` to ``vals``.
+
+    If ``sums`` (float64 ``(K, d)``) is given, the rows are added to their cluster's sum.
+    """
+    c_sq = (centers * centers).sum(1).unsqueeze(0)
+    ct = centers.t()
+    n = x.shape[0]
+    for s in range(0, n, chunk_size):
+        xc = x[s : s + chunk_size]
+        d = torch.addmm(c_sq, xc, ct, alpha=-2.0)
+        v, lab = torch.min(d, dim=1)
+        labels[s : s + chunk_size] = lab
+        vals[s : s + chunk_size] = v
+        if sums is not None:
+            sums.index_add_(0, lab, xc.to(torch.float64))
+
+
+def _sq_dists_small(x: Tensor, x_sq: Tensor, c: Tensor, chunk_size: int) -> Tensor:
+    """``(N, m)`` clamped squared distances to a few points ``c`` (used by k-means++)."""
+    n = x.shape[0]
+    out = torch.empty((n, c.shape[0]), dtype=x.dtype, device=x.device)
+    c_sq = (c * c).sum(1).unsqueeze(0)
+    ct = c.t()
+    for s in range(0, n, chunk_size):
+        d = torch.addmm(c_sq, x[s : s + chunk_size], ct, alpha=-2.0)
+        out[s : s + chunk_size] = d.add_(x_sq[s : s + chunk_size].unsqueeze(1)).clamp_min_(0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# communication (single process == world of size 1)
+# ----------------------------------------------------------------------------------------------
+class _Comm:
+    def __init__(self, enabled: bool, device: torch.device):
+        self.enabled = enabled
+        if enabled:
+            self.rank = dist.get_rank()
+            self.world = dist.get_world_size()
+            backend = str(dist.get_backend()).lower()
+            if device.type == "cuda" and "nccl" in backend:
+                self.device = device
+            elif "gloo" in backend or "mpi" in backend:
+                self.device = torch.device("cpu")
+            elif "nccl" in backend:
+                self.device = torch.device("cuda", torch.cuda.current_device())
+            else:
+                self.device = device
+        else:
+            self.rank, self.world, self.device = 0, 1, device
+
+    def all_reduce_(self, t: Tensor) -> Tensor:
+        """In-place SUM all-reduce (returns ``t``)."""
+        if self.enabled:
+            tt = t.to(self.device)
+            dist.all_reduce(tt)
+            if tt is not t:
+                t.copy_(tt)
+        return t
+
+    def all_gather(self, t: Tensor) -> Tensor:
+        """Stack of every rank's ``t`` along a new dim 0 (on ``t``'s device)."""
+        if not self.enabled:
+            return t.unsqueeze(0)
+        tt = t.to(self.device).contiguous()
+        out = [torch.empty_like(tt) for _ in range(self.world)]
+        dist.all_gather(out, tt)
+        return torch.stack(out).to(t.device)
+
+    def broadcast_(self, t: Tensor, src: int = 0) -> Tensor:
+        if self.enabled:
+            tt = t.to(self.device).contiguous()
+            dist.broadcast(tt, src=src)
+            if tt is not t:
+                t.copy_(tt)
+        return t
+
+
+def _use_distributed(distributed: bool | None) -> bool:
+    avail = dist.is_available() and dist.is_initialized()
+    if distributed is None:
+        return bool(avail and dist.get_world_size() > 1)
+    if distributed:
+        if not avail:
+            raise ValueError("distributed=True but torch.distributed is not initialized")
+        return dist.get_world_size() > 1
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# k-means++ (greedy, exact in DDP)
+# ----------------------------------------------------------------------------------------------
+def _fetch_rows(x: Tensor, local_idx: list[int | None], comm: _Comm) -> Tensor:
+    """Rows ``x[local_idx[j]]`` from whichever rank owns them (``None`` = not mine), on all ranks."""
+    m, d = len(local_idx), x.shape[1]
+    mine = [(j, i) for j, i in enumerate(local_idx) if i is not None]
+    if not comm.enabled:
+        return x[torch.tensor([i for _, i in mine], device=x.device, dtype=torch.long)]
+    buf = torch.zeros((m, d), dtype=torch.float64, device=x.device)
+    if mine:
+        js = torch.tensor([j for j, _ in mine], device=x.device, dtype=torch.long)
+        ii = torch.tensor([i for _, i in mine], device=x.device, dtype=torch.long)
+        buf[js] = x[ii].to(torch.float64)
+    comm.all_reduce_(buf)
+    return buf.to(x.dtype)
+
+
+def _locate(
+    r: Tensor, rank_pots: Tensor, local_cum: Tensor, counts: list[int], comm: _Comm
+) -> list[int | None]:
+    """For each target ``r`` in the global cumulative potential, the local row index if this
+    rank owns it (else None).  Semantics of a single global ``searchsorted(cum, r, right=True)``
+    clipped to the last row."""
+    rank_cum = torch.cumsum(rank_pots, 0)
+    owners = torch.searchsorted(rank_cum, r, right=True).tolist()
+    last_nonempty = max(i for i, c in enumerate(counts) if c > 0)
+    out: list[int | None] = []
+    rr = r.tolist()
+    for j, owner in enumerate(owners):
+        if owner >= len(counts):  # r beyond the total (rounding / zero potential): last row
+            owner, local = last_nonempty, counts[last_nonempty] - 1
+            out.append(local if owner == comm.rank else None)
+            continue
+        if owner != comm.rank:
+            out.append(None)
+            continue
+        offset = rank_cum[owner - 1].item() if owner > 0 else 0.0
+        t = torch.tensor([rr[j] - offset], dtype=torch.float64, device=local_cum.device)
+        local = int(torch.searchsorted(local_cum, t, right=True).item())
+        out.append(min(local, counts[owner] - 1))
+    return out
+
+
+def _kmeans_plusplus(
+    x: Tensor, x_sq: Tensor, k: int, gen: torch.Generator, comm: _Comm, counts: list[int], chunk_size: int
+) -> Tensor:
+    n, d = x.shape
+    n_total = sum(counts)
+    offset = sum(counts[: comm.rank])
+    n_trials = 2 + int(math.log(k))
+    centers = torch.empty((k, d), dtype=x.dtype, device=x.device)
+
+    g = int(torch.randint(n_total, (1,), generator=gen).item())
+    local = g - offset
+    centers[0] = _fetch_rows(x, [local if 0 <= local < n else None], comm)[0]
+    closest = _sq_dists_small(x, x_sq, centers[0:1], chunk_size)[:, 0]
+    local_pot = closest.sum(dtype=torch.float64).reshape(1)
+    rank_pots = comm.all_gather(local_pot)[:, 0].cpu()
+
+    for c in range(1, k):
+        total = rank_pots.sum()
+        r = torch.rand(n_trials, generator=gen, dtype=torch.float64) * total
+        local_cum = torch.cumsum(closest, 0, dtype=torch.float64)
+        idx = _locate(r, rank_pots, local_cum, counts, comm)
+        cand = _fetch_rows(x, idx, comm)  # (n_trials, d)
+        dc = _sq_dists_small(x, x_sq, cand, chunk_size)
+        torch.minimum(dc, closest.unsqueeze(1), out=dc)
+        pots = comm.all_gather(dc.sum(0, dtype=torch.float64)).cpu()  # (world, n_trials)
+        best = int(torch.argmin(pots.sum(0)).item())
+        rank_pots = pots[:, best].contiguous()
+        closest = dc[:, best].contiguous()
+        centers[c] = cand[best]
+    return comm.broadcast_(centers, 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lloyd
+# ----------------------------------------------------------------------------------------------
+def _relocate_empty(
+    sums: Tensor,
+    counts: Tensor,
+    empty: list[int],
+    x: Tensor,
+    x_sq: Tensor,
+    labels: Tensor,
+    vals: Tensor,
+    comm: _Comm,
+    offset: int,
+) -> None:
+    """sklearn-style repair: move each empty cluster onto one of the globally farthest points
+    (distance to their assigned center), taking that point out of its old cluster."""
+    n, d = x.shape
+    n_empty = len(empty)
+    m = min(n_empty, n)
+    cand = torch.zeros((n_empty, d + 3), dtype=torch.float64, device=x.device)
+    cand[:, 0] = -math.inf
+    cand[:, 1] = float(2**53)
+    if m > 0:
+        dist_to_own = (vals + x_sq).clamp_min(0)
+        order = torch.sort(dist_to_own, descending=True, stable=True).indices[:m]
+        cand[:m, 0] = dist_to_own[order].to(torch.float64)
+        cand[:m, 1] = (order + offset).to(torch.float64)
+        cand[:m, 2] = labels[order].to(torch.float64)
+        cand[:m, 3:] = x[order].to(torch.float64)
+    allc = comm.all_gather(cand).reshape(-1, d + 3)
+    allc = allc[torch.sort(allc[:, 1], stable=True).indices]  # global index ascending
+    allc = allc[torch.sort(allc[:, 0], descending=True, stable=True).indices][:n_empty]
+    old_ids = allc[:, 2].long().tolist()
+    for j, new_id in enumerate(empty):
+        old_id, p = old_ids[j], allc[j, 3:]
+        sums[old_id] -= p
+        counts[old_id] -= 1
+        sums[new_id] = p
+        counts[new_id] = 1
+
+
+def _lloyd(
+    x: Tensor,
+    x_sq: Tensor,
+    centers: Tensor,
+    comm: _Comm,
+    max_iter: int,
+    tol_abs: float,
+    chunk_size: int,
+    offset: int,
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Returns (centers, labels, vals, n_iter); labels/vals are for the returned centers."""
+    n, d = x.shape
+    k = centers.shape[0]
+    dev = x.device
+    labels = torch.full((n,), -1, dtype=torch.long, device=dev)
+    labels_old = torch.full((n,), -1, dtype=torch.long, device=dev)
+    vals = torch.empty(n, dtype=x.dtype, device=dev)
+    buf = torch.empty(k * d + k + 1, dtype=torch.float64, device=dev)
+    sums = buf[: k * d].view(k, d)
+    cnt = buf[k * d : k * d + k]
+    strict = False
+    relocated = False
+    it = 0
+    for it in range(max_iter):
+        buf.zero_()
+        _e_step(x, centers, chunk_size, labels, vals, sums)
+        cnt += torch.bincount(labels, minlength=k).to(torch.float64)
+        buf[-1] = (labels != labels_old).sum().to(torch.float64)
+        comm.all_reduce_(buf)
+        host = buf[k * d :].cpu()
+        n_changed = int(host[-1].item())
+        empty = torch.nonzero(host[:k] == 0).flatten().tolist()
+        prev_relocated, relocated = relocated, bool(empty)
+        if relocated:
+            _relocate_empty(sums, cnt, empty, x, x_sq, labels, vals, comm, offset)
+        nonzero = (cnt > 0).unsqueeze(1)
+        new_centers = torch.where(
+            nonzero, sums / cnt.clamp_min(1).unsqueeze(1), centers.to(torch.float64)
+        ).to(x.dtype)
+        shift = float((new_centers - centers).to(torch.float64).pow(2).sum().item())
+        centers = new_centers
+        if n_changed == 0 and not (relocated or prev_relocated):
+            # labels unchanged (and no repair) => same sums => new centers == the centers the
+            # labels were computed with, so labels are already consistent with them
+            strict = True
+            break
+        if shift <= tol_abs:
+            break
+        labels, labels_old = labels_old, labels
+    if not strict:
+        _e_step(x, centers, chunk_size, labels, vals, None)
+    return centers, labels, vals, it + 1
+
+
+def _exact_inertia(x: Tensor, centers: Tensor, labels: Tensor, chunk_size: int, comm: _Comm) -> float:
+    acc = torch.zeros(1, dtype=torch.float64, device=x.device)
+    for s in range(0, x.shape[0], chunk_size):
+        diff = x[s : s + chunk_size] - centers[labels[s : s + chunk_size]]
+        acc += diff.to(torch.float64).pow(2).sum()
+    comm.all_reduce_(acc)
+    return float(acc.item())
+
+
+# ----------------------------------------------------------------------------------------------
+# public entry point
+# ----------------------------------------------------------------------------------------------
+def kmeans(
+    x: Tensor,
+    n_clusters: int,
+    *,
+    n_init: int = 10,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    init_centers: Tensor | None = None,
+    seed: int | None = None,
+    chunk_size: int = 65536,
+    distributed: bool | None = None,
+) -> KMeansResult:
+    """K-means clustering (Lloyd, greedy k-means++ seeding), following scikit-learn's ``KMeans``.
+
+    Args:
+        x: ``(N, d)`` data (float32/float64; other dtypes are computed and returned in float32).
+            In DDP mode: this rank's shard (sizes may differ, a shard may be empty).
+        n_clusters: K, ``1 <= K <= N`` (N = global number of rows).
+        n_init: number of k-means++ restarts; the lowest inertia wins.  Ignored with ``init_centers``.
+        max_iter: maximum Lloyd iterations per run.
+        tol: relative tolerance: stop when ``sum ||c_new - c_old||^2 <= tol * mean(var(x, 0))``
+            (variance over the global data).  A run also stops when no label changed.
+        init_centers: ``(K, d)`` warm start (single run).  In DDP mode rank 0's copy is used.
+        seed: seed of the CPU ``torch.Generator`` used for seeding.  ``None``: drawn from torch's
+            global RNG (rank 0's in DDP), so ``torch.manual_seed`` makes the call reproducible.
+        chunk_size: rows per distance chunk (memory ``~ chunk_size x K``).
+        distributed: ``None`` = use DDP mode iff torch.distributed is initialized with
+            world size > 1; ``False`` = local only; ``True`` = require an initialized group.
+
+    Seeding: exact distributed greedy k-means++ (see the module docstring): all ranks draw the
+    same random numbers and select rows by *global* index / global cumulative potential, so a
+    single-process run on the concatenation of the shards (in rank order) with the same
+    ``seed`` picks the same seeds and yields the same centers up to float rounding.
+
+    Returns:
+        :class:`KMeansResult` (``labels`` are for the local ``x``; ``inertia`` is global).
+    """
+    # ---- argument checks that do not depend on the data (identical on all ranks) ----
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int):
+        try:
+            n_clusters = int(n_clusters)  # e.g. numpy ints
+        except Exception as e:  # pragma: no cover
+            raise ValueError(f"n_clusters must be an int, got {n_clusters!r}") from e
+    if n_clusters < 1:
+        raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
+    if int(n_init) < 1:
+        raise ValueError(f"n_init must be >= 1, got {n_init}")
+    if int(max_iter) < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    if not (tol >= 0):
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    chunk_size = _check_chunk_size(chunk_size)
+    if not isinstance(x, Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+
+    use_dist = _use_distributed(distributed)
+    comm = _Comm(use_dist, x.device)
+
+    # ---- data checks, decided identically on every rank ----
+    is2d = x.dim() == 2
+    n_local = x.shape[0] if is2d else 0
+    d_local = x.shape[1] if is2d else -1
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.to(torch.float32)
+    finite = bool(torch.isfinite(x).all().item()) if x.numel() else True
+    drawn = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else 0
+    info = torch.tensor([n_local, d_local, int(is2d), int(finite), drawn], dtype=torch.long)
+    allinfo = comm.all_gather(info)  # (world, 5) on CPU
+    if not bool(allinfo[:, 2].all()):
+        raise ValueError(
+            f"x must be a 2-D tensor (N, d); got shape {tuple(x.shape)}"
+            + (" on some rank" if use_dist else "")
+        )
+    dims = set(allinfo[:, 1].tolist())
+    if len(dims) != 1:
+        raise ValueError(f"all ranks must pass the same number of features, got {sorted(dims)}")
+    d = dims.pop()
+    if not bool(allinfo[:, 3].all()):
+        raise ValueError("x contains non-finite values (NaN or inf)")
+    counts = allinfo[:, 0].tolist()
+    n_total = int(sum(counts))
+    if n_clusters > n_total:
+        raise ValueError(f"n_clusters={n_clusters} is larger than the number of samples N={n_total}")
+    if d < 1:
+        raise ValueError("x must have at least one feature")
+    offset = int(sum(counts[: comm.rank]))
+    if seed is None:
+        seed = int(allinfo[0, 4].item())
+
+    dtype, dev = x.dtype, x.device
+    if init_centers is not None:
+        if not isinstance(init_centers, Tensor) or tuple(init_centers.shape) != (n_clusters, d):
+            raise ValueError(
+                f"init_centers must have shape ({n_clusters}, {d}), "
+                f"got {tuple(getattr(init_centers, 'shape', ()))}"
+            )
+        init = init_centers.detach().to(device=dev, dtype=dtype).clone()
+        comm.broadcast_(init, 0)
+        if not bool(torch.isfinite(init).all().item()):
+            raise ValueError("init_centers contains non-finite values")
+
+    # ---- global mean / variance (two passes, float64) ----
+    with torch.no_grad():
+        stats = torch.zeros(d + 1, dtype=torch.float64, device=dev)
+        for s in range(0, n_local, chunk_size):
+            stats[:d] += x[s : s + chunk_size].sum(0, dtype=torch.float64)
+        comm.all_reduce_(stats)
+        mean64 = stats[:d] / n_total
+        var_acc = torch.zeros(d, dtype=torch.float64, device=dev)
+        for s in range(0, n_local, chunk_size):
+            var_acc += (x[s : s + chunk_size].to(torch.float64) - mean64).pow(2).sum(0)
+        comm.all_reduce_(var_acc)
+        tol_abs = float((var_acc / n_total).mean().item()) * float(tol)
+
+        mean = mean64.to(dtype)
+        xc = x.detach() - mean
+        x_sq = (xc * xc).sum(1)
+
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(int(seed))
+
+        best: tuple[float, Tensor, Tensor, int] | None = None
+        runs = 1 if init_centers is not None else int(n_init)
+        for _ in range(runs):
+            if init_centers is not None:
+                c0 = init - mean
+            else:
+                c0 = _kmeans_plusplus(xc, x_sq, n_clusters, gen, comm, counts, chunk_size)
+            centers, labels, _, n_iter = _lloyd(
+                xc, x_sq, c0, comm, int(max_iter), tol_abs, chunk_size, offset
+            )
+            inertia = _exact_inertia(xc, centers, labels, chunk_size, comm)
+            if best is None or inertia < best[0]:
+                best = (inertia, centers, labels, n_iter)
+
+        assert best is not None
+        inertia, centers, labels, n_iter = best
+        return KMeansResult(centers=centers + mean, labels=labels, inertia=inertia, n_iter=n_iter)

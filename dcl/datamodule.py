@@ -1,0 +1,232 @@
+"""The datamodule contract: every sample in memory, served by index slicing.
+
+Deep clustering is transductive: the data that is clustered is the data trained on. A datamodule therefore
+offers a shuffled training loader and an ordered loader over *all* samples (validation metrics, clustering
+callbacks, prediction). Subclasses implement only :meth:`ClusteringDataModule.load`.
+
+Batches are dicts ``{"x": inputs, "y": labels (-1 when unknown), "index": sample indices}``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Iterator
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+
+class DataError(ValueError):
+    """Bad input data: raised before any training starts, with what is wrong and what to do."""
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class _EpochSampler:
+    """Holds the epoch so that Lightning's ``set_epoch`` reaches our shuffling (exact resume)."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+class InMemoryLoader:
+    """Batches as index slices of in-memory tensors (no per-sample ``__getitem__``, no worker processes).
+
+    Under DDP each rank takes its own shard: for shuffling, a seeded permutation of all samples that every
+    rank draws identically (padded by wrap-around so that ranks have equal step counts, as
+    ``DistributedSampler`` does); for ordered passes, contiguous shards without padding, so that each
+    sample is seen exactly once and gathered results can be put back in order.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool, seed: int = 0,
+                 drop_last: bool = False, transform: Callable[[Tensor], Tensor] | None = None) -> None:
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.transform = transform
+        self.sampler = _EpochSampler()
+        self.batch_sampler = None  # Lightning inspects these two attributes of its loaders
+
+    def _indices(self) -> Tensor:
+        n = len(self.x)
+        rank, world = _dist_rank_world()
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.sampler.epoch)
+            perm = torch.randperm(n, generator=g)
+            per_rank = math.ceil(n / world)
+            if per_rank * world > n:  # pad by wrap-around so every rank runs the same number of steps
+                perm = torch.cat([perm, perm[: per_rank * world - n]])
+            return perm[rank::world]
+        return ordered_shard(n, rank, world)
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        idx = self._indices()
+        stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
+        contiguous = not self.shuffle
+        for start in range(0, stop, self.batch_size):
+            b = idx[start:start + self.batch_size]
+            if contiguous:  # views, no copy
+                lo, hi = int(b[0]), int(b[-1]) + 1
+                x, y = self.x[lo:hi], self.y[lo:hi]
+            else:
+                x, y = self.x[b], self.y[b]
+            if self.transform is not None:
+                x = self.transform(x)
+            yield {"x": x, "y": y, "index": b.to(self.x.device)}
+
+    def __len__(self) -> int:
+        n = len(self._indices())
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+
+def ordered_shard(n: int, rank: int, world: int) -> Tensor:
+    """Contiguous, unpadded shard ``rank`` of ``range(n)`` split over ``world`` ranks."""
+    bounds = [n * r // world for r in range(world + 1)]
+    return torch.arange(bounds[rank], bounds[rank + 1])
+
+
+class ClusteringDataModule(pl.LightningDataModule):
+    """Base class of all datamodules. Subclasses implement :meth:`load`.
+
+    Args:
+        batch_size: samples per training batch (per process under DDP).
+        n_clusters: number of clusters to find; default the number of classes of the data set.
+        eval_batch_size: batch size of the ordered passes (validation, prediction, clustering updates).
+        seed: seed of the training shuffle (the epoch is added to it).
+        on_device: keep the whole data set on the training device (GPU) so that batches are device views.
+    """
+
+    #: number of classes of the data set when known without loading it (overridden by subclasses)
+    num_classes: int | None = None
+
+    def __init__(self, batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int = 4096,
+                 seed: int = 0, on_device: bool = False) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+        self.on_device = on_device
+        self._n_clusters_override = n_clusters
+        self._x: Tensor | None = None
+        self._y: Tensor | None = None
+
+    # -- what subclasses provide ------------------------------------------------------------------------
+    def load(self) -> tuple[Tensor, Tensor | None]:
+        """Return ``(x, y)``: all samples as one tensor (float, or uint8 with :meth:`batch_transform`) and
+        integer labels (or None when the data has none)."""
+        raise NotImplementedError
+
+    def batch_transform(self, x: Tensor) -> Tensor:
+        """Applied to each batch after slicing (e.g. uint8 -> float scaling). Identity by default."""
+        return x
+
+    # -- derived ---------------------------------------------------------------------------------------
+    def _ensure_loaded(self) -> None:
+        if self._x is not None:
+            return
+        x, y = self.load()
+        x = torch.as_tensor(x)
+        name = type(self).__name__
+        if x.ndim < 2 or len(x) == 0:
+            raise DataError(f"{name}: the data set is empty or not a batch of samples (shape {tuple(x.shape)})")
+        if x.is_floating_point():
+            bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+            if bad.any():
+                rows = bad.nonzero().flatten()[:5].tolist()
+                raise DataError(f"{name}: {int(bad.sum())} samples contain NaN or inf (first rows {rows}); "
+                                "clean or impute them before clustering")
+        if y is None:
+            y = torch.full((len(x),), -1, dtype=torch.long)
+        else:
+            y = torch.as_tensor(y).long().flatten()
+            if len(y) != len(x):
+                raise DataError(f"{name}: {len(y)} labels for {len(x)} samples; labels must have one entry "
+                                "per sample")
+        self._x, self._y = x.contiguous(), y
+        k = self._n_clusters_override
+        if k is not None and not 2 <= k <= len(x):
+            raise DataError(f"{name}: n_clusters must be between 2 and the number of samples ({len(x)}), got {k}")
+
+    @property
+    def x(self) -> Tensor:
+        self._ensure_loaded()
+        return self._x
+
+    @property
+    def y(self) -> Tensor:
+        self._ensure_loaded()
+        return self._y
+
+    @property
+    def has_labels(self) -> bool:
+        return bool((self.y >= 0).any())
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.x)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample as the method sees it (after :meth:`batch_transform`)."""
+        return tuple(self.batch_transform(self.x[:1]).shape[1:])
+
+    @property
+    def n_clusters(self) -> int:
+        if self._n_clusters_override is not None:
+            self._ensure_loaded()
+            return self._n_clusters_override
+        if self.num_classes is not None:
+            return self.num_classes
+        if self.has_labels:
+            return int(self.y.max()) + 1
+        raise DataError(f"{type(self).__name__}: the data has no labels, so n_clusters cannot be inferred; "
+                        "set data.init_args.n_clusters")
+
+    # -- Lightning hooks -------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        self._ensure_loaded()
+        if self.on_device and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            self._x, self._y = self._x.to(device), self._y.to(device)
+
+    def _loader(self, shuffle: bool) -> InMemoryLoader:
+        return InMemoryLoader(self.x, self.y, self.batch_size if shuffle else self.eval_batch_size,
+                              shuffle=shuffle, seed=self.seed, transform=self.batch_transform)
+
+    def train_dataloader(self) -> InMemoryLoader:
+        return self._loader(shuffle=True)
+
+    def all_dataloader(self) -> InMemoryLoader:
+        """Ordered loader over all samples; this rank's contiguous shard under DDP."""
+        return self._loader(shuffle=False)
+
+    def val_dataloader(self) -> InMemoryLoader:
+        return self.all_dataloader()
+
+    def test_dataloader(self) -> InMemoryLoader:
+        return self.all_dataloader()
+
+    def predict_dataloader(self) -> InMemoryLoader:
+        return self.all_dataloader()
+
+
+def require_files(name: str, folder: str | Path, files: list[str], how_to_get: str) -> Path:
+    """Check that ``folder`` holds ``files``; else raise one DataError saying where we looked and how to fix."""
+    folder = Path(folder).expanduser()
+    missing = [f for f in files if not (folder / f).exists()]
+    if missing:
+        raise DataError(f"{name}: missing {', '.join(missing)} in {folder.resolve()}; {how_to_get}")
+    return folder

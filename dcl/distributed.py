@@ -1,0 +1,45 @@
+"""Small DDP helpers: every rank must hold the same clustering state."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank_world() -> tuple[int, int]:
+    if is_distributed():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_ordered(local: Tensor, n_total: int) -> Tensor:
+    """Reassemble contiguous per-rank shards (see ``dcl.datamodule.ordered_shard``) into all ``n_total`` rows,
+    in order, on every rank."""
+    rank, world = rank_world()
+    if world == 1:
+        return local
+    bounds = [n_total * r // world for r in range(world + 1)]
+    width = max(bounds[r + 1] - bounds[r] for r in range(world))
+    padded = local.new_zeros((width, *local.shape[1:]))
+    padded[: len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([parts[r][: bounds[r + 1] - bounds[r]] for r in range(world)])
+
+
+def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
+    """In-place broadcast from ``src`` (a decision made on rank 0 reaches every rank)."""
+    if is_distributed():
+        dist.broadcast(tensor, src)
+    return tensor
+
+
+def all_reduce_sum_(tensor: Tensor) -> Tensor:
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor

@@ -1,0 +1,345 @@
+"""The contract every deep clustering method keeps, and the autoencoder-based base most methods share.
+
+A method is a LightningModule with:
+
+- ``embed(x) -> z`` and ``assign(z) -> (N, K)`` soft assignments (rows sum to 1);
+- ``cluster_centers``: a buffer (or parameter) of shape (K, d), checkpointed and moved with the module; K may
+  change during training (``n_clusters`` is derived from it, and checkpoints of any K load);
+- ``update_clusters(z_all, first)``: what a periodic clustering callback hands the embeddings of all samples to;
+- ``configure_callbacks()``: the callbacks the method cannot work without, so a config cannot forget them;
+- validation / test: embed all samples in order, score ``val/acc``, ``val/nmi``, ``val/ari`` against labels;
+- ``predict_step``: ``{"index", "cluster", "confidence", "probs", "z", "y"}`` per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dcl.cluster import kmeans
+from dcl.distributed import broadcast_, gather_ordered
+from dcl.metrics import clustering_scores
+from dcl.nets import build_autoencoder
+
+OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+
+
+class ConfigError(ValueError):
+    """A bad setting or checkpoint, reported before any training starts."""
+
+
+def student_t_assign(z: Tensor, centers: Tensor, alpha: float = 1.0) -> Tensor:
+    """Soft assignment by a Student's t kernel (DEC's q): q_ij ∝ (1 + ||z_i - mu_j||^2 / alpha)^(-(alpha+1)/2)."""
+    d2 = torch.cdist(z, centers).pow(2)
+    q = (1.0 + d2 / alpha).pow(-(alpha + 1.0) / 2.0)
+    return q / q.sum(dim=1, keepdim=True)
+
+
+class ClusteringMethod(pl.LightningModule):
+    """Base of every method. Subclasses implement :meth:`embed` and a ``training_step``.
+
+    Args:
+        n_clusters: number of clusters K (linked from the datamodule by the CLI; an initial or maximal K for
+            methods that find K themselves).
+        input_shape: shape of one sample (linked from the datamodule by the CLI).
+        embedding_dim: size of the embedding z and of each cluster center.
+        kmeans_n_init: k-means restarts wherever this method runs k-means.
+    """
+
+    #: buffers whose shape changes during training (K, or the number of samples): resized to a checkpoint's shapes on load
+    resizable_buffers: tuple[str, ...] = ("cluster_centers",)
+
+    def __init__(self, n_clusters: int, input_shape: Sequence[int], embedding_dim: int,
+                 kmeans_n_init: int = 10, trainable_centers: bool = False) -> None:
+        super().__init__()
+        if not isinstance(n_clusters, int) or n_clusters < 2:
+            raise ConfigError(f"n_clusters must be an integer >= 2, got {n_clusters!r}")
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.embedding_dim = embedding_dim
+        self.kmeans_n_init = kmeans_n_init
+        centers = torch.zeros(n_clusters, embedding_dim)
+        if trainable_centers:
+            self.cluster_centers = nn.Parameter(centers)
+        else:
+            self.register_buffer("cluster_centers", centers)
+        self._val_parts: list[tuple[Tensor, Tensor]] = []
+        self._kmeans_calls = 0
+
+    # -- the contract -----------------------------------------------------------------------------------
+    @property
+    def n_clusters(self) -> int:
+        return self.cluster_centers.shape[0]
+
+    @property
+    def clustering_active(self) -> bool:
+        """Whether the clustering state is in use (False during a pretraining phase)."""
+        return True
+
+    def embed(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def assign(self, z: Tensor) -> Tensor:
+        """Soft assignments (N, K); by default DEC's Student's t kernel around the centers."""
+        return student_t_assign(z, self.cluster_centers)
+
+    def predict_clusters(self, z: Tensor) -> Tensor:
+        return self.assign(z).argmax(dim=1)
+
+    def update_clusters(self, z: Tensor, first: bool) -> None:
+        """Called by periodic clustering callbacks with the embeddings of all samples, in order (identical on
+        every DDP rank). ``first`` is True at the first call of the clustering phase."""
+
+    def refresh_clusters(self, z: Tensor) -> None:
+        """Called before scoring with the embeddings of all samples; methods whose centers are not trained
+        (e.g. k-means on a pretrained embedding) refresh them here."""
+
+    def set_cluster_centers(self, centers: Tensor) -> None:
+        """Replace the centers (K may change); rank 0's value wins under DDP."""
+        centers = broadcast_(centers.detach().to(self.cluster_centers).contiguous())
+        if centers.shape == self.cluster_centers.shape:
+            self.cluster_centers.data.copy_(centers)
+        elif isinstance(self.cluster_centers, nn.Parameter):
+            raise ConfigError("trainable cluster centers cannot change their number during training")
+        else:
+            self.cluster_centers = centers.clone()
+
+    def run_kmeans(self, z: Tensor, n_clusters: int | None = None, init: Tensor | None = None,
+                   n_init: int | None = None):
+        """k-means on the gathered embeddings, seeded from the global seed and a call counter so that every
+        rank computes the same result (and resumed runs the same as uninterrupted ones)."""
+        self._kmeans_calls += 1
+        seed = (torch.initial_seed() + 7919 * self._kmeans_calls) % (2**31)
+        result = kmeans(z.float(), n_clusters or self.n_clusters, n_init=n_init or self.kmeans_n_init,
+                        init_centers=init, seed=seed, distributed=False)
+        result.centers = broadcast_(result.centers.contiguous())
+        return result
+
+    # -- embedding all samples --------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_all(self, gather: bool = True) -> Tensor:
+        """Embeddings of all samples of the datamodule, in order (``gather``) or this rank's shard."""
+        dm = self.trainer.datamodule
+        was_training = self.training
+        self.eval()
+        parts = []
+        with self.trainer.precision_plugin.forward_context():
+            for batch in dm.all_dataloader():
+                x = batch["x"].to(self.device, non_blocking=True)
+                parts.append(self.embed(x).float())
+        self.train(was_training)
+        z = torch.cat(parts)
+        return gather_ordered(z, dm.num_samples) if gather else z
+
+    def final_scores(self) -> dict[str, float | int]:
+        """Scores of the current clustering state (nothing refreshed) on all samples of the datamodule."""
+        dm = self.trainer.datamodule
+        pred = self.predict_clusters(self.embed_all())
+        scores: dict[str, float | int] = {"k": self.n_clusters, "k_used": int(pred.unique().numel())}
+        y = dm.y.to(pred.device)
+        if (y >= 0).any():
+            scores.update(clustering_scores(pred, y))
+        return scores
+
+    # -- validation, test and prediction ----------------------------------------------------------------
+    def _collect(self, batch: dict[str, Tensor]) -> None:
+        self._val_parts.append((self.embed(batch["x"]).float(), batch["y"]))
+
+    def _score(self, prefix: str) -> None:
+        z, y = (torch.cat(t) for t in zip(*self._val_parts))
+        self._val_parts.clear()
+        n = self.trainer.datamodule.num_samples if self.trainer.datamodule is not None else len(z)
+        z, y = gather_ordered(z, n), gather_ordered(y, n)
+        self.refresh_clusters(z)
+        pred = self.predict_clusters(z)
+        metrics = {f"{prefix}/k": float(self.n_clusters), f"{prefix}/k_used": float(pred.unique().numel())}
+        if (y >= 0).any():
+            metrics.update({f"{prefix}/{k}": v for k, v in clustering_scores(pred, y).items()})
+        self.log_dict(metrics, sync_dist=True)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._score("val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._score("test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        z = self.embed(batch["x"]).float()
+        probs = self.assign(z)
+        confidence, cluster = probs.max(dim=1)
+        return {"index": batch["index"], "cluster": cluster, "confidence": confidence, "probs": probs, "z": z,
+                "y": batch["y"]}
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/k", float(self.n_clusters), sync_dist=True)
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["dcl_method"] = type(self).__qualname__
+        checkpoint["dcl_kmeans_calls"] = self._kmeans_calls
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_checkpoint_method(checkpoint, type(self))
+        self._kmeans_calls = checkpoint.get("dcl_kmeans_calls", 0)
+        state = checkpoint.get("state_dict", {})
+        for name in self.resizable_buffers:  # K may have changed during the run that saved this checkpoint
+            if name in state and state[name].shape != getattr(self, name).shape:
+                owner, attr = self, name
+                if "." in name:
+                    path, attr = name.rsplit(".", 1)
+                    owner = self.get_submodule(path)
+                owner.register_buffer(attr, torch.empty_like(state[name]))
+
+
+def check_checkpoint_method(checkpoint: dict[str, Any], method_cls: type) -> None:
+    """Refuse a checkpoint written by another method, naming both."""
+    saved = checkpoint.get("dcl_method")
+    if saved is None:
+        raise ConfigError(f"this checkpoint was not written by a dcl method; {method_cls.__name__} cannot load it")
+    ok = {c.__qualname__ for c in method_cls.__mro__}
+    if saved not in ok:
+        raise ConfigError(f"this checkpoint was written by method {saved}, not {method_cls.__name__}; "
+                          f"use --model {saved} or a checkpoint of {method_cls.__name__} (to start "
+                          "from its autoencoder only, pass it as model.init_args.pretrained)")
+
+
+class AutoencoderMethod(ClusteringMethod):
+    """Base of the methods that pretrain an autoencoder, then cluster its code: both phases in one ``dcl fit``.
+
+    Phase 1 (``pretrain_epochs`` epochs, skipped when ``pretrained`` is given): the autoencoder is trained on
+    the reconstruction MSE with ``pretrain_optimizer``; each validation runs k-means on the code, so that
+    ``val/acc`` tracks AE + k-means. Phase 2: :meth:`cluster_step` with ``optimizer``; the phase switch is a
+    checkpointed buffer, so a resumed run resumes in the right phase with the right optimizer.
+
+    Args:
+        latent_dim: size of the code z (the embedding).
+        autoencoder: ``mlp`` (d-500-500-2000-latent) or ``conv`` (DEKM's conv autoencoder).
+        hidden_dims: hidden sizes of the ``mlp`` encoder (the decoder mirrors them).
+        activation: hidden activation.
+        pretrain_epochs: epochs of autoencoder pretraining.
+        pretrained: a checkpoint of any dcl autoencoder method (e.g. an ``AEKMeans`` run), or a ``.pt`` state
+            dict of the autoencoder, to start from instead of pretraining.
+        pretrain_optimizer: optimizer of phase 1 (None: Adam, lr 1e-3).
+        optimizer: optimizer of phase 2 (None: the method's paper default, see :meth:`default_optimizer`).
+    """
+
+    def __init__(self, n_clusters: int, input_shape: Sequence[int], latent_dim: int = 10,
+                 autoencoder: str = "mlp", hidden_dims: Sequence[int] = (500, 500, 2000), activation: str = "relu",
+                 pretrain_epochs: int = 200, pretrained: str | None = None,
+                 pretrain_optimizer: OptimizerFactory | None = None, optimizer: OptimizerFactory | None = None,
+                 kmeans_n_init: int = 10, trainable_centers: bool = False) -> None:
+        super().__init__(n_clusters, input_shape, latent_dim, kmeans_n_init, trainable_centers)
+        if pretrain_epochs < 0:
+            raise ConfigError(f"pretrain_epochs must be >= 0, got {pretrain_epochs}")
+        kwargs = {"hidden_dims": tuple(hidden_dims)} if autoencoder == "mlp" else {}
+        self.autoencoder = build_autoencoder(autoencoder, self.input_shape, latent_dim, activation=activation,
+                                             **kwargs)
+        self.pretrain_epochs = 0 if pretrained else pretrain_epochs
+        self.pretrained = pretrained
+        self.pretrain_optimizer = pretrain_optimizer
+        self.optimizer = optimizer
+        self.register_buffer("clustering_started", torch.tensor(False))
+        self._centers_epoch = -1
+        if pretrained:
+            self.load_pretrained(pretrained)
+
+    @property
+    def clustering_active(self) -> bool:
+        return bool(self.clustering_started)
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.autoencoder.encoder(x)
+
+    # -- phases -----------------------------------------------------------------------------------------
+    def default_optimizer(self, params, phase: str) -> torch.optim.Optimizer:
+        """The optimizer of ``phase`` ("pretrain" or "cluster") when none is configured: Adam, lr 1e-3."""
+        return torch.optim.Adam(params, lr=1e-3)
+
+    def configure_optimizers(self):
+        phase = "cluster" if self.clustering_active else "pretrain"
+        make = self.optimizer if phase == "cluster" else self.pretrain_optimizer
+        return make(self.parameters()) if make is not None else self.default_optimizer(self.parameters(), phase)
+
+    def on_train_epoch_start(self) -> None:
+        if not self.clustering_active and self.current_epoch >= self.pretrain_epochs:
+            self.start_clustering()
+
+    def start_clustering(self) -> None:
+        """Switch to phase 2: mark it (checkpointed) and build phase 2's optimizer."""
+        self.clustering_started.fill_(True)
+        if self._trainer is not None:
+            self.trainer.strategy.setup_optimizers(self.trainer)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        if not self.clustering_active:
+            return self.pretrain_step(batch)
+        return self.cluster_step(batch)
+
+    def pretrain_step(self, batch: dict[str, Tensor]) -> Tensor:
+        x = batch["x"]
+        _, x_hat = self.autoencoder(x)
+        loss = F.mse_loss(x_hat, x)
+        self.log("train/recon", loss, prog_bar=True)
+        return loss
+
+    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """Phase 2's training step (returns the loss)."""
+        raise NotImplementedError
+
+    def refresh_clusters(self, z: Tensor) -> None:
+        if not self.clustering_active:  # phase 1: the centers are k-means on the current code
+            self.set_cluster_centers(self.run_kmeans(z).centers)
+            self._centers_epoch = self.current_epoch
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        last = self.current_epoch + 1 in (self.pretrain_epochs, self.trainer.max_epochs)
+        if not self.clustering_active and last and self._centers_epoch != self.current_epoch:
+            self.refresh_clusters(self.embed_all())  # so the checkpoint ends with AE + k-means centers
+
+    # -- starting from a pretrained autoencoder ---------------------------------------------------------
+    def load_pretrained(self, path: str) -> None:
+        """Load the autoencoder weights of another run; one clear error for every way this can go wrong."""
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise ConfigError(f"pretrained checkpoint {file} does not exist; train one first, e.g. "
+                              "dcl fit --config configs/ae_kmeans/<data>.yaml")
+        ckpt = load_checkpoint_file(file)
+        state = ckpt.get("state_dict", ckpt)
+        ae_state = {k[len("autoencoder."):]: v for k, v in state.items() if k.startswith("autoencoder.")}
+        if not ae_state and all(isinstance(v, Tensor) for v in state.values()):
+            ae_state = dict(state)  # a bare autoencoder state dict
+        saved_shape = tuple(ckpt.get("hyper_parameters", {}).get("input_shape", ()) or ())
+        if saved_shape and saved_shape != self.input_shape:
+            raise ConfigError(f"pretrained checkpoint {file} was trained on inputs of shape {saved_shape}, but "
+                              f"this data has shape {self.input_shape}; pretrain on this data set")
+        own = self.autoencoder.state_dict()
+        missing = sorted(set(own) - set(ae_state))
+        mismatched = [k for k in own if k in ae_state and ae_state[k].shape != own[k].shape]
+        if missing or mismatched:
+            detail = (f"missing {missing[:3]}" if missing else
+                      f"{mismatched[0]} is {tuple(ae_state[mismatched[0]].shape)} there but "
+                      f"{tuple(own[mismatched[0]].shape)} here")
+            raise ConfigError(f"pretrained checkpoint {file} holds a different autoencoder ({detail}); use the "
+                              "same autoencoder, latent_dim and hidden_dims as the run that produced it")
+        self.autoencoder.load_state_dict({k: ae_state[k] for k in own})
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """``torch.load`` with one clear error for a truncated or foreign file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several types for corrupt archives
+        raise ConfigError(f"cannot read checkpoint {path}: it is truncated or not a PyTorch checkpoint "
+                          f"({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None

@@ -1,0 +1,71 @@
+"""Clustering metrics: unsupervised accuracy on a *rectangular* confusion matrix, NMI and ARI.
+
+torchmetrics' own ClusterAccuracy keeps a square K x K matrix and cannot score a clustering whose number of
+clusters differs from the number of classes (DP methods), so accuracy is ours; NMI and ARI are torchmetrics'.
+"""
+
+from __future__ import annotations
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.functional.clustering import adjusted_rand_score, normalized_mutual_info_score
+
+
+def confusion(preds: Tensor, target: Tensor) -> Tensor:
+    """(K_pred x K_true) count matrix; labels are re-indexed to 0..K-1 by their sorted unique values."""
+    _, p = torch.unique(preds, return_inverse=True)
+    _, t = torch.unique(target, return_inverse=True)
+    kp, kt = int(p.max()) + 1, int(t.max()) + 1
+    return torch.bincount(p * kt + t, minlength=kp * kt).reshape(kp, kt)
+
+
+def cluster_accuracy(preds: Tensor, target: Tensor) -> Tensor:
+    """Best one-to-one matching of clusters to classes (Hungarian), as a fraction of all samples.
+
+    With K_pred != K_true the matching is rectangular: the surplus clusters (or classes) stay unmatched and
+    their samples count as errors, so finding too many or too few clusters is penalized.
+    """
+    if preds.shape != target.shape or preds.ndim != 1:
+        raise ValueError(f"preds and target must be 1-D of equal length, got {tuple(preds.shape)} and "
+                         f"{tuple(target.shape)}")
+    if preds.numel() == 0:
+        raise ValueError("cluster_accuracy of an empty labeling is undefined")
+    c = confusion(preds, target).cpu()
+    rows, cols = linear_sum_assignment(c.numpy(), maximize=True)
+    return c[rows, cols].sum().double() / preds.numel()
+
+
+def clustering_scores(preds: Tensor, target: Tensor) -> dict[str, float]:
+    """ACC, NMI and ARI of a labeling; samples with a negative (unknown) label are left out."""
+    known = target >= 0
+    preds, target = preds[known].long(), target[known].long()
+    return {
+        "acc": float(cluster_accuracy(preds, target)),
+        "nmi": float(normalized_mutual_info_score(preds, target)),
+        "ari": float(adjusted_rand_score(preds, target)),
+    }
+
+
+class ClusterAccuracy(Metric):
+    """torchmetrics-style accumulating form of :func:`cluster_accuracy` (predictions concatenated across
+    batches and, under DDP, across processes)."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        self.preds.append(preds.flatten().long())
+        self.target.append(target.flatten().long())
+
+    def compute(self) -> Tensor:
+        preds = torch.cat(self.preds) if isinstance(self.preds, list) else self.preds
+        target = torch.cat(self.target) if isinstance(self.target, list) else self.target
+        return cluster_accuracy(preds, target)

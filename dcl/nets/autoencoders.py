@@ -1,0 +1,133 @@
+"""The papers' autoencoders: the dense d-500-500-2000-k of DEC/IDEC/DEKM/AE-CM and the conv one of DEKM.
+
+Every autoencoder has ``encoder`` and ``decoder`` submodules and returns ``(z, x_hat)``; the state-dict
+keys are the same for every method that uses it, so one pretraining serves DEC, IDEC, DEKM and AE+k-means.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU, "gelu": nn.GELU,
+               "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def glorot_init_(module: nn.Module) -> nn.Module:
+    """Glorot-uniform weights and zero biases, the Keras default that the official codes trained with."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
+def mlp(dims: Sequence[int], activation: str = "relu", last_activation: str | None = None) -> nn.Sequential:
+    """Dense layers ``dims[0] -> ... -> dims[-1]`` with ``activation`` between them."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers.append(make_activation(activation))
+    if last_activation is not None:
+        layers.append(make_activation(last_activation))
+    return nn.Sequential(*layers)
+
+
+class MLPAutoencoder(nn.Module):
+    """Dense autoencoder ``d-500-500-2000-k`` (hidden sizes configurable), linear code and linear output.
+
+    Args:
+        input_shape: shape of one sample; it is flattened, and the output is reshaped back to it.
+        latent_dim: size of the code z.
+        hidden_dims: encoder hidden layer sizes; the decoder mirrors them.
+        activation: hidden activation (``relu`` in DEC/IDEC/DEKM, ``leaky_relu`` (0.2) in AE-CM).
+        output_activation: optional activation of the reconstruction (e.g. ``sigmoid`` for [0, 1] pixels).
+    """
+
+    def __init__(self, input_shape: Sequence[int], latent_dim: int = 10,
+                 hidden_dims: Sequence[int] = (500, 500, 2000), activation: str = "relu",
+                 output_activation: str | None = None) -> None:
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.latent_dim = latent_dim
+        d = math.prod(self.input_shape)
+        self.encoder = nn.Sequential(nn.Flatten(), mlp([d, *hidden_dims, latent_dim], activation))
+        self.decoder = nn.Sequential(mlp([latent_dim, *reversed(hidden_dims), d], activation, output_activation),
+                                     nn.Unflatten(1, self.input_shape))
+        glorot_init_(self)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z = self.encoder(x)
+        return z, self.decoder(z)
+
+
+class ConvAutoencoder(nn.Module):
+    """DEKM's (and DCEC's) conv autoencoder: Conv(32,5,s2)-Conv(64,5,s2)-Conv(128,3,s2)-Dense(k), mirrored.
+
+    Strided convs halve the size ('same' padding); the third conv is 'valid' when the size after two halvings
+    is odd (28 -> 14 -> 7 -> 3, as in the official code) and 'same' otherwise (16 -> 8 -> 4 -> 2 for USPS).
+    """
+
+    def __init__(self, input_shape: Sequence[int], latent_dim: int = 10,
+                 channels: Sequence[int] = (32, 64, 128), activation: str = "relu",
+                 output_activation: str | None = None) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"ConvAutoencoder needs (channels, height, width) inputs, got {tuple(input_shape)}; "
+                             "use flatten: false in the datamodule")
+        c_in, h, w = input_shape
+        if h != w:
+            raise ValueError(f"ConvAutoencoder needs square images, got {h}x{w}")
+        self.input_shape = tuple(input_shape)
+        self.latent_dim = latent_dim
+        c1, c2, c3 = channels
+        s2 = math.ceil(math.ceil(h / 2) / 2)
+        valid = s2 % 2 == 1
+        s3 = (s2 - 3) // 2 + 1 if valid else math.ceil(s2 / 2)
+        if s3 < 1:
+            raise ValueError(f"images of {h}x{w} are too small for ConvAutoencoder (need >= 12x12)")
+        act = lambda: make_activation(activation)  # noqa: E731
+        self.encoder = nn.Sequential(
+            nn.Conv2d(c_in, c1, 5, 2, padding=2), act(),
+            nn.Conv2d(c1, c2, 5, 2, padding=2), act(),
+            nn.Conv2d(c2, c3, 3, 2, padding=0 if valid else 1), act(),
+            nn.Flatten(), nn.Linear(c3 * s3 * s3, latent_dim),
+        )
+        # Transposed convs undo the halvings exactly; output_padding fixes the odd sizes.
+        h1 = math.ceil(h / 2)
+        decoder: list[nn.Module] = [
+            nn.Linear(latent_dim, c3 * s3 * s3), act(), nn.Unflatten(1, (c3, s3, s3)),
+            nn.ConvTranspose2d(c3, c2, 3, 2, padding=0 if valid else 1,
+                               output_padding=s2 - ((s3 - 1) * 2 - (0 if valid else 2) + 3)), act(),
+            nn.ConvTranspose2d(c2, c1, 5, 2, padding=2, output_padding=h1 - ((s2 - 1) * 2 - 4 + 5)), act(),
+            nn.ConvTranspose2d(c1, c_in, 5, 2, padding=2, output_padding=h - ((h1 - 1) * 2 - 4 + 5)),
+        ]
+        if output_activation is not None:
+            decoder.append(make_activation(output_activation))
+        self.decoder = nn.Sequential(*decoder)
+        glorot_init_(self)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z = self.encoder(x)
+        return z, self.decoder(z)
+
+
+def build_autoencoder(kind: str, input_shape: Sequence[int], latent_dim: int, **kwargs) -> nn.Module:
+    """``kind``: ``mlp`` or ``conv``."""
+    if kind == "mlp":
+        return MLPAutoencoder(input_shape, latent_dim, **kwargs)
+    if kind == "conv":
+        return ConvAutoencoder(input_shape, latent_dim, **kwargs)
+    raise ValueError(f"unknown autoencoder {kind!r}; choose 'mlp' or 'conv'")
+

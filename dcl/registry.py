@@ -1,0 +1,82 @@
+"""Plugin discovery: methods and datamodules are found through entry points.
+
+A third-party package registers its own exactly as dcl's built-ins do, in its ``pyproject.toml``::
+
+    [project.entry-points."dcl.methods"]
+    MyMethod = "my_package.module:MyMethod"
+
+Names are matched case-insensitively. A plugin that fails to import is reported by name (see
+:func:`load_errors`) without breaking the others.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib.metadata import EntryPoint, entry_points
+
+GROUPS = {"method": "dcl.methods", "datamodule": "dcl.datamodules"}
+
+
+class RegistryError(LookupError):
+    """An unknown or broken plugin name."""
+
+
+def _entry_points(group: str) -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=group):
+        found.setdefault(ep.name, ep)  # the first distribution on sys.path wins, as for imports
+    return dict(sorted(found.items(), key=lambda kv: kv[0].lower()))
+
+
+@lru_cache(maxsize=None)
+def _load(group: str) -> tuple[dict[str, type], dict[str, str]]:
+    classes: dict[str, type] = {}
+    errors: dict[str, str] = {}
+    for name, ep in _entry_points(group).items():
+        try:
+            classes[name] = ep.load()
+        except Exception as err:  # a broken plugin must not take the others down
+            errors[name] = f"{ep.value}: {type(err).__name__}: {err}"
+    return classes, errors
+
+
+def refresh() -> None:
+    """Forget what was loaded (after installing a plugin in the same process)."""
+    _load.cache_clear()
+
+
+def available(kind: str) -> dict[str, type]:
+    """All loadable plugins of ``kind`` (``method`` or ``datamodule``), by registered name."""
+    return dict(_load(GROUPS[kind])[0])
+
+
+def load_errors(kind: str) -> dict[str, str]:
+    """Plugins of ``kind`` that failed to import, with the reason."""
+    return dict(_load(GROUPS[kind])[1])
+
+
+def get(kind: str, name: str) -> type:
+    """The class registered under ``name`` (case-insensitive); a clear error listing known names otherwise."""
+    classes, errors = _load(GROUPS[kind])
+    for key, cls in classes.items():
+        if key.lower() == name.lower():
+            return cls
+    for key, why in errors.items():
+        if key.lower() == name.lower():
+            raise RegistryError(f"{kind} {key!r} is registered but failed to import: {why}")
+    known = ", ".join(classes) or "none installed"
+    raise RegistryError(f"unknown {kind} {name!r}; known {kind}s: {known}")
+
+
+def get_method(name: str) -> type:
+    return get("method", name)
+
+
+def get_datamodule(name: str) -> type:
+    return get("datamodule", name)
+
+
+def describe(cls: type) -> str:
+    """First line of a class docstring: the one-line description ``dcl list`` prints."""
+    doc = (cls.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""

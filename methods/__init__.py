@@ -1,0 +1,1 @@
+"""The built-in deep clustering methods (installed as ``dcl.methods``; registered by entry point)."""

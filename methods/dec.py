@@ -1,0 +1,116 @@
+"""DEC: Unsupervised Deep Embedding for Clustering Analysis (Xie, Girshick, Farhadi, ICML 2016).
+
+Soft assignment of each embedded point z_i to each center mu_j by a Student's t kernel (eq. 1)::
+
+    q_ij = (1 + ||z_i - mu_j||^2 / alpha)^(-(alpha+1)/2) / sum_j' (...)
+
+an auxiliary target that sharpens q and normalizes by cluster frequency f_j = sum_i q_ij (eq. 3)::
+
+    p_ij = (q_ij^2 / f_j) / sum_j' (q_ij'^2 / f_j')
+
+and the clustering loss KL(P || Q) = sum_i sum_j p_ij log(p_ij / q_ij) (eq. 2), minimized over the encoder
+and the centers. The targets are computed on all samples every ``update_interval`` steps and frozen in
+between; training stops when fewer than ``tol`` of the assignments changed between two updates, or after
+``maxiter`` clustering steps. Schedule and defaults of the authors' reference code (DEC-keras / IDEC):
+Adam-pretrained d-500-500-2000-10 autoencoder (200 epochs, batch 256), k-means with 20 restarts to
+initialize the centers, SGD(lr 0.01, momentum 0.9), ``update_interval`` 140 on MNIST and 30 on USPS,
+``tol`` 0.1%, ``maxiter`` 20000.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from dcl.callbacks.cluster_update import ClusterUpdate
+from dcl.method import AutoencoderMethod, ConfigError, OptimizerFactory, student_t_assign
+
+
+def target_distribution(q: Tensor) -> Tensor:
+    """DEC's eq. 3: p_ij ∝ q_ij^2 / f_j with f_j = sum_i q_ij, rows normalized."""
+    weight = q.pow(2) / q.sum(dim=0)
+    return weight / weight.sum(dim=1, keepdim=True)
+
+
+def kl_clustering_loss(p: Tensor, q: Tensor, eps: float = 1e-10) -> Tensor:
+    """DEC's eq. 2, KL(P || Q) summed over clusters and averaged over the batch."""
+    return (p * (p.clamp_min(eps).log() - q.clamp_min(eps).log())).sum(dim=1).mean()
+
+
+class DEC(AutoencoderMethod):
+    """Deep Embedded Clustering: KL divergence to a sharpened target distribution (Xie et al. 2016).
+
+    Args:
+        alpha: degrees of freedom of the Student's t kernel (1 in the paper).
+        update_interval: clustering steps between target updates (140 for MNIST, 30 for USPS).
+        tol: stop when fewer than this fraction of assignments changed between two updates (0.001).
+        maxiter: at most this many clustering steps (20000).
+        See ``AutoencoderMethod`` for the autoencoder, pretraining and optimizer arguments.
+    """
+
+    def __init__(self, n_clusters: int, input_shape: Sequence[int], latent_dim: int = 10,
+                 autoencoder: str = "mlp", hidden_dims: Sequence[int] = (500, 500, 2000), activation: str = "relu",
+                 alpha: float = 1.0, update_interval: int = 140, tol: float = 0.001, maxiter: int = 20000,
+                 pretrain_epochs: int = 200, pretrained: str | None = None,
+                 pretrain_optimizer: OptimizerFactory | None = None, optimizer: OptimizerFactory | None = None,
+                 kmeans_n_init: int = 20) -> None:
+        super().__init__(n_clusters, input_shape, latent_dim, autoencoder, hidden_dims, activation,
+                         pretrain_epochs, pretrained, pretrain_optimizer, optimizer, kmeans_n_init,
+                         trainable_centers=True)
+        if update_interval < 1 or maxiter < 1 or not 0 <= tol < 1 or alpha <= 0:
+            raise ConfigError("DEC needs update_interval >= 1, maxiter >= 1, 0 <= tol < 1 and alpha > 0")
+        self.save_hyperparameters(ignore=["pretrain_optimizer", "optimizer"])
+        self.alpha = alpha
+        self.update_interval = update_interval
+        self.tol = tol
+        self.maxiter = maxiter
+        # frozen targets P of all samples and the assignments of the last update (checkpointed)
+        self.register_buffer("targets", torch.empty(0, n_clusters))
+        self.register_buffer("last_labels", torch.empty(0, dtype=torch.long))
+        self.register_buffer("cluster_steps", torch.tensor(0))
+
+    resizable_buffers = ("cluster_centers", "targets", "last_labels")
+
+    def configure_callbacks(self):
+        return [ClusterUpdate(every_n_steps=self.update_interval)]
+
+    def default_optimizer(self, params, phase: str) -> torch.optim.Optimizer:
+        if phase == "cluster":  # the reference code's clustering optimizer
+            return torch.optim.SGD(params, lr=0.01, momentum=0.9)
+        return super().default_optimizer(params, phase)
+
+    def assign(self, z: Tensor) -> Tensor:
+        return student_t_assign(z, self.cluster_centers, self.alpha)
+
+    @torch.no_grad()
+    def update_clusters(self, z: Tensor, first: bool) -> None:
+        if first:  # initialize the centers by k-means on the embedding
+            km = self.run_kmeans(z)
+            self.set_cluster_centers(km.centers)
+            self.last_labels = km.labels
+        q = self.assign(z)
+        self.targets = target_distribution(q)
+        labels = q.argmax(dim=1)
+        changed = float((labels != self.last_labels).float().mean())
+        self.last_labels = labels
+        self.log("train/label_change", changed)
+        if not first and changed < self.tol:
+            self.print(f"DEC: {changed:.4%} of assignments changed (< tol {self.tol:.2%}); stopping")
+            self.trainer.should_stop = True
+
+    def clustering_loss(self, z: Tensor, index: Tensor) -> Tensor:
+        return kl_clustering_loss(self.targets[index], self.assign(z))
+
+    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor:
+        z = self.embed(batch["x"])
+        loss = self.clustering_loss(z, batch["index"])
+        self.log("train/kl", loss, prog_bar=True)
+        self._count_step()
+        return loss
+
+    def _count_step(self) -> None:
+        self.cluster_steps += 1
+        if int(self.cluster_steps) >= self.maxiter:
+            self.trainer.should_stop = True
