@@ -1,0 +1,168 @@
+"""DeepClusterer: scikit-learn's own estimator checks, a Pipeline, reproducibility, the fitted attributes."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits, make_blobs
+from sklearn.metrics import adjusted_rand_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import dcl
+from dcl.estimator import DeepClusterer, InMemory
+
+# The smallest budget that still learns: a one-hidden-layer autoencoder, one pretraining epoch, DEC after it.
+TINY = dict(hidden_dims=[16], latent_dim=2, pretrain_epochs=1, update_interval=2, kmeans_n_init=2)
+
+
+def tiny(**kw) -> DeepClusterer:
+    params = dict(method="dec", n_clusters=3, max_epochs=3, batch_size=16, random_state=0, method_args=TINY)
+    params.update(kw)
+    return DeepClusterer(**params)
+
+
+# Checks that cannot apply to a deep clusterer, by name, with the reason. The properties they test are
+# tested below with n_clusters >= 2 where they make sense.
+N_CLUSTERS_1 = ("sets n_clusters=1; a deep clustering method needs n_clusters >= 2 (ClusteringMethod raises "
+                "ConfigError): with one cluster there is no clustering loss to train")
+EXPECTED_FAILED = {  # xfail_strict: a check listed here that starts passing fails the suite, so the list stays true
+    "check_dont_overwrite_parameters": N_CLUSTERS_1,
+    "check_fit2d_predict1d": N_CLUSTERS_1,
+    "check_methods_subset_invariance": N_CLUSTERS_1,
+    "check_fit2d_1feature": N_CLUSTERS_1,
+}
+
+
+@parametrize_with_checks([tiny()], expected_failed_checks=lambda est: EXPECTED_FAILED, xfail_strict=True)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def blobs(n=60, centers=3, seed=1):
+    X, y = make_blobs(n_samples=n, centers=centers, n_features=4, random_state=seed)
+    return X, y
+
+
+# -- what the n_clusters=1 checks test, with n_clusters >= 2 ---------------------------------------------------
+def test_subset_invariance_and_1d_input():
+    X, _ = blobs()
+    est = tiny().fit(X)
+    full_labels, full_z = est.predict(X), est.transform(X)
+    np.testing.assert_array_equal(est.predict(X[:10]), full_labels[:10])
+    np.testing.assert_allclose(est.transform(X[10:20]), full_z[10:20], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="2D|Expected"):
+        est.predict(X[0])
+    with pytest.raises(ValueError, match="4 features"):
+        est.predict(X[:, :3])
+
+
+def test_one_feature_and_params_untouched():
+    X = np.random.RandomState(0).normal(size=(30, 1))
+    est = tiny(n_clusters=2)
+    before = {k: v for k, v in est.__dict__.items()}
+    est.fit(X)
+    assert est.predict(X).shape == (30,)
+    public_new = [k for k in est.__dict__ if k not in before and not k.endswith("_") and not k.startswith("_")]
+    assert public_new == []
+    assert est.method_args is TINY and TINY == dict(hidden_dims=[16], latent_dim=2, pretrain_epochs=1,
+                                                    update_interval=2, kmeans_n_init=2)
+
+
+# -- the estimator's own contract -----------------------------------------------------------------------------
+def test_fitted_attributes_and_labels_equal_predict():
+    X, y = blobs()
+    est = tiny().fit(X)
+    assert est.labels_.dtype == np.int64 and est.labels_.shape == (60,)
+    np.testing.assert_array_equal(est.labels_, est.predict(X))
+    assert est.cluster_centers_.shape == (3, 2) and est.n_clusters_ == 3
+    z = est.transform(X)
+    assert z.shape == (60, 2) and z.dtype == np.float32
+    assert list(est.get_feature_names_out()) == ["deepclusterer0", "deepclusterer1"]
+    assert adjusted_rand_score(y, est.labels_) > 0.5  # well separated blobs
+
+
+def test_same_seed_same_labels_other_seed_runs():
+    X, _ = blobs()
+    a = tiny(random_state=3).fit_predict(X)
+    b = tiny(random_state=3).fit_predict(X)
+    np.testing.assert_array_equal(a, b)
+    est = tiny(random_state=None)
+    assert est.fit(X).labels_.shape == (60,)
+
+
+def test_pipeline_after_standard_scaler_on_digits():
+    X, y = load_digits(return_X_y=True)
+    pipe = make_pipeline(StandardScaler(), DeepClusterer(
+        "DEC", n_clusters=10, max_epochs=10, batch_size=256, random_state=0,
+        method_args=dict(hidden_dims=[128, 256], latent_dim=10, pretrain_epochs=6, update_interval=5)))
+    labels = pipe.fit_predict(X)
+    assert adjusted_rand_score(y, labels) > 0.3, adjusted_rand_score(y, labels)
+    np.testing.assert_array_equal(pipe.predict(X), labels)
+    assert pipe[-1].transform(pipe[0].transform(X)).shape == (1797, 10)
+
+
+def test_method_by_name_any_case_or_by_class_and_pickles(tmp_path):
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    X, _ = blobs()
+    args = dict(hidden_dims=[16], latent_dim=2, kmeans_n_init=2)
+    by_name = DeepClusterer("aekmeans", n_clusters=3, max_epochs=2, random_state=0, method_args=args).fit(X)
+    by_class = DeepClusterer(AEKMeans, n_clusters=3, max_epochs=2, random_state=0, method_args=args).fit(X)
+    np.testing.assert_array_equal(by_name.labels_, by_class.labels_)
+    assert type(by_name.model_) is AEKMeans and by_name.model_._trainer is None
+    clone = pickle.loads(pickle.dumps(by_name))
+    np.testing.assert_array_equal(clone.predict(X), by_name.labels_)
+
+
+def test_clear_errors():
+    X, _ = blobs(n=10)
+    with pytest.raises(LookupError, match="unknown method 'nope'.*DEC"):
+        DeepClusterer("nope", n_clusters=2).fit(X)
+    with pytest.raises(TypeError, match="ClusteringMethod subclass"):
+        DeepClusterer(dict, n_clusters=2).fit(X)
+    with pytest.raises(ValueError, match="n_samples=10 should be >= n_clusters=12"):
+        tiny(n_clusters=12).fit(X)
+    with pytest.raises(ValueError, match="n_clusters must be an integer >= 2"):
+        tiny(n_clusters=1).fit(X)
+    with pytest.raises(ValueError, match="update_interval"):
+        tiny(method_args={**TINY, "update_interval": 0}).fit(X)
+    with pytest.raises(ValueError, match="NaN"):
+        tiny().fit(np.where(np.eye(10, 4) > 0, np.nan, X))
+
+
+def test_images_are_accepted():
+    x = np.random.RandomState(0).rand(24, 1, 8, 8).astype(np.float32)
+    est = DeepClusterer("dec", n_clusters=2, max_epochs=2, random_state=0,
+                        method_args=dict(TINY, hidden_dims=[8])).fit(x)
+    assert est.model_.input_shape == (1, 8, 8) and est.transform(x).shape == (24, 2)
+    with pytest.raises(ValueError, match="shape"):
+        est.predict(x.reshape(24, 1, 4, 16))
+
+
+def test_in_memory_datamodule_scores_with_labels():
+    import lightning.pytorch as pl
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    X, y = blobs()
+    dm = InMemory(X, y, batch_size=16)
+    assert dm.n_clusters == 3 and dm.input_shape == (4,) and dm.x.dtype == torch.float32
+    model = AEKMeans(dm.n_clusters, dm.input_shape, latent_dim=2, hidden_dims=[16], kmeans_n_init=2)
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    scores = trainer.validate(model, datamodule=dm, verbose=False)[0]
+    assert 0 <= scores["val/acc"] <= 1 and scores["val/k"] == 3
+
+
+def test_import_dcl_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, dcl; assert 'lightning' not in sys.modules and 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)  # the estimator is exported lazily
+    assert dcl.DeepClusterer is DeepClusterer
