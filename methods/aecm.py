@@ -1,0 +1,341 @@
+"""The clustering module (CM) and AE-CM: "Joint optimization of an autoencoder for clustering and embedding"
+(Boubekki, Kampffmeyer, Brefeld, Jenssen; Machine Learning 110, 2021; arXiv 2012.03740).
+Official code: GitHub ``Ahcene-B/clustering-Module`` (TensorFlow ``Module/module_CM.py``,
+``Module/module_AECM.py``, tuned values in ``Tuned_Param.py``; a PyTorch example in ``Example/lib_CM.py``).
+
+**CM.** A one-hidden-layer autoencoder whose hidden layer is a softmax: gamma = softmax(x W_e + b_e) (N x K
+responsibilities), x~ = gamma W_d + b_d = gamma U with U = W_d + b_d (each row of gamma sums to 1, so the
+bias folds into the centroids and x~ is a convex mix of centroids). Its loss E1 + E2 + E3 + E4 (see
+:mod:`dcl.cluster.cm_losses`) satisfies E1 + E2 + E3 = sum_n sum_k gamma_nk ||x_n - u_k||^2: the CM fits an
+isotropic GMM (soft k-means) with a Dirichlet(alpha) prior on the mixing weights, by gradient descent.
+Prediction: argmax_k gamma_nk. ``cluster_centers`` holds U (K x d) and is refreshed after every step.
+
+**AE-CM.** The CM on the code z = f(x) of a deep autoencoder (d-500-500-2000-c, LeakyReLU(0.2), linear code
+and output), everything trained jointly on::
+
+    L = sum ||z - gamma U||^2 + sum gamma (1 - gamma) + lbd * sum_kl |(U U^T - I)_kl| + E4 + beta * sum ||x - g(z)||^2
+
+(E2 and E3 at their orthonormal-U values, plus a penalty that keeps U orthonormal: without it the embedding
+and the centroids can shrink together and the CM loss collapses.)
+
+Schedule (official code): Adam(lr 1e-3, eps 1e-3), constant learning rate; CM 150 epochs, AE-CM 1000 epochs;
+then ONE more epoch in which the weights are averaged over its iterations and the average is kept
+(:class:`dcl.callbacks.weight_averaging.FinalEpochAveraging`; so ``max_epochs`` = 151 / 1001). Random
+initialization by default (``init: rand``). ``init: pre``: pretrain the autoencoder (``pretrain_epochs``, 100;
+SGD lr 0.01 momentum 0.9 as the authors' AE.py), k-means (20 restarts) on z, W_e = pinv(U), b_e = 0,
+W_d = U, b_d = 0, then ``cm_epochs`` (100) epochs training the CM alone (its full E1..E4 loss on the frozen
+code) with a fresh Adam, then the joint training with another fresh Adam. For the CM alone, ``init: pre`` is
+the authors' k-means++ seeding followed by one Lloyd iteration (``kmeans_max_iter: 1``), then W_e = pinv(U).
+
+Choices where the paper/code is silent or buggy (and why):
+
+* Sums over the batch, not means, as the official code: with Adam's eps = 1e-3 the scale of the loss matters,
+  and the tuned alpha/beta were found for sums.
+* The official code's known bugs are not copied: ``tf.nn.softmax`` without an axis in the PyTorch example
+  (here softmax over clusters, dim 1); the "decay" optimizers whose lr schedule never triggers (the name is
+  split on ``|`` and then searched for "decay" as a list element), so the lr is constant as it effectively was;
+  the AE pretraining that leaves the first encoder kernel out of its update (``trainable_variables[1:]``).
+* Initialization as the official Keras layers: Glorot-uniform kernels and truncated-normal biases with std
+  sqrt(1/n)/0.88 (Keras' ``glorot_normal`` on a vector of size n), for the CM and the autoencoder.
+* A non-uniform ``alpha`` is matched to clusters by rank (sorted log-weights against sorted alpha), as the
+  official code does; a scalar alpha (all tuned values) needs no sorting.
+* The orthogonality penalty uses |.| (``orth_power: 1``, official TF); the PyTorch example squares it
+  (``orth_power: 2``).
+* With ``init: pre``, the AE pretraining uses the datamodule's batch size (the authors used 256 there and the
+  tuned batch size after); one ``fit`` runs all phases: pretraining, CM alone, joint, averaging.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dcl.callbacks.weight_averaging import FinalEpochAveraging
+from dcl.cluster import kmeans
+from dcl.cluster.cm_losses import aecm_loss_terms, cm_loss_terms
+from dcl.distributed import broadcast_
+from dcl.method import AutoencoderMethod, ClusteringMethod, ConfigError, OptimizerFactory, student_t_assign
+
+__all__ = ["ClusteringModule", "CM", "AECM"]
+
+INITS = ("rand", "pre")
+
+
+def _keras_bias_init_(bias: Tensor) -> Tensor:
+    """Keras ``glorot_normal`` on a bias vector of size n: truncated normal (2 std), std sqrt(1/n) / 0.8796."""
+    std = math.sqrt(1.0 / bias.numel()) / 0.87962566103423978
+    return nn.init.trunc_normal_(bias, std=std, a=-2 * std, b=2 * std)
+
+
+class ClusteringModule(nn.Module):
+    """The CM's parameters: gamma = softmax(x W_e + b_e) and U = W_d + b_d (K x d, one centroid per row).
+
+    Args:
+        dim: size of the inputs (the code for AE-CM).
+        n_clusters: K.
+        center_bias: keep the decoder bias b_d (U = W_d + b_d, official TF code); False: U = W_d (PyTorch example).
+    """
+
+    def __init__(self, dim: int, n_clusters: int, center_bias: bool = True) -> None:
+        super().__init__()
+        self.assign_layer = nn.Linear(dim, n_clusters)
+        self.center_weight = nn.Parameter(torch.empty(n_clusters, dim))
+        self.center_bias = nn.Parameter(torch.zeros(dim)) if center_bias else None
+        nn.init.xavier_uniform_(self.assign_layer.weight)
+        _keras_bias_init_(self.assign_layer.bias.data)
+        nn.init.xavier_uniform_(self.center_weight)
+        if self.center_bias is not None:
+            _keras_bias_init_(self.center_bias.data)
+
+    def centers(self) -> Tensor:
+        """U (K x d)."""
+        return self.center_weight if self.center_bias is None else self.center_weight + self.center_bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        """gamma (N x K), rows on the simplex."""
+        return F.softmax(self.assign_layer(x), dim=1)
+
+    @torch.no_grad()
+    def init_from_centers(self, centers: Tensor) -> None:
+        """The "pre" initialization: W_e = pinv(U), b_e = 0, W_d = U, b_d = 0."""
+        u = centers.detach().to(self.center_weight)
+        self.assign_layer.weight.copy_(torch.linalg.pinv(u.double()).T.to(u))  # x W_e with W_e = pinv(U) (d x K)
+        self.assign_layer.bias.zero_()
+        self.center_weight.copy_(u)
+        if self.center_bias is not None:
+            self.center_bias.zero_()
+
+
+def _check_alpha(alpha, n_clusters: int) -> float | list[float]:
+    values = [float(a) for a in alpha] if isinstance(alpha, (list, tuple)) else [float(alpha)]
+    if any(a <= 0 for a in values):
+        raise ConfigError(f"alpha (the Dirichlet concentration) must be > 0, got {alpha!r}")
+    if len(values) > 1 and len(values) != n_clusters:
+        raise ConfigError(f"alpha has {len(values)} values but there are {n_clusters} clusters; give one value "
+                          "or one per cluster")
+    return values if len(values) > 1 else values[0]
+
+
+def _adam_cm(params) -> torch.optim.Optimizer:
+    """The authors' optimizer: Adam, lr 1e-3, betas (0.9, 0.999), eps 1e-3 (sic: large eps), constant lr."""
+    return torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-3)
+
+
+class CM(ClusteringMethod):
+    """The clustering module on raw vectors (or given features): an isotropic GMM with a Dirichlet prior on
+    the mixing weights, fitted as a one-hidden-layer autoencoder (Boubekki et al. 2021, section 3).
+
+    Args:
+        n_clusters: K (from the datamodule).
+        input_shape: shape of one sample (flattened; from the datamodule).
+        alpha: Dirichlet concentration of the prior on the mixing weights (one value, or one per cluster);
+            1 switches the prior off. Tuned: MNIST 177, USPS 40, Fashion-MNIST 80.
+        init: ``rand`` (paper default) or ``pre`` (k-means++ seeding + ``kmeans_max_iter`` Lloyd steps, then
+            W_e = pinv(U), W_d = U).
+        center_bias: U = W_d + b_d (True, official TF) or U = W_d.
+        optimizer: optimizer factory (None: Adam lr 1e-3, eps 1e-3).
+        average_last_epoch: average the weights over the last epoch (the paper's final averaging epoch).
+        kmeans_n_init, kmeans_max_iter: the k-means of ``init: pre`` (official: 1 and 1).
+    """
+
+    def __init__(self, n_clusters: int, input_shape: Sequence[int], alpha: float | list[float] = 1.0,
+                 init: str = "rand", center_bias: bool = True, optimizer: OptimizerFactory | None = None,
+                 average_last_epoch: bool = True, kmeans_n_init: int = 1, kmeans_max_iter: int = 1) -> None:
+        dim = math.prod(int(s) for s in input_shape)
+        super().__init__(n_clusters, input_shape, dim, kmeans_n_init)
+        if init not in INITS:
+            raise ConfigError(f"init must be one of {INITS}, got {init!r}")
+        if kmeans_max_iter < 1:
+            raise ConfigError(f"kmeans_max_iter must be >= 1, got {kmeans_max_iter}")
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.alpha = _check_alpha(alpha, n_clusters)
+        self.init = init
+        self.optimizer = optimizer
+        self.average_last_epoch = average_last_epoch
+        self.kmeans_max_iter = kmeans_max_iter
+        self.cm = ClusteringModule(dim, n_clusters, center_bias)
+        self.register_buffer("initialized", torch.tensor(init == "rand"))
+        self.sync_centers()
+
+    # -- the contract -----------------------------------------------------------------------------------
+    def embed(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+    def assign(self, z: Tensor) -> Tensor:
+        return self.cm(z)
+
+    @torch.no_grad()
+    def sync_centers(self) -> None:
+        """Copy U into the ``cluster_centers`` buffer (done after every optimizer step)."""
+        self.cluster_centers.copy_(self.cm.centers().detach())
+
+    def set_cluster_centers(self, centers: Tensor) -> None:
+        """Initialize the CM from centroids (the "pre" init); rank 0's value wins under DDP."""
+        centers = broadcast_(centers.detach().to(self.cluster_centers).contiguous())
+        if centers.shape != self.cluster_centers.shape:
+            raise ConfigError(f"the CM has {tuple(self.cluster_centers.shape)} centroids; got {tuple(centers.shape)}")
+        self.cm.init_from_centers(centers)
+        self.sync_centers()
+
+    def on_weights_averaged(self) -> None:
+        self.sync_centers()
+
+    # -- training ---------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        return self.optimizer(self.parameters()) if self.optimizer is not None else _adam_cm(self.parameters())
+
+    def configure_callbacks(self):
+        return [FinalEpochAveraging(epochs=1)] if self.average_last_epoch else []
+
+    def on_train_epoch_start(self) -> None:
+        if not bool(self.initialized):
+            x = self.embed_all()
+            self._kmeans_calls += 1
+            seed = (torch.initial_seed() + 7919 * self._kmeans_calls) % (2**31)
+            km = kmeans(x.float(), self.n_clusters, n_init=self.kmeans_n_init, max_iter=self.kmeans_max_iter,
+                        seed=seed, distributed=False)
+            self.set_cluster_centers(km.centers)
+            self.initialized.fill_(True)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        x = self.embed(batch["x"])
+        gamma = self.cm(x)
+        terms = cm_loss_terms(x, gamma, self.cm.centers(), self.alpha)
+        loss = sum(terms.values())
+        self.log_dict({f"train/{k}": v for k, v in terms.items()} | {"train/loss": loss}, prog_bar=False)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.sync_centers()
+
+
+class AECM(AutoencoderMethod):
+    """AE-CM: the clustering module on the code of a deep autoencoder, trained jointly (Boubekki et al. 2021).
+
+    Args:
+        n_clusters, input_shape: from the datamodule.
+        latent_dim: size of the code (tuned: MNIST 10, Fashion-MNIST 10, USPS 30).
+        hidden_dims, activation, autoencoder: the autoencoder (d-500-500-2000-c, LeakyReLU 0.2, ``mlp``).
+        alpha: Dirichlet concentration (tuned: MNIST 230, Fashion-MNIST 13, USPS 3).
+        beta: weight of the autoencoder's reconstruction (tuned: MNIST 5, Fashion-MNIST 47, USPS 0.04).
+        lbd: weight of the orthogonality penalty on U (1).
+        orth_power: 1 (|.|, official TF) or 2 (squared, official PyTorch example).
+        init: ``rand`` (paper default: everything from random weights) or ``pre``.
+        pretrain_epochs: autoencoder pretraining epochs of ``init: pre`` (100; ignored for ``rand``).
+        cm_epochs: epochs training the CM alone on the frozen pretrained code (``init: pre``; 100).
+        pretrained: a dcl autoencoder checkpoint to start from (skips the pretraining).
+        center_bias: U = W_d + b_d (official) or U = W_d.
+        pretrain_optimizer: optimizer of the pretraining (None: SGD lr 0.01, momentum 0.9, as the authors' AE.py).
+        optimizer: optimizer of the CM-alone and joint phases (None: Adam lr 1e-3, eps 1e-3).
+        kmeans_n_init: restarts of the k-means of ``init: pre`` (20).
+        average_last_epoch: average the weights over the last epoch (the paper's final averaging epoch).
+    """
+
+    def __init__(self, n_clusters: int, input_shape: Sequence[int], latent_dim: int = 10,
+                 autoencoder: str = "mlp", hidden_dims: Sequence[int] = (500, 500, 2000),
+                 activation: str = "leaky_relu", alpha: float | list[float] = 1.0, beta: float = 1.0,
+                 lbd: float = 1.0, orth_power: int = 1, init: str = "rand", pretrain_epochs: int = 100,
+                 cm_epochs: int = 100, pretrained: str | None = None, center_bias: bool = True,
+                 pretrain_optimizer: OptimizerFactory | None = None, optimizer: OptimizerFactory | None = None,
+                 kmeans_n_init: int = 20, average_last_epoch: bool = True) -> None:
+        if init not in INITS:
+            raise ConfigError(f"init must be one of {INITS}, got {init!r}")
+        if beta < 0 or lbd < 0:
+            raise ConfigError(f"beta and lbd must be >= 0, got beta={beta}, lbd={lbd}")
+        if orth_power not in (1, 2):
+            raise ConfigError(f"orth_power must be 1 or 2, got {orth_power}")
+        if cm_epochs < 0:
+            raise ConfigError(f"cm_epochs must be >= 0, got {cm_epochs}")
+        super().__init__(n_clusters, input_shape, latent_dim, autoencoder, hidden_dims, activation,
+                         pretrain_epochs if init == "pre" else 0, pretrained, pretrain_optimizer, optimizer,
+                         kmeans_n_init)
+        self.save_hyperparameters(ignore=["pretrain_optimizer", "optimizer"])
+        self.alpha = _check_alpha(alpha, n_clusters)
+        self.beta = beta
+        self.lbd = lbd
+        self.orth_power = orth_power
+        self.init = init
+        self.cm_epochs = cm_epochs if init == "pre" else 0
+        self.average_last_epoch = average_last_epoch
+        if not pretrained:  # the official Keras bias init (the shared autoencoder zeroes its biases)
+            for m in self.autoencoder.modules():
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    _keras_bias_init_(m.bias.data)
+        self.cm = ClusteringModule(latent_dim, n_clusters, center_bias)
+        self.register_buffer("joint_started", torch.tensor(False))
+
+    # -- the contract -----------------------------------------------------------------------------------
+    def assign(self, z: Tensor) -> Tensor:
+        if not self.clustering_active:  # AE pretraining: k-means centers on the current code
+            return student_t_assign(z, self.cluster_centers)
+        return self.cm(z)
+
+    @torch.no_grad()
+    def sync_centers(self) -> None:
+        """Copy U into the ``cluster_centers`` buffer (done after every optimizer step)."""
+        self.cluster_centers.copy_(self.cm.centers().detach())
+
+    def set_cluster_centers(self, centers: Tensor) -> None:
+        """During pretraining: k-means centers for scoring AE + k-means. Afterwards: initialize the CM from them."""
+        if not self.clustering_active:
+            super().set_cluster_centers(centers)
+            return
+        centers = broadcast_(centers.detach().to(self.cluster_centers).contiguous())
+        self.cm.init_from_centers(centers)
+        self.sync_centers()
+
+    def on_weights_averaged(self) -> None:
+        self.sync_centers()
+
+    # -- phases -----------------------------------------------------------------------------------------
+    @property
+    def cm_only(self) -> bool:
+        """Whether this is the "pre" phase that trains the CM alone on the frozen code."""
+        return self.clustering_active and not bool(self.joint_started)
+
+    def default_optimizer(self, params, phase: str) -> torch.optim.Optimizer:
+        if phase == "pretrain":  # the authors' AE.py (MNIST/USPS): SGD lr 1e-2, momentum 0.9, constant
+            return torch.optim.SGD(params, lr=0.01, momentum=0.9)
+        return _adam_cm(params)
+
+    def configure_callbacks(self):
+        return [FinalEpochAveraging(epochs=1)] if self.average_last_epoch else []
+
+    def start_clustering(self) -> None:
+        super().start_clustering()
+        if self.init == "pre":
+            km = self.run_kmeans(self.embed_all())
+            self.set_cluster_centers(km.centers)
+        self.sync_centers()
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        if (self.clustering_active and not bool(self.joint_started)
+                and self.current_epoch >= self.pretrain_epochs + self.cm_epochs):
+            self.joint_started.fill_(True)  # a fresh Adam for the joint phase, as the authors' fit()
+            if self.cm_epochs > 0 and self._trainer is not None:
+                self.trainer.strategy.setup_optimizers(self.trainer)
+
+    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor:
+        x = batch["x"]
+        if self.cm_only:
+            with torch.no_grad():
+                z = self.embed(x)
+            gamma = self.cm(z)
+            terms = cm_loss_terms(z, gamma, self.cm.centers(), self.alpha)
+        else:
+            z, x_hat = self.autoencoder(x)
+            gamma = self.cm(z)
+            terms = aecm_loss_terms(x, x_hat, z, gamma, self.cm.centers(), self.alpha, self.beta, self.lbd,
+                                    self.orth_power)
+        loss = sum(terms.values())
+        self.log_dict({f"train/{k}": v for k, v in terms.items()} | {"train/loss": loss})
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.clustering_active:
+            self.sync_centers()
