@@ -1,5 +1,6 @@
 """The shared mechanisms, usable by any method."""
 
+from dcl.callbacks.plots import ClusteringPlots
 from dcl.callbacks.prediction_writer import PredictionWriter
 
-__all__ = ["PredictionWriter"]
+__all__ = ["ClusteringPlots", "PredictionWriter"]

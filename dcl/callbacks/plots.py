@@ -1,0 +1,245 @@
+"""Plots of the final clustering, at the end of fit: the embedding in 2-D, the confusion matrix, cluster sizes.
+
+Three PNG files are written to ``<run>/plots/`` (the run's folder as ``ModelCheckpoint`` resolves it:
+``save_dir/name/version`` of the first logger, or ``default_root_dir`` without a logger), and logged as images
+to every logger that has ``log_image`` (W&B's ``WandbLogger``):
+
+- ``embedding.png``: a 2-D projection of the embedding of all samples (PCA, or t-SNE on a subsample), colored
+  by cluster, and beside it by true label when labels are known;
+- ``confusion.png`` (labels known): clusters x classes counts, clusters reordered by Hungarian matching so that
+  the matched pairs lie on the diagonal, with ACC / NMI / ARI in the title;
+- ``cluster_sizes.png``: samples per cluster, largest first, with the mean class size (labels known) or N / K.
+
+Every rank embeds its shard (the embeddings are gathered), rank 0 draws and writes. Figures are drawn on
+matplotlib's Agg canvas without pyplot (no display needed, the global backend untouched); matplotlib is
+imported only when the plots are drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+__all__ = ["ClusteringPlots", "project_2d", "run_dir"]
+
+
+def project_2d(z: Tensor, method: str = "pca", seed: int = 0) -> Tensor:
+    """(N, d) -> (N, 2). PCA from the eigenvectors of the d x d covariance (exact and deterministic, no RNG);
+    ``tsne``: scikit-learn's t-SNE (use it on a subsample, it is O(N log N) and slow on large N)."""
+    z = z.detach().double().cpu()
+    if z.shape[1] == 1:
+        return torch.cat([z, torch.zeros_like(z)], dim=1).float()
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        perplexity = float(min(30.0, max(2.0, (len(z) - 1) / 3)))
+        out = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z.numpy())
+        return torch.from_numpy(out).float()
+    if method != "pca":
+        raise ValueError(f"unknown projection {method!r}; choose 'pca' or 'tsne'")
+    if z.shape[1] == 2:
+        return z.float()
+    zc = z - z.mean(dim=0)
+    _, vecs = torch.linalg.eigh(zc.T @ zc)  # ascending eigenvalues: the last two columns span the top plane
+    top = vecs[:, [-1, -2]]
+    top = top * torch.sign(top[top.abs().argmax(dim=0), torch.arange(2)])  # fixed sign: same plot every time
+    return (zc @ top).float()
+
+
+def run_dir(trainer) -> Path:
+    """The run's folder, as ``ModelCheckpoint`` resolves it (``save_dir/name/version``), or the trainer's
+    ``default_root_dir`` without a logger. Call on rank 0 (a W&B logger's version exists there only)."""
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+        version = logger.version
+        version = version if isinstance(version, str) else f"version_{version}"
+        return Path(save_dir) / str(logger.name) / version
+    return Path(trainer.default_root_dir)
+
+
+def _figure(width: float, height: float):
+    """A figure on matplotlib's Agg canvas, without pyplot: no display, no global backend switch, nothing
+    left open (a notebook's own backend is untouched)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _colors(k: int):
+    import matplotlib
+
+    name = "tab10" if k <= 10 else "tab20" if k <= 20 else "turbo"
+    cmap = matplotlib.colormaps[name]
+    return [cmap(i % cmap.N) if k <= 20 else cmap(i / max(k - 1, 1)) for i in range(k)]
+
+
+class ClusteringPlots(Callback):
+    """Draw the final clustering at the end of fit (see the module docstring for the figures).
+
+    Args:
+        projection: ``pca`` (all samples) or ``tsne`` (on at most ``tsne_points`` samples).
+        max_points: at most this many points are drawn (a seeded random subsample).
+        tsne_points: subsample size for t-SNE.
+        dirpath: folder for the PNGs (default: ``<run>/plots``).
+        log_images: also log the images to loggers that have ``log_image`` (W&B).
+        dpi: resolution of the PNGs.
+        seed: seed of the subsample and of t-SNE.
+    """
+
+    FILES = ("embedding.png", "confusion.png", "cluster_sizes.png")
+
+    def __init__(self, projection: str = "pca", max_points: int = 10000, tsne_points: int = 3000,
+                 dirpath: str | None = None, log_images: bool = True, dpi: int = 110, seed: int = 0) -> None:
+        if projection not in ("pca", "tsne"):
+            raise ValueError(f"projection must be 'pca' or 'tsne', got {projection!r}")
+        if max_points < 10 or tsne_points < 10:
+            raise ValueError("max_points and tsne_points must be >= 10")
+        self.projection = projection
+        self.max_points = max_points
+        self.tsne_points = tsne_points
+        self.dirpath = dirpath
+        self.log_images = log_images
+        self.dpi = dpi
+        self.seed = seed
+        self.paths: dict[str, Path] = {}  # what the last fit wrote, by figure name
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        z = pl_module.embed_all()  # a collective under DDP: every rank takes part
+        folder = Path(self.dirpath) if self.dirpath else (run_dir(trainer) / "plots" if trainer.is_global_zero
+                                                          else None)
+        folder = trainer.strategy.broadcast(folder)
+        if not trainer.is_global_zero:
+            return
+        with torch.no_grad():
+            pred = pl_module.predict_clusters(z).cpu()
+        dm = trainer.datamodule
+        y = dm.y.cpu() if dm is not None and hasattr(dm, "y") else torch.full_like(pred, -1)
+        title = f"{type(pl_module).__name__}, K={pl_module.n_clusters}, N={len(z)}"
+        self.paths = self.draw(z.cpu(), pred, y, folder, title)
+        if self.log_images:
+            for logger in trainer.loggers:
+                if callable(getattr(logger, "log_image", None)):
+                    for name, path in self.paths.items():
+                        logger.log_image(key=f"plots/{name}", images=[str(path)], step=trainer.global_step)
+
+    # -- drawing (no trainer needed: usable on saved embeddings) -----------------------------------------
+    def draw(self, z: Tensor, pred: Tensor, y: Tensor, folder: str | Path, title: str = "") -> dict[str, Path]:
+        """Write the figures for embeddings ``z`` (N, d), clusters ``pred`` (N,), labels ``y`` (N,, -1 unknown)
+        into ``folder``; returns their paths by name."""
+        import matplotlib.style
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pred, y = pred.long(), y.long()
+        known = y >= 0
+        paths = {"embedding": folder / "embedding.png", "cluster_sizes": folder / "cluster_sizes.png"}
+        with matplotlib.style.context("default"):
+            self._embedding( z, pred, y, known, title, paths["embedding"])
+            if known.any():
+                paths["confusion"] = folder / "confusion.png"
+                self._confusion(pred[known], y[known], title, paths["confusion"])
+            self._sizes(pred, y, known, title, paths["cluster_sizes"])
+        return paths
+
+    def _subsample(self, n: int, limit: int) -> Tensor:
+        if n <= limit:
+            return torch.arange(n)
+        g = torch.Generator().manual_seed(self.seed)
+        return torch.randperm(n, generator=g)[:limit].sort().values
+
+    def _embedding(self, z, pred, y, known, title, path) -> None:
+        limit = self.tsne_points if self.projection == "tsne" else self.max_points
+        idx = self._subsample(len(z), limit)
+        xy = project_2d(z[idx], self.projection, self.seed).numpy()
+        panels = [("cluster", pred[idx])] + ([("true label", y[idx])] if known.any() else [])
+        fig = _figure(5.2 * len(panels), 4.8)
+        axes = fig.subplots(1, len(panels), squeeze=False)
+        size = float(max(2.0, min(20.0, 6000.0 / len(idx))))
+        for ax, (what, labels) in zip(axes[0], panels):
+            ids = sorted(set(labels.tolist()) - {-1})
+            colors = _colors(max(ids) + 1 if ids else 1)
+            if (labels < 0).any():
+                m = (labels < 0).numpy()
+                ax.scatter(xy[m, 0], xy[m, 1], s=size, c="lightgrey", linewidths=0, label="unknown")
+            for k in ids:
+                m = (labels == k).numpy()
+                ax.scatter(xy[m, 0], xy[m, 1], s=size, color=colors[k], linewidths=0, alpha=0.8, label=str(k))
+            if len(ids) <= 20:
+                ax.legend(title=what, fontsize=7, title_fontsize=8, markerscale=max(1.0, 12 / size) ** 0.5,
+                          loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+            ax.set_title(f"colored by {what}", fontsize=10)
+            axis = "PC" if self.projection == "pca" and z.shape[1] > 2 else ("t-SNE " if self.projection == "tsne"
+                                                                               else "z")
+            ax.set_xlabel(f"{axis}1")
+            ax.set_ylabel(f"{axis}2")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        shown = f"{len(idx)} of {len(z)} samples" if len(idx) < len(z) else f"{len(z)} samples"
+        fig.suptitle(f"{title} — embedding ({self.projection.upper()}, {shown})", fontsize=11)
+        fig.tight_layout()
+        fig.savefig(path, dpi=self.dpi)
+
+    def _confusion(self, pred, y, title, path) -> None:
+        from scipy.optimize import linear_sum_assignment
+
+        from dcl.metrics import clustering_scores
+
+        clusters, p = torch.unique(pred, return_inverse=True)
+        classes, t = torch.unique(y, return_inverse=True)
+        c = torch.bincount(p * len(classes) + t, minlength=len(clusters) * len(classes))
+        c = c.reshape(len(clusters), len(classes)).numpy()
+        rows, cols = linear_sum_assignment(c, maximize=True)
+        order = [r for _, r in sorted(zip(cols, rows))] + [r for r in range(len(clusters)) if r not in rows]
+        c = c[order]
+        scores = clustering_scores(pred, y)
+        kp, kt = c.shape
+        fig = _figure(min(2 + 0.45 * kt, 16), min(1.6 + 0.4 * kp, 16))
+        ax = fig.subplots()
+        im = ax.imshow(c, cmap="Blues", aspect="auto")
+        fig.colorbar(im, ax=ax, fraction=0.04)
+        if kp * kt <= 900:
+            vmax = c.max() if c.max() > 0 else 1
+            for i in range(kp):
+                for j in range(kt):
+                    if c[i, j]:
+                        ax.text(j, i, str(c[i, j]), ha="center", va="center", fontsize=7,
+                                color="white" if c[i, j] > 0.6 * vmax else "black")
+        ticks = lambda n: range(n) if n <= 40 else range(0, n, max(1, n // 20))  # noqa: E731
+        ax.set_xticks(list(ticks(kt)), [str(int(classes[j])) for j in ticks(kt)], fontsize=7)
+        ax.set_yticks(list(ticks(kp)), [str(int(clusters[order[i]])) for i in ticks(kp)], fontsize=7)
+        ax.set_xlabel("true label")
+        ax.set_ylabel("cluster (matched order)")
+        ax.set_title(f"{title}\nACC={scores['acc']:.3f}  NMI={scores['nmi']:.3f}  ARI={scores['ari']:.3f}",
+                     fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=self.dpi)
+
+    def _sizes(self, pred, y, known, title, path) -> None:
+        ids, counts = torch.unique(pred, return_counts=True)
+        order = torch.argsort(counts, descending=True, stable=True)
+        ids, counts = ids[order], counts[order]
+        fig = _figure(min(3 + 0.3 * len(ids), 16), 3.6)
+        ax = fig.subplots()
+        colors = _colors(int(pred.max()) + 1)
+        ax.bar(range(len(ids)), counts.numpy(), color=[colors[int(k)] for k in ids])
+        if known.any():
+            ref, what = known.sum().item() / len(torch.unique(y[known])), "mean class size"
+        else:
+            ref, what = len(pred) / len(ids), "N / K"
+        ax.axhline(ref, color="black", linestyle="--", linewidth=1, label=f"{what} ({ref:.0f})")
+        step = 1 if len(ids) <= 40 else max(1, len(ids) // 20)
+        ax.set_xticks(list(range(0, len(ids), step)), [str(int(k)) for k in ids[::step]], fontsize=7)
+        ax.set_xlabel("cluster (largest first)")
+        ax.set_ylabel("samples")
+        ax.set_title(f"{title} — cluster sizes", fontsize=10)
+        ax.legend(fontsize=8, frameon=False)
+        fig.tight_layout()
+        fig.savefig(path, dpi=self.dpi)
+

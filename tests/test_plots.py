@@ -1,0 +1,130 @@
+"""ClusteringPlots: PNGs written next to the run (and to image-logging loggers), with and without labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.logger import Logger
+from sklearn.datasets import make_blobs
+
+from dcl.callbacks import ClusteringPlots
+from dcl.callbacks.plots import project_2d, run_dir
+from dcl.estimator import InMemory
+from dcl.methods.ae_kmeans import AEKMeans
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path, min_px: int = 200) -> None:
+    import matplotlib.image
+
+    assert path.is_file() and path.read_bytes()[:8] == PNG, path
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and min(img.shape[:2]) >= min_px
+    assert img[..., :3].std() > 0.05  # not a blank canvas
+
+
+class ImageLogger(Logger):
+    """A logger with W&B's ``log_image`` signature that records what it was given."""
+
+    def __init__(self, save_dir):
+        super().__init__()
+        self._save_dir = str(save_dir)
+        self.images: dict[str, list] = {}
+
+    name = property(lambda self: "proj")
+    version = property(lambda self: "run1")
+    save_dir = property(lambda self: self._save_dir)
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def log_image(self, key, images, step=None, **kwargs):
+        self.images[key] = list(images)
+
+
+def fit(tmp_path, labels: bool, logger=False, **plot_args):
+    X, y = make_blobs(n_samples=120, centers=3, n_features=5, random_state=0)
+    dm = InMemory(X, y if labels else None, batch_size=32, n_clusters=3)
+    model = AEKMeans(3, dm.input_shape, latent_dim=3, hidden_dims=[16], kmeans_n_init=2)
+    cb = ClusteringPlots(**plot_args)
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(max_epochs=2, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, callbacks=[cb])
+    trainer.fit(model, datamodule=dm)
+    return cb
+
+
+def test_with_labels_writes_three_pngs_next_to_the_run_and_logs_them(tmp_path):
+    logger = ImageLogger(tmp_path / "logs")
+    cb = fit(tmp_path, labels=True, logger=logger)
+    folder = tmp_path / "logs" / "proj" / "run1" / "plots"  # where ModelCheckpoint puts checkpoints/
+    assert set(cb.paths) == {"embedding", "confusion", "cluster_sizes"}
+    for name in ClusteringPlots.FILES:
+        assert_png(folder / name)
+    assert set(logger.images) == {"plots/embedding", "plots/confusion", "plots/cluster_sizes"}
+    assert logger.images["plots/confusion"] == [str(folder / "confusion.png")]
+
+
+def test_without_labels_no_confusion_matrix(tmp_path):
+    cb = fit(tmp_path, labels=False, dirpath=str(tmp_path / "figs"))
+    assert set(cb.paths) == {"embedding", "cluster_sizes"}
+    assert_png(tmp_path / "figs" / "embedding.png")
+    assert_png(tmp_path / "figs" / "cluster_sizes.png")
+    assert not (tmp_path / "figs" / "confusion.png").exists()
+
+
+def test_without_logger_into_default_root_dir(tmp_path):
+    fit(tmp_path, labels=True, projection="tsne", tsne_points=60)
+    for name in ClusteringPlots.FILES:
+        assert_png(tmp_path / "plots" / name)
+
+
+def test_run_dir_matches_csv_logger(tmp_path):
+    logger = CSVLogger(tmp_path, name="exp")
+    trainer = pl.Trainer(logger=logger, default_root_dir=tmp_path)
+    assert run_dir(trainer) == Path(logger.log_dir)
+
+
+def test_draw_many_clusters_and_partial_labels(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(500, 6, generator=g)
+    pred = torch.randint(0, 30, (500,), generator=g)
+    y = torch.randint(-1, 12, (500,), generator=g)  # -1: unknown
+    paths = ClusteringPlots().draw(z, pred, y, tmp_path, title="many")
+    for p in paths.values():
+        assert_png(p)
+
+
+def test_pca_projection_is_sklearns_up_to_sign_and_deterministic():
+    from sklearn.decomposition import PCA
+
+    z = torch.from_numpy(np.random.RandomState(0).normal(size=(200, 5)) * [5, 3, 1, 0.5, 0.1]).float()
+    ours = project_2d(z).numpy()
+    ref = PCA(2).fit_transform(z.numpy())
+    np.testing.assert_allclose(np.abs(ours), np.abs(ref), rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(ours, project_2d(z).numpy())
+    assert project_2d(z[:, :1]).shape == (200, 2)
+    np.testing.assert_array_equal(project_2d(z[:, :2]).numpy(), z[:, :2].numpy())
+    with pytest.raises(ValueError, match="pca.*tsne"):
+        ClusteringPlots(projection="umap")
+
+
+def test_from_the_cli(tmp_path):
+    from conftest import run_cli
+
+    scores = run_cli(["fit", "--model", "AEKMeans", "--data", "Digits", "--model.init_args.hidden_dims", "[32]",
+                      "--model.init_args.kmeans_n_init", "2", "--trainer.max_epochs", "1",
+                      "--trainer.enable_checkpointing", "false",
+                      "--trainer.callbacks+=dcl.callbacks.ClusteringPlots"], tmp_path)
+    assert scores["k"] == 10
+    for name in ClusteringPlots.FILES:
+        assert_png(tmp_path / "plots" / name)
