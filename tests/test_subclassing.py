@@ -1,0 +1,187 @@
+"""Extending dcl without changing it: (1) a user's subclass of a built-in method, trained from the CLI by its
+class path; (2) a complete plugin method in another package, registered by an entry point and trained by name.
+
+The module and package texts below are the README's examples, verbatim.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import run_cli
+
+from dcl import registry
+
+# -- (1) a subclass in the user's own module ------------------------------------------------------------------
+USER_MODULE = '''
+"""My variant of DEC: the Jensen-Shannon divergence between P and Q instead of KL(P || Q)."""
+from dcl.methods.dec import DEC, kl_clustering_loss
+
+
+class MyDEC(DEC):
+    """DEC with a symmetric clustering loss; ``mix`` weighs P against Q in the mixture M."""
+
+    calls = 0  # (for the test: proves that this loss is the one trained)
+
+    def __init__(self, *args, mix: float = 0.5, **kwargs):
+        super().__init__(*args, **kwargs)  # every DEC argument stays a CLI/config argument
+        self.mix = mix
+
+    def clustering_loss(self, z, index):
+        type(self).calls += 1
+        p, q = self.targets[index], self.assign(z)
+        m = self.mix * p + (1 - self.mix) * q
+        return self.mix * kl_clustering_loss(p, m) + (1 - self.mix) * kl_clustering_loss(q, m)
+'''
+
+TINY_DEC = ["--model.init_args.hidden_dims", "[32]", "--model.init_args.pretrain_epochs", "1",
+            "--model.init_args.update_interval", "5", "--model.init_args.kmeans_n_init", "2",
+            "--data", "Digits", "--trainer.max_epochs", "3"]
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "mymod.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(src))
+    yield src
+    sys.modules.pop("mymod", None)
+
+
+def test_user_subclass_trains_from_the_cli_by_class_path(user_module, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    scores = run_cli(["fit", "--model", "mymod.MyDEC", "--model.init_args.mix", "0.3", *TINY_DEC], run)
+    import mymod
+
+    assert mymod.MyDEC.calls > 0  # the user's loss was trained, not DEC's
+    assert scores["k"] == 10 and 0.2 < scores["acc"] <= 1.0, scores
+    ckpt = next(run.rglob("*.ckpt"))
+    model = mymod.MyDEC.load_from_checkpoint(ckpt)
+    assert model.mix == 0.3 and model.hparams.pretrain_epochs == 1  # the new argument and DEC's are saved
+
+
+def test_user_subclass_from_a_config_file(user_module, tmp_path):
+    config = tmp_path / "mydec.yaml"
+    config.write_text(textwrap.dedent("""
+        seed_everything: 0
+        model:
+          class_path: mymod.MyDEC
+          init_args:
+            mix: 0.7
+            hidden_dims: [32]
+            pretrain_epochs: 1
+            update_interval: 5
+            kmeans_n_init: 2
+        data:
+          class_path: dcl.datamodules.digits.Digits
+        trainer:
+          max_epochs: 2
+          enable_checkpointing: false
+    """))
+    import importlib
+
+    mymod = importlib.import_module("mymod")
+    before = mymod.MyDEC.calls
+    scores = run_cli(["fit", "--config", str(config)], tmp_path)
+    assert mymod.MyDEC.calls > before and scores["k"] == 10
+
+
+# -- (2) a plugin method in another package, found through its entry point -------------------------------------
+PLUGIN_PACKAGE = '''
+"""myplugin: a dcl method in its own package (register it under the entry-point group "dcl.methods")."""
+import torch.nn.functional as F
+
+from dcl.callbacks.cluster_update import ClusterUpdate
+from dcl.method import AutoencoderMethod
+
+
+class MyPlugin(AutoencoderMethod):
+    """AE + k-means loss: reconstruction plus the squared distance of each code to its nearest center.
+
+    Args:
+        weight: weight of the k-means term against the reconstruction.
+        update_interval: steps between two k-means refits of the centers on all codes.
+        See ``AutoencoderMethod`` for the autoencoder and pretraining arguments.
+    """
+
+    def __init__(self, n_clusters: int, input_shape: list[int], latent_dim: int = 10,
+                 hidden_dims: list[int] = [500, 500, 2000], pretrain_epochs: int = 50,
+                 weight: float = 0.1, update_interval: int = 20, kmeans_n_init: int = 10):
+        super().__init__(n_clusters, input_shape, latent_dim=latent_dim, hidden_dims=hidden_dims,
+                         pretrain_epochs=pretrain_epochs, kmeans_n_init=kmeans_n_init)
+        self.save_hyperparameters()
+        self.weight = weight
+        self.update_interval = update_interval
+
+    def configure_callbacks(self):  # the callbacks this method cannot work without
+        return [ClusterUpdate(every_n_steps=self.update_interval)]
+
+    def update_clusters(self, z, first):  # all codes, in order, identical on every rank
+        init = None if first else self.cluster_centers
+        self.set_cluster_centers(self.run_kmeans(z, init=init).centers)
+
+    def cluster_step(self, batch):
+        z, x_hat = self.autoencoder(batch["x"])
+        recon = F.mse_loss(x_hat, batch["x"])
+        kmeans = (z.unsqueeze(1) - self.cluster_centers).pow(2).sum(-1).min(dim=1).values.mean()
+        self.log_dict({"train/recon": recon, "train/kmeans": kmeans}, prog_bar=True)
+        return recon + self.weight * kmeans
+'''
+
+# What ``pip install`` of a package whose pyproject.toml has
+#   [project.entry-points."dcl.methods"]
+#   MyPlugin = "myplugin:MyPlugin"
+# leaves in site-packages besides the code:
+DIST_INFO = {"METADATA": "Metadata-Version: 2.1\nName: myplugin\nVersion: 0.1.0\n",
+             "entry_points.txt": "[dcl.methods]\nMyPlugin = myplugin:MyPlugin\n"}
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    (site / "myplugin").mkdir(parents=True)
+    (site / "myplugin" / "__init__.py").write_text(PLUGIN_PACKAGE)
+    (site / "myplugin-0.1.0.dist-info").mkdir()
+    for name, text in DIST_INFO.items():
+        (site / "myplugin-0.1.0.dist-info" / name).write_text(text)
+    monkeypatch.syspath_prepend(str(site))
+    registry.refresh()
+    yield site
+    sys.modules.pop("myplugin", None)
+    monkeypatch.undo()
+    registry.refresh()
+
+
+def test_plugin_is_listed_and_trains_by_name(plugin, tmp_path, capsys):
+    from dcl.cli import main
+
+    assert registry.get_method("myplugin").__module__ == "myplugin"
+    main(["list"])
+    assert "MyPlugin" in capsys.readouterr().out
+    scores = run_cli(["fit", "--model", "MyPlugin", "--data", "Digits", "--model.init_args.hidden_dims", "[32]",
+                      "--model.init_args.pretrain_epochs", "1", "--model.init_args.update_interval", "5",
+                      "--model.init_args.kmeans_n_init", "2", "--trainer.max_epochs", "3"], tmp_path)
+    assert scores["k"] == 10 and 0.2 < scores["acc"] <= 1.0, scores
+    ckpt = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=False)
+    assert ckpt["dcl_method"] == "MyPlugin" and ckpt["state_dict"]["cluster_centers"].shape == (10, 10)
+
+
+def test_plugin_works_in_the_estimator(plugin):
+    import numpy as np
+
+    from dcl import DeepClusterer
+
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import adjusted_rand_score
+
+    X, y = make_blobs(n_samples=40, centers=2, n_features=5, cluster_std=0.5, random_state=0)
+    est = DeepClusterer("myplugin", n_clusters=2, max_epochs=3, random_state=0, batch_size=8,
+                        method_args=dict(hidden_dims=[16], latent_dim=2, pretrain_epochs=1, update_interval=2,
+                                         kmeans_n_init=2)).fit(X)
+    assert type(est.model_).__name__ == "MyPlugin" and est.cluster_centers_.shape == (2, 2)
+    assert adjusted_rand_score(y, est.labels_) > 0.8
