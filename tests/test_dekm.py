@@ -1,0 +1,240 @@
+"""DEKM: the scatter / eigen / target ops, the eigen update callback, and fits through the CLI."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from dcl.callbacks.eigen_update import EigenUpdate
+from dcl.cluster.scatter import dekm_loss, dekm_targets, match_to_previous, sorted_eigh, within_class_scatter
+from dcl.method import ConfigError
+from dcl.methods.dekm import DEKM
+from tests.conftest import run_cli
+
+# a small dense DEKM that fits Digits in a few seconds
+FAST = ["--model.init_args.hidden_dims", "[64, 64, 128]", "--model.init_args.pretrain_epochs", "8",
+        "--model.init_args.kmeans_n_init", "10", "--model.init_args.weight_init", "glorot", "--trainer.check_val_every_n_epoch", "100",
+        "--trainer.callbacks", "null"]
+
+
+def blobs(n_per=60, d=4, k=3, seed=0, spread=None):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(k, d, generator=g, dtype=torch.float64) * 10
+    spread = torch.ones(d, dtype=torch.float64) if spread is None else spread
+    z = torch.cat([c + torch.randn(n_per, d, generator=g, dtype=torch.float64) * spread for c in centers])
+    labels = torch.arange(k).repeat_interleave(n_per)
+    means = torch.stack([z[labels == j].mean(0) for j in range(k)])
+    return z, labels, means
+
+
+# -- pure ops ---------------------------------------------------------------------------------------------
+def test_scatter_is_the_sum_of_outer_products_and_splits_over_shards():
+    z, labels, means = blobs()
+    s = within_class_scatter(z, labels, means)
+    brute = sum(torch.outer(z[i] - means[labels[i]], z[i] - means[labels[i]]) for i in range(len(z)))
+    torch.testing.assert_close(s, brute)
+    # a sum over samples: shards' partial scatters add up to the whole (what DDP all_reduces)
+    parts = within_class_scatter(z[:70], labels[:70], means) + within_class_scatter(z[70:], labels[70:], means)
+    torch.testing.assert_close(parts, s)
+    torch.testing.assert_close(within_class_scatter(z, labels, means, chunk_size=7), s)
+
+
+def test_rotation_is_orthonormal_and_diagonalizes_the_scatter():
+    z, labels, means = blobs(d=6, spread=torch.tensor([1.0, 3, 0.5, 2, 1.5, 0.2], dtype=torch.float64))
+    s = within_class_scatter(z, labels, means)
+    evals, v = sorted_eigh(s)
+    torch.testing.assert_close(v.T @ v, torch.eye(6, dtype=torch.float64))
+    torch.testing.assert_close(v @ torch.diag(evals) @ v.T, s)
+    assert bool((evals[1:] >= evals[:-1]).all())
+    # deterministic signs: the same matrix, or the same matrix computed in another order, gives the same V
+    torch.testing.assert_close(sorted_eigh(s.flip(0).flip(1))[1].flip(0), v)
+
+
+def test_last_column_has_the_largest_within_class_scatter():
+    """Clusters stretched along a known direction u: V[:, -1] is u, and the within-class variance of the
+    rotated coordinates grows with the column index."""
+    d = 5
+    u = torch.tensor([1.0, 2.0, -1.0, 0.5, 1.0], dtype=torch.float64)
+    u = u / u.norm()
+    z, labels, _ = blobs(n_per=200, d=d, k=4, seed=1)
+    g = torch.Generator().manual_seed(3)
+    z = z + torch.randn(len(z), 1, generator=g, dtype=torch.float64) * 8 * u  # big spread along u
+    means = torch.stack([z[labels == j].mean(0) for j in range(4)])
+    evals, v = sorted_eigh(within_class_scatter(z, labels, means))
+    assert abs(float(v[:, -1] @ u)) > 0.99
+    rotated = (z - means[labels]) @ v
+    per_coord = rotated.pow(2).sum(0)
+    torch.testing.assert_close(per_coord, evals)  # within-class scatter of each rotated coordinate
+    assert int(per_coord.argmax()) == d - 1
+    assert bool((per_coord[1:] >= per_coord[:-1]).all())
+
+
+def test_targets_and_loss_move_only_the_last_coordinate():
+    z, labels, means = blobs(d=4)
+    z, means = z.float(), means.float()
+    _, v = sorted_eigh(within_class_scatter(z, labels, means))
+    v = v.float()
+    y = dekm_targets(z, labels, means, v)
+    rot = z @ v
+    torch.testing.assert_close(y[:, :-1], rot[:, :-1])
+    torch.testing.assert_close(y[:, -1], (means @ v)[labels, -1])
+    # at the embedding the targets were built from, the loss is the last coordinate's error only (/ d)
+    h = z.clone().requires_grad_(True)
+    loss = dekm_loss(h, v, y)
+    expected = ((rot[:, -1] - (means @ v)[labels, -1]) ** 2).sum() / z.shape[1]
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    # its gradient lies along V[:, -1]: the other rotated coordinates feel no pull
+    g_rot = h.grad @ v
+    assert float(g_rot[:, :-1].abs().max()) < 1e-5 * float(g_rot[:, -1].abs().max())
+    # a gradient step moves every sample's last coordinate toward its centroid's
+    moved = (z - 0.1 * h.grad) @ v
+    target_last = (means @ v)[labels, -1]
+    assert bool(((moved[:, -1] - target_last).abs() <= (rot[:, -1] - target_last).abs() + 1e-6).all())
+
+
+def test_loss_is_the_batch_sum_of_per_sample_mse():
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(7, 3, generator=g), torch.randn(7, 3, generator=g)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g))
+    expected = sum(float(((z[i] @ q - y[i]) ** 2).mean()) for i in range(7))
+    assert math.isclose(float(dekm_loss(z, q, y)), expected, rel_tol=1e-5)
+
+
+def test_matching_renames_new_clusters_and_counts_changes():
+    old = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    perm = torch.tensor([2, 0, 1])               # new id i is old id perm[i]
+    new = torch.argsort(perm)[old]               # the same clustering under other ids
+    new_centers = torch.arange(3.0).unsqueeze(1).repeat(1, 2)
+    labels, centers, changed = match_to_previous(new, new_centers, old, 3)
+    assert changed == 0 and torch.equal(labels, old)
+    for i in range(3):  # each center follows its cluster
+        torch.testing.assert_close(centers[perm[i]], new_centers[i])
+    new2 = new.clone()
+    new2[0] = new[2]  # one sample moves
+    assert match_to_previous(new2, new_centers, old, 3)[2] == 1
+    assert match_to_previous(new, new_centers, None, 3)[2] == 7  # first update: all changed
+
+
+# -- the eigen update callback ----------------------------------------------------------------------------
+def _module_with_fixed_embedding(z: torch.Tensor, k: int) -> DEKM:
+    model = DEKM(n_clusters=k, input_shape=(6,), latent_dim=z.shape[1], hidden_dims=(8,), kmeans_n_init=3)
+    model.embed_all = lambda gather=True: z  # noqa: E731
+    return model
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_eigen_update_sets_state_and_the_stopping_rule_fires():
+    z, labels, _ = blobs(n_per=100, d=3, k=3)
+    z = z.float()
+    model = _module_with_fixed_embedding(z, 3)
+    cb = EigenUpdate(every_n_steps=5, tol=0.005, n_init=3)
+    trainer = SimpleNamespace(global_step=0, should_stop=False)
+    cb._update(trainer, model)  # first update: everything "changed", never stops
+    assert not trainer.should_stop and cb.last_changed == len(z)
+    assert model.targets.shape == (300, 3) and model.cluster_labels.shape == (300,)
+    torch.testing.assert_close(model.rotation.T @ model.rotation, torch.eye(3))
+    assert bool((model.eigenvalues[1:] >= model.eigenvalues[:-1]).all())
+    assert cb.next_n_init >= 2 and cb.next_n_init % 2 == 0  # 2 x the iterations of the last k-means
+    first_labels = model.cluster_labels.clone()
+    # the same embedding again: no assignment changes -> stop
+    trainer.global_step = 5
+    cb._update(trainer, model)
+    assert cb.last_changed == 0 and trainer.should_stop
+    assert torch.equal(model.cluster_labels, first_labels)  # ids kept stable by the matching
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_stopping_rule_does_not_fire_above_tol():
+    z, _, _ = blobs(n_per=100, d=3, k=3)
+    z = z.float()
+    model = _module_with_fixed_embedding(z, 3)
+    cb = EigenUpdate(every_n_steps=5, tol=0.005, n_init=3)
+    trainer = SimpleNamespace(global_step=0, should_stop=False)
+    cb._update(trainer, model)
+    # move 3% of the samples of cluster A onto cluster B's center: 9 of 300 change (> 0.5%)
+    lab = model.cluster_labels
+    a = int(lab[0])
+    b = int(lab[(lab != a).nonzero()[0, 0]])
+    idx = (lab == a).nonzero().flatten()[:9]
+    z2 = z.clone()
+    z2[idx] = model.cluster_centers[b]
+    model.embed_all = lambda gather=True: z2  # noqa: E731
+    trainer.global_step = 5
+    cb._update(trainer, model)
+    assert cb.last_changed == 9 and not trainer.should_stop
+
+
+def test_bad_configuration_raises_config_error():
+    with pytest.raises(ConfigError, match="flatten: false"):
+        DEKM(n_clusters=3, input_shape=(64,), autoencoder="conv")
+    with pytest.raises(ConfigError, match="tol"):
+        DEKM(n_clusters=3, input_shape=(64,), tol=1.5)
+    with pytest.raises(ConfigError, match="weight_init"):
+        DEKM(n_clusters=3, input_shape=(64,), weight_init="he")
+
+
+def test_defaults_follow_the_official_code():
+    conv = DEKM(n_clusters=10, input_shape=(1, 28, 28))
+    dense = DEKM(n_clusters=10, input_shape=(784,))
+    assert conv.autoencoder_kind == "conv" and conv.update_interval == 40
+    assert dense.autoencoder_kind == "mlp" and dense.update_interval == 10
+    assert conv.maxiter == 14000 and conv.tol == 0.005 and conv.kmeans_n_init == 100
+    w = conv.autoencoder.encoder[0].weight
+    assert float(w.abs().max()) <= 0.05  # Keras 'uniform' on the encoder convs
+    # the clustering optimizer holds the encoder only (the decoder is dropped)
+    conv.clustering_started.fill_(True)
+    opt = conv.configure_optimizers()
+    held = {id(p) for group in opt.param_groups for p in group["params"]}
+    assert held == {id(p) for p in conv.autoencoder.encoder.parameters()}
+    assert not any(p.requires_grad for p in conv.autoencoder.decoder.parameters())
+
+
+# -- end to end -------------------------------------------------------------------------------------------
+def test_cli_fit_on_digits(tmp_path: Path):
+    scores = run_cli(["fit", "--config", str(Path(__file__).parents[1] / "configs/dekm/digits.yaml"), *FAST,
+                      "--trainer.max_epochs", "14", "--trainer.enable_checkpointing", "false"], tmp_path)
+    assert scores["k"] == 10 and scores["k_used"] >= 8
+    assert 0.3 < scores["acc"] <= 1 and 0.25 < scores["nmi"] <= 1
+
+
+def test_cli_fit_stops_by_the_rule_and_resume_keeps_the_state(tmp_path: Path):
+    """tol 1.0: the second update stops training. Then: a run resumed from a mid-run checkpoint ends in exactly
+    the state of the uninterrupted run (V, targets, centers)."""
+    cfg = str(Path(__file__).parents[1] / "configs/dekm/digits.yaml")
+    ckpt = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.save_top_k=-1", "--trainer.callbacks.every_n_epochs=1",
+            "--trainer.callbacks.save_on_train_epoch_end=true"]
+    base = ["fit", "--config", cfg, *FAST, "--model.init_args.pretrain_epochs", "2",
+            "--model.init_args.hidden_dims", "[32, 32, 64]", *ckpt]
+    (tmp_path / "stop").mkdir()
+    run_cli([*base, "--trainer.max_epochs", "20", "--model.init_args.tol", "0.999"], tmp_path / "stop")
+    stopped = torch.load(sorted((tmp_path / "stop").rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)[-1],
+                         weights_only=False)
+    # stopped at the second update (after 10 steps), before the max_epochs (2 + 20 would be 8 x 20 steps)
+    assert int(stopped["state_dict"]["cluster_steps"]) == 10
+    assert stopped["epoch"] < 19
+
+    (tmp_path / "a").mkdir()
+    run_cli([*base, "--trainer.max_epochs", "5", "--model.init_args.tol", "0"], tmp_path / "a")
+    mid = next((tmp_path / "a").rglob("epoch=3-*.ckpt"))
+    end_a = torch.load(next((tmp_path / "a").rglob("epoch=4-*.ckpt")), weights_only=False)
+    (tmp_path / "b").mkdir()
+    run_cli([*base, "--trainer.max_epochs", "5", "--model.init_args.tol", "0", "--ckpt_path", str(mid)],
+            tmp_path / "b")
+    end_b = torch.load(next((tmp_path / "b").rglob("epoch=4-*.ckpt")), weights_only=False)
+    sa, sb = end_a["state_dict"], end_b["state_dict"]
+    assert int(sa["cluster_steps"]) == 3 * 8 and sa["targets"].shape == (1797, 10)
+    for name in ("rotation", "targets", "cluster_centers", "cluster_labels", "eigenvalues"):
+        torch.testing.assert_close(sa[name], sb[name], msg=name)
+    # V and targets survive the checkpoint round trip into a fresh module
+    model = DEKM.load_from_checkpoint(mid, weights_only=False)
+    state = torch.load(mid, weights_only=False)["state_dict"]
+    torch.testing.assert_close(model.rotation, state["rotation"])
+    torch.testing.assert_close(model.targets, state["targets"])
+    key = next(k for k in torch.load(mid, weights_only=False)["callbacks"] if k.startswith("EigenUpdate"))
+    assert torch.load(mid, weights_only=False)["callbacks"][key]["updates"] >= 1
