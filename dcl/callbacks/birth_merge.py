@@ -1,0 +1,339 @@
+"""Cluster birth, merge and death for any method whose clustering state is a mixture: K changes in training.
+
+Every decision is a model-selection test on the *sufficient statistics* (count, sum, sum of squares) of the
+components' hard-assigned data, with a diagonal Gaussian per component, so that data-parallel training only
+all_reduces T x (2d + 1) sums:
+
+* the maximized log-likelihood of n points under a fitted diagonal Gaussian is a function of the statistics,
+  ``L(n, S1, S2) = -n/2 sum_j (log(2 pi v_j) + 1)`` with ``v = S2/n - (S1/n)^2`` (floored);
+* **death**: a component whose weight ``n_k / N`` is below ``min_weight`` is removed and its data (its
+  statistics) go to the nearest surviving component (Euclidean distance between the means);
+* **merge**: components k, l are merged when one Gaussian explains their union better than two, by BIC:
+  ``L(k u l) - [L(k) + L(l) + n_k log(n_k / n_kl) + n_l log(n_l / n_kl)] + penalty * (2d + 1)/2 log N > 0``
+  (2d + 1 free parameters saved: a mean, a variance, a weight); greedy by the best score, each component at
+  most once per round;
+* **birth**: every component is split in two by a 2-means run restricted to its data, started along its
+  direction of largest variance (mu +- sqrt(v_max) e_max; deterministic, so every rank runs the same), all
+  components at once with one all_reduce per iteration; the split is kept when the two children explain the
+  data better than the parent by BIC (the same criterion with the opposite sign), each child keeps at least
+  ``min_weight`` of the data, and K stays <= ``max_components``; best gains first.
+
+The same statistics drive all three moves, and a split of a single Gaussian is *rejected* by this criterion
+(a hard split of a Gaussian along an axis gains 1/2 log(1/(1 - 2/pi)) = 0.51 nats per point but the
+assignment costs log 2 = 0.69), so births do not fragment a well-fit cluster, and the merge test merges
+back what a split should not have done. A DP mixture's variational update afterwards re-weights the result.
+
+DDP: statistics are all_reduced; the decisions (the new statistics) are computed from them on every rank and
+rank 0's are broadcast, so every rank holds the same K. The callback's state (K history, counts of births,
+merges and deaths, calls) is in ``state_dict``; K itself lives in the method's buffers.
+
+The method must provide (the mixture protocol):
+
+* ``assign(z) -> (N, K)``: responsibilities (their argmax is the hard assignment);
+* ``set_mixture_stats(n, s1, s2)``: rebuild the mixture from per-component statistics (K = ``len(n)``);
+* ``embed_all(gather=False)`` and ``clustering_active`` (from ``ClusteringMethod``);
+* optionally ``max_components`` (upper bound T on K).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from dcl.distributed import all_reduce_sum_, broadcast_, is_distributed
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+# -- statistics ------------------------------------------------------------------------------------------------
+def hard_stats(z: Tensor, labels: Tensor, k: int, distributed: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """(n, S1, S2) of the data assigned to each of ``k`` components (float64), summed over ranks."""
+    z = z.double()
+    d = z.shape[1]
+    packed = z.new_zeros(k, 1 + 2 * d)
+    packed.index_add_(0, labels, torch.cat([torch.ones_like(z[:, :1]), z, z.pow(2)], dim=1))
+    if distributed:
+        all_reduce_sum_(packed)
+    return packed[:, 0], packed[:, 1:1 + d], packed[:, 1 + d:]
+
+
+def gaussian_loglik(n: Tensor, s1: Tensor, s2: Tensor, var_floor: Tensor) -> Tensor:
+    """Maximized log-likelihood of the data of each component under its fitted diagonal Gaussian."""
+    safe = n.clamp_min(1.0)[:, None]
+    var = (s2 / safe - (s1 / safe).pow(2)).clamp_min(0.0) + var_floor
+    return -0.5 * n * (var.log() + LOG_2PI + 1.0).sum(1)
+
+
+def _xlogy(x: Tensor, y: Tensor) -> Tensor:
+    return torch.where(x > 0, x * y.clamp_min(1e-300).log(), torch.zeros_like(x))
+
+
+def mixture_labels(z: Tensor, n: Tensor, s1: Tensor, s2: Tensor, var_floor: Tensor) -> Tensor:
+    """Hard assignment of ``z`` to the diagonal Gaussian mixture fitted to the statistics."""
+    safe = n.clamp_min(1.0)[:, None]
+    mean = s1 / safe
+    var = (s2 / safe - mean.pow(2)).clamp_min(0.0) + var_floor
+    zd = z.double()
+    quad = zd.pow(2) @ (1 / var).T - 2 * zd @ (mean / var).T + (mean.pow(2) / var).sum(1)
+    logp = (n / n.sum()).clamp_min(1e-300).log() - 0.5 * var.log().sum(1) - 0.5 * quad
+    return logp.argmax(1)
+
+
+# -- the moves -------------------------------------------------------------------------------------------------
+@dataclass
+class BirthMergeResult:
+    """New per-component statistics and what happened."""
+
+    n: Tensor
+    s1: Tensor
+    s2: Tensor
+    births: int = 0
+    merges: int = 0
+    deaths: int = 0
+    k_history: list[int] = field(default_factory=list)
+
+    @property
+    def k(self) -> int:
+        return int(self.n.numel())
+
+
+def _two_means(z: Tensor, labels: Tensor, n: Tensor, s1: Tensor, s2: Tensor, iters: int,
+               distributed: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """2-means inside every component at once; returns the children's statistics (2K, ...): rows 2k, 2k + 1."""
+    k, d = s1.shape
+    safe = n.clamp_min(1.0)[:, None]
+    mean = s1 / safe
+    var = (s2 / safe - mean.pow(2)).clamp_min(0.0)
+    axis = var.argmax(1)
+    step = torch.zeros_like(mean)
+    step[torch.arange(k), axis] = var[torch.arange(k), axis].sqrt()
+    centers = torch.stack([mean - step, mean + step], dim=1)  # (K, 2, d)
+    zd = z.double()
+    side = torch.zeros(len(z), dtype=torch.long, device=z.device)
+    for _ in range(max(iters, 1)):
+        c = centers[labels]  # (N, 2, d)
+        dist = (zd[:, None, :] - c).pow(2).sum(-1)
+        side = dist.argmin(1)
+        cn, cs1, _ = hard_stats(zd, labels * 2 + side, 2 * k, distributed)
+        new = (cs1 / cn.clamp_min(1.0)[:, None]).view(k, 2, d)
+        keep = (cn.view(k, 2) > 0)[..., None]
+        centers = torch.where(keep, new, centers)
+    return hard_stats(zd, labels * 2 + side, 2 * k, distributed)
+
+
+def birth_merge_round(z: Tensor, labels: Tensor, k: int, *, min_weight: float = 0.01, max_components: int = 50,
+                      penalty: float = 1.0, split: bool = True, merge: bool = True, split_iters: int = 10,
+                      var_floor: Tensor | None = None, distributed: bool | None = None) -> BirthMergeResult:
+    """One round of death, merge and birth on the hard assignment ``labels`` (this rank's shard of ``z``)."""
+    if distributed is None:
+        distributed = is_distributed()
+    n, s1, s2 = hard_stats(z, labels, k, distributed)
+    total = float(n.sum())
+    d = z.shape[1]
+    if var_floor is None:
+        var_floor = 1e-3 * (s2.sum(0) / total - (s1.sum(0) / total).pow(2)).clamp_min(1e-12)
+    cost = penalty * 0.5 * (2 * d + 1) * math.log(max(total, 2.0))
+    result = BirthMergeResult(n, s1, s2)
+
+    # death: too small -> its data go to the nearest surviving component
+    alive = n / total >= min_weight
+    if not bool(alive.any()):
+        alive[n.argmax()] = True
+    dead = (~alive).nonzero().flatten()
+    if len(dead):
+        means = s1 / n.clamp_min(1.0)[:, None]
+        live = alive.nonzero().flatten()
+        nearest = live[torch.cdist(means[dead], means[live]).argmin(1)]
+        n, s1, s2 = n.clone(), s1.clone(), s2.clone()
+        n.index_add_(0, nearest, n[dead])
+        s1.index_add_(0, nearest, s1[dead])
+        s2.index_add_(0, nearest, s2[dead])
+        remap = torch.full((k,), -1, dtype=torch.long, device=z.device)
+        remap[live] = torch.arange(len(live), device=z.device)
+        remap[dead] = remap[nearest]
+        labels = remap[labels]
+        n, s1, s2 = n[live], s1[live], s2[live]
+        result.deaths = len(dead)
+        k = len(live)
+
+    # merge: greedy on the best BIC gains, each component at most once
+    touched = torch.zeros(k, dtype=torch.bool, device=z.device)
+    if merge and k > 1:
+        ll = gaussian_loglik(n, s1, s2, var_floor)
+        iu = torch.triu_indices(k, k, 1, device=z.device)
+        a, b = iu[0], iu[1]
+        nab = n[a] + n[b]
+        joint = gaussian_loglik(nab, s1[a] + s1[b], s2[a] + s2[b], var_floor)
+        mix = _xlogy(n[a], n[a] / nab) + _xlogy(n[b], n[b] / nab)
+        gain = joint - (ll[a] + ll[b] + mix) + cost
+        gain = broadcast_(gain.contiguous())
+        target = torch.arange(k, device=z.device)
+        for idx in torch.argsort(gain, descending=True).tolist():
+            if gain[idx] <= 0:
+                break
+            i, j = int(a[idx]), int(b[idx])
+            if touched[i] or touched[j]:
+                continue
+            touched[i] = touched[j] = True
+            target[j] = i
+            result.merges += 1
+        if result.merges:
+            keep = (target == torch.arange(k, device=z.device)).nonzero().flatten()
+            n2 = torch.zeros_like(n).index_add_(0, target, n)
+            s12 = torch.zeros_like(s1).index_add_(0, target, s1)
+            s22 = torch.zeros_like(s2).index_add_(0, target, s2)
+            remap = torch.full((k,), -1, dtype=torch.long, device=z.device)
+            remap[keep] = torch.arange(len(keep), device=z.device)
+            labels = remap[target[labels]]
+            n, s1, s2, touched = n2[keep], s12[keep], s22[keep], touched[keep]
+            k = len(keep)
+
+    # birth: split the components that two Gaussians explain better than one
+    if split and k < max_components:
+        cn, cs1, cs2 = _two_means(z, labels, n, s1, s2, split_iters, distributed)
+        cll = gaussian_loglik(cn, cs1, cs2, var_floor).view(k, 2)
+        cnv = cn.view(k, 2)
+        mix = _xlogy(cnv, cnv / n.clamp_min(1.0)[:, None]).sum(1)
+        gain = cll.sum(1) + mix - gaussian_loglik(n, s1, s2, var_floor) - cost
+        ok = (cnv.min(1).values / total >= min_weight) & ~touched
+        gain = torch.where(ok, gain, torch.full_like(gain, -math.inf))
+        gain = broadcast_(gain.contiguous())
+        chosen = [i for i in torch.argsort(gain, descending=True).tolist() if gain[i] > 0]
+        chosen = chosen[:max_components - k]
+        if chosen:
+            split_mask = torch.zeros(k, dtype=torch.bool, device=z.device)
+            split_mask[chosen] = True
+            rows_n, rows_s1, rows_s2 = [n[~split_mask]], [s1[~split_mask]], [s2[~split_mask]]
+            idx = torch.tensor(chosen, device=z.device)
+            for side in (0, 1):
+                rows_n.append(cn[2 * idx + side])
+                rows_s1.append(cs1[2 * idx + side])
+                rows_s2.append(cs2[2 * idx + side])
+            n, s1, s2 = torch.cat(rows_n), torch.cat(rows_s1), torch.cat(rows_s2)
+            result.births = len(chosen)
+            k = len(n)
+    result.n, result.s1, result.s2 = (broadcast_(t.contiguous()) for t in (n, s1, s2))
+    result.k_history.append(k)
+    return result
+
+
+def birth_merge(z: Tensor, labels: Tensor, k: int, rounds: int = 1, **kwargs) -> BirthMergeResult:
+    """Up to ``rounds`` rounds of :func:`birth_merge_round`, re-assigning the data to the new mixture (hard,
+    diagonal Gaussians fitted to the statistics) between rounds; stops early when a round changes nothing."""
+    distributed = kwargs.pop("distributed", None)
+    if distributed is None:
+        distributed = is_distributed()
+    total = BirthMergeResult(*hard_stats(z, labels, k, distributed))
+    for r in range(rounds):
+        if r > 0:
+            labels = mixture_labels(z, total.n, total.s1, total.s2, var_floor=_floor(z, total, distributed))
+            k = total.k
+        step = birth_merge_round(z, labels, k, distributed=distributed, **kwargs)
+        total.n, total.s1, total.s2 = step.n, step.s1, step.s2
+        total.births += step.births
+        total.merges += step.merges
+        total.deaths += step.deaths
+        total.k_history += step.k_history
+        if step.births + step.merges + step.deaths == 0:
+            break
+    return total
+
+
+def _floor(z: Tensor, res: BirthMergeResult, distributed: bool) -> Tensor:
+    n = float(res.n.sum())
+    return 1e-3 * (res.s2.sum(0) / n - (res.s1.sum(0) / n).pow(2)).clamp_min(1e-12)
+
+
+# -- the callback ----------------------------------------------------------------------------------------------
+class BirthMerge(Callback):
+    """Birth, merge and death of mixture components during training (see the module docstring).
+
+    Runs once right after the clustering phase starts (after the method's first mixture fit, ``first_rounds``
+    rounds, so that the first epoch already trains with a sensible K), then at the end of every
+    ``every_n_epochs``-th epoch of the clustering phase (``rounds`` rounds). Logs ``train/k``,
+    ``train/births``, ``train/merges``, ``train/deaths``; keeps the K history (epoch, K after) in its state.
+
+    Args:
+        every_n_epochs: epochs between birth/merge steps.
+        min_weight: components with a smaller fraction of the data die (merge into their nearest neighbour);
+            children of a split must each keep at least this fraction.
+        max_components: upper bound T on K (the method's ``max_components`` wins when it has one).
+        penalty: multiplier of the BIC penalty (1: BIC; larger: fewer births, more merges).
+        rounds, first_rounds: rounds per step (each round: deaths, merges, births, re-assignment).
+        split, merge: enable births / merges (deaths are always on).
+        split_iters: 2-means iterations of the split proposals.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, min_weight: float = 0.01, max_components: int = 50,
+                 penalty: float = 1.0, rounds: int = 1, first_rounds: int = 10, split: bool = True,
+                 merge: bool = True, split_iters: int = 10) -> None:
+        if every_n_epochs < 1 or rounds < 1 or first_rounds < 0:
+            raise ValueError("BirthMerge needs every_n_epochs >= 1, rounds >= 1 and first_rounds >= 0")
+        if not 0.0 <= min_weight < 0.5:
+            raise ValueError(f"BirthMerge: min_weight must be in [0, 0.5), got {min_weight}")
+        if max_components < 1 or penalty < 0:
+            raise ValueError("BirthMerge needs max_components >= 1 and penalty >= 0")
+        self.every_n_epochs = every_n_epochs
+        self.min_weight = min_weight
+        self.max_components = max_components
+        self.penalty = penalty
+        self.rounds = rounds
+        self.first_rounds = first_rounds
+        self.split = split
+        self.merge = merge
+        self.split_iters = split_iters
+        self.calls = 0
+        self.start_epoch = -1
+        self.births = self.merges = self.deaths = 0
+        self.history: list[list[int]] = []  # [epoch, global_step, K after]
+
+    @property
+    def state_key(self) -> str:
+        return f"BirthMerge{{every_n_epochs={self.every_n_epochs}}}"
+
+    def _limit(self, pl_module) -> int:
+        return int(getattr(pl_module, "max_components", self.max_components) or self.max_components)
+
+    @torch.no_grad()
+    def step(self, trainer, pl_module, rounds: int) -> BirthMergeResult:
+        """One birth/merge step on the current embeddings and mixture; applies the result to the method."""
+        z = pl_module.embed_all(gather=False)
+        labels = pl_module.assign(z).argmax(1)
+        k = pl_module.n_clusters
+        res = birth_merge(z, labels, k, rounds=rounds, min_weight=self.min_weight,
+                          max_components=self._limit(pl_module), penalty=self.penalty, split=self.split,
+                          merge=self.merge, split_iters=self.split_iters, distributed=is_distributed())
+        pl_module.set_mixture_stats(res.n, res.s1, res.s2)
+        self.calls += 1
+        self.births += res.births
+        self.merges += res.merges
+        self.deaths += res.deaths
+        self.history.append([trainer.current_epoch, trainer.global_step, pl_module.n_clusters])
+        return res
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if pl_module.clustering_active and self.calls == 0:
+            self.start_epoch = trainer.current_epoch
+            self.step(trainer, pl_module, max(self.first_rounds, 1))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not pl_module.clustering_active or self.calls == 0:
+            return
+        if (trainer.current_epoch - self.start_epoch + 1) % self.every_n_epochs == 0:
+            res = self.step(trainer, pl_module, self.rounds)
+            pl_module.log_dict({"train/births": float(res.births), "train/merges": float(res.merges),
+                                "train/deaths": float(res.deaths)})
+
+    def state_dict(self) -> dict:
+        return {"calls": self.calls, "start_epoch": self.start_epoch, "births": self.births,
+                "merges": self.merges, "deaths": self.deaths, "history": [list(h) for h in self.history]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.calls = state_dict["calls"]
+        self.start_epoch = state_dict["start_epoch"]
+        self.births, self.merges, self.deaths = state_dict["births"], state_dict["merges"], state_dict["deaths"]
+        self.history = [list(h) for h in state_dict["history"]]
