@@ -1,0 +1,454 @@
+"""DCFAE: Deep clustering with fusion autoencoder (Shuai Chang, arXiv 2201.04727, 2022).
+
+What the paper fixes (abstract and summary; no official code exists): a *fusion autoencoder* (FAE) that merges a
+VAE with a GAN to learn more discriminative latents; encoder, decoder and discriminator built from residual conv
+blocks; a separate deep dense network maps the FAE latent space to an embedding by minimizing the cross-entropy
+between two distributions of pairwise similarities of the latent points (which pulls clusters apart and
+collapses each); k-means on that embedding gives the clusters. The discriminator and generator scores converge
+to an equilibrium; the studied parameters are the balance weights, the Student-t degrees of freedom and the
+latent dimension. Everything below that goes beyond this is our choice, stated with its reason.
+
+Phase 1, the FAE (``fae_epochs`` epochs), written as VAE-GAN (Larsen et al. 2016), the standard VAE + GAN
+fusion. With q(z|x) = N(mu(x), diag sigma^2(x)), z ~ q(z|x), x~ = Dec(z), z_p ~ N(0, I), x_p = Dec(z_p), and
+D(.) the discriminator's probability of "real", Dis_l(.) its features after stage ``feature_layer``::
+
+    L_prior = KL(q(z|x) || N(0, I))                                   (per sample, summed over latent dims)
+    L_pixel = -log p(x | x~)   Bernoulli (BCE, pixels in [0, 1]) or Gaussian (squared error), summed over pixels
+    L_feat  = 1/2 ||Dis_l(x) - Dis_l(x~)||^2                          (learned similarity, summed over features)
+    L_D     = -log D(x) - log(1 - D(x~)) - log(1 - D(x_p))            (the discriminator's GAN loss)
+    L_adv   = -log D(x~) - log D(x_p)                                 (non-saturating generator loss)
+
+    encoder:        kl_weight * L_prior + pixel_weight * L_pixel + feature_weight * L_feat
+    decoder:        pixel_weight * L_pixel + feature_weight * L_feat + adversarial_weight * L_adv
+    discriminator:  L_D
+
+all averaged over the batch. As in VAE-GAN the encoder is not trained on the GAN loss (``L_adv`` is computed
+from Dec(z.detach()) and Dec(z_p), so its gradient reaches the decoder only); it sees the discriminator
+through the feature-matching reconstruction, which is how the GAN shapes the latent space. Encoder and decoder
+are one optimizer (the generator side), the discriminator another, alternated by the shared
+:class:`dcl.adversarial.AdversarialOptimization` (``discriminator_steps`` then ``generator_steps`` per batch).
+``adversarial: false`` gives the plain VAE (KL + pixel reconstruction, no discriminator): the paper's FAE-vs-VAE
+ablation. Logged: ``train/d_score`` = mean D(x) and ``train/g_score`` = mean D of the generated images
+(reconstructions and prior samples), so the game's convergence (both near the equilibrium) can be watched.
+
+Phase 2, the embedding network (the rest of ``max_epochs``): the FAE is frozen (eval mode) and the latent of
+a sample is the posterior mean mu(x). A dense network ``f: latent_dim -> dense_dims -> embedding_dim``
+(d-500-500-2000-out, parametric t-SNE's architecture, van der Maaten 2009) is trained on each batch of B
+samples to minimize the cross-entropy between the batch's input similarities P (of the latents) and its
+embedding similarities Q::
+
+    H(P, Q) = - sum_{i != j} p_ij log q_ij
+    q_ij = (1 + ||f(mu_i) - f(mu_j)||^2 / nu)^(-(nu + 1) / 2) / sum_{k != l} (same)        (Student-t, dof nu)
+    p_ij = (p_j|i + p_i|j) / 2B,  p_j|i = exp(-beta_i ||mu_i - mu_j||^2) / sum_{k != i} (same)
+           with beta_i set by bisection so that the perplexity 2^H(P_i) equals ``perplexity``   (input_similarity
+           "gaussian", t-SNE's), or p_ij the Student-t kernel of the latents with the same nu ("student").
+
+H(P, Q) = KL(P || Q) + H(P) and P does not depend on f, so this is parametric t-SNE's objective; it is
+minimal exactly when Q = P. Only B x B matrices are formed (no N x N). The perplexity is capped at
+(B - 1) / 3 for small batches (a perplexity above the number of neighbours cannot be met). Batches of fewer
+than 3 samples are skipped.
+
+Clusters: k-means (``kmeans_n_init`` restarts) on the final embedding f(mu(x)), refreshed at every validation
+and at the end of training; ``assign`` is DEC's Student-t kernel around those centers. During phase 1 the same
+is done on mu(x), so ``val/acc`` tracks FAE + k-means (the "without the dense network" ablation;
+``use_dense: false`` stops after phase 1).
+
+Choices where the paper is silent (and why):
+- VAE-GAN's split of the losses between encoder and decoder (the best-known VAE + GAN fusion); BCE pixel
+  likelihood (images in [0, 1]); feature matching at the middle discriminator stage (Larsen et al. use an
+  intermediate layer).
+- Residual blocks: He et al.'s basic block; BatchNorm in encoder/decoder, no normalization and LeakyReLU(0.2)
+  in the discriminator (real and fake batches pass separately); channels (32, 64, 128), one block per stage.
+- Optimizers: Adam(2e-4, betas (0.5, 0.999)) for both GAN sides (DCGAN's defaults), Adam(1e-3) for the dense
+  network; no scheduler. Student-t dof nu = 1 (t-SNE's; a hyperparameter as in the paper), perplexity 30
+  (t-SNE's default), embedding dimension 10, latent dimension 10.
+- The dense network reads mu(x) (deterministic), not a sample z.
+
+Under DDP use ``strategy: ddp_find_unused_parameters_true`` (each side's backward reaches only its parameters).
+``trainer.global_step`` counts optimizer steps (discriminator_steps + generator_steps per batch in phase 1).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, SchedulerFactory, build_optimizer,
+                             default_gan_optimizer, optimizer_step, step_schedulers)
+from dcl.method import ClusteringMethod, ConfigError, load_checkpoint_file
+from dcl.nets.autoencoders import mlp
+from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder, reparameterize
+
+INPUT_SIMILARITIES = ("gaussian", "student")
+PIXEL_LOSSES = ("bce", "mse")
+
+
+# ---- losses: pure functions ---------------------------------------------------------------------------------
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, diag exp(logvar)) || N(0, I)), summed over dimensions, averaged over the batch."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
+
+
+def pixel_reconstruction_loss(logits: Tensor, x: Tensor, kind: str = "bce") -> Tensor:
+    """-log p(x | x~) summed over pixels, averaged over the batch: Bernoulli (``bce``) or ``mse``."""
+    if kind == "bce":
+        per = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    elif kind == "mse":
+        per = (torch.sigmoid(logits) - x).pow(2)
+    else:
+        raise ValueError(f"unknown pixel loss {kind!r}")
+    return per.flatten(1).sum(dim=1).mean()
+
+
+def feature_matching_loss(real_features: Tensor, fake_features: Tensor) -> Tensor:
+    """1/2 ||Dis_l(x) - Dis_l(x~)||^2 summed over features, averaged over the batch (VAE-GAN's L_llike^Dis_l)."""
+    return 0.5 * (real_features - fake_features).pow(2).flatten(1).sum(dim=1).mean()
+
+
+def discriminator_loss(real_logits: Tensor, fake_logits: Sequence[Tensor]) -> Tensor:
+    """-log D(x) - sum_fakes log(1 - D(fake)), each averaged over the batch."""
+    loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    for logits in fake_logits:
+        loss = loss + F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+    return loss
+
+
+def generator_adversarial_loss(fake_logits: Sequence[Tensor]) -> Tensor:
+    """Non-saturating generator loss: - sum_fakes log D(fake), each averaged over the batch."""
+    return sum(F.binary_cross_entropy_with_logits(lg, torch.ones_like(lg)) for lg in fake_logits)
+
+
+def _off_diagonal_mask(n: int, device) -> Tensor:
+    return ~torch.eye(n, dtype=torch.bool, device=device)
+
+
+def student_t_affinities(y: Tensor, dof: float = 1.0) -> Tensor:
+    """Joint Student-t similarities of a batch: q_ij ∝ (1 + ||y_i - y_j||^2 / nu)^(-(nu+1)/2), i != j, sum 1."""
+    y = y.float()
+    d2 = torch.cdist(y, y).pow(2)
+    w = (1.0 + d2 / dof).pow(-(dof + 1.0) / 2.0) * _off_diagonal_mask(len(y), y.device)
+    return w / w.sum()
+
+
+def conditional_gaussian_affinities(x: Tensor, perplexity: float = 30.0, iterations: int = 64) -> Tensor:
+    """t-SNE's conditional input similarities p_j|i of a batch (rows sum to 1, zero diagonal): Gaussians with a
+    per-point precision beta_i found by bisection (in log space, on distances scaled by their mean) so that each
+    row's perplexity exp(H(P_i)) is ``perplexity``, capped at (B - 1) / 3 for small batches."""
+    x = x.float()
+    n = len(x)
+    target = math.log(min(perplexity, max((n - 1) / 3.0, 1.0 + 1e-3)))
+    off = _off_diagonal_mask(n, x.device)
+    d2 = torch.cdist(x, x).pow(2)
+    d2 = d2 / d2[off].mean().clamp_min(1e-12)  # scale-free bisection range
+    lo = torch.full((n, 1), -20.0, device=x.device)
+    hi = torch.full((n, 1), 20.0, device=x.device)
+    neg_inf = torch.finfo(d2.dtype).min
+
+    def row_logits(log_beta: Tensor) -> Tensor:
+        return (-log_beta.exp() * d2).masked_fill(~off, neg_inf)
+
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        log_p = torch.log_softmax(row_logits(mid), dim=1)
+        entropy = -(log_p.exp() * log_p.masked_fill(~off, 0.0)).sum(dim=1, keepdim=True)
+        too_flat = entropy > target  # the entropy decreases as beta grows: raise beta
+        lo = torch.where(too_flat, mid, lo)
+        hi = torch.where(too_flat, hi, mid)
+    return torch.softmax(row_logits((lo + hi) / 2), dim=1) * off
+
+
+def gaussian_affinities(x: Tensor, perplexity: float = 30.0, iterations: int = 64) -> Tensor:
+    """t-SNE's joint input similarities of a batch: p_ij = (p_j|i + p_i|j) / 2B (sums to 1)."""
+    p_cond = conditional_gaussian_affinities(x, perplexity, iterations)
+    return (p_cond + p_cond.T) / (2 * len(x))
+
+
+def similarity_cross_entropy(p: Tensor, q: Tensor, eps: float = 1e-12) -> Tensor:
+    """H(P, Q) = - sum_{i != j} p_ij log q_ij (= KL(P || Q) + H(P); minimal iff Q = P)."""
+    off = _off_diagonal_mask(len(p), p.device)
+    return -(p[off] * q[off].clamp_min(eps).log()).sum()
+
+
+# ---- the networks -------------------------------------------------------------------------------------------
+class FusionAutoencoder(nn.Module):
+    """Residual VAE (encoder -> mu, logvar; decoder -> logits) plus, when ``adversarial``, a residual discriminator."""
+
+    def __init__(self, input_shape: Sequence[int], latent_dim: int, channels: Sequence[int],
+                 discriminator_channels: Sequence[int], blocks_per_stage: int, norm: str,
+                 adversarial: bool) -> None:
+        super().__init__()
+        self.encoder = ResidualEncoder(input_shape, latent_dim, channels, blocks_per_stage, norm)
+        self.decoder = ResidualDecoder(input_shape, latent_dim, channels, blocks_per_stage, norm)
+        self.discriminator = (ResidualDiscriminator(input_shape, discriminator_channels, blocks_per_stage)
+                              if adversarial else None)
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters()) + list(self.decoder.parameters())
+
+
+class DCFAE(ClusteringMethod):
+    """Deep clustering with fusion autoencoder (Chang 2022): VAE-GAN on residual nets, then a dense network
+    trained on batch-wise similarity cross-entropy (parametric t-SNE), then k-means. See the module docstring.
+
+    Args:
+        n_clusters, input_shape: from the datamodule (images: ``flatten: false``).
+        latent_dim: size of the FAE latent z (10).
+        embedding_dim: output size of the dense network, the space k-means runs in (10).
+        channels: encoder stage widths (the decoder mirrors them) ((32, 64, 128)).
+        discriminator_channels: discriminator stage widths ((32, 64, 128)).
+        blocks_per_stage: residual blocks per stage (1).
+        norm: normalization of encoder/decoder blocks: ``batch``, ``group`` or ``none``.
+        adversarial: the FAE (True) or a plain VAE (False, no discriminator).
+        kl_weight, pixel_weight, feature_weight, adversarial_weight: balance weights of L_prior, L_pixel,
+            L_feat and L_adv (1, 1, 1, 1); feature_weight and adversarial_weight are ignored without ``adversarial``.
+        pixel_loss: ``bce`` (Bernoulli) or ``mse``.
+        feature_layer: discriminator stage whose features measure the reconstruction (1 = the middle of 3).
+        fae_epochs: epochs of phase 1; phase 2 runs for the rest of ``trainer.max_epochs``.
+        use_dense: train the dense embedding network (phase 2); False: k-means on mu(x) (ablation).
+        dense_dims: hidden sizes of the dense network ((500, 500, 2000)).
+        input_similarity: ``gaussian`` (perplexity-calibrated, t-SNE) or ``student`` (Student-t with ``dof``).
+        perplexity: perplexity of the Gaussian input similarities (30).
+        dof: degrees of freedom nu of the Student-t similarities (1).
+        pretrained: a DCFAE checkpoint whose FAE is reused (phase 1 is then skipped).
+        generator_optimizer, discriminator_optimizer: factories of the two GAN sides (None: Adam 2e-4, (0.5, 0.999));
+            the generator side is encoder + decoder (also the VAE's optimizer when ``adversarial`` is off).
+        generator_scheduler, discriminator_scheduler, embedding_scheduler: optional per-epoch LR schedulers.
+        embedding_optimizer: optimizer of the dense network (None: Adam 1e-3).
+        generator_steps, discriminator_steps: updates per batch of each side (1, 1).
+        gradient_clip_val, gradient_clip_algorithm: per-optimizer gradient clipping (none by default).
+        kmeans_n_init: k-means restarts (10).
+    """
+
+    resizable_buffers = ("cluster_centers",)
+
+    def __init__(self, n_clusters: int, input_shape: Sequence[int], latent_dim: int = 10, embedding_dim: int = 10,
+                 channels: Sequence[int] = (32, 64, 128), discriminator_channels: Sequence[int] = (32, 64, 128),
+                 blocks_per_stage: int = 1, norm: str = "batch", adversarial: bool = True,
+                 kl_weight: float = 1.0, pixel_weight: float = 1.0, feature_weight: float = 1.0,
+                 adversarial_weight: float = 1.0, pixel_loss: str = "bce", feature_layer: int = 1,
+                 fae_epochs: int = 100, use_dense: bool = True, dense_dims: Sequence[int] = (500, 500, 2000),
+                 input_similarity: str = "gaussian", perplexity: float = 30.0, dof: float = 1.0,
+                 pretrained: str | None = None,
+                 generator_optimizer: OptimizerFactory | None = None,
+                 discriminator_optimizer: OptimizerFactory | None = None,
+                 embedding_optimizer: OptimizerFactory | None = None,
+                 generator_scheduler: SchedulerFactory | None = None,
+                 discriminator_scheduler: SchedulerFactory | None = None,
+                 embedding_scheduler: SchedulerFactory | None = None,
+                 generator_steps: int = 1, discriminator_steps: int = 1,
+                 gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm",
+                 kmeans_n_init: int = 10) -> None:
+        super().__init__(n_clusters, input_shape, latent_dim, kmeans_n_init)
+        if len(self.input_shape) != 3:
+            raise ConfigError(f"DCFAE needs image inputs (channels, height, width), got shape {self.input_shape}; "
+                              "set data.init_args.flatten: false")
+        if latent_dim < 1 or embedding_dim < 1:
+            raise ConfigError(f"latent_dim and embedding_dim must be >= 1, got {latent_dim} and {embedding_dim}")
+        if min(kl_weight, pixel_weight, feature_weight, adversarial_weight) < 0:
+            raise ConfigError("the balance weights (kl_weight, pixel_weight, feature_weight, adversarial_weight) "
+                              "must be >= 0")
+        if pixel_weight == 0 and (feature_weight == 0 or not adversarial):
+            raise ConfigError("DCFAE needs a reconstruction term: set pixel_weight > 0 (or feature_weight > 0 with "
+                              "adversarial: true)")
+        if pixel_loss not in PIXEL_LOSSES:
+            raise ConfigError(f"pixel_loss must be one of {PIXEL_LOSSES}, got {pixel_loss!r}")
+        if input_similarity not in INPUT_SIMILARITIES:
+            raise ConfigError(f"input_similarity must be one of {INPUT_SIMILARITIES}, got {input_similarity!r}")
+        if dof <= 0 or perplexity <= 1:
+            raise ConfigError(f"dof must be > 0 and perplexity > 1, got dof={dof}, perplexity={perplexity}")
+        if fae_epochs < 0:
+            raise ConfigError(f"fae_epochs must be >= 0, got {fae_epochs}")
+        if not -len(discriminator_channels) <= feature_layer < len(discriminator_channels):
+            raise ConfigError(f"feature_layer {feature_layer} does not exist: the discriminator has "
+                              f"{len(discriminator_channels)} stages (discriminator_channels)")
+        self.save_hyperparameters(ignore=["generator_optimizer", "discriminator_optimizer", "embedding_optimizer",
+                                          "generator_scheduler", "discriminator_scheduler", "embedding_scheduler"])
+        self.automatic_optimization = False
+        self.latent_dim = latent_dim
+        self.adversarial_enabled = adversarial
+        self.kl_weight, self.pixel_weight = kl_weight, pixel_weight
+        self.feature_weight = feature_weight if adversarial else 0.0
+        self.adversarial_weight = adversarial_weight if adversarial else 0.0
+        self.pixel_loss = pixel_loss
+        self.feature_layer = feature_layer
+        self.use_dense = use_dense
+        self.input_similarity = input_similarity
+        self.perplexity = perplexity
+        self.dof = dof
+        self.fae = FusionAutoencoder(self.input_shape, latent_dim, channels, discriminator_channels,
+                                     blocks_per_stage, norm, adversarial)
+        self.dense = mlp([latent_dim, *dense_dims, embedding_dim], "relu") if use_dense else None
+        self.embedding_optimizer = embedding_optimizer
+        self.embedding_scheduler = embedding_scheduler
+        self.adversarial = AdversarialOptimization(generator_optimizer, discriminator_optimizer, generator_scheduler,
+                                                   discriminator_scheduler, generator_steps, discriminator_steps,
+                                                   gradient_clip_val, gradient_clip_algorithm)
+        self.fae_epochs = 0 if pretrained else fae_epochs
+        #: phase switch (checkpointed): False = phase 1 (FAE), True = phase 2 (dense embedding network)
+        self.register_buffer("embedding_started", torch.tensor(False))
+        self._centers_epoch = -1
+        if pretrained:
+            self.load_pretrained(pretrained)
+
+    # -- the contract --------------------------------------------------------------------------------------
+    @property
+    def in_embedding_phase(self) -> bool:
+        return bool(self.embedding_started)
+
+    def latent(self, x: Tensor) -> Tensor:
+        """The FAE latent used for clustering: the posterior mean mu(x)."""
+        return self.fae.encoder(x)[0]
+
+    def embed(self, x: Tensor) -> Tensor:
+        mu = self.latent(x)
+        return self.dense(mu) if self.in_embedding_phase else mu
+
+    def refresh_clusters(self, z: Tensor) -> None:
+        """Clusters are k-means on the current embedding (mu(x) in phase 1, f(mu(x)) in phase 2)."""
+        self.set_cluster_centers(self.run_kmeans(z).centers)
+        self._centers_epoch = self.current_epoch
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.in_embedding_phase:
+            self.fae.eval()  # frozen in phase 2: BatchNorm uses its running statistics
+        return self
+
+    # -- phases and optimizers -----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        if self.in_embedding_phase:
+            return build_optimizer(self.embedding_optimizer, self.dense.parameters(),
+                                   lambda p: torch.optim.Adam(p, lr=1e-3), self.embedding_scheduler)
+        if self.adversarial_enabled:
+            return self.adversarial.configure(self.fae.generator_parameters(), self.fae.discriminator.parameters())
+        return build_optimizer(self.adversarial.generator_optimizer, self.fae.generator_parameters(),
+                               default_gan_optimizer, self.adversarial.generator_scheduler)
+
+    def on_train_epoch_start(self) -> None:
+        if self.use_dense and not self.in_embedding_phase and self.current_epoch >= self.fae_epochs:
+            self.start_embedding()
+
+    def start_embedding(self) -> None:
+        """Switch to phase 2: freeze the FAE, mark the phase (checkpointed), build the dense network's optimizer."""
+        self.embedding_started.fill_(True)
+        self.fae.requires_grad_(False)
+        self.train(self.training)
+        if self._trainer is not None:
+            self.trainer.strategy.setup_optimizers(self.trainer)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if checkpoint.get("state_dict", {}).get("embedding_started", torch.tensor(False)).item():
+            self.fae.requires_grad_(False)
+
+    # -- phase 1: the fusion autoencoder -------------------------------------------------------------------
+    def _discriminate(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        logits, features = self.fae.discriminator(x)
+        return logits, features[self.feature_layer]
+
+    def generator_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Encoder + decoder loss (module docstring): the encoder gets L_prior + L_pixel + L_feat, the decoder
+        L_pixel + L_feat + L_adv (L_adv from Dec(z.detach()) and Dec(z_p))."""
+        mu, logvar = self.fae.encoder(x)
+        z = reparameterize(mu, logvar)
+        logits = self.fae.decoder(z)
+        kl = gaussian_kl(mu.float(), logvar.float())
+        pixel = pixel_reconstruction_loss(logits.float(), x.float(), self.pixel_loss)
+        loss = self.kl_weight * kl + self.pixel_weight * pixel
+        logs = {"train/kl": kl.detach(), "train/recon": pixel.detach()}
+        if self.adversarial_enabled:
+            # one decoder pass for the GAN loss on reconstructions from z.detach() (it does not reach the
+            # encoder) and prior samples, then one discriminator pass over [x, x~, x~ (detached z), x_p]
+            b = len(x)
+            fakes = torch.sigmoid(self.fae.decoder(torch.cat([z.detach(), torch.randn_like(z)])))
+            d_logits, d_features = self._discriminate(torch.cat([x, torch.sigmoid(logits), fakes.to(x.dtype)]))
+            feat = feature_matching_loss(d_features[:b].float(), d_features[b:2 * b].float())
+            adv = generator_adversarial_loss(list(d_logits[2 * b:].float().split(b)))
+            loss = loss + self.feature_weight * feat + self.adversarial_weight * adv
+            logs.update({"train/feature_recon": feat.detach(), "train/g_adv": adv.detach()})
+        logs["train/g_total"] = loss.detach()
+        return loss, logs
+
+    def discriminator_step_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """L_D on real x, reconstructions x~ and prior samples x_p (generated without gradient)."""
+        b = len(x)
+        with torch.no_grad():
+            mu, logvar = self.fae.encoder(x)
+            z = reparameterize(mu, logvar)
+            generated = torch.sigmoid(self.fae.decoder(torch.cat([z, torch.randn_like(z)])))
+        logits = self._discriminate(torch.cat([x, generated.to(x.dtype)]))[0].float()
+        real, fakes = logits[:b], list(logits[b:].split(b))
+        loss = discriminator_loss(real, fakes)
+        fake_scores = torch.sigmoid(torch.cat(fakes)).detach()
+        return loss, {"train/d_score": torch.sigmoid(real).mean().detach(), "train/g_score": fake_scores.mean()}
+
+    def fae_step(self, x: Tensor) -> dict[str, Tensor]:
+        if self.adversarial_enabled:
+            g_opt, d_opt = self.optimizers()
+            logs = self.adversarial.step(self, lambda: self.generator_loss(x), lambda: self.discriminator_step_loss(x),
+                                         g_opt, d_opt)
+            logs["train/d_loss"] = logs.pop("d_loss")
+            logs.pop("g_loss")
+            return logs
+        _, logs = optimizer_step(self, self.optimizers(), lambda: self.generator_loss(x),
+                                 self.adversarial.gradient_clip_val, self.adversarial.gradient_clip_algorithm)
+        return logs
+
+    # -- phase 2: the dense embedding network --------------------------------------------------------------
+    def input_affinities(self, latents: Tensor) -> Tensor:
+        if self.input_similarity == "gaussian":
+            return gaussian_affinities(latents, self.perplexity)
+        return student_t_affinities(latents, self.dof)
+
+    def embedding_loss(self, x: Tensor) -> Tensor:
+        """H(P, Q) of one batch: P from the frozen FAE latents, Q Student-t of the dense network's output."""
+        with torch.no_grad():
+            mu = self.latent(x).float()
+            p = self.input_affinities(mu)
+        q = student_t_affinities(self.dense(mu), self.dof)
+        return similarity_cross_entropy(p, q)
+
+    def embedding_step(self, x: Tensor) -> dict[str, Tensor]:
+        if self.fae.training:  # Lightning restores saved module modes (e.g. after a resume's sanity check)
+            self.fae.eval()
+        loss, _ = optimizer_step(self, self.optimizers(), lambda: self.embedding_loss(x),
+                                 self.adversarial.gradient_clip_val, self.adversarial.gradient_clip_algorithm)
+        return {"train/similarity_ce": loss}
+
+    # -- Lightning -----------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        x = batch["x"]
+        if self.in_embedding_phase:
+            if len(x) < 3:  # no pairwise structure in a batch this small
+                return
+            logs = self.embedding_step(x)
+        else:
+            logs = self.fae_step(x)
+        self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=False, batch_size=len(x))
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        step_schedulers(self)
+        last = self.current_epoch + 1 >= self.trainer.max_epochs or self.trainer.should_stop
+        if last and self._centers_epoch != self.current_epoch:
+            self.refresh_clusters(self.embed_all())  # the final clusters: k-means on the final embedding
+
+    # -- reusing a trained FAE -----------------------------------------------------------------------------
+    def load_pretrained(self, path: str) -> None:
+        """Load the FAE (``fae.*``) of a DCFAE checkpoint."""
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise ConfigError(f"pretrained checkpoint {file} does not exist; train a DCFAE first")
+        state = load_checkpoint_file(file).get("state_dict", {})
+        fae_state = {k[len("fae."):]: v for k, v in state.items() if k.startswith("fae.")}
+        own = self.fae.state_dict()
+        bad = [k for k in own if k not in fae_state or fae_state[k].shape != own[k].shape]
+        if bad:
+            raise ConfigError(f"pretrained checkpoint {file} holds a different FAE (first mismatch: {bad[0]}); "
+                              "use the same latent_dim, channels, adversarial and input shape as that run")
+        self.fae.load_state_dict({k: fae_state[k] for k in own})

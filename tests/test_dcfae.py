@@ -1,0 +1,231 @@
+"""DCFAE (Chang 2022): loss functions alone, the residual nets, the shared adversarial optimization (each side
+updates only its own parameters), a bf16 CLI fit on Digits, and exact resume."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+
+from conftest import run_cli
+from dcl.adversarial import AdversarialOptimization, step_schedulers
+from dcl.datamodules.digits import Digits
+from dcl.method import ConfigError
+from dcl.methods.dcfae import (DCFAE, conditional_gaussian_affinities, discriminator_loss, feature_matching_loss,
+                               gaussian_affinities, gaussian_kl, generator_adversarial_loss,
+                               similarity_cross_entropy, student_t_affinities)
+from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
+
+TINY = dict(latent_dim=4, embedding_dim=3, channels=(4, 8), discriminator_channels=(4, 8), dense_dims=(16,),
+            feature_layer=0, perplexity=10.0, kmeans_n_init=2)
+TINY_ARGS = ["--model.latent_dim", "4", "--model.embedding_dim", "3", "--model.channels", "[4, 8]",
+             "--model.discriminator_channels", "[4, 8]", "--model.dense_dims", "[16]", "--model.feature_layer", "0",
+             "--model.perplexity", "10", "--model.kmeans_n_init", "2"]
+
+
+# ---- the similarity cross-entropy -----------------------------------------------------------------------------
+@pytest.mark.parametrize("dof", [1.0, 3.0])
+def test_similarity_cross_entropy_is_minimal_when_embedding_reproduces_input_similarities(dof):
+    torch.manual_seed(0)
+    x = torch.randn(40, 6)
+    p = student_t_affinities(x, dof)  # input similarities that an embedding y = x reproduces exactly
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    y = x.clone().requires_grad_(True)
+    at_match = similarity_cross_entropy(p, student_t_affinities(y, dof))
+    assert torch.allclose(at_match, entropy, atol=1e-5)  # H(P, P) = H(P)
+    (grad,) = torch.autograd.grad(at_match, y)
+    assert grad.abs().max() < 1e-5  # a stationary point
+    for scale in (0.1, 0.5, 2.0):  # any other embedding is worse (Gibbs' inequality)
+        worse = similarity_cross_entropy(p, student_t_affinities(x + scale * torch.randn_like(x), dof))
+        assert worse > entropy + 1e-4
+    assert similarity_cross_entropy(p, student_t_affinities(3.0 * x, dof)) > entropy + 1e-4
+
+
+def test_gaussian_affinities_meet_the_perplexity_and_are_a_joint_distribution():
+    torch.manual_seed(0)
+    x = torch.randn(100, 5)
+    p_cond = conditional_gaussian_affinities(x, perplexity=20.0)
+    assert torch.allclose(p_cond.sum(dim=1), torch.ones(100), atol=1e-5)
+    assert (p_cond.diagonal() == 0).all()
+    h = -(p_cond * p_cond.clamp_min(1e-30).log()).sum(dim=1)
+    assert torch.allclose(h.exp(), torch.full((100,), 20.0), rtol=1e-3)
+    # invariant to the scale of the latents; the perplexity is capped on small batches
+    assert torch.allclose(conditional_gaussian_affinities(1000 * x, 20.0), p_cond, atol=1e-5)
+    small = conditional_gaussian_affinities(x[:10], perplexity=30.0)
+    assert torch.isfinite(small).all() and torch.allclose(small.sum(1), torch.ones(10), atol=1e-5)
+    p = gaussian_affinities(x, 20.0)
+    assert torch.allclose(p, p.T) and math.isclose(float(p.sum()), 1.0, rel_tol=1e-5)
+    # the embedding that reproduces P best beats a random one
+    q_random = student_t_affinities(torch.randn(100, 2))
+    assert similarity_cross_entropy(p, p) < similarity_cross_entropy(p, q_random)
+
+
+def test_vae_gan_loss_terms():
+    mu, logvar = torch.randn(7, 4), torch.randn(7, 4)
+    expected = torch.distributions.kl_divergence(torch.distributions.Normal(mu, (0.5 * logvar).exp()),
+                                                 torch.distributions.Normal(0.0, 1.0)).sum(1).mean()
+    assert torch.allclose(gaussian_kl(mu, logvar), expected, atol=1e-5)
+    assert gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)) == 0
+    zero = torch.zeros(5)
+    assert math.isclose(float(discriminator_loss(zero, [zero, zero])), 3 * math.log(2), rel_tol=1e-6)
+    assert math.isclose(float(generator_adversarial_loss([zero, zero])), 2 * math.log(2), rel_tol=1e-6)
+    big = torch.full((5,), 20.0)
+    assert discriminator_loss(big, [-big]) < 1e-6 and generator_adversarial_loss([big]) < 1e-6
+    f = torch.randn(5, 3, 2, 2)
+    assert feature_matching_loss(f, f) == 0
+    assert math.isclose(float(feature_matching_loss(f, f + 1)), 0.5 * 12, rel_tol=1e-6)
+
+
+# ---- residual nets --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 16, 16), (1, 28, 28), (3, 13, 9)])
+def test_residual_nets_shapes(shape):
+    x = torch.rand(2, *shape)
+    mu, logvar = ResidualEncoder(shape, 5, (4, 8, 16))(x)
+    assert mu.shape == logvar.shape == (2, 5)
+    assert ResidualDecoder(shape, 5, (4, 8, 16))(mu).shape == x.shape
+    logits, features = ResidualDiscriminator(shape, (4, 8, 16))(x)
+    assert logits.shape == (2,) and len(features) == 3 and features[1].shape[1] == 8
+
+
+def test_bad_configuration_is_a_config_error():
+    with pytest.raises(ConfigError, match="flatten: false"):
+        DCFAE(10, (64,))
+    with pytest.raises(ConfigError, match="feature_layer"):
+        DCFAE(10, (1, 8, 8), discriminator_channels=(4, 8), feature_layer=2)
+    with pytest.raises(ConfigError, match="generator_steps"):
+        DCFAE(10, (1, 8, 8), generator_steps=0)
+    with pytest.raises(ConfigError, match="input_similarity"):
+        DCFAE(10, (1, 8, 8), input_similarity="cosine")
+
+
+# ---- the shared adversarial optimization ---------------------------------------------------------------------
+class _ToyGAN(pl.LightningModule):
+    """A 1-D GAN that is not DCFAE: the adversarial helper is reusable by any LightningModule."""
+
+    def __init__(self, generator_steps=1, discriminator_steps=1, clip=None):
+        super().__init__()
+        self.automatic_optimization = False
+        self.g = nn.Linear(2, 1)
+        self.d = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
+        self.adv = AdversarialOptimization(
+            lambda p: torch.optim.SGD(p, lr=0.05), lambda p: torch.optim.SGD(p, lr=0.05),
+            discriminator_scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, gamma=0.5),
+            generator_steps=generator_steps, discriminator_steps=discriminator_steps, gradient_clip_val=clip)
+        self.calls = {"g": 0, "d": 0}
+
+    def configure_optimizers(self):
+        return self.adv.configure(self.g.parameters(), self.d.parameters())
+
+    def g_loss(self, x):
+        self.calls["g"] += 1
+        assert all(p.grad is None for p in self.parameters())  # nothing left over from the other side
+        fake = self.g(torch.randn(len(x), 2))
+        return nn.functional.softplus(-self.d(fake)).mean()
+
+    def d_loss(self, x):
+        self.calls["d"] += 1
+        assert all(p.grad is None for p in self.parameters())
+        fake = self.g(torch.randn(len(x), 2))  # not detached on purpose: the toggle must keep G out of it
+        return nn.functional.softplus(-self.d(x)).mean() + nn.functional.softplus(self.d(fake)).mean()
+
+    def training_step(self, batch, batch_idx):
+        x = batch[0]
+        g_opt, d_opt = self.optimizers()
+        before = {n: p.detach().clone() for n, p in self.named_parameters()}
+        d_params = {f"d.{n}" for n, _ in self.d.named_parameters()}
+        # discriminator side alone: G unchanged
+        self.adv.step(self, lambda: self.g_loss(x), lambda: self.d_loss(x), g_opt, d_opt)
+        after = dict(self.named_parameters())
+        for n, p in after.items():
+            if n not in d_params:
+                assert not torch.equal(before[n], p)  # the generator moved in its own step...
+        self.log("d_lr", d_opt.param_groups[0]["lr"])
+
+    def on_train_epoch_end(self):
+        step_schedulers(self)
+
+
+def test_adversarial_helper_alternates_and_is_reusable():
+    data = torch.utils.data.TensorDataset(torch.randn(64, 1) + 3)
+    model = _ToyGAN(generator_steps=2, discriminator_steps=3, clip=0.1)
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_train_batches=2)
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=16))
+    assert model.calls == {"g": 2 * 2 * 2, "d": 3 * 2 * 2}
+    assert trainer.global_step == (2 + 3) * 2 * 2  # global_step counts optimizer steps
+    assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.05 * 0.25)
+    assert all(p.requires_grad for p in model.parameters())  # toggles undone
+
+
+def test_each_side_updates_only_its_own_parameters(monkeypatch):
+    """D step: encoder/decoder unchanged; G step (back-propagating through D): discriminator unchanged."""
+    model = DCFAE(10, (1, 8, 8), fae_epochs=5, use_dense=False, **TINY)
+    gen = {n for n, _ in model.named_parameters() if n.startswith(("fae.encoder", "fae.decoder"))}
+    disc = {n for n, _ in model.named_parameters() if n.startswith("fae.discriminator")}
+    snapshots = []
+    original_g, original_d = DCFAE.generator_loss, DCFAE.discriminator_step_loss
+
+    def snap(kind):
+        params = dict(model.named_parameters())
+        assert all(p.grad is None for p in params.values()), "a gradient leaked from the other side's step"
+        snapshots.append((kind, {n: p.detach().clone() for n, p in params.items()}))
+
+    monkeypatch.setattr(DCFAE, "generator_loss", lambda self, x: (snap("g"), original_g(self, x))[1])
+    monkeypatch.setattr(DCFAE, "discriminator_step_loss", lambda self, x: (snap("d"), original_d(self, x))[1])
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, Digits(flatten=False, batch_size=64))
+    snap("end")
+    assert [k for k, _ in snapshots] == ["d", "g", "d", "g", "end"]
+    for (kind, before), (_, after) in zip(snapshots, snapshots[1:]):
+        moved = {n for n in before if not torch.equal(before[n], after[n])}
+        if kind == "d":  # the discriminator step
+            assert moved == disc
+        else:  # the generator step
+            assert moved == gen
+
+
+# ---- end to end -----------------------------------------------------------------------------------------------
+def test_cli_fit_on_digits_bf16(tmp_path):
+    scores = run_cli(["fit", "--model", "DCFAE", "--data", "Digits", "--data.flatten", "false",
+                      "--data.batch_size", "64", "--seed_everything", "0", *TINY_ARGS,
+                      "--model.fae_epochs", "2", "--trainer.max_epochs", "3", "--trainer.precision", "bf16-mixed",
+                      "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+                      "--trainer.logger.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+                      "--trainer.enable_checkpointing", "false", "--trainer.check_val_every_n_epoch", "2",
+                      "--trainer.limit_train_batches", "3"], tmp_path, quiet=False)
+    assert scores["k"] == 10 and 0.1 < scores["acc"] <= 1 and 0 <= scores["nmi"] <= 1
+    import csv
+    rows = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
+    logged = {k: float(v) for row in rows for k, v in row.items() if v not in ("", None) and k != "step"}
+    for name in ("train/kl", "train/recon", "train/feature_recon", "train/g_adv", "train/d_loss",
+                 "train/d_score", "train/g_score", "train/similarity_ce", "val/acc"):
+        assert name in logged and math.isfinite(logged[name]), name
+    assert 0 < logged["train/d_score"] < 1 and 0 < logged["train/g_score"] < 1
+
+
+def _fit(tmp_path, max_epochs, ckpt_path=None):
+    pl.seed_everything(0)
+    model = DCFAE(10, (1, 8, 8), fae_epochs=1, **TINY)
+    trainer = pl.Trainer(max_epochs=max_epochs, limit_train_batches=2, num_sanity_val_steps=0,
+                         check_val_every_n_epoch=100, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    trainer.fit(model, Digits(flatten=False, batch_size=32), ckpt_path=ckpt_path)
+    return model, trainer
+
+
+def test_resume_in_the_embedding_phase_is_exact(tmp_path):
+    full, _ = _fit(tmp_path / "full", 3)
+    _fit(tmp_path / "part", 2)
+    resumed, trainer = _fit(tmp_path / "part", 3, ckpt_path=str(tmp_path / "part" / "last.ckpt"))
+    assert bool(resumed.embedding_started) and len(trainer.optimizers) == 1
+    assert not any(p.requires_grad for p in resumed.fae.parameters())  # FAE stays frozen after resume
+    # the networks (FAE with its BatchNorm statistics, dense network) continue exactly; the final k-means
+    # centers are left out (the interrupted run's own final k-means advanced the k-means seed counter)
+    state = resumed.state_dict()
+    for n, a in full.state_dict().items():
+        if n != "cluster_centers":
+            assert torch.allclose(a, state[n], atol=1e-6), n
