@@ -48,7 +48,8 @@ def cm_sparsity(gamma: Tensor, centers: Tensor | None = None) -> Tensor:
 def cm_merging(gamma: Tensor, centers: Tensor) -> Tensor:
     """E3 = - sum_{k != l} (sum_n gamma_nk gamma_nl) u_k . u_l (the off-diagonal of (gamma^T gamma) * (U U^T))."""
     gu = (gamma.T @ gamma) * (centers @ centers.T)
-    return -(gu.sum() - gu.diagonal().sum())
+    off = ~torch.eye(gu.shape[0], dtype=torch.bool, device=gu.device)
+    return -gu[off].sum()
 
 
 def _alpha_vector(alpha: float | Sequence[float] | Tensor, k: int, like: Tensor) -> Tensor:

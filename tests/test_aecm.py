@@ -1,0 +1,307 @@
+"""CM and AE-CM (Boubekki et al. 2021): the loss terms, the GMM equivalence, the methods, the averaging callback."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dcl.callbacks.weight_averaging import FinalEpochAveraging
+from dcl.cluster.cm_losses import (ae_reconstruction, aecm_loss_terms, cm_dirichlet_prior, cm_loss_terms, cm_merging,
+                                   cm_reconstruction, cm_sparsity, expected_distortion, orthogonality_penalty)
+from dcl.method import ConfigError
+from dcl.methods.aecm import AECM, CM, ClusteringModule
+from conftest import REPO, run_cli
+
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+
+def _random_problem(n=40, k=5, d=7, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=dtype) * 3
+    gamma = torch.softmax(torch.randn(n, k, generator=g, dtype=dtype) * 2, dim=1)
+    u = torch.randn(k, d, generator=g, dtype=dtype)
+    return x, gamma, u
+
+
+def _trainer(**kw) -> pl.Trainer:
+    base = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                num_sanity_val_steps=0, accelerator="cpu", devices=1)
+    return pl.Trainer(**(base | kw))
+
+
+# -- the paper's central claim ------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_e1_e2_e3_equal_expected_distortion(seed):
+    x, gamma, u = _random_problem(seed=seed)
+    lhs = cm_reconstruction(x, gamma, u) + cm_sparsity(gamma, u) + cm_merging(gamma, u)
+    rhs = expected_distortion(x, gamma, u)
+    assert torch.allclose(lhs, rhs, rtol=1e-10, atol=1e-8)
+    # and each term alone is not it (the identity needs all three)
+    assert not torch.allclose(cm_reconstruction(x, gamma, u), rhs, rtol=1e-3)
+
+
+def test_terms_match_their_definitions():
+    x, gamma, u = _random_problem(n=6, k=3, d=4)
+    e1 = sum(((x[n] - sum(gamma[n, k] * u[k] for k in range(3))) ** 2).sum() for n in range(6))
+    e2 = sum(sum(gamma[n, k] * (1 - gamma[n, k]) for n in range(6)) * (u[k] ** 2).sum() for k in range(3))
+    e3 = -sum(sum(gamma[n, k] * gamma[n, l] for n in range(6)) * (u[k] @ u[l])
+              for k in range(3) for l in range(3) if k != l)
+    assert torch.allclose(cm_reconstruction(x, gamma, u), e1)
+    assert torch.allclose(cm_sparsity(gamma, u), e2)
+    assert torch.allclose(cm_merging(gamma, u), e3)
+    assert torch.allclose(cm_sparsity(gamma), (gamma * (1 - gamma)).sum())
+    pi = gamma.mean(0)
+    assert torch.allclose(cm_dirichlet_prior(gamma, 3.0), ((1 - 3.0) * torch.log(pi + 1e-10)).sum())
+    assert torch.allclose(orthogonality_penalty(u), (u @ u.T - torch.eye(3, dtype=u.dtype)).abs().sum())
+    assert torch.allclose(orthogonality_penalty(u, 2), ((u @ u.T - torch.eye(3, dtype=u.dtype)) ** 2).sum())
+    assert torch.allclose(ae_reconstruction(x, x * 0), (x ** 2).sum())
+
+
+def test_hard_assignments_give_kmeans_distortion():
+    x, _, u = _random_problem()
+    labels = torch.cdist(x, u).argmin(1)
+    gamma = nn.functional.one_hot(labels, u.shape[0]).double()
+    assert cm_sparsity(gamma, u) == 0 and cm_merging(gamma, u) == 0
+    assert torch.allclose(cm_reconstruction(x, gamma, u), ((x - u[labels]) ** 2).sum())
+
+
+def test_dirichlet_prior_sorts_non_uniform_alpha():
+    gamma = torch.tensor([[0.9, 0.1], [0.8, 0.2]], dtype=torch.float64)
+    log_pi = torch.log(gamma.mean(0) + 1e-10)  # [log .85, log .15]
+    # smallest alpha to the smallest weight, whatever the order of the clusters
+    expected = (1 - 2.0) * log_pi[1] + (1 - 5.0) * log_pi[0]
+    assert torch.allclose(cm_dirichlet_prior(gamma, [5.0, 2.0]), expected)
+    assert torch.allclose(cm_dirichlet_prior(gamma, [2.0, 5.0]), expected)
+    assert cm_dirichlet_prior(gamma, 1.0) == 0
+
+
+def test_aecm_terms_are_weighted():
+    x, gamma, u = _random_problem(k=3, d=4)
+    x_hat = x + 0.5
+    z = x[:, :4]
+    t1 = aecm_loss_terms(x, x_hat, z, gamma[:, :3] / gamma[:, :3].sum(1, keepdim=True), u[:3, :4], 2.0, 1.0, 1.0)
+    t2 = aecm_loss_terms(x, x_hat, z, gamma[:, :3] / gamma[:, :3].sum(1, keepdim=True), u[:3, :4], 2.0, 3.0, 0.5)
+    assert torch.allclose(t2["ae"], 3 * t1["ae"]) and torch.allclose(t2["orth"], 0.5 * t1["orth"])
+    assert torch.allclose(t1["e1"], t2["e1"]) and torch.allclose(t1["e2"], t2["e2"])
+
+
+# -- each term's gradient direction -------------------------------------------------------------------------
+def _descend(loss_fn, param, lr=1e-2):
+    param = param.clone().requires_grad_(True)
+    loss = loss_fn(param)
+    (grad,) = torch.autograd.grad(loss, param)
+    return (param - lr * grad).detach(), loss.detach(), loss_fn(param - lr * grad).detach()
+
+
+def test_sparsity_pushes_gamma_toward_one_hot():
+    logits = torch.tensor([[0.5, 0.2, -0.1], [0.0, 0.3, 0.1]], dtype=torch.float64)
+    u = torch.eye(3, dtype=torch.float64)
+    new, before, after = _descend(lambda l: cm_sparsity(torch.softmax(l, 1), u), logits, lr=0.5)
+    g0, g1 = torch.softmax(logits, 1), torch.softmax(new, 1)
+    assert after < before
+    assert (g1.max(1).values > g0.max(1).values).all()  # the winner gains
+    assert (g1.argmax(1) == g0.argmax(1)).all()
+    entropy = lambda g: -(g * g.log()).sum()  # noqa: E731
+    assert entropy(g1) < entropy(g0)
+
+
+def test_reconstruction_moves_centroids_to_their_points():
+    x = torch.tensor([[2.0, 0.0], [2.2, 0.0], [0.0, -3.0]], dtype=torch.float64)
+    gamma = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    u = torch.zeros(2, 2, dtype=torch.float64)
+    new, before, after = _descend(lambda c: cm_reconstruction(x, gamma, c), u, lr=0.1)
+    assert after < before
+    targets = torch.stack([x[:2].mean(0), x[2]])
+    assert ((new - targets).norm(dim=1) < (u - targets).norm(dim=1)).all()
+
+
+def test_merging_term_pulls_cooccurring_centroids_together():
+    gamma = torch.tensor([[0.5, 0.5], [0.6, 0.4]], dtype=torch.float64)
+    u = torch.tensor([[1.0, 0.2], [0.2, 1.0]], dtype=torch.float64)
+    new, before, after = _descend(lambda c: cm_merging(gamma, c), u, lr=0.05)
+    assert after < before
+    cos = lambda c: (c[0] @ c[1]) / (c[0].norm() * c[1].norm())  # noqa: E731
+    assert cos(new) > cos(u)
+
+
+def test_dirichlet_prior_balances_weights_when_alpha_above_one():
+    logits = torch.tensor([[2.0, 0.0, -1.0]] * 4 + [[0.0, 1.0, 0.0]], dtype=torch.float64)
+    spread = lambda l: torch.softmax(l, 1).mean(0).std()  # noqa: E731
+    up, before, after = _descend(lambda l: cm_dirichlet_prior(torch.softmax(l, 1), 5.0), logits, lr=0.1)
+    assert after < before and spread(up) < spread(logits)
+    down, _, _ = _descend(lambda l: cm_dirichlet_prior(torch.softmax(l, 1), 0.5), logits, lr=0.1)
+    assert spread(down) > spread(logits)  # alpha < 1 favors sparse weights
+
+
+def test_orthogonality_penalty_drives_centroids_to_orthonormal():
+    u = torch.tensor([[1.5, 0.3, 0.0], [0.4, 0.7, 0.1]], dtype=torch.float64)
+    c = u.clone()
+    for _ in range(300):
+        c, before, after = _descend(lambda t: orthogonality_penalty(t, 2), c, lr=0.05)
+    assert torch.allclose(c @ c.T, torch.eye(2, dtype=c.dtype), atol=1e-3)
+
+
+# -- the methods ---------------------------------------------------------------------------------------------
+def test_pre_init_sets_pinv_and_centers():
+    cm = ClusteringModule(4, 3)
+    u = torch.randn(3, 4)
+    cm.init_from_centers(u)
+    assert torch.allclose(cm.centers(), u)
+    assert torch.allclose(cm.assign_layer.weight.T, torch.linalg.pinv(u), atol=1e-5)
+    # x W_e = pinv(U)-coordinates: the centroids themselves get their own cluster
+    assert (cm(u).argmax(1) == torch.arange(3)).all()
+
+
+def test_bad_configuration_raises():
+    with pytest.raises(ConfigError, match="alpha"):
+        CM(3, (4,), alpha=0.0)
+    with pytest.raises(ConfigError, match="clusters"):
+        CM(3, (4,), alpha=[2.0, 3.0])
+    with pytest.raises(ConfigError, match="init"):
+        AECM(3, (4,), init="kmeans", hidden_dims=(8,))
+    with pytest.raises(ConfigError, match="orth_power"):
+        AECM(3, (4,), orth_power=3, hidden_dims=(8,))
+
+
+def test_cm_agrees_with_spherical_gmm_on_blobs():
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import adjusted_rand_score
+    from sklearn.mixture import GaussianMixture
+
+    from dcl.cluster import match_labels
+    from dcl.estimator import InMemory
+
+    x, y = make_blobs(600, n_features=5, centers=4, cluster_std=0.5, center_box=(-5, 5), random_state=0)
+    gmm = GaussianMixture(4, covariance_type="spherical", random_state=0).fit(x)
+    ref = gmm.predict(x)
+    pl.seed_everything(0)
+    dm = InMemory(x.astype(np.float32), y, batch_size=100)
+    model = CM(4, (5,), alpha=2.0, init="pre", optimizer=lambda p: torch.optim.Adam(p, lr=0.01, eps=1e-3))
+    _trainer(max_epochs=40, check_val_every_n_epoch=1000).fit(model, dm)
+    pred = model.predict_clusters(model.embed_all())
+    assert adjusted_rand_score(ref, pred.numpy()) >= 0.95
+    # the centroids are the GMM's means, and the cluster_centers buffer holds them (U)
+    assert torch.allclose(model.cluster_centers, model.cm.centers())
+    perm = match_labels(pred, torch.as_tensor(ref), n_clusters=4)
+    means = torch.as_tensor(gmm.means_, dtype=torch.float32)
+    assert (model.cluster_centers - means[perm]).norm(dim=1).max() < 0.3  # blobs of std 0.5, centers units apart
+    probs = model.assign(model.embed_all())
+    assert torch.allclose(probs.sum(1), torch.ones(len(x)), atol=1e-5)
+
+
+def test_aecm_pre_runs_all_phases_and_keeps_the_contract():
+    from dcl.estimator import InMemory
+
+    pl.seed_everything(0)
+    x = torch.rand(120, 12)
+    dm = InMemory(x, torch.arange(120) % 3, batch_size=40)
+    model = AECM(3, (12,), latent_dim=4, hidden_dims=(16, 16), init="pre", pretrain_epochs=1, cm_epochs=1,
+                 alpha=2.0, beta=1.0)
+    seen, optimizers = [], []
+
+    class Spy(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):  # the phase each epoch ran in
+            seen.append((bool(pl_module.clustering_started), bool(pl_module.joint_started),
+                         type(trainer.optimizers[0]).__name__))
+            optimizers.append(trainer.optimizers[0])
+
+    enc_before = [p.clone() for p in model.autoencoder.encoder.parameters()]
+    _trainer(max_epochs=4, callbacks=[Spy()], check_val_every_n_epoch=1000).fit(model, dm)
+    assert seen == [(False, False, "SGD"), (True, False, "Adam"), (True, True, "Adam"), (True, True, "Adam")]
+    assert optimizers[1] is not optimizers[2] and optimizers[2] is optimizers[3]  # a fresh Adam for the joint phase
+    assert any(not torch.equal(a, b) for a, b in zip(enc_before, model.autoencoder.encoder.parameters()))
+    assert torch.allclose(model.cluster_centers, model.cm.centers())
+    z = model.embed_all()
+    probs = model.assign(z)
+    assert probs.shape == (120, 3) and torch.allclose(probs.sum(1), torch.ones(120), atol=1e-5)
+    assert torch.equal(model.predict_clusters(z), probs.argmax(1))
+
+
+# -- the final weight-averaging epoch ------------------------------------------------------------------------
+class _Drift(pl.LightningModule):
+    """w decreases by exactly 1 at every optimizer step (SGD, lr 1, loss = sum(w)): w_t = -t."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(3))
+        self.averaged = 0
+        self.val_w: list[float] = []
+
+    def training_step(self, batch, batch_idx):
+        return self.w.sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1.0)
+
+    def train_dataloader(self):
+        return DataLoader(torch.zeros(5, 1), batch_size=1)
+
+    def val_dataloader(self):
+        return DataLoader(torch.zeros(1, 1), batch_size=1)
+
+    def validation_step(self, batch, batch_idx):
+        self.val_w.append(float(self.w[0]))
+
+    def on_weights_averaged(self):
+        self.averaged += 1
+
+
+def test_final_epoch_averaging_keeps_the_mean_of_the_last_epoch():
+    model = _Drift()
+    _trainer(max_epochs=3, callbacks=[FinalEpochAveraging(1)]).fit(model)
+    # steps 11..15 of the last epoch: w = -11..-15, mean -13; the last validation sees the average
+    assert torch.allclose(model.w.detach(), torch.full((3,), -13.0))
+    assert model.val_w == [-5.0, -10.0, -13.0] and model.averaged == 1
+    model2 = _Drift()
+    _trainer(max_epochs=3, callbacks=[FinalEpochAveraging(2)]).fit(model2)
+    assert torch.allclose(model2.w.detach(), torch.full((3,), -10.5))  # mean of -6..-15
+
+
+def test_final_epoch_averaging_resumes_exactly(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+    first = _Drift()
+    _trainer(max_epochs=2, callbacks=[FinalEpochAveraging(2), ckpt], enable_checkpointing=True,
+             limit_val_batches=0, default_root_dir=tmp_path).fit(first)  # stops in the middle of the averaging window (epoch 1 of 0..2)
+    resumed = _Drift()
+    _trainer(max_epochs=3, callbacks=[FinalEpochAveraging(2)], limit_val_batches=0, default_root_dir=tmp_path,
+             ).fit(resumed, ckpt_path=str(tmp_path / "epoch=1.ckpt"))
+    assert torch.allclose(resumed.w.detach(), torch.full((3,), -10.5))
+
+
+def test_final_epoch_averaging_needs_max_epochs():
+    with pytest.raises(ConfigError, match="max_epochs"):
+        _trainer(max_epochs=-1, max_steps=3, callbacks=[FinalEpochAveraging(1)]).fit(_Drift())
+    with pytest.raises(ConfigError):
+        FinalEpochAveraging(0)
+
+
+# -- end to end through the CLI on Digits --------------------------------------------------------------------
+FAST = ["--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]", "--trainer.check_val_every_n_epoch",
+        "100"]
+
+
+def test_cm_cli_fit_on_digits(tmp_path):
+    scores = run_cli(["fit", "--config", str(REPO / "configs/cm/digits.yaml"), "--trainer.max_epochs", "8",
+                      "--data.init_args.batch_size", "128", "--model.init_args.optimizer.init_args.lr", "0.01", *FAST], tmp_path)
+    assert scores["k"] == 10 and scores["k_used"] >= 5
+    assert scores["acc"] > 0.35 and 0 < scores["nmi"] <= 1
+
+
+def test_aecm_cli_fit_on_digits(tmp_path):
+    # the "pre" path (AE pretraining, k-means init of the CM, CM alone, joint, averaging): 3 + 1 + 1 + 1 epochs
+    scores = run_cli(["fit", "--config", str(REPO / "configs/aecm/digits.yaml"), "--trainer.max_epochs", "6",
+                      "--model.init_args.hidden_dims", "[64, 64, 128]", "--data.init_args.batch_size", "128",
+                      "--model.init_args.init", "pre", "--model.init_args.pretrain_epochs", "3",
+                      "--model.init_args.cm_epochs", "1", "--model.init_args.pretrain_optimizer", "torch.optim.Adam",
+                      *FAST], tmp_path)
+    # (the official pinv init starts below AE + k-means; 100 CM-alone epochs recover it, not 1): chance is 0.1
+    assert scores["k"] == 10 and scores["k_used"] >= 5
+    assert scores["acc"] > 0.2 and scores["nmi"] > 0.1
