@@ -19,6 +19,15 @@ from dcl.methods.dcfae import (DCFAE, conditional_gaussian_affinities, discrimin
                                similarity_cross_entropy, student_t_affinities)
 from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small conv nets run far faster on one thread than on an oversubscribed machine's two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TINY = dict(latent_dim=4, embedding_dim=3, channels=(4, 8), discriminator_channels=(4, 8), dense_dims=(16,),
             feature_layer=0, perplexity=10.0, kmeans_n_init=2)
 TINY_ARGS = ["--model.latent_dim", "4", "--model.embedding_dim", "3", "--model.channels", "[4, 8]",
