@@ -267,12 +267,14 @@ def test_final_epoch_averaging_resumes_exactly(tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
-    first = _Drift()
-    _trainer(max_epochs=2, callbacks=[FinalEpochAveraging(2), ckpt], enable_checkpointing=True,
-             limit_val_batches=0, default_root_dir=tmp_path).fit(first)  # stops in the middle of the averaging window (epoch 1 of 0..2)
-    resumed = _Drift()
+    first = _Drift()  # averages over epochs 1 and 2; a checkpoint after every epoch
+    _trainer(max_epochs=3, callbacks=[FinalEpochAveraging(2), ckpt], enable_checkpointing=True,
+             limit_val_batches=0, default_root_dir=tmp_path).fit(first)
+    assert torch.allclose(first.w.detach(), torch.full((3,), -10.5))  # mean of -6..-15
+    resumed = _Drift()  # from the middle of the averaging window (after epoch 1: 5 of its 10 steps seen)
     _trainer(max_epochs=3, callbacks=[FinalEpochAveraging(2)], limit_val_batches=0, default_root_dir=tmp_path,
              ).fit(resumed, ckpt_path=str(tmp_path / "epoch=1.ckpt"))
+    # a callback that forgot its running mean would give the mean of -11..-15 = -13
     assert torch.allclose(resumed.w.detach(), torch.full((3,), -10.5))
 
 
@@ -290,7 +292,8 @@ FAST = ["--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]", 
 
 def test_cm_cli_fit_on_digits(tmp_path):
     scores = run_cli(["fit", "--config", str(REPO / "configs/cm/digits.yaml"), "--trainer.max_epochs", "8",
-                      "--data.init_args.batch_size", "128", "--model.init_args.optimizer.init_args.lr", "0.01", *FAST], tmp_path)
+                      "--data.init_args.batch_size", "128", "--model.init_args.optimizer.init_args.lr", "0.01", *FAST],
+                     tmp_path)
     assert scores["k"] == 10 and scores["k_used"] >= 5
     assert scores["acc"] > 0.35 and 0 < scores["nmi"] <= 1
 
