@@ -1,0 +1,130 @@
+"""Cluster birth / merge / death: K must move in both directions (DeepDPM's 'K never moves' bug), from
+all-reduced statistics, with its state in the callback's state_dict."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from dcl.callbacks.birth_merge import (BirthMerge, birth_merge, birth_merge_round, gaussian_loglik, hard_stats,
+                                       mixture_labels)
+from dcl.cluster import kmeans
+
+K_TRUE = 5
+
+
+def _blobs(seed=0, n=2000):
+    x, y = make_blobs(n, centers=K_TRUE, n_features=4, cluster_std=1.0, random_state=seed)
+    return torch.tensor(x, dtype=torch.float32), y
+
+
+def _floor(z):
+    return 1e-3 * z.double().var(0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_k_grows_from_one(seed):
+    z, y = _blobs(seed)
+    res = birth_merge(z, torch.zeros(len(z), dtype=torch.long), 1, rounds=20)
+    assert res.k == K_TRUE and res.births >= K_TRUE - 1
+    assert res.k_history[0] == 2  # the first round splits the single component
+    labels = mixture_labels(z, res.n, res.s1, res.s2, _floor(z))
+    assert adjusted_rand_score(y, labels.numpy()) > 0.95
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_k_shrinks_from_three_times_too_many(seed):
+    z, y = _blobs(seed)
+    labels = kmeans(z, 3 * K_TRUE, n_init=1, seed=0).labels
+    res = birth_merge(z, labels, 3 * K_TRUE, rounds=20)
+    assert res.k == K_TRUE and res.merges >= 2 * K_TRUE
+    labels = mixture_labels(z, res.n, res.s1, res.s2, _floor(z))
+    assert adjusted_rand_score(y, labels.numpy()) > 0.95
+
+
+def test_a_single_gaussian_is_not_split_and_statistics_are_conserved():
+    torch.manual_seed(0)
+    z = torch.randn(3000, 3) * torch.tensor([1.0, 3.0, 0.5])
+    res = birth_merge(z, torch.zeros(3000, dtype=torch.long), 1, rounds=5)
+    assert res.k == 1 and res.births == 0
+    z2, _ = _blobs(0)
+    res = birth_merge_round(z2, kmeans(z2, 8, n_init=1, seed=0).labels, 8)
+    n, s1, s2 = hard_stats(z2, torch.zeros(len(z2), dtype=torch.long), 1)
+    torch.testing.assert_close(res.n.sum(), n.sum())  # moves never lose or duplicate data
+    torch.testing.assert_close(res.s1.sum(0), s1[0])
+    torch.testing.assert_close(res.s2.sum(0), s2[0])
+
+
+def test_death_sends_a_small_component_to_its_nearest_neighbour():
+    z, _ = _blobs(0, n=1000)
+    labels = kmeans(z, K_TRUE, n_init=1, seed=0).labels
+    # a spurious component of 3 points: below min_weight 1% it dies, into the component of its points
+    small = torch.nonzero(labels == 0).flatten()[:3]
+    labels = labels.clone()
+    labels[small] = K_TRUE
+    res = birth_merge_round(z, labels, K_TRUE + 1, merge=False, split=False)
+    assert res.deaths == 1 and res.k == K_TRUE
+    assert int(res.n[0]) == int((labels == 0).sum()) + 3
+
+
+def test_loglik_of_statistics_is_the_fitted_gaussian_likelihood():
+    torch.manual_seed(0)
+    z = torch.randn(500, 2, dtype=torch.float64) * 2 + 1
+    n, s1, s2 = hard_stats(z, torch.zeros(500, dtype=torch.long), 1)
+    var = z.var(0, unbiased=False)
+    direct = torch.distributions.Normal(z.mean(0), var.sqrt()).log_prob(z).sum()
+    torch.testing.assert_close(gaussian_loglik(n, s1, s2, torch.zeros(2, dtype=torch.float64))[0], direct)
+
+
+class _Mixture:
+    """The smallest module that keeps the mixture protocol: a hard diagonal Gaussian mixture of statistics."""
+
+    clustering_active = True
+    max_components = 50
+
+    def __init__(self, z, k):
+        self.z = z
+        self.stats = hard_stats(z, kmeans(z, k, n_init=1, seed=0).labels if k > 1 else
+                                torch.zeros(len(z), dtype=torch.long), k)
+
+    @property
+    def n_clusters(self):
+        return len(self.stats[0])
+
+    def embed_all(self, gather=True):
+        return self.z
+
+    def assign(self, z):
+        labels = mixture_labels(z, *self.stats, _floor(z))
+        return torch.nn.functional.one_hot(labels, self.n_clusters).float()
+
+    def set_mixture_stats(self, n, s1, s2):
+        self.stats = (n, s1, s2)
+
+
+@pytest.mark.parametrize("k_init", [1, 3 * K_TRUE])
+def test_callback_moves_k_to_the_truth_and_keeps_its_state(k_init):
+    z, _ = _blobs(2)
+    module = _Mixture(z, k_init)
+    cb = BirthMerge(penalty=1.0, first_rounds=1, rounds=1)
+    for epoch in range(12):
+        cb.step(SimpleNamespace(current_epoch=epoch, global_step=epoch * 10), module, rounds=1)
+    assert module.n_clusters == K_TRUE
+    ks = [h[2] for h in cb.history]
+    assert (ks[0] > k_init) if k_init == 1 else (ks[0] < k_init)
+    state = cb.state_dict()
+    fresh = BirthMerge()
+    fresh.load_state_dict(state)
+    assert fresh.history == cb.history and fresh.calls == 12
+    assert (fresh.births, fresh.merges, fresh.deaths) == (cb.births, cb.merges, cb.deaths)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError):
+        BirthMerge(min_weight=0.6)
+    with pytest.raises(ValueError):
+        BirthMerge(every_n_epochs=0)

@@ -1,0 +1,134 @@
+"""DPGMM: the variational DP-GMM engine against scikit-learn, the method's state and contract, and a fit
+through the CLI on Digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+from sklearn.mixture import BayesianGaussianMixture
+
+from dcl.cluster.dpgmm import (elbo, expected_weights, fit_dpgmm, log_responsibilities, make_prior,
+                               sufficient_stats, update_posterior)
+from dcl.method import ConfigError
+from dcl.methods.dpgmm import DPGMM
+
+from conftest import run_cli
+
+CONFIG = str(Path(__file__).parents[1] / "configs/dpgmm/digits.yaml")
+FAST = ["--model.init_args.pretrain_epochs", "20", "--model.init_args.update_interval", "5",
+        "--model.init_args.hidden_dims", "[64, 64, 128]", "--trainer.check_val_every_n_epoch", "100",
+        "--trainer.callbacks", "[]"]
+
+
+# -- the engine ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 2])
+def test_matches_sklearn_dirichlet_process_mixture_on_blobs(seed):
+    x, y = make_blobs(1500, centers=4, n_features=3, cluster_std=1.0, random_state=seed)
+    sk = BayesianGaussianMixture(n_components=10, weight_concentration_prior_type="dirichlet_process",
+                                 weight_concentration_prior=1.0, covariance_type="diag", max_iter=1000,
+                                 random_state=0).fit(x)
+    res = fit_dpgmm(torch.tensor(x, dtype=torch.float32), 10, alpha0=1.0, max_iter=1000)
+    assert res.converged
+    assert int((res.weights > 0.01).sum()) == int((sk.weights_ > 0.01).sum()) == 4
+    assert adjusted_rand_score(sk.predict(x), res.labels.numpy()) >= 0.95
+    assert adjusted_rand_score(y, res.labels.numpy()) >= 0.95
+    torch.testing.assert_close(res.weights.sum(), torch.tensor(1.0, dtype=torch.float64))
+    # the posterior mean covariances agree with sklearn's (same prior defaults) for the matched components
+    big = res.weights > 0.01
+    ours = res.posterior.variances[big]
+    theirs = torch.tensor(sk.covariances_[sk.weights_ > 0.01])
+    for row in ours:
+        assert torch.isclose(row, theirs, rtol=0.05).all(1).any()
+
+
+def test_elbo_never_decreases_and_statistics_split_over_shards():
+    x, _ = make_blobs(600, centers=3, n_features=2, random_state=1)
+    z = torch.tensor(x)
+    values = [fit_dpgmm(z, 6, max_iter=it, tol=0).elbo for it in range(1, 12)]
+    assert all(b >= a - 1e-6 for a, b in zip(values, values[1:]))
+    prior = make_prior(z)
+    res = fit_dpgmm(z, 6, prior, max_iter=50)
+    log_r, _ = log_responsibilities(z, res.posterior)
+    r = log_r.exp()
+    whole = sufficient_stats(z, r)
+    halves = [sufficient_stats(z[s], r[s]) for s in (slice(0, 250), slice(250, None))]
+    for full, a, b in zip(whole, *halves):  # what DDP's all_reduce of the sums gives
+        torch.testing.assert_close(full, a + b)
+    post = update_posterior(*whole, prior)
+    ent = -(r * log_r).sum()
+    # the bound equals log-evidence terms computed the long way for the optimal q(c): sum_n log sum_k rho_nk - KLs
+    assert torch.isfinite(elbo(*whole, ent, post, prior))
+    w = expected_weights(post)
+    assert torch.all(w[:-1] >= 0) and abs(float(w.sum()) - 1) < 1e-9
+
+
+def test_fit_from_one_component_and_posterior_warm_start():
+    x, _ = make_blobs(400, centers=2, n_features=2, random_state=0)
+    z = torch.tensor(x, dtype=torch.float32)
+    one = fit_dpgmm(z, 1, max_iter=50)
+    assert one.posterior.n_components == 1 and torch.all(one.labels == 0)
+    res = fit_dpgmm(z, 5, max_iter=200)
+    warm = fit_dpgmm(z, prior=make_prior(z), init=res.posterior, max_iter=5)
+    assert adjusted_rand_score(res.labels.numpy(), warm.labels.numpy()) > 0.99
+
+
+# -- the method ------------------------------------------------------------------------------------------------
+def test_config_errors_and_k_init_one():
+    with pytest.raises(ConfigError, match="k_init"):
+        DPGMM(input_shape=(64,), k_init=0)
+    with pytest.raises(ConfigError, match="k_init"):
+        DPGMM(input_shape=(64,), k_init=60, max_components=50)
+    with pytest.raises(ConfigError):
+        DPGMM(input_shape=(64,), gamma=-1.0)
+    m = DPGMM(n_clusters=10, input_shape=(64,), k_init=1, hidden_dims=(32, 32))
+    assert m.n_clusters == 1 and m.hparams.n_clusters == 10  # the hint is kept, not used
+    assert not any(k.startswith("_head") for k in m.state_dict())  # AE keys as in every other method
+
+
+def test_state_is_buffers_and_checkpoints_of_any_k_load(tmp_path):
+    torch.manual_seed(0)
+    m = DPGMM(input_shape=(64,), k_init=3, hidden_dims=(32, 32))
+    x, _ = make_blobs(300, centers=3, n_features=10, random_state=0)
+    z = torch.tensor(x, dtype=torch.float32)
+    m._fit(z, first=True)
+    assert m.n_clusters == 3 and m.cluster_centers.shape == (3, 10)
+    probs = m.assign(z)
+    torch.testing.assert_close(probs.sum(1), torch.ones(300))
+    mu, logvar = m.encode(torch.rand(5, 64))
+    torch.testing.assert_close(mu, m.embed(torch.rand(5, 64)) * 0 + mu)
+    torch.testing.assert_close(m.embed(torch.ones(2, 64)), m.encode(torch.ones(2, 64))[0])
+    # K changes through the mixture protocol (birth/merge) ...
+    n, s1, s2 = sufficient_stats(z, torch.nn.functional.one_hot(torch.arange(300) % 5, 5).double())
+    m.set_mixture_stats(n, s1, s2)
+    assert m.n_clusters == 5 and m.dp_means.shape == (5, 10)
+    # ... and a fresh module (K = 1) loads a checkpoint with K = 5
+    ckpt = {"state_dict": m.state_dict(), "dcl_method": "DPGMM"}
+    fresh = DPGMM(input_shape=(64,), k_init=1, hidden_dims=(32, 32))
+    fresh.on_load_checkpoint(ckpt)
+    fresh.load_state_dict(ckpt["state_dict"])
+    assert fresh.n_clusters == 5
+    torch.testing.assert_close(fresh.assign(z), m.assign(z))
+
+
+def test_cluster_step_trains_the_variance_head():
+    torch.manual_seed(0)
+    m = DPGMM(input_shape=(64,), k_init=2, hidden_dims=(32, 32))
+    x = torch.rand(64, 64)
+    with torch.no_grad():
+        m._fit(m.embed(x), first=True)
+    m.log_dict = lambda *a, **k: None
+    loss = m.cluster_step({"x": x, "index": torch.arange(64), "y": torch.zeros(64, dtype=torch.long)})
+    loss.backward()
+    assert torch.isfinite(loss) and m.logvar_head.weight.grad.abs().sum() > 0
+
+
+# -- end to end ------------------------------------------------------------------------------------------------
+def test_cli_fit_on_digits_finds_k_from_one(tmp_path: Path):
+    scores = run_cli(["fit", "--config", CONFIG, *FAST, "--trainer.max_epochs", "26",
+                      "--trainer.enable_checkpointing", "false"], tmp_path)
+    assert 4 <= scores["k"] <= 20 and scores["k_used"] >= 4
+    assert 0.3 < scores["acc"] <= 1 and 0.3 < scores["nmi"] <= 1
