@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 from pathlib import Path
 
 import torch
+from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
 
 from dcl import registry
@@ -32,26 +34,19 @@ class DCLCLI(LightningCLI):
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
 
-    def _check_ckpt(self) -> None:
-        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+    def _parse_ckpt_path(self) -> None:
+        """Refuse a missing, truncated or foreign checkpoint before Lightning reads its hyperparameters (which
+        would silently swap the configured method for the checkpoint's)."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
             if not Path(ckpt_path).is_file():
                 raise ConfigError(f"checkpoint {ckpt_path} does not exist")
-            check_checkpoint_method(load_checkpoint_file(ckpt_path), type(self.model))
-        elif self.subcommand != "fit":
-            print(f"dcl: warning: {self.subcommand} without --ckpt_path uses an untrained model", file=sys.stderr)
-
-    def before_fit(self) -> None:
-        self._check_ckpt()
-
-    def before_validate(self) -> None:
-        self._check_ckpt()
-
-    def before_test(self) -> None:
-        self._check_ckpt()
-
-    def before_predict(self) -> None:
-        self._check_ckpt()
+            module, _, name = self.config[subcommand].model.class_path.rpartition(".")
+            check_checkpoint_method(load_checkpoint_file(ckpt_path), getattr(importlib.import_module(module), name))
+        elif subcommand and subcommand != "fit":
+            print(f"dcl: warning: {subcommand} without --ckpt_path uses an untrained model", file=sys.stderr)
+        super()._parse_ckpt_path()
 
     def after_fit(self) -> None:
         scores = self.model.final_scores()
@@ -96,6 +91,17 @@ def _resolve_short_names(argv: list[str]) -> list[str]:
     return out
 
 
+def _user_error(err: BaseException | None) -> BaseException | None:
+    """The bad-input error behind ``err``: jsonargparse wraps errors raised while instantiating classes."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, USER_ERRORS):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def list_plugins() -> None:
     for kind, title in (("method", "methods"), ("datamodule", "datamodules")):
         print(f"{title}:")
@@ -116,10 +122,21 @@ def main(argv: list[str] | None = None) -> None:
         argv = _resolve_short_names(argv)
         _set_wandb_mode()
         torch.set_float32_matmul_precision("high")
+        # parse errors raise instead of printing the whole usage, so that they end as one line below
+        no_exit = {"exit_on_error": False}
         DCLCLI(ClusteringMethod, ClusteringDataModule, subclass_mode_model=True, subclass_mode_data=True,
-               auto_configure_optimizers=False, save_config_kwargs={"overwrite": True}, args=argv)
-    except USER_ERRORS as err:
-        print(f"dcl: error: {err}", file=sys.stderr)
+               auto_configure_optimizers=False, save_config_kwargs={"overwrite": True}, args=argv,
+               parser_kwargs={**no_exit, **{cmd: no_exit for cmd in ("fit", "validate", "test", "predict")}})
+    except ArgumentError as err:
+        detail = " ".join(line.strip(" -") for line in str(err).splitlines() if line.strip())
+        command = argv[0] if argv and not argv[0].startswith("-") else ""
+        print(f"dcl: error: {detail} (see dcl {command} --help)".replace("  ", " "), file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as err:
+        cause = _user_error(err)
+        if cause is None:
+            raise
+        print(f"dcl: error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

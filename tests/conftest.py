@@ -1,0 +1,41 @@
+"""Shared test fixtures: where the real benchmark data lies, and a helper to run the CLI in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DCL_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+def require_data(*parts: str) -> Path:
+    """The path under the shared data folder, or skip with the reason when it is not on this machine."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set DCL_TEST_DATA to the folder that holds it)")
+    return path
+
+
+QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+         "--trainer.enable_model_summary", "false"]
+
+
+def run_cli(args: list[str], tmp_path: Path, quiet: bool = True) -> dict:
+    """Run ``dcl`` in-process in ``tmp_path``; returns the final scores it wrote (or {})."""
+    from dcl.cli import main
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        main([*args, *(QUIET if quiet else []), "--trainer.default_root_dir", str(tmp_path)])
+    finally:
+        os.chdir(cwd)
+    found = sorted(tmp_path.rglob("final_scores.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(found[-1].read_text()) if found else {}

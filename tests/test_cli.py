@@ -1,0 +1,183 @@
+"""The ``dcl`` command end to end: fit, predict, list, logging, and one clear error for each bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, run_cli
+from dcl.cli import main
+
+SMALL_AE = ["--model.init_args.hidden_dims", "[64, 64]"]
+AE_DIGITS = ["--config", str(REPO / "configs/ae_kmeans/digits.yaml"), "--trainer.max_epochs", "3",
+             "--trainer.check_val_every_n_epoch", "1", *SMALL_AE]
+
+
+def fit_ae(tmp_path: Path, *extra: str) -> dict:
+    return run_cli(["fit", *AE_DIGITS, *extra], tmp_path)
+
+
+def test_fit_prints_and_writes_final_scores(tmp_path, capsys):
+    scores = fit_ae(tmp_path)
+    out = capsys.readouterr().out
+    assert "dcl: final clustering of 1797 samples" in out and "ACC=" in out and "NMI=" in out
+    assert scores["k"] == 10 and 0.3 < scores["acc"] <= 1 and 0 < scores["nmi"] <= 1
+
+
+def test_short_names_are_case_insensitive(tmp_path):
+    scores = run_cli(["fit", "--model", "aekmeans", "--data", "DIGITS", "--trainer.max_epochs", "1", *SMALL_AE],
+                     tmp_path)
+    assert scores["k"] == 10
+
+
+def test_predict_writes_csv_and_embeddings(tmp_path):
+    fit_ae(tmp_path, "--trainer.enable_checkpointing", "true")
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    out, emb = tmp_path / "pred" / "clusters.csv", tmp_path / "z.npy"
+    run_cli(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.output", str(out),
+             "--predictions.embeddings", str(emb)], tmp_path)
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1797 and list(rows[0]) == ["index", "cluster", "confidence", "label"]
+    assert [int(r["index"]) for r in rows] == list(range(1797))
+    assert {int(r["cluster"]) for r in rows} <= set(range(10)) and all(0 < float(r["confidence"]) <= 1 for r in rows)
+    assert np.load(emb).shape == (1797, 10)
+    assert not list(out.parent.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_list_names_every_plugin(capsys):
+    main(["list"])
+    out = capsys.readouterr().out
+    for name in ("AEKMeans", "DEC", "IDEC", "Digits", "USPS", "MNIST", "COIL20", "Arrays"):
+        assert name in out
+
+
+def wandb_payload(path: Path) -> bytes:
+    """The records of a .wandb file joined, without the LevelDB-log framing (32 KiB blocks, 7-byte chunk headers)
+    that can split a key across blocks."""
+    raw, out, i = path.read_bytes(), bytearray(), 7  # 7-byte file header
+    while i + 7 <= len(raw):
+        left = 32768 - i % 32768
+        if left < 7:  # block trailer
+            i += left
+            continue
+        length = int.from_bytes(raw[i + 4:i + 6], "little")
+        out += raw[i + 7:i + 7 + length]
+        i += 7 + length
+    return bytes(out)
+
+
+def test_wandb_offline_run_holds_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_cli(["fit", *AE_DIGITS, "--trainer.logger", "lightning.pytorch.loggers.WandbLogger",
+             "--trainer.logger.save_dir", str(tmp_path), "--trainer.logger.project", "dcl-test"], tmp_path,
+            quiet=False)
+    import wandb
+
+    wandb.finish()  # the CLI process would finish the run at exit
+    runs = list(tmp_path.rglob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, "no offline W&B run was written"
+    data = wandb_payload(runs[0])  # the run's protobuf records hold the logged keys as strings
+    for key in (b"val/acc", b"val/nmi", b"train/k", b"final/acc"):
+        assert key in data, key
+
+
+def test_csv_logger(tmp_path):
+    run_cli(["fit", *AE_DIGITS, "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+             "--trainer.logger.save_dir", str(tmp_path)], tmp_path, quiet=False)
+    metrics = next(tmp_path.rglob("metrics.csv")).read_text()
+    assert "val/acc" in metrics and "train/k" in metrics
+
+
+@pytest.fixture
+def dcl_error(capsys):
+    """Run ``dcl`` in-process; it must exit with code 2 and one 'dcl: error:' line, before writing anything."""
+
+    def run(args: list[str], tmp_path: Path) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(args, tmp_path)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("dcl: error:")]
+        assert len(lines) == 1, err[-2000:]
+        assert not list(tmp_path.rglob("*.ckpt")), "a checkpoint was written before the error"
+        return lines[0]
+
+    return run
+
+
+def test_console_script_error_is_one_line_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dcl.cli", "fit", "--model", "NoSuchMethod", "--data", "Digits"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        line for line in proc.stderr.strip().splitlines() if line.startswith("dcl: error: unknown method")]
+
+
+def test_unknown_method_lists_known_ones(tmp_path, dcl_error):
+    msg = dcl_error(["fit", "--model", "NoSuchMethod", "--data", "Digits"], tmp_path)
+    assert "unknown method 'NoSuchMethod'" in msg and "DEC" in msg and "AEKMeans" in msg
+
+
+def test_unknown_datamodule(tmp_path, dcl_error):
+    msg = dcl_error(["fit", "--model", "DEC", "--data", "Nope"], tmp_path)
+    assert "unknown datamodule 'Nope'" in msg and "USPS" in msg
+
+
+def test_unknown_config_key(tmp_path, dcl_error):
+    msg = dcl_error(["fit", *AE_DIGITS, "--model.init_args.no_such_arg", "3"], tmp_path)
+    assert "no_such_arg" in msg
+
+
+def test_missing_data_dir(tmp_path, dcl_error):
+    msg = dcl_error(["fit", "--model", "DEC", "--data", "USPS", "--data.data_dir", str(tmp_path / "none")], tmp_path)
+    assert "usps.bz2" in msg and str(tmp_path / "none") in msg and "download" in msg
+
+
+@pytest.mark.parametrize("k", ["1", "5000"])
+def test_bad_n_clusters(tmp_path, k, dcl_error):
+    msg = dcl_error(["fit", *AE_DIGITS, "--data.init_args.n_clusters", k], tmp_path)
+    assert "n_clusters" in msg
+
+
+def test_nan_in_data(tmp_path, dcl_error):
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    x[7, 0] = np.inf
+    np.save(tmp_path / "x.npy", x)
+    msg = dcl_error(["fit", "--model", "AEKMeans", "--data", "Arrays", "--data.path", str(tmp_path / "x.npy"),
+                     "--data.n_clusters", "3"], tmp_path)
+    assert "NaN or inf" in msg and "[7]" in msg
+
+
+def test_bad_checkpoints(tmp_path, dcl_error):
+    fit_ae(tmp_path, "--trainer.enable_checkpointing", "true")
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    # a checkpoint from another method
+    (tmp_path / "other").mkdir()
+    msg = dcl_error(["validate", "--config", str(REPO / "configs/dec/digits.yaml"), *SMALL_AE, "--ckpt_path",
+                     str(ckpt)], tmp_path / "other")
+    assert "written by method AEKMeans, not DEC" in msg
+    # a truncated file
+    bad = tmp_path / "truncated.ckpt"
+    bad.write_bytes(ckpt.read_bytes()[:2000])
+    (tmp_path / "trunc").mkdir()
+    msg = dcl_error(["validate", *AE_DIGITS, "--ckpt_path", str(bad)], tmp_path / "trunc")
+    assert "truncated or not a PyTorch checkpoint" in msg
+    # a pretrained autoencoder of another input shape
+    (tmp_path / "shape").mkdir()
+    msg = dcl_error(["fit", "--config", str(REPO / "configs/dec/digits.yaml"), *SMALL_AE, "--data.init_args.flatten",
+                     "false", "--model.init_args.autoencoder", "mlp", "--model.init_args.pretrained", str(ckpt)],
+                    tmp_path / "shape")
+    assert "shape" in msg and "(64,)" in msg
+
+
+def test_checkpoint_file_missing(tmp_path, dcl_error):
+    msg = dcl_error(["validate", *AE_DIGITS, "--ckpt_path", str(tmp_path / "none.ckpt")], tmp_path)
+    assert "does not exist" in msg

@@ -1,0 +1,152 @@
+"""Datamodules on the real data that lies on this machine, the user's own files, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import require_data
+from dcl import registry
+from dcl.datamodule import DataError, InMemoryLoader
+from dcl.datamodules.arrays import Arrays
+from dcl.datamodules.coil20 import COIL20
+from dcl.datamodules.digits import Digits
+from dcl.datamodules.image_folder import ImageFolder
+from dcl.datamodules.mnist import MNIST, FashionMNIST
+from dcl.datamodules.usps import USPS
+
+
+def first_batch(dm, shuffle=False):
+    dm.setup("fit")
+    loader = dm.train_dataloader() if shuffle else dm.all_dataloader()
+    return next(iter(loader))
+
+
+def test_digits_is_embedded_and_scaled():
+    dm = Digits(batch_size=64)
+    assert dm.num_samples == 1797 and dm.n_clusters == 10 and dm.input_shape == (64,)
+    b = first_batch(dm)
+    assert b["x"].shape == (1797, 64) and 0 <= b["x"].min() and b["x"].max() <= 1
+    assert torch.equal(b["index"], torch.arange(1797))
+    assert Digits(flatten=False).input_shape == (1, 8, 8)
+
+
+def test_usps_reads_torchvision_files():
+    root = require_data("usps")
+    dm = USPS(data_dir=str(root.parent))
+    assert dm.num_samples == 9298 and dm.input_shape == (256,)
+    assert sorted(dm.y.unique().tolist()) == list(range(10))
+    b = first_batch(dm)
+    assert b["x"].dtype == torch.float32 and float(b["x"].max()) <= 1.0
+    # same pixels as torchvision's own reader
+    from torchvision.datasets import USPS as TV
+    tv = TV(str(root), train=False, download=False)
+    test = USPS(data_dir=str(root.parent), split="test", flatten=False)
+    assert torch.equal(test.x[:5, 0], torch.from_numpy(tv.data[:5]))
+    assert test.y[:5].tolist() == tv.targets[:5]
+
+
+def test_mnist_train_and_test_merged():
+    require_data("MNIST", "raw")
+    dm = MNIST(data_dir=str(require_data()), flatten=False)
+    assert dm.num_samples == 70000 and dm.input_shape == (1, 28, 28) and dm.n_clusters == 10
+
+
+def test_coil20_resized():
+    require_data("coil-20-proc")
+    dm = COIL20(data_dir=str(require_data()), image_size=28)
+    assert dm.num_samples == 1440 and dm.input_shape == (1, 28, 28) and dm.n_clusters == 20
+    assert torch.bincount(dm.y).tolist() == [72] * 20
+
+
+def test_missing_data_dir_says_where_and_how(tmp_path):
+    for dm, what in [(USPS(data_dir=str(tmp_path)), "usps.bz2"), (MNIST(data_dir=str(tmp_path)), "train-images"),
+                     (FashionMNIST(data_dir=str(tmp_path)), "FashionMNIST"), (COIL20(data_dir=str(tmp_path)), "coil")]:
+        with pytest.raises(DataError) as err:
+            dm.setup("fit")
+        msg = str(err.value)
+        assert what in msg and str(tmp_path) in msg and ("download" in msg or "unzip" in msg)
+
+
+def test_arrays_formats(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 3)).astype(np.float32), rng.integers(0, 4, 50)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    torch.save({"x": torch.from_numpy(x), "y": torch.from_numpy(y)}, tmp_path / "d.pt")
+    np.savetxt(tmp_path / "d.csv", np.c_[x, y], delimiter=",", header="a,b,c,label", comments="")
+    for dm in [Arrays(str(tmp_path / "x.npy"), labels_path=str(tmp_path / "y.npy")),
+               Arrays(str(tmp_path / "d.npz")), Arrays(str(tmp_path / "d.pt")),
+               Arrays(str(tmp_path / "d.csv"), label_column="label")]:
+        assert dm.input_shape == (3,) and torch.allclose(dm.x, torch.from_numpy(x), atol=1e-6)
+        assert dm.y.tolist() == y.tolist() and dm.n_clusters == 4
+    unlabeled = Arrays(str(tmp_path / "x.npy"))
+    with pytest.raises(DataError, match="n_clusters"):
+        unlabeled.n_clusters
+    assert Arrays(str(tmp_path / "x.npy"), n_clusters=3).n_clusters == 3
+
+
+def test_bad_arrays(tmp_path):
+    x = np.ones((20, 2), dtype=np.float32)
+    x[3, 1] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    with pytest.raises(DataError, match="NaN or inf.*rows \\[3\\]"):
+        Arrays(str(tmp_path / "nan.npy")).setup()
+    np.save(tmp_path / "x.npy", np.ones((20, 2)))
+    np.save(tmp_path / "y.npy", np.zeros(19))
+    with pytest.raises(DataError, match="19 labels for 20 samples"):
+        Arrays(str(tmp_path / "x.npy"), labels_path=str(tmp_path / "y.npy")).setup()
+    np.save(tmp_path / "empty.npy", np.ones((0, 2)))
+    with pytest.raises(DataError, match="empty"):
+        Arrays(str(tmp_path / "empty.npy")).setup()
+    for k in (1, 21):
+        with pytest.raises(DataError, match="n_clusters must be between 2 and the number of samples"):
+            Arrays(str(tmp_path / "x.npy"), n_clusters=k).setup()
+    with pytest.raises(DataError, match="does not exist"):
+        Arrays(str(tmp_path / "nope.npy")).setup()
+
+
+def test_image_folder_labeled_and_flat(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / "lab" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((10, 12, 3), 40 * i, dtype=np.uint8)).save(tmp_path / "lab" / cls / f"{i}.png")
+    dm = ImageFolder(str(tmp_path / "lab"), image_size=8)
+    assert dm.num_samples == 6 and dm.input_shape == (3, 8, 8) and dm.n_clusters == 2
+    assert dm.class_names == ["cat", "dog"] and dm.y.tolist() == [0, 0, 0, 1, 1, 1]
+    flat = ImageFolder(str(tmp_path / "lab" / "cat"), image_size=4, grayscale=True, n_clusters=2)
+    assert flat.input_shape == (1, 4, 4) and not flat.has_labels
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="broken.png"):
+        ImageFolder(str(tmp_path / "bad"), n_clusters=2).setup()
+
+
+def test_loader_slices_and_shuffles_deterministically():
+    x, y = torch.arange(10.0).unsqueeze(1), torch.arange(10)
+    ordered = list(InMemoryLoader(x, y, 4, shuffle=False))
+    assert [len(b["x"]) for b in ordered] == [4, 4, 2]
+    assert ordered[0]["x"].data_ptr() == x.data_ptr()  # a view, not a copy
+    a = InMemoryLoader(x, y, 4, shuffle=True, seed=1)
+    b = InMemoryLoader(x, y, 4, shuffle=True, seed=1)
+    first = torch.cat([t["index"] for t in a])
+    assert sorted(first.tolist()) == list(range(10)) and torch.equal(first, torch.cat([t["index"] for t in b]))
+    a.sampler.set_epoch(1)
+    assert not torch.equal(first, torch.cat([t["index"] for t in a]))
+
+
+def test_every_registered_datamodule_loads():
+    assert not registry.load_errors("datamodule")
+    for name in ("Digits", "MNIST", "FashionMNIST", "USPS", "COIL20", "CIFAR10", "CIFAR100", "STL10", "Arrays",
+                 "ImageFolder"):
+        assert registry.get_datamodule(name.lower()).__name__ == name
+
+
+def test_cifar_stl_report_missing_files(tmp_path):
+    for name in ("CIFAR10", "CIFAR100", "STL10"):
+        dm = registry.get_datamodule(name)(data_dir=str(tmp_path))
+        with pytest.raises(DataError, match=str(tmp_path)):
+            dm.setup("fit")

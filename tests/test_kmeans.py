@@ -1,0 +1,139 @@
+"""Our torch k-means against scikit-learn's KMeans, chunking, warm starts, empty clusters, and DDP."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from dcl.cluster import assign_nearest, kmeans, match_labels, pairwise_sq_dists
+
+
+def blobs(n=3000, d=10, k=8, seed=0, std=1.0):
+    x, y = make_blobs(n_samples=n, n_features=d, centers=k, cluster_std=std, random_state=seed)
+    return torch.tensor(x, dtype=torch.float32), y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_sklearn_on_blobs(seed):
+    x, y = blobs(seed=seed)
+    ours = kmeans(x, 8, n_init=5, seed=seed)
+    ref = KMeans(8, n_init=5, random_state=seed).fit(x.numpy())
+    assert ours.inertia <= ref.inertia_ * 1.01
+    assert adjusted_rand_score(ref.labels_, ours.labels.numpy()) >= 0.99
+    # the reported inertia is the real one
+    assert ours.inertia == pytest.approx(float(((x - ours.centers[ours.labels]) ** 2).sum()), rel=1e-4)
+
+
+def test_inertia_close_to_sklearn_without_structure():
+    x = torch.randn(4000, 5, generator=torch.Generator().manual_seed(0))
+    ours = kmeans(x, 10, n_init=4, seed=0)
+    ref = KMeans(10, n_init=4, random_state=0).fit(x.numpy())
+    assert ours.inertia <= ref.inertia_ * 1.01
+
+
+def test_chunking_does_not_change_the_result():
+    x, _ = blobs(n=2000)
+    a = kmeans(x, 8, n_init=2, seed=3, chunk_size=65536)
+    b = kmeans(x, 8, n_init=2, seed=3, chunk_size=97)
+    assert torch.equal(a.labels, b.labels)
+    assert torch.allclose(a.centers, b.centers, atol=1e-4)
+    d_full = torch.cdist(x.double(), a.centers.double()).pow(2)
+    assert torch.allclose(pairwise_sq_dists(x, a.centers, chunk_size=101).double(), d_full, atol=1e-3)
+    lab, _ = assign_nearest(x, a.centers, chunk_size=50)
+    assert torch.equal(lab, d_full.argmin(1))
+
+
+def test_same_seed_same_result_and_global_rng_reproducible():
+    x, _ = blobs(n=1000)
+    assert torch.equal(kmeans(x, 8, seed=5).centers, kmeans(x, 8, seed=5).centers)
+    torch.manual_seed(1)
+    a = kmeans(x, 8, n_init=1)
+    torch.manual_seed(1)
+    b = kmeans(x, 8, n_init=1)
+    assert torch.equal(a.labels, b.labels)
+
+
+def test_warm_start_from_good_centers_converges_immediately():
+    x, _ = blobs(n=1000)
+    first = kmeans(x, 8, seed=0)
+    warm = kmeans(x, 8, init_centers=first.centers)
+    assert warm.n_iter <= 2
+    assert torch.equal(warm.labels, first.labels)
+
+
+def test_empty_clusters_are_repaired():
+    # 10 clusters asked of data with 3 well separated points clouds, warm-started with 7 centers far away:
+    # those start empty and must be moved onto data points, so that every cluster ends non-empty.
+    x, _ = blobs(n=600, d=2, k=3, std=0.5)
+    init = torch.cat([x[:3], torch.full((7, 2), 1e4)])
+    res = kmeans(x, 10, init_centers=init)
+    assert torch.bincount(res.labels, minlength=10).min() >= 1
+    assert torch.isfinite(res.centers).all()
+
+
+def test_bad_arguments():
+    x = torch.randn(10, 2)
+    with pytest.raises(ValueError, match="larger than the number of samples"):
+        kmeans(x, 11)
+    with pytest.raises(ValueError, match="non-finite"):
+        kmeans(torch.tensor([[0.0, float("nan")], [1.0, 1.0]]), 2)
+    with pytest.raises(ValueError, match="init_centers must have shape"):
+        kmeans(x, 2, init_centers=torch.zeros(3, 2))
+
+
+def test_match_labels_recovers_a_permutation():
+    old = torch.randint(0, 5, (500,))
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    new = perm[old]  # the same partition, relabeled
+    mapping = match_labels(new, old, n_clusters=5)
+    assert torch.equal(mapping[new], old)
+
+
+# -- DDP: each rank holds a shard; the result equals the single-process one on the concatenated data ------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, out: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        bounds = [0, 700, len(x)]  # unequal shards
+        shard = x[bounds[rank]:bounds[rank + 1]]
+        res = kmeans(shard, 6, n_init=3, seed=11)
+        pad = torch.full((max(700, len(x) - 700),), -1, dtype=torch.long)
+        pad[: len(res.labels)] = res.labels
+        parts = [torch.empty_like(pad) for _ in range(world)]
+        dist.all_gather(parts, pad)
+        if rank == 0:
+            out["labels"] = torch.cat([parts[r][: bounds[r + 1] - bounds[r]] for r in range(world)])
+            out["centers"] = res.centers
+            out["inertia"] = res.inertia
+        out[f"centers{rank}"] = res.centers
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_kmeans_equals_single_process():
+    x, _ = blobs(n=1500, d=6, k=6, seed=4)
+    single = kmeans(x, 6, n_init=3, seed=11)
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_ddp_worker, args=(2, _free_port(), x, out), nprocs=2, join=True)
+        out = dict(out)
+    assert torch.allclose(out["centers0"], out["centers1"])  # identical state on both ranks
+    assert torch.allclose(out["centers"], single.centers, atol=1e-4)
+    assert torch.equal(out["labels"], single.labels)
+    assert out["inertia"] == pytest.approx(single.inertia, rel=1e-5)

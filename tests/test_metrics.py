@@ -1,0 +1,74 @@
+"""Clustering metrics against scikit-learn / scipy / brute force, including K_pred != K_true."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from dcl.metrics import ClusterAccuracy, cluster_accuracy, clustering_scores
+
+
+def brute_force_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
+    """Best injective mapping of clusters to classes by enumeration (small K only)."""
+    ps, ts = np.unique(pred), np.unique(true)
+    best = 0
+    if len(ps) <= len(ts):
+        for perm in itertools.permutations(ts, len(ps)):
+            best = max(best, sum(((pred == p) & (true == t)).sum() for p, t in zip(ps, perm)))
+    else:
+        for perm in itertools.permutations(ps, len(ts)):
+            best = max(best, sum(((pred == p) & (true == t)).sum() for p, t in zip(perm, ts)))
+    return best / len(pred)
+
+
+@pytest.mark.parametrize("k_pred,k_true", [(4, 4), (6, 4), (3, 5), (2, 2)])
+@pytest.mark.parametrize("seed", range(3))
+def test_accuracy_matches_brute_force_on_rectangular_matrices(k_pred, k_true, seed):
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, k_true, 200)
+    pred = np.where(rng.random(200) < 0.6, (true * 7 + 3) % k_pred, rng.integers(0, k_pred, 200))
+    got = float(cluster_accuracy(torch.from_numpy(pred), torch.from_numpy(true)))
+    assert got == pytest.approx(brute_force_accuracy(pred, true))
+
+
+def test_accuracy_is_permutation_invariant_and_perfect():
+    true = torch.arange(10).repeat(30)
+    pred = (true * 3 + 1) % 10  # a relabeling
+    assert float(cluster_accuracy(pred, true)) == 1.0
+    # too many clusters: splitting each class in two can only match half the samples of each class
+    split = true * 2 + (torch.arange(300) // 10) % 2  # each class in two halves
+    assert float(cluster_accuracy(split, true)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_nmi_ari_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, 5, 300)
+    pred = np.where(rng.random(300) < 0.5, true, rng.integers(0, 8, 300))
+    s = clustering_scores(torch.from_numpy(pred), torch.from_numpy(true))
+    assert s["nmi"] == pytest.approx(normalized_mutual_info_score(true, pred), abs=1e-6)
+    assert s["ari"] == pytest.approx(adjusted_rand_score(true, pred), abs=1e-6)
+
+
+def test_unknown_labels_are_left_out():
+    true = torch.tensor([0, 0, 1, 1, -1, -1])
+    pred = torch.tensor([1, 1, 0, 0, 0, 1])
+    assert clustering_scores(pred, true)["acc"] == 1.0
+
+
+def test_accumulating_metric_equals_functional():
+    m = ClusterAccuracy()
+    true = torch.randint(0, 4, (100,))
+    pred = torch.randint(0, 6, (100,))
+    for chunk in range(0, 100, 30):
+        m.update(pred[chunk:chunk + 30], true[chunk:chunk + 30])
+    assert float(m.compute()) == pytest.approx(float(cluster_accuracy(pred, true)))
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="equal length"):
+        cluster_accuracy(torch.zeros(3, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty"):
+        cluster_accuracy(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
