@@ -58,6 +58,7 @@ class EigenUpdate(ClusterUpdate):
         self.warm_start = warm_start
         self.next_n_init = n_init   # restarts of the next k-means (checkpointed)
         self.last_changed = -1      # samples whose cluster changed at the last update
+        self.stopped = False        # the rule fired: the state of that update is final
 
     @property
     def state_key(self) -> str:
@@ -88,9 +89,11 @@ class EigenUpdate(ClusterUpdate):
             rank_zero_info(f"{type(pl_module).__name__}: {n_changed} of {n} assignments ({frac:.3%}) changed at "
                             f"update {self.updates} (<= tol {self.tol:.2%}); stopping")
             trainer.should_stop = True
+            self.stopped = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if not pl_module.clustering_active or self.updates == 0 or trainer.global_step == self.last_step:
+        if (not pl_module.clustering_active or self.updates == 0 or self.stopped
+                or trainer.global_step == self.last_step):
             return
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         ending = (trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
@@ -100,10 +103,11 @@ class EigenUpdate(ClusterUpdate):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state.update(next_n_init=self.next_n_init, last_changed=self.last_changed)
+        state.update(next_n_init=self.next_n_init, last_changed=self.last_changed, stopped=self.stopped)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.next_n_init = state_dict.get("next_n_init", self.n_init)
         self.last_changed = state_dict.get("last_changed", -1)
+        self.stopped = state_dict.get("stopped", False)
