@@ -78,10 +78,10 @@ def plot(runs: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for r in runs:
-        ax.plot(range(1, len(r["k_per_epoch"]) + 1), r["k_per_epoch"], marker="o", ms=3,
+        ax.plot(range(len(r["k_per_epoch"]) + 1), [r["k_init"], *r["k_per_epoch"]], marker="o", ms=3,
                 label=f"K_init = {r['k_init']} (final K = {r['k']})")
     ax.axhline(10, color="gray", ls="--", lw=1, label="true K = 10")
-    ax.set_xlabel("epoch of the clustering phase")
+    ax.set_xlabel("epoch of the clustering phase (0: K_init)")
     ax.set_ylabel("K (live components)")
     ax.set_title("DPGMM on USPS: K over training")
     ax.legend()

@@ -128,3 +128,13 @@ def test_bad_arguments_raise():
         BirthMerge(min_weight=0.6)
     with pytest.raises(ValueError):
         BirthMerge(every_n_epochs=0)
+
+
+def test_k_plot_is_logged_to_image_loggers():
+    logged = {}
+    cb = BirthMerge()
+    cb.history = [[0, 0, 1], [0, 5, 4], [1, 10, 5]]
+    logger = SimpleNamespace(log_image=lambda key, images: logged.update({key: images}))
+    cb.on_fit_end(SimpleNamespace(is_global_zero=True, loggers=[logger, SimpleNamespace()]), None)
+    (image,) = logged["train/k_over_training"]
+    assert image.ndim == 3 and image.shape[2] == 3

@@ -328,6 +328,36 @@ class BirthMerge(Callback):
             pl_module.log_dict({"train/births": float(res.births), "train/merges": float(res.merges),
                                 "train/deaths": float(res.deaths)})
 
+    def k_figure(self):
+        """A matplotlib figure of K over training steps (one point per birth/merge step)."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.step([h[1] for h in self.history], [h[2] for h in self.history], where="post", marker="o", ms=3)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("K")
+        ax.set_title("number of clusters")
+        fig.tight_layout()
+        return fig
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        """Logs the K-over-training plot to loggers that take images (W&B)."""
+        if not self.history or not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):
+                import matplotlib.pyplot as plt
+
+                import numpy as np
+
+                fig = self.k_figure()
+                fig.canvas.draw()
+                image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+                plt.close(fig)
+                logger.log_image(key="train/k_over_training", images=[image])
+
     def state_dict(self) -> dict:
         return {"calls": self.calls, "start_epoch": self.start_epoch, "births": self.births,
                 "merges": self.merges, "deaths": self.deaths, "history": [list(h) for h in self.history]}
