@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -67,10 +68,21 @@ class InMemory(ClusteringDataModule):
 
 @contextlib.contextmanager
 def _quiet_lightning(quiet: bool):
-    """Silence Lightning's info lines ("GPU available", "max_epochs reached") unless ``verbose``."""
+    """Silence Lightning's info lines ("GPU available", "max_epochs reached") and its warnings about itself
+    unless ``verbose``."""
     if not quiet:
         yield
         return
+    with warnings.catch_warnings():
+        # Lightning's own noise, not the user's concern: a torch/lightning deprecation and the DataLoader hint
+        warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        with _quiet_loggers():
+            yield
+
+
+@contextlib.contextmanager
+def _quiet_loggers():
     loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
