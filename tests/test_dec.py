@@ -1,0 +1,125 @@
+"""DEC and IDEC: the losses alone, then both phases in one fit, the periodic target update and its stopping rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import REPO, run_cli
+from dcl.methods.dec import DEC, kl_clustering_loss, target_distribution
+from dcl.methods.idec import IDEC
+from dcl.method import student_t_assign
+
+FAST = ["--model.init_args.hidden_dims", "[64, 64]", "--model.init_args.pretrain_epochs", "15",
+        "--model.init_args.update_interval", "5", "--model.init_args.kmeans_n_init", "3",
+        "--trainer.max_epochs", "20", "--trainer.check_val_every_n_epoch", "5"]
+
+
+def test_student_t_assignment_is_a_distribution_and_peaks_at_the_nearest_center():
+    z, mu = torch.randn(50, 4), torch.randn(6, 4)
+    q = student_t_assign(z, mu)
+    assert torch.allclose(q.sum(1), torch.ones(50))
+    assert torch.equal(q.argmax(1), torch.cdist(z, mu).argmin(1))
+    # eq. 1 of the paper, written out for one entry
+    d2 = ((z[0] - mu) ** 2).sum(1)
+    expected = (1 + d2) ** -1 / ((1 + d2) ** -1).sum()
+    assert torch.allclose(q[0], expected)
+
+
+def test_target_distribution_sharpens_and_normalizes_by_frequency():
+    q = torch.softmax(torch.randn(100, 5), dim=1)
+    p = target_distribution(q)
+    assert torch.allclose(p.sum(1), torch.ones(100))
+    # with equally frequent clusters, p keeps each row's argmax and is more confident
+    base = torch.softmax(torch.randn(5), 0)
+    balanced = torch.stack([base.roll(i) for i in range(5)] * 4)
+    sharp = target_distribution(balanced)
+    assert torch.equal(sharp.argmax(1), balanced.argmax(1))
+    assert (sharp.max(1).values > balanced.max(1).values).all()
+    # a frequent cluster is down-weighted: the same row's target moves away from it
+    crowded = torch.cat([torch.tensor([[0.9, 0.1]]).repeat(9, 1), torch.tensor([[0.5, 0.5]])])
+    assert target_distribution(crowded)[-1, 1] > 0.5
+    # eq. 3 by hand for one row
+    f = q.sum(0)
+    w = q[3] ** 2 / f
+    assert torch.allclose(p[3], w / w.sum())
+
+
+def test_kl_is_zero_at_p_equals_q_and_positive_otherwise():
+    q = torch.softmax(torch.randn(20, 4), dim=1)
+    assert float(kl_clustering_loss(q, q)) == pytest.approx(0.0, abs=1e-6)
+    p = target_distribution(q)
+    assert float(kl_clustering_loss(p, q)) > 0
+    # the gradient moves q toward p
+    logits = torch.randn(20, 4, requires_grad=True)
+    loss = kl_clustering_loss(p, torch.softmax(logits, 1))
+    loss.backward()
+    stepped = torch.softmax(logits - 0.5 * logits.grad, 1)
+    assert float(kl_clustering_loss(p, stepped)) < float(loss)
+
+
+@pytest.mark.parametrize("method", ["dec", "idec"])
+def test_fit_on_digits_from_the_cli(tmp_path, method):
+    scores = run_cli(["fit", "--config", str(REPO / f"configs/{method}/digits.yaml"), *FAST], tmp_path)
+    assert scores["k"] == 10 and scores["acc"] > 0.5 and scores["nmi"] > 0.4
+
+
+def test_target_update_schedule_and_stopping_rule(tmp_path):
+    """The targets are refreshed every update_interval clustering steps; a large tol stops at the 2nd update."""
+    from dcl.datamodules.digits import Digits
+    import lightning.pytorch as pl
+
+    calls = []
+
+    class Recording(DEC):
+        def update_clusters(self, z, first):
+            calls.append((self.trainer.global_step, first))
+            super().update_clusters(z, first)
+
+    dm = Digits(batch_size=256)
+    model = Recording(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=1, update_interval=3, tol=0.0,
+                      kmeans_n_init=2)
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer.fit(model, dm)
+    steps = [s for s, _ in calls]
+    assert calls[0] == (8, True)  # pretraining took 8 steps; the first update initializes k-means
+    assert steps == list(range(8, 24, 3)) and not any(f for _, f in calls[1:])
+    assert model.targets.shape == (1797, 10)
+
+    calls.clear()
+    model = Recording(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=1, update_interval=3, tol=0.99,
+                      kmeans_n_init=2)
+    trainer = pl.Trainer(max_epochs=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer.fit(model, dm)
+    assert len(calls) == 2 and trainer.global_step < 16  # stopped after the second update
+
+
+def test_idec_adds_reconstruction_and_keeps_the_decoder_training():
+    from dcl.datamodules.digits import Digits
+
+    dm = Digits()
+    model = IDEC(10, dm.input_shape, hidden_dims=[32], gamma=0.1)
+    model.targets = torch.full((1797, 10), 0.1)
+    batch = {"x": dm.x[:64], "y": dm.y[:64], "index": torch.arange(64)}
+
+    class FakeTrainer:
+        should_stop = False
+
+    model._trainer = None
+    model.log_dict = lambda *a, **k: None
+    model._count_step = lambda: None
+    loss = model.cluster_step(batch)
+    loss.backward()
+    assert model.autoencoder.decoder[0][0].weight.grad is not None  # reconstruction reaches the decoder
+    assert model.cluster_centers.grad is not None  # the clustering loss reaches the centers
+
+
+def test_bad_hyperparameters():
+    from dcl.method import ConfigError
+
+    with pytest.raises(ConfigError, match="update_interval"):
+        DEC(10, (64,), update_interval=0)
+    with pytest.raises(ConfigError, match="gamma"):
+        IDEC(10, (64,), gamma=-1)
