@@ -150,8 +150,10 @@ class AdversarialOptimization:
         self.discriminator_first = discriminator_first
 
     def configure(self, generator_params: Iterable, discriminator_params: Iterable,
-                  default: OptimizerFactory = default_gan_optimizer) -> list[dict[str, Any]]:
-        """``configure_optimizers``' return value: the generator's optimizer first, then the discriminator's."""
+                  default_generator: OptimizerFactory = default_gan_optimizer,
+                  default_discriminator: OptimizerFactory = default_gan_optimizer) -> list[dict[str, Any]]:
+        """``configure_optimizers``' return value: the generator's optimizer first, then the discriminator's.
+        The ``default_*`` factories are used for a side whose optimizer was not configured."""
         g = [p for p in generator_params]
         d = [p for p in discriminator_params]
         if not g or not d:
@@ -160,8 +162,9 @@ class AdversarialOptimization:
         if {id(p) for p in g} & {id(p) for p in d}:
             raise _config_error("a parameter is on both the generator and the discriminator side; each side "
                                 "must own its parameters")
-        return [build_optimizer(self.generator_optimizer, g, default, self.generator_scheduler),
-                build_optimizer(self.discriminator_optimizer, d, default, self.discriminator_scheduler)]
+        return [build_optimizer(self.generator_optimizer, g, default_generator, self.generator_scheduler),
+                build_optimizer(self.discriminator_optimizer, d, default_discriminator,
+                                self.discriminator_scheduler)]
 
     def step(self, module, generator_loss: LossFn, discriminator_loss: LossFn,
              generator_optimizer, discriminator_optimizer) -> dict[str, Any]:

@@ -59,8 +59,10 @@ Choices where the paper is silent (and why):
   intermediate layer).
 - Residual blocks: He et al.'s basic block; BatchNorm in encoder/decoder, no normalization and LeakyReLU(0.2)
   in the discriminator (real and fake batches pass separately); channels (32, 64, 128), one block per stage.
-- Optimizers: Adam(2e-4, betas (0.5, 0.999)) for both GAN sides (DCGAN's defaults), Adam(1e-3) for the dense
-  network; no scheduler. Student-t dof nu = 1 (t-SNE's; a hyperparameter as in the paper), perplexity 30
+- Optimizers: Adam(1e-3, betas (0.5, 0.999)) for encoder + decoder (the VAE's usual rate; at DCGAN's 2e-4
+  the posterior collapsed on Digits within our budgets: KL ~ 0.2 nats and k-means ACC ~ 0.35, against ~ 2-4 nats
+  and ~ 0.66 at 1e-3, batch 64), Adam(2e-4, betas (0.5, 0.999)) for the discriminator (DCGAN's), Adam(1e-3) for
+  the dense network; no scheduler; batch 64. Student-t dof nu = 1 (t-SNE's; a hyperparameter as in the paper), perplexity 30
   (t-SNE's default), embedding dimension 10, latent dimension 10.
 - The dense network reads mu(x) (deterministic), not a sample z.
 
@@ -174,6 +176,12 @@ def similarity_cross_entropy(p: Tensor, q: Tensor, eps: float = 1e-12) -> Tensor
     return -(p[off] * q[off].clamp_min(eps).log()).sum()
 
 
+def default_generator_optimizer(params) -> torch.optim.Optimizer:
+    """Adam(1e-3, betas (0.5, 0.999)) for encoder + decoder: the VAE's usual rate with DCGAN's beta1 (with 2e-4
+    the VAE collapses its posterior within short budgets, KL ~ 0.2 nats on Digits after 160 steps)."""
+    return torch.optim.Adam(params, lr=1e-3, betas=(0.5, 0.999))
+
+
 # ---- the networks -------------------------------------------------------------------------------------------
 class FusionAutoencoder(nn.Module):
     """Residual VAE (encoder -> mu, logvar; decoder -> logits) plus, when ``adversarial``, a residual discriminator."""
@@ -215,7 +223,8 @@ class DCFAE(ClusteringMethod):
         perplexity: perplexity of the Gaussian input similarities (30).
         dof: degrees of freedom nu of the Student-t similarities (1).
         pretrained: a DCFAE checkpoint whose FAE is reused (phase 1 is then skipped).
-        generator_optimizer, discriminator_optimizer: factories of the two GAN sides (None: Adam 2e-4, (0.5, 0.999));
+        generator_optimizer, discriminator_optimizer: factories of the two GAN sides (None: Adam 1e-3 and Adam 2e-4,
+            both betas (0.5, 0.999));
             the generator side is encoder + decoder (also the VAE's optimizer when ``adversarial`` is off).
         generator_scheduler, discriminator_scheduler, embedding_scheduler: optional per-epoch LR schedulers.
         embedding_optimizer: optimizer of the dense network (None: Adam 1e-3).
@@ -325,9 +334,10 @@ class DCFAE(ClusteringMethod):
             return build_optimizer(self.embedding_optimizer, self.dense.parameters(),
                                    lambda p: torch.optim.Adam(p, lr=1e-3), self.embedding_scheduler)
         if self.adversarial_enabled:
-            return self.adversarial.configure(self.fae.generator_parameters(), self.fae.discriminator.parameters())
+            return self.adversarial.configure(self.fae.generator_parameters(), self.fae.discriminator.parameters(),
+                                              default_generator_optimizer, default_gan_optimizer)
         return build_optimizer(self.adversarial.generator_optimizer, self.fae.generator_parameters(),
-                               default_gan_optimizer, self.adversarial.generator_scheduler)
+                               default_generator_optimizer, self.adversarial.generator_scheduler)
 
     def on_train_epoch_start(self) -> None:
         if self.use_dense and not self.in_embedding_phase and self.current_epoch >= self.fae_epochs:
