@@ -53,7 +53,7 @@ def test_a_single_gaussian_is_not_split_and_statistics_are_conserved():
     assert res.k == 1 and res.births == 0
     z2, _ = _blobs(0)
     res = birth_merge_round(z2, kmeans(z2, 8, n_init=1, seed=0).labels, 8)
-    n, s1, s2 = hard_stats(z2, torch.zeros(len(z2), dtype=torch.long), 1)
+    n, s1, s2 = hard_stats(z2, torch.zeros(len(z2), dtype=torch.long), 1, full=True)
     torch.testing.assert_close(res.n.sum(), n.sum())  # moves never lose or duplicate data
     torch.testing.assert_close(res.s1.sum(0), s1[0])
     torch.testing.assert_close(res.s2.sum(0), s2[0])
