@@ -97,7 +97,12 @@ def write(data: str, runs: list[dict], budget: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"dekm_{data}.json"
     doc = json.loads(path.read_text()) if path.is_file() else {}
-    entries = [e for e in doc.get("budgets", []) if e["budget"] != budget]
+    entries = doc.get("budgets", [])
+    same = [e for e in entries if e["budget"] == budget]
+    if same:  # merge with the earlier seeds of this budget (a re-run seed replaces its old result)
+        seeds = {r["seed"] for r in runs}
+        runs = sorted([r for r in same[0]["runs"] if r["seed"] not in seeds] + runs, key=lambda r: r["seed"])
+    entries = [e for e in entries if e["budget"] != budget]
     entries.append({"budget": budget, "summary_percent_mean_std": _summary(runs), "runs": runs})
     doc = {"method": "DEKM", "data": data, "paper": PAPER[data], "official_budget": OFFICIAL,
            "device": "CPU (2 cores shared with other jobs), torch.set_num_threads(1)", "budgets": entries}
