@@ -300,7 +300,7 @@ class DCFAE(ClusteringMethod):
         self.fae_epochs = 0 if pretrained else fae_epochs
         #: phase switch (checkpointed): False = phase 1 (FAE), True = phase 2 (dense embedding network)
         self.register_buffer("embedding_started", torch.tensor(False))
-        self._centers_epoch = -1
+        self._centers_epoch = self._centers_step = -1
         if pretrained:
             self.load_pretrained(pretrained)
 
@@ -321,6 +321,7 @@ class DCFAE(ClusteringMethod):
         """Clusters are k-means on the current embedding (mu(x) in phase 1, f(mu(x)) in phase 2)."""
         self.set_cluster_centers(self.run_kmeans(z).centers)
         self._centers_epoch = self.current_epoch
+        self._centers_step = self.global_step if self._trainer is not None else -1
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -444,9 +445,14 @@ class DCFAE(ClusteringMethod):
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         step_schedulers(self)
-        last = self.current_epoch + 1 >= self.trainer.max_epochs or self.trainer.should_stop
+        max_epochs = self.trainer.max_epochs
+        last = (max_epochs is not None and 0 <= max_epochs <= self.current_epoch + 1) or self.trainer.should_stop
         if last and self._centers_epoch != self.current_epoch:
             self.refresh_clusters(self.embed_all())  # the final clusters: k-means on the final embedding
+
+    def on_train_end(self) -> None:
+        if self._centers_step != self.global_step:  # stopped inside an epoch (max_steps, time limit)
+            self.refresh_clusters(self.embed_all())
 
     # -- reusing a trained FAE -----------------------------------------------------------------------------
     def load_pretrained(self, path: str) -> None:
