@@ -6,7 +6,8 @@ blocks; a separate deep dense network maps the FAE latent space to an embedding 
 between two distributions of pairwise similarities of the latent points (which pulls clusters apart and
 collapses each); k-means on that embedding gives the clusters. The discriminator and generator scores converge
 to an equilibrium; the studied parameters are the balance weights, the Student-t degrees of freedom and the
-latent dimension. Everything below that goes beyond this is our choice, stated with its reason.
+latent dimension. The paper's full text (equations, architectures, epochs, result tables) could not be
+retrieved here; everything below that goes beyond the above is our choice, stated with its reason.
 
 Phase 1, the FAE (``fae_epochs`` epochs), written as VAE-GAN (Larsen et al. 2016), the standard VAE + GAN
 fusion. With q(z|x) = N(mu(x), diag sigma^2(x)), z ~ q(z|x), x~ = Dec(z), z_p ~ N(0, I), x_p = Dec(z_p), and
@@ -40,7 +41,7 @@ embedding similarities Q::
     H(P, Q) = - sum_{i != j} p_ij log q_ij
     q_ij = (1 + ||f(mu_i) - f(mu_j)||^2 / nu)^(-(nu + 1) / 2) / sum_{k != l} (same)        (Student-t, dof nu)
     p_ij = (p_j|i + p_i|j) / 2B,  p_j|i = exp(-beta_i ||mu_i - mu_j||^2) / sum_{k != i} (same)
-           with beta_i set by bisection so that the perplexity 2^H(P_i) equals ``perplexity``   (input_similarity
+           with beta_i set by bisection so that the perplexity exp(H(P_i)) equals ``perplexity``  (input_similarity
            "gaussian", t-SNE's), or p_ij the Student-t kernel of the latents with the same nu ("student").
 
 H(P, Q) = KL(P || Q) + H(P) and P does not depend on f, so this is parametric t-SNE's objective; it is
@@ -58,15 +59,18 @@ Choices where the paper is silent (and why):
   likelihood (images in [0, 1]); feature matching at the middle discriminator stage (Larsen et al. use an
   intermediate layer).
 - Residual blocks: He et al.'s basic block; BatchNorm in encoder/decoder, no normalization and LeakyReLU(0.2)
-  in the discriminator (real and fake batches pass separately); channels (32, 64, 128), one block per stage.
+  in the discriminator (so real and generated images can share one discriminator pass exactly); channels
+  (32, 64, 128), one block per stage.
 - Optimizers: Adam(1e-3, betas (0.5, 0.999)) for encoder + decoder (the VAE's usual rate; at DCGAN's 2e-4
   the posterior collapsed on Digits within our budgets: KL ~ 0.2 nats and k-means ACC ~ 0.35, against ~ 2-4 nats
   and ~ 0.66 at 1e-3, batch 64), Adam(2e-4, betas (0.5, 0.999)) for the discriminator (DCGAN's), Adam(1e-3) for
-  the dense network; no scheduler; batch 64. Student-t dof nu = 1 (t-SNE's; a hyperparameter as in the paper), perplexity 30
-  (t-SNE's default), embedding dimension 10, latent dimension 10.
+  the dense network; no scheduler; batch 64. Student-t dof nu = 1 (t-SNE's; a hyperparameter as in the paper),
+  perplexity 30 (t-SNE's default), embedding dimension 10, latent dimension 10.
 - The dense network reads mu(x) (deterministic), not a sample z.
 
-Under DDP use ``strategy: ddp_find_unused_parameters_true`` (each side's backward reaches only its parameters).
+Under DDP use ``strategy: ddp_find_unused_parameters_true`` (each side's backward reaches only its parameters);
+DDP and 16-mixed (GradScaler, GPU only) are wired through Lightning but were not run here (CPU-only machine);
+bf16-mixed is tested.
 ``trainer.global_step`` counts optimizer steps (discriminator_steps + generator_steps per batch in phase 1).
 """
 

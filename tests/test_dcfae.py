@@ -220,7 +220,8 @@ def _fit(tmp_path, max_epochs, ckpt_path=None):
     pl.seed_everything(0)
     model = DCFAE(10, (1, 8, 8), fae_epochs=1, **TINY)
     trainer = pl.Trainer(max_epochs=max_epochs, limit_train_batches=2, num_sanity_val_steps=0,
-                         check_val_every_n_epoch=100, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         check_val_every_n_epoch=100, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False,
                          callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)])
     trainer.fit(model, Digits(flatten=False, batch_size=32), ckpt_path=ckpt_path)
     return model, trainer
