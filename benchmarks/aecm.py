@@ -4,7 +4,8 @@ For each run: the partition argmax_k gamma (the method's prediction) and, as the
 k-means (10 restarts) on the learned embedding (AE-CM's code z; for the CM the raw input); ACC / NMI / ARI,
 wall time, epochs and optimizer steps. Writes ``benchmarks/results/aecm_<data>.json`` and ``.md``.
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/aecm.py --data usps --method aecm --epochs 40 --seeds 0
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/aecm.py --data usps --method aecm --epochs 60 --seeds 0
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/aecm.py --data usps --method aecm --epochs 60 --seeds 1 --merge
     python benchmarks/aecm.py --data usps --method cm --epochs 150 --seeds 0 1 2
 
 The hyperparameters are those of ``configs/<method>/<data>.yaml`` (the authors' tuned values); ``--epochs``
@@ -116,10 +117,15 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--batch-size", type=int, default=None, help="override the tuned batch size")
+    p.add_argument("--merge", action="store_true", help="keep the runs (other seeds) already in the results file")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     runs = []
+    name = f"aecm_{args.method}_{args.data}" if args.method != "aecm" else f"aecm_{args.data}"
+    if args.merge and (RESULTS / f"{name}.json").is_file():
+        old = json.loads((RESULTS / f"{name}.json").read_text())["runs"]
+        runs = [r for r in old if r["seed"] not in args.seeds and r["epochs"] == args.epochs]
     for seed in args.seeds:
         runs.append(run(args.method, args.data, args.epochs, seed, args.batch_size))
         print(json.dumps(runs[-1]), flush=True)
