@@ -239,3 +239,11 @@ def test_resume_in_the_embedding_phase_is_exact(tmp_path):
     for n, a in full.state_dict().items():
         if n != "cluster_centers":
             assert torch.allclose(a, state[n], atol=1e-6), n
+    # the trained FAE is reusable by another run (phase 1 skipped); a different architecture is refused
+    ckpt = str(tmp_path / "part" / "last.ckpt")
+    reused = DCFAE(10, (1, 8, 8), pretrained=ckpt, **TINY)
+    assert reused.fae_epochs == 0
+    for a, b in zip(reused.fae.state_dict().values(), resumed.fae.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="different FAE"):
+        DCFAE(10, (1, 8, 8), pretrained=ckpt, **{**TINY, "channels": (4, 16)})
