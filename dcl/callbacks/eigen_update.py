@@ -78,7 +78,7 @@ class EigenUpdate(ClusterUpdate):
         old = None if first else pl_module.cluster_labels
         labels, centers, n_changed = match_to_previous(new_labels, km.centers.to(z.device), old, k)
         evals, rotation = sorted_eigh(within_class_scatter(z, labels, centers))
-        rotation = broadcast_(rotation.contiguous())
+        rotation, evals = broadcast_(rotation.contiguous()), broadcast_(evals.contiguous())
         pl_module.set_eigen_state(z, labels, centers, rotation, evals)
         self.updates += 1
         self.last_step = trainer.global_step
