@@ -188,18 +188,41 @@ class ClusteringMethod(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["dcl_method"] = type(self).__qualname__
         checkpoint["dcl_kmeans_calls"] = self._kmeans_calls
+        # random draws after the checkpoint (VAE sampling, dropout) continue as in an uninterrupted run
+        checkpoint["dcl_rng"] = {"torch": torch.get_rng_state(),
+                                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint_method(checkpoint, type(self))
         self._kmeans_calls = checkpoint.get("dcl_kmeans_calls", 0)
-        state = checkpoint.get("state_dict", {})
-        for name in self.resizable_buffers:  # K may have changed during the run that saved this checkpoint
-            if name in state and state[name].shape != getattr(self, name).shape:
-                owner, attr = self, name
-                if "." in name:
-                    path, attr = name.rsplit(".", 1)
-                    owner = self.get_submodule(path)
-                owner.register_buffer(attr, torch.empty_like(state[name]))
+        rng = checkpoint.get("dcl_rng")
+        if rng is not None and self._trainer is not None and self.trainer.state.fn == "fit":
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] is not None and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # K (or the number of samples) may differ from this module's: take the saved shapes first. Both
+        # checkpoint restores and ddp_spawn's hand-back of the trained weights come through here.
+        for name in self.resizable_buffers:
+            path, _, attr = name.rpartition(".")
+            owner = self.get_submodule(path) if path else self
+            if (name in state_dict and attr in owner._buffers
+                    and state_dict[name].shape != owner._buffers[attr].shape):
+                owner.register_buffer(attr, torch.empty_like(state_dict[name], device=self.device))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def touch_all_parameters(module: nn.Module, loss: Tensor) -> Tensor:
+    """``loss`` plus zero times one entry of every trainable parameter.
+
+    Each phase uses part of the network (no centers while pretraining, no decoder in DEC's clustering phase),
+    and DDP refuses a step in which a parameter gets no gradient. This makes every parameter part of the graph
+    with a zero gradient, so ``strategy=ddp`` works without ``find_unused_parameters`` and the gradients of the
+    used parameters are unchanged. (A phase's fresh optimizer has no momentum, so zero gradients move nothing.)
+    """
+    touched = [p.reshape(-1)[:1] for p in module.parameters() if p.requires_grad]
+    return loss + 0.0 * torch.cat(touched).sum() if touched else loss
 
 
 def check_checkpoint_method(checkpoint: dict[str, Any], method_cls: type) -> None:
@@ -242,9 +265,7 @@ class AutoencoderMethod(ClusteringMethod):
         super().__init__(n_clusters, input_shape, latent_dim, kmeans_n_init, trainable_centers)
         if pretrain_epochs < 0:
             raise ConfigError(f"pretrain_epochs must be >= 0, got {pretrain_epochs}")
-        kwargs = {"hidden_dims": tuple(hidden_dims)} if autoencoder == "mlp" else {}
-        self.autoencoder = build_autoencoder(autoencoder, self.input_shape, latent_dim, activation=activation,
-                                             **kwargs)
+        self.autoencoder = self.make_autoencoder(autoencoder, latent_dim, hidden_dims, activation)
         self.pretrain_epochs = 0 if pretrained else pretrain_epochs
         self.pretrained = pretrained
         self.pretrain_optimizer = pretrain_optimizer
@@ -257,6 +278,12 @@ class AutoencoderMethod(ClusteringMethod):
     @property
     def clustering_active(self) -> bool:
         return bool(self.clustering_started)
+
+    def make_autoencoder(self, kind: str, latent_dim: int, hidden_dims: Sequence[int], activation: str) -> nn.Module:
+        """The network (``encoder``/``decoder`` submodules, ``forward -> (z, x_hat)``); override it to swap the
+        backbone: ``pretrained`` weights are then loaded into yours."""
+        kwargs = {"hidden_dims": tuple(hidden_dims)} if kind == "mlp" else {}
+        return build_autoencoder(kind, self.input_shape, latent_dim, activation=activation, **kwargs)
 
     def embed(self, x: Tensor) -> Tensor:
         return self.autoencoder.encoder(x)
@@ -282,9 +309,8 @@ class AutoencoderMethod(ClusteringMethod):
             self.trainer.strategy.setup_optimizers(self.trainer)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
-        if not self.clustering_active:
-            return self.pretrain_step(batch)
-        return self.cluster_step(batch)
+        loss = self.pretrain_step(batch) if not self.clustering_active else self.cluster_step(batch)
+        return None if loss is None else touch_all_parameters(self, loss)
 
     def pretrain_step(self, batch: dict[str, Tensor]) -> Tensor:
         x = batch["x"]

@@ -39,3 +39,16 @@ def run_cli(args: list[str], tmp_path: Path, quiet: bool = True) -> dict:
         os.chdir(cwd)
     found = sorted(tmp_path.rglob("final_scores.json"), key=lambda p: p.stat().st_mtime)
     return json.loads(found[-1].read_text()) if found else {}
+
+
+# The budget at which each registered method fits the reliability tests' Digits data in seconds: model
+# init_args, and epochs. Every method must have an entry (tests/test_reliability.py checks), so that every
+# method added later is covered. "image": the method needs (C, H, W) inputs. "resume_epoch": the epoch
+# after which a fit is interrupted, in the clustering phase and after at least one periodic update.
+FAST = {
+    "AEKMeans": {"model": {"hidden_dims": [64, 64]}, "epochs": 4, "resume_epoch": 2},
+    "DEC": {"model": {"hidden_dims": [64, 64], "pretrain_epochs": 3, "update_interval": 5, "kmeans_n_init": 3},
+            "epochs": 7, "resume_epoch": 4},
+    "IDEC": {"model": {"hidden_dims": [64, 64], "pretrain_epochs": 3, "update_interval": 5, "kmeans_n_init": 3},
+             "epochs": 7, "resume_epoch": 4},
+}
