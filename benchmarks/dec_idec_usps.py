@@ -1,0 +1,114 @@
+"""DEC and IDEC on the real USPS (train+test, 9298 samples): our fits next to ClustPy's and the papers'.
+
+For each seed, each library pretrains its own d-500-500-2000-10 autoencoder for ``--pretrain-epochs`` epochs and
+clusters for ``--cluster-epochs`` epochs, batch 256, in the same run on the same machine (ours through the
+``dcl`` CLI with ``tol 0`` so that both run the whole budget). Wall time includes pretraining.
+
+    python benchmarks/dec_idec_usps.py --seeds 0 --pretrain-epochs 50 --cluster-epochs 50 [--no-clustpy]
+
+Writes benchmarks/results/dec_idec_usps.{json,md}. ClustPy is not a dependency of dcl: `pip install clustpy pandas`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = os.environ.get("DCL_DATA", str(ROOT.parent / "shared" / "data"))
+PAPER = {"DEC": {"acc": None, "nmi": None, "note": "the DEC paper has no USPS figure"},
+         "IDEC": {"acc": 76.05, "nmi": 78.46, "note": "IDEC paper, Table 2"}}
+
+
+def ours(method: str, seed: int, pre: int, clus: int, work: Path) -> dict:
+    run = work / f"{method}_s{seed}"
+    run.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "dcl.cli", "fit", "--config", str(ROOT / f"configs/{method.lower()}/usps.yaml"),
+           "--data.init_args.data_dir", DATA, "--seed_everything", str(seed),
+           "--model.init_args.pretrain_epochs", str(pre), "--trainer.max_epochs", str(pre + clus),
+           "--model.init_args.tol", "0", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+           "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
+           "--trainer.check_val_every_n_epoch", "1000", "--trainer.default_root_dir", str(run)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=run, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    scores = json.loads((run / "final_scores.json").read_text())
+    return {"wall_s": wall, **{k: scores[k] for k in ("acc", "nmi", "ari")}}
+
+
+def clustpy_run(method: str, seed: int, pre: int, clus: int) -> dict:
+    import torch
+    from clustpy.deep import DEC, IDEC
+
+    from dcl.datamodules.usps import USPS
+    from dcl.metrics import clustering_scores
+
+    dm = USPS(data_dir=DATA)
+    x = dm.batch_transform(dm.x).numpy()
+    cls = {"DEC": DEC, "IDEC": IDEC}[method]
+    t0 = time.perf_counter()
+    est = cls(n_clusters=10, batch_size=256, pretrain_epochs=pre, clustering_epochs=clus, random_state=seed,
+              device=torch.device("cpu")).fit(x)
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, **clustering_scores(torch.as_tensor(est.labels_), dm.y)}
+
+
+def summary(rows: list[dict]) -> dict:
+    out = {}
+    for key in ("acc", "nmi", "ari", "wall_s"):
+        vals = np.array([r[key] for r in rows], dtype=float)
+        out[key] = {"mean": float(vals.mean()), "std": float(vals.std())}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--pretrain-epochs", type=int, default=50)
+    p.add_argument("--cluster-epochs", type=int, default=50)
+    p.add_argument("--no-clustpy", action="store_true")
+    p.add_argument("--methods", nargs="+", default=["DEC", "IDEC"])
+    args = p.parse_args()
+    work = ROOT / "benchmarks" / "work" / "dec_idec_usps"
+    results = {"budget": {"pretrain_epochs": args.pretrain_epochs, "cluster_epochs": args.cluster_epochs,
+                          "batch_size": 256, "seeds": args.seeds}, "machine": f"{os.cpu_count()} CPU cores",
+               "runs": {}}
+    for method in args.methods:
+        for lib in ["dcl"] + ([] if args.no_clustpy else ["clustpy"]):
+            rows = []
+            for seed in args.seeds:
+                fn = ours if lib == "dcl" else clustpy_run
+                row = fn(method, seed, args.pretrain_epochs, args.cluster_epochs, work) if lib == "dcl" else \
+                    fn(method, seed, args.pretrain_epochs, args.cluster_epochs)
+                print(lib, method, seed, row, flush=True)
+                rows.append(row)
+            results["runs"][f"{lib}/{method}"] = {"per_seed": rows, **summary(rows)}
+    out = ROOT / "benchmarks" / "results" / "dec_idec_usps"
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    lines = [f"# DEC / IDEC on USPS (9298 samples), budget {args.pretrain_epochs} pretraining + "
+             f"{args.cluster_epochs} clustering epochs, batch 256, seeds {args.seeds}, {os.cpu_count()} CPU cores",
+             "", "| method | library | ACC % | NMI % | ARI % | wall s | paper ACC / NMI % |", "|---|---|---|---|---|---|---|"]
+    for key, r in results["runs"].items():
+        lib, method = key.split("/")
+        paper = PAPER[method]
+        ref = f"{paper['acc']} / {paper['nmi']}" if paper["acc"] else paper["note"]
+        lines.append(f"| {method} | {lib} | {100 * r['acc']['mean']:.2f} ± {100 * r['acc']['std']:.2f} | "
+                     f"{100 * r['nmi']['mean']:.2f} ± {100 * r['nmi']['std']:.2f} | "
+                     f"{100 * r['ari']['mean']:.2f} ± {100 * r['ari']['std']:.2f} | {r['wall_s']['mean']:.0f} | {ref} |")
+    for method in args.methods:
+        if f"clustpy/{method}" in results["runs"]:
+            ratio = results["runs"][f"dcl/{method}"]["wall_s"]["mean"] / results["runs"][f"clustpy/{method}"]["wall_s"]["mean"]
+            lines.append(f"\n{method}: wall time dcl / ClustPy = {ratio:.2f}")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
