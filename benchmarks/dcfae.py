@@ -5,7 +5,7 @@ For each variant (``fae``: VAE-GAN, ``vae``: adversarial off) one run trains pha
 epochs and scores k-means on the latent mu(x) ("without the dense network"); the same run is then resumed from
 its last checkpoint for ``--dense-epochs`` more epochs of phase 2 and scores k-means on the dense network's
 embedding ("with the dense network"). Results: ``benchmarks/results/dcfae_<data>.json`` and ``.md``;
-figure: ``benchmarks/results/dcfae_reconstructions.png``.
+figure: ``benchmarks/results/dcfae_reconstructions.png`` (USPS; ``dcfae_reconstructions_<data>.png`` otherwise).
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/dcfae.py --data usps --fae-epochs 10 --dense-epochs 10
 """
@@ -128,6 +128,11 @@ def main() -> None:
             s = run[key]
             lines.append(f"| {variant.upper()} | {key} | {s.get('acc', float('nan')):.4f} | "
                          f"{s.get('nmi', float('nan')):.4f} | {s.get('ari', float('nan')):.4f} | {t:.0f} |")
+    if "fae" in runs:
+        m = runs["fae"]["phase1_last_epoch_metrics"]
+        lines += ["", f"FAE game at the end of phase 1 (last-epoch means): D(x) = {m.get('train/d_score', 'n/a')}, "
+                      f"D(generated) = {m.get('train/g_score', 'n/a')}."]
+    lines += ["", "Paper (arXiv 2201.04727): its result table could not be retrieved here; no figure is quoted."]
     (RESULTS / f"dcfae_{args.data}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -146,7 +151,8 @@ def main() -> None:
             axes[r, 0].set_ylabel(name)
         fig.suptitle(f"{args.data}: reconstructions Dec(mu(x)) after {args.fae_epochs} epochs", fontsize=9)
         fig.tight_layout()
-        fig.savefig(RESULTS / "dcfae_reconstructions.png", dpi=120)
+        name = "dcfae_reconstructions.png" if args.data == "usps" else f"dcfae_reconstructions_{args.data}.png"
+        fig.savefig(RESULTS / name, dpi=120)
         np.savez(WORK / f"{args.data}_reconstructions.npz", x=x, vae=vae, fae=fae)
 
 
