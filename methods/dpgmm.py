@@ -68,10 +68,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dcl.callbacks.birth_merge import BirthMerge
+from dcl.callbacks.birth_merge import BirthMerge, birth_merge, diag_of
 from dcl.callbacks.cluster_update import ClusterUpdate
 from dcl.cluster.divergences import alpha_js_clustering_loss
-from dcl.cluster.dpgmm import (DPGMMPosterior, DPGMMPrior, expected_weights, fit_dpgmm, make_prior, responsibilities,
+from dcl.cluster.dpgmm import (DPGMMPosterior, DPGMMPrior, DPGMMResult, expected_weights, fit_dpgmm, make_prior, responsibilities,
                                update_posterior)
 from dcl.distributed import broadcast_
 from dcl.method import AutoencoderMethod, ConfigError, OptimizerFactory
@@ -208,7 +208,7 @@ class DPGMM(AutoencoderMethod):
     def assign(self, z: Tensor) -> Tensor:
         return responsibilities(z, self.posterior).to(z.dtype)
 
-    def _fit(self, z: Tensor, first: bool) -> None:
+    def _fit(self, z: Tensor, first: bool) -> DPGMMResult:
         z = z.float()
         if first or not bool(self.prior_set):
             prior = make_prior(z, alpha0=self.alpha0, distributed=False)
@@ -248,10 +248,20 @@ class DPGMM(AutoencoderMethod):
         self.log_dict({"train/vb_elbo": result.elbo / max(len(z), 1), "train/k_vb": float(self.n_clusters)})
 
     def refresh_clusters(self, z: Tensor) -> None:
-        if not self.clustering_active:  # pretraining: score the DP-GMM fitted to the current code
+        if not self.clustering_active:  # pretraining: score the DP-GMM model selection on the current code
             with torch.no_grad():
-                self._fit(z, first=True)
+                self.select_on(z)
             self._centers_epoch = self.current_epoch
+
+    @torch.no_grad()
+    def select_on(self, z: Tensor, rounds: int = 10) -> None:
+        """Model selection on fixed embeddings (no training): DP-GMM from ``k_init``, birth/merge rounds with
+        this method's settings, DP-GMM refit; the "traditional" DP-GMM + birth/merge on the autoencoder's code."""
+        self._fit(z, first=True)
+        res = birth_merge(z, self.assign(z).argmax(1), self.n_clusters, rounds=rounds, min_weight=self.min_weight,
+                          max_components=self.max_components, penalty=self.bic_penalty, distributed=False)
+        self.set_mixture_stats(res.n, res.s1, diag_of(res.s2))
+        self._fit(z, first=False)
 
     def pretrain_step(self, batch: dict[str, Tensor]) -> Tensor:
         loss = super().pretrain_step(batch)
