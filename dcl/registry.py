@@ -11,6 +11,7 @@ Names are matched case-insensitively. A plugin that fails to import is reported 
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 
@@ -77,6 +78,8 @@ def get_datamodule(name: str) -> type:
 
 
 def describe(cls: type) -> str:
-    """First line of a class docstring: the one-line description ``dcl list`` prints."""
-    doc = (cls.__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    """First sentence of a class docstring: the one-line description ``dcl list`` prints."""
+    paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
+    text = " ".join(line.strip() for line in paragraph.splitlines())
+    end = re.search(r"(?<!\bal)(?<!e\.g)(?<!i\.e)\.\s", text)  # not at "et al. ", "e.g. ", "i.e. "
+    return text if end is None else text[:end.start() + 1]

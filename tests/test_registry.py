@@ -1,0 +1,59 @@
+"""Entry-point registry: the built-ins load through their entry points, lookups are case-insensitive, an unknown
+name lists the known ones, and a broken plugin is reported by name without breaking the others."""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+
+import pytest
+
+from dcl import registry
+
+BUILTIN_METHODS = {"AEKMeans", "DEC", "IDEC", "DEKM", "CM", "AECM", "DPGMM", "DCFAE"}
+
+
+def test_builtins_are_installed_entry_points_of_dcl():
+    eps = {ep.name: ep for ep in entry_points(group="dcl.methods")}
+    assert BUILTIN_METHODS <= set(eps)
+    for name in BUILTIN_METHODS:
+        assert eps[name].dist.name == "dcl" and eps[name].value.startswith("dcl.methods.")
+        cls = registry.get_method(name)
+        assert cls.__module__.startswith("dcl.methods.") and registry.describe(cls)
+    assert {ep.name for ep in entry_points(group="dcl.datamodules")} >= {"Digits", "USPS", "MNIST", "COIL20"}
+
+
+def test_lookup_is_case_insensitive_and_unknown_names_list_the_known():
+    assert registry.get_method("dec") is registry.get_method("DEC")
+    with pytest.raises(registry.RegistryError, match=r"unknown method 'kmeanz'; known methods: .*DEC.*IDEC"):
+        registry.get_method("kmeanz")
+
+
+def test_broken_plugin_is_reported_without_breaking_the_others(tmp_path, monkeypatch):
+    dist = tmp_path / "brokenplugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[dcl.methods]\nBroken = brokenplugin_mod:Broken\n")
+    (tmp_path / "brokenplugin_mod.py").write_text("raise ImportError('needs a package that is not installed')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.refresh()
+    try:
+        assert "Broken" in registry.load_errors("method")
+        assert "DEC" in registry.available("method")
+        with pytest.raises(registry.RegistryError, match="'Broken' is registered but failed to import: .*needs a package"):
+            registry.get_method("broken")
+    finally:
+        monkeypatch.undo()
+        sys.modules.pop("brokenplugin_mod", None)
+        registry.refresh()
+    assert "Broken" not in registry.load_errors("method")
+
+
+def test_description_is_the_first_sentence():
+    class Example:
+        """Deep thing (Doe et al. 2020), e.g. for digits.
+        Second sentence here. More.
+
+        Details."""
+
+    assert registry.describe(Example) == "Deep thing (Doe et al. 2020), e.g. for digits."
