@@ -41,7 +41,10 @@ Choices where the paper or the code is silent, or where we deviate on purpose:
 * The decoder is left out of the clustering optimizer and out of the loss (never updated again), not
   deleted, so checkpoints of both phases share one state-dict layout. Under DDP, whose wrapper was built
   with the decoder, the loss adds ``0 x`` the decoder's parameters so that DDP receives (zero) gradients for
-  them; plain ``strategy: ddp`` works.
+  them; plain ``strategy: ddp`` works. The loss is scaled by the world size, so the gradient is the sum over
+  the global batch as in the paper (DDP averages the ranks' gradients).
+* The COIL-20 images are resized by the datamodule (antialiased bilinear); the official code uses
+  ``tf.image.resize`` (bilinear, no antialiasing).
 * ``assign`` (the soft ``probs`` of ``dcl predict``) is DEC's Student's t kernel around the k-means centers:
   DEKM is a hard clustering; its argmax is the nearest center, i.e. the prediction.
 """
