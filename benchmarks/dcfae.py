@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -95,6 +96,7 @@ def main() -> None:
                       discriminator_optimizer=lambda p: torch.optim.Adam(p, lr=args.discriminator_lr,
                                                                          betas=(0.5, 0.999)))
         ckpt_dir = WORK / f"{args.data}_{variant}_s{args.seed}"
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # a stale last.ckpt would be resumed by phase 2
         no_dense, m1, t1 = fit(model, dm, args.fae_epochs, ckpt_dir)
         images[variant] = reconstructions(model, dm)
         dense, m2, t2 = fit(model, dm, args.fae_epochs + args.dense_epochs, ckpt_dir,

@@ -29,7 +29,8 @@ What it guarantees:
 - **Mixed precision and DDP.** Backward is ``module.manual_backward`` and the step is the ``LightningOptimizer``'s,
   so the precision plugin scales the loss and unscales / skips / updates per optimizer step (16-mixed), bf16
   needs no scaler, and DDP reduces the gradients in backward. Under DDP, a side's backward reaches only that
-  side's parameters: use ``strategy: ddp_find_unused_parameters_true`` (Lightning's advice for GANs).
+  side's parameters, so DDP must detect unused parameters: call :meth:`AdversarialOptimization.prepare_strategy`
+  from the module's ``setup`` (it switches ``find_unused_parameters`` on before the model is wrapped).
 - **Gradient clipping** per side through ``module.clip_gradients`` (unscaled first under 16-mixed). The
   Trainer's own ``gradient_clip_val`` is not allowed with manual optimization; set it here instead.
 - **Checkpointed.** Optimizers and schedulers are the Trainer's, so their states are saved and restored.
@@ -165,6 +166,17 @@ class AdversarialOptimization:
         return [build_optimizer(self.generator_optimizer, g, default_generator, self.generator_scheduler),
                 build_optimizer(self.discriminator_optimizer, d, default_discriminator,
                                 self.discriminator_scheduler)]
+
+    @staticmethod
+    def prepare_strategy(module) -> None:
+        """Call from the module's ``setup("fit")`` (before the model is wrapped): under DDP, switch on
+        ``find_unused_parameters``, since a side's backward reaches only that side's parameters (the others are
+        toggled off), which plain DDP would wait for forever. No effect without DDP."""
+        from lightning.pytorch.strategies import DDPStrategy
+        strategy = module.trainer.strategy
+        kwargs = getattr(strategy, "_ddp_kwargs", None)
+        if isinstance(strategy, DDPStrategy) and isinstance(kwargs, dict) and not kwargs.get("find_unused_parameters"):
+            kwargs["find_unused_parameters"] = True
 
     def step(self, module, generator_loss: LossFn, discriminator_loss: LossFn,
              generator_optimizer, discriminator_optimizer) -> dict[str, Any]:

@@ -35,8 +35,8 @@ ablation. Logged: ``train/d_score`` = mean D(x) and ``train/g_score`` = mean D o
 Phase 2, the embedding network (the rest of ``max_epochs``): the FAE is frozen (eval mode) and the latent of
 a sample is the posterior mean mu(x). A dense network ``f: latent_dim -> dense_dims -> embedding_dim``
 (d-500-500-2000-out, parametric t-SNE's architecture, van der Maaten 2009) is trained on each batch of B
-samples to minimize the cross-entropy between the batch's input similarities P (of the latents) and its
-embedding similarities Q::
+samples (under DDP: the global batch, gathered from all ranks) to minimize the cross-entropy between the
+batch's input similarities P (of the latents) and its embedding similarities Q::
 
     H(P, Q) = - sum_{i != j} p_ij log q_ij
     q_ij = (1 + ||f(mu_i) - f(mu_j)||^2 / nu)^(-(nu + 1) / 2) / sum_{k != l} (same)        (Student-t, dof nu)
@@ -68,9 +68,10 @@ Choices where the paper is silent (and why):
   perplexity 30 (t-SNE's default), embedding dimension 10, latent dimension 10.
 - The dense network reads mu(x) (deterministic), not a sample z.
 
-Under DDP use ``strategy: ddp_find_unused_parameters_true`` (each side's backward reaches only its parameters);
-DDP and 16-mixed (GradScaler, GPU only) are wired through Lightning but were not run here (CPU-only machine);
-bf16-mixed is tested.
+Under DDP, DDP's detection of unused parameters is switched on at setup (each side's backward reaches only its
+parameters; see :meth:`dcl.adversarial.AdversarialOptimization.prepare_strategy`). 16-mixed (GradScaler, GPU
+only) is wired through Lightning but was not run here (CPU-only machine); bf16-mixed is tested. The dense
+network runs in float32 under mixed precision (pairwise similarities need the precision).
 ``trainer.global_step`` counts optimizer steps (discriminator_steps + generator_steps per batch in phase 1).
 """
 
@@ -88,7 +89,7 @@ from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, Schedule
                              default_gan_optimizer, optimizer_step, step_schedulers)
 from dcl.method import ClusteringMethod, ConfigError, load_checkpoint_file
 from dcl.nets.autoencoders import mlp
-from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder, reparameterize
+from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 
 INPUT_SIMILARITIES = ("gaussian", "student")
 PIXEL_LOSSES = ("bce", "mse")
@@ -319,7 +320,13 @@ class DCFAE(ClusteringMethod):
 
     def embed(self, x: Tensor) -> Tensor:
         mu = self.latent(x)
-        return self.dense(mu) if self.in_embedding_phase else mu
+        return self.dense_embedding(mu) if self.in_embedding_phase else mu
+
+    def dense_embedding(self, mu: Tensor) -> Tensor:
+        """f(mu) in float32 even under mixed precision: the pairwise similarities of the embedding need more than
+        bf16's 8-bit mantissa, and the dense network is cheap."""
+        with torch.autocast(device_type=mu.device.type, enabled=False):
+            return self.dense(mu.float())
 
     def refresh_clusters(self, z: Tensor) -> None:
         """Clusters are k-means on the current embedding (mu(x) in phase 1, f(mu(x)) in phase 2)."""
@@ -344,6 +351,10 @@ class DCFAE(ClusteringMethod):
         return build_optimizer(self.adversarial.generator_optimizer, self.fae.generator_parameters(),
                                default_generator_optimizer, self.adversarial.generator_scheduler)
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.adversarial.prepare_strategy(self)
+
     def on_train_epoch_start(self) -> None:
         if self.use_dense and not self.in_embedding_phase and self.current_epoch >= self.fae_epochs:
             self.start_embedding()
@@ -362,6 +373,16 @@ class DCFAE(ClusteringMethod):
             self.fae.requires_grad_(False)
 
     # -- phase 1: the fusion autoencoder -------------------------------------------------------------------
+    def noise_like(self, t: Tensor) -> Tensor:
+        """N(0, I) noise for this rank's samples. Under DDP it is drawn for the whole global batch (the RNG is
+        seeded alike on every rank) and sliced in the training loader's interleaved order (rank r holds global
+        positions r, r + W, ...), so every sample gets the noise a single-process fit would give it."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            return torch.randn(t.shape, device=t.device).to(t.dtype)
+        full = torch.randn((t.shape[0] * world, *t.shape[1:]), device=t.device)
+        return full[self.trainer.global_rank::world].to(t.dtype)
+
     def _discriminate(self, x: Tensor) -> tuple[Tensor, Tensor]:
         logits, features = self.fae.discriminator(x)
         return logits, features[self.feature_layer]
@@ -370,7 +391,7 @@ class DCFAE(ClusteringMethod):
         """Encoder + decoder loss (module docstring): the encoder gets L_prior + L_pixel + L_feat, the decoder
         L_pixel + L_feat + L_adv (L_adv from Dec(z.detach()) and Dec(z_p))."""
         mu, logvar = self.fae.encoder(x)
-        z = reparameterize(mu, logvar)
+        z = mu + self.noise_like(mu) * torch.exp(0.5 * logvar)  # reparameterization
         logits = self.fae.decoder(z)
         kl = gaussian_kl(mu.float(), logvar.float())
         pixel = pixel_reconstruction_loss(logits.float(), x.float(), self.pixel_loss)
@@ -380,7 +401,7 @@ class DCFAE(ClusteringMethod):
             # one decoder pass for the GAN loss on reconstructions from z.detach() (it does not reach the
             # encoder) and prior samples, then one discriminator pass over [x, x~, x~ (detached z), x_p]
             b = len(x)
-            fakes = torch.sigmoid(self.fae.decoder(torch.cat([z.detach(), torch.randn_like(z)])))
+            fakes = torch.sigmoid(self.fae.decoder(torch.cat([z.detach(), self.noise_like(z)])))
             d_logits, d_features = self._discriminate(torch.cat([x, torch.sigmoid(logits), fakes.to(x.dtype)]))
             feat = feature_matching_loss(d_features[:b].float(), d_features[b:2 * b].float())
             adv = generator_adversarial_loss(list(d_logits[2 * b:].float().split(b)))
@@ -394,8 +415,8 @@ class DCFAE(ClusteringMethod):
         b = len(x)
         with torch.no_grad():
             mu, logvar = self.fae.encoder(x)
-            z = reparameterize(mu, logvar)
-            generated = torch.sigmoid(self.fae.decoder(torch.cat([z, torch.randn_like(z)])))
+            z = mu + self.noise_like(mu) * torch.exp(0.5 * logvar)
+            generated = torch.sigmoid(self.fae.decoder(torch.cat([z, self.noise_like(z)])))
         logits = self._discriminate(torch.cat([x, generated.to(x.dtype)]))[0].float()
         real, fakes = logits[:b], list(logits[b:].split(b))
         loss = discriminator_loss(real, fakes)
@@ -420,13 +441,22 @@ class DCFAE(ClusteringMethod):
             return gaussian_affinities(latents, self.perplexity)
         return student_t_affinities(latents, self.dof)
 
+    def _gather_batch(self, t: Tensor, sync_grads: bool = False) -> Tensor:
+        """Under DDP the batch is the global batch (every rank's part, gradients flowing back to each part), so the
+        similarities, and the fit, do not depend on the number of processes; identity on one process."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return t
+        return self.all_gather(t, sync_grads=sync_grads).flatten(0, 1)
+
     def embedding_loss(self, x: Tensor) -> Tensor:
         """H(P, Q) of one batch: P from the frozen FAE latents, Q Student-t of the dense network's output."""
         with torch.no_grad():
             mu = self.latent(x).float()
-            p = self.input_affinities(mu)
-        q = student_t_affinities(self.dense(mu), self.dof)
-        return similarity_cross_entropy(p, q)
+            p = self.input_affinities(self._gather_batch(mu))
+        y = self._gather_batch(self.dense_embedding(mu), sync_grads=True)
+        # every rank computes the same global loss; all_gather's backward sums the ranks' gradients and DDP
+        # averages them, which gives the single-process gradient of the global batch
+        return similarity_cross_entropy(p, student_t_affinities(y, self.dof))
 
     def embedding_step(self, x: Tensor) -> dict[str, Tensor]:
         if self.fae.training:  # Lightning restores saved module modes (e.g. after a resume's sanity check)
