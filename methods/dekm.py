@@ -39,10 +39,10 @@ Choices where the paper or the code is silent, or where we deviate on purpose:
   its last update; its stopping rule always ends right after one, and so does ours: the step of the batch
   on which the rule fires is skipped).
 * The decoder is left out of the clustering optimizer and out of the loss (never updated again), not
-  deleted, so checkpoints of both phases share one state-dict layout. Under DDP, whose wrapper was built
-  with the decoder, the loss adds ``0 x`` the decoder's parameters so that DDP receives (zero) gradients for
-  them; plain ``strategy: ddp`` works. The loss is scaled by the world size, so the gradient is the sum over
-  the global batch as in the paper (DDP averages the ranks' gradients).
+  deleted, so checkpoints of both phases share one state-dict layout (under DDP it gets the zero gradients of
+  ``AutoencoderMethod``'s ``touch_all_parameters``, so plain ``strategy: ddp`` works). The loss is scaled by
+  the world size, so the gradient is the sum over the global batch as in the paper (DDP averages the ranks'
+  gradients).
 * The COIL-20 images are resized by the datamodule (antialiased bilinear); the official code uses
   ``tf.image.resize`` (bilinear, no antialiasing).
 * ``assign`` (the soft ``probs`` of ``dcl predict``) is DEC's Student's t kernel around the k-means centers:
@@ -174,16 +174,6 @@ class DEKM(AutoencoderMethod):
         self.targets = dekm_targets(z.float().to(self.device), self.cluster_labels, self.cluster_centers,
                                     self.rotation)
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Resize the per-sample buffers (empty before the first update) to the loaded ones' shapes, also on a
-        plain ``load_state_dict`` (ddp_spawn hands the trained weights back that way), not only from a
-        checkpoint file."""
-        for name in self.resizable_buffers:
-            own = getattr(self, name)
-            if name in state_dict and not isinstance(own, nn.Parameter) and state_dict[name].shape != own.shape:
-                self.register_buffer(name, torch.empty(state_dict[name].shape, dtype=own.dtype, device=own.device))
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
     def predict_clusters(self, z: Tensor) -> Tensor:
         return assign_nearest(z.float(), self.cluster_centers.float())[0]
 
@@ -194,11 +184,8 @@ class DEKM(AutoencoderMethod):
         z = self.embed(batch["x"])
         loss = dekm_loss(z, self.rotation, self.targets[batch["index"]])
         self.log("train/dekm", loss, prog_bar=True)
-        if self.trainer.world_size > 1:
-            # the paper's loss is a sum over the (global) batch, and DDP averages the ranks' gradients
+        if self.trainer.world_size > 1:  # the loss sums over the global batch; DDP averages the ranks' gradients
             loss = loss * self.trainer.world_size
-            # DDP expects a gradient for every parameter it wrapped: zeros for the dropped decoder
-            loss = loss + 0.0 * sum(p.sum() for p in self.autoencoder.decoder.parameters())
         self.cluster_steps += 1
         if int(self.cluster_steps) >= self.maxiter:
             self.trainer.should_stop = True
