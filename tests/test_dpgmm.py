@@ -127,8 +127,17 @@ def test_cluster_step_trains_the_variance_head():
 
 
 # -- end to end ------------------------------------------------------------------------------------------------
-def test_cli_fit_on_digits_finds_k_from_one(tmp_path: Path):
-    scores = run_cli(["fit", "--config", CONFIG, *FAST, "--trainer.max_epochs", "14",
-                      "--trainer.enable_checkpointing", "false"], tmp_path)
+def test_cli_fit_on_digits_finds_k_from_one_and_checkpoints_k(tmp_path: Path):
+    ckpt = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.save_last=true",
+            "--trainer.callbacks.dirpath", str(tmp_path / "ckpt")]
+    scores = run_cli(["fit", "--config", CONFIG, *FAST, "--trainer.max_epochs", "14", *ckpt], tmp_path)
     assert 6 <= scores["k"] <= 14 and scores["k_used"] >= 6  # from K_init = 1 (measured: 8 with seeds 0 and 1)
     assert 0.45 < scores["acc"] <= 1 and 0.45 < scores["nmi"] <= 1
+    # K, the DP-GMM posterior and the birth/merge history are in the checkpoint, and a module built with
+    # K_init = 1 loads it with its K
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert state["state_dict"]["dp_means"].shape[0] == state["state_dict"]["cluster_centers"].shape[0] == scores["k"]
+    (bm,) = [v for k, v in state["callbacks"].items() if k.startswith("BirthMerge")]
+    assert bm["calls"] >= 4 and bm["history"][-1][2] == scores["k"] and bm["births"] >= scores["k"] - 1
+    model = DPGMM.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert model.n_clusters == scores["k"] and model.k_init == 1
