@@ -2,8 +2,9 @@
 
 Paper: Kart-Leong Lim, "Deep Clustering using Dirichlet Process Gaussian Mixture and Alpha Jensen-Shannon
 Divergence Clustering Loss", arXiv 2412.08940 (2024); the earlier IJCNN 2021 paper "Deep Clustering using
-Dirichlet Process Gaussian Mixture" by the same author. No official code is public; what the paper fixes (from
-its abstract and the public summaries of it): an autoencoder trained on reconstruction plus a clustering loss
+Dirichlet Process Gaussian Mixture" by the same author. No official code is public, and only the abstracts and
+third-party summaries of the two papers could be read (no equations beyond the alpha-JS mean terms, no
+hyperparameters, schedules or network sizes); what they fix: an autoencoder trained on reconstruction plus a clustering loss
 in its latent space; the clustering loss is a closed-form alpha-Jensen-Shannon divergence between Gaussians
 (symmetric, unlike the KL of DEC/IDEC/VaDE), of the form
 ``(1 - a)/2 (mu_1 - mu_a)^2 / s_a^2 + a/2 (mu_2 - mu_a)^2 / s_a^2 + ...`` (the skew geometric JS, see

@@ -18,7 +18,9 @@ closed-form. For p = N(mu_1, diag s_1^2), q = N(mu_2, diag s_2^2) and a skew alp
                               + log s_a^2 - (1 - alpha) log s_1^2 - alpha log s_2^2 - 1 ].
 
 The mean terms ``(1 - alpha)/2 (mu_1 - mu_a)^2 / s_a^2 + alpha/2 (mu_2 - mu_a)^2 / s_a^2`` are the form quoted
-from the paper. Properties (all unit-tested): zero iff p = q; symmetric at alpha = 1/2 (in general
+from the paper (through a public summary of it; the full text was not available). Their denominator, the
+geometric mean's variance, identifies KL(p || G_alpha) + KL(q || G_alpha), not the dual
+(1 - alpha) KL(G_alpha || p) + alpha KL(G_alpha || q) (whose mean terms divide by s_1^2 and s_2^2). Properties (all unit-tested): zero iff p = q; symmetric at alpha = 1/2 (in general
 aJS_alpha(p || q) = aJS_{1-alpha}(q || p)); at the limits it is a KL divergence:
 alpha = 0 gives G = q and aJS = KL(p || q), alpha = 1 gives G = p and aJS = KL(q || p).
 
