@@ -62,7 +62,6 @@ Choices where the paper is silent, and why:
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
