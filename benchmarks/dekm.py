@@ -31,7 +31,7 @@ PAPER = {  # official README (mean of 3 runs), ACC / NMI in %
 }
 NOTES = {  # what the measurements show (written after looking at them; the runs are in the JSON)
     "usps": [
-        "DEKM adds 6-7 ACC and 10 NMI points to AE + k-means at both budgets; the gap to the paper shrinks with "
+        "DEKM adds 3-7 ACC and 6-10 NMI points to AE + k-means (per seed); the gap to the paper shrinks with "
         "the pretraining budget (50 epochs, 1 seed: -2.1 ACC / -3.0 NMI; 200 epochs, 2 seeds: -1.3 / -1.0 with a "
         "seed spread of only 0.03 ACC), so pretraining quality is the main factor; the clustering phase stops "
         "by the 0.5% rule after 16-20 updates (600-760 iterations). The third seed was not run (CPU time).",
