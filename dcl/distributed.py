@@ -43,3 +43,18 @@ def all_reduce_sum_(tensor: Tensor) -> Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def world_size() -> int:
+    return rank_world()[1]
+
+
+def global_mean(local: Tensor) -> Tensor:
+    """Mean over dim 0 of the rows of every rank; the gradient flows through this rank's rows only (DDP then
+    averages the ranks' gradients). Equals ``local.mean(0)`` in a single process."""
+    if not is_distributed():
+        return local.mean(dim=0)
+    stats = torch.cat([local.detach().sum(dim=0).flatten(), local.new_tensor([len(local)])])
+    dist.all_reduce(stats)
+    others = stats[:-1].view(local.shape[1:]) - local.detach().sum(dim=0)
+    return (local.sum(dim=0) + others) / stats[-1]

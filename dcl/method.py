@@ -120,6 +120,16 @@ class ClusteringMethod(pl.LightningModule):
         result.centers = broadcast_(result.centers.contiguous())
         return result
 
+    def noise_like(self, t: Tensor) -> Tensor:
+        """N(0, I) noise for this rank's training samples (VAE sampling), the same that a single-process fit
+        would draw: under DDP it is drawn for the whole global batch (every rank's RNG is seeded alike) and
+        sliced in the training loader's interleaved order (rank r holds global positions r, r + W, ...)."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            return torch.randn(t.shape, device=t.device).to(t.dtype)
+        full = torch.randn((t.shape[0] * world, *t.shape[1:]), device=t.device)
+        return full[self.trainer.global_rank::world].to(t.dtype)
+
     # -- embedding all samples --------------------------------------------------------------------------
     @torch.no_grad()
     def embed_all(self, gather: bool = True) -> Tensor:

@@ -57,6 +57,7 @@ from torch import Tensor, nn
 from dcl.callbacks.weight_averaging import FinalEpochAveraging
 from dcl.cluster import kmeans
 from dcl.cluster.cm_losses import aecm_loss_terms, cm_loss_terms
+from dcl.distributed import global_mean, world_size
 from dcl.distributed import broadcast_
 from dcl.method import AutoencoderMethod, ClusteringMethod, ConfigError, OptimizerFactory, student_t_assign
 
@@ -70,6 +71,17 @@ def _keras_bias_init_(bias: Tensor) -> Tensor:
     std = math.sqrt(1.0 / bias.numel()) / 0.87962566103423978
     return nn.init.trunc_normal_(bias, std=std, a=-2 * std, b=2 * std)
 
+
+
+def ddp_global_batch_loss(terms: dict[str, Tensor]) -> Tensor:
+    """The loss whose DDP gradient (the ranks' average) is the single-process gradient of the global batch.
+
+    The paper's terms are sums over the batch (E1, E2, E3, the AE reconstruction) or functions of the batch's
+    mixing weights (E4, computed from every rank's gamma): those are multiplied by the world size, since DDP
+    averages. The orthogonality penalty does not depend on the batch: every rank computes all of it.
+    """
+    w = world_size()
+    return sum(v if name == "orth" else w * v for name, v in terms.items())
 
 class ClusteringModule(nn.Module):
     """The CM's parameters: gamma = softmax(x W_e + b_e) and U = W_d + b_d (K x d, one centroid per row).
@@ -204,10 +216,10 @@ class CM(ClusteringMethod):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x = self.embed(batch["x"])
         gamma = self.cm(x)
-        terms = cm_loss_terms(x, gamma, self.cm.centers(), self.alpha)
+        terms = cm_loss_terms(x, gamma, self.cm.centers(), self.alpha, pi=global_mean(gamma))
         loss = sum(terms.values())
         self.log_dict({f"train/{k}": v for k, v in terms.items()} | {"train/loss": loss}, prog_bar=False)
-        return loss
+        return ddp_global_batch_loss(terms)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.sync_centers()
@@ -326,15 +338,15 @@ class AECM(AutoencoderMethod):
             with torch.no_grad():
                 z = self.embed(x)
             gamma = self.cm(z)
-            terms = cm_loss_terms(z, gamma, self.cm.centers(), self.alpha)
+            terms = cm_loss_terms(z, gamma, self.cm.centers(), self.alpha, pi=global_mean(gamma))
         else:
             z, x_hat = self.autoencoder(x)
             gamma = self.cm(z)
             terms = aecm_loss_terms(x, x_hat, z, gamma, self.cm.centers(), self.alpha, self.beta, self.lbd,
-                                    self.orth_power)
+                                    self.orth_power, pi=global_mean(gamma))
         loss = sum(terms.values())
         self.log_dict({f"train/{k}": v for k, v in terms.items()} | {"train/loss": loss})
-        return loss
+        return ddp_global_batch_loss(terms)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.clustering_active:

@@ -272,7 +272,7 @@ class DPGMM(AutoencoderMethod):
         x = batch["x"]
         mu, logvar = self.encode(x)
         var = logvar.exp()
-        z = mu + var.sqrt() * torch.randn_like(mu)
+        z = mu + var.sqrt() * self.noise_like(mu)
         x_hat = self.autoencoder.decoder(z)
         recon = F.mse_loss(x_hat, x)
         post = self.posterior

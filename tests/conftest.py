@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -51,4 +53,14 @@ FAST = {
             "epochs": 7, "resume_epoch": 4},
     "IDEC": {"model": {"hidden_dims": [64, 64], "pretrain_epochs": 3, "update_interval": 5, "kmeans_n_init": 3},
              "epochs": 7, "resume_epoch": 4},
+    "CM": {"model": {"optimizer": partial(torch.optim.Adam, lr=0.01, eps=1e-3)}, "epochs": 8, "resume_epoch": 4},
+    "AECM": {"model": {"hidden_dims": [64, 64, 128], "init": "pre", "pretrain_epochs": 3, "cm_epochs": 1,
+                       "pretrain_optimizer": torch.optim.Adam}, "epochs": 6, "resume_epoch": 4},
+    "DCFAE": {"model": {"latent_dim": 4, "embedding_dim": 3, "channels": [4, 8], "discriminator_channels": [4, 8],
+                        "dense_dims": [16], "feature_layer": 0, "perplexity": 10.0, "kmeans_n_init": 3,
+                        "fae_epochs": 2, "norm": "group"}, "epochs": 4, "resume_epoch": 2, "image": True},
+    "DEKM": {"model": {"hidden_dims": [64, 64], "pretrain_epochs": 6, "update_interval": 5, "kmeans_n_init": 3,
+                       "weight_init": "glorot", "tol": 0.0}, "epochs": 9, "resume_epoch": 7},
+    "DPGMM": {"model": {"hidden_dims": [64, 64, 128], "pretrain_epochs": 5, "update_interval": 7}, "epochs": 8,
+              "resume_epoch": 6},
 }

@@ -35,3 +35,12 @@ class AssertSameStateOnRanks(Callback):
             assert torch.equal(gathered[0], other), (
                 f"clustering state differs between rank 0 and rank {r} at step {trainer.global_step}")
         self.checks += 1
+
+
+class ReseedAtFitStart(Callback):
+    """Seed the global RNG when fit starts. ``ddp_spawn`` workers start from a fresh seed while the parent has
+    drawn the initial weights; reseeding both runs here gives them one RNG stream (as ``ddp`` processes, which
+    each run the whole script, have)."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        torch.manual_seed(1234)

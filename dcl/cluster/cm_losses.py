@@ -57,12 +57,14 @@ def _alpha_vector(alpha: float | Sequence[float] | Tensor, k: int, like: Tensor)
     return a.expand(k) if a.ndim == 0 else a
 
 
-def cm_dirichlet_prior(gamma: Tensor, alpha: float | Sequence[float] | Tensor, eps: float = 1e-10) -> Tensor:
+def cm_dirichlet_prior(gamma: Tensor, alpha: float | Sequence[float] | Tensor, eps: float = 1e-10,
+                       pi: Tensor | None = None) -> Tensor:
     """E4 = sum_k (1 - alpha_k) log(pi_k + eps), pi the batch mean of gamma: the negative log-density of a
     Dirichlet(alpha) prior on the mixing weights (up to a constant). With alpha > 1 it pushes pi toward uniform
     (no empty cluster). A non-uniform ``alpha`` is matched to the clusters by rank (smallest alpha to the
-    smallest weight, as in the authors' code), since the cluster order is arbitrary."""
-    log_pi = torch.log(gamma.mean(dim=0) + eps)
+    smallest weight, as in the authors' code), since the cluster order is arbitrary. ``pi``: the mixing
+    weights when they are not this batch's mean (under DDP, the mean over every rank's batch)."""
+    log_pi = torch.log((gamma.mean(dim=0) if pi is None else pi) + eps)
     a = _alpha_vector(alpha, gamma.shape[1], gamma)
     if a.numel() > 1 and not bool((a == a[0]).all()):
         log_pi, a = torch.sort(log_pi).values, torch.sort(a).values
@@ -88,19 +90,19 @@ def expected_distortion(x: Tensor, gamma: Tensor, centers: Tensor) -> Tensor:
 
 
 def cm_loss_terms(x: Tensor, gamma: Tensor, centers: Tensor,
-                  alpha: float | Sequence[float] | Tensor) -> dict[str, Tensor]:
+                  alpha: float | Sequence[float] | Tensor, pi: Tensor | None = None) -> dict[str, Tensor]:
     """The CM's four terms by name (the loss is their sum)."""
     return {"e1": cm_reconstruction(x, gamma, centers), "e2": cm_sparsity(gamma, centers),
-            "e3": cm_merging(gamma, centers), "e4": cm_dirichlet_prior(gamma, alpha)}
+            "e3": cm_merging(gamma, centers), "e4": cm_dirichlet_prior(gamma, alpha, pi=pi)}
 
 
 def aecm_loss_terms(x: Tensor, x_hat: Tensor, z: Tensor, gamma: Tensor, centers: Tensor,
                     alpha: float | Sequence[float] | Tensor, beta: float, lbd: float,
-                    orth_power: int = 1) -> dict[str, Tensor]:
+                    orth_power: int = 1, pi: Tensor | None = None) -> dict[str, Tensor]:
     """AE-CM's weighted terms by name (the loss is their sum)::
 
         E1(z) + E2(orthonormal form) + lbd * ||U U^T - I||_1 + E4 + beta * sum ||x - x_hat||^2
     """
     return {"e1": cm_reconstruction(z, gamma, centers), "e2": cm_sparsity(gamma),
-            "orth": lbd * orthogonality_penalty(centers, orth_power), "e4": cm_dirichlet_prior(gamma, alpha),
+            "orth": lbd * orthogonality_penalty(centers, orth_power), "e4": cm_dirichlet_prior(gamma, alpha, pi=pi),
             "ae": beta * ae_reconstruction(x.flatten(1), x_hat.flatten(1))}
