@@ -85,6 +85,12 @@ class InMemoryLoader:
                 x = self.transform(x)
             yield {"x": x, "y": y, "index": b.to(self.x.device)}
 
+    @property
+    def num_rows(self) -> int:
+        """Samples this loader yields (on this rank) per pass."""
+        n = len(self._indices())
+        return n - n % self.batch_size if self.drop_last else n
+
     def __len__(self) -> int:
         n = len(self._indices())
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)

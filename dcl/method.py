@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcl.cluster import kmeans
+from dcl.datamodule import ClusteringDataModule
 from dcl.distributed import broadcast_, gather_ordered
 from dcl.metrics import clustering_scores
 from dcl.nets import build_autoencoder
@@ -135,15 +136,18 @@ class ClusteringMethod(pl.LightningModule):
     def embed_all(self, gather: bool = True) -> Tensor:
         """Embeddings of all samples of the datamodule, in order (``gather``) or this rank's shard."""
         dm = self.trainer.datamodule
+        loader = dm.all_dataloader()
         was_training = self.training
         self.eval()
-        parts = []
+        z, start = None, 0
         with self.trainer.precision_plugin.forward_context():
-            for batch in dm.all_dataloader():
-                x = batch["x"].to(self.device, non_blocking=True)
-                parts.append(self.embed(x).float())
+            for batch in loader:
+                out = self.embed(batch["x"].to(self.device, non_blocking=True)).float()
+                if z is None:  # one output buffer: a list of small outputs would pin the freed activations of
+                    z = out.new_empty((loader.num_rows, *out.shape[1:]))  # every batch in the heap (glibc)
+                z[start:start + len(out)] = out
+                start += len(out)
         self.train(was_training)
-        z = torch.cat(parts)
         return gather_ordered(z, dm.num_samples) if gather else z
 
     def final_scores(self) -> dict[str, float | int]:
@@ -158,13 +162,15 @@ class ClusteringMethod(pl.LightningModule):
 
     # -- validation, test and prediction ----------------------------------------------------------------
     def _collect(self, batch: dict[str, Tensor]) -> None:
-        self._val_parts.append((self.embed(batch["x"]).float(), batch["y"]))
+        if not isinstance(self.trainer.datamodule, ClusteringDataModule):  # else scored from embed_all()
+            self._val_parts.append((self.embed(batch["x"]).float(), batch["y"]))
 
     def _score(self, prefix: str) -> None:
-        z, y = (torch.cat(t) for t in zip(*self._val_parts))
-        self._val_parts.clear()
-        n = self.trainer.datamodule.num_samples if self.trainer.datamodule is not None else len(z)
-        z, y = gather_ordered(z, n), gather_ordered(y, n)
+        if self._val_parts:  # a plain dataloader given to validate/test (single process)
+            z, y = (torch.cat(t) for t in zip(*self._val_parts))
+            self._val_parts.clear()
+        else:  # all samples of the datamodule, in order, on every rank
+            z, y = self.embed_all(), self.trainer.datamodule.y.to(self.device)
         self.refresh_clusters(z)
         pred = self.predict_clusters(z)
         metrics = {f"{prefix}/k": float(self.n_clusters), f"{prefix}/k_used": float(pred.unique().numel())}
