@@ -77,6 +77,17 @@ class ResidualBlock(nn.Module):
         return self.act2(h + self.skip(x))
 
 
+def down_stages(channels: Sequence[int], blocks_per_stage: int, norm: str, activation: str) -> list[nn.Module]:
+    """One stage per entry of ``channels``: a downsampling residual block, then ``blocks_per_stage - 1`` more."""
+    stages, prev = [], channels[0]
+    for c in channels:
+        blocks = [ResidualBlock(prev, c, "down", norm=norm, activation=activation)]
+        blocks += [ResidualBlock(c, c, norm=norm, activation=activation) for _ in range(blocks_per_stage - 1)]
+        stages.append(nn.Sequential(*blocks))
+        prev = c
+    return stages
+
+
 class ResidualEncoder(nn.Module):
     """x -> (mu, logvar) of a diagonal Gaussian posterior q(z|x).
 
@@ -96,15 +107,9 @@ class ResidualEncoder(nn.Module):
         self.sizes = halved_sizes((h, w), len(channels))
         self.stem = nn.Sequential(nn.Conv2d(c_in, channels[0], 3, 1, 1, bias=norm == "none"),
                                   make_norm(norm, channels[0]), make_activation(activation))
-        stages, prev = [], channels[0]
-        for c in channels:
-            blocks = [ResidualBlock(prev, c, "down", norm=norm, activation=activation)]
-            blocks += [ResidualBlock(c, c, norm=norm, activation=activation) for _ in range(blocks_per_stage - 1)]
-            stages.append(nn.Sequential(*blocks))
-            prev = c
-        self.stages = nn.Sequential(*stages)
+        self.stages = nn.Sequential(*down_stages(channels, blocks_per_stage, norm, activation))
         sh, sw = self.sizes[-1]
-        self.head = nn.Linear(prev * sh * sw, 2 * latent_dim)
+        self.head = nn.Linear(channels[-1] * sh * sw, 2 * latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.stages(self.stem(x)).flatten(1)
@@ -160,15 +165,9 @@ class ResidualDiscriminator(nn.Module):
         self.input_shape = (c_in, h, w)
         sizes = halved_sizes((h, w), len(channels))
         self.stem = nn.Sequential(nn.Conv2d(c_in, channels[0], 3, 1, 1), make_activation(activation))
-        stages, prev = [], channels[0]
-        for c in channels:
-            blocks = [ResidualBlock(prev, c, "down", norm=norm, activation=activation)]
-            blocks += [ResidualBlock(c, c, norm=norm, activation=activation) for _ in range(blocks_per_stage - 1)]
-            stages.append(nn.Sequential(*blocks))
-            prev = c
-        self.stages = nn.ModuleList(stages)
+        self.stages = nn.ModuleList(down_stages(channels, blocks_per_stage, norm, activation))
         sh, sw = sizes[-1]
-        self.head = nn.Linear(prev * sh * sw, 1)
+        self.head = nn.Linear(channels[-1] * sh * sw, 1)
 
     @property
     def n_features(self) -> int:
