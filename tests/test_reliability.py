@@ -92,7 +92,6 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
 KNOWN_BUGS = {  # (test, method) -> why it fails today; each is a bug to fix, not a state to keep
     ("ddp", "AECM"): "AE-CM's 2-process fit drifts from the 1-process one (ARI ~0.34 on the test budget) although "
                      "its batch sums and E4's mixing weights are made global-batch exact; cause not found yet",
-    ("bf16", "AECM"): "AE-CM collapses to one cluster under bf16 autocast on CPU at the test budget",
 }
 
 
