@@ -97,7 +97,7 @@ class DEC(AutoencoderMethod):
         self.last_labels = labels
         self.log("train/label_change", changed)
         if not first and changed < self.tol:
-            self.print(f"DEC: {changed:.4%} of assignments changed (< tol {self.tol:.2%}); stopping")
+            self.print(f"{type(self).__name__}: {changed:.4%} of assignments changed (< tol {self.tol:.2%}); stopping")
             self.trainer.should_stop = True
 
     def clustering_loss(self, z: Tensor, index: Tensor) -> Tensor:
