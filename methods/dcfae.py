@@ -373,16 +373,6 @@ class DCFAE(ClusteringMethod):
             self.fae.requires_grad_(False)
 
     # -- phase 1: the fusion autoencoder -------------------------------------------------------------------
-    def noise_like(self, t: Tensor) -> Tensor:
-        """N(0, I) noise for this rank's samples. Under DDP it is drawn for the whole global batch (the RNG is
-        seeded alike on every rank) and sliced in the training loader's interleaved order (rank r holds global
-        positions r, r + W, ...), so every sample gets the noise a single-process fit would give it."""
-        world = self.trainer.world_size if self._trainer is not None else 1
-        if world == 1:
-            return torch.randn(t.shape, device=t.device).to(t.dtype)
-        full = torch.randn((t.shape[0] * world, *t.shape[1:]), device=t.device)
-        return full[self.trainer.global_rank::world].to(t.dtype)
-
     def _discriminate(self, x: Tensor) -> tuple[Tensor, Tensor]:
         logits, features = self.fae.discriminator(x)
         return logits, features[self.feature_layer]
