@@ -111,13 +111,13 @@ class ClusteringMethod(pl.LightningModule):
             self.cluster_centers = centers.clone()
 
     def run_kmeans(self, z: Tensor, n_clusters: int | None = None, init: Tensor | None = None,
-                   n_init: int | None = None):
+                   n_init: int | None = None, max_iter: int = 300):
         """k-means on the gathered embeddings, seeded from the global seed and a call counter so that every
         rank computes the same result (and resumed runs the same as uninterrupted ones)."""
         self._kmeans_calls += 1
         seed = (torch.initial_seed() + 7919 * self._kmeans_calls) % (2**31)
         result = kmeans(z.float(), n_clusters or self.n_clusters, n_init=n_init or self.kmeans_n_init,
-                        init_centers=init, seed=seed, distributed=False)
+                        max_iter=max_iter, init_centers=init, seed=seed, distributed=False)
         result.centers = broadcast_(result.centers.contiguous())
         return result
 

@@ -55,7 +55,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcl.callbacks.weight_averaging import FinalEpochAveraging
-from dcl.cluster import kmeans
 from dcl.cluster.cm_losses import aecm_loss_terms, cm_loss_terms
 from dcl.distributed import global_mean, world_size
 from dcl.distributed import broadcast_
@@ -205,11 +204,7 @@ class CM(ClusteringMethod):
 
     def on_train_epoch_start(self) -> None:
         if not bool(self.initialized):
-            x = self.embed_all()
-            self._kmeans_calls += 1
-            seed = (torch.initial_seed() + 7919 * self._kmeans_calls) % (2**31)
-            km = kmeans(x.float(), self.n_clusters, n_init=self.kmeans_n_init, max_iter=self.kmeans_max_iter,
-                        seed=seed, distributed=False)
+            km = self.run_kmeans(self.embed_all(), max_iter=self.kmeans_max_iter)
             self.set_cluster_centers(km.centers)
             self.initialized.fill_(True)
 
