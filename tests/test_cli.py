@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,12 @@ def test_wandb_offline_run_holds_metrics(tmp_path, monkeypatch):
     wandb.finish()  # the CLI process would finish the run at exit
     runs = list(tmp_path.rglob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1, "no offline W&B run was written"
-    data = wandb_payload(runs[0])  # the run's protobuf records hold the logged keys as strings
+    deadline = time.monotonic() + 60
+    while True:  # wandb's service process may still be writing the offline file after finish() returns
+        data = wandb_payload(runs[0])  # the run's protobuf records hold the logged keys as strings
+        if b"final/acc" in data or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     for key in (b"val/acc", b"val/nmi", b"train/k", b"final/acc"):
         assert key in data, key
 
