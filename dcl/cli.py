@@ -124,9 +124,15 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_float32_matmul_precision("high")
         # parse errors raise instead of printing the whole usage, so that they end as one line below
         no_exit = {"exit_on_error": False}
-        DCLCLI(ClusteringMethod, ClusteringDataModule, subclass_mode_model=True, subclass_mode_data=True,
-               auto_configure_optimizers=False, save_config_kwargs={"overwrite": True}, args=argv,
-               parser_kwargs={**no_exit, **{cmd: no_exit for cmd in ("fit", "validate", "test", "predict")}})
+        # argv is passed explicitly (rewritten above); hide the process's own arguments from LightningCLI, which
+        # warns on every run when it sees both
+        saved_argv, sys.argv = sys.argv, sys.argv[:1]
+        try:
+            DCLCLI(ClusteringMethod, ClusteringDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                   auto_configure_optimizers=False, save_config_kwargs={"overwrite": True}, args=argv,
+                   parser_kwargs={**no_exit, **{cmd: no_exit for cmd in ("fit", "validate", "test", "predict")}})
+        finally:
+            sys.argv = saved_argv
     except ArgumentError as err:
         detail = " ".join(line.strip(" -") for line in str(err).splitlines() if line.strip())
         command = argv[0] if argv and not argv[0].startswith("-") else ""

@@ -166,6 +166,9 @@ class ClusteringMethod(pl.LightningModule):
             self._val_parts.append((self.embed(batch["x"]).float(), batch["y"]))
 
     def _score(self, prefix: str) -> None:
+        if self.trainer.sanity_checking:  # the validation code ran on a few batches; scoring an untrained
+            self._val_parts.clear()       # model on every sample (embedding + k-means) would only cost time
+            return
         if self._val_parts:  # a plain dataloader given to validate/test (single process)
             z, y = (torch.cat(t) for t in zip(*self._val_parts))
             self._val_parts.clear()
