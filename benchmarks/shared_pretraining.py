@@ -1,0 +1,105 @@
+"""DEC and IDEC from one shared autoencoder pretraining per seed, as the papers do, over several seeds.
+
+For each seed: ``configs/ae_kmeans/<data>.yaml`` pretrains the d-500-500-2000-10 autoencoder (and reports
+AE + k-means), then every method in ``--methods`` starts from that run's ``last.ckpt``
+(``--model.init_args.pretrained``) with its own config (the authors' defaults) and stops by its own rule
+(``tol``) or at ``maxiter`` clustering steps. Every run is a ``dcl fit`` subprocess; a run whose
+``result.json`` already exists is not redone, so the script can be stopped and started again.
+
+    python benchmarks/shared_pretraining.py usps --seeds 0 1 2                 # the papers' budget
+    python benchmarks/shared_pretraining.py mnist --seeds 0 --pretrain-epochs 30 --maxiter 4000  # reduced (CPU)
+
+Writes benchmarks/results/shared_pretraining_<data>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = os.environ.get("DCL_DATA", str(ROOT.parent / "shared" / "data"))
+#: ACC / NMI in % as printed in the papers (IDEC paper, Table 2; DEC paper, Table 2: ACC only).
+PAPER = {("dec", "mnist"): (84.30, None), ("idec", "mnist"): (88.06, 86.72), ("idec", "usps"): (76.05, 78.46)}
+NAMES = {"ae_kmeans": "AE + k-means", "dec": "DEC", "idec": "IDEC"}
+QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+
+
+def fit(config: str, run: Path, seed: int, extra: list[str]) -> dict:
+    """One ``dcl fit`` in its own process; its scores, wall time and clustering steps."""
+    done = run / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    run.mkdir(parents=True, exist_ok=True)
+    data_dir = [] if "digits" in config else ["--data.init_args.data_dir", DATA]  # Digits ships with sklearn
+    cmd = [sys.executable, "-m", "dcl.cli", "fit", "--config", str(ROOT / config), *data_dir, "--seed_everything", str(seed), "--trainer.default_root_dir", str(run),
+           "--trainer.check_val_every_n_epoch", "100000", *QUIET, *extra]
+    t0 = time.perf_counter()
+    with open(run / "log.txt", "w") as log:
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    scores = json.loads(next(run.rglob("final_scores.json")).read_text())
+    result = {**{k: 100 * scores[k] for k in ("acc", "nmi", "ari")}, "wall_s": time.perf_counter() - t0,
+              "command": " ".join(cmd[1:])}
+    done.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", choices=["digits", "usps", "mnist"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=["dec", "idec"])
+    p.add_argument("--pretrain-epochs", type=int, default=200, help="the papers' 200 by default")
+    p.add_argument("--maxiter", type=int, default=None, help="cap on clustering steps (default: the config's)")
+    args = p.parse_args()
+    work = ROOT / "benchmarks" / "work" / "shared_pretraining" / f"{args.data}_p{args.pretrain_epochs}"
+    runs: dict[str, list[dict]] = {m: [] for m in ["ae_kmeans", *args.methods]}
+    for seed in args.seeds:
+        ae_run = work / f"s{seed}" / "ae_kmeans"
+        runs["ae_kmeans"].append(fit(f"configs/ae_kmeans/{args.data}.yaml", ae_run, seed,
+                                     ["--trainer.max_epochs", str(args.pretrain_epochs)]))
+        ckpt = next(ae_run.rglob("last.ckpt"))
+        for method in args.methods:
+            extra = ["--model.init_args.pretrained", str(ckpt), "--trainer.max_epochs", "100000"]
+            if args.maxiter:
+                extra += ["--model.init_args.maxiter", str(args.maxiter)]
+            runs[method].append(fit(f"configs/{method}/{args.data}.yaml", work / f"s{seed}" / method, seed, extra))
+        print(f"seed {seed}:", {m: {k: round(r[-1][k], 2) for k in ("acc", "nmi", "ari", "wall_s")}
+                                for m, r in runs.items()}, flush=True)
+
+    summary = {m: {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs]))}
+                   for k in ("acc", "nmi", "ari", "wall_s")} for m, rs in runs.items()}
+    out = ROOT / "benchmarks" / "results" / f"shared_pretraining_{args.data}"
+    budget = (f"pretraining {args.pretrain_epochs} epochs (Adam 1e-3, batch 256); clustering: the configs' "
+              f"defaults (authors' code){'' if not args.maxiter else f', maxiter capped at {args.maxiter}'}")
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}"
+    out.with_suffix(".json").write_text(json.dumps({"data": args.data, "seeds": args.seeds, "budget": budget,
+                                                    "machine": machine, "runs": runs, "summary": summary}, indent=2))
+    lines = [f"# DEC / IDEC on {args.data} from a shared pretraining, seeds {args.seeds}", "",
+             f"Budget: {budget}. Machine: {machine}. Scores in %, mean ± std over the seeds.", "",
+             "| method | ACC | NMI | ARI | wall per run (s) | paper ACC / NMI |", "|---|---|---|---|---|---|"]
+    for m, s in summary.items():
+        paper = PAPER.get((m, args.data))
+        ref = " / ".join("-" if v is None else f"{v:.2f}" for v in paper) if paper else "-"
+        lines.append(f"| {NAMES.get(m, m)} | " + " | ".join(f"{s[k]['mean']:.2f} ± {s[k]['std']:.2f}"
+                                                          for k in ("acc", "nmi", "ari"))
+                     + f" | {s['wall_s']['mean']:.0f} | {ref} |")
+    lines += ["", "Per seed (ACC / NMI / ARI):", ""]
+    for m, rs in runs.items():
+        lines.append(f"- {NAMES.get(m, m)}: " + "; ".join(f"seed {s}: {r['acc']:.2f} / {r['nmi']:.2f} / {r['ari']:.2f}"
+                                                          for s, r in zip(args.seeds, rs)))
+    lines += ["", f"Command: `python benchmarks/shared_pretraining.py {' '.join(sys.argv[1:])}`"]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
