@@ -1,0 +1,29 @@
+"""Every shipped config parses against the method's and datamodule's signatures (a typo in a key or a value of the
+wrong type fails here, not in a user's run), and sits in the folder of the method it configures."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import REPO
+from dcl import registry
+from dcl.cli import main
+
+CONFIGS = sorted((REPO / "configs").glob("*/*.yaml"))
+
+
+def test_every_method_has_configs():
+    folders = {p.parent.name for p in CONFIGS}
+    assert len(CONFIGS) >= len(registry.available("method")) and "ae_kmeans" in folders and "dekm" in folders
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as done:  # --print_config validates every key and type, then exits
+        main(["fit", "--config", str(config), "--print_config"])
+    assert done.value.code in (0, None), capsys.readouterr().err
+    printed = yaml.safe_load(capsys.readouterr().out)
+    method = printed["model"]["class_path"].rsplit(".", 1)[-1].lower()
+    assert config.parent.name.replace("_", "") == method, f"{config} configures {method}"
+    assert config.stem.replace("_", "") in printed["data"]["class_path"].lower(), f"{config} loads another data set"
