@@ -138,39 +138,41 @@ def assign_nearest(x: Tensor, centers: Tensor, chunk_size: int = 65536) -> tuple
     x_sq = (x * x).sum(1)
     labels = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     vals = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-    _e_step(x, centers, chunk_size, labels, vals, None)
+    _e_step(x, centers, chunk_size, labels, vals)
     return labels, vals.add_(x_sq).clamp_min_(0)
 
 
-def _e_step(
-    x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, vals: Tensor, sums: Tensor | None
-) -> None:
-    """Assign rows to nearest centers; write ``min_k(||c_k||^2 - 2 x.c_k)`` to ``vals``.
+def _e_step(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, vals: Tensor) -> None:
+    """Assign rows to their nearest center (lowest index on exact ties); write
+    ``min_k(||c_k||^2 - 2 x.c_k)`` to ``vals``.
 
-    If ``sums`` (float64 ``(K, d)``) is given, the rows are added to their cluster's sum.
+    The distances of a chunk are computed as a ``(K, rows)`` block, ``C @ x_chunk^T`` (a wide
+    GEMM, several times faster on CPU than the skinny ``(rows, K)`` one), and the argmin along
+    dim 0 is taken with two cheap vectorized column minima instead of ``argmin(dim=0)`` (slow on
+    CPU): with ``m = min_k d_k``, ``label = min_k (K * [d_k > m] + k)`` is the first ``k`` with
+    ``d_k == m`` (exact: small integers in floating point).
     """
-    c_sq = (centers * centers).sum(1).unsqueeze(0)
-    ct = centers.t()
-    n = x.shape[0]
-    for s in range(0, n, chunk_size):
-        xc = x[s : s + chunk_size]
-        d = torch.addmm(c_sq, xc, ct, alpha=-2.0)
-        v, lab = torch.min(d, dim=1)
-        labels[s : s + chunk_size] = lab
-        vals[s : s + chunk_size] = v
-        if sums is not None:
-            sums.index_add_(0, lab, xc.to(torch.float64))
+    k = centers.shape[0]
+    c_sq = (centers * centers).sum(1, keepdim=True)
+    ks = torch.arange(k, dtype=x.dtype, device=x.device).unsqueeze(1)
+    xt = x.t()
+    for s in range(0, x.shape[0], chunk_size):
+        d = torch.addmm(c_sq, centers, xt[:, s : s + chunk_size], alpha=-2.0)  # (K, rows)
+        m = torch.amin(d, 0)
+        vals[s : s + chunk_size] = m
+        torch.gt(d, m, out=d)
+        labels[s : s + chunk_size] = torch.amin(d.mul_(k).add_(ks), 0)
 
 
 def _sq_dists_small(x: Tensor, x_sq: Tensor, c: Tensor, chunk_size: int) -> Tensor:
-    """``(N, m)`` clamped squared distances to a few points ``c`` (used by k-means++)."""
+    """``(m, N)`` clamped squared distances of a few points ``c`` to all rows (k-means++)."""
     n = x.shape[0]
-    out = torch.empty((n, c.shape[0]), dtype=x.dtype, device=x.device)
-    c_sq = (c * c).sum(1).unsqueeze(0)
-    ct = c.t()
+    out = torch.empty((c.shape[0], n), dtype=x.dtype, device=x.device)
+    c_sq = (c * c).sum(1, keepdim=True)
+    xt = x.t()
     for s in range(0, n, chunk_size):
-        d = torch.addmm(c_sq, x[s : s + chunk_size], ct, alpha=-2.0)
-        out[s : s + chunk_size] = d.add_(x_sq[s : s + chunk_size].unsqueeze(1)).clamp_min_(0)
+        d = torch.addmm(c_sq, c, xt[:, s : s + chunk_size], alpha=-2.0)
+        out[:, s : s + chunk_size] = d.add_(x_sq[s : s + chunk_size]).clamp_min_(0)
     return out
 
 
@@ -289,7 +291,7 @@ def _kmeans_plusplus(
     g = int(torch.randint(n_total, (1,), generator=gen).item())
     local = g - offset
     centers[0] = _fetch_rows(x, [local if 0 <= local < n else None], comm)[0]
-    closest = _sq_dists_small(x, x_sq, centers[0:1], chunk_size)[:, 0]
+    closest = _sq_dists_small(x, x_sq, centers[0:1], chunk_size)[0]
     local_pot = closest.sum(dtype=torch.float64).reshape(1)
     rank_pots = comm.all_gather(local_pot)[:, 0].cpu()
 
@@ -299,12 +301,12 @@ def _kmeans_plusplus(
         local_cum = torch.cumsum(closest, 0, dtype=torch.float64)
         idx = _locate(r, rank_pots, local_cum, counts, comm)
         cand = _fetch_rows(x, idx, comm)  # (n_trials, d)
-        dc = _sq_dists_small(x, x_sq, cand, chunk_size)
-        torch.minimum(dc, closest.unsqueeze(1), out=dc)
-        pots = comm.all_gather(dc.sum(0, dtype=torch.float64)).cpu()  # (world, n_trials)
+        dc = _sq_dists_small(x, x_sq, cand, chunk_size)  # (n_trials, N)
+        torch.minimum(dc, closest.unsqueeze(0), out=dc)
+        pots = comm.all_gather(dc.sum(1, dtype=torch.float64)).cpu()  # (world, n_trials)
         best = int(torch.argmin(pots.sum(0)).item())
         rank_pots = pots[:, best].contiguous()
-        closest = dc[:, best].contiguous()
+        closest = dc[best]
         centers[c] = cand[best]
     return comm.broadcast_(centers, 0)
 
@@ -350,6 +352,40 @@ def _relocate_empty(
         counts[new_id] = 1
 
 
+def _update_sums(
+    x: Tensor, labels: Tensor, labels_old: Tensor, sums: Tensor, cnt: Tensor, chunk_size: int
+) -> int:
+    """Bring the local float64 per-cluster ``sums``/``cnt`` (consistent with ``labels_old``) up to
+    date with ``labels``; returns the number of changed labels.
+
+    Only the rows whose label changed are moved (subtracted from the old cluster, added to the
+    new one): after the first few Lloyd iterations that is a small fraction of the data, so the
+    M-step costs far less than a full ``index_add_`` over all rows.  When more than half of the
+    labels changed (always in the first iteration, where ``labels_old`` is -1) the sums are
+    recomputed from scratch.  float64 adds of float32/float64 rows: the drift of the running
+    sums is at the level of float64 rounding.
+    """
+    n = x.shape[0]
+    changed = torch.nonzero(labels != labels_old).squeeze(1)
+    n_changed = changed.numel()
+    if 2 * n_changed > n:
+        sums.zero_()
+        for s in range(0, n, chunk_size):
+            sums.index_add_(0, labels[s : s + chunk_size], x[s : s + chunk_size].to(torch.float64))
+        cnt.copy_(torch.bincount(labels, minlength=cnt.shape[0]))
+        return n_changed
+    for s in range(0, n_changed, chunk_size):
+        idx = changed[s : s + chunk_size]
+        rows = x[idx].to(torch.float64)
+        new, old = labels[idx], labels_old[idx]
+        sums.index_add_(0, new, rows)
+        sums.index_add_(0, old, rows, alpha=-1)
+        ones = torch.ones(idx.shape[0], dtype=torch.float64, device=x.device)
+        cnt.index_add_(0, new, ones)
+        cnt.index_add_(0, old, ones, alpha=-1)
+    return n_changed
+
+
 def _lloyd(
     x: Tensor,
     x_sq: Tensor,
@@ -360,13 +396,22 @@ def _lloyd(
     chunk_size: int,
     offset: int,
 ) -> tuple[Tensor, Tensor, Tensor, int]:
-    """Returns (centers, labels, vals, n_iter); labels/vals are for the returned centers."""
+    """Returns (centers, labels, vals, n_iter); labels/vals are for the returned centers.
+
+    One host synchronization per iteration in the common case (counts, number of changed labels
+    and center shift come back together); a second one only when a cluster is empty.
+    """
     n, d = x.shape
     k = centers.shape[0]
     dev = x.device
     labels = torch.full((n,), -1, dtype=torch.long, device=dev)
     labels_old = torch.full((n,), -1, dtype=torch.long, device=dev)
     vals = torch.empty(n, dtype=x.dtype, device=dev)
+    # local sums/counts, kept consistent with `labels_old` across iterations (see _update_sums)
+    loc = torch.zeros(k * d + k, dtype=torch.float64, device=dev)
+    loc_sums = loc[: k * d].view(k, d)
+    loc_cnt = loc[k * d :]
+    # global (all-reduced) sums / counts / number of changed labels of this iteration
     buf = torch.empty(k * d + k + 1, dtype=torch.float64, device=dev)
     sums = buf[: k * d].view(k, d)
     cnt = buf[k * d : k * d + k]
@@ -374,22 +419,27 @@ def _lloyd(
     relocated = False
     it = 0
     for it in range(max_iter):
-        buf.zero_()
-        _e_step(x, centers, chunk_size, labels, vals, sums)
-        cnt += torch.bincount(labels, minlength=k).to(torch.float64)
-        buf[-1] = (labels != labels_old).sum().to(torch.float64)
+        _e_step(x, centers, chunk_size, labels, vals)
+        n_changed_local = _update_sums(x, labels, labels_old, loc_sums, loc_cnt, chunk_size)
+        buf[: k * d + k] = loc
+        buf[-1] = n_changed_local
         comm.all_reduce_(buf)
-        host = buf[k * d :].cpu()
-        n_changed = int(host[-1].item())
+        old64 = centers.to(torch.float64)
+        nonzero = (cnt > 0).unsqueeze(1)
+        new_centers = torch.where(nonzero, sums / cnt.clamp_min(1).unsqueeze(1), old64).to(x.dtype)
+        shift_t = (new_centers.to(torch.float64) - old64).pow(2).sum()
+        host = torch.cat([buf[k * d :], shift_t.reshape(1)]).cpu()  # counts, n_changed, shift
+        n_changed = int(host[k].item())
         empty = torch.nonzero(host[:k] == 0).flatten().tolist()
         prev_relocated, relocated = relocated, bool(empty)
         if relocated:
+            # modifies the global copy only; the local sums stay consistent with the labels
             _relocate_empty(sums, cnt, empty, x, x_sq, labels, vals, comm, offset)
-        nonzero = (cnt > 0).unsqueeze(1)
-        new_centers = torch.where(
-            nonzero, sums / cnt.clamp_min(1).unsqueeze(1), centers.to(torch.float64)
-        ).to(x.dtype)
-        shift = float((new_centers - centers).to(torch.float64).pow(2).sum().item())
+            nonzero = (cnt > 0).unsqueeze(1)
+            new_centers = torch.where(nonzero, sums / cnt.clamp_min(1).unsqueeze(1), old64).to(x.dtype)
+            shift = float((new_centers.to(torch.float64) - old64).pow(2).sum().item())
+        else:
+            shift = float(host[k + 1].item())
         centers = new_centers
         if n_changed == 0 and not (relocated or prev_relocated):
             # labels unchanged (and no repair) => same sums => new centers == the centers the
@@ -400,7 +450,7 @@ def _lloyd(
             break
         labels, labels_old = labels_old, labels
     if not strict:
-        _e_step(x, centers, chunk_size, labels, vals, None)
+        _e_step(x, centers, chunk_size, labels, vals)
     return centers, labels, vals, it + 1
 
 
