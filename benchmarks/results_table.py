@@ -267,24 +267,30 @@ def render_markdown(rows: list[dict], methods: list[str], datasets: list[str], m
             cells.append(f"{r['wall_s_mean']:.0f} s, {r['peak_rss_mb_max']:.0f} MB" if ok else "")
         lines.append("| " + " | ".join(cells) + " |")
     sources = sorted({PAPER[m, d]["source"] for m in methods for d in datasets if (m, d) in PAPER})
-    per_method = {}
+    cell_budgets = {}  # (method, dataset) -> the overrides its runs used
     for r in meta["runs"]:
         if r["status"] == "ok" and r["method"] in methods and r["dataset"] in datasets:
-            per_method.setdefault(r["method"], set()).add(" ".join(r.get("overrides", [])) or "none")
-    budgets = {b for bs in per_method.values() for b in bs}
-    if not budgets or budgets == {"none"}:
-        budget = "none (the configs' own budgets)"
-    elif len(budgets) == 1:
-        budget = f"`{budgets.pop()}`"
-    else:
-        budget = "; ".join(f"{METHOD_NAMES.get(m, m)}: " + ", ".join(f"`{b}`" for b in sorted(bs))
-                           for m, bs in per_method.items())
-    lines += ["", f"Seeds: {meta['seeds']}. Budget overrides: {budget}. Machine: {meta['machine']}; "
+            cell_budgets.setdefault((r["method"], r["dataset"]), set()).add(_short(r.get("overrides", [])))
+    if cell_budgets and set().union(*cell_budgets.values()) != {"the config's"}:
+        lines += ["", "Budget of each cell (overrides of the config; `max_epochs` includes the first phase):", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for m in methods:
+            lines.append("| " + " | ".join([METHOD_NAMES.get(m, m)] + ["; ".join(sorted(cell_budgets.get((m, d), [])))
+                                                                      for d in datasets]) + " |")
+    lines += ["", f"Seeds: {meta['seeds']}. Machine: {meta['machine']}; "
               f"{meta['threads']} thread(s) per run"
               + (f", load average {meta['load_average_at_start']} at start" if "load_average_at_start" in meta else "")
               + f"; {meta['date']}.",
               "Paper figures: " + ("; ".join(sources) if sources else "none for these cells") + "."]
     return "\n".join(lines) + "\n"
+
+
+def _short(overrides: list[str]) -> str:
+    """``--model.init_args.pretrain_epochs 5 --trainer.max_epochs 10`` -> ``pretrain_epochs 5, max_epochs 10``;
+    settings that only silence or speed up evaluation are left out."""
+    pairs = [(k.rsplit(".", 1)[-1], v) for k, v in zip(overrides[::2], overrides[1::2])
+             if k != "--trainer.check_val_every_n_epoch"]
+    return ", ".join(f"{k} {v}" for k, v in pairs) or "the config's"
 
 
 CSV_FIELDS = ["method", "dataset", "runs", "ok", "status", "acc_mean", "acc_std", "nmi_mean", "nmi_std", "ari_mean",

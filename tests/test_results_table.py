@@ -26,7 +26,8 @@ def test_overrides_are_scoped_by_method_and_dataset():
 
 
 def run(method, dataset, seed, acc, status="ok"):
-    r = {"method": method, "dataset": dataset, "seed": seed, "status": status, "overrides": ["--x", "1"]}
+    r = {"method": method, "dataset": dataset, "seed": seed, "status": status,
+         "overrides": ["--model.init_args.pretrain_epochs", "5", "--trainer.check_val_every_n_epoch", "9"]}
     if status == "ok":
         r.update(acc=acc, nmi=acc - 0.1, ari=acc - 0.2, k=10, wall_s=10.0 + seed, peak_rss_mb=500.0 + seed)
     return r
@@ -48,5 +49,6 @@ def test_summary_and_table(tmp_path):
     assert paths["md"].name == "table.md"
     assert "| DEKM | not run (95.75 / 91.06) | 75.0 ± 7.1 / 65.0 ± 7.1 (79.75 / 82.23) [2/3 runs ok] |" in table
     assert "| DEC | no config (84.30 / —) | 50.0 / 40.0 |" in table
+    assert "| DEKM |  | pretrain_epochs 5 |" in table  # each cell's budget, evaluation-only settings left out
     header = paths["csv"].read_text().splitlines()[0].split(",")
     assert header[:6] == ["method", "dataset", "runs", "ok", "status", "acc_mean"]

@@ -1,0 +1,27 @@
+#!/bin/bash
+# The README's method x data set table on a CPU machine: every method on every local data set, one seed, an equal
+# reduced budget per data set (P "pretraining" / first-phase epochs + C clustering epochs for every method):
+# Digits and COIL-20 50 + 50, USPS 20 + 20, MNIST 5 + 5 (DCFAE on MNIST 1 + 1: its GAN phase costs about 5 min per
+# epoch on one CPU core). On a GPU machine run results_table.py without the overrides instead (the configs' budgets).
+#   bash benchmarks/grid_cpu.sh [data sets...]        (default: digits coil20 usps mnist; about 90 min on 1 core)
+set -e
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+budget() {  # method data P C -> the --set flags giving that method P + C epochs
+  local m=$1 d=$2 p=$3 c=$4 t=$(($3 + $4))
+  case $m in
+    ae_kmeans) echo "--set $m/$d:trainer.max_epochs=$t" ;;
+    cm|aecm) echo "--set $m/$d:trainer.max_epochs=$((t + 1))" ;;  # + the final weight-averaging epoch
+    dcfae) echo "--set $m/$d:model.init_args.fae_epochs=$p --set $m/$d:trainer.max_epochs=$t" ;;
+    *) echo "--set $m/$d:model.init_args.pretrain_epochs=$p --set $m/$d:trainer.max_epochs=$t" ;;
+  esac
+}
+for d in ${@:-digits coil20 usps mnist}; do
+  case $d in mnist) p=5; c=5 ;; usps) p=20; c=20 ;; *) p=50; c=50 ;; esac
+  sets=""
+  for m in ae_kmeans dec idec dekm cm aecm dpgmm dcfae; do
+    if [ $d = mnist ] && [ $m = dcfae ]; then sets="$sets $(budget $m $d 1 1)"; else sets="$sets $(budget $m $d $p $c)"; fi
+  done
+  $PY benchmarks/results_table.py --datasets $d --seeds 1 --merge --timeout 2400 \
+    --set trainer.check_val_every_n_epoch=100000 $sets
+done
