@@ -48,9 +48,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from dcl.cluster.dpgmm import LOG_2PI
 from dcl.distributed import all_reduce_sum_, broadcast_, is_distributed
-
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 # -- statistics ------------------------------------------------------------------------------------------------
