@@ -314,19 +314,27 @@ def _kmeans_plusplus(
 # ----------------------------------------------------------------------------------------------
 # Lloyd
 # ----------------------------------------------------------------------------------------------
+def _dist_to_own(x: Tensor, centers: Tensor, labels: Tensor, chunk_size: int) -> Tensor:
+    """``||x_i - c_{label_i}||^2`` (exact difference, as scikit-learn's repair uses)."""
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for s in range(0, x.shape[0], chunk_size):
+        out[s : s + chunk_size] = (x[s : s + chunk_size] - centers[labels[s : s + chunk_size]]).pow(2).sum(1)
+    return out
+
+
 def _relocate_empty(
     sums: Tensor,
     counts: Tensor,
     empty: list[int],
     x: Tensor,
-    x_sq: Tensor,
+    centers: Tensor,
     labels: Tensor,
-    vals: Tensor,
     comm: _Comm,
     offset: int,
+    chunk_size: int,
 ) -> None:
     """sklearn-style repair: move each empty cluster onto one of the globally farthest points
-    (distance to their assigned center), taking that point out of its old cluster."""
+    (distance to the center they were assigned to), taking that point out of its old cluster."""
     n, d = x.shape
     n_empty = len(empty)
     m = min(n_empty, n)
@@ -334,7 +342,7 @@ def _relocate_empty(
     cand[:, 0] = -math.inf
     cand[:, 1] = float(2**53)
     if m > 0:
-        dist_to_own = (vals + x_sq).clamp_min(0)
+        dist_to_own = _dist_to_own(x, centers, labels, chunk_size)
         order = torch.sort(dist_to_own, descending=True, stable=True).indices[:m]
         cand[:m, 0] = dist_to_own[order].to(torch.float64)
         cand[:m, 1] = (order + offset).to(torch.float64)
@@ -352,106 +360,149 @@ def _relocate_empty(
         counts[new_id] = 1
 
 
-def _update_sums(
-    x: Tensor, labels: Tensor, labels_old: Tensor, sums: Tensor, cnt: Tensor, chunk_size: int
-) -> int:
-    """Bring the local float64 per-cluster ``sums``/``cnt`` (consistent with ``labels_old``) up to
-    date with ``labels``; returns the number of changed labels.
+def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor) -> None:
+    """:func:`_e_step` for ``R`` runs at once: ``centers (R, K, d)``, ``labels (R, N)``.
+
+    One ``(R*K, rows)`` GEMM per chunk; ``rows = chunk_size // R`` keeps the memory bound
+    (``chunk_size x K`` elements).
+    """
+    r, k, d = centers.shape
+    cf = centers.reshape(r * k, d)
+    c_sq = (cf * cf).sum(1, keepdim=True)
+    ks = torch.arange(k, dtype=x.dtype, device=x.device).view(1, k, 1)
+    xt = x.t()
+    rows = max(1, chunk_size // r)
+    for s in range(0, x.shape[0], rows):
+        dist = torch.addmm(c_sq, cf, xt[:, s : s + rows], alpha=-2.0).view(r, k, -1)
+        m = torch.amin(dist, 1, keepdim=True)
+        torch.gt(dist, m, out=dist)
+        labels[:, s : s + rows] = torch.amin(dist.mul_(k).add_(ks), 1)
+
+
+def _update_sums_batch(
+    x: Tensor, labels: Tensor, labels_old: Tensor, sums: Tensor, cnt: Tensor, first: bool, chunk_size: int
+) -> Tensor:
+    """Bring the local float64 per-cluster sums ``(R*K, d)`` and counts ``(R*K,)`` (consistent
+    with ``labels_old``, ``(R, N)``) up to date with ``labels``; returns the number of changed
+    labels per run (float64 ``(R,)``).
 
     Only the rows whose label changed are moved (subtracted from the old cluster, added to the
-    new one): after the first few Lloyd iterations that is a small fraction of the data, so the
-    M-step costs far less than a full ``index_add_`` over all rows.  When more than half of the
-    labels changed (always in the first iteration, where ``labels_old`` is -1) the sums are
-    recomputed from scratch.  float64 adds of float32/float64 rows: the drift of the running
-    sums is at the level of float64 rounding.
+    new one): after the first few Lloyd iterations that is a small fraction of the data, so this
+    costs far less than a full scatter of all rows.  In the ``first`` iteration (``labels_old``
+    is -1) the sums are computed from scratch.  float64 accumulation of float32/float64 rows:
+    the drift of the running sums is at the level of float64 rounding.
     """
-    n = x.shape[0]
-    changed = torch.nonzero(labels != labels_old).squeeze(1)
-    n_changed = changed.numel()
-    if 2 * n_changed > n:
+    r, n = labels.shape
+    k = cnt.shape[0] // r
+    dev = x.device
+    base = (torch.arange(r, device=dev) * k).unsqueeze(1)
+    if first:
         sums.zero_()
-        for s in range(0, n, chunk_size):
-            sums.index_add_(0, labels[s : s + chunk_size], x[s : s + chunk_size].to(torch.float64))
-        cnt.copy_(torch.bincount(labels, minlength=cnt.shape[0]))
-        return n_changed
-    for s in range(0, n_changed, chunk_size):
-        idx = changed[s : s + chunk_size]
-        rows = x[idx].to(torch.float64)
-        new, old = labels[idx], labels_old[idx]
-        sums.index_add_(0, new, rows)
-        sums.index_add_(0, old, rows, alpha=-1)
-        ones = torch.ones(idx.shape[0], dtype=torch.float64, device=x.device)
+        cnt.zero_()
+        rows = max(1, chunk_size // r)
+        for s in range(0, n, rows):
+            flat = (labels[:, s : s + rows] + base).reshape(-1)
+            xs = x[s : s + rows].to(torch.float64)
+            sums.index_add_(0, flat, xs.repeat(r, 1))
+            cnt += torch.bincount(flat, minlength=r * k).to(torch.float64)
+        return torch.full((r,), float(n), dtype=torch.float64, device=dev)
+    changed = torch.nonzero(labels != labels_old)  # (M, 2): run, row
+    n_changed = torch.bincount(changed[:, 0], minlength=r).to(torch.float64)
+    for s in range(0, changed.shape[0], chunk_size):
+        run, row = changed[s : s + chunk_size].unbind(1)
+        xs = x[row].to(torch.float64)
+        new = labels[run, row] + run * k
+        old = labels_old[run, row] + run * k
+        sums.index_add_(0, new, xs)
+        sums.index_add_(0, old, xs, alpha=-1)
+        ones = torch.ones(row.shape[0], dtype=torch.float64, device=dev)
         cnt.index_add_(0, new, ones)
         cnt.index_add_(0, old, ones, alpha=-1)
     return n_changed
 
 
-def _lloyd(
+def _lloyd_batch(
     x: Tensor,
-    x_sq: Tensor,
     centers: Tensor,
     comm: _Comm,
     max_iter: int,
     tol_abs: float,
     chunk_size: int,
     offset: int,
-) -> tuple[Tensor, Tensor, Tensor, int]:
-    """Returns (centers, labels, vals, n_iter); labels/vals are for the returned centers.
+    on_done,
+) -> None:
+    """Lloyd iterations of ``R`` independent runs advanced together (``centers (R, K, d)``).
 
-    One host synchronization per iteration in the common case (counts, number of changed labels
-    and center shift come back together); a second one only when a cluster is empty.
+    Every run follows exactly the single-run rules (sklearn's): it stops when no label changed
+    (and no repair happened in this or the previous iteration) -- its labels are then final --, or
+    when its squared center shift is ``<= tol_abs``, or after ``max_iter`` iterations; its labels
+    are then recomputed for the final centers.  A finished run is handed to
+    ``on_done(run, centers, labels, n_iter)`` and dropped from the batch.
+
+    Per iteration: one batched E-step, one incremental M-step, one ``all_reduce`` (DDP) and one
+    host synchronization (counts, numbers of changed labels and shifts of all runs together); a
+    run with an empty cluster costs an extra synchronization for its repair.
     """
-    n, d = x.shape
-    k = centers.shape[0]
+    r, k, d = centers.shape
+    n = x.shape[0]
     dev = x.device
-    labels = torch.full((n,), -1, dtype=torch.long, device=dev)
-    labels_old = torch.full((n,), -1, dtype=torch.long, device=dev)
-    vals = torch.empty(n, dtype=x.dtype, device=dev)
-    # local sums/counts, kept consistent with `labels_old` across iterations (see _update_sums)
-    loc = torch.zeros(k * d + k, dtype=torch.float64, device=dev)
-    loc_sums = loc[: k * d].view(k, d)
-    loc_cnt = loc[k * d :]
-    # global (all-reduced) sums / counts / number of changed labels of this iteration
-    buf = torch.empty(k * d + k + 1, dtype=torch.float64, device=dev)
-    sums = buf[: k * d].view(k, d)
-    cnt = buf[k * d : k * d + k]
-    strict = False
-    relocated = False
-    it = 0
+    run_ids = list(range(r))
+    labels = torch.full((r, n), -1, dtype=torch.long, device=dev)
+    labels_old = torch.full((r, n), -1, dtype=torch.long, device=dev)
+    # local sums/counts, kept consistent with `labels_old` across iterations
+    loc_sums = torch.zeros((r * k, d), dtype=torch.float64, device=dev)
+    loc_cnt = torch.zeros(r * k, dtype=torch.float64, device=dev)
+    relocated = [False] * r
     for it in range(max_iter):
-        _e_step(x, centers, chunk_size, labels, vals)
-        n_changed_local = _update_sums(x, labels, labels_old, loc_sums, loc_cnt, chunk_size)
-        buf[: k * d + k] = loc
-        buf[-1] = n_changed_local
+        r = len(run_ids)
+        _e_step_batch(x, centers, chunk_size, labels)
+        n_changed = _update_sums_batch(x, labels, labels_old, loc_sums, loc_cnt, it == 0, chunk_size)
+        # global (all-reduced) sums / counts / numbers of changed labels of this iteration
+        buf = torch.cat([loc_sums.view(r, k * d), loc_cnt.view(r, k), n_changed.view(r, 1)], 1)
         comm.all_reduce_(buf)
+        sums = buf[:, : k * d].view(r, k, d)
+        cnt = buf[:, k * d : k * d + k]
         old64 = centers.to(torch.float64)
-        nonzero = (cnt > 0).unsqueeze(1)
-        new_centers = torch.where(nonzero, sums / cnt.clamp_min(1).unsqueeze(1), old64).to(x.dtype)
-        shift_t = (new_centers.to(torch.float64) - old64).pow(2).sum()
-        host = torch.cat([buf[k * d :], shift_t.reshape(1)]).cpu()  # counts, n_changed, shift
-        n_changed = int(host[k].item())
-        empty = torch.nonzero(host[:k] == 0).flatten().tolist()
-        prev_relocated, relocated = relocated, bool(empty)
-        if relocated:
-            # modifies the global copy only; the local sums stay consistent with the labels
-            _relocate_empty(sums, cnt, empty, x, x_sq, labels, vals, comm, offset)
-            nonzero = (cnt > 0).unsqueeze(1)
-            new_centers = torch.where(nonzero, sums / cnt.clamp_min(1).unsqueeze(1), old64).to(x.dtype)
-            shift = float((new_centers.to(torch.float64) - old64).pow(2).sum().item())
-        else:
-            shift = float(host[k + 1].item())
+        new_centers = torch.where(
+            (cnt > 0).unsqueeze(2), sums / cnt.clamp_min(1).unsqueeze(2), old64
+        ).to(x.dtype)
+        shift_t = (new_centers.to(torch.float64) - old64).pow(2).sum((1, 2))
+        host = torch.cat([buf[:, k * d :], shift_t.unsqueeze(1)], 1).cpu()  # counts, n_changed, shift
+        done: list[int] = []
+        for j in range(r):
+            empty = torch.nonzero(host[j, :k] == 0).flatten().tolist()
+            prev_relocated, relocated[j] = relocated[j], bool(empty)
+            if empty:
+                # modifies the global copy only; the local sums stay consistent with the labels
+                _relocate_empty(sums[j], cnt[j], empty, x, centers[j], labels[j], comm, offset, chunk_size)
+                new_centers[j] = torch.where(
+                    (cnt[j] > 0).unsqueeze(1), sums[j] / cnt[j].clamp_min(1).unsqueeze(1), old64[j]
+                ).to(x.dtype)
+                shift = float((new_centers[j].to(torch.float64) - old64[j]).pow(2).sum().item())
+            else:
+                shift = float(host[j, k + 1].item())
+            if int(host[j, k].item()) == 0 and not (relocated[j] or prev_relocated):
+                # labels unchanged (and no repair) => same sums => the new centers are the ones
+                # the labels were computed with: labels already final
+                on_done(run_ids[j], new_centers[j], labels[j], it + 1)
+                done.append(j)
+            elif shift <= tol_abs or it + 1 == max_iter:
+                lab = torch.empty(n, dtype=torch.long, device=dev)
+                _e_step(x, new_centers[j], chunk_size, lab, torch.empty(n, dtype=x.dtype, device=dev))
+                on_done(run_ids[j], new_centers[j], lab, it + 1)
+                done.append(j)
         centers = new_centers
-        if n_changed == 0 and not (relocated or prev_relocated):
-            # labels unchanged (and no repair) => same sums => new centers == the centers the
-            # labels were computed with, so labels are already consistent with them
-            strict = True
-            break
-        if shift <= tol_abs:
-            break
         labels, labels_old = labels_old, labels
-    if not strict:
-        _e_step(x, centers, chunk_size, labels, vals)
-    return centers, labels, vals, it + 1
+        if done:
+            keep = [j for j in range(r) if j not in done]
+            if not keep:
+                return
+            kt = torch.tensor(keep, dtype=torch.long, device=dev)
+            centers, labels, labels_old = centers[kt], labels[kt], labels_old[kt]
+            kk = (kt.unsqueeze(1) * k + torch.arange(k, device=dev)).reshape(-1)
+            loc_sums, loc_cnt = loc_sums[kk], loc_cnt[kk]
+            run_ids = [run_ids[j] for j in keep]
+            relocated = [relocated[j] for j in keep]
 
 
 def _exact_inertia(x: Tensor, centers: Tensor, labels: Tensor, chunk_size: int, comm: _Comm) -> float:
@@ -587,20 +638,32 @@ def kmeans(
         gen = torch.Generator(device="cpu")
         gen.manual_seed(int(seed))
 
-        best: tuple[float, Tensor, Tensor, int] | None = None
-        runs = 1 if init_centers is not None else int(n_init)
-        for _ in range(runs):
-            if init_centers is not None:
-                c0 = init - mean
-            else:
-                c0 = _kmeans_plusplus(xc, x_sq, n_clusters, gen, comm, counts, chunk_size)
-            centers, labels, _, n_iter = _lloyd(
-                xc, x_sq, c0, comm, int(max_iter), tol_abs, chunk_size, offset
-            )
+        best: tuple[float, int, Tensor, Tensor, int] | None = None
+
+        def on_done(run: int, centers: Tensor, labels: Tensor, n_iter: int) -> None:
+            nonlocal best
             inertia = _exact_inertia(xc, centers, labels, chunk_size, comm)
-            if best is None or inertia < best[0]:
-                best = (inertia, centers, labels, n_iter)
+            # lowest inertia wins, ties go to the earliest restart (as when run one by one)
+            if best is None or (inertia, run) < (best[0], best[1]):
+                best = (inertia, run, centers.clone(), labels.clone(), n_iter)
+
+        runs = 1 if init_centers is not None else int(n_init)
+        # restarts are advanced together in batches (a few tensor ops per iteration for all of
+        # them); a batch holds two (batch, N) label arrays, kept under ~128 MiB
+        batch = max(1, min(runs, (1 << 27) // max(1, 16 * n_total)))
+        for first in range(0, runs, batch):
+            nb = min(batch, runs - first)
+            if init_centers is not None:
+                c0 = (init - mean).unsqueeze(0)
+            else:  # seeding draws from `gen` only, so batching does not change the seeds
+                c0 = torch.stack(
+                    [_kmeans_plusplus(xc, x_sq, n_clusters, gen, comm, counts, chunk_size) for _ in range(nb)]
+                )
+            _lloyd_batch(
+                xc, c0, comm, int(max_iter), tol_abs, chunk_size, offset,
+                lambda run, c, lab, it, first=first: on_done(first + run, c, lab, it),
+            )
 
         assert best is not None
-        inertia, centers, labels, n_iter = best
+        inertia, _, centers, labels, n_iter = best
         return KMeansResult(centers=centers + mean, labels=labels, inertia=inertia, n_iter=n_iter)
