@@ -89,9 +89,7 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
         assert torch.equal(pa, pb), f"parameter {a} differs after resume"
 
 
-KNOWN_BUGS = {  # (test, method) -> why it fails today; each is a bug to fix, not a state to keep
-    ("ddp", "AECM"): "AE-CM's 2-process fit drifts from the 1-process one (ARI ~0.34 on the test budget) although "
-                     "its batch sums and E4's mixing weights are made global-batch exact; cause not found yet",
+KNOWN_BUGS: dict[tuple[str, str], str] = {  # (test, method) -> why it fails today; each is a bug to fix
 }
 
 
