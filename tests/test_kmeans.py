@@ -80,6 +80,67 @@ def test_empty_clusters_are_repaired():
     assert torch.isfinite(res.centers).all()
 
 
+def _km_module():
+    import importlib
+
+    return importlib.import_module("dcl.cluster.kmeans")
+
+
+@pytest.mark.parametrize("budget_runs", [1, 2])
+def test_batched_restarts_equal_one_at_a_time(monkeypatch, budget_runs):
+    # restarts are advanced together in one batch by default; forcing batches of 1 (or 2, leaving a
+    # partial last batch) must give the same seeds, the same winner and the same result
+    x = torch.randn(3000, 6, generator=torch.Generator().manual_seed(2))
+    together = kmeans(x, 7, n_init=5, seed=4)
+    monkeypatch.setattr(_km_module(), "_BATCH_BYTES", budget_runs * 16 * x.shape[0])
+    apart = kmeans(x, 7, n_init=5, seed=4)
+    assert torch.equal(apart.labels, together.labels)
+    assert torch.allclose(apart.centers, together.centers, atol=1e-5)
+    assert apart.inertia == pytest.approx(together.inertia, rel=1e-7)
+    assert apart.n_iter == together.n_iter
+
+
+@pytest.mark.parametrize("tol", [1e-2, 3e-3, 1e-3, 1e-4, 0.0])
+def test_same_iterations_and_labels_as_sklearn_from_the_same_init(tol):
+    # float64 data without structure (many Lloyd iterations): from the same initial centers the
+    # stopping rule (squared center shift <= tol * mean variance, or unchanged labels; with tol=0 only
+    # the latter) and the incremental M-step must reproduce sklearn's run exactly
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 5, generator=gen, dtype=torch.float64)
+    init = x[torch.randperm(4000, generator=gen)[:8]].clone()
+    ours = kmeans(x, 8, init_centers=init, tol=tol)
+    ref = KMeans(8, init=init.numpy(), n_init=1, tol=tol, algorithm="lloyd").fit(x.numpy())
+    assert ours.n_iter == ref.n_iter_ > 10
+    assert np.array_equal(ours.labels.numpy(), ref.labels_)
+    assert ours.inertia == pytest.approx(ref.inertia_, rel=1e-10)
+    assert np.allclose(ours.centers.numpy(), ref.cluster_centers_, atol=1e-10)
+
+
+def test_ties_go_to_the_lowest_center_index():
+    # duplicated centers make exact ties for every point: the lower index must win, as argmin does
+    x = torch.randn(500, 3, generator=torch.Generator().manual_seed(1))
+    c = torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
+    centers = torch.cat([c[:2], c[:1], c[2:], c[1:2]])  # rows 2 and 5 duplicate rows 0 and 1
+    lab, dist = assign_nearest(x, centers, chunk_size=64)
+    ref = torch.cdist(x.double(), centers.double()).argmin(1)
+    assert torch.equal(lab, ref)
+    assert not bool(((lab == 2) | (lab == 5)).any())
+    assert torch.allclose(dist.double(), torch.cdist(x.double(), centers.double()).pow(2).min(1).values, atol=1e-4)
+
+
+def test_empty_cluster_repair_matches_sklearn():
+    # one initial center far from the data gets no point in the first iteration; both repair it by
+    # moving it onto the point farthest from its center, then continue identically
+    x, _ = blobs(n=800, d=3, k=4, seed=5)
+    x = x.double()
+    init = torch.cat([x[[0, 200, 400, 600]], torch.full((1, 3), 1e3, dtype=torch.float64)])
+    ours = kmeans(x, 5, init_centers=init)
+    ref = KMeans(5, init=init.numpy(), n_init=1, algorithm="lloyd").fit(x.numpy())
+    assert np.array_equal(ours.labels.numpy(), ref.labels_)
+    assert ours.n_iter == ref.n_iter_
+    assert np.allclose(ours.centers.numpy(), ref.cluster_centers_, atol=1e-9)
+
+
 def test_bad_arguments():
     x = torch.randn(10, 2)
     with pytest.raises(ValueError, match="larger than the number of samples"):

@@ -17,9 +17,30 @@ The algorithm follows scikit-learn's ``KMeans(algorithm="lloyd")``:
   (unless the run converged with unchanged labels), and the inertia is the exact
   ``sum ||x_i - c_{label_i}||^2`` accumulated in float64.
 
-Distances are computed in row chunks (at most ``chunk_size x K`` elements at a
-time, never an ``N x K x d`` tensor); per-cluster sums are accumulated with
-``index_add_`` in float64.  Everything runs on ``x.device``.
+Implementation (speed on CPU, where this must keep up with scikit-learn):
+
+* the restarts are advanced *together*: their centers form one ``(R*K, d)``
+  matrix, so one Lloyd iteration of all active runs is one GEMM plus a handful
+  of vectorized passes (few, large tensor ops instead of many small ones: less
+  Python and thread-pool overhead per run).  A run that stops leaves the batch.
+  All k-means++ seeds of a batch are drawn before its Lloyd loop; seeding is the
+  only consumer of the random generator, so this draws the same seeds as running
+  the restarts one after another.  A batch holds two ``(R, N)`` label arrays;
+  ``R`` is capped so that they stay under ~128 MiB (large ``N``: fewer runs per
+  batch, down to one),
+* distances are computed in column chunks as ``(R*K, rows)`` blocks
+  ``C @ x_chunk^T`` (at most ``chunk_size x K`` elements at a time, never an
+  ``N x K x d`` tensor); the nearest center is taken without ``argmin`` along
+  dim 0 (slow on CPU): ``label = min_k (K * [d_k > min_j d_j] + k)``, exactly
+  the first minimizer,
+* the M-step is incremental: per-cluster float64 sums/counts are kept per rank
+  and only the rows whose label changed are moved between clusters (the first
+  iteration sums everything); after the first iterations few labels change,
+* one host synchronization per iteration for all runs (counts, numbers of
+  changed labels, center shifts), a second one only for a run with an empty
+  cluster.
+
+Everything runs on ``x.device``.
 
 Distributed (DDP) mode
 ----------------------
@@ -62,6 +83,10 @@ import torch.distributed as dist
 from torch import Tensor
 
 __all__ = ["KMeansResult", "kmeans", "pairwise_sq_dists", "assign_nearest"]
+
+# memory budget of the per-batch label arrays (2 x batch x N x 8 bytes); restarts beyond it run in
+# further batches
+_BATCH_BYTES = 1 << 27
 
 
 @dataclass
@@ -649,8 +674,8 @@ def kmeans(
 
         runs = 1 if init_centers is not None else int(n_init)
         # restarts are advanced together in batches (a few tensor ops per iteration for all of
-        # them); a batch holds two (batch, N) label arrays, kept under ~128 MiB
-        batch = max(1, min(runs, (1 << 27) // max(1, 16 * n_total)))
+        # them); a batch holds two (batch, N) long label arrays, kept under _BATCH_BYTES
+        batch = max(1, min(runs, _BATCH_BYTES // max(1, 16 * n_total)))
         for first in range(0, runs, batch):
             nb = min(batch, runs - first)
             if init_centers is not None:
