@@ -305,34 +305,62 @@ def _locate(
 
 
 def _kmeans_plusplus(
-    x: Tensor, x_sq: Tensor, k: int, gen: torch.Generator, comm: _Comm, counts: list[int], chunk_size: int
+    x: Tensor,
+    x_sq: Tensor,
+    k: int,
+    gen: torch.Generator,
+    comm: _Comm,
+    counts: list[int],
+    chunk_size: int,
+    n_runs: int = 1,
 ) -> Tensor:
+    """Greedy k-means++ seeds of ``n_runs`` restarts at once, ``(n_runs, k, d)``.
+
+    The runs are seeded in lockstep (one distance GEMM for all their candidates per step), but
+    each run's random numbers are drawn first, run after run, in the order in which seeding the
+    runs one after another draws them (a randint, then ``n_trials`` uniforms per center); seeding
+    is the only consumer of ``gen``, so the seeds do not depend on how the restarts are batched.
+    """
     n, d = x.shape
     n_total = sum(counts)
     offset = sum(counts[: comm.rank])
     n_trials = 2 + int(math.log(k))
-    centers = torch.empty((k, d), dtype=x.dtype, device=x.device)
+    dev = x.device
+    firsts, draws = [], []
+    for _ in range(n_runs):
+        firsts.append(int(torch.randint(n_total, (1,), generator=gen).item()))
+        draws.append([torch.rand(n_trials, generator=gen, dtype=torch.float64) for _ in range(1, k)])
+    centers = torch.empty((n_runs, k, d), dtype=x.dtype, device=dev)
+    runs = torch.arange(n_runs, device=dev)
 
-    g = int(torch.randint(n_total, (1,), generator=gen).item())
-    local = g - offset
-    centers[0] = _fetch_rows(x, [local if 0 <= local < n else None], comm)[0]
-    closest = _sq_dists_small(x, x_sq, centers[0:1], chunk_size)[0]
-    local_pot = closest.sum(dtype=torch.float64).reshape(1)
-    rank_pots = comm.all_gather(local_pot)[:, 0].cpu()
+    centers[:, 0] = _fetch_rows(x, [g - offset if 0 <= g - offset < n else None for g in firsts], comm)
+    closest = _sq_dists_small(x, x_sq, centers[:, 0], chunk_size)  # (R, N)
+    rank_pots = comm.all_gather(closest.sum(1, dtype=torch.float64)).cpu()  # (world, R)
 
     for c in range(1, k):
-        total = rank_pots.sum()
-        r = torch.rand(n_trials, generator=gen, dtype=torch.float64) * total
-        local_cum = torch.cumsum(closest, 0, dtype=torch.float64)
-        idx = _locate(r, rank_pots, local_cum, counts, comm)
-        cand = _fetch_rows(x, idx, comm)  # (n_trials, d)
-        dc = _sq_dists_small(x, x_sq, cand, chunk_size)  # (n_trials, N)
-        torch.minimum(dc, closest.unsqueeze(0), out=dc)
-        pots = comm.all_gather(dc.sum(1, dtype=torch.float64)).cpu()  # (world, n_trials)
-        best = int(torch.argmin(pots.sum(0)).item())
-        rank_pots = pots[:, best].contiguous()
-        closest = dc[best]
-        centers[c] = cand[best]
+        u = torch.stack([draws[j][c - 1] for j in range(n_runs)])  # (R, n_trials)
+        targets = u * rank_pots.sum(0).unsqueeze(1)
+        if not comm.enabled:
+            # single process: one global searchsorted (r beyond the total -> last row)
+            cum = torch.cumsum(closest, 1, dtype=torch.float64)
+            idx = torch.searchsorted(cum, targets.to(dev), right=True).clamp_max_(max(n - 1, 0))
+            cand = x[idx.reshape(-1)]
+        else:
+            local_idx: list[int | None] = []
+            for j in range(n_runs):
+                local_cum = torch.cumsum(closest[j], 0, dtype=torch.float64)
+                local_idx += _locate(targets[j], rank_pots[:, j].contiguous(), local_cum, counts, comm)
+            cand = _fetch_rows(x, local_idx, comm)
+        cand = cand.view(n_runs, n_trials, d)
+        dc = _sq_dists_small(x, x_sq, cand.reshape(n_runs * n_trials, d), chunk_size)
+        dc = dc.view(n_runs, n_trials, n)
+        torch.minimum(dc, closest.unsqueeze(1), out=dc)
+        pots = comm.all_gather(dc.sum(2, dtype=torch.float64)).cpu()  # (world, R, n_trials)
+        best = torch.argmin(pots.sum(0), 1)  # (R,), on CPU
+        rank_pots = pots[:, torch.arange(n_runs), best].contiguous()  # (world, R)
+        best_d = best.to(dev)
+        closest = dc[runs, best_d]
+        centers[:, c] = cand[runs, best_d]
     return comm.broadcast_(centers, 0)
 
 
@@ -681,9 +709,7 @@ def kmeans(
             if init_centers is not None:
                 c0 = (init - mean).unsqueeze(0)
             else:  # seeding draws from `gen` only, so batching does not change the seeds
-                c0 = torch.stack(
-                    [_kmeans_plusplus(xc, x_sq, n_clusters, gen, comm, counts, chunk_size) for _ in range(nb)]
-                )
+                c0 = _kmeans_plusplus(xc, x_sq, n_clusters, gen, comm, counts, chunk_size, nb)
             _lloyd_batch(
                 xc, c0, comm, int(max_iter), tol_abs, chunk_size, offset,
                 lambda run, c, lab, it, first=first: on_done(first + run, c, lab, it),
