@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = os.environ.get("DCL_DATA", str(ROOT.parent / "shared" / "data"))
@@ -41,11 +43,17 @@ def ours(method: str, seed: int, pre: int, clus: int, work: Path) -> dict:
             "--model.init_args.tol", "0", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
             "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
             "--trainer.check_val_every_n_epoch", "1000", "--trainer.default_root_dir", str(run)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     dcl_main(args)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     scores = json.loads((run / "final_scores.json").read_text())
-    return {"wall_s": wall, **{k: scores[k] for k in ("acc", "nmi", "ari")}}
+    return {"wall_s": wall, "cpu_s": cpu, **{k: scores[k] for k in ("acc", "nmi", "ari")}}
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads): unlike wall time, not inflated by other jobs on a shared machine."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
 
 
 def import_seconds() -> float:
@@ -56,7 +64,6 @@ def import_seconds() -> float:
 
 
 def clustpy_run(method: str, seed: int, pre: int, clus: int) -> dict:
-    import torch
     from clustpy.deep import DEC, IDEC
 
     from dcl.datamodules.usps import USPS
@@ -65,16 +72,16 @@ def clustpy_run(method: str, seed: int, pre: int, clus: int) -> dict:
     dm = USPS(data_dir=DATA)
     x = dm.batch_transform(dm.x).numpy()
     cls = {"DEC": DEC, "IDEC": IDEC}[method]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     est = cls(n_clusters=10, batch_size=256, pretrain_epochs=pre, clustering_epochs=clus, random_state=seed,
               device=torch.device("cpu")).fit(x)
-    wall = time.perf_counter() - t0
-    return {"wall_s": wall, **clustering_scores(torch.as_tensor(est.labels_), dm.y)}
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    return {"wall_s": wall, "cpu_s": cpu, **clustering_scores(torch.as_tensor(est.labels_), dm.y)}
 
 
 def summary(rows: list[dict]) -> dict:
     out = {}
-    for key in ("acc", "nmi", "ari", "wall_s"):
+    for key in ("acc", "nmi", "ari", "wall_s", "cpu_s"):
         vals = np.array([r[key] for r in rows], dtype=float)
         out[key] = {"mean": float(vals.mean()), "std": float(vals.std())}
     return out
@@ -89,7 +96,7 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["DEC", "IDEC"])
     args = p.parse_args()
     work = ROOT / "benchmarks" / "work" / "dec_idec_usps"
-    results = {"budget": {"pretrain_epochs": args.pretrain_epochs, "cluster_epochs": args.cluster_epochs,
+    results = {"threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg(), "budget": {"pretrain_epochs": args.pretrain_epochs, "cluster_epochs": args.cluster_epochs,
                           "batch_size": 256, "seeds": args.seeds}, "machine": f"{os.cpu_count()} CPU cores",
                "runs": {}}
     libs = ["dcl"] + ([] if args.no_clustpy else ["clustpy"])
@@ -106,20 +113,27 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / "dec_idec_usps"
     out.with_suffix(".json").write_text(json.dumps(results, indent=2))
     lines = [f"# DEC / IDEC on USPS (9298 samples), budget {args.pretrain_epochs} pretraining + "
-             f"{args.cluster_epochs} clustering epochs, batch 256, seeds {args.seeds}, {os.cpu_count()} CPU cores",
-             "", "| method | library | ACC % | NMI % | ARI % | wall s | paper ACC / NMI % |", "|---|---|---|---|---|---|---|"]
+             f"{args.cluster_epochs} clustering epochs, batch 256, seeds {args.seeds}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s)",
+             "", "| method | library | ACC % | NMI % | ARI % | wall s | CPU s | paper ACC / NMI % |", "|---|---|---|---|---|---|---|---|"]
     for key, r in results["runs"].items():
         lib, method = key.split("/")
         paper = PAPER[method]
         ref = f"{paper['acc']} / {paper['nmi']}" if paper["acc"] else paper["note"]
         lines.append(f"| {method} | {lib} | {100 * r['acc']['mean']:.2f} ± {100 * r['acc']['std']:.2f} | "
                      f"{100 * r['nmi']['mean']:.2f} ± {100 * r['nmi']['std']:.2f} | "
-                     f"{100 * r['ari']['mean']:.2f} ± {100 * r['ari']['std']:.2f} | {r['wall_s']['mean']:.0f} | {ref} |")
+                     f"{100 * r['ari']['mean']:.2f} ± {100 * r['ari']['std']:.2f} | {r['wall_s']['mean']:.0f} | {r['cpu_s']['mean']:.0f} | {ref} |")
     for method in args.methods:
         if f"clustpy/{method}" in results["runs"]:
-            ratio = results["runs"][f"dcl/{method}"]["wall_s"]["mean"] / results["runs"][f"clustpy/{method}"]["wall_s"]["mean"]
-            lines.append(f"\n{method}: wall time dcl / ClustPy = {ratio:.2f} (both in-process)")
+            ours_, theirs = results["runs"][f"dcl/{method}"], results["runs"][f"clustpy/{method}"]
+            lines.append(f"\n{method}: dcl / ClustPy = {ours_['wall_s']['mean'] / theirs['wall_s']['mean']:.2f} in wall "
+                         f"time, {ours_['cpu_s']['mean'] / theirs['cpu_s']['mean']:.2f} in CPU time (both in-process)")
     lines.append(f"\nStarting a `dcl` process (interpreter + imports) adds {results['dcl_import_s']:.1f} s per run.")
+    lines.append("\nWhat the two libraries do differently within the same epochs: dcl's time includes parsing the config and "
+                 "reading USPS's bz2 files (about 2-3 s; ClustPy is handed the loaded array), and dcl follows the DEC "
+                 "paper in refreshing the target distribution P from the embedding of all 9298 samples every "
+                 "`update_interval` (30) steps, about 12 full passes of the encoder over the data in 10 epochs, while "
+                 "ClustPy derives P from each batch's own Q and never embeds the whole data set during clustering. "
+                 "The training steps themselves run at plain-PyTorch speed (`overhead_vs_plain_torch.json`).")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
