@@ -4,7 +4,10 @@ its budget to ``conftest.FAST``."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -21,6 +24,21 @@ from dcl.metrics import clustering_scores
 
 METHODS = sorted(registry.available("method"))
 N = 1792  # 14 batches of 128: no padding, so 1 process x 128 and 2 processes x 64 see the same global batches
+
+
+MEASURED: dict[str, dict] = {}  # method -> what the checks measured; benchmarks/reliability.py renders it
+
+
+def measured(name: str, **values) -> None:
+    MEASURED.setdefault(name, {}).update(values)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_measurements():
+    yield
+    out = os.environ.get("DCL_RELIABILITY_REPORT")
+    if out and MEASURED:
+        Path(out).write_text(json.dumps(MEASURED, indent=2, sort_keys=True))
 
 
 def test_every_method_is_registered_and_has_a_test_budget():
@@ -82,6 +100,10 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
     k = FAST[name]["resume_epoch"]
     ckpt = next((tmp_path / "ckpt").glob(f"epoch={k}-step=*.ckpt"))
     resumed, _, t_resumed = fit(name, tmp_path / "c", ckpt_path=str(ckpt))
+    measured(name, deterministic=bool(torch.equal(assignments(again, dm), reference)), resumed_from_epoch=k,
+             resume_same_assignments=bool(torch.equal(assignments(resumed, dm), reference)),
+             resume_same_parameters=all(torch.equal(a, b) for a, b in zip(full.parameters(), resumed.parameters())),
+             resume_same_state=bool(torch.equal(clustering_state(resumed), clustering_state(full))))
     assert t_resumed.global_step == t_full.global_step
     assert torch.equal(assignments(resumed, dm), reference), "the resumed fit ends with other assignments"
     assert torch.equal(clustering_state(resumed), clustering_state(full)), "the resumed fit ends in another state"
@@ -105,6 +127,7 @@ def test_ddp_two_processes_match_one(name, tmp_path):
                     callbacks=[ReseedAtFitStart(), AssertSameStateOnRanks()])
     assert ddp.n_clusters == single.n_clusters
     ari = adjusted_rand_score(assignments(single, dm).numpy(), assignments(ddp, dm).numpy())
+    measured(name, ddp_ari=float(ari), ddp_k=int(ddp.n_clusters), single_k=int(single.n_clusters))
     assert ari >= 0.99, f"DDP and single-process fits disagree (ARI {ari:.4f})"
 
 
@@ -116,5 +139,7 @@ def test_bf16_mixed_precision_is_finite_and_close_to_fp32(name, tmp_path):
     assert losses and all(math.isfinite(v) for v in losses.values()), losses
     acc32 = clustering_scores(assignments(fp32, dm), dm.y)["acc"]
     acc16 = clustering_scores(assignments(bf16, dm), dm.y)["acc"]
+    measured(name, fp32_acc=float(acc32), bf16_acc=float(acc16),
+             bf16_losses_finite=bool(losses) and all(math.isfinite(v) for v in losses.values()))
     assert abs(acc16 - acc32) <= 0.1, f"ACC {acc16:.3f} in bf16 against {acc32:.3f} in fp32"
     assert bf16.n_clusters == fp32.n_clusters or name == "DPGMM"

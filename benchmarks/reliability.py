@@ -1,0 +1,61 @@
+"""Run the reliability tests (tests/test_reliability.py) and record what each check measured, per method.
+
+    python benchmarks/reliability.py          # about 4-5 minutes on 2 CPU cores
+
+The tests write their measurements when ``DCL_RELIABILITY_REPORT`` names a file; this script sets it, runs pytest
+on Digits (1792 samples, the tests' budgets in tests/conftest.py FAST) and renders
+benchmarks/results/reliability.{json,md}. The other checks of the issue live elsewhere: bad input in
+tests/test_cli.py, empty clusters in tests/test_kmeans.py and tests/test_birth_merge.py, large-N memory in
+benchmarks/kmeans_scaling.py (kmeans_scaling.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    out = ROOT / "benchmarks" / "results" / "reliability"
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "measured.json"
+        env = {**os.environ, "DCL_RELIABILITY_REPORT": str(report), "WANDB_MODE": "offline"}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               "tests/test_reliability.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+        summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
+        measured = json.loads(report.read_text()) if report.is_file() else {}
+    meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "pytest": summary,
+            "returncode": proc.returncode, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "measured": measured}, indent=2) + "\n")
+
+    yes = lambda v: "-" if v is None else ("yes" if v else "**no**")  # noqa: E731
+    num = lambda v, f="{:.3f}": "-" if v is None else f.format(v)  # noqa: E731
+    lines = ["# Reliability checks, per method (tests/test_reliability.py)", "",
+             f"pytest: `{summary}` (return code {proc.returncode}); {meta['machine']}; {meta['date']}.",
+             "Data: Digits, 1792 samples, each method at its test budget (tests/conftest.py FAST); CPU.", "",
+             "| method | same seed, same assignments | resumed mid-clustering (epoch): assignments / parameters / "
+             "clustering state identical | DDP 2 procs vs 1: ARI, K | bf16 vs fp32 ACC, losses finite |",
+             "|---|---|---|---|---|"]
+    for name, m in sorted(measured.items()):
+        resume = (f"({m.get('resumed_from_epoch', '-')}) {yes(m.get('resume_same_assignments'))} / "
+                  f"{yes(m.get('resume_same_parameters'))} / {yes(m.get('resume_same_state'))}")
+        ddp = f"{num(m.get('ddp_ari'), '{:.4f}')}, K {m.get('ddp_k', '-')} vs {m.get('single_k', '-')}"
+        bf16 = f"{num(m.get('bf16_acc'))} vs {num(m.get('fp32_acc'))}, {yes(m.get('bf16_losses_finite'))}"
+        lines.append(f"| {name} | {yes(m.get('deterministic'))} | {resume} | {ddp} | {bf16} |")
+    lines += ["", "Thresholds of the tests: identical (bit for bit) for determinism and resume, ARI >= 0.99 and the same K "
+              "for DDP, |ACC bf16 - ACC fp32| <= 0.1 with finite losses for bf16."]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    sys.exit(proc.returncode)
+
+
+if __name__ == "__main__":
+    main()
