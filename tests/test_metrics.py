@@ -72,3 +72,13 @@ def test_bad_shapes_are_refused():
         cluster_accuracy(torch.zeros(3, dtype=torch.long), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="empty"):
         cluster_accuracy(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+
+
+def test_scoring_does_not_warn_about_sparse_invariants():
+    import subprocess
+    import sys
+
+    code = ("import torch; from dcl.metrics import clustering_scores; "
+            "clustering_scores(torch.tensor([0, 0, 1, 1, 2]), torch.tensor([1, 1, 0, 0, 0]))")
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
