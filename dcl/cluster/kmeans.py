@@ -169,32 +169,13 @@ def assign_nearest(x: Tensor, centers: Tensor, chunk_size: int = 65536) -> tuple
 
 def _e_step(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, vals: Tensor) -> None:
     """Assign rows to their nearest center (lowest index on exact ties); write
-    ``min_k(||c_k||^2 - 2 x.c_k)`` to ``vals``.
-
-    The distances of a chunk are computed as a ``(K, rows)`` block, ``C @ x_chunk^T`` (a wide
-    GEMM, several times faster on CPU than the skinny ``(rows, K)`` one), and the argmin along
-    dim 0 is taken with two cheap vectorized column minima instead of ``argmin(dim=0)`` (slow on
-    CPU): with ``m = min_k d_k``, ``label = min_k (K * [d_k > m] + k)`` is the first ``k`` with
-    ``d_k == m`` (exact: small integers in floating point).
-    """
-    k = centers.shape[0]
-    c_sq = (centers * centers).sum(1, keepdim=True)
-    ks = torch.arange(k, dtype=x.dtype, device=x.device).unsqueeze(1)
-    xt = x.t()
-    for s in range(0, x.shape[0], chunk_size):
-        d = torch.addmm(c_sq, centers, xt[:, s : s + chunk_size], alpha=-2.0)  # (K, rows)
-        m = torch.amin(d, 0)
-        vals[s : s + chunk_size] = m
-        torch.gt(d, m, out=d)
-        labels[s : s + chunk_size] = torch.amin(d.mul_(k).add_(ks), 0)
+    ``min_k(||c_k||^2 - 2 x.c_k)`` to ``vals``: :func:`_e_step_batch` with one run."""
+    _e_step_batch(x, centers.unsqueeze(0), chunk_size, labels.view(1, -1), vals.view(1, -1))
 
 
-def _sq_dists_small(x: Tensor, x_sq: Tensor, c: Tensor, chunk_size: int) -> Tensor:
-    """``(m, N)`` clamped squared distances of a few points ``c`` to all rows (k-means++).
-
-    One GEMM straight into the ``(m, N)`` result (no temporary beyond the output itself, so no
-    need for chunks; ``chunk_size`` is kept for the signature).
-    """
+def _sq_dists_small(x: Tensor, x_sq: Tensor, c: Tensor) -> Tensor:
+    """``(m, N)`` clamped squared distances of a few points ``c`` to all rows (k-means++): one GEMM
+    straight into the result, no temporary beyond the output itself."""
     out = torch.addmm((c * c).sum(1, keepdim=True), c, x.t(), alpha=-2.0)
     return out.add_(x_sq).clamp_min_(0)
 
@@ -309,7 +290,6 @@ def _kmeans_plusplus(
     gen: torch.Generator,
     comm: _Comm,
     counts: list[int],
-    chunk_size: int,
     n_runs: int = 1,
 ) -> Tensor:
     """Greedy k-means++ seeds of ``n_runs`` restarts at once, ``(n_runs, k, d)``.
@@ -332,7 +312,7 @@ def _kmeans_plusplus(
     runs = torch.arange(n_runs, device=dev)
 
     centers[:, 0] = _fetch_rows(x, [g - offset if 0 <= g - offset < n else None for g in firsts], comm)
-    closest = _sq_dists_small(x, x_sq, centers[:, 0], chunk_size)  # (R, N)
+    closest = _sq_dists_small(x, x_sq, centers[:, 0])  # (R, N)
     rank_pots = comm.all_gather(closest.sum(1, dtype=torch.float64)).cpu()  # (world, R)
 
     for c in range(1, k):
@@ -350,7 +330,7 @@ def _kmeans_plusplus(
                 local_idx += _locate(targets[j], rank_pots[:, j].contiguous(), local_cum, counts, comm)
             cand = _fetch_rows(x, local_idx, comm)
         cand = cand.view(n_runs, n_trials, d)
-        dc = _sq_dists_small(x, x_sq, cand.reshape(n_runs * n_trials, d), chunk_size)
+        dc = _sq_dists_small(x, x_sq, cand.reshape(n_runs * n_trials, d))
         dc = dc.view(n_runs, n_trials, n)
         torch.minimum(dc, closest.unsqueeze(1), out=dc)
         pots = comm.all_gather(dc.sum(2, dtype=torch.float64)).cpu()  # (world, R, n_trials)
@@ -418,11 +398,20 @@ def _rows_per_chunk(chunk_size: int, runs: int) -> int:
     return rows - rows % 64 if rows >= 64 else rows
 
 
-def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor) -> None:
-    """:func:`_e_step` for ``R`` runs at once: ``centers (R, K, d)``, ``labels (R, N)``.
+def _means(sums: Tensor, cnt: Tensor, old: Tensor) -> Tensor:
+    """Cluster means from sums ``(..., K, d)`` and counts ``(..., K)``; an empty cluster keeps its old center."""
+    return torch.where((cnt > 0).unsqueeze(-1), sums / cnt.clamp_min(1).unsqueeze(-1), old)
 
-    One ``(R*K, rows)`` GEMM per chunk; ``rows = chunk_size // R`` keeps the memory bound
-    (``chunk_size x K`` elements).
+
+def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, vals: Tensor | None = None) -> None:
+    """Nearest centers of ``R`` runs at once: ``centers (R, K, d)`` -> ``labels (R, N)`` (lowest index on
+    exact ties) and, if given, ``vals (R, N)`` = ``min_k(||c_k||^2 - 2 x.c_k)``.
+
+    The distances of a chunk are one ``(R*K, rows)`` block, ``C @ x_chunk^T`` (a wide GEMM, several times
+    faster on CPU than the skinny ``(rows, K)`` one); ``rows = chunk_size // R`` keeps the memory bound
+    (``chunk_size x K`` elements). The argmin along the centers is taken with two cheap vectorized minima
+    instead of ``argmin`` (slow on CPU): with ``m = min_k d_k``, ``label = min_k (K * [d_k > m] + k)`` is the
+    first ``k`` with ``d_k == m`` (exact: small integers in floating point).
     """
     r, k, d = centers.shape
     cf = centers.reshape(r * k, d)
@@ -433,6 +422,8 @@ def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor) -
     for s in range(0, x.shape[0], rows):
         dist = torch.addmm(c_sq, cf, xt[:, s : s + rows], alpha=-2.0).view(r, k, -1)
         m = torch.amin(dist, 1, keepdim=True)
+        if vals is not None:
+            vals[:, s : s + rows] = m.squeeze(1)
         torch.gt(dist, m, out=dist)
         labels[:, s : s + rows] = torch.amin(dist.mul_(k).add_(ks), 1)
 
@@ -521,9 +512,7 @@ def _lloyd_batch(
         sums = buf[:, : k * d].view(r, k, d)
         cnt = buf[:, k * d : k * d + k]
         old64 = centers.to(torch.float64)
-        new_centers = torch.where(
-            (cnt > 0).unsqueeze(2), sums / cnt.clamp_min(1).unsqueeze(2), old64
-        ).to(x.dtype)
+        new_centers = _means(sums, cnt, old64).to(x.dtype)
         shift_t = (new_centers.to(torch.float64) - old64).pow(2).sum((1, 2))
         host = torch.cat([buf[:, k * d :], shift_t.unsqueeze(1)], 1).cpu()  # counts, n_changed, shift
         done: list[int] = []
@@ -533,9 +522,7 @@ def _lloyd_batch(
             if empty:
                 # modifies the global copy only; the local sums stay consistent with the labels
                 _relocate_empty(sums[j], cnt[j], empty, x, centers[j], labels[j], comm, offset, chunk_size)
-                new_centers[j] = torch.where(
-                    (cnt[j] > 0).unsqueeze(1), sums[j] / cnt[j].clamp_min(1).unsqueeze(1), old64[j]
-                ).to(x.dtype)
+                new_centers[j] = _means(sums[j], cnt[j], old64[j]).to(x.dtype)
                 shift = float((new_centers[j].to(torch.float64) - old64[j]).pow(2).sum().item())
             else:
                 shift = float(host[j, k + 1].item())
@@ -714,7 +701,7 @@ def kmeans(
             if init_centers is not None:
                 c0 = (init - mean).unsqueeze(0)
             else:  # seeding draws from `gen` only, so batching does not change the seeds
-                c0 = _kmeans_plusplus(xc, x_sq, n_clusters, gen, comm, counts, chunk_size, nb)
+                c0 = _kmeans_plusplus(xc, x_sq, n_clusters, gen, comm, counts, nb)
             _lloyd_batch(
                 xc, c0, comm, int(max_iter), tol_abs, chunk_size, offset,
                 lambda run, c, lab, it, first=first: on_done(first + run, c, lab, it),
