@@ -60,8 +60,7 @@ from torch import Tensor, nn
 
 from dcl.callbacks.weight_averaging import FinalEpochAveraging
 from dcl.cluster.cm_losses import aecm_loss_terms, cm_loss_terms
-from dcl.distributed import global_mean, world_size
-from dcl.distributed import broadcast_
+from dcl.distributed import broadcast_, global_mean, world_size
 from dcl.method import AutoencoderMethod, ClusteringMethod, ConfigError, OptimizerFactory, student_t_assign
 
 __all__ = ["ClusteringModule", "CM", "AECM"]
@@ -75,7 +74,6 @@ def _keras_bias_init_(bias: Tensor) -> Tensor:
     return nn.init.trunc_normal_(bias, std=std, a=-2 * std, b=2 * std)
 
 
-
 def ddp_global_batch_loss(terms: dict[str, Tensor]) -> Tensor:
     """The loss whose DDP gradient (the ranks' average) is the single-process gradient of the global batch.
 
@@ -85,6 +83,7 @@ def ddp_global_batch_loss(terms: dict[str, Tensor]) -> Tensor:
     """
     w = world_size()
     return sum(v if name == "orth" else w * v for name, v in terms.items())
+
 
 class ClusteringModule(nn.Module):
     """The CM's parameters: gamma = softmax(x W_e + b_e) and U = W_d + b_d (K x d, one centroid per row).
