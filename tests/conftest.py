@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +24,15 @@ def require_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path} (set DCL_TEST_DATA to the folder that holds it)")
     return path
+
+
+def free_port() -> int:
+    """A TCP port free right now, for a DDP rendezvous. Each 2-process test takes a fresh one: Lightning
+    otherwise keeps the MASTER_PORT it chose for the first ddp_spawn fit in os.environ, and a later group can
+    find it still held (TIME_WAIT) by the previous one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",

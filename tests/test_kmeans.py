@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from dcl.cluster import assign_nearest, kmeans, match_labels, pairwise_sq_dists
+from conftest import free_port
 
 
 def blobs(n=3000, d=10, k=8, seed=0, std=1.0):
@@ -160,12 +160,6 @@ def test_match_labels_recovers_a_permutation():
 
 
 # -- DDP: each rank holds a shard; the result equals the single-process one on the concatenated data ------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -192,7 +186,7 @@ def test_ddp_kmeans_equals_single_process():
     single = kmeans(x, 6, n_init=3, seed=11)
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_ddp_worker, args=(2, _free_port(), x, out), nprocs=2, join=True)
+        mp.spawn(_ddp_worker, args=(2, free_port(), x, out), nprocs=2, join=True)
         out = dict(out)
     assert torch.allclose(out["centers0"], out["centers1"])  # identical state on both ranks
     assert torch.allclose(out["centers"], single.centers, atol=1e-4)

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from sklearn.datasets import load_digits
 from sklearn.metrics import adjusted_rand_score
 
-from conftest import FAST
+from conftest import FAST, free_port
 from ddp_helpers import AssertSameStateOnRanks, ReseedAtFitStart, clustering_state
 from dcl import registry
 from dcl.estimator import InMemory
@@ -124,7 +124,8 @@ def params(test: str):
 
 
 @pytest.mark.parametrize("name", params("ddp"))
-def test_ddp_two_processes_match_one(name, tmp_path):
+def test_ddp_two_processes_match_one(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
     single, dm, _ = fit(name, tmp_path / "single", callbacks=[ReseedAtFitStart()])
     ddp, _, t = fit(name, tmp_path / "ddp", batch_size=64, strategy="ddp_spawn", devices=2,
                     callbacks=[ReseedAtFitStart(), AssertSameStateOnRanks()])
