@@ -13,7 +13,6 @@ A method is a LightningModule with:
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 

@@ -12,11 +12,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dcl.callbacks.weight_averaging import FinalEpochAveraging
-from dcl.cluster.cm_losses import (ae_reconstruction, aecm_loss_terms, cm_dirichlet_prior, cm_loss_terms, cm_merging,
+from dcl.cluster.cm_losses import (ae_reconstruction, aecm_loss_terms, cm_dirichlet_prior, cm_merging,
                                    cm_reconstruction, cm_sparsity, expected_distortion, orthogonality_penalty)
 from dcl.method import ConfigError
 from dcl.methods.aecm import AECM, CM, ClusteringModule
-from conftest import REPO, run_cli
+from conftest import REPO, free_port, run_cli
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
@@ -272,15 +272,10 @@ def test_two_process_gradient_equals_the_global_batch_gradient(tmp_path):
     weights, the orthogonality penalty once. (Whole fits are compared in tests/test_reliability.py. Issue 8:
     there, in float32 and without a Dirichlet prior, alpha = 1, the fit drifted from rounding alone: the
     clusters collapse in the joint phase and the last bits decide which survive; alpha 10 keeps them.)"""
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = str(tmp_path / "ddp_grad.pt")
-    mp.spawn(_ddp_gradient_worker, args=(2, port, out), nprocs=2, join=True)
+    mp.spawn(_ddp_gradient_worker, args=(2, free_port(), out), nprocs=2, join=True)
     ddp = torch.load(out)
     for joint in (False, True):
         single = _gradient(_aecm_for_gradients(joint), _global_batch())

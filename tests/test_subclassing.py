@@ -172,8 +172,6 @@ def test_plugin_is_listed_and_trains_by_name(plugin, tmp_path, capsys):
 
 
 def test_plugin_works_in_the_estimator(plugin):
-    import numpy as np
-
     from dcl import DeepClusterer
 
     from sklearn.datasets import make_blobs

@@ -308,7 +308,6 @@ def fit_dpgmm(z: Tensor, n_components: int | None = None, prior: DPGMMPrior | No
         n, s1, s2 = sufficient_stats(zd, resp, distributed)
         order = torch.argsort(n, descending=True, stable=True)
         post = update_posterior(n[order], s1[order], s2[order], prior)
-    total = float(all_reduce_sum_(torch.tensor(float(len(z)), dtype=torch.float64, device=z.device)))
     previous, value, converged, it = -math.inf, -math.inf, False, 0
     for it in range(1, max_iter + 1):
         log_r, _ = log_responsibilities(zd, post)
