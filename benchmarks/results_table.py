@@ -112,19 +112,31 @@ def run_one(method: str, dataset: str, seed: int, args, sets) -> dict:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "dcl.cli", "fit", "--config", str(config.relative_to(ROOT)),
-           "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
-           "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false"]
+    cmd = ["--config", str(config.relative_to(ROOT)), "--seed_everything", str(seed),
+           "--data.init_args.seed", str(seed), "--trainer.enable_progress_bar", "false"]
     if args.keep_logger:  # the config's logger (W&B), writing into the run's folder
         cmd += ["--trainer.logger.init_args.save_dir", str(run_dir)]
     else:
         cmd += ["--trainer.logger", "false"]
     record["overrides"] = overrides_for(sets, method, dataset)
-    cmd += record["overrides"]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-               WANDB_MODE=os.environ.get("WANDB_MODE", "offline"), PYTHONUNBUFFERED="1")
+    record.update(dcl_fit([*cmd, *record["overrides"]], run_dir, threads=args.threads, nice=args.nice,
+                          timeout=args.timeout))
+    if not args.keep_checkpoints:
+        for ckpt in run_dir.rglob("*.ckpt"):
+            ckpt.unlink()
+    return record
+
+
+def dcl_fit(fit_args: list[str], run_dir: Path, threads: int | None = None, nice: int = 0,
+            timeout: float | None = None) -> dict:
+    """``python -m dcl.cli fit <fit_args>`` in its own process (cwd: the repository root), writing under
+    ``run_dir`` and its output to ``run_dir/output.log``. Returns the command, wall time, return code, peak
+    memory, ``status`` (ok / failed / timeout) and, when ok, the final scores (ACC / NMI / ARI, K)."""
+    cmd = [sys.executable, "-m", "dcl.cli", "fit", *fit_args, "--trainer.default_root_dir", str(run_dir)]
+    env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"), PYTHONUNBUFFERED="1")
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log = run_dir / "output.log"
-    nice = args.nice
 
     def preexec():  # own process group (so a timeout kills the whole tree) and lower priority
         os.setsid()
@@ -134,11 +146,11 @@ def run_one(method: str, dataset: str, seed: int, args, sets) -> dict:
     start = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec)
-        status, rusage, timed_out = _wait(proc, args.timeout)
+        status, rusage, timed_out = _wait(proc, timeout)
     wall = time.perf_counter() - start
     rc = os.waitstatus_to_exitcode(status) if status is not None else None
-    record.update({"command": " ".join(cmd), "log": _rel(log), "wall_s": round(wall, 2), "returncode": rc,
-                   "peak_rss_mb": round(rusage.ru_maxrss / 1024, 1) if rusage else None})
+    record = {"command": " ".join(cmd), "log": _rel(log), "wall_s": round(wall, 2), "returncode": rc,
+              "peak_rss_mb": round(rusage.ru_maxrss / 1024, 1) if rusage else None}
     scores_files = sorted(run_dir.rglob("final_scores.json"), key=lambda p: p.stat().st_mtime)
     if timed_out:
         record["status"] = "timeout"
@@ -149,9 +161,6 @@ def run_one(method: str, dataset: str, seed: int, args, sets) -> dict:
         scores = json.loads(scores_files[-1].read_text())
         record["status"] = "ok"
         record.update({k: scores[k] for k in (*METRICS, "k", "k_used") if k in scores})
-    if not args.keep_checkpoints:
-        for ckpt in run_dir.rglob("*.ckpt"):
-            ckpt.unlink()
     return record
 
 
