@@ -110,6 +110,7 @@ class DPGMM(AutoencoderMethod):
         vb_iters, first_vb_iters: coordinate-ascent iterations per refit / at the first fit.
         min_weight: components below this fraction of the data die (BirthMerge).
         bic_penalty: multiplier of the BIC penalty of births and merges (2.0).
+        min_gain: nats per data point a birth must gain beyond the BIC penalty (0; see ``BirthMerge``).
         birth_merge_every: epochs between birth/merge steps (1).
         init_logvar: initial log s^2 of the encoder's variance head (-4).
         See ``AutoencoderMethod`` for the autoencoder, pretraining and optimizer arguments.
@@ -121,8 +122,9 @@ class DPGMM(AutoencoderMethod):
                  autoencoder: str = "mlp", hidden_dims: Sequence[int] = (500, 500, 2000), activation: str = "relu",
                  max_components: int = 50, k_init: int = 1, alpha0: float = 1.0, js_alpha: float = 0.5,
                  gamma: float = 0.01, update_interval: int = 100, vb_iters: int = 20, first_vb_iters: int = 200,
-                 min_weight: float = 0.01, bic_penalty: float = 2.0, birth_merge_every: int = 1,
-                 init_logvar: float = -4.0, pretrain_epochs: int = 200, pretrained: str | None = None,
+                 min_weight: float = 0.01, bic_penalty: float = 2.0, min_gain: float = 0.0,
+                 birth_merge_every: int = 1, init_logvar: float = -4.0, pretrain_epochs: int = 200,
+                 pretrained: str | None = None,
                  pretrain_optimizer: OptimizerFactory | None = None, optimizer: OptimizerFactory | None = None,
                  kmeans_n_init: int = 10) -> None:
         if not input_shape:
@@ -135,8 +137,8 @@ class DPGMM(AutoencoderMethod):
             raise ConfigError("DPGMM needs alpha0 > 0, gamma >= 0 and 0 <= js_alpha <= 1")
         if update_interval < 1 or vb_iters < 1 or first_vb_iters < 1 or birth_merge_every < 1:
             raise ConfigError("DPGMM needs update_interval, vb_iters, first_vb_iters and birth_merge_every >= 1")
-        if not 0 <= min_weight < 0.5 or bic_penalty < 0:
-            raise ConfigError("DPGMM needs 0 <= min_weight < 0.5 and bic_penalty >= 0")
+        if not 0 <= min_weight < 0.5 or bic_penalty < 0 or min_gain < 0:
+            raise ConfigError("DPGMM needs 0 <= min_weight < 0.5, bic_penalty >= 0 and min_gain >= 0")
         # the base class insists on K >= 2 centers; K is set to k_init below (and changes in training)
         super().__init__(max(2, k_init), input_shape, latent_dim, autoencoder, hidden_dims, activation,
                          pretrain_epochs, pretrained, pretrain_optimizer, optimizer, kmeans_n_init)
@@ -152,6 +154,7 @@ class DPGMM(AutoencoderMethod):
         self.first_vb_iters = first_vb_iters
         self.min_weight = min_weight
         self.bic_penalty = bic_penalty
+        self.min_gain = min_gain
         self.birth_merge_every = birth_merge_every
         body, head = _split_encoder(self.autoencoder.encoder)
         # references into self.autoencoder (registered there; not again, so the state-dict keys stay the AE's)
@@ -230,7 +233,8 @@ class DPGMM(AutoencoderMethod):
     def configure_callbacks(self):
         return [ClusterUpdate(every_n_steps=self.update_interval),
                 BirthMerge(every_n_epochs=self.birth_merge_every, min_weight=self.min_weight,
-                           max_components=self.max_components, penalty=self.bic_penalty)]
+                           max_components=self.max_components, penalty=self.bic_penalty,
+                           min_gain=self.min_gain)]
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """q(z | x): (mu, log s^2)."""
@@ -259,7 +263,8 @@ class DPGMM(AutoencoderMethod):
         this method's settings, DP-GMM refit; the "traditional" DP-GMM + birth/merge on the autoencoder's code."""
         self._fit(z, first=True)
         res = birth_merge(z, self.assign(z).argmax(1), self.n_clusters, rounds=rounds, min_weight=self.min_weight,
-                          max_components=self.max_components, penalty=self.bic_penalty, distributed=False)
+                          max_components=self.max_components, penalty=self.bic_penalty,
+                          min_gain=self.min_gain, distributed=False)
         self.set_mixture_stats(res.n, res.s1, diag_of(res.s2))
         self._fit(z, first=False)
 

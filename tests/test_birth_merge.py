@@ -59,6 +59,20 @@ def test_a_single_gaussian_is_not_split_and_statistics_are_conserved():
     torch.testing.assert_close(res.s2.sum(0), s2[0])
 
 
+@pytest.mark.parametrize("n", [2000, 40000])
+def test_min_gain_is_a_per_point_bar_for_births_at_any_data_size(n):
+    """Two Gaussians 4 std apart: splitting gains ~0.06 nats per point beyond the assignment cost. The BIC
+    penalty (~log N in all) lets that through at every N; a min_gain of 0.2 nats per point stops it at every N."""
+    torch.manual_seed(0)
+    z = torch.randn(n, 3)
+    z[:, 0] += torch.where(torch.rand(n) < 0.5, -2.0, 2.0)
+    start = torch.zeros(n, dtype=torch.long)
+    assert birth_merge(z, start, 1, rounds=3).k == 2
+    assert birth_merge(z, start, 1, rounds=3, min_gain=0.2).k == 1
+    # and the same bar merges the two back
+    assert birth_merge(z, (z[:, 0] > 0).long(), 2, rounds=1, split=False, min_gain=0.2).k == 1
+
+
 def test_death_sends_a_small_component_to_its_nearest_neighbour():
     z, _ = _blobs(0, n=1000)
     labels = kmeans(z, K_TRUE, n_init=1, seed=0).labels
@@ -128,6 +142,8 @@ def test_bad_arguments_raise():
         BirthMerge(min_weight=0.6)
     with pytest.raises(ValueError):
         BirthMerge(every_n_epochs=0)
+    with pytest.raises(ValueError):
+        BirthMerge(min_gain=-0.1)
 
 
 def test_k_plot_is_logged_to_image_loggers():

@@ -305,6 +305,9 @@ class BirthMerge(Callback):
             children of a split must each keep at least this fraction.
         max_components: upper bound T on K (the method's ``max_components`` wins when it has one).
         penalty: multiplier of the BIC penalty (1: BIC; larger: fewer births, more merges).
+        min_gain: nats per data point a split must gain beyond the BIC penalty, and a merge may lose (0). Unlike
+            the penalty (~log N in all), it scales with the component's data, so one value serves data sets of
+            any size.
         rounds, first_rounds: rounds per step (each round: deaths, merges, births, re-assignment).
         split, merge: enable births / merges (deaths are always on).
         split_iters: 2-means iterations of the split proposals.
@@ -313,19 +316,20 @@ class BirthMerge(Callback):
 
     def __init__(self, every_n_epochs: int = 1, min_weight: float = 0.01, max_components: int = 50,
                  penalty: float = 1.0, rounds: int = 1, first_rounds: int = 10, split: bool = True,
-                 merge: bool = True, split_iters: int = 10, covariance: str = "full") -> None:
+                 merge: bool = True, split_iters: int = 10, covariance: str = "full", min_gain: float = 0.0) -> None:
         if covariance not in ("full", "diag"):
             raise ValueError(f"BirthMerge: covariance must be 'full' or 'diag', got {covariance!r}")
         if every_n_epochs < 1 or rounds < 1 or first_rounds < 0:
             raise ValueError("BirthMerge needs every_n_epochs >= 1, rounds >= 1 and first_rounds >= 0")
         if not 0.0 <= min_weight < 0.5:
             raise ValueError(f"BirthMerge: min_weight must be in [0, 0.5), got {min_weight}")
-        if max_components < 1 or penalty < 0:
-            raise ValueError("BirthMerge needs max_components >= 1 and penalty >= 0")
+        if max_components < 1 or penalty < 0 or min_gain < 0:
+            raise ValueError("BirthMerge needs max_components >= 1, penalty >= 0 and min_gain >= 0")
         self.every_n_epochs = every_n_epochs
         self.min_weight = min_weight
         self.max_components = max_components
         self.penalty = penalty
+        self.min_gain = min_gain
         self.rounds = rounds
         self.first_rounds = first_rounds
         self.split = split
@@ -351,7 +355,8 @@ class BirthMerge(Callback):
         labels = pl_module.assign(z).argmax(1)
         k = pl_module.n_clusters
         res = birth_merge(z, labels, k, rounds=rounds, min_weight=self.min_weight,
-                          max_components=self._limit(pl_module), penalty=self.penalty, split=self.split,
+                          max_components=self._limit(pl_module), penalty=self.penalty, min_gain=self.min_gain,
+                          split=self.split,
                           merge=self.merge, split_iters=self.split_iters, covariance=self.covariance,
                           distributed=is_distributed())
         pl_module.set_mixture_stats(res.n, res.s1, diag_of(res.s2))
