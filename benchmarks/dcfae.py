@@ -57,6 +57,48 @@ def fit(model, dm, max_epochs: int, ckpt_dir: Path, ckpt_path: str | None = None
     return scores, metrics, seconds
 
 
+def load_seeds(path: Path, budget: dict) -> dict:
+    """The runs of other seeds already in ``path`` at the same budget (a run at another budget is replaced)."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    if "seeds" not in old:  # the one-seed layout of the first version of this script
+        old["seeds"] = {str(old["seed"]): old["runs"]}
+    same = {k: v for k, v in old["budget"].items() if k != "note"} == {k: v for k, v in budget.items() if k != "note"}
+    return old["seeds"] if same else {}
+
+
+def mean_std(values: list[float]) -> str:
+    a = np.asarray(values, dtype=float)
+    return f"{a.mean():.4f} ± {a.std():.4f}" if len(a) > 1 else f"{a.mean():.4f}"
+
+
+def render(result: dict) -> list[str]:
+    b, seeds = result["budget"], result["seeds"]
+    lines = [f"# DCFAE on {result['data']} (seeds {', '.join(sorted(seeds))}; FAE {b['fae_epochs']} + dense "
+             f"{b['dense_epochs']} epochs, channels {b['channels']}, batch {b['batch_size']}, CPU, "
+             f"{b['threads']} thread(s))", "",
+             "Mean ± std over the seeds (population std).", "",
+             "| latent | clustering | ACC | NMI | ARI | wall time (s) | seeds |", "|---|---|---|---|---|---|---|"]
+    for variant in ("fae", "vae"):
+        runs = [s[variant] for s in seeds.values() if variant in s]
+        if not runs:
+            continue
+        for key, phases in (("latent + k-means (no dense net)", ("phase1_seconds",)),
+                            ("dense embedding + k-means", ("phase1_seconds", "phase2_seconds"))):
+            cells = [mean_std([r[key].get(m, float("nan")) for r in runs]) for m in ("acc", "nmi", "ari")]
+            wall = np.mean([sum(r[p] for p in phases) for r in runs])
+            lines.append(f"| {variant.upper()} | {key} | {' | '.join(cells)} | {wall:.0f} | {len(runs)} |")
+    fae = [s["fae"]["phase1_last_epoch_metrics"] for s in seeds.values() if "fae" in s]
+    if fae:
+        d = [m.get("train/d_score", float("nan")) for m in fae]
+        g = [m.get("train/g_score", float("nan")) for m in fae]
+        lines += ["", f"FAE game at the end of phase 1 (last-epoch means over seeds): D(x) = {mean_std(d)}, "
+                      f"D(generated) = {mean_std(g)}."]
+    lines += ["", "Paper (arXiv 2201.04727): its result table could not be retrieved here; no figure is quoted."]
+    return lines
+
+
 @torch.no_grad()
 def reconstructions(model, dm, per_class: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The first sample of each class and its reconstruction Dec(mu(x))."""
@@ -110,35 +152,23 @@ def main() -> None:
         }
         print(variant, json.dumps(runs[variant], indent=1), flush=True)
 
-    result = {
-        "method": "DCFAE", "data": args.data, "seed": args.seed,
-        "budget": {"fae_epochs": args.fae_epochs, "dense_epochs": args.dense_epochs, "channels": args.channels,
-                   "discriminator_channels": args.channels, "batch_size": args.batch_size,
-                   "generator_adam_lr": args.generator_lr, "discriminator_adam_lr": args.discriminator_lr,
-                   "threads": args.threads, "note": "reduced CPU budget (paper's epochs unknown); one seed"},
-        "machine": f"{platform.processor() or platform.machine()}, CPU only, torch {torch.__version__}",
-        "runs": runs,
-        "paper": "the paper's result table could not be read (only its abstract is available here)",
-    }
-    (RESULTS / f"dcfae_{args.data}.json").write_text(json.dumps(result, indent=2))
-    lines = [f"# DCFAE on {args.data} (seed {args.seed}; FAE {args.fae_epochs} + dense {args.dense_epochs} epochs, "
-             f"channels {args.channels}, batch {args.batch_size}, CPU, {args.threads} thread(s))", "",
-             "| latent | clustering | ACC | NMI | ARI | wall time (s) |", "|---|---|---|---|---|---|"]
-    for variant, run in runs.items():
-        for key, t in (("latent + k-means (no dense net)", run["phase1_seconds"]),
-                       ("dense embedding + k-means", run["phase1_seconds"] + run["phase2_seconds"])):
-            s = run[key]
-            lines.append(f"| {variant.upper()} | {key} | {s.get('acc', float('nan')):.4f} | "
-                         f"{s.get('nmi', float('nan')):.4f} | {s.get('ari', float('nan')):.4f} | {t:.0f} |")
-    if "fae" in runs:
-        m = runs["fae"]["phase1_last_epoch_metrics"]
-        lines += ["", f"FAE game at the end of phase 1 (last-epoch means): D(x) = {m.get('train/d_score', 'n/a')}, "
-                      f"D(generated) = {m.get('train/g_score', 'n/a')}."]
-    lines += ["", "Paper (arXiv 2201.04727): its result table could not be retrieved here; no figure is quoted."]
+    budget = {"fae_epochs": args.fae_epochs, "dense_epochs": args.dense_epochs, "channels": args.channels,
+              "discriminator_channels": args.channels, "batch_size": args.batch_size,
+              "generator_adam_lr": args.generator_lr, "discriminator_adam_lr": args.discriminator_lr,
+              "threads": args.threads, "note": "reduced CPU budget (the paper's epochs are unknown)"}
+    path = RESULTS / f"dcfae_{args.data}.json"
+    seeds = load_seeds(path, budget)
+    seeds[str(args.seed)] = {**seeds.get(str(args.seed), {}), **runs}
+    result = {"method": "DCFAE", "data": args.data, "budget": budget,
+              "machine": f"{platform.processor() or platform.machine()}, CPU only, torch {torch.__version__}",
+              "seeds": seeds,
+              "paper": "the paper's result table could not be read (only its abstract is available here)"}
+    path.write_text(json.dumps(result, indent=2))
+    lines = render(result)
     (RESULTS / f"dcfae_{args.data}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
-    if len(images) == 2:
+    if len(images) == 2 and args.seed == 0:  # the figure shows seed 0's models
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
