@@ -15,6 +15,13 @@ between; training stops when fewer than ``tol`` of the assignments changed betwe
 Adam-pretrained d-500-500-2000-10 autoencoder (200 epochs, batch 256), k-means with 20 restarts to
 initialize the centers, SGD(lr 0.01, momentum 0.9), ``update_interval`` 140 on MNIST and 30 on USPS,
 ``tol`` 0.1%, ``maxiter`` 20000.
+
+``target: batch`` is the variant many PyTorch reimplementations use (e.g. ClustPy's DEC/IDEC): P from each
+batch's own Q at every step (cluster frequencies f_j summed over the global batch under DDP), with no pass over
+the whole data after the k-means initialization. It saves the full-data embedding every ``update_interval``
+steps (on USPS with update_interval 30, about as many encoder passes as the clustering steps' forward passes),
+but P then moves with Q instead of being a frozen self-training target, and there is no whole-data snapshot to
+apply ``tol`` to: the run length is ``maxiter`` or ``max_epochs``.
 """
 
 from __future__ import annotations
@@ -25,12 +32,13 @@ import torch
 from torch import Tensor
 
 from dcl.callbacks.cluster_update import ClusterUpdate
+from dcl.distributed import all_reduce_sum_
 from dcl.method import AutoencoderMethod, ConfigError, OptimizerFactory, student_t_assign
 
 
-def target_distribution(q: Tensor) -> Tensor:
-    """DEC's eq. 3: p_ij ∝ q_ij^2 / f_j with f_j = sum_i q_ij, rows normalized."""
-    weight = q.pow(2) / q.sum(dim=0)
+def target_distribution(q: Tensor, frequency: Tensor | None = None) -> Tensor:
+    """DEC's eq. 3: p_ij ∝ q_ij^2 / f_j with f_j = sum_i q_ij (or the given ``frequency``), rows normalized."""
+    weight = q.pow(2) / (q.sum(dim=0) if frequency is None else frequency)
     return weight / weight.sum(dim=1, keepdim=True)
 
 
@@ -47,6 +55,8 @@ class DEC(AutoencoderMethod):
         update_interval: clustering steps between target updates (140 for MNIST, 30 for USPS).
         tol: stop when fewer than this fraction of assignments changed between two updates (0.001).
         maxiter: at most this many clustering steps (20000).
+        target: ``full`` (the paper: P of all samples every ``update_interval`` steps, frozen in between) or
+            ``batch`` (P from each batch's Q; needs ``tol: 0``; see the module docstring).
         See ``AutoencoderMethod`` for the autoencoder, pretraining and optimizer arguments.
     """
 
@@ -55,17 +65,24 @@ class DEC(AutoencoderMethod):
                  alpha: float = 1.0, update_interval: int = 140, tol: float = 0.001, maxiter: int = 20000,
                  pretrain_epochs: int = 200, pretrained: str | None = None,
                  pretrain_optimizer: OptimizerFactory | None = None, optimizer: OptimizerFactory | None = None,
-                 kmeans_n_init: int = 20) -> None:
+                 kmeans_n_init: int = 20, target: str = "full") -> None:
         super().__init__(n_clusters, input_shape, latent_dim, autoencoder, hidden_dims, activation,
                          pretrain_epochs, pretrained, pretrain_optimizer, optimizer, kmeans_n_init,
                          trainable_centers=True)
         if update_interval < 1 or maxiter < 1 or not 0 <= tol < 1 or alpha <= 0:
             raise ConfigError("DEC needs update_interval >= 1, maxiter >= 1, 0 <= tol < 1 and alpha > 0")
+        if target not in ("full", "batch"):
+            raise ConfigError(f"DEC: target must be 'full' (the paper's whole-data P every update_interval steps) "
+                              f"or 'batch' (P from each batch's Q), got {target!r}")
+        if target == "batch" and tol > 0:
+            raise ConfigError(f"DEC: target 'batch' has no whole-data snapshot to apply tol {tol} to; set tol: 0 "
+                              "(the run then stops at maxiter or max_epochs) or use target: full")
         self.save_hyperparameters(ignore=["pretrain_optimizer", "optimizer"])
         self.alpha = alpha
         self.update_interval = update_interval
         self.tol = tol
         self.maxiter = maxiter
+        self.target = target
         # frozen targets P of all samples and the assignments of the last update (checkpointed)
         self.register_buffer("targets", torch.empty(0, n_clusters))
         self.register_buffer("last_labels", torch.empty(0, dtype=torch.long))
@@ -74,7 +91,8 @@ class DEC(AutoencoderMethod):
     resizable_buffers = ("cluster_centers", "targets", "last_labels")
 
     def configure_callbacks(self):
-        return [ClusterUpdate(every_n_steps=self.update_interval)]
+        # 'batch' embeds the whole data once, for the k-means initialization
+        return [ClusterUpdate(every_n_steps=self.update_interval if self.target == "full" else None)]
 
     def default_optimizer(self, params, phase: str) -> torch.optim.Optimizer:
         if phase == "cluster":  # the reference code's clustering optimizer
@@ -101,7 +119,12 @@ class DEC(AutoencoderMethod):
             self.trainer.should_stop = True
 
     def clustering_loss(self, z: Tensor, index: Tensor) -> Tensor:
-        return kl_clustering_loss(self.targets[index], self.assign(z))
+        q = self.assign(z)
+        if self.target == "full":
+            return kl_clustering_loss(self.targets[index], q)
+        with torch.no_grad():
+            p = target_distribution(q, all_reduce_sum_(q.sum(dim=0)))
+        return kl_clustering_loss(p, q)
 
     def cluster_step(self, batch: dict[str, Tensor]) -> Tensor:
         z = self.embed(batch["x"])

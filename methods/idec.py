@@ -32,10 +32,10 @@ class IDEC(DEC):
                  gamma: float = 0.1, alpha: float = 1.0, update_interval: int = 140, tol: float = 0.001,
                  maxiter: int = 20000, pretrain_epochs: int = 200, pretrained: str | None = None,
                  pretrain_optimizer: OptimizerFactory | None = None, optimizer: OptimizerFactory | None = None,
-                 kmeans_n_init: int = 20) -> None:
+                 kmeans_n_init: int = 20, target: str = "full") -> None:
         super().__init__(n_clusters, input_shape, latent_dim, autoencoder, hidden_dims, activation, alpha,
                          update_interval, tol, maxiter, pretrain_epochs, pretrained, pretrain_optimizer,
-                         optimizer, kmeans_n_init)
+                         optimizer, kmeans_n_init, target)
         if gamma < 0:
             raise ConfigError(f"gamma must be >= 0, got {gamma}")
         self.save_hyperparameters(ignore=["pretrain_optimizer", "optimizer"])

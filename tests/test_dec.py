@@ -96,6 +96,34 @@ def test_target_update_schedule_and_stopping_rule(tmp_path):
     assert len(calls) == 2 and trainer.global_step < 16  # stopped after the second update
 
 
+@pytest.mark.parametrize("cls", [DEC, IDEC])
+def test_batch_target_embeds_the_data_once_and_targets_each_batch(tmp_path, cls):
+    """target 'batch': one whole-data pass (the k-means init), then P from each batch's own Q."""
+    from dcl.datamodules.digits import Digits
+    import lightning.pytorch as pl
+
+    calls = []
+
+    class Recording(cls):
+        def update_clusters(self, z, first):
+            calls.append((self.trainer.global_step, first))
+            super().update_clusters(z, first)
+
+    dm = Digits(batch_size=256)
+    model = Recording(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=1, update_interval=3, tol=0.0,
+                      kmeans_n_init=2, target="batch")
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer.fit(model, dm)
+    assert calls == [(8, True)] and trainer.global_step == 24
+
+    z = model.embed(dm.batch_transform(dm.x[:64]))
+    q = model.assign(z)
+    model.targets = torch.full((1797, 10), 0.1)  # must not be used
+    expected = kl_clustering_loss(target_distribution(q), q)
+    torch.testing.assert_close(model.clustering_loss(z, torch.arange(64)), expected)
+
+
 def test_idec_adds_reconstruction_and_keeps_the_decoder_training():
     from dcl.datamodules.digits import Digits
 
@@ -123,3 +151,7 @@ def test_bad_hyperparameters():
         DEC(10, (64,), update_interval=0)
     with pytest.raises(ConfigError, match="gamma"):
         IDEC(10, (64,), gamma=-1)
+    with pytest.raises(ConfigError, match="target must be"):
+        DEC(10, (64,), target="epoch")
+    with pytest.raises(ConfigError, match="set tol: 0"):
+        IDEC(10, (64,), target="batch")

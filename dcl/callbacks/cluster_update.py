@@ -18,12 +18,13 @@ class ClusterUpdate(Callback):
     """Args:
         every_n_steps: optimizer steps between updates (the papers' ``update_interval``).
         every_n_epochs: epochs between updates (used when ``every_n_steps`` is None).
+        Neither: one update, when the clustering phase starts (e.g. to initialize centers by k-means).
     """
 
     def __init__(self, every_n_steps: int | None = None, every_n_epochs: int | None = None) -> None:
-        if (every_n_steps is None) == (every_n_epochs is None):
-            raise ValueError("give exactly one of every_n_steps and every_n_epochs")
-        if (every_n_steps or every_n_epochs) < 1:
+        if every_n_steps is not None and every_n_epochs is not None:
+            raise ValueError("give at most one of every_n_steps and every_n_epochs")
+        if (every_n_steps or every_n_epochs or 1) < 1:
             raise ValueError("the update interval must be >= 1")
         self.every_n_steps = every_n_steps
         self.every_n_epochs = every_n_epochs
