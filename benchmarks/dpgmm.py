@@ -1,13 +1,19 @@
-"""Benchmark of DPGMM (deep model selection, Lim 2024) on USPS: the K it finds from K_init = 1 and K_init = 30.
+"""Benchmark of DPGMM (deep model selection, Lim 2024): the K it finds from K_init = 1 and K_init = 30.
 
-    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/dpgmm.py [--pretrain-epochs 50] [--epochs 30]
+    # training runs (results merge by data set, seed, K_init and settings; reruns replace their own row)
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/dpgmm.py train --data usps --seeds 0 1 2 --epochs 10
+    # model selection on fixed pretrained embeddings (no training): the K each birth/merge setting finds
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/dpgmm.py select --data digits usps coil20 mnist
 
-Stages (CPU budget, one seed, stated in the results):
-1. pretrain the d-500-500-2000-10 autoencoder once (AEKMeans, Adam 1e-3, batch 256), saved under
-   benchmarks/work/ (git-ignored), shared by both runs, as DEC/IDEC/DEKM share theirs;
-2. ``dcl fit --model DPGMM --data USPS`` from that autoencoder with k_init 1 and k_init 30 (CLI, CSV logger);
-3. writes benchmarks/results/dpgmm_usps.json / .md (K found, ACC/NMI/ARI on the rectangular matching, wall
-   time, budget) and benchmarks/results/dpgmm_k_over_training.png (K per epoch of both runs).
+Stages:
+1. pretrain the d-500-500-2000-10 autoencoder once per data set and seed (AEKMeans, Adam 1e-3, batch 256),
+   cached under benchmarks/work/dpgmm/ (git-ignored) and shared by the runs, as DEC/IDEC/DEKM share theirs;
+2. ``train``: ``dcl fit --config configs/dpgmm/<data>.yaml`` from that autoencoder with each K_init (CLI, CSV
+   logger); writes benchmarks/results/dpgmm_<data>.json / .md (K found, ACC/NMI/ARI on the rectangular matching,
+   wall time, budget; mean and std over seeds) and, for USPS, benchmarks/results/dpgmm_k_over_training.png;
+   the baseline with the true K is k-means (10 restarts) on the same autoencoder's code;
+3. ``select``: ``DPGMM.select_on`` (DP-GMM from K_init, 10 birth/merge rounds, refit) on the fixed embeddings
+   for each (bic_penalty, min_gain); writes benchmarks/results/dpgmm_selection.json / .md.
 """
 
 from __future__ import annotations
@@ -18,66 +24,90 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work" / "dpgmm"
 RESULTS = ROOT / "benchmarks" / "results"
+DATA_DIR = str(ROOT.parent / "shared" / "data")
+K_TRUE = {"digits": 10, "usps": 10, "coil20": 20, "mnist": 10}
+PRETRAIN_EPOCHS = {"digits": 50, "usps": 50, "coil20": 200, "mnist": 20}  # CPU budget (paper-style: 200)
 
 
-def pretrain(data_dir: str, epochs: int, seed: int) -> Path:
+def datamodule(data: str):
+    if data == "digits":
+        from dcl.datamodules.digits import Digits
+        return Digits(batch_size=256)
+    if data == "usps":
+        from dcl.datamodules.usps import USPS
+        return USPS(data_dir=DATA_DIR, batch_size=256)
+    if data == "coil20":
+        from dcl.datamodules.coil20 import COIL20
+        return COIL20(data_dir=DATA_DIR, image_size=28, flatten=True, batch_size=256)
+    from dcl.datamodules.mnist import MNIST
+    return MNIST(data_dir=DATA_DIR, batch_size=256)
+
+
+def pretrain(data: str, epochs: int, seed: int) -> tuple[Path, float | None]:
+    """The autoencoder checkpoint (cached) and its pretraining wall time (None when not recorded)."""
     import lightning.pytorch as pl
 
-    from dcl.datamodules.usps import USPS
     from dcl.methods.ae_kmeans import AEKMeans
 
-    ckpt = WORK / f"ae_usps_e{epochs}_s{seed}.ckpt"
-    if ckpt.is_file():
-        return ckpt
-    t0 = time.time()
-    pl.seed_everything(seed)
-    model = AEKMeans(n_clusters=10, input_shape=(256,))
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                         check_val_every_n_epoch=epochs, default_root_dir=str(WORK))
-    trainer.fit(model, USPS(data_dir=data_dir, batch_size=256))
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(ckpt)
-    ckpt.with_suffix(".wall").write_text(f"{time.time() - t0:.1f}")
-    return ckpt
+    ckpt = WORK / f"ae_{data}_e{epochs}_s{seed}.ckpt"
+    if not ckpt.is_file():
+        t0 = time.time()
+        pl.seed_everything(seed)
+        dm = datamodule(data)
+        dm.setup()
+        model = AEKMeans(n_clusters=K_TRUE[data], input_shape=dm.input_shape)
+        trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                             check_val_every_n_epoch=epochs, default_root_dir=str(WORK))
+        trainer.fit(model, dm)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(ckpt)
+        ckpt.with_suffix(".wall").write_text(f"{time.time() - t0:.1f}")
+    wall = ckpt.with_suffix(".wall")
+    return ckpt, float(wall.read_text()) if wall.is_file() else None
 
 
-def ae_kmeans(data_dir: str, ckpt: Path, seed: int) -> dict:
-    """The baseline with the true K on the same autoencoder: k-means (10 restarts) on its code."""
-    from dcl.cluster import kmeans
-    from dcl.datamodules.usps import USPS
+def embedding(data: str, ckpt: Path):
     from dcl.methods.dpgmm import DPGMM
-    from dcl.metrics import clustering_scores
 
-    dm = USPS(data_dir=data_dir)
+    dm = datamodule(data)
     dm.setup()
-    model = DPGMM(input_shape=(256,), pretrained=str(ckpt))
+    model = DPGMM(input_shape=dm.input_shape, pretrained=str(ckpt))
     with torch.no_grad():
         z = model.embed(dm.batch_transform(dm.x))
-    labels = kmeans(z, 10, n_init=10, seed=seed).labels
-    return {"k": 10, **clustering_scores(labels, dm.y)}
+    return model, z, dm.y
 
 
-def run(data_dir: str, ckpt: Path, k_init: int, epochs: int, seed: int, extra: list[str],
-        penalty: float | None = None) -> dict:
+def ae_kmeans(data: str, ckpt: Path, seed: int) -> dict:
+    """The baseline with the true K on the same autoencoder: k-means (10 restarts) on its code."""
+    from dcl.cluster import kmeans
+    from dcl.metrics import clustering_scores
+
+    _, z, y = embedding(data, ckpt)
+    labels = kmeans(z, K_TRUE[data], n_init=10, seed=seed).labels
+    return {"k": K_TRUE[data], **clustering_scores(labels, y)}
+
+
+def run(data: str, ckpt: Path, k_init: int, epochs: int, seed: int, settings: dict, extra: list[str]) -> dict:
     from dcl.cli import main
 
-    name = f"usps_k{k_init}_s{seed}" + (f"_p{penalty:g}" if penalty is not None else "")
-    if penalty is not None:
-        extra = [*extra, "--model.init_args.bic_penalty", str(penalty)]
+    tag = "".join(f"_{k}{v:g}" for k, v in sorted(settings.items()))
+    name = f"{data}_k{k_init}_s{seed}_e{epochs}{tag}"
     out = WORK / name
     t0 = time.time()
-    main(["fit", "--config", str(ROOT / "configs" / "dpgmm" / "usps.yaml"), "--seed_everything", str(seed),
-          "--data.init_args.data_dir", data_dir, "--model.init_args.pretrained", str(ckpt),
-          "--model.init_args.k_init", str(k_init), "--trainer.max_epochs", str(epochs),
-          "--trainer.check_val_every_n_epoch", str(max(1, epochs // 3)), "--trainer.callbacks", "[]",
-          "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
-          "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(out),
-          "--trainer.logger.name", name, *extra])
+    main(["fit", "--config", str(ROOT / "configs" / "dpgmm" / f"{data}.yaml"), "--seed_everything", str(seed),
+          *(["--data.init_args.data_dir", DATA_DIR] if data != "digits" else []),
+          "--model.init_args.pretrained", str(ckpt), "--model.init_args.k_init", str(k_init),
+          *(a for k, v in settings.items() for a in (f"--model.init_args.{k}", str(v))),
+          "--trainer.max_epochs", str(epochs), "--trainer.check_val_every_n_epoch", str(max(1, epochs // 3)),
+          "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
+          "--trainer.enable_progress_bar", "false", "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+          "--trainer.logger.save_dir", str(out), "--trainer.logger.name", name, *extra])
     wall = time.time() - t0
     logdir = sorted((out / name).glob("version_*"))[-1]
     scores = json.loads((logdir / "final_scores.json").read_text())
@@ -86,75 +116,164 @@ def run(data_dir: str, ckpt: Path, k_init: int, epochs: int, seed: int, extra: l
         for row in csv.DictReader(f):
             if row.get("train/k"):
                 k_per_epoch[int(row["epoch"])] = float(row["train/k"])
-    return {"k_init": k_init, "bic_penalty": penalty if penalty is not None else "config (2.0)", "seed": seed,
-            "epochs": epochs, "wall_s": round(wall, 1), **scores,
-            "k_per_epoch": [k_per_epoch[e] for e in sorted(k_per_epoch)]}
+    return {"k_init": k_init, "settings": settings, "seed": seed, "epochs": epochs, "wall_s": round(wall, 1),
+            **scores, "k_per_epoch": [k_per_epoch[e] for e in sorted(k_per_epoch)]}
 
 
-def plot(runs: list[dict], path: Path) -> None:
+def _mean_std(values: list[float], fmt: str = "{:.4f}") -> str:
+    a = np.asarray(values, dtype=float)
+    return (fmt + " ± " + fmt).format(a.mean(), a.std()) if len(a) > 1 else fmt.format(a.mean())
+
+
+def _settings_text(settings: dict) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(settings.items())) or "config"
+
+
+def render_train(res: dict) -> list[str]:
+    data, k_true = res["dataset"], res["k_true"]
+    lines = [f"# DPGMM on {data} (K_true = {k_true})", "", res["budget"], "",
+             "Per run (K found = live components at the end; ACC on the rectangular matching when K != K_true):", "",
+             "| K_init | settings | seed | K found | ACC | NMI | ARI | wall (s) |", "|---|---|---|---|---|---|---|---|"]
+    runs = sorted(res["runs"], key=lambda r: (_settings_text(r["settings"]), r["k_init"], r["seed"]))
+    for r in runs:
+        lines.append(f"| {r['k_init']} | {_settings_text(r['settings'])} | {r['seed']} | {r['k']} | {r['acc']:.4f} | "
+                     f"{r['nmi']:.4f} | {r['ari']:.4f} | {r['wall_s']} |")
+    lines += ["", "Mean ± std over seeds:", "",
+              "| method | K_init | settings | seeds | K found | ACC | NMI | ARI |", "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((_settings_text(r["settings"]), r["k_init"]), []).append(r)
+    for (settings, k_init), rs in groups.items():
+        lines.append(f"| DPGMM | {k_init} | {settings} | {len(rs)} | {_mean_std([r['k'] for r in rs], '{:.1f}')} "
+                     f"({', '.join(str(r['k']) for r in rs)}) | "
+                     + " | ".join(_mean_std([r[m] for r in rs]) for m in ("acc", "nmi", "ari")) + " |")
+    base = list(res["ae_kmeans_true_k"].values())
+    if base:
+        lines.append(f"| AE + k-means (true K, same autoencoders) | - | - | {len(base)} | {k_true} | "
+                     + " | ".join(_mean_std([b[m] for b in base]) for m in ("acc", "nmi", "ari")) + " |")
+    lines += ["", "K per epoch (after each epoch's birth/merge step):", "",
+              *(f"- K_init {r['k_init']}, {_settings_text(r['settings'])}, seed {r['seed']}: "
+                f"{[int(k) for k in r['k_per_epoch']]}" for r in runs), "", *res["notes"], ""]
+    return lines
+
+
+def plot(runs: list[dict], data: str, k_true: int, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for r in runs:
-        if r["bic_penalty"] != "config (2.0)":
-            continue
-        ax.plot(range(len(r["k_per_epoch"]) + 1), [r["k_init"], *r["k_per_epoch"]], marker="o", ms=3,
-                label=f"K_init = {r['k_init']} (final K = {r['k']})")
-    ax.axhline(10, color="gray", ls="--", lw=1, label="true K = 10")
+        if r["seed"] == 0 and not r["settings"]:
+            ax.plot(range(len(r["k_per_epoch"]) + 1), [r["k_init"], *r["k_per_epoch"]], marker="o", ms=3,
+                    label=f"K_init = {r['k_init']} (final K = {r['k']})")
+    ax.axhline(k_true, color="gray", ls="--", lw=1, label=f"true K = {k_true}")
     ax.set_xlabel("epoch of the clustering phase (0: K_init)")
     ax.set_ylabel("K (live components)")
-    ax.set_title("DPGMM on USPS: K over training")
+    ax.set_title(f"DPGMM on {data}: K over training (seed 0)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
+def train(args) -> None:
+    data = args.data[0]
+    path = RESULTS / f"dpgmm_{data}.json"
+    res = json.loads(path.read_text()) if path.is_file() else {}
+    if res.get("epochs") != args.epochs or res.get("pretrain_epochs") != args.pretrain_epochs:
+        res = {}  # another budget: start over
+    settings = dict(args.set or [])
+    runs = res.get("runs", [])
+    baseline = res.get("ae_kmeans_true_k", {})
+    walls = res.get("pretrain_wall_s", {})
+    for seed in args.seeds:
+        ckpt, walls[str(seed)] = pretrain(data, args.pretrain_epochs, seed)
+        if str(seed) not in baseline:
+            baseline[str(seed)] = ae_kmeans(data, ckpt, seed)
+        for k_init in args.k_inits:
+            new = run(data, ckpt, k_init, args.epochs, seed, settings, args.extra)
+            runs = [r for r in runs if (r["seed"], r["k_init"], r["settings"]) != (seed, k_init, settings)] + [new]
+            res = {"dataset": data, "k_true": K_TRUE[data], "epochs": args.epochs,
+                   "pretrain_epochs": args.pretrain_epochs, "pretrain_wall_s": walls,
+                   "budget": (f"CPU, 1 thread; autoencoder pretrained {args.pretrain_epochs} epochs per seed (paper-"
+                              f"style schedule: 200), shared by that seed's runs; clustering phase {args.epochs} "
+                              f"epochs per run; configs/dpgmm/{data}.yaml otherwise (settings: overrides)"),
+                   "runs": runs, "ae_kmeans_true_k": baseline,
+                   "notes": ["The paper (arXiv 2412.08940) evaluates on MIT67 / CIFAR100 features; it has no "
+                             f"figure for {data}."]}
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(res, indent=2))  # after every run: a long benchmark can be resumed
+            path.with_suffix(".md").write_text("\n".join(render_train(res)))
+    if data == "usps":
+        plot(res["runs"], "USPS", K_TRUE[data], RESULTS / "dpgmm_k_over_training.png")
+    print("\n".join(render_train(res)))
+
+
+def select(args) -> None:
+    """Static model selection on the pretrained embeddings: which settings find which K, per data set."""
+    from dcl.metrics import clustering_scores
+
+    grid = [(p, g) for p in args.penalties for g in args.min_gains]
+    rows = []
+    for data in args.data:
+        for seed in args.seeds:
+            ckpt, _ = pretrain(data, PRETRAIN_EPOCHS[data], seed)
+            model, z, y = embedding(data, ckpt)
+            for k_init in args.k_inits:
+                for penalty, gain in grid:
+                    torch.manual_seed(seed)
+                    model.k_init, model.bic_penalty, model.min_gain = k_init, penalty, gain
+                    t0 = time.time()
+                    model.select_on(z)
+                    labels = model.assign(z).argmax(1)
+                    rows.append({"data": data, "seed": seed, "k_init": k_init, "bic_penalty": penalty,
+                                 "min_gain": gain, "k": int(model.n_clusters), "k_true": K_TRUE[data],
+                                 "seconds": round(time.time() - t0, 2), **clustering_scores(labels, y)})
+                    print(rows[-1], flush=True)
+    out = {"pretrain_epochs": {d: PRETRAIN_EPOCHS[d] for d in args.data}, "rows": rows}
+    (RESULTS / "dpgmm_selection.json").write_text(json.dumps(out, indent=2))
+    lines = ["# DPGMM model selection on fixed pretrained embeddings (no training)", "",
+             "`DPGMM.select_on`: DP-GMM from K_init, 10 birth/merge rounds, DP-GMM refit, on the code of the "
+             "autoencoder pretrained for the stated epochs (AEKMeans, Adam 1e-3, batch 256). K found per setting; "
+             "entries are K from K_init 1 / K_init 30, one per seed.", "",
+             f"Pretraining epochs: {out['pretrain_epochs']}", "",
+             "| bic_penalty | min_gain | " + " | ".join(f"{d} (K_true {K_TRUE[d]})" for d in args.data)
+             + " | max abs(K - K_true) |", "|---|---|" + "---|" * (len(args.data) + 1)]
+    for penalty, gain in grid:
+        cells, worst = [], 0
+        for data in args.data:
+            sel = [r for r in rows if (r["data"], r["bic_penalty"], r["min_gain"]) == (data, penalty, gain)]
+            worst = max([worst] + [abs(r["k"] - r["k_true"]) for r in sel])
+            cells.append(", ".join("/".join(str(r["k"]) for r in sel if r["seed"] == s) for s in args.seeds))
+        lines.append(f"| {penalty:g} | {gain:g} | " + " | ".join(cells) + f" | {worst} |")
+    (RESULTS / "dpgmm_selection.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
-    p.add_argument("--pretrain-epochs", type=int, default=50)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=("train", "select"))
+    p.add_argument("--data", nargs="+", default=["usps"], choices=sorted(K_TRUE))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--k-inits", type=int, nargs="+", default=[1, 30])
-    p.add_argument("--penalties", type=float, nargs="*", default=[3.0],
-                   help="extra runs with these bic_penalty values (sensitivity of the K found)")
-    p.add_argument("extra", nargs="*", help="more dcl fit arguments")
+    p.add_argument("--pretrain-epochs", type=int, default=None, help="default: per data set (PRETRAIN_EPOCHS)")
+    p.add_argument("--epochs", type=int, default=10, help="train: epochs of the clustering phase")
+    p.add_argument("--set", nargs=2, action="append", metavar=("NAME", "VALUE"), type=str,
+                   help="train: a DPGMM init arg to override, e.g. --set min_gain 0.2 (recorded with the run)")
+    p.add_argument("--penalties", type=float, nargs="+", default=[1.0, 2.0, 3.0])
+    p.add_argument("--min-gains", type=float, nargs="+", default=[0.0])
+    p.add_argument("extra", nargs="*", help="train: more dcl fit arguments")
     args = p.parse_args()
+    if args.set:
+        args.set = [(k, float(v)) for k, v in args.set]
     torch.set_num_threads(1)
-    ckpt = pretrain(args.data_dir, args.pretrain_epochs, args.seed)
-    wall_file = ckpt.with_suffix(".wall")
-    pre_wall = float(wall_file.read_text()) if wall_file.is_file() else None  # None: pretrained by an earlier call
-    runs = [run(args.data_dir, ckpt, k, args.epochs, args.seed, args.extra) for k in args.k_inits]
-    runs += [run(args.data_dir, ckpt, k, args.epochs, args.seed, args.extra, pen) for pen in args.penalties
-             for k in args.k_inits]
-    baseline = ae_kmeans(args.data_dir, ckpt, args.seed)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    budget = (f"CPU, 1 thread (shared machine), one seed ({args.seed}); autoencoder pretrained {args.pretrain_epochs} "
-              f"epochs ({'%.0f s wall' % pre_wall if pre_wall else 'wall time not recorded'}, shared by the runs; the paper-style schedule is 200); clustering phase "
-              f"{args.epochs} epochs per run; configs/dpgmm/usps.yaml otherwise")
-    out = {"dataset": "USPS", "k_true": 10, "budget": budget, "pretrain_wall_s": pre_wall, "runs": runs,
-           "ae_kmeans_true_k": baseline,
-           "paper": "arXiv 2412.08940 reports MIT67 / CIFAR100 features, not USPS: no paper figure to set beside",
-           "reference_true_k": "IDEC paper (true K): USPS ACC 76.05 / NMI 78.46 %"}
-    (RESULTS / "dpgmm_usps.json").write_text(json.dumps(out, indent=2))
-    lines = ["# DPGMM on USPS (K_true = 10)", "", budget, "",
-             "| method | K_init | BIC penalty | K found | K used | ACC | NMI | ARI | wall (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in runs:
-        lines.append(f"| DPGMM | {r['k_init']} | {r['bic_penalty']} | {r['k']} | {r['k_used']} | {r['acc']:.4f} | "
-                     f"{r['nmi']:.4f} | {r['ari']:.4f} | {r['wall_s']} |")
-    lines.append(f"| AE + k-means (true K, same autoencoder) | - | - | 10 | 10 | {baseline['acc']:.4f} | "
-                 f"{baseline['nmi']:.4f} | {baseline['ari']:.4f} | - |")
-    lines += ["", "K per epoch (after each epoch's birth/merge step):", "",
-              *(f"- K_init {r['k_init']}, penalty {r['bic_penalty']}: {[int(k) for k in r['k_per_epoch']]}"
-                for r in runs), "",
-              "Reference with the true K (IDEC paper, not rerun here): USPS ACC 76.05 %, NMI 78.46 %.",
-              "The paper (arXiv 2412.08940) evaluates on MIT67 / CIFAR100 features; it has no USPS figure.", ""]
-    (RESULTS / "dpgmm_usps.md").write_text("\n".join(lines))
-    plot(runs, RESULTS / "dpgmm_k_over_training.png")
-    print(json.dumps(out, indent=2))
+    if args.mode == "train":
+        if len(args.data) != 1:
+            p.error("train takes one --data")
+        args.pretrain_epochs = args.pretrain_epochs or PRETRAIN_EPOCHS[args.data[0]]
+        train(args)
+    else:
+        select(args)
 
 
 if __name__ == "__main__":
