@@ -64,41 +64,9 @@ def test_fit_on_digits_from_the_cli(tmp_path, method):
     assert scores["k"] == 10 and scores["acc"] > 0.5 and scores["nmi"] > 0.4
 
 
-def test_target_update_schedule_and_stopping_rule(tmp_path):
-    """The targets are refreshed every update_interval clustering steps; a large tol stops at the 2nd update."""
-    from dcl.datamodules.digits import Digits
-    import lightning.pytorch as pl
-
-    calls = []
-
-    class Recording(DEC):
-        def update_clusters(self, z, first):
-            calls.append((self.trainer.global_step, first))
-            super().update_clusters(z, first)
-
-    dm = Digits(batch_size=256)
-    model = Recording(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=1, update_interval=3, tol=0.0,
-                      kmeans_n_init=2)
-    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
-    trainer.fit(model, dm)
-    steps = [s for s, _ in calls]
-    assert calls[0] == (8, True)  # pretraining took 8 steps; the first update initializes k-means
-    assert steps == list(range(8, 24, 3)) and not any(f for _, f in calls[1:])
-    assert model.targets.shape == (1797, 10)
-
-    calls.clear()
-    model = Recording(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=1, update_interval=3, tol=0.99,
-                      kmeans_n_init=2)
-    trainer = pl.Trainer(max_epochs=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
-    trainer.fit(model, dm)
-    assert len(calls) == 2 and trainer.global_step < 16  # stopped after the second update
-
-
-@pytest.mark.parametrize("cls", [DEC, IDEC])
-def test_batch_target_embeds_the_data_once_and_targets_each_batch(tmp_path, cls):
-    """target 'batch': one whole-data pass (the k-means init), then P from each batch's own Q."""
+def _fit_recording_updates(cls, tmp_path, max_epochs: int, **kwargs):
+    """Fit a small ``cls`` on Digits (1 pretraining epoch of 8 steps, update_interval 3), recording each
+    update_clusters call as (global step, first); returns the model, the trainer, the calls and the data."""
     from dcl.datamodules.digits import Digits
     import lightning.pytorch as pl
 
@@ -110,11 +78,30 @@ def test_batch_target_embeds_the_data_once_and_targets_each_batch(tmp_path, cls)
             super().update_clusters(z, first)
 
     dm = Digits(batch_size=256)
-    model = Recording(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=1, update_interval=3, tol=0.0,
-                      kmeans_n_init=2, target="batch")
-    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    model = Recording(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=1, update_interval=3, kmeans_n_init=2,
+                      **kwargs)
+    trainer = pl.Trainer(max_epochs=max_epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
     trainer.fit(model, dm)
+    return model, trainer, calls, dm
+
+
+def test_target_update_schedule_and_stopping_rule(tmp_path):
+    """The targets are refreshed every update_interval clustering steps; a large tol stops at the 2nd update."""
+    model, _, calls, _ = _fit_recording_updates(DEC, tmp_path, 3, tol=0.0)
+    steps = [s for s, _ in calls]
+    assert calls[0] == (8, True)  # pretraining took 8 steps; the first update initializes k-means
+    assert steps == list(range(8, 24, 3)) and not any(f for _, f in calls[1:])
+    assert model.targets.shape == (1797, 10)
+
+    _, trainer, calls, _ = _fit_recording_updates(DEC, tmp_path, 5, tol=0.99)
+    assert len(calls) == 2 and trainer.global_step < 16  # stopped after the second update
+
+
+@pytest.mark.parametrize("cls", [DEC, IDEC])
+def test_batch_target_embeds_the_data_once_and_targets_each_batch(tmp_path, cls):
+    """target 'batch': one whole-data pass (the k-means init), then P from each batch's own Q."""
+    model, trainer, calls, dm = _fit_recording_updates(cls, tmp_path, 3, tol=0.0, target="batch")
     assert calls == [(8, True)] and trainer.global_step == 24
 
     z = model.embed(dm.batch_transform(dm.x[:64]))
