@@ -186,7 +186,7 @@ def train(args) -> None:
     config = yaml.safe_load((ROOT / "configs" / "dpgmm" / f"{data}.yaml").read_text())["model"]["init_args"]
     # the model selection knobs, recorded explicitly (a config's values may change later)
     settings = {"bic_penalty": float(config.get("bic_penalty", 2.0)), "min_gain": float(config.get("min_gain", 0.0)),
-                **dict(args.set or [])}
+                "gamma": float(config.get("gamma", 0.01)), **dict(args.set or [])}
     runs = res.get("runs", [])
     baseline = res.get("ae_kmeans_true_k", {})
     walls = res.get("pretrain_wall_s", {})
