@@ -131,6 +131,22 @@ def test_idec_adds_reconstruction_and_keeps_the_decoder_training():
     assert model.cluster_centers.grad is not None  # the clustering loss reaches the centers
 
 
+def test_one_process_step_leaves_unused_parameters_without_gradient():
+    """The zero-gradient touch of every parameter is for DDP only: in one process DEC's clustering step gives
+    the decoder no gradient at all (a full-size zero gradient per parameter would cost time for nothing)."""
+    from dcl.datamodules.digits import Digits
+
+    dm = Digits()
+    model = DEC(10, dm.input_shape, hidden_dims=[32])
+    model.clustering_started.fill_(True)
+    model.targets = torch.full((1797, 10), 0.1)
+    model.log = lambda *a, **k: None
+    model._count_step = lambda: None
+    model.training_step({"x": dm.batch_transform(dm.x[:64]), "y": dm.y[:64], "index": torch.arange(64)}, 0).backward()
+    assert all(p.grad is None for p in model.autoencoder.decoder.parameters())
+    assert all(p.grad is not None for p in model.autoencoder.encoder.parameters())
+
+
 def test_bad_hyperparameters():
     from dcl.method import ConfigError
 
