@@ -237,10 +237,11 @@ def _global_batch() -> torch.Tensor:
 
 
 def _gradient(model: AECM, x: torch.Tensor) -> torch.Tensor:
-    """The gradient of one AE-CM training step on the batch ``x``, all parameters flattened into one vector."""
+    """The gradient of one AE-CM training step on the batch ``x``, all parameters flattened into one vector (a
+    parameter the step does not use: zeros, as DDP's zero-gradient touch gives it)."""
     model.zero_grad()
     model.training_step({"x": x, "y": torch.full((len(x),), -1), "index": torch.arange(len(x))}, 0).backward()
-    return torch.cat([p.grad.flatten() for p in model.parameters()])
+    return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in model.parameters()])
 
 
 def _ddp_gradient_worker(rank: int, world: int, port: int, out: str) -> None:
