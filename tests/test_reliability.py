@@ -23,6 +23,7 @@ from dcl.estimator import InMemory
 from dcl.metrics import clustering_scores
 
 METHODS = sorted(registry.available("method"))
+VARIANTS = sorted(name for name, budget in FAST.items() if "method" in budget)
 N = 1792  # 14 batches of 128: no padding, so 1 process x 128 and 2 processes x 64 see the same global batches
 
 
@@ -55,7 +56,7 @@ def digits(name: str, batch_size: int = 128) -> InMemory:
 
 
 def build(name: str, dm: InMemory):
-    cls = registry.get_method(name)
+    cls = registry.get_method(FAST[name].get("method", name))
     return cls(n_clusters=dm.n_clusters, input_shape=dm.input_shape, **FAST[name]["model"])
 
 
@@ -87,7 +88,7 @@ def final_losses(t: pl.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in t.callback_metrics.items() if k.startswith("train/") and v.numel() == 1}
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", METHODS + VARIANTS)
 def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
     every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_epochs=1, save_top_k=-1,
                                   save_on_train_epoch_end=True)
@@ -120,7 +121,7 @@ KNOWN_BUGS: dict[tuple[str, str], str] = {  # (test, method) -> why it fails tod
 
 def params(test: str):
     return [pytest.param(m, marks=pytest.mark.xfail(reason=KNOWN_BUGS[(test, m)], strict=True))
-            if (test, m) in KNOWN_BUGS else m for m in METHODS]
+            if (test, m) in KNOWN_BUGS else m for m in METHODS + VARIANTS]
 
 
 @pytest.mark.parametrize("name", params("ddp"))
