@@ -196,3 +196,16 @@ def test_bad_hyperparameters():
         DEC(10, (64,), target="epoch")
     with pytest.raises(ConfigError, match="set tol: 0"):
         IDEC(10, (64,), target="batch")
+
+
+def test_cluster_update_intervals():
+    """No interval: one update at the start (DEC's target 'batch'); an interval must be >= 1 (0 is not 'once')."""
+    from dcl.callbacks.cluster_update import ClusterUpdate
+
+    once = ClusterUpdate()
+    assert once.every_n_steps is None and once.every_n_epochs is None
+    for kwargs in ({"every_n_steps": 0}, {"every_n_epochs": 0}, {"every_n_steps": -3}):
+        with pytest.raises(ValueError, match=">= 1"):
+            ClusterUpdate(**kwargs)
+    with pytest.raises(ValueError, match="at most one"):
+        ClusterUpdate(every_n_steps=5, every_n_epochs=1)

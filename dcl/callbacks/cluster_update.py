@@ -24,7 +24,7 @@ class ClusterUpdate(Callback):
     def __init__(self, every_n_steps: int | None = None, every_n_epochs: int | None = None) -> None:
         if every_n_steps is not None and every_n_epochs is not None:
             raise ValueError("give at most one of every_n_steps and every_n_epochs")
-        if (every_n_steps or every_n_epochs or 1) < 1:
+        if any(n is not None and n < 1 for n in (every_n_steps, every_n_epochs)):
             raise ValueError("the update interval must be >= 1")
         self.every_n_steps = every_n_steps
         self.every_n_epochs = every_n_epochs
