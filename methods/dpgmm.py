@@ -115,7 +115,8 @@ class DPGMM(AutoencoderMethod):
         vb_iters, first_vb_iters: coordinate-ascent iterations per refit / at the first fit.
         min_weight: components below this fraction of the data die (BirthMerge).
         bic_penalty: multiplier of the BIC penalty of births and merges (2.0).
-        min_gain: nats per data point a birth must gain beyond the BIC penalty (0; see ``BirthMerge``).
+        min_gain: nats per data point a birth must gain, and a merge may lose, beyond the BIC penalty (0; see
+            ``BirthMerge``).
         birth_merge_every: epochs between birth/merge steps (1).
         init_logvar: initial log s^2 of the encoder's variance head (-4).
         See ``AutoencoderMethod`` for the autoencoder, pretraining and optimizer arguments.

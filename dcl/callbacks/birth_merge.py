@@ -356,9 +356,8 @@ class BirthMerge(Callback):
         k = pl_module.n_clusters
         res = birth_merge(z, labels, k, rounds=rounds, min_weight=self.min_weight,
                           max_components=self._limit(pl_module), penalty=self.penalty, min_gain=self.min_gain,
-                          split=self.split,
-                          merge=self.merge, split_iters=self.split_iters, covariance=self.covariance,
-                          distributed=is_distributed())
+                          split=self.split, merge=self.merge, split_iters=self.split_iters,
+                          covariance=self.covariance, distributed=is_distributed())
         pl_module.set_mixture_stats(res.n, res.s1, diag_of(res.s2))
         self.calls += 1
         self.births += res.births
