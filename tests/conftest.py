@@ -35,6 +35,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def flat_grad(module: torch.nn.Module) -> torch.Tensor:
+    """All parameters' gradients in one vector; a parameter the step did not use counts as zeros (what DDP's
+    zero-gradient touch gives it), so 1-process and 2-process gradients compare entry by entry."""
+    return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in module.parameters()])
+
+
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
          "--trainer.enable_model_summary", "false"]
 
@@ -76,6 +82,7 @@ FAST = {
     "DPGMM": {"model": {"hidden_dims": [64, 64, 128], "pretrain_epochs": 5, "update_interval": 7}, "epochs": 8,
               "resume_epoch": 6},
     # variants: a registered method ("method") with other settings, run through the same checks
-    "DEC (target batch)": {"method": "DEC", "model": {"hidden_dims": [64, 64], "pretrain_epochs": 3, "kmeans_n_init": 3,
-                                                    "target": "batch", "tol": 0.0}, "epochs": 7, "resume_epoch": 4},
+    "DEC (target batch)": {"method": "DEC", "model": {"hidden_dims": [64, 64], "pretrain_epochs": 3,
+                                                    "kmeans_n_init": 3, "target": "batch", "tol": 0.0},
+                           "epochs": 7, "resume_epoch": 4},
 }

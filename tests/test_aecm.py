@@ -16,7 +16,7 @@ from dcl.cluster.cm_losses import (ae_reconstruction, aecm_loss_terms, cm_dirich
                                    cm_reconstruction, cm_sparsity, expected_distortion, orthogonality_penalty)
 from dcl.method import ConfigError
 from dcl.methods.aecm import AECM, CM, ClusteringModule
-from conftest import REPO, free_port, run_cli
+from conftest import REPO, flat_grad, free_port, run_cli
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
@@ -237,11 +237,10 @@ def _global_batch() -> torch.Tensor:
 
 
 def _gradient(model: AECM, x: torch.Tensor) -> torch.Tensor:
-    """The gradient of one AE-CM training step on the batch ``x``, all parameters flattened into one vector (a
-    parameter the step does not use: zeros, as DDP's zero-gradient touch gives it)."""
+    """The gradient of one AE-CM training step on the batch ``x``, all parameters flattened into one vector."""
     model.zero_grad()
     model.training_step({"x": x, "y": torch.full((len(x),), -1), "index": torch.arange(len(x))}, 0).backward()
-    return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in model.parameters()])
+    return flat_grad(model)
 
 
 def _ddp_gradient_worker(rank: int, world: int, port: int, out: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import REPO, free_port, run_cli
+from conftest import REPO, flat_grad, free_port, run_cli
 from dcl.methods.dec import DEC, kl_clustering_loss, target_distribution
 from dcl.methods.idec import IDEC
 from dcl.method import student_t_assign
@@ -153,7 +153,7 @@ def _dec_batch_gradient(x: torch.Tensor) -> torch.Tensor:
     model = DEC(3, (6,), latent_dim=2, hidden_dims=(8,), target="batch", tol=0.0).double()
     model.set_cluster_centers(torch.tensor([[0.0, 0.0], [1.0, 0.5], [-0.5, 1.0]], dtype=torch.float64))
     model.clustering_loss(model.embed(x), torch.arange(len(x))).backward()
-    return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in model.parameters()])
+    return flat_grad(model)
 
 
 def _dec_batch_ddp_worker(rank: int, world: int, port: int, out: str) -> None:
