@@ -24,6 +24,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from results_table import mean_std_text  # benchmarks/ is on sys.path when a script here runs
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "dcfae"
@@ -108,11 +110,6 @@ def load_seeds(path: Path, budget: dict) -> dict:
     return old["seeds"] if same else {}
 
 
-def mean_std(values: list[float]) -> str:
-    a = np.asarray(values, dtype=float)
-    return f"{a.mean():.4f} ± {a.std():.4f}" if len(a) > 1 else f"{a.mean():.4f}"
-
-
 def render(result: dict) -> list[str]:
     b, seeds = result["budget"], result["seeds"]
     lines = [f"# DCFAE on {result['data']} (seeds {', '.join(sorted(seeds))}; FAE {b['fae_epochs']} + dense "
@@ -126,19 +123,26 @@ def render(result: dict) -> list[str]:
             continue
         for key, phases in (("latent + k-means (no dense net)", ("phase1_seconds",)),
                             ("dense embedding + k-means", ("phase1_seconds", "phase2_seconds"))):
-            cells = [mean_std([r[key].get(m, float("nan")) for r in runs]) for m in ("acc", "nmi", "ari")]
+            cells = [mean_std_text([r[key].get(m, float("nan")) for r in runs]) for m in ("acc", "nmi", "ari")]
             wall = np.mean([sum(r[p] for p in phases) for r in runs])
             lines.append(f"| {variant.upper()} | {key} | {' | '.join(cells)} | {wall:.0f} | {len(runs)} |")
     fae = [s["fae"]["phase1_last_epoch_metrics"] for s in seeds.values() if "fae" in s]
     if fae:
         d = [m.get("train/d_score", float("nan")) for m in fae]
         g = [m.get("train/g_score", float("nan")) for m in fae]
-        lines += ["", f"FAE game at the end of phase 1 (last-epoch means over seeds): D(x) = {mean_std(d)}, "
-                      f"D(generated) = {mean_std(g)}."]
+        lines += ["", f"FAE game at the end of phase 1 (last-epoch means over seeds): D(x) = {mean_std_text(d)}, "
+                      f"D(generated) = {mean_std_text(g)}."]
     lines += ["", "Paper (arXiv 2201.04727): its result table could not be retrieved here; no figure is quoted."]
     if result["data"] in NOTES:
         lines += ["", *NOTES[result["data"]]]
     return lines
+
+
+def write_report(result: dict) -> str:
+    """Writes ``dcfae_<data>.md`` from the results; returns its text."""
+    text = "\n".join(render(result)) + "\n"
+    (RESULTS / f"dcfae_{result['data']}.md").write_text(text)
+    return text
 
 
 @torch.no_grad()
@@ -167,8 +171,7 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json, run nothing")
     args = parser.parse_args()
     if args.render_only:
-        result = json.loads((RESULTS / f"dcfae_{args.data}.json").read_text())
-        (RESULTS / f"dcfae_{args.data}.md").write_text("\n".join(render(result)) + "\n")
+        write_report(json.loads((RESULTS / f"dcfae_{args.data}.json").read_text()))
         return
     torch.set_num_threads(args.threads)
     from dcl.methods.dcfae import DCFAE
@@ -211,9 +214,7 @@ def main() -> None:
               "seeds": seeds,
               "paper": "the paper's result table could not be read (only its abstract is available here)"}
     path.write_text(json.dumps(result, indent=2))
-    lines = render(result)
-    (RESULTS / f"dcfae_{args.data}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_report(result))
 
     if len(images) == 2 and args.seed == 0:  # the figure shows seed 0's models
         import matplotlib

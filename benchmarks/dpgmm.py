@@ -24,9 +24,10 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
+
+from results_table import mean_std_text  # benchmarks/ is on sys.path when a script here runs
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work" / "dpgmm"
@@ -121,11 +122,6 @@ def run(data: str, ckpt: Path, k_init: int, epochs: int, seed: int, settings: di
             **scores, "k_per_epoch": [k_per_epoch[e] for e in sorted(k_per_epoch)]}
 
 
-def _mean_std(values: list[float], fmt: str = "{:.4f}") -> str:
-    a = np.asarray(values, dtype=float)
-    return (fmt + " ± " + fmt).format(a.mean(), a.std()) if len(a) > 1 else fmt.format(a.mean())
-
-
 def _settings_text(settings: dict) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in sorted(settings.items())) or "config"
 
@@ -145,13 +141,13 @@ def render_train(res: dict) -> list[str]:
     for r in runs:
         groups.setdefault((_settings_text(r["settings"]), r["k_init"]), []).append(r)
     for (settings, k_init), rs in groups.items():
-        lines.append(f"| DPGMM | {k_init} | {settings} | {len(rs)} | {_mean_std([r['k'] for r in rs], '{:.1f}')} "
+        lines.append(f"| DPGMM | {k_init} | {settings} | {len(rs)} | {mean_std_text([r['k'] for r in rs], '{:.1f}')} "
                      f"({', '.join(str(r['k']) for r in rs)}) | "
-                     + " | ".join(_mean_std([r[m] for r in rs]) for m in ("acc", "nmi", "ari")) + " |")
+                     + " | ".join(mean_std_text([r[m] for r in rs]) for m in ("acc", "nmi", "ari")) + " |")
     base = list(res["ae_kmeans_true_k"].values())
     if base:
         lines.append(f"| AE + k-means (true K, same autoencoders) | - | - | {len(base)} | {k_true} | "
-                     + " | ".join(_mean_std([b[m] for b in base]) for m in ("acc", "nmi", "ari")) + " |")
+                     + " | ".join(mean_std_text([b[m] for b in base]) for m in ("acc", "nmi", "ari")) + " |")
     lines += ["", "K per epoch (after each epoch's birth/merge step):", "",
               *(f"- K_init {r['k_init']}, {_settings_text(r['settings'])}, seed {r['seed']}: "
                 f"{[int(k) for k in r['k_per_epoch']]}" for r in runs), "", *res["notes"], ""]
@@ -183,10 +179,17 @@ def train(args) -> None:
     res = json.loads(path.read_text()) if path.is_file() else {}
     if res.get("epochs") != args.epochs or res.get("pretrain_epochs") != args.pretrain_epochs:
         res = {}  # another budget: start over
+    import inspect
+
+    from dcl.methods.dpgmm import DPGMM
+
     config = yaml.safe_load((ROOT / "configs" / "dpgmm" / f"{data}.yaml").read_text())["model"]["init_args"]
+    defaults = inspect.signature(DPGMM).parameters
     # the model selection knobs, recorded explicitly (a config's values may change later)
-    settings = {"bic_penalty": float(config.get("bic_penalty", 2.0)), "min_gain": float(config.get("min_gain", 0.0)),
-                "gamma": float(config.get("gamma", 0.01)), **dict(args.set or [])}
+    settings = {k: float(config.get(k, defaults[k].default)) for k in ("bic_penalty", "min_gain", "gamma")}
+    settings.update(args.set or [])
+    notes = res.get("notes") or ["The paper (arXiv 2412.08940) evaluates on MIT67 / CIFAR100 features; it has no "
+                                 f"figure for {data}."]  # and any added by hand since
     runs = res.get("runs", [])
     baseline = res.get("ae_kmeans_true_k", {})
     walls = res.get("pretrain_wall_s", {})
@@ -202,9 +205,7 @@ def train(args) -> None:
                    "budget": (f"CPU, 1 thread; autoencoder pretrained {args.pretrain_epochs} epochs per seed (paper-"
                               f"style schedule: 200), shared by that seed's runs; clustering phase {args.epochs} "
                               f"epochs per run; configs/dpgmm/{data}.yaml otherwise (settings: overrides)"),
-                   "runs": runs, "ae_kmeans_true_k": baseline,
-                   "notes": ["The paper (arXiv 2412.08940) evaluates on MIT67 / CIFAR100 features; it has no "
-                             f"figure for {data}."]}
+                   "runs": runs, "ae_kmeans_true_k": baseline, "notes": notes}
             RESULTS.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(res, indent=2))  # after every run: a long benchmark can be resumed
             path.with_suffix(".md").write_text("\n".join(render_train(res)))
@@ -258,8 +259,8 @@ def select(args) -> None:
             cells.append(", ".join("/".join(str(r["k"]) for r in sorted(sel, key=lambda r: r["k_init"])
                                             if r["seed"] == s) for s in seeds) or "-")
         lines.append(f"| {penalty:g} | {gain:g} | " + " | ".join(cells) + " |")
-    lines += ["", "How to read it: the K found falls as the penalty rises, and the penalty that finds about K_true grows "
-              "with N (the gain of splitting a non-Gaussian cluster grows like its size, the BIC penalty like "
+    lines += ["", "How to read it: the K found falls as the penalty rises, and the penalty that finds about K_true "
+              "grows with N (the gain of splitting a non-Gaussian cluster grows like its size, the BIC penalty like "
               "log N); from K_init 30 the greedy merges stop above the K that the births reach from K_init 1. "
               "The configs' bic_penalty values come from this table (and, for USPS, from training runs: "
               "dpgmm_usps.md)."]

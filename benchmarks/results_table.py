@@ -201,6 +201,14 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))  # sample std
 
 
+def mean_std_text(values: list[float], fmt: str = "{:.4f}") -> str:
+    """``mean ± std`` with the population std (the per-benchmark reports over seeds); the mean alone for one value."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return fmt.format(mean)
+    return (fmt + " ± " + fmt).format(mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)))
+
+
 def summarize(runs: list[dict], methods: list[str], datasets: list[str]) -> list[dict]:
     rows = []
     for method in methods:
