@@ -95,7 +95,7 @@ NOTES = {
         "Reading: at 60 + 1 of the paper's 1000 + 1 epochs (8540 steps of batch 500, from random weights), AE-CM "
         "reaches 79.03 ± 3.57 / 72.22 ± 2.61 (argmax gamma) and 83.60 ± 1.36 / 77.14 ± 0.92 (k-means on its "
         "embedding), 2 seeds. On the same data our DEC and IDEC from a 20-epoch pretraining (about 5500 + at most "
-        "4000 steps of batch 256, `shared_pretraining_mnist.md`, one seed) reach 87.29 / 85.12 and 85.90 / 81.23: "
+        "4000 steps of batch 256, `shared_pretraining_mnist_p20.md`, one seed) reach 87.29 / 85.12 and 85.90 / 81.23: "
         "AE-CM is below IDEC at these budgets (the issue's target is not met).",
         "",
     ],

@@ -80,7 +80,7 @@ NOTES = {
         "- The FAE's reconstructions are sharper than the VAE's (`dcfae_reconstructions_mnist.png`), but its latent "
         "clusters worse at this budget: 67.26 / 59.60 against 75.75 / 68.21 with the dense network; the dense "
         "network adds +5.5 ACC points on the VAE latent and nothing on the FAE latent.",
-        "- Far below IDEC (85.90 / 81.23, `shared_pretraining_mnist.md`) and AE + k-means (80.98 / 73.67) on the "
+        "- Far below IDEC (85.90 / 81.23, `shared_pretraining_mnist_p20.md`) and AE + k-means (80.98 / 73.67) on the "
         "same data: the target (at least IDEC) is not met at this budget.",
         "- Command: `OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/dcfae.py --data mnist --fae-epochs 2 "
         "--dense-epochs 2 --seed 0` (machine shared with one other job).",

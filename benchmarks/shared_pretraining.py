@@ -9,7 +9,7 @@ AE + k-means), then every method in ``--methods`` starts from that run's ``last.
     python benchmarks/shared_pretraining.py usps --seeds 0 1 2                 # the papers' budget
     python benchmarks/shared_pretraining.py mnist --seeds 0 --pretrain-epochs 30 --maxiter 4000  # reduced (CPU)
 
-Writes benchmarks/results/shared_pretraining_<data>.{json,md}.
+Writes benchmarks/results/shared_pretraining_<data>.{json,md} (``..._<data>_p<epochs>`` for a reduced budget).
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ def main() -> None:
 
     summary = {m: {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs]))}
                    for k in ("acc", "nmi", "ari", "wall_s")} for m, rs in runs.items()}
-    out = ROOT / "benchmarks" / "results" / f"shared_pretraining_{args.data}"
+    # the papers' budget keeps the plain name; a reduced one is named by its pretraining epochs
+    suffix = "" if args.pretrain_epochs == 200 and not args.maxiter else f"_p{args.pretrain_epochs}"
+    out = ROOT / "benchmarks" / "results" / f"shared_pretraining_{args.data}{suffix}"
     budget = (f"pretraining {args.pretrain_epochs} epochs (Adam 1e-3, batch 256); clustering: the configs' "
               f"defaults (authors' code){'' if not args.maxiter else f', maxiter capped at {args.maxiter}'}")
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}"
