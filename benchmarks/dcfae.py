@@ -8,6 +8,9 @@ embedding ("with the dense network"). Results: ``benchmarks/results/dcfae_<data>
 figure: ``benchmarks/results/dcfae_reconstructions.png`` (USPS; ``dcfae_reconstructions_<data>.png`` otherwise).
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/dcfae.py --data usps --fae-epochs 10 --dense-epochs 10
+
+``--idec-baseline`` runs IDEC instead, with the same epochs (pretraining = phase 1, clustering = phase 2), and
+adds its row to the report (``dcfae_<data>_idec_baseline.json``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from results_table import mean_std_text  # benchmarks/ is on sys.path when a script here runs
+from results_table import dcl_fit, mean_std_text  # benchmarks/ is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -110,6 +113,47 @@ def load_seeds(path: Path, budget: dict) -> dict:
     return old["seeds"] if same else {}
 
 
+def idec_path(data: str) -> Path:
+    return RESULTS / f"dcfae_{data}_idec_baseline.json"
+
+
+def idec_baseline(data: str, seed: int, fae_epochs: int, dense_epochs: int) -> None:
+    """IDEC (its config, the authors' defaults) with the same epochs as DCFAE: ``fae_epochs`` of autoencoder
+    pretraining, then clustering up to ``fae_epochs + dense_epochs`` epochs in all (or its own tol rule), one
+    ``dcl fit`` process on 1 thread; merged by seed into ``dcfae_<data>_idec_baseline.json``."""
+    run = WORK / f"{data}_idec_s{seed}_e{fae_epochs}+{dense_epochs}"
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    data_dir = [] if data == "digits" else ["--data.init_args.data_dir", str(REPO.parent / "shared" / "data")]
+    record = dcl_fit(["--config", str(REPO / "configs" / "idec" / f"{data}.yaml"), *data_dir,
+                      "--seed_everything", str(seed), "--model.init_args.pretrain_epochs", str(fae_epochs),
+                      "--trainer.max_epochs", str(fae_epochs + dense_epochs), "--trainer.logger", "false",
+                      "--trainer.enable_progress_bar", "false", "--trainer.check_val_every_n_epoch", "100000"],
+                     run, threads=1)
+    if record["status"] != "ok":
+        raise SystemExit(f"{record['command']} {record['status']}:\n{record.get('error', '')}")
+    path = idec_path(data)
+    budget = {"fae_epochs": fae_epochs, "dense_epochs": dense_epochs}
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    seeds = old.get("seeds", {}) if old.get("budget") == budget else {}
+    seeds[str(seed)] = {k: record[k] for k in ("acc", "nmi", "ari", "wall_s", "command")}
+    path.write_text(json.dumps({"budget": budget, "seeds": seeds}, indent=2))
+
+
+def idec_row(result: dict) -> list[str]:
+    """The table row of IDEC at the same epochs, when it was run at this budget."""
+    path, b = idec_path(result["data"]), result["budget"]
+    if not path.is_file():
+        return []
+    base = json.loads(path.read_text())
+    if base["budget"] != {"fae_epochs": b["fae_epochs"], "dense_epochs": b["dense_epochs"]}:
+        return []
+    runs = list(base["seeds"].values())
+    cells = [mean_std_text([r[m] for r in runs]) for m in ("acc", "nmi", "ari")]
+    return [f"| - | IDEC, same epochs ({b['fae_epochs']} pretraining + {b['dense_epochs']} clustering) | "
+            f"{' | '.join(cells)} | {np.mean([r['wall_s'] for r in runs]):.0f} | {len(runs)} |"]
+
+
 def render(result: dict) -> list[str]:
     b, seeds = result["budget"], result["seeds"]
     lines = [f"# DCFAE on {result['data']} (seeds {', '.join(sorted(seeds))}; FAE {b['fae_epochs']} + dense "
@@ -126,6 +170,7 @@ def render(result: dict) -> list[str]:
             cells = [mean_std_text([r[key].get(m, float("nan")) for r in runs]) for m in ("acc", "nmi", "ari")]
             wall = np.mean([sum(r[p] for p in phases) for r in runs])
             lines.append(f"| {variant.upper()} | {key} | {' | '.join(cells)} | {wall:.0f} | {len(runs)} |")
+    lines += idec_row(result)
     fae = [s["fae"]["phase1_last_epoch_metrics"] for s in seeds.values() if "fae" in s]
     if fae:
         d = [m.get("train/d_score", float("nan")) for m in fae]
@@ -169,8 +214,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json, run nothing")
+    parser.add_argument("--idec-baseline", action="store_true",
+                        help="run IDEC with the same epochs for this seed (instead of DCFAE) and re-render")
     args = parser.parse_args()
-    if args.render_only:
+    if args.idec_baseline:
+        idec_baseline(args.data, args.seed, args.fae_epochs, args.dense_epochs)
+    if args.render_only or args.idec_baseline:
         write_report(json.loads((RESULTS / f"dcfae_{args.data}.json").read_text()))
         return
     torch.set_num_threads(args.threads)

@@ -109,7 +109,8 @@ class DEC(AutoencoderMethod):
             self.set_cluster_centers(km.centers)
             self.last_labels = km.labels
         q = self.assign(z)
-        self.targets = target_distribution(q)
+        if self.target == "full":  # 'batch' derives P from each batch's Q and keeps no whole-data targets
+            self.targets = target_distribution(q)
         labels = q.argmax(dim=1)
         changed = float((labels != self.last_labels).float().mean())
         self.last_labels = labels

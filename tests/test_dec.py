@@ -103,6 +103,7 @@ def test_batch_target_embeds_the_data_once_and_targets_each_batch(tmp_path, cls)
     """target 'batch': one whole-data pass (the k-means init), then P from each batch's own Q."""
     model, trainer, calls, dm = _fit_recording_updates(cls, tmp_path, 3, tol=0.0, target="batch")
     assert calls == [(8, True)] and trainer.global_step == 24
+    assert model.targets.numel() == 0  # no whole-data P is kept (nor checkpointed)
 
     z = model.embed(dm.batch_transform(dm.x[:64]))
     q = model.assign(z)
