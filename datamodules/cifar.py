@@ -9,12 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dcl.datamodule import ClusteringDataModule, DataError
-
-SPLITS = ("all", "train", "test")
+from dcl.datamodule import DataError, SplitFilesDataModule
 
 
-class CIFAR10(ClusteringDataModule):
+class CIFAR10(SplitFilesDataModule):
     """CIFAR-10: 32x32 RGB, 10 classes; 50000 train + 10000 test, merged by default (as clustering papers do).
     Stored as uint8 ``3 x 32 x 32``, scaled to [0, 1] per batch.
 
@@ -40,13 +38,7 @@ class CIFAR10(ClusteringDataModule):
     def __init__(self, data_dir: str = "data", download: bool = False, split: str = "all", flatten: bool = False,
                  batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int = 4096,
                  seed: int = 0, on_device: bool = False) -> None:
-        super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
-        if split not in SPLITS:
-            raise DataError(f"{type(self).__name__}: split must be one of {SPLITS}, got {split!r}")
-        self.data_dir = data_dir
-        self.download = download
-        self.split = split
-        self.flatten = flatten
+        super().__init__(data_dir, download, split, flatten, batch_size, n_clusters, eval_batch_size, seed, on_device)
         self.class_names: list[str] | None = None
 
     def _label_key(self) -> str:

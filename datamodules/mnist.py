@@ -7,14 +7,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dcl.datamodule import ClusteringDataModule, DataError
+from dcl.datamodule import DataError, SplitFilesDataModule
 
-SPLITS = ("all", "train", "test")
 _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
-class MNIST(ClusteringDataModule):
+class MNIST(SplitFilesDataModule):
     """MNIST handwritten digits: 28x28 grayscale, 10 classes; 60000 train + 10000 test, merged by default
     (as deep clustering papers do). Stored as uint8, scaled to [0, 1] (x / 255) per batch.
 
@@ -33,20 +32,6 @@ class MNIST(ClusteringDataModule):
     _name = "MNIST"
     _homepage = "http://yann.lecun.com/exdb/mnist/"
 
-    def __init__(self, data_dir: str = "data", download: bool = False, split: str = "all", flatten: bool = True,
-                 batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int = 4096,
-                 seed: int = 0, on_device: bool = False) -> None:
-        super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
-        if split not in SPLITS:
-            raise DataError(f"{type(self).__name__}: split must be one of {SPLITS}, got {split!r}")
-        self.data_dir = data_dir
-        self.download = download
-        self.split = split
-        self.flatten = flatten
-
-    def _splits(self) -> list[str]:
-        return ["train", "test"] if self.split == "all" else [self.split]
-
     def _root(self) -> Path:
         """``data_dir``, also accepting a path that points at ``<name>/`` or ``<name>/raw/`` itself."""
         d = Path(self.data_dir).expanduser()
@@ -58,7 +43,7 @@ class MNIST(ClusteringDataModule):
 
     def _check_files(self, root: Path) -> None:
         raw = root / self._name / "raw"
-        needed = [f for s in self._splits() for f in _FILES[s]]
+        needed = [f for s in self.splits() for f in _FILES[s]]
         missing = [f for f in needed if not (raw / f).is_file()]
         legacy = root / self._name / "processed"  # torchvision's old cached format, still read by torchvision
         if not missing or all((legacy / f).is_file() for f in ("training.pt", "test.pt")):
@@ -81,13 +66,13 @@ class MNIST(ClusteringDataModule):
             self._check_files(root)  # before torchvision, so that the user sees where we looked and what to do
         cls = getattr(datasets, self._name)
         xs, ys = [], []
-        for s in self._splits():
+        for s in self.splits():
             try:
                 ds = cls(root=str(root), train=s == "train", download=self.download)
             except (RuntimeError, OSError) as e:  # download failed (offline, mirror down, bad checksum)
                 raise DataError(f"{type(self).__name__}: could not download/read the data into "
                                 f"{(root / self._name / 'raw').resolve()}: {e}; copy the standard files "
-                                f"{', '.join(f for s in self._splits() for f in _FILES[s])} there by hand") from e
+                                f"{', '.join(f for s in self.splits() for f in _FILES[s])} there by hand") from e
             xs.append(ds.data)
             ys.append(ds.targets)
         x = torch.cat(xs).to(torch.uint8)  # (N, 28, 28)

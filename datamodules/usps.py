@@ -12,14 +12,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dcl.datamodule import ClusteringDataModule, DataError
+from dcl.datamodule import DataError, SplitFilesDataModule
 
-SPLITS = ("all", "train", "test")
 _FILES = {"train": "usps.bz2", "test": "usps.t.bz2"}
 _URL = "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps"
 
 
-class USPS(ClusteringDataModule):
+class USPS(SplitFilesDataModule):
     """USPS: 16x16 grayscale digits, 10 classes; 7291 train + 2007 test = 9298 samples merged by default.
     torchvision maps the pixels from [-1, 1] to uint8 0..255; they are served scaled to [0, 1] per batch.
 
@@ -36,17 +35,6 @@ class USPS(ClusteringDataModule):
 
     num_classes = 10
 
-    def __init__(self, data_dir: str = "data", download: bool = False, split: str = "all", flatten: bool = True,
-                 batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int = 4096,
-                 seed: int = 0, on_device: bool = False) -> None:
-        super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
-        if split not in SPLITS:
-            raise DataError(f"USPS: split must be one of {SPLITS}, got {split!r}")
-        self.data_dir = data_dir
-        self.download = download
-        self.split = split
-        self.flatten = flatten
-
     def _folder(self, files: list[str]) -> Path:
         base = Path(self.data_dir).expanduser()
         candidates = [base / "usps", base]
@@ -62,7 +50,7 @@ class USPS(ClusteringDataModule):
             f"{candidates[0].resolve()}")
 
     def load(self):
-        splits = ["train", "test"] if self.split == "all" else [self.split]
+        splits = self.splits()
         folder = self._folder([_FILES[s] for s in splits])
         with ThreadPoolExecutor(len(splits)) as pool:  # bz2 decompression releases the GIL
             parts = list(pool.map(lambda s: self._read(folder, s), splits))

@@ -236,3 +236,33 @@ def require_files(name: str, folder: str | Path, files: list[str], how_to_get: s
     if missing:
         raise DataError(f"{name}: missing {', '.join(missing)} in {folder.resolve()}; {how_to_get}")
     return folder
+
+
+class SplitFilesDataModule(ClusteringDataModule):
+    """Base of the data sets shipped as standard files with a train and a test split (MNIST, USPS, CIFAR):
+    read from ``data_dir`` (or downloaded there), both splits merged by default as clustering papers do.
+
+    Args:
+        data_dir: the folder that holds the data set's files (each subclass says in which layout).
+        download: download the missing files there with torchvision (needs internet).
+        split: ``"all"`` (train then test), ``"train"`` or ``"test"``.
+        flatten: serve vectors (True) or images.
+        batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
+    """
+
+    SPLITS = ("all", "train", "test")
+
+    def __init__(self, data_dir: str = "data", download: bool = False, split: str = "all", flatten: bool = True,
+                 batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int = 4096,
+                 seed: int = 0, on_device: bool = False) -> None:
+        super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
+        if split not in self.SPLITS:
+            raise DataError(f"{type(self).__name__}: split must be one of {self.SPLITS}, got {split!r}")
+        self.data_dir = data_dir
+        self.download = download
+        self.split = split
+        self.flatten = flatten
+
+    def splits(self) -> list[str]:
+        """The splits to read, in order."""
+        return ["train", "test"] if self.split == "all" else [self.split]
