@@ -35,7 +35,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 PAPER: dict[str, dict[str, float]] = {}
 
 
-def _build(method: str, data: str, seed: int, batch_size: int | None):
+def _build(method: str, data: str, seed: int, batch_size: int | None, overrides: dict | None = None):
     import lightning.pytorch as pl
 
     from dcl.registry import get
@@ -53,19 +53,23 @@ def _build(method: str, data: str, seed: int, batch_size: int | None):
     dm.prepare_data()
     dm.setup("fit")
     m_args = {k: v for k, v in cfg["model"]["init_args"].items() if k not in ("optimizer", "pretrain_optimizer")}
+    m_args.update(overrides or {})
     m_cls = get("method", cfg["model"]["class_path"].rsplit(".", 1)[1])
     model = m_cls(n_clusters=dm.n_clusters, input_shape=dm.input_shape, **m_args)
     return model, dm, dm_args["batch_size"], m_args
 
 
-def run(method: str, data: str, epochs: int, seed: int, batch_size: int | None) -> dict:
+def run(method: str, data: str, epochs: int, seed: int, batch_size: int | None, overrides: dict | None = None) -> dict:
+    """One fit: ``epochs`` of joint training (after the pretraining and CM-alone epochs of ``init: pre``) and the
+    final weight-averaging epoch."""
     import lightning.pytorch as pl
 
     from dcl.cluster import kmeans
     from dcl.metrics import clustering_scores
 
-    model, dm, bs, hparams = _build(method, data, seed, batch_size)
-    trainer = pl.Trainer(max_epochs=epochs + 1, logger=False, enable_checkpointing=False,
+    model, dm, bs, hparams = _build(method, data, seed, batch_size, overrides)
+    first = hparams.get("pretrain_epochs", 0) + hparams.get("cm_epochs", 0) if hparams.get("init") == "pre" else 0
+    trainer = pl.Trainer(max_epochs=first + epochs + 1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, check_val_every_n_epoch=10**6,
                          num_sanity_val_steps=0, accelerator="cpu", deterministic=False)
     t0 = time.perf_counter()
@@ -104,16 +108,24 @@ NOTES = {
 }
 
 
+def result_name(method: str, data: str, init: str) -> str:
+    """``aecm_<data>`` / ``aecm_cm_<data>``, with ``_pre`` for the pretrained initialization."""
+    return (f"aecm_{method}_{data}" if method != "aecm" else f"aecm_{data}") + ("_pre" if init == "pre" else "")
+
+
 def write(method: str, data: str, runs: list[dict]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"aecm_{method}_{data}" if method != "aecm" else f"aecm_{data}"
+    r0 = runs[0]
+    pre = method == "aecm" and r0["hparams"].get("init") == "pre"  # the CM's "pre" is its k-means init only
+    name = result_name(method, data, r0["hparams"].get("init", "rand"))
     env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
            "threads": torch.get_num_threads(), "device": "cpu"}
     (RESULTS / f"{name}.json").write_text(json.dumps({"runs": runs, "env": env, "paper": PAPER.get(data)},
                                                      indent=2))
-    r0 = runs[0]
-    lines = [f"# {method.upper()} on {data} (seeds {[r['seed'] for r in runs]})", "",
-             f"Budget: {r0['epochs']} training epochs + 1 weight-averaging epoch, batch {r0['batch_size']}, "
+    first = (f"{r0['hparams']['pretrain_epochs']} autoencoder pretraining epochs + {r0['hparams']['cm_epochs']} "
+             "epochs of the CM alone on the frozen code + ") if pre else ""
+    lines = [f"# {method.upper()} on {data} (seeds {[r['seed'] for r in runs]}{', init: pre' if pre else ''})", "",
+             f"Budget: {first}{r0['epochs']} training epochs + 1 weight-averaging epoch, batch {r0['batch_size']}, "
              f"{r0['steps']} optimizer steps per run, CPU ({env['threads']} thread(s)), "
              f"mean wall time {sum(r['wall_s'] for r in runs) / len(runs):.0f} s per run. "
              f"Paper budget: {'1000' if method == 'aecm' else '150'} epochs + 1, mean of 20 runs.",
@@ -144,18 +156,28 @@ def main() -> None:
     p.add_argument("--merge", action="store_true", help="keep the runs (other seeds) already in the results file")
     p.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json, run nothing")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
+    p.add_argument("--init", choices=("rand", "pre"), default="rand",
+                   help="pre: pretrained autoencoder + k-means init (the configs: rand, the paper's default)")
+    p.add_argument("--pretrain-epochs", type=int, default=None, help="init pre: autoencoder pretraining epochs")
+    p.add_argument("--cm-epochs", type=int, default=None, help="init pre: epochs of the CM alone")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     runs = []
-    name = f"aecm_{args.method}_{args.data}" if args.method != "aecm" else f"aecm_{args.data}"
+    name = result_name(args.method, args.data, args.init)
+    overrides = {"init": args.init}
+    if args.pretrain_epochs is not None:
+        overrides["pretrain_epochs"] = args.pretrain_epochs
+    if args.cm_epochs is not None:
+        overrides["cm_epochs"] = args.cm_epochs
     if args.merge and (RESULTS / f"{name}.json").is_file():
         old = json.loads((RESULTS / f"{name}.json").read_text())["runs"]
-        runs = [r for r in old if r["seed"] not in args.seeds and r["epochs"] == args.epochs]
+        runs = [r for r in old if r["seed"] not in args.seeds and r["epochs"] == args.epochs
+                and all(r["hparams"].get(k) == v for k, v in overrides.items())]
     if args.render_only:
         write(args.method, args.data, json.loads((RESULTS / f"{name}.json").read_text())["runs"])
         return
     for seed in args.seeds:
-        runs.append(run(args.method, args.data, args.epochs, seed, args.batch_size))
+        runs.append(run(args.method, args.data, args.epochs, seed, args.batch_size, overrides))
         print(json.dumps(runs[-1]), flush=True)
     write(args.method, args.data, runs)
 
