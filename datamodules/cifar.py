@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dcl.datamodule import DataError, SplitFilesDataModule
+from dcl.datamodule import DataError, SplitFilesDataModule, require_archive_files
 
 
 class CIFAR10(SplitFilesDataModule):
@@ -51,33 +51,14 @@ class CIFAR10(SplitFilesDataModule):
     def _resolve(self) -> Path:
         d = Path(self.data_dir).expanduser()
         folder = d if d.name == self._folder else d / self._folder
-        files = self._files()
-        if all((folder / f).is_file() for f in files):
+        if all((folder / f).is_file() for f in self._files()):
             return folder
-        from torchvision import datasets
+        from torchvision import datasets  # only to fetch, or to name the archive
 
         tv = getattr(datasets, self._tv_name)
-        root = folder.parent
-        if self.download:
-            from torchvision.datasets.utils import download_and_extract_archive
-            try:
-                download_and_extract_archive(tv.url, str(root), filename=tv.filename, md5=tv.tgz_md5)
-            except (RuntimeError, OSError, EOFError, ValueError) as e:
-                raise DataError(f"{type(self).__name__}: could not download {tv.url} into {root.resolve()}: {e}; "
-                                f"download and extract it there by hand") from e
-            missing = [f for f in files if not (folder / f).is_file()]
-            if not missing:
-                return folder
-        else:
-            missing = [f for f in files if not (folder / f).is_file()]
-        hint = ""
-        if (root / tv.filename).is_file():
-            hint = f" ({root / tv.filename} is there: extract it, or set download: true, which extracts it)"
-        raise DataError(
-            f"{type(self).__name__}: data not found in {folder.resolve()}: missing "
-            f"{', '.join(str(folder / f) for f in missing)}{hint}. To get them: set data.init_args.download: true "
-            f"(downloads {tv.url} with torchvision, needs internet), or download {tv.filename} (the python version, "
-            f"https://www.cs.toronto.edu/~kriz/cifar.html) and extract it in {root.resolve()}")
+        return require_archive_files(type(self).__name__, folder, self._files(), download=self.download, url=tv.url,
+                                     filename=tv.filename, md5=tv.tgz_md5,
+                                     source="the python version, https://www.cs.toronto.edu/~kriz/cifar.html")
 
     def _read(self, path: Path) -> dict:
         try:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dcl.datamodule import ClusteringDataModule, DataError
+from dcl.datamodule import ClusteringDataModule, DataError, require_archive_files
 
 _SAMPLE_BYTES = 3 * 96 * 96
 _CHUNK = 2048  # images converted at a time (bounds the extra memory of the transpose / resize)
@@ -57,31 +57,13 @@ class STL10(ClusteringDataModule):
     def _resolve(self) -> Path:
         d = Path(self.data_dir).expanduser()
         folder = d if d.name == self._folder else d / self._folder
-        needed = self._needed()
-        if all((folder / f).is_file() for f in needed):
+        if all((folder / f).is_file() for f in self._needed()):
             return folder
-        from torchvision.datasets import STL10 as TorchSTL10
+        from torchvision.datasets import STL10 as TorchSTL10  # only to fetch, or to name the archive
 
-        root = folder.parent
-        if self.download:
-            from torchvision.datasets.utils import download_and_extract_archive
-            try:
-                download_and_extract_archive(TorchSTL10.url, str(root), filename=TorchSTL10.filename,
-                                             md5=TorchSTL10.tgz_md5)
-            except (RuntimeError, OSError, EOFError, ValueError) as e:
-                raise DataError(f"STL10: could not download {TorchSTL10.url} into {root.resolve()}: {e}; "
-                                "download and extract it there by hand") from e
-        missing = [f for f in needed if not (folder / f).is_file()]
-        if not missing:
-            return folder
-        hint = ""
-        if (root / TorchSTL10.filename).is_file():
-            hint = f" ({root / TorchSTL10.filename} is there: extract it, or set download: true, which extracts it)"
-        raise DataError(
-            f"STL10: data not found in {folder.resolve()}: missing {', '.join(str(folder / f) for f in missing)}"
-            f"{hint}. To get them: set data.init_args.download: true (downloads {TorchSTL10.url}, 2.6 GB, with "
-            f"torchvision, needs internet), or download {TorchSTL10.filename} (https://cs.stanford.edu/~acoates/"
-            f"stl10/) and extract it in {root.resolve()}")
+        return require_archive_files("STL10", folder, self._needed(), download=self.download, url=TorchSTL10.url,
+                                     filename=TorchSTL10.filename, md5=TorchSTL10.tgz_md5,
+                                     source="2.6 GB, https://cs.stanford.edu/~acoates/stl10/")
 
     def _count(self, path: Path) -> int:
         nbytes = path.stat().st_size

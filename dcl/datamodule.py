@@ -238,6 +238,32 @@ def require_files(name: str, folder: str | Path, files: list[str], how_to_get: s
     return folder
 
 
+def require_archive_files(name: str, folder: Path, files: list[str], *, download: bool, url: str, filename: str,
+                          md5: str | None, source: str) -> Path:
+    """``folder`` once it holds ``files``, the contents of an archive that extracts into ``folder.parent``
+    (CIFAR, STL-10). With ``download`` the archive is fetched and extracted by torchvision; otherwise, or when
+    that leaves files missing, one DataError says what is missing and how to get it (``source``: where the
+    archive is published)."""
+    root = folder.parent
+    if download and not all((folder / f).is_file() for f in files):
+        from torchvision.datasets.utils import download_and_extract_archive
+        try:
+            download_and_extract_archive(url, str(root), filename=filename, md5=md5)
+        except (RuntimeError, OSError, EOFError, ValueError) as e:
+            raise DataError(f"{name}: could not download {url} into {root.resolve()}: {e}; download and extract "
+                            "it there by hand") from e
+    missing = [f for f in files if not (folder / f).is_file()]
+    if not missing:
+        return folder
+    hint = ""
+    if (root / filename).is_file():
+        hint = f" ({root / filename} is there: extract it, or set download: true, which extracts it)"
+    raise DataError(
+        f"{name}: data not found in {folder.resolve()}: missing {', '.join(str(folder / f) for f in missing)}"
+        f"{hint}. To get them: set data.init_args.download: true (downloads {url} with torchvision, needs "
+        f"internet), or download {filename} ({source}) and extract it in {root.resolve()}")
+
+
 class SplitFilesDataModule(ClusteringDataModule):
     """Base of the data sets shipped as standard files with a train and a test split (MNIST, USPS, CIFAR):
     read from ``data_dir`` (or downloaded there), both splits merged by default as clustering papers do.

@@ -146,7 +146,14 @@ def test_every_registered_datamodule_loads():
 
 
 def test_cifar_stl_report_missing_files(tmp_path):
-    for name in ("CIFAR10", "CIFAR100", "STL10"):
+    archives = {"CIFAR10": "cifar-10-python.tar.gz", "CIFAR100": "cifar-100-python.tar.gz",
+                "STL10": "stl10_binary.tar.gz"}
+    for name, archive in archives.items():
         dm = registry.get_datamodule(name)(data_dir=str(tmp_path))
-        with pytest.raises(DataError, match=str(tmp_path)):
+        with pytest.raises(DataError, match=str(tmp_path)) as missing:
             dm.setup("fit")
+        assert "download: true" in str(missing.value) and archive in str(missing.value)
+        assert "is there: extract it" not in str(missing.value)
+        (tmp_path / archive).write_bytes(b"")  # an archive downloaded by hand but not extracted
+        with pytest.raises(DataError, match="is there: extract it"):
+            registry.get_datamodule(name)(data_dir=str(tmp_path)).setup("fit")
