@@ -93,11 +93,39 @@ def test_user_subclass_from_a_config_file(user_module, tmp_path):
 
 # -- (2) a plugin method in another package, found through its entry point -------------------------------------
 PLUGIN_PACKAGE = '''
-"""myplugin: a dcl method in its own package (register it under the entry-point group "dcl.methods")."""
+"""myplugin: a dcl method and a data set in their own package (entry-point groups "dcl.methods" and
+"dcl.datamodules")."""
+import torch
 import torch.nn.functional as F
 
 from dcl.callbacks.cluster_update import ClusterUpdate
+from dcl.datamodule import ClusteringDataModule
 from dcl.method import AutoencoderMethod
+
+
+class Blobs(ClusteringDataModule):
+    """Gaussian blobs around the corners of a simplex (a data set of one's own, installed as a plugin).
+
+    Args:
+        n_samples: samples in all.
+        n_features: dimension of the samples.
+        num_blobs: number of blobs (the classes).
+        noise: standard deviation of each blob.
+        batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
+    """
+
+    def __init__(self, n_samples: int = 600, n_features: int = 8, num_blobs: int = 3, noise: float = 0.1,
+                 batch_size: int = 64, n_clusters: int | None = None, eval_batch_size: int = 4096, seed: int = 0,
+                 on_device: bool = False):
+        super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
+        self.n_samples, self.n_features, self.noise = n_samples, n_features, noise
+        self.num_classes = num_blobs
+
+    def load(self):  # all samples and their labels; the base class does batching, sharding and checks
+        g = torch.Generator().manual_seed(0)
+        y = torch.arange(self.n_samples) % self.num_classes
+        centers = torch.eye(self.num_classes, self.n_features) * 3
+        return centers[y] + self.noise * torch.randn(self.n_samples, self.n_features, generator=g), y
 
 
 class MyPlugin(AutoencoderMethod):
@@ -136,9 +164,12 @@ class MyPlugin(AutoencoderMethod):
 # What ``pip install`` of a package whose pyproject.toml has
 #   [project.entry-points."dcl.methods"]
 #   MyPlugin = "myplugin:MyPlugin"
+#   [project.entry-points."dcl.datamodules"]
+#   Blobs = "myplugin:Blobs"
 # leaves in site-packages besides the code:
 DIST_INFO = {"METADATA": "Metadata-Version: 2.1\nName: myplugin\nVersion: 0.1.0\n",
-             "entry_points.txt": "[dcl.methods]\nMyPlugin = myplugin:MyPlugin\n"}
+             "entry_points.txt": "[dcl.methods]\nMyPlugin = myplugin:MyPlugin\n\n"
+                                 "[dcl.datamodules]\nBlobs = myplugin:Blobs\n"}
 
 
 @pytest.fixture
@@ -169,6 +200,18 @@ def test_plugin_is_listed_and_trains_by_name(plugin, tmp_path, capsys):
     assert scores["k"] == 10 and 0.2 < scores["acc"] <= 1.0, scores
     ckpt = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=False)
     assert ckpt["dcl_method"] == "MyPlugin" and ckpt["state_dict"]["cluster_centers"].shape == (10, 10)
+
+
+def test_plugin_datamodule_is_listed_and_serves_any_method_by_name(plugin, tmp_path, capsys):
+    from dcl.cli import main
+
+    assert registry.get_datamodule("blobs").__module__ == "myplugin"
+    main(["list"])
+    assert "Blobs" in capsys.readouterr().out
+    scores = run_cli(["fit", "--model", "AEKMeans", "--data", "Blobs", "--data.init_args.num_blobs", "4",
+                      "--model.init_args.hidden_dims", "[16]", "--model.init_args.latent_dim", "3",
+                      "--trainer.max_epochs", "5"], tmp_path)
+    assert scores["k"] == 4 and scores["acc"] > 0.95, scores  # n_clusters linked from the plugin's num_classes
 
 
 def test_plugin_works_in_the_estimator(plugin):
