@@ -120,6 +120,8 @@ class DPGMM(AutoencoderMethod):
         min_gain: nats per data point a birth must gain, and a merge may lose, beyond the BIC penalty (0; see
             ``BirthMerge``).
         birth_merge_every: epochs between birth/merge steps (1).
+        birth_merge_every_n_steps: training steps between birth/merge steps instead (None: the epoch schedule);
+            keeps the gradient steps between two moves the same on data sets of any size (see ``BirthMerge``).
         init_logvar: initial log s^2 of the encoder's variance head (-4).
         See ``AutoencoderMethod`` for the autoencoder, pretraining and optimizer arguments.
     """
@@ -134,7 +136,7 @@ class DPGMM(AutoencoderMethod):
                  birth_merge_every: int = 1, init_logvar: float = -4.0, pretrain_epochs: int = 200,
                  pretrained: str | None = None,
                  pretrain_optimizer: OptimizerFactory | None = None, optimizer: OptimizerFactory | None = None,
-                 kmeans_n_init: int = 10) -> None:
+                 kmeans_n_init: int = 10, birth_merge_every_n_steps: int | None = None) -> None:
         if not input_shape:
             raise ConfigError("DPGMM needs input_shape (the CLI links it from the datamodule)")
         if not isinstance(max_components, int) or max_components < 1:
@@ -143,8 +145,10 @@ class DPGMM(AutoencoderMethod):
             raise ConfigError(f"k_init must be an integer in [1, max_components={max_components}], got {k_init!r}")
         if alpha0 <= 0 or gamma < 0 or not 0 <= js_alpha <= 1:
             raise ConfigError("DPGMM needs alpha0 > 0, gamma >= 0 and 0 <= js_alpha <= 1")
-        if update_interval < 1 or vb_iters < 1 or first_vb_iters < 1 or birth_merge_every < 1:
-            raise ConfigError("DPGMM needs update_interval, vb_iters, first_vb_iters and birth_merge_every >= 1")
+        if (update_interval < 1 or vb_iters < 1 or first_vb_iters < 1 or birth_merge_every < 1
+                or (birth_merge_every_n_steps is not None and birth_merge_every_n_steps < 1)):
+            raise ConfigError("DPGMM needs update_interval, vb_iters, first_vb_iters, birth_merge_every and "
+                              "birth_merge_every_n_steps (when given) >= 1")
         if not 0 <= min_weight < 0.5 or bic_penalty < 0 or min_gain < 0:
             raise ConfigError("DPGMM needs 0 <= min_weight < 0.5, bic_penalty >= 0 and min_gain >= 0")
         # the base class insists on K >= 2 centers; K is set to k_init below (and changes in training)
@@ -164,6 +168,7 @@ class DPGMM(AutoencoderMethod):
         self.bic_penalty = bic_penalty
         self.min_gain = min_gain
         self.birth_merge_every = birth_merge_every
+        self.birth_merge_every_n_steps = birth_merge_every_n_steps
         body, head = _split_encoder(self.autoencoder.encoder)
         # references into self.autoencoder (registered there; not again, so the state-dict keys stay the AE's)
         object.__setattr__(self, "_body", body)
@@ -240,7 +245,8 @@ class DPGMM(AutoencoderMethod):
     # -- the method contract ------------------------------------------------------------------------------
     def configure_callbacks(self):
         return [ClusterUpdate(every_n_steps=self.update_interval),
-                BirthMerge(every_n_epochs=self.birth_merge_every, min_weight=self.min_weight,
+                BirthMerge(every_n_epochs=None if self.birth_merge_every_n_steps else self.birth_merge_every,
+                           every_n_steps=self.birth_merge_every_n_steps, min_weight=self.min_weight,
                            max_components=self.max_components, penalty=self.bic_penalty,
                            min_gain=self.min_gain)]
 

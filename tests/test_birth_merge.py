@@ -144,6 +144,12 @@ def test_bad_arguments_raise():
         BirthMerge(every_n_epochs=0)
     with pytest.raises(ValueError):
         BirthMerge(min_gain=-0.1)
+    with pytest.raises(ValueError, match="not both"):
+        BirthMerge(every_n_epochs=1, every_n_steps=5)
+    with pytest.raises(ValueError):
+        BirthMerge(every_n_steps=0)
+    assert BirthMerge().every_n_epochs == 1 and BirthMerge().state_key == "BirthMerge{every_n_epochs=1}"
+    assert BirthMerge(every_n_steps=5).state_key == "BirthMerge{every_n_steps=5}"
 
 
 def test_k_plot_is_logged_to_image_loggers():

@@ -84,6 +84,8 @@ def test_config_errors_and_k_init_one():
         DPGMM(input_shape=(64,), k_init=60, max_components=50)
     with pytest.raises(ConfigError):
         DPGMM(input_shape=(64,), gamma=-1.0)
+    with pytest.raises(ConfigError, match="birth_merge_every_n_steps"):
+        DPGMM(input_shape=(64,), birth_merge_every_n_steps=0)
     m = DPGMM(n_clusters=10, input_shape=(64,), k_init=1, hidden_dims=(32, 32))
     assert m.n_clusters == 1 and m.hparams.n_clusters == 10  # the hint is kept, not used
     assert not any(k.startswith("_head") for k in m.state_dict())  # AE keys as in every other method
@@ -141,3 +143,18 @@ def test_cli_fit_on_digits_finds_k_from_one_and_checkpoints_k(tmp_path: Path):
     assert bm["calls"] >= 4 and bm["history"][-1][2] == scores["k"] and bm["births"] >= scores["k"] - 1
     model = DPGMM.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
     assert model.n_clusters == scores["k"] and model.k_init == 1
+
+
+def test_cli_fit_with_birth_merge_every_n_steps(tmp_path: Path):
+    """The step schedule through Lightning's hooks: one move when clustering starts, then one every 7 steps (an
+    epoch of Digits at batch 64 is 29 steps), none at the epochs' ends."""
+    ckpt = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.save_last=true",
+            "--trainer.callbacks.dirpath", str(tmp_path / "ckpt")]
+    scores = run_cli(["fit", "--config", CONFIG, *FAST, "--trainer.max_epochs", "12",
+                      "--model.init_args.birth_merge_every_n_steps", "7", *ckpt], tmp_path)
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    (bm,) = [v for k, v in state["callbacks"].items() if k == "BirthMerge{every_n_steps=7}"]
+    steps = [h[1] for h in bm["history"]]
+    assert steps[0] == bm["start_step"] == 10 * 29  # the first clustering step (10 pretraining epochs)
+    assert steps[1:] == list(range(steps[0] + 7, 12 * 29 + 1, 7))
+    assert bm["history"][-1][2] == scores["k"] and 5 <= scores["k"] <= 15

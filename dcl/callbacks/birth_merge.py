@@ -296,11 +296,18 @@ class BirthMerge(Callback):
 
     Runs once right after the clustering phase starts (after the method's first mixture fit, ``first_rounds``
     rounds, so that the first epoch already trains with a sensible K), then at the end of every
-    ``every_n_epochs``-th epoch of the clustering phase (``rounds`` rounds). Logs ``train/k``,
-    ``train/births``, ``train/merges``, ``train/deaths``; keeps the K history (epoch, K after) in its state.
+    ``every_n_epochs``-th epoch of the clustering phase, or after every ``every_n_steps``-th training step
+    (``rounds`` rounds). Logs ``train/k``, ``train/births``, ``train/merges``, ``train/deaths``; keeps the K
+    history (epoch, step, K after) in its state.
+
+    A schedule in steps keeps the number of gradient steps between two moves independent of the data set's
+    size: on MNIST (274 steps per epoch at batch 256) the DP-GMM's alpha-JS pull drained components between
+    two epoch-end steps until K collapsed (12 -> 2 in 5 epochs, gamma 0.01); with a step every 37 steps (one
+    USPS epoch) the same run kept K at 9-15 (``benchmarks/results/dpgmm_mnist.md``).
 
     Args:
-        every_n_epochs: epochs between birth/merge steps.
+        every_n_epochs: epochs between birth/merge steps (1 when neither this nor ``every_n_steps`` is given).
+        every_n_steps: training steps between birth/merge steps, instead of ``every_n_epochs``.
         min_weight: components with a smaller fraction of the data die (merge into their nearest neighbour);
             children of a split must each keep at least this fraction.
         max_components: upper bound T on K (the method's ``max_components`` wins when it has one).
@@ -314,18 +321,25 @@ class BirthMerge(Callback):
         covariance: ``full`` or ``diag`` Gaussians in the tests.
     """
 
-    def __init__(self, every_n_epochs: int = 1, min_weight: float = 0.01, max_components: int = 50,
+    def __init__(self, every_n_epochs: int | None = None, min_weight: float = 0.01, max_components: int = 50,
                  penalty: float = 1.0, rounds: int = 1, first_rounds: int = 10, split: bool = True,
-                 merge: bool = True, split_iters: int = 10, covariance: str = "full", min_gain: float = 0.0) -> None:
+                 merge: bool = True, split_iters: int = 10, covariance: str = "full", min_gain: float = 0.0,
+                 every_n_steps: int | None = None) -> None:
         if covariance not in ("full", "diag"):
             raise ValueError(f"BirthMerge: covariance must be 'full' or 'diag', got {covariance!r}")
-        if every_n_epochs < 1 or rounds < 1 or first_rounds < 0:
-            raise ValueError("BirthMerge needs every_n_epochs >= 1, rounds >= 1 and first_rounds >= 0")
+        if every_n_epochs is not None and every_n_steps is not None:
+            raise ValueError("BirthMerge: give every_n_epochs or every_n_steps, not both")
+        if every_n_epochs is None and every_n_steps is None:
+            every_n_epochs = 1
+        if any(n is not None and n < 1 for n in (every_n_epochs, every_n_steps)) or rounds < 1 or first_rounds < 0:
+            raise ValueError("BirthMerge needs every_n_epochs or every_n_steps >= 1, rounds >= 1 and "
+                             "first_rounds >= 0")
         if not 0.0 <= min_weight < 0.5:
             raise ValueError(f"BirthMerge: min_weight must be in [0, 0.5), got {min_weight}")
         if max_components < 1 or penalty < 0 or min_gain < 0:
             raise ValueError("BirthMerge needs max_components >= 1, penalty >= 0 and min_gain >= 0")
         self.every_n_epochs = every_n_epochs
+        self.every_n_steps = every_n_steps
         self.min_weight = min_weight
         self.max_components = max_components
         self.penalty = penalty
@@ -338,11 +352,14 @@ class BirthMerge(Callback):
         self.covariance = covariance
         self.calls = 0
         self.start_epoch = -1
+        self.start_step = -1
         self.births = self.merges = self.deaths = 0
         self.history: list[list[int]] = []  # [epoch, global_step, K after]
 
     @property
     def state_key(self) -> str:
+        if self.every_n_steps is not None:
+            return f"BirthMerge{{every_n_steps={self.every_n_steps}}}"
         return f"BirthMerge{{every_n_epochs={self.every_n_epochs}}}"
 
     def _limit(self, pl_module) -> int:
@@ -368,16 +385,25 @@ class BirthMerge(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if pl_module.clustering_active and self.calls == 0:
-            self.start_epoch = trainer.current_epoch
+            self.start_epoch, self.start_step = trainer.current_epoch, trainer.global_step
             self.step(trainer, pl_module, max(self.first_rounds, 1))
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.every_n_steps is None or not pl_module.clustering_active or self.calls == 0:
+            return
+        if (trainer.global_step - self.start_step) % self.every_n_steps == 0:
+            self._step_and_log(trainer, pl_module)
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not pl_module.clustering_active or self.calls == 0:
+        if self.every_n_epochs is None or not pl_module.clustering_active or self.calls == 0:
             return
         if (trainer.current_epoch - self.start_epoch + 1) % self.every_n_epochs == 0:
-            res = self.step(trainer, pl_module, self.rounds)
-            pl_module.log_dict({"train/births": float(res.births), "train/merges": float(res.merges),
-                                "train/deaths": float(res.deaths)})
+            self._step_and_log(trainer, pl_module)
+
+    def _step_and_log(self, trainer, pl_module) -> None:
+        res = self.step(trainer, pl_module, self.rounds)
+        pl_module.log_dict({"train/births": float(res.births), "train/merges": float(res.merges),
+                            "train/deaths": float(res.deaths)})
 
     def k_figure(self):
         """A matplotlib figure of K over training steps (one point per birth/merge step)."""
@@ -410,11 +436,13 @@ class BirthMerge(Callback):
                 logger.log_image(key="train/k_over_training", images=[image])
 
     def state_dict(self) -> dict:
-        return {"calls": self.calls, "start_epoch": self.start_epoch, "births": self.births,
-                "merges": self.merges, "deaths": self.deaths, "history": [list(h) for h in self.history]}
+        return {"calls": self.calls, "start_epoch": self.start_epoch, "start_step": self.start_step,
+                "births": self.births, "merges": self.merges, "deaths": self.deaths,
+                "history": [list(h) for h in self.history]}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.calls = state_dict["calls"]
         self.start_epoch = state_dict["start_epoch"]
+        self.start_step = state_dict.get("start_step", -1)  # absent in checkpoints of epoch schedules before it
         self.births, self.merges, self.deaths = state_dict["births"], state_dict["merges"], state_dict["deaths"]
         self.history = [list(h) for h in state_dict["history"]]
