@@ -283,7 +283,7 @@ def main() -> None:
     p.add_argument("extra", nargs="*", help="train: more dcl fit arguments")
     args = p.parse_args()
     if args.set:
-        args.set = [(k, float(v)) for k, v in args.set]
+        args.set = [(k, int(v) if v.lstrip("-").isdigit() else float(v)) for k, v in args.set]  # ints stay ints
     torch.set_num_threads(1)
     if args.mode == "train":
         if len(args.data) != 1:
