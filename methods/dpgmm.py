@@ -122,7 +122,7 @@ class DPGMM(AutoencoderMethod):
             ``BirthMerge``).
         birth_merge_every: epochs between birth/merge steps (1).
         birth_merge_every_n_steps: training steps between birth/merge steps instead (None: the epoch schedule);
-            keeps the gradient steps between two moves the same on data sets of any size (see ``BirthMerge``).
+            for data sets whose epochs are long. Not a fix for a collapsing K (see ``BirthMerge``).
         init_logvar: initial log s^2 of the encoder's variance head (-4).
         See ``AutoencoderMethod`` for the autoencoder, pretraining and optimizer arguments.
     """

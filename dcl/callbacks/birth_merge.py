@@ -301,10 +301,10 @@ class BirthMerge(Callback):
     history (epoch, step, K after) in its state.
 
     A schedule in steps keeps the number of gradient steps between two moves independent of the data set's
-    size. On MNIST (274 steps per epoch at batch 256, DPGMM with gamma 0.01) K collapsed between epoch-end
-    moves (12 -> 2 from K_init 30, 11 -> 4 from K_init 1, in 5 epochs); with a move every 37 steps (one USPS
-    epoch) the same runs held K at 9-15 for most of the same 1369 steps, ending at 12 and 8 (the K_init 1 run
-    fell to 5 in its last sixth): it slows the drain, it does not remove it (``benchmarks/results/dpgmm_mnist.md``).
+    size (an epoch of a million samples is a long time between moves). It is not a cure for a collapsing K: on
+    MNIST (DPGMM, penalty 12) moves every 37 steps instead of every 274 did not stop K collapsing at gamma
+    0.01, and at gamma 0.001 they made K collapse (10 -> 1 in the 5th epoch) where epoch-end moves keep 8-10
+    (``benchmarks/results/dpgmm_mnist.md``): each move may merge greedily, so more moves allow more merges.
 
     Args:
         every_n_epochs: epochs between birth/merge steps (1 when neither this nor ``every_n_steps`` is given).
