@@ -188,12 +188,16 @@ def plugin(tmp_path, monkeypatch):
     registry.refresh()
 
 
-def test_plugin_is_listed_and_trains_by_name(plugin, tmp_path, capsys):
+def test_plugin_method_and_datamodule_are_registered_and_listed(plugin, capsys):
     from dcl.cli import main
 
-    assert registry.get_method("myplugin").__module__ == "myplugin"
+    assert registry.get_method("myplugin").__module__ == registry.get_datamodule("blobs").__module__ == "myplugin"
     main(["list"])
-    assert "MyPlugin" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "MyPlugin" in out and "Blobs" in out
+
+
+def test_plugin_method_trains_by_name(plugin, tmp_path):
     scores = run_cli(["fit", "--model", "MyPlugin", "--data", "Digits", "--model.init_args.hidden_dims", "[32]",
                       "--model.init_args.pretrain_epochs", "1", "--model.init_args.update_interval", "5",
                       "--model.init_args.kmeans_n_init", "2", "--trainer.max_epochs", "3"], tmp_path)
@@ -202,12 +206,7 @@ def test_plugin_is_listed_and_trains_by_name(plugin, tmp_path, capsys):
     assert ckpt["dcl_method"] == "MyPlugin" and ckpt["state_dict"]["cluster_centers"].shape == (10, 10)
 
 
-def test_plugin_datamodule_is_listed_and_serves_any_method_by_name(plugin, tmp_path, capsys):
-    from dcl.cli import main
-
-    assert registry.get_datamodule("blobs").__module__ == "myplugin"
-    main(["list"])
-    assert "Blobs" in capsys.readouterr().out
+def test_plugin_datamodule_serves_a_method_by_name(plugin, tmp_path):
     scores = run_cli(["fit", "--model", "AEKMeans", "--data", "Blobs", "--data.init_args.num_blobs", "4",
                       "--model.init_args.hidden_dims", "[16]", "--model.init_args.latent_dim", "3",
                       "--trainer.max_epochs", "5"], tmp_path)
