@@ -1,5 +1,6 @@
 """Extending dcl without changing it: (1) a user's subclass of a built-in method, trained from the CLI by its
-class path; (2) a complete plugin method in another package, registered by an entry point and trained by name.
+class path; (2) a complete plugin method and datamodule in another package, registered by entry points and
+trained by name.
 
 The module and package texts below are the README's examples, verbatim.
 """
