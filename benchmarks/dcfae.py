@@ -27,7 +27,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from results_table import dcl_fit, mean_std_text  # benchmarks/ is on sys.path when a script here runs
+from results_table import fit_config, mean_std_text  # benchmarks/ is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -131,14 +131,9 @@ def idec_baseline(data: str, seed: int, fae_epochs: int, dense_epochs: int) -> N
     run = WORK / f"{data}_idec_s{seed}_e{fae_epochs}+{dense_epochs}"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    data_dir = [] if data == "digits" else ["--data.init_args.data_dir", str(REPO.parent / "shared" / "data")]
-    record = dcl_fit(["--config", str(REPO / "configs" / "idec" / f"{data}.yaml"), *data_dir,
-                      "--seed_everything", str(seed), "--model.init_args.pretrain_epochs", str(fae_epochs),
-                      "--trainer.max_epochs", str(fae_epochs + dense_epochs), "--trainer.logger", "false",
-                      "--trainer.enable_progress_bar", "false", "--trainer.check_val_every_n_epoch", "100000"],
-                     run, threads=1)
-    if record["status"] != "ok":
-        raise SystemExit(f"{record['command']} {record['status']}:\n{record.get('error', '')}")
+    record = fit_config(f"configs/idec/{data}.yaml", run, seed,
+                        ["--model.init_args.pretrain_epochs", str(fae_epochs),
+                         "--trainer.max_epochs", str(fae_epochs + dense_epochs)], threads=1)
     path = idec_path(data)
     budget = {"fae_epochs": fae_epochs, "dense_epochs": dense_epochs}
     old = json.loads(path.read_text()) if path.is_file() else {}

@@ -164,6 +164,20 @@ def dcl_fit(fit_args: list[str], run_dir: Path, threads: int | None = None, nice
     return record
 
 
+def fit_config(config: str, run_dir: Path, seed: int, extra: list[str], threads: int | None = None) -> dict:
+    """:func:`dcl_fit` of one config (a path relative to the repository) with one seed, without a logger, a
+    progress bar or validation passes, reading the local data folder (``DCL_DATA``, default ``../shared/data``)
+    for every data set but Digits (it ships with scikit-learn). Exits with the command's error when it fails."""
+    data_dir = [] if "digits" in config else ["--data.init_args.data_dir",
+                                              os.environ.get("DCL_DATA", str(ROOT.parent / "shared" / "data"))]
+    record = dcl_fit(["--config", str(ROOT / config), *data_dir, "--seed_everything", str(seed),
+                      "--trainer.check_val_every_n_epoch", "100000", "--trainer.logger", "false",
+                      "--trainer.enable_progress_bar", "false", *extra], run_dir, threads=threads)
+    if record["status"] != "ok":
+        raise SystemExit(f"{record['command']} {record['status']}:\n{record.get('error', '')}")
+    return record
+
+
 def _wait(proc: subprocess.Popen, timeout: float | None):
     """Wait for ``proc`` with ``os.wait4`` (its own resource usage); kill its process group on timeout."""
     deadline = None if timeout is None else time.monotonic() + timeout

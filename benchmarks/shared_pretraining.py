@@ -23,28 +23,22 @@ from pathlib import Path
 
 import numpy as np
 
-from results_table import dcl_fit  # benchmarks/ is on sys.path when a script here runs
+from results_table import fit_config  # benchmarks/ is on sys.path when a script here runs
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = os.environ.get("DCL_DATA", str(ROOT.parent / "shared" / "data"))
 #: ACC / NMI in % as printed in the papers (IDEC paper, Table 2; DEC paper, Table 2: ACC only).
 PAPER = {("dec", "mnist"): (84.30, None), ("idec", "mnist"): (88.06, 86.72), ("idec", "usps"): (76.05, 78.46)}
 NAMES = {"ae_kmeans": "AE + k-means", "dec": "DEC", "idec": "IDEC"}
-QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
 
 
 def fit(config: str, run: Path, seed: int, extra: list[str]) -> dict:
-    """One ``dcl fit`` in its own process (``results_table.dcl_fit``); its scores in % and wall time. Cached in
+    """One ``dcl fit`` in its own process (``results_table.fit_config``); its scores in % and wall time. Cached in
     ``run/result.json``, so an interrupted benchmark resumes."""
     done = run / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
     run.mkdir(parents=True, exist_ok=True)
-    data_dir = [] if "digits" in config else ["--data.init_args.data_dir", DATA]  # Digits ships with sklearn
-    record = dcl_fit(["--config", str(ROOT / config), *data_dir, "--seed_everything", str(seed),
-                      "--trainer.check_val_every_n_epoch", "100000", *QUIET, *extra], run)
-    if record["status"] != "ok":
-        raise SystemExit(f"{record['command']} {record['status']}:\n{record.get('error', '')}")
+    record = fit_config(config, run, seed, extra)
     result = {**{k: 100 * record[k] for k in ("acc", "nmi", "ari")}, "wall_s": record["wall_s"],
               "command": record["command"]}
     done.write_text(json.dumps(result, indent=2))
