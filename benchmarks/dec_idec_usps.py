@@ -31,13 +31,14 @@ PAPER = {"DEC": {"acc": None, "nmi": None, "note": "the DEC paper has no USPS fi
          "IDEC": {"acc": 76.05, "nmi": 78.46, "note": "IDEC paper, Table 2"}}
 
 
+CLUSTPY_CLUSTERING_LR = 1e-4  # ClustPy's DEC/IDEC default: Adam with this lr in the clustering phase
 #: our variants: DEC's target and extra ``dcl fit`` arguments
 VARIANTS = {
     "dcl": ("full", []),  # the papers' schedule and optimizers
     "dcl-batch": ("batch", []),  # P from each batch's own Q, as ClustPy
     # ... and ClustPy's clustering optimizer too (Adam, lr 1e-4; the papers: DEC SGD 0.01, IDEC Adam 1e-3)
     "dcl-as-clustpy": ("batch", ["--model.init_args.optimizer", "torch.optim.Adam",
-                                 "--model.init_args.optimizer.lr", "0.0001"]),
+                                 "--model.init_args.optimizer.lr", str(CLUSTPY_CLUSTERING_LR)]),
 }
 
 
@@ -76,7 +77,7 @@ def ours_estimator(method: str, seed: int, pre: int, clus: int, x: np.ndarray, y
 
     cfg = yaml.safe_load((ROOT / f"configs/{method.lower()}/usps.yaml").read_text())["model"]["init_args"]
     args = {k: v for k, v in cfg.items() if k not in ("optimizer", "pretrain_optimizer")}
-    args.update(pretrain_epochs=pre, tol=0.0, target="batch", optimizer=partial(torch.optim.Adam, lr=1e-4))
+    args.update(pretrain_epochs=pre, tol=0.0, target="batch", optimizer=partial(torch.optim.Adam, lr=CLUSTPY_CLUSTERING_LR))
     t0, c0 = time.perf_counter(), cpu_seconds()
     est = DeepClusterer(method, 10, method_args=args, max_epochs=pre + clus, batch_size=256, random_state=seed,
                         accelerator="cpu").fit(x)

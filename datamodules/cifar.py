@@ -45,8 +45,7 @@ class CIFAR10(SplitFilesDataModule):
         return "labels"
 
     def _files(self) -> list[str]:
-        return {"all": self._train_files + self._test_files, "train": self._train_files,
-                "test": self._test_files}[self.split]
+        return [f for s in self.splits() for f in (self._train_files if s == "train" else self._test_files)]
 
     def _resolve(self) -> Path:
         d = Path(self.data_dir).expanduser()
