@@ -232,7 +232,7 @@ class ClusteringDataModule(pl.LightningDataModule):
 def require_files(name: str, folder: str | Path, files: list[str], how_to_get: str) -> Path:
     """Check that ``folder`` holds ``files``; else raise one DataError saying where we looked and how to fix."""
     folder = Path(folder).expanduser()
-    missing = [f for f in files if not (folder / f).exists()]
+    missing = [f for f in files if not (folder / f).is_file()]
     if missing:
         raise DataError(f"{name}: missing {', '.join(missing)} in {folder.resolve()}; {how_to_get}")
     return folder
@@ -252,16 +252,11 @@ def require_archive_files(name: str, folder: Path, files: list[str], *, download
         except (RuntimeError, OSError, EOFError, ValueError) as e:
             raise DataError(f"{name}: could not download {url} into {root.resolve()}: {e}; download and extract "
                             "it there by hand") from e
-    missing = [f for f in files if not (folder / f).is_file()]
-    if not missing:
-        return folder
-    hint = ""
-    if (root / filename).is_file():
-        hint = f" ({root / filename} is there: extract it, or set download: true, which extracts it)"
-    raise DataError(
-        f"{name}: data not found in {folder.resolve()}: missing {', '.join(str(folder / f) for f in missing)}"
-        f"{hint}. To get them: set data.init_args.download: true (downloads {url} with torchvision, needs "
-        f"internet), or download {filename} ({source}) and extract it in {root.resolve()}")
+    hint = f"{root / filename} is there: extract it, or set download: true, which extracts it; " \
+        if (root / filename).is_file() else ""
+    return require_files(name, folder, files, f"{hint}to get them: set data.init_args.download: true (downloads "
+                         f"{url} with torchvision, needs internet), or download {filename} ({source}) and extract "
+                         f"it in {root.resolve()}")
 
 
 class SplitFilesDataModule(ClusteringDataModule):
