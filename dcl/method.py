@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from dcl.cluster import kmeans
 from dcl.datamodule import ClusteringDataModule
-from dcl.distributed import broadcast_, gather_ordered, is_distributed
+from dcl.distributed import broadcast_, end_spawned_process_group, gather_ordered, is_distributed
 from dcl.metrics import clustering_scores
 from dcl.nets import build_autoencoder
 
@@ -201,6 +201,11 @@ class ClusteringMethod(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.log("train/k", float(self.n_clusters), sync_dist=True)
+
+    def teardown(self, stage: str) -> None:
+        # the last hook of a run on every rank (after the callbacks' teardown): a spawned worker ends its group
+        if self._trainer is not None:
+            end_spawned_process_group(self.trainer)
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
+
+from dcl.methods.ae_kmeans import AEKMeans
 
 
 def clustering_state(pl_module) -> torch.Tensor:
@@ -44,3 +49,13 @@ class ReseedAtFitStart(Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         torch.manual_seed(1234)
+
+
+class RecordsGroupAfterTeardown(AEKMeans):
+    """AEKMeans whose every rank writes, after the method's teardown, whether its process group is still
+    initialized (a file ``rank<R>`` in the folder named by ``DCL_TEST_GROUP_DIR``)."""
+
+    def teardown(self, stage: str) -> None:
+        rank = dist.get_rank() if dist.is_initialized() else -1
+        super().teardown(stage)
+        Path(os.environ["DCL_TEST_GROUP_DIR"], f"rank{rank}").write_text(str(dist.is_initialized()))
