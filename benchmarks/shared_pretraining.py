@@ -8,6 +8,10 @@ AE + k-means), then every method in ``--methods`` starts from that run's ``last.
 
     python benchmarks/shared_pretraining.py usps --seeds 0 1 2                 # the papers' budget
     python benchmarks/shared_pretraining.py mnist --seeds 0 --pretrain-epochs 30 --maxiter 4000  # reduced (CPU)
+    python benchmarks/shared_pretraining.py mnist --seeds 1 --merge   # add a seed to the recorded ones
+
+``--merge`` keeps the seeds already recorded in the results file for the same budget (a seed run again
+replaces its record), so seeds can run in separate processes, one after the other or side by side.
 
 Writes benchmarks/results/shared_pretraining_<data>.{json,md} (``..._<data>_p<epochs>`` for a reduced budget).
 """
@@ -45,6 +49,18 @@ def fit(config: str, run: Path, seed: int, extra: list[str]) -> dict:
     return result
 
 
+def merge_recorded(doc: dict, budget: str, seeds: list[int], runs: dict[str, list[dict]]
+                   ) -> tuple[list[int], dict[str, list[dict]]]:
+    """This invocation's ``seeds`` and ``runs`` (per method, aligned with the seeds) joined with the seeds that
+    ``doc`` (a results file) recorded at the same budget; a seed in both keeps this invocation's run."""
+    if doc.get("budget") != budget:
+        return seeds, runs
+    by_seed = {s: {m: rs[i] for m, rs in doc["runs"].items()} for i, s in enumerate(doc["seeds"])}
+    by_seed.update({s: {m: rs[i] for m, rs in runs.items()} for i, s in enumerate(seeds)})
+    order = sorted(s for s in by_seed if all(m in by_seed[s] for m in runs))
+    return order, {m: [by_seed[s][m] for s in order] for m in runs}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", choices=["digits", "usps", "mnist"])
@@ -52,6 +68,7 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["dec", "idec"])
     p.add_argument("--pretrain-epochs", type=int, default=200, help="the papers' 200 by default")
     p.add_argument("--maxiter", type=int, default=None, help="cap on clustering steps (default: the config's)")
+    p.add_argument("--merge", action="store_true", help="keep the other seeds recorded in the results file")
     args = p.parse_args()
     work = ROOT / "benchmarks" / "work" / "shared_pretraining" / f"{args.data}_p{args.pretrain_epochs}"
     runs: dict[str, list[dict]] = {m: [] for m in ["ae_kmeans", *args.methods]}
@@ -68,17 +85,20 @@ def main() -> None:
         print(f"seed {seed}:", {m: {k: round(r[-1][k], 2) for k in ("acc", "nmi", "ari", "wall_s")}
                                 for m, r in runs.items()}, flush=True)
 
-    summary = {m: {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs]))}
-                   for k in ("acc", "nmi", "ari", "wall_s")} for m, rs in runs.items()}
     # the papers' budget keeps the plain name; a reduced one is named by its pretraining epochs
     suffix = "" if args.pretrain_epochs == 200 and not args.maxiter else f"_p{args.pretrain_epochs}"
     out = ROOT / "benchmarks" / "results" / f"shared_pretraining_{args.data}{suffix}"
     budget = (f"pretraining {args.pretrain_epochs} epochs (Adam 1e-3, batch 256); clustering: the configs' "
               f"defaults (authors' code){'' if not args.maxiter else f', maxiter capped at {args.maxiter}'}")
+    seeds = list(args.seeds)
+    if args.merge and out.with_suffix(".json").is_file():
+        seeds, runs = merge_recorded(json.loads(out.with_suffix(".json").read_text()), budget, seeds, runs)
+    summary = {m: {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs]))}
+                   for k in ("acc", "nmi", "ari", "wall_s")} for m, rs in runs.items()}
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}"
-    out.with_suffix(".json").write_text(json.dumps({"data": args.data, "seeds": args.seeds, "budget": budget,
+    out.with_suffix(".json").write_text(json.dumps({"data": args.data, "seeds": seeds, "budget": budget,
                                                     "machine": machine, "runs": runs, "summary": summary}, indent=2))
-    lines = [f"# DEC / IDEC on {args.data} from a shared pretraining, seeds {args.seeds}", "",
+    lines = [f"# DEC / IDEC on {args.data} from a shared pretraining, seeds {seeds}", "",
              f"Budget: {budget}. Machine: {machine}. Scores in %, mean ± std over the seeds.", "",
              "| method | ACC | NMI | ARI | wall per run (s) | paper ACC / NMI |", "|---|---|---|---|---|---|"]
     for m, s in summary.items():
@@ -90,7 +110,7 @@ def main() -> None:
     lines += ["", "Per seed (ACC / NMI / ARI):", ""]
     for m, rs in runs.items():
         lines.append(f"- {NAMES.get(m, m)}: " + "; ".join(f"seed {s}: {r['acc']:.2f} / {r['nmi']:.2f} / {r['ari']:.2f}"
-                                                          for s, r in zip(args.seeds, rs)))
+                                                          for s, r in zip(seeds, rs)))
     lines += ["", f"Command: `python benchmarks/shared_pretraining.py {' '.join(sys.argv[1:])}`"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
