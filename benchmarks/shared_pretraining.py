@@ -91,13 +91,16 @@ def main() -> None:
     budget = (f"pretraining {args.pretrain_epochs} epochs (Adam 1e-3, batch 256); clustering: the configs' "
               f"defaults (authors' code){'' if not args.maxiter else f', maxiter capped at {args.maxiter}'}")
     seeds = list(args.seeds)
-    if args.merge and out.with_suffix(".json").is_file():
-        seeds, runs = merge_recorded(json.loads(out.with_suffix(".json").read_text()), budget, seeds, runs)
+    recorded = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    if args.merge and recorded:
+        seeds, runs = merge_recorded(recorded, budget, seeds, runs)
+    notes = recorded.get("notes", [])  # what was read from the results, written into the JSON by hand
     summary = {m: {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs]))}
                    for k in ("acc", "nmi", "ari", "wall_s")} for m, rs in runs.items()}
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}"
     out.with_suffix(".json").write_text(json.dumps({"data": args.data, "seeds": seeds, "budget": budget,
-                                                    "machine": machine, "runs": runs, "summary": summary}, indent=2))
+                                                    "machine": machine, "runs": runs, "summary": summary,
+                                                    "notes": notes}, indent=2))
     lines = [f"# DEC / IDEC on {args.data} from a shared pretraining, seeds {seeds}", "",
              f"Budget: {budget}. Machine: {machine}. Scores in %, mean ± std over the seeds.", "",
              "| method | ACC | NMI | ARI | wall per run (s) | paper ACC / NMI |", "|---|---|---|---|---|---|"]
@@ -112,6 +115,7 @@ def main() -> None:
         lines.append(f"- {NAMES.get(m, m)}: " + "; ".join(f"seed {s}: {r['acc']:.2f} / {r['nmi']:.2f} / {r['ari']:.2f}"
                                                           for s, r in zip(seeds, rs)))
     lines += ["", f"Command: `python benchmarks/shared_pretraining.py {' '.join(sys.argv[1:])}`"]
+    lines += [line for note in notes for line in ("", note)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
