@@ -86,6 +86,8 @@ def test_config_errors_and_k_init_one():
         DPGMM(input_shape=(64,), gamma=-1.0)
     with pytest.raises(ConfigError, match="birth_merge_every_n_steps"):
         DPGMM(input_shape=(64,), birth_merge_every_n_steps=0)
+    with pytest.raises(ConfigError, match="decoder_input"):
+        DPGMM(input_shape=(64,), decoder_input="noise")
     m = DPGMM(n_clusters=10, input_shape=(64,), k_init=1, hidden_dims=(32, 32))
     assert m.n_clusters == 1 and m.hparams.n_clusters == 10  # the hint is kept, not used
     assert not any(k.startswith("_head") for k in m.state_dict())  # AE keys as in every other method
@@ -126,6 +128,26 @@ def test_cluster_step_trains_the_variance_head():
     loss = m.cluster_step({"x": x, "index": torch.arange(64), "y": torch.zeros(64, dtype=torch.long)})
     loss.backward()
     assert torch.isfinite(loss) and m.logvar_head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("decoder_input", ["mean", "sample"])
+def test_decoder_reconstructs_from_the_mean_or_a_sample(decoder_input):
+    torch.manual_seed(0)
+    m = DPGMM(input_shape=(64,), k_init=2, hidden_dims=(32, 32), init_logvar=0.0, decoder_input=decoder_input)
+    x = torch.rand(64, 64)
+    with torch.no_grad():
+        m._fit(m.embed(x), first=True)
+    seen = []
+    m.autoencoder.decoder.register_forward_hook(lambda mod, inputs, out: seen.append(inputs[0].detach()))
+    m.log_dict = lambda *a, **k: None
+    batch = {"x": x, "index": torch.arange(64), "y": torch.zeros(64, dtype=torch.long)}
+    first, second = m.cluster_step(batch), m.cluster_step(batch)
+    mu = m.encode(x)[0].detach()
+    if decoder_input == "mean":  # deterministic: the decoder sees mu, the loss does not depend on a draw
+        torch.testing.assert_close(seen[0], mu)
+        torch.testing.assert_close(first, second)
+    else:  # mu + s * eps with s = 1 here
+        assert (seen[0] - mu).std() > 0.5 and not torch.equal(seen[0], seen[1])
 
 
 # -- end to end ------------------------------------------------------------------------------------------------
