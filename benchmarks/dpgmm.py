@@ -98,7 +98,7 @@ def ae_kmeans(data: str, ckpt: Path, seed: int) -> dict:
 def run(data: str, ckpt: Path, k_init: int, epochs: int, seed: int, settings: dict, extra: list[str]) -> dict:
     from dcl.cli import main
 
-    tag = "".join(f"_{k}{v:g}" for k, v in sorted(settings.items()))
+    tag = "".join(f"_{k}{_value_text(v)}" for k, v in sorted(settings.items()))
     name = f"{data}_k{k_init}_s{seed}_e{epochs}{tag}"
     out = WORK / name
     t0 = time.time()
@@ -122,8 +122,22 @@ def run(data: str, ckpt: Path, k_init: int, epochs: int, seed: int, settings: di
             **scores, "k_per_epoch": [k_per_epoch[e] for e in sorted(k_per_epoch)]}
 
 
+def _number_or_text(v: str):
+    """A --set value: ints stay ints, other numbers are floats, anything else stays text (decoder_input mean)."""
+    if v.lstrip("-").isdigit():
+        return int(v)
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def _value_text(v) -> str:
+    return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+
 def _settings_text(settings: dict) -> str:
-    return ", ".join(f"{k} {v:g}" for k, v in sorted(settings.items())) or "config"
+    return ", ".join(f"{k} {_value_text(v)}" for k, v in sorted(settings.items())) or "config"
 
 
 def render_train(res: dict) -> list[str]:
@@ -175,7 +189,9 @@ def plot(runs: list[dict], settings: dict, data: str, k_true: int, path: Path) -
 
 def train(args) -> None:
     data = args.data[0]
-    path = RESULTS / f"dpgmm_{data}.json"
+    # the default pretraining keeps the plain name; another one has its own file (one budget per file)
+    suffix = "" if args.pretrain_epochs == PRETRAIN_EPOCHS[data] else f"_p{args.pretrain_epochs}"
+    path = RESULTS / f"dpgmm_{data}{suffix}.json"
     res = json.loads(path.read_text()) if path.is_file() else {}
     if res.get("epochs") != args.epochs or res.get("pretrain_epochs") != args.pretrain_epochs:
         res = {}  # another budget: start over
@@ -187,6 +203,7 @@ def train(args) -> None:
     defaults = inspect.signature(DPGMM).parameters
     # the model selection knobs, recorded explicitly (a config's values may change later)
     settings = {k: float(config.get(k, defaults[k].default)) for k in ("bic_penalty", "min_gain", "gamma")}
+    settings["decoder_input"] = config.get("decoder_input", defaults["decoder_input"].default)
     settings.update(args.set or [])
     notes = res.get("notes") or ["The paper (arXiv 2412.08940) evaluates on MIT67 / CIFAR100 features; it has no "
                                  f"figure for {data}."]  # and any added by hand since
@@ -283,7 +300,7 @@ def main() -> None:
     p.add_argument("extra", nargs="*", help="train: more dcl fit arguments")
     args = p.parse_args()
     if args.set:
-        args.set = [(k, int(v) if v.lstrip("-").isdigit() else float(v)) for k, v in args.set]  # ints stay ints
+        args.set = [(k, _number_or_text(v)) for k, v in args.set]
     torch.set_num_threads(1)
     if args.mode == "train":
         if len(args.data) != 1:
