@@ -164,7 +164,8 @@ def render_train(res: dict) -> list[str]:
                      + " | ".join(mean_std_text([b[m] for b in base]) for m in ("acc", "nmi", "ari")) + " |")
     lines += ["", "K per epoch (after each epoch's birth/merge step):", "",
               *(f"- K_init {r['k_init']}, {_settings_text(r['settings'])}, seed {r['seed']}: "
-                f"{[int(k) for k in r['k_per_epoch']]}" for r in runs), "", *res["notes"], ""]
+                f"{[int(k) for k in r['k_per_epoch']]}" for r in runs), ""]
+    lines += [line for note in res["notes"] for line in (note, "")]  # one paragraph each
     return lines
 
 
@@ -216,6 +217,12 @@ def train(args) -> None:
             baseline[str(seed)] = ae_kmeans(data, ckpt, seed)
         for k_init in args.k_inits:
             new = run(data, ckpt, k_init, args.epochs, seed, settings, args.extra)
+            # rows another process wrote meanwhile (runs of other settings or seeds side by side) are kept
+            on_disk = json.loads(path.read_text()) if path.is_file() else {}
+            if (on_disk.get("epochs"), on_disk.get("pretrain_epochs")) == (args.epochs, args.pretrain_epochs):
+                runs = on_disk["runs"]
+                baseline = {**on_disk.get("ae_kmeans_true_k", {}), **baseline}
+                walls = {**on_disk.get("pretrain_wall_s", {}), **walls}
             runs = [r for r in runs if (r["seed"], r["k_init"], r["settings"]) != (seed, k_init, settings)] + [new]
             res = {"dataset": data, "k_true": K_TRUE[data], "epochs": args.epochs,
                    "pretrain_epochs": args.pretrain_epochs, "pretrain_wall_s": walls,
