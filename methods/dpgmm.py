@@ -58,7 +58,7 @@ Choices where the paper is silent, and why:
   MSE (~0.05) and the encoder collapses clusters into each other (measured on Digits: K fell to 3-5, ACC 0.30);
   with 0.01 K stays at 10 and ACC rises from the AE's (both measured with ``decoder_input: sample``). With the
   decoder on the mean, USPS at 0.01 merged K from 10 down to 6 within 10 epochs and at 0.001 kept it (K 8-11
-  over 3 seeds x 2 starts); the USPS and MNIST configs set 0.001.
+  over 3 seeds x 2 starts, flat within each run); the USPS and MNIST configs set 0.001.
 * **birth/merge tests with full-covariance Gaussians** and the BIC penalty x ``bic_penalty``: with diagonal
   Gaussians the tests over-split the elongated clusters of an autoencoder's latent space (pretrained Digits /
   USPS embeddings: K = 17-36 for 10 classes at any penalty); with full ones the K found still depends on the
