@@ -13,7 +13,7 @@ def end_spawned_process_group(trainer) -> None:
 
     Left to Lightning's exit hook, a rank that finished first could abort at interpreter exit inside gloo's
     teardown (``terminate called without an active exception``, SIGABRT), and the launcher then failed the
-    completed fit: 6 of 31 two-process fits on a loaded 2-core machine, 0 of 16 with this call. Processes that
+    completed fit: 6 of 21 two-process fits on a loaded 2-core machine, 0 of 16 with this call. Processes that
     outlive the run (``ddp``, where every rank runs the whole script and may call ``test`` next) keep theirs.
     """
     from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
