@@ -43,8 +43,9 @@ Choices where the paper is silent, and why:
   config's (5-epoch runs, 2 seeds x 2 starts: ACC 0.88 / 0.84 against 0.58 / 0.50) and the USPS config's (on
   par with ``sample``: ACC 0.68 / 0.66 against 0.64 / 0.66); on COIL-20, at the penalty tuned with samples
   (0.7), it merged (gamma 0.01: K 4-21, ACC 0.24 / 0.40) or over-split (gamma 0.001: K 33-38, ACC 0.60 / 0.62,
-  NMI 0.82 / 0.82, against 0.68 / 0.65 and 0.79 / 0.78 with samples), so ``sample`` stays the default and the
-  COIL-20 / Digits configs' (3 seeds x K_init 1 / 30 each; ``benchmarks/results/dpgmm_{mnist_p200,usps,coil20}.md``).
+  NMI 0.82 / 0.82, against 0.68 / 0.65 and 0.79 / 0.78 with samples), and on Digits at gamma 0.01 it merged to
+  K 5-7 (ACC 0.56 / 0.54 against 0.80 / 0.80), so ``sample`` stays the default and the COIL-20 / Digits configs'
+  (3 seeds x K_init 1 / 30 each; ``benchmarks/results/dpgmm_{mnist_p200,usps,coil20,digits}.md``).
 * **alpha-JS direction**: aJS(q(z|x) || component), skewed form (alpha = 0: KL(q || p_k), alpha = 1:
   KL(p_k || q)); default alpha = 0.5, the symmetric geometric JS.
 * **soft responsibilities** weight the loss (sum_k r_nk aJS_k), as the VB E-step defines them; they are
