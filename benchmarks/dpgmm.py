@@ -188,14 +188,19 @@ def plot(runs: list[dict], settings: dict, data: str, k_true: int, path: Path) -
     fig.savefig(path, dpi=120)
 
 
+def _recorded(path: Path, args) -> dict:
+    """The results file at ``path`` when it holds this budget (clustering and pretraining epochs), else {}."""
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    same = (doc.get("epochs"), doc.get("pretrain_epochs")) == (args.epochs, args.pretrain_epochs)
+    return doc if same else {}
+
+
 def train(args) -> None:
     data = args.data[0]
     # the default pretraining keeps the plain name; another one has its own file (one budget per file)
     suffix = "" if args.pretrain_epochs == PRETRAIN_EPOCHS[data] else f"_p{args.pretrain_epochs}"
     path = RESULTS / f"dpgmm_{data}{suffix}.json"
-    res = json.loads(path.read_text()) if path.is_file() else {}
-    if res.get("epochs") != args.epochs or res.get("pretrain_epochs") != args.pretrain_epochs:
-        res = {}  # another budget: start over
+    res = _recorded(path, args)  # another budget: start over
     import inspect
 
     from dcl.methods.dpgmm import DPGMM
@@ -218,8 +223,8 @@ def train(args) -> None:
         for k_init in args.k_inits:
             new = run(data, ckpt, k_init, args.epochs, seed, settings, args.extra)
             # rows another process wrote meanwhile (runs of other settings or seeds side by side) are kept
-            on_disk = json.loads(path.read_text()) if path.is_file() else {}
-            if (on_disk.get("epochs"), on_disk.get("pretrain_epochs")) == (args.epochs, args.pretrain_epochs):
+            on_disk = _recorded(path, args)
+            if on_disk:
                 runs = on_disk["runs"]
                 baseline = {**on_disk.get("ae_kmeans_true_k", {}), **baseline}
                 walls = {**on_disk.get("pretrain_wall_s", {}), **walls}
