@@ -59,9 +59,40 @@ def _build(method: str, data: str, seed: int, batch_size: int | None, overrides:
     return model, dm, dm_args["batch_size"], m_args
 
 
-def run(method: str, data: str, epochs: int, seed: int, batch_size: int | None, overrides: dict | None = None) -> dict:
+def _curve_recorder(every: int, first: int, seed: int):
+    """A callback recording the scores (argmax gamma, and k-means on the embedding) every ``every`` training
+    epochs: how ACC / NMI grow with the budget within one run."""
+    import lightning.pytorch as pl
+
+    from dcl.cluster import kmeans
+    from dcl.metrics import clustering_scores
+
+    class CurveRecorder(pl.Callback):
+        def __init__(self) -> None:
+            self.points: list[dict] = []
+
+        @torch.no_grad()
+        def on_train_epoch_end(self, trainer, model) -> None:
+            done = trainer.current_epoch + 1 - first  # training epochs completed (after the "pre" phases)
+            if done <= 0 or done % every:
+                return
+            z = model.embed_all()
+            gamma = model.final_scores()
+            km = kmeans(z.float(), model.n_clusters, n_init=10, seed=seed)
+            km_scores = clustering_scores(km.labels, trainer.datamodule.y.to(km.labels.device))
+            self.points.append({"epoch": done, "acc": round(float(gamma["acc"]), 4),
+                                "nmi": round(float(gamma["nmi"]), 4),
+                                "kmeans_acc": round(float(km_scores["acc"]), 4),
+                                "kmeans_nmi": round(float(km_scores["nmi"]), 4)})
+            print(json.dumps({"seed": seed, **self.points[-1]}), flush=True)
+
+    return CurveRecorder()
+
+
+def run(method: str, data: str, epochs: int, seed: int, batch_size: int | None, overrides: dict | None = None,
+        curve_every: int = 0) -> dict:
     """One fit: ``epochs`` of joint training (after the pretraining and CM-alone epochs of ``init: pre``) and the
-    final weight-averaging epoch."""
+    final weight-averaging epoch; with ``curve_every`` the scores every that many epochs on the way."""
     import lightning.pytorch as pl
 
     from dcl.cluster import kmeans
@@ -69,9 +100,10 @@ def run(method: str, data: str, epochs: int, seed: int, batch_size: int | None, 
 
     model, dm, bs, hparams = _build(method, data, seed, batch_size, overrides)
     first = hparams.get("pretrain_epochs", 0) + hparams.get("cm_epochs", 0) if hparams.get("init") == "pre" else 0
+    curve = [_curve_recorder(curve_every, first, seed)] if curve_every else []
     trainer = pl.Trainer(max_epochs=first + epochs + 1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, check_val_every_n_epoch=10**6,
-                         num_sanity_val_steps=0, accelerator="cpu", deterministic=False)
+                         num_sanity_val_steps=0, accelerator="cpu", deterministic=False, callbacks=curve)
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     wall = time.perf_counter() - t0
@@ -83,20 +115,21 @@ def run(method: str, data: str, epochs: int, seed: int, batch_size: int | None, 
             "batch_size": bs, "steps": int(trainer.global_step), "wall_s": round(wall, 1),
             "hparams": hparams,
             "argmax_gamma": {k: round(float(v), 4) for k, v in scores.items()},
-            "kmeans_on_embedding": {k: round(float(v), 4) for k, v in km_scores.items()}}
+            "kmeans_on_embedding": {k: round(float(v), 4) for k, v in km_scores.items()},
+            **({"curve": curve[0].points} if curve else {})}
 
 
 #: Hand-written reading of a results file, by its name (checked against the .json when it was written).
 NOTES = {
-    "aecm_usps_pre": [
+    "aecm_usps_pre_e20": [
         "Reading: one seed of the authors' alternative start (`init: pre`) at 20 + 20 + 20 epochs (the official "
         "schedule: 100 SGD pretraining epochs, 100 epochs of the CM alone, then the 1000 joint epochs) ends at "
         "38.65 / 46.67 (k-means on its embedding 35.50 / 46.68), far below the random start at 60 + 1 epochs "
-        "(`aecm_usps.md`, 63.75 / 62.32): at this budget the pretrained start does not help; why (a weak 20-epoch "
+        "(`aecm_usps_e60.md`, 63.75 / 62.32): at this budget the pretrained start does not help; why (a weak 20-epoch "
         "SGD pretraining, or the joint phase undoing it) was not investigated for lack of CPU time.",
         "",
     ],
-    "aecm_usps": [
+    "aecm_usps_e60": [
         "Reading: at 60 + 1 of the paper's 1000 + 1 epochs, AE-CM (from random weights, the paper's default) "
         "reaches 63.75 ± 1.15 ACC / 62.32 ± 2.60 NMI over 3 seeds, below IDEC on the same data (76.66 ± 0.60 / "
         "78.61 ± 0.83 from a 200-epoch pretraining, `shared_pretraining_usps.md`; 77.1 / 78.8 at 20 + 20 "
@@ -105,7 +138,7 @@ NOTES = {
         "1.6 points of k-means on the pixels (66.79), close to what the theory (CM = isotropic GMM) predicts.",
         "",
     ],
-    "aecm_mnist": [
+    "aecm_mnist_e60": [
         "Reading: at 60 + 1 of the paper's 1000 + 1 epochs (8540 steps of batch 500, from random weights), AE-CM "
         "reaches 79.03 ± 2.52 / 72.22 ± 1.85 (argmax gamma) and 83.60 ± 0.96 / 77.14 ± 0.65 (k-means on its "
         "embedding), 2 seeds. On the same data our DEC and IDEC from a 20-epoch pretraining (about 5500 + at most "
@@ -116,16 +149,22 @@ NOTES = {
 }
 
 
-def result_name(method: str, data: str, init: str) -> str:
-    """``aecm_<data>`` / ``aecm_cm_<data>``, with ``_pre`` for the pretrained initialization."""
-    return (f"aecm_{method}_{data}" if method != "aecm" else f"aecm_{data}") + ("_pre" if init == "pre" else "")
+#: The papers' number of training epochs (before the averaging epoch); other budgets get their own results file.
+PAPER_EPOCHS = {"aecm": 1000, "cm": 150}
+
+
+def result_name(method: str, data: str, init: str, epochs: int) -> str:
+    """``aecm_<data>`` / ``aecm_cm_<data>``, with ``_pre`` for the pretrained initialization and ``_e<epochs>``
+    for a budget other than the paper's."""
+    return ((f"aecm_{method}_{data}" if method != "aecm" else f"aecm_{data}") + ("_pre" if init == "pre" else "")
+            + (f"_e{epochs}" if epochs != PAPER_EPOCHS[method] else ""))
 
 
 def write(method: str, data: str, runs: list[dict]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     r0 = runs[0]
     pre = method == "aecm" and r0["hparams"].get("init") == "pre"  # the CM's "pre" is its k-means init only
-    name = result_name(method, data, r0["hparams"].get("init", "rand"))
+    name = result_name(method, data, r0["hparams"].get("init", "rand"), r0["epochs"])
     env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
            "threads": torch.get_num_threads(), "device": "cpu"}
     (RESULTS / f"{name}.json").write_text(json.dumps({"runs": runs, "env": env, "paper": PAPER.get(data)},
@@ -168,26 +207,34 @@ def main() -> None:
                    help="pre: pretrained autoencoder + k-means init (the configs: rand, the paper's default)")
     p.add_argument("--pretrain-epochs", type=int, default=None, help="init pre: autoencoder pretraining epochs")
     p.add_argument("--cm-epochs", type=int, default=None, help="init pre: epochs of the CM alone")
+    p.add_argument("--curve-every", type=int, default=0,
+                   help="also record the scores every that many training epochs (0: only at the end)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     runs = []
-    name = result_name(args.method, args.data, args.init)
+    name = result_name(args.method, args.data, args.init, args.epochs)
     overrides = {"init": args.init}
     if args.pretrain_epochs is not None:
         overrides["pretrain_epochs"] = args.pretrain_epochs
     if args.cm_epochs is not None:
         overrides["cm_epochs"] = args.cm_epochs
-    if args.merge and (RESULTS / f"{name}.json").is_file():
-        old = json.loads((RESULTS / f"{name}.json").read_text())["runs"]
-        runs = [r for r in old if r["seed"] not in args.seeds and r["epochs"] == args.epochs
-                and all(r["hparams"].get(k) == v for k, v in overrides.items())]
     if args.render_only:
         write(args.method, args.data, json.loads((RESULTS / f"{name}.json").read_text())["runs"])
         return
+
+    def recorded() -> list[dict]:
+        """The other seeds' runs at this budget in the results file, read at each write: seeds run in parallel
+        processes with ``--merge`` all end up in it."""
+        if not (args.merge and (RESULTS / f"{name}.json").is_file()):
+            return []
+        old = json.loads((RESULTS / f"{name}.json").read_text())["runs"]
+        return [r for r in old if r["seed"] not in args.seeds and r["epochs"] == args.epochs
+                and all(r["hparams"].get(k) == v for k, v in overrides.items())]
+
     for seed in args.seeds:
-        runs.append(run(args.method, args.data, args.epochs, seed, args.batch_size, overrides))
+        runs.append(run(args.method, args.data, args.epochs, seed, args.batch_size, overrides, args.curve_every))
         print(json.dumps(runs[-1]), flush=True)
-    write(args.method, args.data, runs)
+        write(args.method, args.data, sorted(recorded() + runs, key=lambda r: r["seed"]))
 
 
 if __name__ == "__main__":
