@@ -160,13 +160,14 @@ def result_name(method: str, data: str, init: str, epochs: int) -> str:
             + (f"_e{epochs}" if epochs != PAPER_EPOCHS[method] else ""))
 
 
-def write(method: str, data: str, runs: list[dict]) -> None:
+def write(method: str, data: str, runs: list[dict], env: dict | None = None) -> None:
+    """The results file of ``runs`` (.json and .md); ``env``: the machine they ran on (default: this process's)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     r0 = runs[0]
     pre = method == "aecm" and r0["hparams"].get("init") == "pre"  # the CM's "pre" is its k-means init only
     name = result_name(method, data, r0["hparams"].get("init", "rand"), r0["epochs"])
-    env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-           "threads": torch.get_num_threads(), "device": "cpu"}
+    env = env or {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+                  "threads": torch.get_num_threads(), "device": "cpu"}
     (RESULTS / f"{name}.json").write_text(json.dumps({"runs": runs, "env": env, "paper": PAPER.get(data)},
                                                      indent=2))
     first = (f"{r0['hparams']['pretrain_epochs']} autoencoder pretraining epochs + {r0['hparams']['cm_epochs']} "
@@ -182,6 +183,15 @@ def write(method: str, data: str, runs: list[dict]) -> None:
                                                                       "k-means (10 restarts) on the embedding")):
         lines.append(f"| {label} | " + " | ".join(mean_std_text([r[key][m] for r in runs]) for m in ("acc", "nmi", "ari"))
                      + " |")
+    curves = [r["curve"] for r in runs if r.get("curve")]
+    if curves:  # the scores along the runs (same epochs in every run of a file: one --curve-every per budget)
+        lines += ["", f"Along the runs (mean ± std over the {len(curves)} seeds; after each epoch shown, before the "
+                  "averaging epoch):", "", "| epoch | ACC (argmax gamma) | NMI | ACC (k-means on z) | NMI (k-means on z) |",
+                  "|---|---|---|---|---|"]
+        for i, point in enumerate(curves[0]):
+            at = [c[i] for c in curves if len(c) > i and c[i]["epoch"] == point["epoch"]]
+            lines.append(f"| {point['epoch']} | " + " | ".join(mean_std_text([a[m] for a in at]) for m in
+                                                             ("acc", "nmi", "kmeans_acc", "kmeans_nmi")) + " |")
     lines += ["", "Paper (arXiv 2012.03740): table not retrieved in this session (the search tool did not return it); "
               "no figure is quoted here.", "",
               "Context: for the CM, 'k-means on the embedding' is k-means on the raw pixels, the baseline the CM "
@@ -219,7 +229,8 @@ def main() -> None:
     if args.cm_epochs is not None:
         overrides["cm_epochs"] = args.cm_epochs
     if args.render_only:
-        write(args.method, args.data, json.loads((RESULTS / f"{name}.json").read_text())["runs"])
+        doc = json.loads((RESULTS / f"{name}.json").read_text())
+        write(args.method, args.data, doc["runs"], doc.get("env"))
         return
 
     def recorded() -> list[dict]:
