@@ -70,12 +70,25 @@ def kmeans_scores(z: torch.Tensor, y: torch.Tensor, n_clusters: int, seed: int) 
 
 def _curve_recorder(every: int, first: int, epochs: int, seed: int):
     """A callback recording the scores (argmax gamma, and k-means on the embedding) every ``every`` of the
-    ``epochs`` training epochs (not the averaging epoch): how ACC / NMI grow with the budget within one run."""
+    ``epochs`` training epochs (not the averaging epoch): how ACC / NMI grow with the budget within one run.
+    Each point also holds what explains a change: that epoch's mean loss terms (per step, i.e. per batch),
+    the learning rate, the size of the code (rms ||z||), how far U is from orthonormal, and the cluster sizes."""
     import lightning.pytorch as pl
 
     class CurveRecorder(pl.Callback):
         def __init__(self) -> None:
             self.points: list[dict] = []
+            self.sums: dict[str, float] = {}
+            self.steps = 0
+
+        def on_train_epoch_start(self, trainer, model) -> None:
+            self.sums, self.steps = {}, 0
+
+        def on_train_batch_end(self, trainer, model, outputs, batch, batch_idx) -> None:
+            for key, value in trainer.callback_metrics.items():
+                if key.startswith("train/") and key != "train/k":
+                    self.sums[key[6:]] = self.sums.get(key[6:], 0.0) + float(value)
+            self.steps += 1
 
         @torch.no_grad()
         def on_train_epoch_end(self, trainer, model) -> None:
@@ -85,10 +98,17 @@ def _curve_recorder(every: int, first: int, epochs: int, seed: int):
             z = model.embed_all()
             gamma = model.final_scores()
             km_scores = kmeans_scores(z, trainer.datamodule.y, model.n_clusters, seed)
+            u = model.cm.centers().detach()
+            sizes = torch.bincount(model.predict_clusters(z), minlength=model.n_clusters)
             self.points.append({"epoch": done, "acc": round(float(gamma["acc"]), 4),
                                 "nmi": round(float(gamma["nmi"]), 4),
                                 "kmeans_acc": round(float(km_scores["acc"]), 4),
-                                "kmeans_nmi": round(float(km_scores["nmi"]), 4)})
+                                "kmeans_nmi": round(float(km_scores["nmi"]), 4),
+                                "terms": {k: round(v / max(1, self.steps), 4) for k, v in sorted(self.sums.items())},
+                                "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                                "z_rms": round(float(z.pow(2).sum(1).mean().sqrt()), 4),
+                                "u_orth_err": round(float((u @ u.T - torch.eye(len(u))).abs().max()), 4),
+                                "cluster_sizes": sizes.tolist()})
             print(json.dumps({"seed": seed, **self.points[-1]}), flush=True)
 
     return CurveRecorder()
@@ -171,10 +191,11 @@ NOTES = {
 PAPER_EPOCHS = {"aecm": 1000, "cm": 150}
 
 
-def result_name(method: str, data: str, init: str, epochs: int) -> str:
-    """``aecm_<data>`` / ``aecm_cm_<data>``, with ``_pre`` for the pretrained initialization and ``_e<epochs>``
-    for a budget other than the paper's."""
+def result_name(method: str, data: str, init: str, epochs: int, lr_decay_epochs: int = 0) -> str:
+    """``aecm_<data>`` / ``aecm_cm_<data>``, with ``_pre`` for the pretrained initialization, ``_decay<N>`` for
+    the learning-rate decay over N epochs and ``_e<epochs>`` for a budget other than the paper's."""
     return ((f"aecm_{method}_{data}" if method != "aecm" else f"aecm_{data}") + ("_pre" if init == "pre" else "")
+            + (f"_decay{lr_decay_epochs}" if lr_decay_epochs else "")
             + (f"_e{epochs}" if epochs != PAPER_EPOCHS[method] else ""))
 
 
@@ -183,7 +204,8 @@ def write(method: str, data: str, runs: list[dict], env: dict | None = None) -> 
     RESULTS.mkdir(parents=True, exist_ok=True)
     r0 = runs[0]
     pre = method == "aecm" and r0["hparams"].get("init") == "pre"  # the CM's "pre" is its k-means init only
-    name = result_name(method, data, r0["hparams"].get("init", "rand"), r0["epochs"])
+    name = result_name(method, data, r0["hparams"].get("init", "rand"), r0["epochs"],
+                       r0["hparams"].get("lr_decay_epochs", 0))
     env = env or {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
                   "threads": torch.get_num_threads(), "device": "cpu"}
     (RESULTS / f"{name}.json").write_text(json.dumps({"runs": runs, "env": env, "paper": PAPER.get(data)},
@@ -235,13 +257,17 @@ def main() -> None:
                    help="pre: pretrained autoencoder + k-means init (the configs: rand, the paper's default)")
     p.add_argument("--pretrain-epochs", type=int, default=None, help="init pre: autoencoder pretraining epochs")
     p.add_argument("--cm-epochs", type=int, default=None, help="init pre: epochs of the CM alone")
+    p.add_argument("--lr-decay-epochs", type=int, default=0,
+                   help="AE-CM: the official script's intended lr decay over this many epochs (0: constant)")
     p.add_argument("--curve-every", type=int, default=0,
                    help="also record the scores every that many training epochs (0: only at the end)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     runs = []
-    name = result_name(args.method, args.data, args.init, args.epochs)
+    name = result_name(args.method, args.data, args.init, args.epochs, args.lr_decay_epochs)
     overrides = {"init": args.init}
+    if args.lr_decay_epochs:
+        overrides["lr_decay_epochs"] = args.lr_decay_epochs
     if args.pretrain_epochs is not None:
         overrides["pretrain_epochs"] = args.pretrain_epochs
     if args.cm_epochs is not None:

@@ -223,6 +223,34 @@ def test_aecm_pre_runs_all_phases_and_keeps_the_contract():
     assert torch.equal(model.predict_clusters(z), probs.argmax(1))
 
 
+@pytest.mark.parametrize("init", ["rand", "pre"])
+def test_lr_decay_follows_the_official_polynomial_schedule_in_the_joint_phase(init):
+    """``lr_decay_epochs``: Keras' PolynomialDecay(1e-3, steps, 1e-4, power=0.4) per optimizer step, joint phase
+    only (the pretraining and the CM alone keep their constant lr, as the authors' pre_fit)."""
+    from dcl.estimator import InMemory
+
+    pl.seed_everything(0)
+    dm = InMemory(torch.rand(120, 12), torch.arange(120) % 3, batch_size=40)  # 3 steps an epoch
+    model = AECM(3, (12,), latent_dim=4, hidden_dims=(16, 16), init=init, pretrain_epochs=1, cm_epochs=1,
+                 alpha=2.0, lr_decay_epochs=2, average_last_epoch=False)
+    lrs = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    first = 2 if init == "pre" else 0
+    _trainer(max_epochs=first + 3, callbacks=[Spy()], check_val_every_n_epoch=1000).fit(model, dm)
+    if init == "pre":
+        assert lrs[:3] == [0.01] * 3 and lrs[3:6] == [1e-3] * 3  # SGD pretraining, then Adam for the CM alone
+    steps = 2 * 3
+    expected = [(1e-3 - 1e-4) * (1 - min(t, steps) / steps) ** 0.4 + 1e-4 for t in range(9)]
+    assert lrs[3 * first:] == pytest.approx(expected, rel=1e-6)
+    assert AECM(3, (12,), hidden_dims=(8,)).lr_decay_epochs == 0  # default: constant, as the official code runs
+    with pytest.raises(ConfigError, match="lr_decay_epochs"):
+        AECM(3, (12,), hidden_dims=(8,), lr_decay_epochs=-1)
+
+
 # -- DDP: the 2-process gradient is the 1-process gradient of the global batch (issue 8) ------------------------
 def _aecm_for_gradients(joint: bool) -> AECM:
     torch.manual_seed(0)
