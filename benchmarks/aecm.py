@@ -199,6 +199,33 @@ def result_name(method: str, data: str, init: str, epochs: int, lr_decay_epochs:
             + (f"_e{epochs}" if epochs != PAPER_EPOCHS[method] else ""))
 
 
+def diagnostics_lines(runs: list[dict], every: int = 50, around: int = 3) -> list[str]:
+    """Per run whose curve holds the loss terms: a table every ``every`` epochs, plus the ``around`` points on each
+    side of the largest drop in ACC between two consecutive points (where a collapse starts)."""
+    lines = []
+    for r in runs:
+        points = [p for p in r.get("curve", []) if "terms" in p]
+        if not points:
+            continue
+        drops = [points[i]["acc"] - points[i + 1]["acc"] for i in range(len(points) - 1)]
+        worst = max(range(len(drops)), key=drops.__getitem__) if drops else 0
+        window = set(range(worst - around + 1, worst + around + 1)) if drops and drops[worst] > 0.05 else set()
+        shown = [p for i, p in enumerate(points) if p["epoch"] % every == 0 or i in window or i == 0]
+        terms = sorted({k for p in shown for k in p["terms"] if k != "loss"})
+        lines += ["", f"Seed {r['seed']}, along the run: the epoch's mean loss terms per step (sums over a batch of "
+                  f"{r['batch_size']}), learning rate, rms ||z||, max |U U^T - I| and the smallest / largest cluster "
+                  "(argmax gamma)" + (f"; every {every} epochs and the points around the largest drop in ACC"
+                                       if window else f"; every {every} epochs") + ":", "",
+                  "| epoch | ACC | " + " | ".join(terms) + " | lr | rms z | orth err | clusters min / max |",
+                  "|---|---|" + "---|" * len(terms) + "---|---|---|---|"]
+        for p in shown:
+            lines.append(f"| {p['epoch']} | {p['acc']:.4f} | " + " | ".join(f"{p['terms'].get(k, float('nan')):.3f}"
+                                                                         for k in terms)
+                         + f" | {p['lr']:.2g} | {p['z_rms']:.3f} | {p['u_orth_err']:.4f} | "
+                         f"{min(p['cluster_sizes'])} / {max(p['cluster_sizes'])} |")
+    return lines
+
+
 def write(method: str, data: str, runs: list[dict], env: dict | None = None) -> None:
     """The results file of ``runs`` (.json and .md); ``env``: the machine they ran on (default: this process's)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -232,6 +259,7 @@ def write(method: str, data: str, runs: list[dict], env: dict | None = None) -> 
             at = [c[i] for c in curves if len(c) > i and c[i]["epoch"] == point["epoch"]]
             lines.append(f"| {point['epoch']} | " + " | ".join(mean_std_text([a[m] for a in at]) for m in
                                                              ("acc", "nmi", "kmeans_acc", "kmeans_nmi")) + " |")
+    lines += diagnostics_lines(runs)
     lines += ["", "Paper (arXiv 2012.03740): table not retrieved in this session (the search tool did not return it); "
               "no figure is quoted here.", "",
               "Context: for the CM, 'k-means on the embedding' is k-means on the raw pixels, the baseline the CM "
