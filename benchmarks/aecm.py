@@ -186,8 +186,9 @@ NOTES = {
         "8247 of the 9298 samples. The run then recovers slowly (ACC 0.39 at epoch 610) and diverges again at "
         "epoch 611-615. This looks like the loss spike Adam is known for at a constant learning rate after a long "
         "plateau (its second-moment estimate has shrunk with the gradients, so a sudden large gradient moves every "
-        "weight by several times lr at once); the exact step was not isolated (the terms are epoch means). With the decay the authors' script asks for on USPS "
-        "(`aecm_usps_decay150.md`, lr 1e-3 -> 1e-4 over 150 epochs) seed 0 does not diverge. Command: "
+        "weight by several times lr at once); the exact step was not isolated (the terms are epoch means). With "
+        "the decay the authors' script asks for on USPS (`aecm_usps_decay150.md`, lr 1e-3 -> 1e-4 over 150 "
+        "epochs) seed 0 does not diverge. Command: "
         "`OMP_NUM_THREADS=1 python benchmarks/aecm.py --data usps --epochs 620 --seeds 0 --curve-every 5 "
         "--lr-decay-epochs 0`.",
         "",

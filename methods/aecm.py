@@ -20,8 +20,8 @@ and the centroids can shrink together and the CM loss collapses.)
 
 Schedule (official code): Adam(lr 1e-3, eps 1e-3), constant learning rate (decayed on USPS, see below); CM 150
 epochs, AE-CM 1000 epochs; then ONE more epoch in which the weights are averaged over its iterations and the
-average is kept (:class:`dcl.callbacks.weight_averaging.FinalEpochAveraging`; so ``max_epochs`` = 151 / 1001). Random
-initialization by default (``init: rand``). ``init: pre``: pretrain the autoencoder (``pretrain_epochs``, 100;
+average is kept (:class:`dcl.callbacks.weight_averaging.FinalEpochAveraging`; so ``max_epochs`` = 151 / 1001).
+Random initialization by default (``init: rand``). ``init: pre``: pretrain the autoencoder (``pretrain_epochs``, 100;
 SGD lr 0.01 momentum 0.9 as the authors' AE.py), k-means (20 restarts) on z, W_e = pinv(U), b_e = 0,
 W_d = U, b_d = 0, then ``cm_epochs`` (100) epochs training the CM alone (its full E1..E4 loss on the frozen
 code) with a fresh Adam, then the joint training with another fresh Adam. For the CM alone, ``init: pre`` is
@@ -34,9 +34,10 @@ Choices where the paper/code is silent or buggy (and why):
 * The official code's known bugs are not copied: ``tf.nn.softmax`` without an axis in the PyTorch example
   (here softmax over clusters, dim 1); the "decay" optimizers whose lr schedule never triggers (the name is
   split on ``|`` and then searched for "decay" as a list element): ``lr_decay_epochs`` applies the decay where
-  the authors' script asks for it (of our configs, USPS only: 1e-3 -> 1e-4 over 150 epochs), since at the constant
-  lr the code actually ran, one USPS seed of two diverged after 566 of the 1000 epochs (loss x 1e5 in five
-  epochs, ``benchmarks/results/aecm_usps_e620.md``) and with the decay it did not; the AE pretraining that leaves the first encoder kernel out of its update (``trainable_variables[1:]``).
+  the authors' script asks for it (of our configs, USPS only: 1e-3 -> 1e-4 over 150 epochs), since at the
+  constant lr the code actually ran, one USPS seed of two diverged after 566 of the 1000 epochs (loss x 1e5 in
+  five epochs, ``benchmarks/results/aecm_usps_e620.md``) and with the decay none of three did; the AE
+  pretraining that leaves the first encoder kernel out of its update (``trainable_variables[1:]``).
 * Initialization as the official Keras layers: Glorot-uniform kernels and truncated-normal biases with std
   sqrt(1/n)/0.88 (Keras' ``glorot_normal`` on a vector of size n), for the CM and the autoencoder.
 * A non-uniform ``alpha`` is matched to clusters by rank (sorted log-weights against sorted alpha), as the
@@ -331,6 +332,7 @@ class AECM(AutoencoderMethod):
 
     def _lr_decay_factor(self, step: int) -> float:
         """Keras' ``PolynomialDecay(lr, steps, end_learning_rate=lr / 10, power=0.4)`` as a factor of lr."""
+        # step 0 is the call at construction, before the trainer has counted the batches of an epoch
         steps = self.lr_decay_epochs * max(1, int(self.trainer.num_training_batches)) if step else 1
         return 0.9 * (1 - min(step, steps) / steps) ** 0.4 + 0.1
 

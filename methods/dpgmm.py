@@ -43,11 +43,12 @@ Choices where the paper is silent, and why:
   config's (5-epoch runs from K_init 1 / 30: ACC 0.86 / 0.87 over 3 seeds, K 9-11; on seeds 1 and 2,
   0.88 / 0.84 against 0.58 / 0.50 with samples) and the USPS config's (on par with ``sample`` on 50-epoch
   autoencoders: ACC 0.68 / 0.66 against 0.64 / 0.66; on the config's 200-epoch ones K is 9-11 in all 6 runs,
-  but ACC 0.61 / 0.64 is below k-means with the true K on the same code, 0.69); on COIL-20, at the penalty tuned with samples
-  (0.7), it merged (gamma 0.01: K 4-21, ACC 0.24 / 0.40) or over-split (gamma 0.001: K 33-38, ACC 0.60 / 0.62,
-  NMI 0.82 / 0.82, against 0.68 / 0.65 and 0.79 / 0.78 with samples), and on Digits at gamma 0.01 it merged to
-  K 5-7 (ACC 0.56 / 0.54 against 0.80 / 0.80), so ``sample`` stays the default and the COIL-20 / Digits configs'
-  (3 seeds x K_init 1 / 30 each; ``benchmarks/results/dpgmm_{mnist_p200,usps,coil20,digits}.md``).
+  but ACC 0.61 / 0.64 is below k-means with the true K on the same code, 0.69); on COIL-20, at the penalty
+  tuned with samples (0.7), it merged (gamma 0.01: K 4-21, ACC 0.24 / 0.40) or over-split (gamma 0.001:
+  K 33-38, ACC 0.60 / 0.62, NMI 0.82 / 0.82, against 0.68 / 0.65 and 0.79 / 0.78 with samples), and on
+  Digits at gamma 0.01 it merged to K 5-7 (ACC 0.56 / 0.54 against 0.80 / 0.80), so ``sample`` stays the
+  default and the COIL-20 / Digits configs'
+  (3 seeds x K_init 1 / 30 each; ``benchmarks/results/dpgmm_{mnist_p200,usps,usps_p200,coil20,digits}.md``).
 * **alpha-JS direction**: aJS(q(z|x) || component), skewed form (alpha = 0: KL(q || p_k), alpha = 1:
   KL(p_k || q)); default alpha = 0.5, the symmetric geometric JS.
 * **soft responsibilities** weight the loss (sum_k r_nk aJS_k), as the VB E-step defines them; they are
