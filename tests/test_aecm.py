@@ -251,6 +251,34 @@ def test_lr_decay_follows_the_official_polynomial_schedule_in_the_joint_phase(in
         AECM(3, (12,), hidden_dims=(8,), lr_decay_epochs=-1)
 
 
+def test_lr_decay_resumes_where_it_stopped(tmp_path):
+    """A fit resumed from a checkpoint in the middle of the decay continues the schedule (the scheduler's step
+    count is checkpointed), with the same learning rates as the uninterrupted fit."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from dcl.estimator import InMemory
+
+    def fit(ckpt_path=None, callbacks=()):
+        pl.seed_everything(0)
+        dm = InMemory(torch.rand(120, 12), torch.arange(120) % 3, batch_size=40)  # 3 steps an epoch
+        model = AECM(3, (12,), latent_dim=4, hidden_dims=(16, 16), alpha=2.0, lr_decay_epochs=3,
+                     average_last_epoch=False)
+        lrs = []
+
+        class Spy(pl.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+        _trainer(max_epochs=4, callbacks=[Spy(), *callbacks], enable_checkpointing=bool(callbacks),
+                 limit_val_batches=0, default_root_dir=tmp_path).fit(model, dm, ckpt_path=ckpt_path)
+        return lrs
+
+    full = fit(callbacks=[ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")])
+    resumed = fit(ckpt_path=str(tmp_path / "epoch=1.ckpt"))  # after 2 of the 3 decay epochs
+    assert len(full) == 12 and resumed == pytest.approx(full[6:], rel=1e-9)
+    assert full[6] < 1e-3 and full[9:] == pytest.approx([1e-4] * 3)  # mid-decay at the resume, then at its floor
+
+
 # -- DDP: the 2-process gradient is the 1-process gradient of the global batch (issue 8) ------------------------
 def _aecm_for_gradients(joint: bool) -> AECM:
     torch.manual_seed(0)
