@@ -223,8 +223,8 @@ NOTES = {
     ],
     "aecm_mnist_e60": [
         "Reading: at 60 + 1 of the paper's 1000 + 1 epochs (8540 steps of batch 500, from random weights), AE-CM "
-        "reaches 79.03 ± 2.52 / 72.22 ± 1.85 (argmax gamma) and 83.60 ± 0.96 / 77.14 ± 0.65 (k-means on its "
-        "embedding), 2 seeds. On the same data our DEC and IDEC from a 20-epoch pretraining (about 5500 + at most "
+        "reaches 76.69 ± 3.90 / 69.53 ± 4.08 (argmax gamma) and 83.03 ± 1.13 / 76.71 ± 0.81 (k-means on its "
+        "embedding), 3 seeds (per seed 81.56, 76.51, 72.01 ACC; seed 2 added later with `--seeds 2 --merge`). On the same data our DEC and IDEC from a 20-epoch pretraining (about 5500 + at most "
         "4000 steps of batch 256, `shared_pretraining_mnist_p20.md`, one seed) reach 87.29 / 85.12 and 85.90 / 81.23: "
         "AE-CM is below IDEC at these budgets (the issue's target is not met).",
         "",
