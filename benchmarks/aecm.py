@@ -95,11 +95,15 @@ def _curve_recorder(every: int, first: int, epochs: int, seed: int):
             done = trainer.current_epoch + 1 - first  # training epochs completed (after the "pre" phases)
             if not 0 < done <= epochs or done % every:
                 return
+            from dcl.metrics import clustering_scores
+
             z = model.embed_all()
-            gamma = model.final_scores()
-            km_scores = kmeans_scores(z, trainer.datamodule.y, model.n_clusters, seed)
+            y = trainer.datamodule.y
+            pred = model.predict_clusters(z)  # argmax gamma, from the one embedding pass (final_scores embeds again)
+            gamma = clustering_scores(pred, y.to(pred.device))
+            km_scores = kmeans_scores(z, y, model.n_clusters, seed)
             u = model.cm.centers().detach()
-            sizes = torch.bincount(model.predict_clusters(z), minlength=model.n_clusters)
+            sizes = torch.bincount(pred, minlength=model.n_clusters)
             self.points.append({"epoch": done, "acc": round(float(gamma["acc"]), 4),
                                 "nmi": round(float(gamma["nmi"]), 4),
                                 "kmeans_acc": round(float(km_scores["acc"]), 4),
