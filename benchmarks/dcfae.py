@@ -120,11 +120,17 @@ def load_seeds(path: Path, budget: dict) -> dict:
     return old["seeds"] if same else {}
 
 
-def idec_path(data: str) -> Path:
-    return RESULTS / f"dcfae_{data}_idec_baseline.json"
+def stem(data: str, tag: str = "") -> str:
+    """The results files' name: ``dcfae_<data>``, or ``dcfae_<data>_<tag>`` for a record kept beside it (e.g. at
+    another budget)."""
+    return f"dcfae_{data}_{tag}" if tag else f"dcfae_{data}"
 
 
-def idec_baseline(data: str, seed: int, fae_epochs: int, dense_epochs: int) -> None:
+def idec_path(data: str, tag: str = "") -> Path:
+    return RESULTS / f"{stem(data, tag)}_idec_baseline.json"
+
+
+def idec_baseline(data: str, seed: int, fae_epochs: int, dense_epochs: int, tag: str = "") -> None:
     """IDEC (its config, the authors' defaults) with the same epochs as DCFAE: ``fae_epochs`` of autoencoder
     pretraining, then clustering up to ``fae_epochs + dense_epochs`` epochs in all (or its own tol rule), one
     ``dcl fit`` process on 1 thread; merged by seed into ``dcfae_<data>_idec_baseline.json``."""
@@ -134,7 +140,7 @@ def idec_baseline(data: str, seed: int, fae_epochs: int, dense_epochs: int) -> N
     record = fit_config(f"configs/idec/{data}.yaml", run, seed,
                         ["--model.init_args.pretrain_epochs", str(fae_epochs),
                          "--trainer.max_epochs", str(fae_epochs + dense_epochs)], threads=1)
-    path = idec_path(data)
+    path = idec_path(data, tag)
     budget = {"fae_epochs": fae_epochs, "dense_epochs": dense_epochs}
     old = json.loads(path.read_text()) if path.is_file() else {}
     seeds = old.get("seeds", {}) if old.get("budget") == budget else {}
@@ -144,7 +150,7 @@ def idec_baseline(data: str, seed: int, fae_epochs: int, dense_epochs: int) -> N
 
 def idec_row(result: dict) -> list[str]:
     """The table row of IDEC at the same epochs, when it was run at this budget."""
-    path, b = idec_path(result["data"]), result["budget"]
+    path, b = idec_path(result["data"], result.get("tag", "")), result["budget"]
     if not path.is_file():
         return []
     base = json.loads(path.read_text())
@@ -180,15 +186,16 @@ def render(result: dict) -> list[str]:
         lines += ["", f"FAE game at the end of phase 1 (last-epoch means over seeds): D(x) = {mean_std_text(d)}, "
                       f"D(generated) = {mean_std_text(g)}."]
     lines += ["", "Paper (arXiv 2201.04727): its result table could not be retrieved here; no figure is quoted."]
-    if result["data"] in NOTES:
-        lines += ["", *NOTES[result["data"]]]
+    notes = stem(result["data"], result.get("tag", ""))[len("dcfae_"):]
+    if notes in NOTES:
+        lines += ["", *NOTES[notes]]
     return lines
 
 
 def write_report(result: dict) -> str:
     """Writes ``dcfae_<data>.md`` from the results; returns its text."""
     text = "\n".join(render(result)) + "\n"
-    (RESULTS / f"dcfae_{result['data']}.md").write_text(text)
+    (RESULTS / f"{stem(result['data'], result.get('tag', ''))}.md").write_text(text)
     return text
 
 
@@ -215,14 +222,16 @@ def main() -> None:
     parser.add_argument("--discriminator-lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tag", default="", help="write dcfae_<data>_<tag>.{json,md} (a record kept beside the "
+                        "main one, e.g. at another budget) instead of dcfae_<data>.{json,md}")
     parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json, run nothing")
     parser.add_argument("--idec-baseline", action="store_true",
                         help="run IDEC with the same epochs for this seed (instead of DCFAE) and re-render")
     args = parser.parse_args()
     if args.idec_baseline:
-        idec_baseline(args.data, args.seed, args.fae_epochs, args.dense_epochs)
+        idec_baseline(args.data, args.seed, args.fae_epochs, args.dense_epochs, args.tag)
     if args.render_only or args.idec_baseline:
-        write_report(json.loads((RESULTS / f"dcfae_{args.data}.json").read_text()))
+        write_report(json.loads((RESULTS / f"{stem(args.data, args.tag)}.json").read_text()))
         return
     torch.set_num_threads(args.threads)
     from dcl.methods.dcfae import DCFAE
@@ -238,7 +247,7 @@ def main() -> None:
                       generator_optimizer=lambda p: torch.optim.Adam(p, lr=args.generator_lr, betas=(0.5, 0.999)),
                       discriminator_optimizer=lambda p: torch.optim.Adam(p, lr=args.discriminator_lr,
                                                                          betas=(0.5, 0.999)))
-        ckpt_dir = WORK / f"{args.data}_{variant}_s{args.seed}"
+        ckpt_dir = WORK / f"{stem(args.data, args.tag)[len('dcfae_'):]}_{variant}_s{args.seed}"
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # a stale last.ckpt would be resumed by phase 2
         no_dense, m1, t1 = fit(model, dm, args.fae_epochs, ckpt_dir)
         images[variant] = reconstructions(model, dm)
@@ -257,10 +266,10 @@ def main() -> None:
               "discriminator_channels": args.channels, "batch_size": args.batch_size,
               "generator_adam_lr": args.generator_lr, "discriminator_adam_lr": args.discriminator_lr,
               "threads": args.threads, "note": "reduced CPU budget (the paper's epochs are unknown)"}
-    path = RESULTS / f"dcfae_{args.data}.json"
+    path = RESULTS / f"{stem(args.data, args.tag)}.json"
     seeds = load_seeds(path, budget)
     seeds[str(args.seed)] = {**seeds.get(str(args.seed), {}), **runs}
-    result = {"method": "DCFAE", "data": args.data, "budget": budget,
+    result = {"method": "DCFAE", "data": args.data, "tag": args.tag, "budget": budget,
               "machine": f"{platform.processor() or platform.machine()}, CPU only, torch {torch.__version__}",
               "seeds": seeds,
               "paper": "the paper's result table could not be read (only its abstract is available here)"}
@@ -283,8 +292,10 @@ def main() -> None:
         fig.suptitle(f"{args.data}: reconstructions Dec(mu(x)) after {args.fae_epochs} epochs", fontsize=9)
         fig.tight_layout()
         name = "dcfae_reconstructions.png" if args.data == "usps" else f"dcfae_reconstructions_{args.data}.png"
+        if args.tag:
+            name = name.replace(".png", f"_{args.tag}.png")
         fig.savefig(RESULTS / name, dpi=120)
-        np.savez(WORK / f"{args.data}_reconstructions.npz", x=x, vae=vae, fae=fae)
+        np.savez(WORK / f"{stem(args.data, args.tag)[len('dcfae_'):]}_reconstructions.npz", x=x, vae=vae, fae=fae)
 
 
 if __name__ == "__main__":
