@@ -34,9 +34,10 @@ ablation. Logged: ``train/d_score`` = mean D(x) and ``train/g_score`` = mean D o
 
 Phase 2, the embedding network (the rest of ``max_epochs``): the FAE is frozen (eval mode) and the latent of
 a sample is the posterior mean mu(x). A dense network ``f: latent_dim -> dense_dims -> embedding_dim``
-(d-500-500-2000-out, parametric t-SNE's architecture, van der Maaten 2009) is trained on each batch of B
-samples (under DDP: the global batch, gathered from all ranks) to minimize the cross-entropy between the
-batch's input similarities P (of the latents) and its embedding similarities Q::
+(d-500-500-2000-out, parametric t-SNE's architecture, van der Maaten 2009) is trained on batches of B
+samples (``similarity_batches`` consecutive loader batches joined; under DDP: the global batch, gathered from all
+ranks) to minimize the cross-entropy between the batch's input similarities P (of the latents) and its
+embedding similarities Q::
 
     H(P, Q) = - sum_{i != j} p_ij log q_ij
     q_ij = (1 + ||f(mu_i) - f(mu_j)||^2 / nu)^(-(nu + 1) / 2) / sum_{k != l} (same)        (Student-t, dof nu)
@@ -47,7 +48,7 @@ batch's input similarities P (of the latents) and its embedding similarities Q::
 H(P, Q) = KL(P || Q) + H(P) and P does not depend on f, so this is parametric t-SNE's objective; it is
 minimal exactly when Q = P. Only B x B matrices are formed (no N x N). The perplexity is capped at
 (B - 1) / 3 for small batches (a perplexity above the number of neighbours cannot be met). Batches of fewer
-than 3 samples are skipped.
+than 3 samples are skipped, and so is an epoch's last group of fewer than ``similarity_batches`` loader batches.
 
 Clusters: k-means (``kmeans_n_init`` restarts) on the final embedding f(mu(x)), refreshed at every validation
 and at the end of training; ``assign`` is DEC's Student-t kernel around those centers. During phase 1 the same
@@ -227,6 +228,9 @@ class DCFAE(ClusteringMethod):
         input_similarity: ``gaussian`` (perplexity-calibrated, t-SNE) or ``student`` (Student-t with ``dof``).
         perplexity: perplexity of the Gaussian input similarities (30).
         dof: degrees of freedom nu of the Student-t similarities (1).
+        similarity_batches: loader batches joined into one batch of phase 2 (1): P and Q are computed over
+            ``batch_size * similarity_batches`` samples per process, so the embedding sees larger batches than
+            the GAN trains on (the perplexity must stay well below a batch's samples per cluster).
         pretrained: a DCFAE checkpoint whose FAE is reused (phase 1 is then skipped).
         generator_optimizer, discriminator_optimizer: factories of the two GAN sides (None: Adam 1e-3 and Adam 2e-4,
             both betas (0.5, 0.999));
@@ -247,7 +251,7 @@ class DCFAE(ClusteringMethod):
                  adversarial_weight: float = 1.0, pixel_loss: str = "bce", feature_layer: int = 1,
                  fae_epochs: int = 100, use_dense: bool = True, dense_dims: Sequence[int] = (500, 500, 2000),
                  input_similarity: str = "gaussian", perplexity: float = 30.0, dof: float = 1.0,
-                 pretrained: str | None = None,
+                 similarity_batches: int = 1, pretrained: str | None = None,
                  generator_optimizer: OptimizerFactory | None = None,
                  discriminator_optimizer: OptimizerFactory | None = None,
                  embedding_optimizer: OptimizerFactory | None = None,
@@ -277,6 +281,9 @@ class DCFAE(ClusteringMethod):
             raise ConfigError(f"dof must be > 0 and perplexity > 1, got dof={dof}, perplexity={perplexity}")
         if fae_epochs < 0:
             raise ConfigError(f"fae_epochs must be >= 0, got {fae_epochs}")
+        if similarity_batches < 1:
+            raise ConfigError(f"similarity_batches must be >= 1 (loader batches per similarity batch in phase 2), "
+                              f"got {similarity_batches}")
         if not -len(discriminator_channels) <= feature_layer < len(discriminator_channels):
             raise ConfigError(f"feature_layer {feature_layer} does not exist: the discriminator has "
                               f"{len(discriminator_channels)} stages (discriminator_channels)")
@@ -294,6 +301,8 @@ class DCFAE(ClusteringMethod):
         self.input_similarity = input_similarity
         self.perplexity = perplexity
         self.dof = dof
+        self.similarity_batches = similarity_batches
+        self._pending_latents: list[Tensor] = []  # phase 2: latents of the loader batches not yet trained on
         self.fae = FusionAutoencoder(self.input_shape, latent_dim, channels, discriminator_channels,
                                      blocks_per_stage, norm, adversarial)
         self.dense = mlp([latent_dim, *dense_dims, embedding_dim], "relu") if use_dense else None
@@ -356,6 +365,7 @@ class DCFAE(ClusteringMethod):
             self.adversarial.prepare_strategy(self)
 
     def on_train_epoch_start(self) -> None:
+        self._pending_latents = []  # an epoch's last, incomplete group of batches is dropped (drop_last)
         if self.use_dense and not self.in_embedding_phase and self.current_epoch >= self.fae_epochs:
             self.start_embedding()
 
@@ -438,33 +448,36 @@ class DCFAE(ClusteringMethod):
             return t
         return self.all_gather(t, sync_grads=sync_grads).flatten(0, 1)
 
-    def embedding_loss(self, x: Tensor) -> Tensor:
-        """H(P, Q) of one batch: P from the frozen FAE latents, Q Student-t of the dense network's output."""
+    def embedding_loss(self, mu: Tensor) -> Tensor:
+        """H(P, Q) of one batch of FAE latents: P from the latents, Q Student-t of the dense network's output."""
         with torch.no_grad():
-            mu = self.latent(x).float()
             p = self.input_affinities(self._gather_batch(mu))
         y = self._gather_batch(self.dense_embedding(mu), sync_grads=True)
         # every rank computes the same global loss; all_gather's backward sums the ranks' gradients and DDP
         # averages them, which gives the single-process gradient of the global batch
         return similarity_cross_entropy(p, student_t_affinities(y, self.dof))
 
-    def embedding_step(self, x: Tensor) -> dict[str, Tensor]:
+    def embedding_step(self, x: Tensor) -> dict[str, Tensor] | None:
+        """Collects the batch's latents; every ``similarity_batches`` batches, one step on all of them."""
         if self.fae.training:  # Lightning restores saved module modes (e.g. after a resume's sanity check)
             self.fae.eval()
-        loss, _ = optimizer_step(self, self.optimizers(), lambda: self.embedding_loss(x),
+        with torch.no_grad():
+            self._pending_latents.append(self.latent(x).float())
+        if len(self._pending_latents) < self.similarity_batches:
+            return None
+        mu, self._pending_latents = torch.cat(self._pending_latents), []
+        if len(mu) < 3:  # no pairwise structure in a batch this small
+            return None
+        loss, _ = optimizer_step(self, self.optimizers(), lambda: self.embedding_loss(mu),
                                  self.adversarial.gradient_clip_val, self.adversarial.gradient_clip_algorithm)
         return {"train/similarity_ce": loss}
 
     # -- Lightning -----------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         x = batch["x"]
-        if self.in_embedding_phase:
-            if len(x) < 3:  # no pairwise structure in a batch this small
-                return
-            logs = self.embedding_step(x)
-        else:
-            logs = self.fae_step(x)
-        self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=False, batch_size=len(x))
+        logs = self.embedding_step(x) if self.in_embedding_phase else self.fae_step(x)
+        if logs:
+            self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=False, batch_size=len(x))
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()

@@ -247,3 +247,37 @@ def test_resume_in_the_embedding_phase_is_exact(tmp_path):
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="different FAE"):
         DCFAE(10, (1, 8, 8), pretrained=ckpt, **{**TINY, "channels": (4, 16)})
+
+
+def _phase2(ckpt: str, batch_size: int, similarity_batches: int, **trainer_kwargs) -> tuple[DCFAE, pl.Trainer]:
+    """Phase 2 alone (the FAE of ``ckpt`` reused) on Digits."""
+    pl.seed_everything(1)
+    model = DCFAE(10, (1, 8, 8), pretrained=ckpt, similarity_batches=similarity_batches, **TINY)
+    trainer = pl.Trainer(num_sanity_val_steps=0, check_val_every_n_epoch=100, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         **trainer_kwargs)
+    trainer.fit(model, Digits(flatten=False, batch_size=batch_size))
+    return model, trainer
+
+
+def test_similarity_batches_join_loader_batches_into_one_batch_of_phase_2(tmp_path, monkeypatch):
+    _fit(tmp_path / "fae", 1)  # phase 1 only: a trained FAE to start phase 2 from
+    ckpt = str(tmp_path / "fae" / "last.ckpt")
+    sizes = []
+    original = DCFAE.input_affinities
+    monkeypatch.setattr(DCFAE, "input_affinities", lambda self, mu: sizes.append(len(mu)) or original(self, mu))
+    # two joined batches of 32 are one batch of 64: the same samples in the same order, the same steps
+    joined, _ = _phase2(ckpt, 32, 2, max_steps=5)
+    assert sizes == [64] * 5
+    sizes.clear()
+    single, _ = _phase2(ckpt, 64, 1, max_steps=5)
+    assert sizes == [64] * 5
+    for (name, a), b in zip(joined.dense.named_parameters(), single.dense.parameters()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    # Digits: 1797 samples = 56 batches of 32 + one of 5; groups of 4 batches give 14 steps per epoch, and the
+    # epoch's last, incomplete group is dropped, not carried into the next epoch
+    sizes.clear()
+    _, trainer = _phase2(ckpt, 32, 4, max_epochs=2)
+    assert sizes == [128] * 28 and trainer.global_step == 28
+    with pytest.raises(ConfigError, match="similarity_batches"):
+        DCFAE(10, (1, 8, 8), similarity_batches=0)
