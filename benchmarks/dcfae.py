@@ -125,6 +125,10 @@ NOTES = {
 }
 
 
+#: phase 2's settings of the records written before they became options of this script
+PHASE2_BEFORE = {"perplexity": 30.0, "similarity_batches": 1}
+
+
 def load_seeds(path: Path, budget: dict) -> dict:
     """The runs of other seeds already in ``path`` at the same budget (a run at another budget is replaced)."""
     if not path.is_file():
@@ -132,7 +136,8 @@ def load_seeds(path: Path, budget: dict) -> dict:
     old = json.loads(path.read_text())
     if "seeds" not in old:  # the one-seed layout of the first version of this script
         old["seeds"] = {str(old["seed"]): old["runs"]}
-    same = {k: v for k, v in old["budget"].items() if k != "note"} == {k: v for k, v in budget.items() if k != "note"}
+    recorded = {**PHASE2_BEFORE, **old["budget"]}  # records older than these options ran at their defaults
+    same = {k: v for k, v in recorded.items() if k != "note"} == {k: v for k, v in budget.items() if k != "note"}
     return old["seeds"] if same else {}
 
 
@@ -180,9 +185,14 @@ def idec_row(result: dict) -> list[str]:
 
 def render(result: dict) -> list[str]:
     b, seeds = result["budget"], result["seeds"]
+    phase2 = {**PHASE2_BEFORE, **b}
+    batch = b["batch_size"] * phase2["similarity_batches"]
+    capped = f" (capped at {(batch - 1) / 3:.0f})" if phase2["perplexity"] > (batch - 1) / 3 else ""
     lines = [f"# DCFAE on {result['data']} (seeds {', '.join(sorted(seeds))}; FAE {b['fae_epochs']} + dense "
              f"{b['dense_epochs']} epochs, channels {b['channels']}, batch {b['batch_size']}, CPU, "
              f"{b['threads']} thread(s))", "",
+             f"Phase 2: Gaussian input similarities at perplexity {phase2['perplexity']:g}{capped} on batches of "
+             f"{batch} samples ({phase2['similarity_batches']} loader batch(es) joined).", "",
              "Mean ± std over the seeds (population std).", "",
              "| latent | clustering | ACC | NMI | ARI | wall time (s) | seeds |", "|---|---|---|---|---|---|---|"]
     for variant in ("fae", "vae"):
@@ -236,6 +246,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--generator-lr", type=float, default=1e-3)
     parser.add_argument("--discriminator-lr", type=float, default=2e-4)
+    parser.add_argument("--perplexity", type=float, default=30.0, help="phase 2's input similarities")
+    parser.add_argument("--similarity-batches", type=int, default=1,
+                        help="loader batches joined into one batch of phase 2 (the records before 2026-11-30: 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="", help="write dcfae_<data>_<tag>.{json,md} (a record kept beside the "
@@ -259,7 +272,8 @@ def main() -> None:
         dm = datamodule(args.data, args.batch_size)
         dm.setup("fit")
         model = DCFAE(dm.n_clusters, dm.input_shape, adversarial=variant == "fae", fae_epochs=args.fae_epochs,
-                      channels=args.channels, discriminator_channels=args.channels,
+                      channels=args.channels, discriminator_channels=args.channels, perplexity=args.perplexity,
+                      similarity_batches=args.similarity_batches,
                       generator_optimizer=lambda p: torch.optim.Adam(p, lr=args.generator_lr, betas=(0.5, 0.999)),
                       discriminator_optimizer=lambda p: torch.optim.Adam(p, lr=args.discriminator_lr,
                                                                          betas=(0.5, 0.999)))
@@ -281,7 +295,8 @@ def main() -> None:
     budget = {"fae_epochs": args.fae_epochs, "dense_epochs": args.dense_epochs, "channels": args.channels,
               "discriminator_channels": args.channels, "batch_size": args.batch_size,
               "generator_adam_lr": args.generator_lr, "discriminator_adam_lr": args.discriminator_lr,
-              "threads": args.threads, "note": "reduced CPU budget (the paper's epochs are unknown)"}
+              "threads": args.threads, "perplexity": args.perplexity, "similarity_batches": args.similarity_batches,
+              "note": "reduced CPU budget (the paper's epochs are unknown)"}
     path = RESULTS / f"{stem(args.data, args.tag)}.json"
     seeds = load_seeds(path, budget)
     seeds[str(args.seed)] = {**seeds.get(str(args.seed), {}), **runs}
