@@ -97,6 +97,12 @@ NOTES = {
         "- Commands, per seed: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dcfae.py --data usps --fae-epochs 30 "
         "--dense-epochs 30 --seed S --tag e30`, and with `--idec-baseline` for the IDEC row.",
     ],
+    "coil20_rerun": [
+        "The FAE runs of `dcfae_coil20.md` (same budget and seeds), rerun on 2026-11-30 for their checkpoints: both "
+        "rows equal that record's FAE rows to the digit. Their FAEs serve `dcfae_coil20_rerun_similarity.md` (phase "
+        "2's input similarities). Command, per seed: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dcfae.py --data "
+        "coil20 --variants fae --fae-epochs 50 --dense-epochs 50 --seed S --tag rerun`.",
+    ],
     "mnist": [
         "Reading (3 seeds, 2 + 2 epochs: what one CPU core affords, about 35 min a seed; the paper's epochs are "
         "unknown):",
