@@ -40,6 +40,12 @@ SETTINGS = {
 
 #: Hand-written reading of the results, per record (checked against the .json when it was written).
 NOTES: dict[str, list[str]] = {
+    "usps_config": [
+        "Reading (the FAEs of `dcfae_usps_config.md`: the config's 100 FAE epochs and networks; 50 epochs of phase "
+        "2 as `configs/dcfae/usps.yaml` runs it; 2 seeds): 87.01 ± 4.56 / 82.61 ± 1.62, against 72.69 ± 1.51 / "
+        "68.27 with phase 2 on batches of 64 on the same FAEs, and IDEC at its papers' budget 76.66 ± 0.60 / "
+        "78.61 ± 0.83 (`shared_pretraining_usps.md`): the issue's target (at least IDEC) is met on USPS.",
+    ],
     "usps_e30_vae": [
         "Reading (the plain VAEs of the 30 + 30 record, the FAE-vs-VAE ablation, 30 epochs of phase 2, 3 seeds):",
         "- On batches of 256 the VAE latent gains 3 ACC / 7.3 NMI points (79.79 ± 0.99 / 81.12 against 76.75 ± "
