@@ -238,7 +238,8 @@ class DCFAE(ClusteringMethod):
         dof: degrees of freedom nu of the Student-t similarities (1).
         similarity_batches: loader batches joined into one batch of phase 2 (1): P and Q are computed over
             ``batch_size * similarity_batches`` samples per process, so the embedding sees larger batches than
-            the GAN trains on (the perplexity must stay well below a batch's samples per cluster).
+            the GAN trains on (the perplexity must stay well below a batch's samples per cluster). The collected
+            latents live in memory only: a fit resumed from a mid-epoch checkpoint starts a new group.
         pretrained: a DCFAE checkpoint whose FAE is reused (phase 1 is then skipped).
         generator_optimizer, discriminator_optimizer: factories of the two GAN sides (None: Adam 1e-3 and Adam 2e-4,
             both betas (0.5, 0.999));

@@ -82,11 +82,9 @@ FAST = {
     "DPGMM": {"model": {"hidden_dims": [64, 64, 128], "pretrain_epochs": 5, "update_interval": 7}, "epochs": 8,
               "resume_epoch": 6},
     # variants: a registered method ("method") with other settings, run through the same checks
-    "DCFAE (similarity batches)": {"method": "DCFAE", "model": {
-        "latent_dim": 4, "embedding_dim": 3, "channels": [4, 8], "discriminator_channels": [4, 8], "dense_dims": [16],
-        "feature_layer": 0, "perplexity": 10.0, "kmeans_n_init": 3, "fae_epochs": 2, "norm": "group",
-        "similarity_batches": 2}, "epochs": 4, "resume_epoch": 2, "image": True},
     "DEC (target batch)": {"method": "DEC", "model": {"hidden_dims": [64, 64], "pretrain_epochs": 3,
                                                     "kmeans_n_init": 3, "target": "batch", "tol": 0.0},
                            "epochs": 7, "resume_epoch": 4},
 }
+FAST["DCFAE (similarity batches)"] = {**FAST["DCFAE"], "method": "DCFAE",
+                                      "model": {**FAST["DCFAE"]["model"], "similarity_batches": 2}}
