@@ -160,10 +160,15 @@ def load_seeds(path: Path, budget: dict) -> dict:
     return old["seeds"] if same else {}
 
 
+def record(data: str, tag: str = "") -> str:
+    """A record's name: ``<data>``, or ``<data>_<tag>`` for a record kept beside it (e.g. at another budget); it
+    keys NOTES and the run folders under ``WORK``."""
+    return f"{data}_{tag}" if tag else data
+
+
 def stem(data: str, tag: str = "") -> str:
-    """The results files' name: ``dcfae_<data>``, or ``dcfae_<data>_<tag>`` for a record kept beside it (e.g. at
-    another budget)."""
-    return f"dcfae_{data}_{tag}" if tag else f"dcfae_{data}"
+    """The record's results files: ``dcfae_<record>``."""
+    return f"dcfae_{record(data, tag)}"
 
 
 def idec_path(data: str, tag: str = "") -> Path:
@@ -231,9 +236,9 @@ def render(result: dict) -> list[str]:
         lines += ["", f"FAE game at the end of phase 1 (last-epoch means over seeds): D(x) = {mean_std_text(d)}, "
                       f"D(generated) = {mean_std_text(g)}."]
     lines += ["", "Paper (arXiv 2201.04727): its result table could not be retrieved here; no figure is quoted."]
-    notes = stem(result["data"], result.get("tag", ""))[len("dcfae_"):]
-    if notes in NOTES:
-        lines += ["", *NOTES[notes]]
+    name = record(result["data"], result.get("tag", ""))
+    if name in NOTES:
+        lines += ["", *NOTES[name]]
     return lines
 
 
@@ -296,7 +301,7 @@ def main() -> None:
                       generator_optimizer=lambda p: torch.optim.Adam(p, lr=args.generator_lr, betas=(0.5, 0.999)),
                       discriminator_optimizer=lambda p: torch.optim.Adam(p, lr=args.discriminator_lr,
                                                                          betas=(0.5, 0.999)))
-        ckpt_dir = WORK / f"{stem(args.data, args.tag)[len('dcfae_'):]}_{variant}_s{args.seed}"
+        ckpt_dir = WORK / f"{record(args.data, args.tag)}_{variant}_s{args.seed}"
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # a stale last.ckpt would be resumed by phase 2
         no_dense, m1, t1 = fit(model, dm, args.fae_epochs, ckpt_dir)
         images[variant] = reconstructions(model, dm)
@@ -345,7 +350,7 @@ def main() -> None:
         if args.tag:
             name = f"dcfae_reconstructions_{args.data}_{args.tag}.png"
         fig.savefig(RESULTS / name, dpi=120)
-        np.savez(WORK / f"{stem(args.data, args.tag)[len('dcfae_'):]}_reconstructions.npz", x=x, vae=vae, fae=fae)
+        np.savez(WORK / f"{record(args.data, args.tag)}_reconstructions.npz", x=x, vae=vae, fae=fae)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from dcfae import RESULTS, WORK, datamodule, stem
+from dcfae import RESULTS, WORK, datamodule, record, stem
 from results_table import mean_std_text
 
 #: name -> (loader batch size, similarity_batches, input similarity, perplexity)
@@ -86,7 +86,7 @@ def run(data: str, tag: str, variant: str, seed: int, batch_size: int, similarit
         perplexity: float, epochs: int) -> dict:
     from dcl.methods.dcfae import DCFAE
 
-    ckpt = WORK / f"{stem(data, tag)[len('dcfae_'):]}_{variant}_s{seed}" / "last.ckpt"
+    ckpt = WORK / f"{record(data, tag)}_{variant}_s{seed}" / "last.ckpt"
     if not ckpt.is_file():
         raise SystemExit(f"no FAE checkpoint {ckpt}: run benchmarks/dcfae.py --data {data} --tag {tag} "
                          f"--seed {seed} first")
@@ -123,7 +123,7 @@ def render(result: dict) -> str:
                   f"{result['data']} --tag {result['tag']} --epochs {result['epochs']} --seeds S"
                   f"{' --variant vae' if result.get('variant', 'fae') == 'vae' else ''}` (`--settings I` runs "
                   f"some of the rows)."]
-    notes = NOTES.get(f"{result['data']}_{result['tag']}{suffix(result.get('variant', 'fae'))}", [])
+    notes = NOTES.get(f"{record(result['data'], result['tag'])}{suffix(result.get('variant', 'fae'))}", [])
     return "\n".join(lines + ["", *notes]).rstrip() + "\n"
 
 
