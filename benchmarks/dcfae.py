@@ -99,13 +99,13 @@ NOTES = {
     ],
     "usps_config": [
         "Reading (the config's FAE budget and networks: 100 FAE epochs, channels [32, 64, 128], then 50 epochs of "
-        "phase 2 at the earlier configs' setting, batches of 64; 2 seeds, about 83 min each on one core shared with "
-        "a second job; a third seed did not fit the session):",
-        "- k-means on the FAE latent is lower than after 30 epochs of the smaller networks (63.89 ± 0.63 / 60.86 "
-        "against 72.73 ± 1.44 / 69.75, `dcfae_usps_e30.md`) while the discriminator pulls ahead (D(x) 0.49, "
-        "D(generated) 0.25, against 0.37 / 0.31): more GAN training did not make the latent easier to cluster.",
-        "- Phase 2 as the configs now run it (4 batches joined): 87.01 ± 4.56 / 82.61 ± 1.62 on these FAEs "
-        "(`dcfae_usps_config_similarity.md`), against 72.69 ± 1.51 / 68.27 at the earlier setting (the row "
+        "phase 2 at the earlier configs' setting, batches of 64; 3 seeds, about 80 min each on one core shared with "
+        "a second job; seed 2 run in a later session):",
+        "- k-means on the FAE latent is lower than after 30 epochs of the smaller networks (66.47 ± 3.69 / 61.44 "
+        "against 72.73 ± 1.44 / 69.75, `dcfae_usps_e30.md`) while the discriminator pulls ahead (D(x) 0.48, "
+        "D(generated) 0.26, against 0.37 / 0.31): more GAN training did not make the latent easier to cluster.",
+        "- Phase 2 as the configs now run it (4 batches joined): 88.81 ± 4.51 / 83.31 ± 1.65 on these FAEs "
+        "(`dcfae_usps_config_similarity.md`), against 74.92 ± 3.39 / 68.96 at the earlier setting (the row "
         "above), and against IDEC at its papers' budget, 76.66 ± 0.60 / 78.61 ± 0.83.",
         "- Command, per seed: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dcfae.py --data usps --variants fae "
         "--channels 32 64 128 --fae-epochs 100 --dense-epochs 50 --seed S --tag config`.",
