@@ -110,6 +110,13 @@ NOTES = {
         "- Command, per seed: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dcfae.py --data usps --variants fae "
         "--channels 32 64 128 --fae-epochs 100 --dense-epochs 50 --seed S --tag config`.",
     ],
+    "mnist_rerun": [
+        "The FAE runs of `dcfae_mnist.md` (same budget and seeds), rerun on 2026-11-30 for their checkpoints: both "
+        "rows equal that record's FAE rows to the digit. Their FAEs serve `dcfae_mnist_rerun_similarity.md` (phase "
+        "2's input similarities). Command, per seed: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dcfae.py --data "
+        "mnist --variants fae --fae-epochs 2 --dense-epochs 2 --seed S --tag rerun` (about 18 min a seed on a core "
+        "shared with two other jobs).",
+    ],
     "coil20_rerun": [
         "The FAE runs of `dcfae_coil20.md` (same budget and seeds), rerun on 2026-11-30 for their checkpoints: both "
         "rows equal that record's FAE rows to the digit. Their FAEs serve `dcfae_coil20_rerun_similarity.md` (phase "
