@@ -228,8 +228,8 @@ NOTES = {
         "`aecm_usps_decay150_e400.md`, their epoch-150 points): 66.96 ± 0.82 / 64.26. Lower for every seed (by "
         "7.3, 2.8 and 11.3 ACC points); seeds 1 and 2 already by epoch 50 (61.2 and 51.6 against 67.2 and 67.1; "
         "seed 0: 49.0 against 48.5): the damped first steps do not help the clusters form. So the method keeps "
-        "PyTorch's Adam by default; the authors' update is available as a config line. Command: `OMP_NUM_THREADS=1 python benchmarks/aecm.py "
-        "--data usps --epochs 150 --seeds S --curve-every 50 --merge --adam keras`, the seeds one after another "
+        "PyTorch's Adam by default; the authors' update is available as a config line. Command: "
+        "`OMP_NUM_THREADS=1 python benchmarks/aecm.py --data usps --epochs 150 --seeds S --curve-every 50 --merge --adam keras`, the seeds one after another "
         "(wall times of a machine shared with two other jobs).",
         "",
     ],

@@ -43,8 +43,8 @@ NOTES: dict[str, list[str]] = {
     "usps_config": [
         "Reading (the FAEs of `dcfae_usps_config.md`: the config's 100 FAE epochs and networks; 50 epochs of phase "
         "2 as `configs/dcfae/usps.yaml` runs it; 3 seeds): 88.81 ± 4.51 / 83.31 ± 1.65 (82.45, 91.57, 92.42), "
-        "against 74.92 ± 3.39 / 68.96 with phase 2 on batches of 64 on the same FAEs, and IDEC at its papers' budget 76.66 ± 0.60 / "
-        "78.61 ± 0.83 (`shared_pretraining_usps.md`): the issue's target (at least IDEC) is met on USPS.",
+        "against 74.92 ± 3.39 / 68.96 with phase 2 on batches of 64 on the same FAEs, and IDEC at its papers' "
+        "budget 76.66 ± 0.60 / 78.61 ± 0.83 (`shared_pretraining_usps.md`): the issue's target (at least IDEC) is met on USPS.",
     ],
     "usps_e30_vae": [
         "Reading (the plain VAEs of the 30 + 30 record, the FAE-vs-VAE ablation, 30 epochs of phase 2, 3 seeds):",

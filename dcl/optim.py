@@ -22,7 +22,10 @@ class KerasAdam(torch.optim.Adam):
     parameter without a gradient at some step would lag, as in PyTorch's Adam).
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-7) -> None:
+    # Only the arguments Keras' Adam of the papers' code had (Keras' defaults): PyTorch's weight_decay and amsgrad
+    # would not follow Keras' update.
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-7) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps)
 
     def add_param_group(self, param_group: dict) -> None:
