@@ -46,7 +46,7 @@ def _build(method: str, data: str, seed: int, batch_size: int | None, overrides:
     pl.seed_everything(seed, workers=True)
     dm_path, dm_args = cfg["data"]["class_path"], dict(cfg["data"].get("init_args", {}))
     if "data_dir" in dm_args:
-        dm_args["data_dir"] = str((ROOT / dm_args["data_dir"]).resolve())
+        dm_args["data_dir"] = os.environ.get("DCL_DATA", str((ROOT / dm_args["data_dir"]).resolve()))
     if batch_size:
         dm_args["batch_size"] = batch_size
     dm_args["seed"] = seed
@@ -106,6 +106,7 @@ def _curve_recorder(every: int, first: int, epochs: int, seed: int):
             gamma = clustering_scores(pred, y.to(pred.device))
             km_scores = kmeans_scores(z, y, model.n_clusters, seed)
             u = model.cm.centers().detach()
+            eye = torch.eye(len(u), device=u.device)
             sizes = torch.bincount(pred, minlength=model.n_clusters)
             self.points.append({"epoch": done, "acc": round(float(gamma["acc"]), 4),
                                 "nmi": round(float(gamma["nmi"]), 4),
@@ -114,7 +115,7 @@ def _curve_recorder(every: int, first: int, epochs: int, seed: int):
                                 "terms": {k: round(v / max(1, self.steps), 4) for k, v in sorted(self.sums.items())},
                                 "lr": trainer.optimizers[0].param_groups[0]["lr"],
                                 "z_rms": round(float(z.pow(2).sum(1).mean().sqrt()), 4),
-                                "u_orth_err": round(float((u @ u.T - torch.eye(len(u))).abs().max()), 4),
+                                "u_orth_err": round(float((u @ u.T - eye).abs().max()), 4),
                                 "cluster_sizes": sizes.tolist()})
             print(json.dumps({"seed": seed, **self.points[-1]}), flush=True)
 
@@ -122,24 +123,35 @@ def _curve_recorder(every: int, first: int, epochs: int, seed: int):
 
 
 def run(method: str, data: str, epochs: int, seed: int, batch_size: int | None, overrides: dict | None = None,
-        curve_every: int = 0, adam: str = "torch") -> dict:
+        curve_every: int = 0, adam: str = "torch", accelerator: str = "cpu", max_minutes: float | None = None
+        ) -> dict:
     """One fit: ``epochs`` of joint training (after the pretraining and CM-alone epochs of ``init: pre``) and the
-    final weight-averaging epoch; with ``curve_every`` the scores every that many epochs on the way."""
+    final weight-averaging epoch; with ``curve_every`` the scores every that many epochs on the way. With
+    ``max_minutes`` the fit stops at that wall time (Lightning's ``max_time``), possibly before the averaging
+    epoch: the record's ``epochs_run`` says how many epochs ran."""
+    import datetime
+
     import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import Timer
 
     model, dm, bs, hparams = _build(method, data, seed, batch_size, overrides, adam)
+    dm.on_device = accelerator != "cpu"  # the data set is small: keep it on the GPU, no per-batch copies
     first = hparams.get("pretrain_epochs", 0) + hparams.get("cm_epochs", 0) if hparams.get("init") == "pre" else 0
     curve = [_curve_recorder(curve_every, first, epochs, seed)] if curve_every else []
     trainer = pl.Trainer(max_epochs=first + epochs + 1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, check_val_every_n_epoch=10**6,
-                         num_sanity_val_steps=0, accelerator="cpu", deterministic=False, callbacks=curve)
+                         num_sanity_val_steps=0, accelerator=accelerator, devices=1, deterministic=False,
+                         callbacks=curve + ([Timer(datetime.timedelta(minutes=max_minutes), interval="epoch")]
+                                            if max_minutes else []))  # stops at an epoch's end
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     wall = time.perf_counter() - t0
     scores = model.final_scores()
     z = model.embed_all()
     km_scores = kmeans_scores(z, dm.y, model.n_clusters, seed)
+    run_epochs = int(trainer.current_epoch)  # epochs completed (all of them unless max_time stopped the fit)
     return {"method": method, "data": data, "seed": seed, "epochs": epochs, "averaging_epochs": 1,
+            **({"epochs_run": run_epochs, "stopped_by_time": True} if run_epochs < first + epochs + 1 else {}),
             "batch_size": bs, "steps": int(trainer.global_step), "wall_s": round(wall, 1),
             "hparams": hparams,
             "argmax_gamma": {k: round(float(v), 4) for k, v in scores.items()},
@@ -258,14 +270,24 @@ PAPER_EPOCHS = {"aecm": 1000, "cm": 150}
 
 
 def result_name(method: str, data: str, init: str, epochs: int, lr_decay_epochs: int = 0,
-                adam: str = "torch") -> str:
+                adam: str = "torch", tag: str = "") -> str:
     """``aecm_<data>`` / ``aecm_cm_<data>``, with ``_pre`` for the pretrained initialization, ``_keras`` for Keras'
     Adam (instead of PyTorch's, the default), ``_decay<N>`` for the learning-rate decay over N epochs and
-    ``_e<epochs>`` for a budget other than the paper's."""
+    ``_e<epochs>`` for a budget other than the paper's, ``_<tag>`` for a record kept beside these."""
     return ((f"aecm_{method}_{data}" if method != "aecm" else f"aecm_{data}") + ("_pre" if init == "pre" else "")
             + ("_keras" if adam == "keras" else "")
             + (f"_decay{lr_decay_epochs}" if lr_decay_epochs else "")
-            + (f"_e{epochs}" if epochs != PAPER_EPOCHS[method] else ""))
+            + (f"_e{epochs}" if epochs != PAPER_EPOCHS[method] else "") + (f"_{tag}" if tag else ""))
+
+
+#: where this process trains: "cpu", or "cuda (<GPU name>)" when main() runs on a GPU
+DEVICE = "cpu"
+
+
+def _device_text(env: dict) -> str:
+    if env.get("device", "cpu").startswith("cuda"):
+        return f"GPU: {env['device'][len('cuda '):].strip('()')}"
+    return f"CPU ({env['threads']} thread(s))"
 
 
 def diagnostics_lines(runs: list[dict], every: int = 50, around: int = 3) -> list[str]:
@@ -301,16 +323,16 @@ def write(method: str, data: str, runs: list[dict], env: dict | None = None) -> 
     r0 = runs[0]
     pre = method == "aecm" and r0["hparams"].get("init") == "pre"  # the CM's "pre" is its k-means init only
     name = result_name(method, data, r0["hparams"].get("init", "rand"), r0["epochs"],
-                       r0["hparams"].get("lr_decay_epochs", 0), r0["hparams"].get("adam", "torch"))
+                       r0["hparams"].get("lr_decay_epochs", 0), r0["hparams"].get("adam", "torch"), r0.get("tag", ""))
     env = env or {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-                  "threads": torch.get_num_threads(), "device": "cpu"}
+                  "threads": torch.get_num_threads(), "device": DEVICE}
     (RESULTS / f"{name}.json").write_text(json.dumps({"runs": runs, "env": env, "paper": PAPER.get(data)},
                                                      indent=2))
     first = (f"{r0['hparams']['pretrain_epochs']} autoencoder pretraining epochs + {r0['hparams']['cm_epochs']} "
              "epochs of the CM alone on the frozen code + ") if pre else ""
     lines = [f"# {method.upper()} on {data} (seeds {[r['seed'] for r in runs]}{', init: pre' if pre else ''})", "",
              f"Budget: {first}{r0['epochs']} training epochs + 1 weight-averaging epoch, batch {r0['batch_size']}, "
-             f"{r0['steps']} optimizer steps per run, CPU ({env['threads']} thread(s)), "
+             f"{r0['steps']} optimizer steps per run, {_device_text(env)}, "
              f"mean wall time {sum(r['wall_s'] for r in runs) / len(runs):.0f} s per run. "
              f"Paper budget: {'1000' if method == 'aecm' else '150'} epochs + 1, mean of 20 runs.",
              f"Hyperparameters: `{json.dumps(r0['hparams'])}`",
@@ -319,6 +341,11 @@ def write(method: str, data: str, runs: list[dict], env: dict | None = None) -> 
                               "PyTorch's Adam (the default)")
              + ", lr 1e-3, eps 1e-3.", "", "Mean ± std over the seeds (population std).", "",
              "| partition | ACC | NMI | ARI |", "|---|---|---|---|"]
+    stopped = [r for r in runs if r.get("stopped_by_time")]
+    if stopped:
+        lines[2:2] = [f"**Stopped by the wall-time limit** (`--max-minutes`) before the budget above: seed(s) "
+                      + ", ".join(f"{r['seed']} after {r['epochs_run']} epochs" for r in stopped)
+                      + " (no weight-averaging epoch; the scores are those of the last epoch run).", ""]
     for key, label in (("argmax_gamma", "argmax gamma (the method)"), ("kmeans_on_embedding",
                                                                       "k-means (10 restarts) on the embedding")):
         lines.append(f"| {label} | " + " | ".join(mean_std_text([r[key][m] for r in runs]) for m in ("acc", "nmi", "ari"))
@@ -365,10 +392,17 @@ def main() -> None:
                    help="AE-CM: lr decay over this many epochs (0: constant; default: the config's)")
     p.add_argument("--adam", choices=("torch", "keras"), default="torch",
                    help="PyTorch's Adam (the method's default) or Keras' (dcl.optim.KerasAdam, as the authors' code)")
+    p.add_argument("--accelerator", default="cpu", help="Lightning's accelerator: cpu or gpu (one device)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop each fit at this wall time (recorded: epochs_run, stopped_by_time)")
+    p.add_argument("--tag", default="", help="write aecm_<...>_<tag>.{json,md}, a record kept beside the others")
     p.add_argument("--curve-every", type=int, default=0,
                    help="also record the scores every that many training epochs (0: only at the end)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.accelerator != "cpu":
+        global DEVICE
+        DEVICE = f"cuda ({torch.cuda.get_device_name()})"
     runs = []
     overrides = {"init": args.init}
     if args.method == "aecm":  # recorded in every run: a run without the key ran before it existed, at 0
@@ -376,7 +410,7 @@ def main() -> None:
         overrides["lr_decay_epochs"] = (args.lr_decay_epochs if args.lr_decay_epochs is not None
                                         else config.get("lr_decay_epochs", 0))
     name = result_name(args.method, args.data, args.init, args.epochs, overrides.get("lr_decay_epochs", 0),
-                       args.adam)
+                       args.adam, args.tag)
     if args.pretrain_epochs is not None:
         overrides["pretrain_epochs"] = args.pretrain_epochs
     if args.cm_epochs is not None:
@@ -398,7 +432,9 @@ def main() -> None:
 
     for seed in args.seeds:
         runs.append(run(args.method, args.data, args.epochs, seed, args.batch_size, overrides, args.curve_every,
-                        args.adam))
+                        args.adam, args.accelerator, args.max_minutes))
+        if args.tag:
+            runs[-1]["tag"] = args.tag
         print(json.dumps(runs[-1]), flush=True)
         write(args.method, args.data, sorted(recorded() + runs, key=lambda r: r["seed"]))
 

@@ -69,8 +69,11 @@ def main() -> None:
     p.add_argument("--pretrain-epochs", type=int, default=200, help="the papers' 200 by default")
     p.add_argument("--maxiter", type=int, default=None, help="cap on clustering steps (default: the config's)")
     p.add_argument("--merge", action="store_true", help="keep the other seeds recorded in the results file")
+    p.add_argument("--tag", default="", help="write shared_pretraining_<data>..._<tag>.{json,md} (e.g. gpu), a record "
+                   "kept beside the others")
     args = p.parse_args()
-    work = ROOT / "benchmarks" / "work" / "shared_pretraining" / f"{args.data}_p{args.pretrain_epochs}"
+    tag = f"_{args.tag}" if args.tag else ""
+    work = ROOT / "benchmarks" / "work" / "shared_pretraining" / f"{args.data}_p{args.pretrain_epochs}{tag}"
     runs: dict[str, list[dict]] = {m: [] for m in ["ae_kmeans", *args.methods]}
     for seed in args.seeds:
         ae_run = work / f"s{seed}" / "ae_kmeans"
@@ -87,7 +90,7 @@ def main() -> None:
 
     # the papers' budget keeps the plain name; a reduced one is named by its pretraining epochs
     suffix = "" if args.pretrain_epochs == 200 and not args.maxiter else f"_p{args.pretrain_epochs}"
-    out = ROOT / "benchmarks" / "results" / f"shared_pretraining_{args.data}{suffix}"
+    out = ROOT / "benchmarks" / "results" / f"shared_pretraining_{args.data}{suffix}{tag}"
     budget = (f"pretraining {args.pretrain_epochs} epochs (Adam 1e-3, batch 256); clustering: the configs' "
               f"defaults (authors' code){'' if not args.maxiter else f', maxiter capped at {args.maxiter}'}")
     seeds = list(args.seeds)
@@ -98,6 +101,10 @@ def main() -> None:
     summary = {m: {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs]))}
                    for k in ("acc", "nmi", "ari", "wall_s")} for m, rs in runs.items()}
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}"
+    import torch  # the fits ran in subprocesses with Lightning's accelerator "auto": on the GPU when there is one
+
+    if torch.cuda.is_available():
+        machine += f", GPU: {torch.cuda.get_device_name()} (training there)"
     out.with_suffix(".json").write_text(json.dumps({"data": args.data, "seeds": seeds, "budget": budget,
                                                     "machine": machine, "runs": runs, "summary": summary,
                                                     "notes": notes}, indent=2))
