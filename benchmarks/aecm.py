@@ -127,8 +127,8 @@ def run(method: str, data: str, epochs: int, seed: int, batch_size: int | None, 
         ) -> dict:
     """One fit: ``epochs`` of joint training (after the pretraining and CM-alone epochs of ``init: pre``) and the
     final weight-averaging epoch; with ``curve_every`` the scores every that many epochs on the way. With
-    ``max_minutes`` the fit stops at that wall time (Lightning's ``max_time``), possibly before the averaging
-    epoch: the record's ``epochs_run`` says how many epochs ran."""
+    ``max_minutes`` the fit stops at the end of the epoch in which that wall time passes (Lightning's ``Timer``),
+    possibly before the averaging epoch: the record's ``epochs_run`` says how many epochs ran."""
     import datetime
 
     import lightning.pytorch as pl
@@ -280,10 +280,6 @@ def result_name(method: str, data: str, init: str, epochs: int, lr_decay_epochs:
             + (f"_e{epochs}" if epochs != PAPER_EPOCHS[method] else "") + (f"_{tag}" if tag else ""))
 
 
-#: where this process trains: "cpu", or "cuda (<GPU name>)" when main() runs on a GPU
-DEVICE = "cpu"
-
-
 def _device_text(env: dict) -> str:
     if env.get("device", "cpu").startswith("cuda"):
         return f"GPU: {env['device'][len('cuda '):].strip('()')}"
@@ -325,7 +321,8 @@ def write(method: str, data: str, runs: list[dict], env: dict | None = None) -> 
     name = result_name(method, data, r0["hparams"].get("init", "rand"), r0["epochs"],
                        r0["hparams"].get("lr_decay_epochs", 0), r0["hparams"].get("adam", "torch"), r0.get("tag", ""))
     env = env or {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-                  "threads": torch.get_num_threads(), "device": DEVICE}
+                  "threads": torch.get_num_threads(),  # a fit on the GPU has initialized CUDA
+                  "device": f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_initialized() else "cpu"}
     (RESULTS / f"{name}.json").write_text(json.dumps({"runs": runs, "env": env, "paper": PAPER.get(data)},
                                                      indent=2))
     first = (f"{r0['hparams']['pretrain_epochs']} autoencoder pretraining epochs + {r0['hparams']['cm_epochs']} "
@@ -400,9 +397,6 @@ def main() -> None:
                    help="also record the scores every that many training epochs (0: only at the end)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    if args.accelerator != "cpu":
-        global DEVICE
-        DEVICE = f"cuda ({torch.cuda.get_device_name()})"
     runs = []
     overrides = {"init": args.init}
     if args.method == "aecm":  # recorded in every run: a run without the key ran before it existed, at 0

@@ -122,9 +122,9 @@ NOTES = {
         "shared with two other jobs).",
     ],
     "mnist_gpu": [
-        "Reading (one seed on a lent NVIDIA H200, 2026-12-01, the GPU shared with four other benchmark jobs; "
-        "`benchmarks/gpu_session.sh`): the configs' networks and phase 2 (channels [32, 64, 128], 4 batches joined, "
-        "10 epochs), but phase 1 ended by the session's wall-time limit after 8 of the config's 50 FAE epochs "
+        "Reading (one seed on a lent NVIDIA H200, 2026-12-01, the GPU shared with three or four other benchmark "
+        "jobs; `benchmarks/gpu_session.sh`): the configs' networks and phase 2 (channels [32, 64, 128], 4 batches "
+        "joined, 10 epochs), but phase 1 ended by the session's wall-time limit after 8 of the config's 50 FAE epochs "
         "(about 34 s an epoch with the GPU shared; phase 2 about 6.4 s an epoch).",
         "- FAE + dense network: 84.96 / 79.71 / 75.33; k-means on the FAE latent 73.14 / 65.14. Against the CPU "
         "budget of 2 + 2 epochs with the same phase 2 (`dcfae_mnist_rerun_similarity.md`, 78.00 ± 3.21 / 74.21 ± "
