@@ -149,7 +149,7 @@ def run(method: str, data: str, epochs: int, seed: int, batch_size: int | None, 
     scores = model.final_scores()
     z = model.embed_all()
     km_scores = kmeans_scores(z, dm.y, model.n_clusters, seed)
-    run_epochs = int(trainer.current_epoch)  # epochs completed (all of them unless max_time stopped the fit)
+    run_epochs = int(trainer.current_epoch)  # epochs completed (all of them unless the Timer stopped the fit)
     return {"method": method, "data": data, "seed": seed, "epochs": epochs, "averaging_epochs": 1,
             **({"epochs_run": run_epochs, "stopped_by_time": True} if run_epochs < first + epochs + 1 else {}),
             "batch_size": bs, "steps": int(trainer.global_step), "wall_s": round(wall, 1),
