@@ -122,6 +122,34 @@ def _curve_recorder(every: int, first: int, epochs: int, seed: int):
     return CurveRecorder()
 
 
+def _phase_recorder(ends: dict[int, str], seed: int):
+    """A callback scoring the code at the end of each phase of ``init: pre`` (``ends``: epochs completed -> phase
+    name): k-means on z after the AE pretraining (AE + k-means), and also argmax gamma after the CM alone."""
+    import lightning.pytorch as pl
+
+    class PhaseRecorder(pl.Callback):
+        def __init__(self) -> None:
+            self.scores: dict[str, dict] = {}
+
+        @torch.no_grad()
+        def on_train_epoch_end(self, trainer, model) -> None:
+            phase = ends.get(trainer.current_epoch + 1)
+            if phase is None:
+                return
+            from dcl.metrics import clustering_scores
+
+            z = model.embed_all()
+            y = trainer.datamodule.y
+            point = {f"kmeans_{k}": round(float(v), 4) for k, v in kmeans_scores(z, y, model.n_clusters, seed).items()}
+            if phase != "pretraining":  # during the pretraining the CM is still at its random init
+                pred = model.predict_clusters(z)
+                point |= {k: round(float(v), 4) for k, v in clustering_scores(pred, y.to(pred.device)).items()}
+            self.scores[phase] = point
+            print(json.dumps({"seed": seed, "after": phase, **point}), flush=True)
+
+    return PhaseRecorder()
+
+
 def run(method: str, data: str, epochs: int, seed: int, batch_size: int | None, overrides: dict | None = None,
         curve_every: int = 0, adam: str = "torch", accelerator: str = "cpu", max_minutes: float | None = None
         ) -> dict:
@@ -138,10 +166,11 @@ def run(method: str, data: str, epochs: int, seed: int, batch_size: int | None, 
     dm.on_device = accelerator != "cpu"  # the data set is small: keep it on the GPU, no per-batch copies
     first = hparams.get("pretrain_epochs", 0) + hparams.get("cm_epochs", 0) if hparams.get("init") == "pre" else 0
     curve = [_curve_recorder(curve_every, first, epochs, seed)] if curve_every else []
+    phases = [_phase_recorder({first: "cm_alone", hparams["pretrain_epochs"]: "pretraining"}, seed)] if first else []
     trainer = pl.Trainer(max_epochs=first + epochs + 1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, check_val_every_n_epoch=10**6,
                          num_sanity_val_steps=0, accelerator=accelerator, devices=1, deterministic=False,
-                         callbacks=curve + ([Timer(datetime.timedelta(minutes=max_minutes), interval="epoch")]
+                         callbacks=curve + phases + ([Timer(datetime.timedelta(minutes=max_minutes), interval="epoch")]
                                             if max_minutes else []))  # stops at an epoch's end
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=dm)
@@ -156,6 +185,7 @@ def run(method: str, data: str, epochs: int, seed: int, batch_size: int | None, 
             "hparams": hparams,
             "argmax_gamma": {k: round(float(v), 4) for k, v in scores.items()},
             "kmeans_on_embedding": {k: round(float(v), 4) for k, v in km_scores.items()},
+            **({"phases": phases[0].scores} if phases else {}),
             **({"curve": curve[0].points} if curve else {})}
 
 
@@ -347,6 +377,13 @@ def write(method: str, data: str, runs: list[dict], env: dict | None = None) -> 
                                                                       "k-means (10 restarts) on the embedding")):
         lines.append(f"| {label} | " + " | ".join(mean_std_text([r[key][m] for r in runs]) for m in ("acc", "nmi", "ari"))
                      + " |")
+    for phase, label in (("pretraining", "after the autoencoder pretraining (AE + k-means)"),
+                         ("cm_alone", "after the CM alone on the frozen code")):
+        at = [r["phases"][phase] for r in runs if phase in r.get("phases", {})]
+        for key, what in (("", "argmax gamma"), ("kmeans_", "k-means on z")):
+            if at and f"{key}acc" in at[0]:
+                lines.append(f"| {what}, {label} | " + " | ".join(mean_std_text([a[f"{key}{m}"] for a in at])
+                                                                   for m in ("acc", "nmi", "ari")) + " |")
     curves = [r["curve"] for r in runs if r.get("curve")]
     if curves:  # the scores along the runs (same epochs in every run of a file: one --curve-every per budget)
         lines += ["", f"Along the runs (mean ± std over the {len(curves)} seeds; after each epoch shown, before the "

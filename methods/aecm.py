@@ -22,7 +22,7 @@ Schedule (official code): Adam(lr 1e-3, eps 1e-3), constant learning rate (decay
 epochs, AE-CM 1000 epochs; then ONE more epoch in which the weights are averaged over its iterations and the
 average is kept (:class:`dcl.callbacks.weight_averaging.FinalEpochAveraging`; so ``max_epochs`` = 151 / 1001).
 Random initialization by default (``init: rand``). ``init: pre``: pretrain the autoencoder (``pretrain_epochs``, 100;
-SGD lr 0.01 momentum 0.9 as the authors' AE.py), k-means (20 restarts) on z, W_e = pinv(U), b_e = 0,
+SGD lr 0.01 momentum 0.9 on the per-sample MSE summed over the batch, as the authors' AE.py), k-means (20 restarts) on z, W_e = pinv(U), b_e = 0,
 W_d = U, b_d = 0, then ``cm_epochs`` (100) epochs training the CM alone (its full E1..E4 loss on the frozen
 code) with a fresh Adam, then the joint training with another fresh Adam. For the CM alone, ``init: pre`` is
 the authors' k-means++ seeding followed by one Lloyd iteration (``kmeans_max_iter: 1``), then W_e = pinv(U).
@@ -322,6 +322,18 @@ class AECM(AutoencoderMethod):
     def cm_only(self) -> bool:
         """Whether this is the "pre" phase that trains the CM alone on the frozen code."""
         return self.clustering_active and not bool(self.joint_started)
+
+    def pretrain_step(self, batch: dict[str, Tensor]) -> Tensor:
+        """The authors' AE.py loss: each sample's MSE (mean over features), SUMMED over the batch.
+
+        Their ``tape.gradient`` of the vector of per-sample losses differentiates its sum; with their SGD lr of
+        1e-2 the batch mean (the shared pretraining's) would take steps a batch size smaller.
+        """
+        x = batch["x"]
+        _, x_hat = self.autoencoder(x)
+        loss = (x_hat - x).square().flatten(1).mean(1).sum()
+        self.log("train/recon", loss, prog_bar=True)
+        return ddp_global_batch_loss({"recon": loss})
 
     def default_optimizer(self, params, phase: str) -> torch.optim.Optimizer:
         if phase == "pretrain":  # the authors' AE.py (MNIST/USPS): SGD lr 1e-2, momentum 0.9, constant

@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -221,6 +222,18 @@ def test_aecm_pre_runs_all_phases_and_keeps_the_contract():
     probs = model.assign(z)
     assert probs.shape == (120, 3) and torch.allclose(probs.sum(1), torch.ones(120), atol=1e-5)
     assert torch.equal(model.predict_clusters(z), probs.argmax(1))
+
+
+def test_pretraining_loss_sums_the_per_sample_mse_over_the_batch():
+    """The authors' AE.py differentiates the sum over the batch of each sample's feature-mean MSE (a GradientTape
+    of a vector loss); the batch mean would make their SGD lr of 1e-2 a batch size too small."""
+    torch.manual_seed(0)
+    model = AECM(3, (12,), latent_dim=4, hidden_dims=(16, 16), init="pre", pretrain_epochs=1)
+    x = torch.rand(40, 12)
+    _, x_hat = model.autoencoder(x)
+    loss = model.pretrain_step({"x": x})
+    assert loss.item() == pytest.approx(40 * F.mse_loss(x_hat, x).item(), rel=1e-5)
+    assert loss.item() == pytest.approx(sum(F.mse_loss(x_hat[i], x[i]).item() for i in range(40)), rel=1e-5)
 
 
 @pytest.mark.parametrize("init", ["rand", "pre"])

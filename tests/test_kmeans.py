@@ -22,8 +22,23 @@ def blobs(n=3000, d=10, k=8, seed=0, std=1.0):
     return torch.tensor(x, dtype=torch.float32), y
 
 
+def _km_module():
+    import importlib
+
+    return importlib.import_module("dcl.cluster.kmeans")
+
+
+@pytest.fixture(params=["cpu_path", "gpu_path"])
+def lloyd_path(request, monkeypatch):
+    """Both Lloyd paths on this CPU: the GPU one (one-``torch.min`` E-step, one-hot GEMM M-step without the
+    ``nonzero`` sync, large default chunks) is what a GPU runs, so its results are checked here too."""
+    if request.param == "gpu_path":
+        monkeypatch.setattr(_km_module(), "_accelerated", lambda x: True)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_sklearn_on_blobs(seed):
+def test_matches_sklearn_on_blobs(seed, lloyd_path):
     x, y = blobs(seed=seed)
     ours = kmeans(x, 8, n_init=5, seed=seed)
     ref = KMeans(8, n_init=5, random_state=seed).fit(x.numpy())
@@ -70,7 +85,7 @@ def test_warm_start_from_good_centers_converges_immediately():
     assert torch.equal(warm.labels, first.labels)
 
 
-def test_empty_clusters_are_repaired():
+def test_empty_clusters_are_repaired(lloyd_path):
     # 10 clusters asked of data with 3 well separated points clouds, warm-started with 7 centers far away:
     # those start empty and must be moved onto data points, so that every cluster ends non-empty.
     x, _ = blobs(n=600, d=2, k=3, std=0.5)
@@ -78,12 +93,6 @@ def test_empty_clusters_are_repaired():
     res = kmeans(x, 10, init_centers=init)
     assert torch.bincount(res.labels, minlength=10).min() >= 1
     assert torch.isfinite(res.centers).all()
-
-
-def _km_module():
-    import importlib
-
-    return importlib.import_module("dcl.cluster.kmeans")
 
 
 @pytest.mark.parametrize("budget_runs", [1, 2])
@@ -101,7 +110,7 @@ def test_batched_restarts_equal_one_at_a_time(monkeypatch, budget_runs):
 
 
 @pytest.mark.parametrize("tol", [1e-2, 3e-3, 1e-3, 1e-4, 0.0])
-def test_same_iterations_and_labels_as_sklearn_from_the_same_init(tol):
+def test_same_iterations_and_labels_as_sklearn_from_the_same_init(tol, lloyd_path):
     # float64 data without structure (many Lloyd iterations): from the same initial centers the
     # stopping rule (squared center shift <= tol * mean variance, or unchanged labels; with tol=0 only
     # the latter) and the incremental M-step must reproduce sklearn's run exactly
@@ -116,7 +125,7 @@ def test_same_iterations_and_labels_as_sklearn_from_the_same_init(tol):
     assert np.allclose(ours.centers.numpy(), ref.cluster_centers_, atol=1e-10)
 
 
-def test_ties_go_to_the_lowest_center_index():
+def test_ties_go_to_the_lowest_center_index(lloyd_path):
     # duplicated centers make exact ties for every point: the lower index must win, as argmin does
     x = torch.randn(500, 3, generator=torch.Generator().manual_seed(1))
     c = torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
@@ -128,7 +137,7 @@ def test_ties_go_to_the_lowest_center_index():
     assert torch.allclose(dist.double(), torch.cdist(x.double(), centers.double()).pow(2).min(1).values, atol=1e-4)
 
 
-def test_empty_cluster_repair_matches_sklearn():
+def test_empty_cluster_repair_matches_sklearn(lloyd_path):
     # one initial center far from the data gets no point in the first iteration; both repair it by
     # moving it onto the point farthest from its center, then continue identically
     x, _ = blobs(n=800, d=3, k=4, seed=5)
@@ -139,6 +148,17 @@ def test_empty_cluster_repair_matches_sklearn():
     assert np.array_equal(ours.labels.numpy(), ref.labels_)
     assert ours.n_iter == ref.n_iter_
     assert np.allclose(ours.centers.numpy(), ref.cluster_centers_, atol=1e-9)
+
+
+def test_gpu_path_gives_the_cpu_paths_result(monkeypatch):
+    x = torch.randn(5000, 10, generator=torch.Generator().manual_seed(3))
+    cpu = kmeans(x, 10, n_init=6, seed=1)
+    monkeypatch.setattr(_km_module(), "_accelerated", lambda x: True)
+    gpu = kmeans(x, 10, n_init=6, seed=1)
+    assert gpu.n_iter == cpu.n_iter > 10
+    assert torch.equal(gpu.labels, cpu.labels)
+    assert torch.allclose(gpu.centers, cpu.centers, atol=1e-6)
+    assert gpu.inertia == pytest.approx(cpu.inertia, rel=1e-9)
 
 
 def test_bad_arguments():

@@ -40,6 +40,12 @@ Implementation (speed on CPU, where this must keep up with scikit-learn):
   changed labels, center shifts), a second one only for a run with an empty
   cluster.
 
+On a GPU the loop is bound by kernel launches and host synchronizations, not by
+arithmetic, so there (``_accelerated``) the E-step takes values and labels from
+one ``torch.min``, the M-step recomputes the sums as one-hot GEMMs (no
+``nonzero`` synchronization, no atomics) and the default chunks are large (one
+for 70,000 x 10 rows); the result is the same as on the CPU path.
+
 Everything runs on ``x.device``.
 
 Distributed (DDP) mode
@@ -87,6 +93,8 @@ __all__ = ["KMeansResult", "kmeans", "pairwise_sq_dists", "assign_nearest"]
 # memory budget of the per-batch label arrays (2 x batch x N x 8 bytes); restarts beyond it run in
 # further batches
 _BATCH_BYTES = 1 << 27
+# elements of one distance block (chunk_size x K) by default on an accelerator
+_ACCEL_CHUNK_ELEMS = 1 << 24
 
 
 @dataclass
@@ -403,7 +411,15 @@ def _means(sums: Tensor, cnt: Tensor, old: Tensor) -> Tensor:
     return torch.where((cnt > 0).unsqueeze(-1), sums / cnt.clamp_min(1).unsqueeze(-1), old)
 
 
-def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, vals: Tensor | None = None) -> None:
+def _accelerated(x: Tensor) -> bool:
+    """Whether ``x`` lives on an accelerator (GPU): there the Lloyd loop is bound by kernel launches and host
+    synchronizations, not by arithmetic, and takes the fused / dense paths (:func:`_e_step_batch`,
+    :func:`_dense_sums_batch`); on the CPU the cheaper-arithmetic paths win."""
+    return x.device.type != "cpu"
+
+
+def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, vals: Tensor | None = None,
+                  fused: bool | None = None) -> None:
     """Nearest centers of ``R`` runs at once: ``centers (R, K, d)`` -> ``labels (R, N)`` (lowest index on
     exact ties) and, if given, ``vals (R, N)`` = ``min_k(||c_k||^2 - 2 x.c_k)``.
 
@@ -411,7 +427,8 @@ def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, v
     faster on CPU than the skinny ``(rows, K)`` one); ``rows = chunk_size // R`` keeps the memory bound
     (``chunk_size x K`` elements). The argmin along the centers is taken with two cheap vectorized minima
     instead of ``argmin`` (slow on CPU): with ``m = min_k d_k``, ``label = min_k (K * [d_k > m] + k)`` is the
-    first ``k`` with ``d_k == m`` (exact: small integers in floating point).
+    first ``k`` with ``d_k == m`` (exact: small integers in floating point). ``fused`` (default: on an
+    accelerator) takes both from one ``torch.min`` instead (also the first minimizer), one kernel for five.
     """
     r, k, d = centers.shape
     cf = centers.reshape(r * k, d)
@@ -419,8 +436,14 @@ def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, v
     ks = torch.arange(k, dtype=x.dtype, device=x.device).view(1, k, 1)
     xt = x.t()
     rows = _rows_per_chunk(chunk_size, r)
+    fused = _accelerated(x) if fused is None else fused
     for s in range(0, x.shape[0], rows):
         dist = torch.addmm(c_sq, cf, xt[:, s : s + rows], alpha=-2.0).view(r, k, -1)
+        if fused:  # one reduction kernel for values and first minimizers (fast on a GPU, slow on a CPU)
+            m, labels[:, s : s + rows] = torch.min(dist, 1)
+            if vals is not None:
+                vals[:, s : s + rows] = m
+            continue
         m = torch.amin(dist, 1, keepdim=True)
         if vals is not None:
             vals[:, s : s + rows] = m.squeeze(1)
@@ -470,6 +493,28 @@ def _update_sums_batch(
     return n_changed
 
 
+def _dense_sums_batch(x: Tensor, labels: Tensor, labels_old: Tensor, sums: Tensor, cnt: Tensor,
+                      chunk_size: int) -> Tensor:
+    """:func:`_update_sums_batch` for an accelerator: the float64 per-cluster sums ``(R*K, d)`` and counts
+    ``(R*K,)`` recomputed from all rows as one-hot GEMMs (``onehot(labels)^T x``, no atomics, no
+    data-dependent shapes), and the numbers of changed labels per run left on the device: no host
+    synchronization (the incremental update needs one to find the changed rows). Returns them (float64 ``(R,)``).
+    """
+    r, n = labels.shape
+    k = cnt.shape[0] // r
+    x64 = x.to(torch.float64)
+    s3, c2 = sums.view(r, k, -1), cnt.view(r, k)
+    s3.zero_()
+    c2.zero_()
+    rows = _rows_per_chunk(chunk_size, r)
+    for s in range(0, n, rows):
+        onehot = torch.zeros((r, k, min(rows, n - s)), dtype=torch.float64, device=x.device)
+        onehot.scatter_(1, labels[:, s : s + rows].unsqueeze(1), 1.0)
+        s3 += onehot @ x64[s : s + rows]
+        c2 += onehot.sum(2)
+    return (labels != labels_old).sum(1, dtype=torch.float64)
+
+
 def _lloyd_batch(
     x: Tensor,
     centers: Tensor,
@@ -488,13 +533,15 @@ def _lloyd_batch(
     are then recomputed for the final centers.  A finished run is handed to
     ``on_done(run, centers, labels, n_iter)`` and dropped from the batch.
 
-    Per iteration: one batched E-step, one incremental M-step, one ``all_reduce`` (DDP) and one
-    host synchronization (counts, numbers of changed labels and shifts of all runs together); a
-    run with an empty cluster costs an extra synchronization for its repair.
+    Per iteration: one batched E-step, one M-step (incremental on the CPU, dense on an accelerator:
+    :func:`_accelerated`), one ``all_reduce`` (DDP) and one host synchronization (counts, numbers of
+    changed labels and shifts of all runs together); a run with an empty cluster costs an extra
+    synchronization for its repair.
     """
     r, k, d = centers.shape
     n = x.shape[0]
     dev = x.device
+    dense = _accelerated(x)
     run_ids = list(range(r))
     labels = torch.full((r, n), -1, dtype=torch.long, device=dev)
     labels_old = torch.full((r, n), -1, dtype=torch.long, device=dev)
@@ -505,7 +552,10 @@ def _lloyd_batch(
     for it in range(max_iter):
         r = len(run_ids)
         _e_step_batch(x, centers, chunk_size, labels)
-        n_changed = _update_sums_batch(x, labels, labels_old, loc_sums, loc_cnt, it == 0, chunk_size)
+        if dense:
+            n_changed = _dense_sums_batch(x, labels, labels_old, loc_sums, loc_cnt, chunk_size)
+        else:
+            n_changed = _update_sums_batch(x, labels, labels_old, loc_sums, loc_cnt, it == 0, chunk_size)
         # global (all-reduced) sums / counts / numbers of changed labels of this iteration
         buf = torch.cat([loc_sums.view(r, k * d), loc_cnt.view(r, k), n_changed.view(r, 1)], 1)
         comm.all_reduce_(buf)
@@ -571,7 +621,7 @@ def kmeans(
     tol: float = 1e-4,
     init_centers: Tensor | None = None,
     seed: int | None = None,
-    chunk_size: int = 65536,
+    chunk_size: int | None = None,
     distributed: bool | None = None,
 ) -> KMeansResult:
     """K-means clustering (Lloyd, greedy k-means++ seeding), following scikit-learn's ``KMeans``.
@@ -587,7 +637,8 @@ def kmeans(
         init_centers: ``(K, d)`` warm start (single run).  In DDP mode rank 0's copy is used.
         seed: seed of the CPU ``torch.Generator`` used for seeding.  ``None``: drawn from torch's
             global RNG (rank 0's in DDP), so ``torch.manual_seed`` makes the call reproducible.
-        chunk_size: rows per distance chunk (memory ``~ chunk_size x K``).
+        chunk_size: rows per distance chunk (memory ``~ chunk_size x K``); None: 65536 on the CPU, on a GPU
+            ``max(65536, 2**24 // K)`` (a 64 MiB float32 distance block: one chunk for 70,000 x 10 rows).
         distributed: ``None`` = use DDP mode iff torch.distributed is initialized with
             world size > 1; ``False`` = local only; ``True`` = require an initialized group.
 
@@ -613,9 +664,11 @@ def kmeans(
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if not (tol >= 0):
         raise ValueError(f"tol must be >= 0, got {tol}")
-    chunk_size = _check_chunk_size(chunk_size)
     if not isinstance(x, Tensor):
         raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if chunk_size is None:  # on a GPU, few large chunks: fewer kernel launches per iteration
+        chunk_size = max(65536, _ACCEL_CHUNK_ELEMS // n_clusters) if _accelerated(x) else 65536
+    chunk_size = _check_chunk_size(chunk_size)
 
     use_dist = _use_distributed(distributed)
     comm = _Comm(use_dist, x.device)
