@@ -4,9 +4,15 @@
 # (jsonargparse, docstring_parser, typeshed_client, importlib_resources) and MNIST's raw files gzipped in
 # .gpu_data/MNIST/raw/, both git-ignored and carried. Everything ends by itself inside LIMIT seconds, then the
 # results and logs are packed into $OUT/results.tgz.
-#   bash benchmarks/gpu_session.sh [LIMIT=540]
+#   bash benchmarks/gpu_session.sh [LIMIT=540] [JOB ...]
+# JOBs (default: all): kmeans (alone first), then side by side until the deadline: aecm (AE-CM MNIST, the paper's
+# 1000 epochs), dcfae (DCFAE MNIST, the config's 50 + 10 epochs), idec (IDEC MNIST seeds 3-4), bf16 (every
+# digits config in bf16-mixed). A short session is better given to one or two of them.
 set -u
 LIMIT=${1:-540}
+shift $(( $# > 0 ? 1 : 0 ))
+JOBS=" ${*:-kmeans aecm dcfae idec bf16} "
+want() { [[ "$JOBS" == *" $1 "* ]]; }
 START=$(date +%s)
 left() { echo $((LIMIT - ($(date +%s) - START))); }
 mkdir -p logs
@@ -20,22 +26,28 @@ nvidia-smi -L; python3 -c "import dcl.cli, torch, lightning; print('torch', torc
 (nvidia-smi dmon -s um -d 15 > logs/dmon.log 2>&1 &)
 
 # 1. k-means against scikit-learn (16 threads), alone on the machine so that neither timing is disturbed
-OMP_NUM_THREADS=16 timeout 150 python3 benchmarks/kmeans_vs_sklearn.py --device cuda --threads 16 --repeats 3 \
-  > logs/kmeans.log 2>&1
-echo "kmeans done, $(left) s left"
+if want kmeans; then
+  OMP_NUM_THREADS=16 timeout 150 python3 benchmarks/kmeans_vs_sklearn.py --device cuda --threads 16 --repeats 3 \
+    > logs/kmeans.log 2>&1
+  echo "kmeans done, $(left) s left"
+fi
 
 # 2. side by side until the deadline; each stops itself in time (a wall-time limit or a timeout)
 T=$(( $(left) - 25 ))
-timeout $T python3 benchmarks/aecm.py --data mnist --epochs 1000 --seeds 0 --accelerator gpu --threads 2 \
-  --max-minutes $(python3 -c "print(round(($T - 75) / 60, 2))") --curve-every 50 --tag gpu > logs/aecm.log 2>&1 &
-timeout $T python3 benchmarks/dcfae.py --data mnist --variants fae --channels 32 64 128 --fae-epochs 50 \
-  --dense-epochs 10 --similarity-batches 4 --threads 2 --seed 0 --tag gpu \
-  --phase1-minutes $(python3 -c "print(round(($T - 230) / 60, 2))") > logs/dcfae.log 2>&1 &
-for s in 3 4; do
-  timeout $T python3 benchmarks/shared_pretraining.py mnist --seeds $s --methods idec --merge --tag gpu > logs/idec_s$s.log 2>&1 &
-done
-timeout $T python3 benchmarks/gpu_check.py --precision bf16-mixed --set aecm/digits:trainer.max_epochs=101 \
-  --timeout 120 > logs/gpu_check.log 2>&1 &
+want aecm && { timeout $T python3 benchmarks/aecm.py --data mnist --epochs 1000 --seeds 0 --accelerator gpu \
+  --threads 2 --max-minutes $(python3 -c "print(round(($T - 75) / 60, 2))") --curve-every 50 --tag gpu \
+  > logs/aecm.log 2>&1 & }
+want dcfae && { timeout $T python3 benchmarks/dcfae.py --data mnist --variants fae --channels 32 64 128 \
+  --fae-epochs 50 --dense-epochs 10 --similarity-batches 4 --threads 2 --seed 0 --tag gpu \
+  --phase1-minutes $(python3 -c "print(round(($T - 230) / 60, 2))") > logs/dcfae.log 2>&1 & }
+if want idec; then
+  for s in 3 4; do
+    timeout $T python3 benchmarks/shared_pretraining.py mnist --seeds $s --methods idec --merge --tag gpu \
+      > logs/idec_s$s.log 2>&1 &
+  done
+fi
+want bf16 && { timeout $T python3 benchmarks/gpu_check.py --precision bf16-mixed \
+  --set aecm/digits:trainer.max_epochs=101 --timeout 120 > logs/gpu_check.log 2>&1 & }
 wait
 echo "all done, $(left) s left"
 cp -r benchmarks/work/shared_pretraining logs/ 2>/dev/null
