@@ -564,10 +564,11 @@ def _lloyd_batch(
         old64 = centers.to(torch.float64)
         new_centers = _means(sums, cnt, old64).to(x.dtype)
         shift_t = (new_centers.to(torch.float64) - old64).pow(2).sum((1, 2))
-        host = torch.cat([buf[:, k * d :], shift_t.unsqueeze(1)], 1).cpu()  # counts, n_changed, shift
+        # counts, n_changed, shift of every run: one synchronization, then plain Python (no per-run tensor ops)
+        host = torch.cat([buf[:, k * d :], shift_t.unsqueeze(1)], 1).tolist()
         done: list[int] = []
         for j in range(r):
-            empty = torch.nonzero(host[j, :k] == 0).flatten().tolist()
+            empty = [i for i, c in enumerate(host[j][:k]) if c == 0]
             prev_relocated, relocated[j] = relocated[j], bool(empty)
             if empty:
                 # modifies the global copy only; the local sums stay consistent with the labels
@@ -575,8 +576,8 @@ def _lloyd_batch(
                 new_centers[j] = _means(sums[j], cnt[j], old64[j]).to(x.dtype)
                 shift = float((new_centers[j].to(torch.float64) - old64[j]).pow(2).sum().item())
             else:
-                shift = float(host[j, k + 1].item())
-            if int(host[j, k].item()) == 0 and not (relocated[j] or prev_relocated):
+                shift = host[j][k + 1]
+            if int(host[j][k]) == 0 and not (relocated[j] or prev_relocated):
                 # labels unchanged (and no repair) => same sums => the new centers are the ones
                 # the labels were computed with: labels already final
                 on_done(run_ids[j], new_centers[j], labels[j], it + 1)
