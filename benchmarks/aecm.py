@@ -86,11 +86,17 @@ def _curve_recorder(every: int, first: int, epochs: int, seed: int):
 
         def on_train_epoch_start(self, trainer, model) -> None:
             self.sums, self.steps = {}, 0
+            # callback_metrics keeps the last value of terms an earlier phase logged (the pretraining's recon,
+            # the CM-alone's e3): a term counts only if it was logged in this epoch, i.e. its value moved
+            self.first = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            self.moved: set[str] = set()
 
         def on_train_batch_end(self, trainer, model, outputs, batch, batch_idx) -> None:
             for key, value in trainer.callback_metrics.items():
                 if key.startswith("train/") and key != "train/k":
                     self.sums[key[6:]] = self.sums.get(key[6:], 0.0) + float(value)
+                    if float(value) != self.first.get(key):
+                        self.moved.add(key[6:])
             self.steps += 1
 
         @torch.no_grad()
@@ -112,7 +118,8 @@ def _curve_recorder(every: int, first: int, epochs: int, seed: int):
                                 "nmi": round(float(gamma["nmi"]), 4),
                                 "kmeans_acc": round(float(km_scores["acc"]), 4),
                                 "kmeans_nmi": round(float(km_scores["nmi"]), 4),
-                                "terms": {k: round(v / max(1, self.steps), 4) for k, v in sorted(self.sums.items())},
+                                "terms": {k: round(v / max(1, self.steps), 4) for k, v in sorted(self.sums.items())
+                                          if k in self.moved},
                                 "lr": trainer.optimizers[0].param_groups[0]["lr"],
                                 "z_rms": round(float(z.pow(2).sum(1).mean().sqrt()), 4),
                                 "u_orth_err": round(float((u @ u.T - eye).abs().max()), 4),
