@@ -22,9 +22,9 @@ Schedule (official code): Adam(lr 1e-3, eps 1e-3), constant learning rate (decay
 epochs, AE-CM 1000 epochs; then ONE more epoch in which the weights are averaged over its iterations and the
 average is kept (:class:`dcl.callbacks.weight_averaging.FinalEpochAveraging`; so ``max_epochs`` = 151 / 1001).
 Random initialization by default (``init: rand``). ``init: pre``: pretrain the autoencoder (``pretrain_epochs``, 100;
-SGD lr 0.01 momentum 0.9 on the per-sample MSE summed over the batch, as the authors' AE.py), k-means (20 restarts) on z, W_e = pinv(U), b_e = 0,
-W_d = U, b_d = 0, then ``cm_epochs`` (100) epochs training the CM alone (its full E1..E4 loss on the frozen
-code) with a fresh Adam, then the joint training with another fresh Adam. For the CM alone, ``init: pre`` is
+SGD lr 0.01 momentum 0.9 on the per-sample MSE summed over the batch, as the authors' AE.py), k-means (20
+restarts) on z, W_e = pinv(U), b_e = 0, W_d = U, b_d = 0, then ``cm_epochs`` (100) epochs training the CM alone
+(its full E1..E4 loss on the frozen code) with a fresh Adam, then the joint training with another fresh Adam. For the CM alone, ``init: pre`` is
 the authors' k-means++ seeding followed by one Lloyd iteration (``kmeans_max_iter: 1``), then W_e = pinv(U).
 
 Choices where the paper/code is silent or buggy (and why):

@@ -502,7 +502,6 @@ def _dense_sums_batch(x: Tensor, labels: Tensor, labels_old: Tensor, sums: Tenso
     """
     r, n = labels.shape
     k = cnt.shape[0] // r
-    x64 = x.to(torch.float64)
     s3, c2 = sums.view(r, k, -1), cnt.view(r, k)
     s3.zero_()
     c2.zero_()
@@ -510,7 +509,7 @@ def _dense_sums_batch(x: Tensor, labels: Tensor, labels_old: Tensor, sums: Tenso
     for s in range(0, n, rows):
         onehot = torch.zeros((r, k, min(rows, n - s)), dtype=torch.float64, device=x.device)
         onehot.scatter_(1, labels[:, s : s + rows].unsqueeze(1), 1.0)
-        s3 += onehot @ x64[s : s + rows]
+        s3 += onehot @ x[s : s + rows].to(torch.float64)
         c2 += onehot.sum(2)
     return (labels != labels_old).sum(1, dtype=torch.float64)
 
