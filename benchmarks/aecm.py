@@ -71,6 +71,16 @@ def kmeans_scores(z: torch.Tensor, y: torch.Tensor, n_clusters: int, seed: int) 
     return clustering_scores(km.labels, y.to(km.labels.device))
 
 
+def _scores_now(trainer, model, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+    """The code z of the whole data set, the model's argmax-gamma labels, their scores and k-means' on z."""
+    from dcl.metrics import clustering_scores
+
+    z = model.embed_all()
+    y = trainer.datamodule.y
+    pred = model.predict_clusters(z)  # argmax gamma, from the one embedding pass (final_scores embeds again)
+    return z, pred, clustering_scores(pred, y.to(pred.device)), kmeans_scores(z, y, model.n_clusters, seed)
+
+
 def _curve_recorder(every: int, first: int, epochs: int, seed: int):
     """A callback recording the scores (argmax gamma, and k-means on the embedding) every ``every`` of the
     ``epochs`` training epochs (not the averaging epoch): how ACC / NMI grow with the budget within one run.
@@ -104,13 +114,7 @@ def _curve_recorder(every: int, first: int, epochs: int, seed: int):
             done = trainer.current_epoch + 1 - first  # training epochs completed (after the "pre" phases)
             if not 0 < done <= epochs or done % every:
                 return
-            from dcl.metrics import clustering_scores
-
-            z = model.embed_all()
-            y = trainer.datamodule.y
-            pred = model.predict_clusters(z)  # argmax gamma, from the one embedding pass (final_scores embeds again)
-            gamma = clustering_scores(pred, y.to(pred.device))
-            km_scores = kmeans_scores(z, y, model.n_clusters, seed)
+            z, pred, gamma, km_scores = _scores_now(trainer, model, seed)
             u = model.cm.centers().detach()
             eye = torch.eye(len(u), device=u.device)
             sizes = torch.bincount(pred, minlength=model.n_clusters)
@@ -143,14 +147,10 @@ def _phase_recorder(ends: dict[int, str], seed: int):
             phase = ends.get(trainer.current_epoch + 1)
             if phase is None:
                 return
-            from dcl.metrics import clustering_scores
-
-            z = model.embed_all()
-            y = trainer.datamodule.y
-            point = {f"kmeans_{k}": round(float(v), 4) for k, v in kmeans_scores(z, y, model.n_clusters, seed).items()}
+            _, _, gamma, km_scores = _scores_now(trainer, model, seed)
+            point = {f"kmeans_{k}": round(float(v), 4) for k, v in km_scores.items()}
             if phase != "pretraining":  # during the pretraining the CM is still at its random init
-                pred = model.predict_clusters(z)
-                point |= {k: round(float(v), 4) for k, v in clustering_scores(pred, y.to(pred.device)).items()}
+                point |= {k: round(float(v), 4) for k, v in gamma.items()}
             self.scores[phase] = point
             print(json.dumps({"seed": seed, "after": phase, **point}), flush=True)
 

@@ -418,8 +418,7 @@ def _accelerated(x: Tensor) -> bool:
     return x.device.type != "cpu"
 
 
-def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, vals: Tensor | None = None,
-                  fused: bool | None = None) -> None:
+def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, vals: Tensor | None = None) -> None:
     """Nearest centers of ``R`` runs at once: ``centers (R, K, d)`` -> ``labels (R, N)`` (lowest index on
     exact ties) and, if given, ``vals (R, N)`` = ``min_k(||c_k||^2 - 2 x.c_k)``.
 
@@ -427,8 +426,8 @@ def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, v
     faster on CPU than the skinny ``(rows, K)`` one); ``rows = chunk_size // R`` keeps the memory bound
     (``chunk_size x K`` elements). The argmin along the centers is taken with two cheap vectorized minima
     instead of ``argmin`` (slow on CPU): with ``m = min_k d_k``, ``label = min_k (K * [d_k > m] + k)`` is the
-    first ``k`` with ``d_k == m`` (exact: small integers in floating point). ``fused`` (default: on an
-    accelerator) takes both from one ``torch.min`` instead (also the first minimizer), one kernel for five.
+    first ``k`` with ``d_k == m`` (exact: small integers in floating point). On an accelerator both come from
+    one ``torch.min`` instead (also the first minimizer): one kernel for five.
     """
     r, k, d = centers.shape
     cf = centers.reshape(r * k, d)
@@ -436,7 +435,7 @@ def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, v
     ks = torch.arange(k, dtype=x.dtype, device=x.device).view(1, k, 1)
     xt = x.t()
     rows = _rows_per_chunk(chunk_size, r)
-    fused = _accelerated(x) if fused is None else fused
+    fused = _accelerated(x)
     for s in range(0, x.shape[0], rows):
         dist = torch.addmm(c_sq, cf, xt[:, s : s + rows], alpha=-2.0).view(r, k, -1)
         if fused:  # one reduction kernel for values and first minimizers (fast on a GPU, slow on a CPU)
