@@ -245,6 +245,16 @@ NOTES = {
         "recorder then still summed the last values the earlier phases had logged (fixed before seed 2).",
         "",
     ],
+    "aecm_usps_pre_e150": [
+        "Reading: the same runs as `aecm_usps_pre_decay150_e150.md` (identical up to the joint phase: the same "
+        "scores after the pretraining and after the CM alone) but at the constant learning rate the authors' code "
+        "actually runs (`--lr-decay-epochs 0`), seeds 0 and 1 side by side (about 17 min each): 77.13 / 74.68 and "
+        "61.67 / 65.19, mean 69.40 ± 7.73 / 69.94 ± 4.74, against 70.54 / 68.09 and 62.76 / 65.19 for the same seeds "
+        "with the decay. Seed 0 passes IDEC's USPS ACC (76.66) and stays below its NMI (78.61); seed 1 does not "
+        "come near. Only 150 of the paper's 1000 joint epochs: at the constant lr the random start's seed 0 "
+        "diverged after epoch 565 (`aecm_usps_e620.md`), so this is not a stand-in for the full budget.",
+        "",
+    ],
     "aecm_usps_decay150": [
         "Reading: " + _USPS_DECAY_READING,
         "",
