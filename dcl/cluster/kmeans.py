@@ -432,10 +432,10 @@ def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, v
     r, k, d = centers.shape
     cf = centers.reshape(r * k, d)
     c_sq = (cf * cf).sum(1, keepdim=True)
-    ks = torch.arange(k, dtype=x.dtype, device=x.device).view(1, k, 1)
     xt = x.t()
     rows = _rows_per_chunk(chunk_size, r)
     fused = _accelerated(x)
+    ks = None if fused else torch.arange(k, dtype=x.dtype, device=x.device).view(1, k, 1)
     for s in range(0, x.shape[0], rows):
         dist = torch.addmm(c_sq, cf, xt[:, s : s + rows], alpha=-2.0).view(r, k, -1)
         if fused:  # one reduction kernel for values and first minimizers (fast on a GPU, slow on a CPU)
