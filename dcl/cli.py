@@ -48,6 +48,17 @@ class DCLCLI(LightningCLI):
             print(f"dcl: warning: {subcommand} without --ckpt_path uses an untrained model", file=sys.stderr)
         super()._parse_ckpt_path()
 
+    def instantiate_classes(self) -> None:
+        """A ValueError from a constructor (a method, datamodule, callback or network refusing a setting) is
+        bad input: one line naming it, before anything is trained or written."""
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            cause = _first_raised(err, ValueError)
+            if _user_error(err) is not None or cause is None:
+                raise
+            raise ConfigError(str(cause)) from err
+
     def after_fit(self) -> None:
         scores = self.model.final_scores()
         if self.trainer.is_global_zero:
@@ -100,6 +111,18 @@ def _user_error(err: BaseException | None) -> BaseException | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def _first_raised(err: BaseException, kind: type) -> BaseException | None:
+    """The innermost ``kind`` error in the chain of ``err`` (jsonargparse re-raises a constructor's error as its
+    own ValueError, with the original as the cause)."""
+    found, seen = None, set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            found = err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return found
 
 
 def list_plugins() -> None:

@@ -60,6 +60,10 @@ class ClusteringMethod(pl.LightningModule):
         super().__init__()
         if not isinstance(n_clusters, int) or n_clusters < 2:
             raise ConfigError(f"n_clusters must be an integer >= 2, got {n_clusters!r}")
+        if not isinstance(embedding_dim, int) or embedding_dim < 1:
+            raise ConfigError(f"the embedding size (latent_dim) must be an integer >= 1, got {embedding_dim!r}")
+        if not isinstance(kmeans_n_init, int) or kmeans_n_init < 1:  # else it fails at the first k-means, mid-fit
+            raise ConfigError(f"kmeans_n_init must be an integer >= 1, got {kmeans_n_init!r}")
         self.input_shape = tuple(int(s) for s in input_shape)
         self.embedding_dim = embedding_dim
         self.kmeans_n_init = kmeans_n_init

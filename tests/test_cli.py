@@ -153,6 +153,20 @@ def test_bad_n_clusters(tmp_path, k, dcl_error):
     assert "n_clusters" in msg
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--model.init_args.activation", "swish"], ["unknown activation 'swish'", "leaky_relu"]),
+    (["--model.init_args.hidden_dims", "[64, 0]"], ["hidden_dims", "[64, 0]"]),  # once trained into a constant code
+    (["--model.init_args.latent_dim", "0"], ["latent_dim", "got 0"]),
+    (["--model.init_args.kmeans_n_init", "0"], ["kmeans_n_init", "got 0"]),  # once failed after the pretraining
+    (["--trainer.callbacks+=dcl.callbacks.ClusteringPlots", "--trainer.callbacks.projection", "umap"],
+     ["projection", "'umap'"]),
+])
+def test_a_setting_a_constructor_refuses_is_one_line_before_training(tmp_path, args, words, dcl_error):
+    msg = dcl_error(["fit", *AE_DIGITS, *args], tmp_path)
+    assert all(w in msg for w in words), msg
+    assert "Traceback" not in msg and "Namespace" not in msg
+
+
 def test_nan_in_data(tmp_path, dcl_error):
     x = np.random.default_rng(0).normal(size=(40, 3))
     x[7, 0] = np.inf

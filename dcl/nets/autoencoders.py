@@ -33,6 +33,8 @@ def glorot_init_(module: nn.Module) -> nn.Module:
 
 def mlp(dims: Sequence[int], activation: str = "relu", last_activation: str | None = None) -> nn.Sequential:
     """Dense layers ``dims[0] -> ... -> dims[-1]`` with ``activation`` between them."""
+    if any(int(d) < 1 for d in dims):  # a zero-width layer trains without error into a constant code
+        raise ValueError(f"every layer needs at least one unit, got the sizes {list(dims)} (input, hidden, output)")
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
         layers.append(nn.Linear(a, b))
@@ -61,6 +63,8 @@ class MLPAutoencoder(nn.Module):
         self.input_shape = tuple(input_shape)
         self.latent_dim = latent_dim
         d = math.prod(self.input_shape)
+        if any(int(h) < 1 for h in hidden_dims):
+            raise ValueError(f"hidden_dims must be layer sizes >= 1, got {list(hidden_dims)}")
         self.encoder = nn.Sequential(nn.Flatten(), mlp([d, *hidden_dims, latent_dim], activation))
         self.decoder = nn.Sequential(mlp([latent_dim, *reversed(hidden_dims), d], activation, output_activation),
                                      nn.Unflatten(1, self.input_shape))
