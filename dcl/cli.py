@@ -8,9 +8,12 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -125,6 +128,28 @@ def _first_raised(err: BaseException, kind: type) -> BaseException | None:
     return found
 
 
+_UNKNOWN_OPTION = re.compile(r"class_path '([\w.]+)':\s*Option '([\w.]+)' is not accepted")
+
+
+def _unknown_option(detail: str) -> str | None:
+    """jsonargparse's report of a setting a class does not take, as one sentence naming the class's settings."""
+    match = _UNKNOWN_OPTION.search(detail)
+    if match is None:
+        return None
+    path, option = match.groups()
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        params = list(inspect.signature(cls.__init__).parameters)[1:]
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None
+    linked = ("n_clusters", "input_shape") if issubclass(cls, ClusteringMethod) else ()  # set from the datamodule
+    params = [p for p in params if p not in linked and p not in ("args", "kwargs")]
+    close = difflib.get_close_matches(option, params, n=1)
+    return (f"{name} has no setting {option!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; its settings: {', '.join(params)}")
+
+
 def list_plugins() -> None:
     for kind, title in (("method", "methods"), ("datamodule", "datamodules")):
         print(f"{title}:")
@@ -158,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.argv = saved_argv
     except ArgumentError as err:
         detail = " ".join(line.strip(" -") for line in str(err).splitlines() if line.strip())
+        detail = _unknown_option(detail) or detail
         command = argv[0] if argv and not argv[0].startswith("-") else ""
         print(f"dcl: error: {detail} (see dcl {command} --help)".replace("  ", " "), file=sys.stderr)
         raise SystemExit(2) from None

@@ -139,7 +139,9 @@ def test_unknown_datamodule(tmp_path, dcl_error):
 
 def test_unknown_config_key(tmp_path, dcl_error):
     msg = dcl_error(["fit", *AE_DIGITS, "--model.init_args.no_such_arg", "3"], tmp_path)
-    assert "no_such_arg" in msg
+    assert "AEKMeans has no setting 'no_such_arg'; its settings: latent_dim," in msg
+    msg = dcl_error(["fit", *AE_DIGITS, "--data.init_args.batchsize", "3"], tmp_path)
+    assert "Digits has no setting 'batchsize' (did you mean 'batch_size'?)" in msg
 
 
 def test_missing_data_dir(tmp_path, dcl_error):
