@@ -50,6 +50,16 @@ def test_predict_writes_csv_and_embeddings(tmp_path):
     assert {int(r["cluster"]) for r in rows} <= set(range(10)) and all(0 < float(r["confidence"]) <= 1 for r in rows)
     assert np.load(emb).shape == (1797, 10)
     assert not list(out.parent.glob(".*tmp"))  # no temporary file left behind
+    # the suffix picks the format: text for .csv / .txt, the same numbers
+    run_cli(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.embeddings", str(tmp_path / "z.csv")],
+            tmp_path)
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "z.csv", delimiter=","), np.load(emb), rtol=1e-6, atol=1e-7)
+
+
+def test_predict_refuses_an_embeddings_file_of_unknown_format(tmp_path, dcl_error):
+    msg = dcl_error(["predict", *AE_DIGITS, "--predictions.embeddings", str(tmp_path / "z.parquet")], tmp_path)
+    assert "z.parquet" in msg and ".npy" in msg and ".csv" in msg
+    assert not (tmp_path / "z.parquet").exists()
 
 
 def test_list_names_every_plugin(capsys):

@@ -1,4 +1,4 @@
-"""Write per-sample cluster assignments of ``dcl predict`` to a CSV (and optionally embeddings to .npy).
+"""Write per-sample cluster assignments of ``dcl predict`` to a CSV (and optionally the embeddings).
 
 Files are written to a temporary name beside the target and renamed at the end, so a failure never leaves
 a half-written file.
@@ -35,11 +35,17 @@ def atomic_write(path: str | Path, write) -> None:
 class PredictionWriter(BasePredictionWriter):
     """Args:
         output: CSV path for one row per sample: index, cluster, confidence, and label when known.
-        embeddings: optional .npy path for the embeddings (N x d), in sample order.
+        embeddings: optional path for the embeddings (N x d), in sample order: ``.npy`` (binary) or ``.csv`` /
+            ``.txt`` (text, comma-separated, one row per sample).
     """
+
+    EMBEDDING_FORMATS = (".npy", ".csv", ".txt")
 
     def __init__(self, output: str | None = None, embeddings: str | None = None) -> None:
         super().__init__(write_interval="epoch")
+        if embeddings and Path(embeddings).suffix.lower() not in self.EMBEDDING_FORMATS:
+            raise ValueError(f"predictions.embeddings {embeddings!r}: name a .npy (binary) or a .csv / .txt (text) "
+                             "file; the suffix picks the format")
         self.output = output
         self.embeddings = embeddings
 
@@ -67,5 +73,14 @@ class PredictionWriter(BasePredictionWriter):
             atomic_write(self.output, write_csv)
             print(f"dcl: wrote {len(cols['index'])} assignments to {self.output}")
         if self.embeddings:
-            atomic_write(self.embeddings, lambda tmp: np.save(open(tmp, "wb"), cols["z"].numpy()))
+            z = cols["z"].float().numpy()
+
+            def write_embeddings(tmp: str) -> None:
+                with open(tmp, "wb") as f:
+                    if Path(self.embeddings).suffix.lower() == ".npy":
+                        np.save(f, z)
+                    else:
+                        np.savetxt(f, z, delimiter=",", fmt="%.7g")
+
+            atomic_write(self.embeddings, write_embeddings)
             print(f"dcl: wrote embeddings {tuple(cols['z'].shape)} to {self.embeddings}")
