@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from dcl.cluster import kmeans
@@ -328,6 +329,13 @@ class AutoencoderMethod(ClusteringMethod):
         phase = "cluster" if self.clustering_active else "pretrain"
         make = self.optimizer if phase == "cluster" else self.pretrain_optimizer
         return make(self.parameters()) if make is not None else self.default_optimizer(self.parameters(), phase)
+
+    def on_fit_start(self) -> None:
+        max_epochs = self.trainer.max_epochs
+        if not self.clustering_active and max_epochs is not None and 0 <= max_epochs <= self.pretrain_epochs:
+            rank_zero_warn(f"max_epochs {max_epochs} ends within the {self.pretrain_epochs} epochs of autoencoder "
+                           f"pretraining: {type(self).__name__}'s clustering phase will not run and the result is AE + "
+                           "k-means; raise max_epochs (it counts the pretraining) or lower pretrain_epochs")
 
     def on_train_epoch_start(self) -> None:
         if not self.clustering_active and self.current_epoch >= self.pretrain_epochs:

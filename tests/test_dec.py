@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -84,6 +86,17 @@ def _fit_recording_updates(cls, tmp_path, max_epochs: int, **kwargs):
                          enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
     trainer.fit(model, dm)
     return model, trainer, calls, dm
+
+
+def test_a_fit_that_ends_within_the_pretraining_says_so(tmp_path):
+    expected = r"max_epochs 1 ends within the 1 epochs of autoencoder pretraining: \w+'s clustering phase will not run"
+    with pytest.warns(UserWarning, match=expected):
+        model, *_ = _fit_recording_updates(DEC, tmp_path, max_epochs=1)
+    assert not model.clustering_active
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*ends within the")
+        model, *_ = _fit_recording_updates(DEC, tmp_path, max_epochs=2)
+    assert model.clustering_active
 
 
 def test_target_update_schedule_and_stopping_rule(tmp_path):
