@@ -92,6 +92,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, SchedulerFactory, build_optimizer,
@@ -372,6 +373,14 @@ class DCFAE(ClusteringMethod):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.adversarial.prepare_strategy(self)
+
+    def on_fit_start(self) -> None:
+        max_epochs = self.trainer.max_epochs
+        if (self.use_dense and not self.in_embedding_phase and max_epochs is not None
+                and 0 <= max_epochs <= self.fae_epochs):
+            rank_zero_warn(f"max_epochs {max_epochs} ends within the {self.fae_epochs} FAE epochs: the dense embedding "
+                           "network (phase 2) will not train and the clusters are k-means on the FAE latent; raise "
+                           "max_epochs (it counts phase 1) or lower fae_epochs")
 
     def on_train_epoch_start(self) -> None:
         self._pending_latents = []  # an epoch's last, incomplete group of batches is dropped (drop_last)

@@ -261,7 +261,8 @@ def _phase2(ckpt: str, batch_size: int, similarity_batches: int, **trainer_kwarg
 
 
 def test_similarity_batches_join_loader_batches_into_one_batch_of_phase_2(tmp_path, monkeypatch):
-    _fit(tmp_path / "fae", 1)  # phase 1 only: a trained FAE to start phase 2 from
+    with pytest.warns(UserWarning, match=r"ends within the 1 FAE epochs: the dense embedding network \(phase 2\)"):
+        _fit(tmp_path / "fae", 1)  # phase 1 only: a trained FAE to start phase 2 from
     ckpt = str(tmp_path / "fae" / "last.ckpt")
     sizes = []
     original = DCFAE.input_affinities
