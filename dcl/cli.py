@@ -57,7 +57,7 @@ class DCLCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except Exception as err:
-            cause = _first_raised(err, ValueError)
+            cause = _constructor_error(err)
             if _user_error(err) is not None or cause is None:
                 raise
             raise ConfigError(str(cause)) from err
@@ -116,16 +116,23 @@ def _user_error(err: BaseException | None) -> BaseException | None:
     return None
 
 
-def _first_raised(err: BaseException, kind: type) -> BaseException | None:
-    """The innermost ``kind`` error in the chain of ``err`` (jsonargparse re-raises a constructor's error as its
-    own ValueError, with the original as the cause)."""
-    found, seen = None, set()
+def _constructor_error(err: BaseException | None) -> BaseException | None:
+    """The first ValueError in the chain of ``err`` raised outside jsonargparse, which re-raises a constructor's
+    error as a ValueError of its own (a Union-subtypes dump) with the original as the cause."""
+    seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, kind):
-            found = err
+        if isinstance(err, ValueError) and not _raised_in(err, "jsonargparse"):
+            return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__
-    return found
+    return None
+
+
+def _raised_in(err: BaseException, package: str) -> bool:
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}{package}{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 _UNKNOWN_OPTION = re.compile(r"class_path '([\w.]+)':\s*Option '([\w.]+)' is not accepted")
