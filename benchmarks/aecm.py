@@ -248,11 +248,12 @@ NOTES = {
     "aecm_usps_pre_e150": [
         "Reading: the same runs as `aecm_usps_pre_decay150_e150.md` (identical up to the joint phase: the same "
         "scores after the pretraining and after the CM alone) but at the constant learning rate the authors' code "
-        "actually runs (`--lr-decay-epochs 0`), seeds 0 and 1 side by side (about 17 min each): 77.13 / 74.68 and "
-        "61.67 / 65.19, mean 69.40 ± 7.73 / 69.94 ± 4.74, against 70.54 / 68.09 and 62.76 / 65.19 for the same seeds "
-        "with the decay. Seed 0 passes IDEC's USPS ACC (76.66) and stays below its NMI (78.61); seed 1 does not "
-        "come near. Only 150 of the paper's 1000 joint epochs: at the constant lr the random start's seed 0 "
-        "diverged after epoch 565 (`aecm_usps_e620.md`), so this is not a stand-in for the full budget.",
+        "actually runs (`--lr-decay-epochs 0`; seeds 0 and 1 side by side, about 17 min each, seed 2 a day later, "
+        "21 min beside another run): 77.13 / 74.68, 61.67 / 65.19 and 63.92 / 67.92, mean 67.57 ± 6.82 / 69.26 ± "
+        "3.99, against 70.54 / 68.09, 62.76 / 65.19 and 74.18 / 75.63 for the same seeds with the decay (mean "
+        "69.16 / 69.64): neither learning rate is better; which seed ends high differs between them. Seed 0 "
+        "passes IDEC's USPS ACC (76.66) and stays below its NMI (78.61); the others do not come near. Only 150 of "
+        "the paper's 1000 joint epochs: the full budget is `aecm_usps_pre_e1000.md`.",
         "",
     ],
     "aecm_usps_decay150": [
