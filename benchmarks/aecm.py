@@ -253,7 +253,19 @@ NOTES = {
         "3.99, against 70.54 / 68.09, 62.76 / 65.19 and 74.18 / 75.63 for the same seeds with the decay (mean "
         "69.16 / 69.64): neither learning rate is better; which seed ends high differs between them. Seed 0 "
         "passes IDEC's USPS ACC (76.66) and stays below its NMI (78.61); the others do not come near. Only 150 of "
-        "the paper's 1000 joint epochs: the full budget is `aecm_usps_pre_e1000.md`.",
+        "the paper's 1000 joint epochs: the full budget is `aecm_usps_pre.md`.",
+        "",
+    ],
+    "aecm_usps_pre": [
+        "Reading: the pretrained start at the paper's full budget and the constant learning rate the authors' code "
+        "runs (100 SGD pretraining epochs + 100 epochs of the CM alone + 1000 joint + 1 averaging; the three seeds "
+        "side by side on 2 cores, about 110 min each; identical to `aecm_usps_pre_e150.md` for the first 150 joint "
+        "epochs). Seed 0 held 76-77 ACC from epoch 50 to 700 (76.15 at 700) and then diverged as the random start's "
+        "seed 0 did after epoch 565 (`aecm_usps_e620.md`): ACC 18.04 and mean loss 197 against 52 at epoch 750, "
+        "final 42.23 / 31.72. Seeds 1 and 2 stayed flat at 60-62 and 63-65 ACC from epoch 100 on (final 61.24 / "
+        "64.42 and 64.52 / 67.23): the 850 epochs after the 150 of `aecm_usps_pre_e150.md` changed them by -0.4 and "
+        "+0.6 ACC. So at the full budget the constant lr loses one seed of three, and the others do not improve: the "
+        "config's lr decay (`lr_decay_epochs: 150`) stays; AE-CM stays below IDEC (76.66 / 78.61) on USPS.",
         "",
     ],
     "aecm_usps_decay150": [
