@@ -269,6 +269,15 @@ def check_checkpoint_method(checkpoint: dict[str, Any], method_cls: type) -> Non
                           "from its autoencoder only, pass it as model.init_args.pretrained)")
 
 
+def warn_if_fit_ends_within(module: pl.LightningModule, epochs: int, phase: str, setting: str,
+                            consequence: str) -> None:
+    """Warn at fit start when ``trainer.max_epochs`` ends within a method's first phase of ``epochs`` epochs."""
+    max_epochs = module.trainer.max_epochs
+    if max_epochs is not None and 0 <= max_epochs <= epochs:
+        rank_zero_warn(f"max_epochs {max_epochs} ends within the {epochs} {phase}: {consequence}; raise max_epochs "
+                       f"(it counts this phase) or lower {setting}")
+
+
 class AutoencoderMethod(ClusteringMethod):
     """Base of the methods that pretrain an autoencoder, then cluster its code: both phases in one ``dcl fit``.
 
@@ -331,11 +340,10 @@ class AutoencoderMethod(ClusteringMethod):
         return make(self.parameters()) if make is not None else self.default_optimizer(self.parameters(), phase)
 
     def on_fit_start(self) -> None:
-        max_epochs = self.trainer.max_epochs
-        if not self.clustering_active and max_epochs is not None and 0 <= max_epochs <= self.pretrain_epochs:
-            rank_zero_warn(f"max_epochs {max_epochs} ends within the {self.pretrain_epochs} epochs of autoencoder "
-                           f"pretraining: {type(self).__name__}'s clustering phase will not run and the result is AE + "
-                           "k-means; raise max_epochs (it counts the pretraining) or lower pretrain_epochs")
+        if not self.clustering_active:
+            warn_if_fit_ends_within(self, self.pretrain_epochs, "epochs of autoencoder pretraining", "pretrain_epochs",
+                                    f"{type(self).__name__}'s clustering phase will not run and the result is AE + "
+                                    "k-means")
 
     def on_train_epoch_start(self) -> None:
         if not self.clustering_active and self.current_epoch >= self.pretrain_epochs:

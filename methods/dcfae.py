@@ -92,12 +92,11 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, SchedulerFactory, build_optimizer,
                              default_gan_optimizer, optimizer_step, step_schedulers)
-from dcl.method import ClusteringMethod, ConfigError, load_checkpoint_file
+from dcl.method import ClusteringMethod, ConfigError, load_checkpoint_file, warn_if_fit_ends_within
 from dcl.nets.autoencoders import mlp
 from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 
@@ -375,12 +374,9 @@ class DCFAE(ClusteringMethod):
             self.adversarial.prepare_strategy(self)
 
     def on_fit_start(self) -> None:
-        max_epochs = self.trainer.max_epochs
-        if (self.use_dense and not self.in_embedding_phase and max_epochs is not None
-                and 0 <= max_epochs <= self.fae_epochs):
-            rank_zero_warn(f"max_epochs {max_epochs} ends within the {self.fae_epochs} FAE epochs: the dense embedding "
-                           "network (phase 2) will not train and the clusters are k-means on the FAE latent; raise "
-                           "max_epochs (it counts phase 1) or lower fae_epochs")
+        if self.use_dense and not self.in_embedding_phase:
+            warn_if_fit_ends_within(self, self.fae_epochs, "FAE epochs", "fae_epochs", "the dense embedding network "
+                                    "(phase 2) will not train and the clusters are k-means on the FAE latent")
 
     def on_train_epoch_start(self) -> None:
         self._pending_latents = []  # an epoch's last, incomplete group of batches is dropped (drop_last)
