@@ -105,27 +105,26 @@ def _resolve_short_names(argv: list[str]) -> list[str]:
     return out
 
 
-def _user_error(err: BaseException | None) -> BaseException | None:
-    """The bad-input error behind ``err``: jsonargparse wraps errors raised while instantiating classes."""
+def _first_in_chain(err: BaseException | None, wanted) -> BaseException | None:
+    """The first error of ``err``'s chain (itself, then its causes / contexts) for which ``wanted`` holds."""
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, USER_ERRORS):
+        if wanted(err):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def _user_error(err: BaseException | None) -> BaseException | None:
+    """The bad-input error behind ``err``: jsonargparse wraps errors raised while instantiating classes."""
+    return _first_in_chain(err, lambda e: isinstance(e, USER_ERRORS))
 
 
 def _constructor_error(err: BaseException | None) -> BaseException | None:
     """The first ValueError in the chain of ``err`` raised outside jsonargparse, which re-raises a constructor's
     error as a ValueError of its own (a Union-subtypes dump) with the original as the cause."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, ValueError) and not _raised_in(err, "jsonargparse"):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+    return _first_in_chain(err, lambda e: isinstance(e, ValueError) and not _raised_in(e, "jsonargparse"))
 
 
 def _raised_in(err: BaseException, package: str) -> bool:
