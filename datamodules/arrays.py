@@ -33,7 +33,7 @@ class Arrays(ClusteringDataModule):
 
     def __init__(self, path: str, x_key: str = "x", y_key: str = "y", label_column: str | int | None = None,
                  labels_path: str | None = None, standardize: bool = False, batch_size: int = 256,
-                 n_clusters: int | None = None, eval_batch_size: int = 4096, seed: int = 0,
+                 n_clusters: int | None = None, eval_batch_size: int | None = None, seed: int = 0,
                  on_device: bool = False) -> None:
         super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
         self.path = path

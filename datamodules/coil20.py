@@ -33,7 +33,7 @@ class COIL20(ClusteringDataModule):
     num_classes = 20
 
     def __init__(self, data_dir: str = "data", image_size: int = 128, flatten: bool = False,
-                 batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int = 4096,
+                 batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int | None = None,
                  seed: int = 0, on_device: bool = False) -> None:
         super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
         if image_size < 1:

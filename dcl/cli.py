@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import difflib
 import importlib
 import inspect
@@ -165,8 +166,31 @@ def list_plugins() -> None:
             print(f"  {name:<16} [failed to import] {why}")
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel; True if set.
+
+    By default glibc returns every block over its adaptive mmap threshold to the kernel when it is freed and trims
+    the top of the heap, so each CPU training step faults its activations in again page by page: 16% of a DCFAE
+    step on MNIST on 2 threads (``benchmarks/results/cpu_allocator.md``). Done for the ``dcl`` process only (a
+    library does not change its host's allocator), with glibc only, and not when the user chose the allocator
+    (``LD_PRELOAD``) or its settings (``MALLOC_*_``, ``GLIBC_TUNABLES``). The process then holds on to its peak
+    heap, as PyTorch's CUDA caching allocator does on a GPU."""
+    if not sys.platform.startswith("linux") or any(
+            k in ("LD_PRELOAD", "GLIBC_TUNABLES") or k.startswith("MALLOC_") for k in os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 -- glibc only: another libc's mallopt takes other options
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    # 32 MiB: the largest mmap threshold every glibc accepts on 64 bits; larger blocks are rare and stay mmap()ed
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()
     try:
         if argv[:1] == ["list"]:
             list_plugins()

@@ -108,7 +108,11 @@ class ClusteringDataModule(pl.LightningDataModule):
     Args:
         batch_size: samples per training batch (per process under DDP).
         n_clusters: number of clusters to find; default the number of classes of the data set.
-        eval_batch_size: batch size of the ordered passes (validation, prediction, clustering updates).
+        eval_batch_size: batch size of the ordered passes (validation, prediction, clustering updates); None:
+            4 x ``batch_size``. Those passes keep no activations for a backward pass, so 4x the training batch
+            stays near training's memory; far larger batches are slower on a CPU, where every activation over
+            glibc's mmap threshold (32 MiB at most) is fresh memory faulted in page by page
+            (``benchmarks/results/cpu_allocator.md``).
         seed: seed of the training shuffle (the epoch is added to it).
         on_device: keep the whole data set on the training device (GPU) so that batches are device views.
     """
@@ -116,11 +120,13 @@ class ClusteringDataModule(pl.LightningDataModule):
     #: number of classes of the data set when known without loading it (overridden by subclasses)
     num_classes: int | None = None
 
-    def __init__(self, batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int = 4096,
+    def __init__(self, batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int | None = None,
                  seed: int = 0, on_device: bool = False) -> None:
         super().__init__()
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise DataError(f"eval_batch_size must be >= 1 (or null: 4 x batch_size), got {eval_batch_size}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
@@ -209,7 +215,8 @@ class ClusteringDataModule(pl.LightningDataModule):
             self._x, self._y = self._x.to(device), self._y.to(device)
 
     def _loader(self, shuffle: bool) -> InMemoryLoader:
-        return InMemoryLoader(self.x, self.y, self.batch_size if shuffle else self.eval_batch_size,
+        eval_batch_size = self.eval_batch_size or 4 * self.batch_size
+        return InMemoryLoader(self.x, self.y, self.batch_size if shuffle else eval_batch_size,
                               shuffle=shuffle, seed=self.seed, transform=self.batch_transform)
 
     def train_dataloader(self) -> InMemoryLoader:
@@ -274,7 +281,7 @@ class SplitFilesDataModule(ClusteringDataModule):
     SPLITS = ("all", "train", "test")
 
     def __init__(self, data_dir: str = "data", download: bool = False, split: str = "all", flatten: bool = True,
-                 batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int = 4096,
+                 batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int | None = None,
                  seed: int = 0, on_device: bool = False) -> None:
         super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
         if split not in self.SPLITS:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import ctypes
+import os
 import subprocess
 import sys
 import time
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from dcl.cli import main
+from dcl.cli import keep_freed_memory, main
 
 SMALL_AE = ["--model.init_args.hidden_dims", "[64, 64]"]
 AE_DIGITS = ["--config", str(REPO / "configs/ae_kmeans/digits.yaml"), "--trainer.max_epochs", "3",
@@ -135,6 +137,51 @@ def test_console_script_error_is_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         line for line in proc.stderr.strip().splitlines() if line.startswith("dcl: error: unknown method")]
+
+
+# 20 blocks of 4 MiB (a training step's activations) allocated and freed after `import dcl.cli` or after the `dcl`
+# command's main(): MiB that glibc served by mmap() (handed back to the kernel on free, faulted in anew on the next
+# step) and MiB it keeps free in its heap for reuse once they are freed
+_HEAP_AFTER_A_STEP = """
+import ctypes, sys, torch
+from dcl.cli import main
+if sys.argv[1] == "main":
+    main(["list"])
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+blocks = [torch.empty(1 << 20).fill_(1.0) for _ in range(20)]
+mapped = libc.mallinfo2().hblkhd
+del blocks
+print(mapped >> 20, libc.mallinfo2().fordblks >> 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallinfo2"),
+                    reason="glibc >= 2.33")
+def test_the_dcl_process_keeps_freed_memory_for_the_next_step(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LD_PRELOAD", "GLIBC_TUNABLES") and not k.startswith("MALLOC_")}
+
+    def heap(how: str) -> list[int]:
+        proc = subprocess.run([sys.executable, "-c", _HEAP_AFTER_A_STEP, how], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300, check=True)
+        return [int(v) for v in proc.stdout.strip().splitlines()[-1].split()]
+
+    (mapped, kept), (mapped_dcl, kept_dcl) = heap("import"), heap("main")
+    assert mapped >= 80 and kept < 40  # glibc's defaults: mmap()ed, returned to the kernel when freed
+    assert mapped_dcl < 40 and kept_dcl >= 80  # in the dcl process: from the heap, kept there for the next step
+
+
+def test_keep_freed_memory_leaves_an_allocator_the_user_configured(monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.setenv("LD_PRELOAD", "libjemalloc.so.2")
+    assert keep_freed_memory() is False
 
 
 def test_unknown_method_lists_known_ones(tmp_path, dcl_error):

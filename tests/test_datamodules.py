@@ -25,7 +25,7 @@ def first_batch(dm, shuffle=False):
 
 
 def test_digits_is_embedded_and_scaled():
-    dm = Digits(batch_size=64)
+    dm = Digits(batch_size=64, eval_batch_size=2048)
     assert dm.num_samples == 1797 and dm.n_clusters == 10 and dm.input_shape == (64,)
     b = first_batch(dm)
     assert b["x"].shape == (1797, 64) and 0 <= b["x"].min() and b["x"].max() <= 1
@@ -136,6 +136,15 @@ def test_loader_slices_and_shuffles_deterministically():
     assert sorted(first.tolist()) == list(range(10)) and torch.equal(first, torch.cat([t["index"] for t in b]))
     a.sampler.set_epoch(1)
     assert not torch.equal(first, torch.cat([t["index"] for t in a]))
+
+
+def test_ordered_passes_batch_four_training_batches_unless_set():
+    dm = Digits(batch_size=64)
+    dm.setup()
+    assert dm.train_dataloader().batch_size == 64 and dm.all_dataloader().batch_size == 256
+    assert Digits(batch_size=64, eval_batch_size=1000).all_dataloader().batch_size == 1000
+    with pytest.raises(DataError, match="eval_batch_size must be >= 1"):
+        Digits(eval_batch_size=0)
 
 
 def test_every_registered_datamodule_loads():

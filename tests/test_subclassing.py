@@ -116,8 +116,8 @@ class Blobs(ClusteringDataModule):
     """
 
     def __init__(self, n_samples: int = 600, n_features: int = 8, num_blobs: int = 3, noise: float = 0.1,
-                 batch_size: int = 64, n_clusters: int | None = None, eval_batch_size: int = 4096, seed: int = 0,
-                 on_device: bool = False):
+                 batch_size: int = 64, n_clusters: int | None = None, eval_batch_size: int | None = None,
+                 seed: int = 0, on_device: bool = False):
         super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
         self.n_samples, self.n_features, self.noise = n_samples, n_features, noise
         self.num_classes = num_blobs
