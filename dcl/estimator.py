@@ -218,8 +218,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         return torch.device("cpu")
 
     @torch.no_grad()
-    def _infer(self, X: np.ndarray, want: str, batch_size: int = 4096) -> np.ndarray:
+    def _infer(self, X: np.ndarray, want: str) -> np.ndarray:
         model, device = self.model_, self._device()
+        batch_size = 4 * self.batch_size  # as the datamodules' ordered passes (ClusteringDataModule.eval_batch_size)
         model.to(device)
         parts = []
         try:
