@@ -2,8 +2,8 @@
 # One lent GPU's benchmarks in one command (the device tool: one H200, 16 cores, its own Python with PyTorch and
 # Lightning, no network). Before the call, here: the wheels LightningCLI needs beyond that image in .whl/
 # (jsonargparse, docstring_parser, typeshed_client, importlib_resources) and MNIST's raw files gzipped in
-# .gpu_data/MNIST/raw/, both git-ignored and carried (`bash benchmarks/gpu_prepare.sh` makes them). Everything ends by itself inside LIMIT seconds, then the
-# results and logs are packed into $OUT/results.tgz.
+# .gpu_data/MNIST/raw/, both git-ignored and carried (`bash benchmarks/gpu_prepare.sh` makes them). Everything
+# ends by itself inside LIMIT seconds, then the results and logs are packed into $OUT/results.tgz.
 #   bash benchmarks/gpu_session.sh [LIMIT=540] [JOB ...]
 # JOBs (default: all): kmeans (alone first), then side by side until the deadline: aecm (AE-CM MNIST, the paper's
 # 1000 epochs), dcfae (DCFAE MNIST, the config's 50 + 10 epochs), idec (IDEC MNIST seeds 3-4), bf16 (every
