@@ -142,6 +142,10 @@ def main() -> None:
     if args.render_only:
         render(json.loads(OUT.with_suffix(".json").read_text()))
         return
+    # dcl's main() sets glibc's malloc to keep freed memory (since 2026-12-01): set it before the first fit, so that
+    # both libraries, in this one process, run under the same allocator settings
+    from dcl.cli import keep_freed_memory
+    keep_freed_memory()
     work = ROOT / "benchmarks" / "work" / "dec_idec_usps"
     results = {"threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg(),
                "budget": {"pretrain_epochs": args.pretrain_epochs, "cluster_epochs": args.cluster_epochs,
