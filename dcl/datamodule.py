@@ -111,7 +111,7 @@ class ClusteringDataModule(pl.LightningDataModule):
         eval_batch_size: batch size of the ordered passes (validation, prediction, clustering updates); None:
             4 x ``batch_size``. Those passes keep no activations for a backward pass, so 4x the training batch
             stays near training's memory; far larger batches are slower on a CPU, where every activation over
-            glibc's mmap threshold (32 MiB at most) is fresh memory faulted in page by page
+            glibc's mmap threshold (32 MiB in the ``dcl`` process) is fresh memory faulted in page by page
             (``benchmarks/results/cpu_allocator.md``).
         seed: seed of the training shuffle (the epoch is added to it).
         on_device: keep the whole data set on the training device (GPU) so that batches are device views.
