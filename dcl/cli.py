@@ -65,12 +65,13 @@ class DCLCLI(LightningCLI):
 
     def after_fit(self) -> None:
         scores = self.model.final_scores()
+        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank takes part
         if self.trainer.is_global_zero:
             text = " ".join(f"{k.upper()}={v:.4f}" if isinstance(v, float) else f"{k.upper()}={v}"
                             for k, v in scores.items())
             print(f"dcl: final clustering of {self.datamodule.num_samples} samples: {text}")
-            if self.trainer.log_dir:
-                out = Path(self.trainer.log_dir) / "final_scores.json"
+            if log_dir:
+                out = Path(log_dir) / "final_scores.json"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(scores, indent=2))
         for logger in self.trainer.loggers:
@@ -203,12 +204,12 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_float32_matmul_precision("high")
         # parse errors raise instead of printing the whole usage, so that they end as one line below
         no_exit = {"exit_on_error": False}
-        # argv is passed explicitly (rewritten above); hide the process's own arguments from LightningCLI, which
-        # warns on every run when it sees both
-        saved_argv, sys.argv = sys.argv, sys.argv[:1]
+        # the (rewritten) arguments reach LightningCLI as the process's own: Lightning's DDP launcher starts the
+        # other ranks with sys.argv, and LightningCLI warns on every run when given both sys.argv and args
+        saved_argv, sys.argv = sys.argv, [sys.argv[0], *argv]
         try:
             DCLCLI(ClusteringMethod, ClusteringDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                   auto_configure_optimizers=False, save_config_kwargs={"overwrite": True}, args=argv,
+                   auto_configure_optimizers=False, save_config_kwargs={"overwrite": True},
                    parser_kwargs={**no_exit, **{cmd: no_exit for cmd in ("fit", "validate", "test", "predict")}})
         finally:
             sys.argv = saved_argv

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import ctypes
+import json
 import os
 import subprocess
 import sys
@@ -182,6 +183,26 @@ def test_keep_freed_memory_leaves_an_allocator_the_user_configured(monkeypatch):
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     monkeypatch.setenv("LD_PRELOAD", "libjemalloc.so.2")
     assert keep_freed_memory() is False
+
+
+def test_the_dcl_command_trains_and_predicts_on_two_ddp_processes(tmp_path):
+    """`--trainer.strategy ddp`: Lightning starts the second rank by running the command line again."""
+    script = Path(sys.executable).with_name("dcl")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "dcl.cli"]
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    fit = subprocess.run([*command, "fit", *AE_DIGITS, *ddp, "--trainer.logger", "false"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "MEMBER: 2/2" in fit.stderr and "dcl: final clustering of 1797 samples" in fit.stdout
+    assert json.loads((tmp_path / "final_scores.json").read_text())["k"] == 10
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    pred = subprocess.run([*command, "predict", *AE_DIGITS, *ddp, "--ckpt_path", str(ckpt),
+                           "--predictions.output", "clusters.csv"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    with open(tmp_path / "clusters.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(int(r["index"]) for r in rows) == list(range(1797))  # each sample once, from both ranks
 
 
 def test_unknown_method_lists_known_ones(tmp_path, dcl_error):
