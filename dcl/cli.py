@@ -21,13 +21,16 @@ from pathlib import Path
 import torch
 from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from dcl import registry
 from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
 from dcl.method import ClusteringMethod, ConfigError, check_checkpoint_method, load_checkpoint_file
 
-USER_ERRORS = (ConfigError, DataError, registry.RegistryError)
+# MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
+# lacks, enable_checkpointing false beside a ModelCheckpoint, ...)
+USER_ERRORS = (ConfigError, DataError, registry.RegistryError, MisconfigurationException)
 
 
 class DCLCLI(LightningCLI):

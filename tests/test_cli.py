@@ -240,6 +240,7 @@ def test_bad_n_clusters(tmp_path, k, dcl_error):
     (["--model.init_args.kmeans_n_init", "0"], ["kmeans_n_init", "got 0"]),  # once failed after the pretraining
     (["--trainer.callbacks+=dcl.callbacks.ClusteringPlots", "--trainer.callbacks.projection", "umap"],
      ["projection", "'umap'"]),
+    (["--trainer.enable_checkpointing", "false"], ["enable_checkpointing=False", "ModelCheckpoint"]),  # Lightning's
 ])
 def test_a_setting_a_constructor_refuses_is_one_line_before_training(tmp_path, args, words, dcl_error):
     msg = dcl_error(["fit", *AE_DIGITS, *args], tmp_path)
