@@ -26,7 +26,8 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from dcl import registry
 from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
-from dcl.method import ClusteringMethod, ConfigError, check_checkpoint_method, load_checkpoint_file
+from dcl.method import (ClusteringMethod, ConfigError, check_checkpoint_method, check_precision,
+                        load_checkpoint_file)
 
 # MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
 # lacks, enable_checkpointing false beside a ModelCheckpoint, ...)
@@ -65,6 +66,7 @@ class DCLCLI(LightningCLI):
             if _user_error(err) is not None or cause is None:
                 raise
             raise ConfigError(str(cause)) from err
+        check_precision(self.trainer.precision)
 
     def after_fit(self) -> None:
         scores = self.model.final_scores()

@@ -135,6 +135,11 @@ class ClusteringMethod(pl.LightningModule):
         full = torch.randn((t.shape[0] * world, *t.shape[1:]), device=t.device)
         return full[self.trainer.global_rank::world].to(t.dtype)
 
+    def configure_model(self) -> None:
+        """Lightning's hook at the start of every run, before any step: a precision the methods cannot run in
+        ends it here (the ``dcl`` command checks it before anything is written)."""
+        check_precision(self.trainer.precision)
+
     # -- embedding all samples --------------------------------------------------------------------------
     @torch.no_grad()
     def embed_all(self, gather: bool = True) -> Tensor:
@@ -239,6 +244,15 @@ class ClusteringMethod(pl.LightningModule):
                     and state_dict[name].shape != owner._buffers[attr].shape):
                 owner.register_buffer(attr, torch.empty_like(state_dict[name], device=self.device))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def check_precision(precision: str) -> None:
+    """Refuse a Trainer precision the methods cannot train in, with what to use instead: "*-true" other than 32 keeps
+    the weights in that dtype, while the clustering state (centers, k-means, soft assignments) is float32."""
+    if precision.endswith("-true") and precision != "32-true":
+        raise ConfigError(f"precision {precision!r} is not supported: the clustering state (centers, k-means, "
+                          "assignments) is float32 and is not cast to the weights' dtype; use 32-true, bf16-mixed "
+                          "or 16-mixed (mixed precision: float32 weights, low-precision compute)")
 
 
 def touch_all_parameters(module: nn.Module, loss: Tensor) -> Tensor:

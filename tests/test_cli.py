@@ -241,6 +241,8 @@ def test_bad_n_clusters(tmp_path, k, dcl_error):
     (["--trainer.callbacks+=dcl.callbacks.ClusteringPlots", "--trainer.callbacks.projection", "umap"],
      ["projection", "'umap'"]),
     (["--trainer.enable_checkpointing", "false"], ["enable_checkpointing=False", "ModelCheckpoint"]),  # Lightning's
+    (["--trainer.precision", "bf16-true"], ["'bf16-true' is not supported", "bf16-mixed"]),  # once failed mid-fit
+    (["--trainer.precision", "64-true"], ["'64-true' is not supported"]),
 ])
 def test_a_setting_a_constructor_refuses_is_one_line_before_training(tmp_path, args, words, dcl_error):
     msg = dcl_error(["fit", *AE_DIGITS, *args], tmp_path)

@@ -133,6 +133,9 @@ def test_clear_errors():
         tiny(method_args={**TINY, "update_interval": 0}).fit(X)
     with pytest.raises(ValueError, match="NaN"):
         tiny().fit(np.where(np.eye(10, 4) > 0, np.nan, X))
+    # weights in bf16 beside a float32 clustering state: refused at the start of the run, not mid-fit
+    with pytest.raises(ValueError, match="precision 'bf16-true' is not supported.*bf16-mixed"):
+        tiny(trainer_args={"precision": "bf16-true"}).fit(X)
 
 
 def test_images_are_accepted():
