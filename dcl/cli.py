@@ -178,10 +178,10 @@ def keep_freed_memory() -> bool:
     By default glibc returns every block over its adaptive mmap threshold to the kernel when it is freed and trims
     the top of the heap, so each CPU training step faults its activations in again page by page (with these
     settings a DCFAE step on MNIST takes 0.90x the time on 2 threads, an MLP autoencoder's epoch 0.84x:
-    ``benchmarks/results/cpu_allocator.md``). Done for the ``dcl`` process only (a
-    library does not change its host's allocator), with glibc only, and not when the user chose the allocator
-    (``LD_PRELOAD``) or its settings (``MALLOC_*_``, ``GLIBC_TUNABLES``). The process then holds on to its peak
-    heap, as PyTorch's CUDA caching allocator does on a GPU."""
+    ``benchmarks/results/cpu_allocator.md``). Done for the ``dcl`` process only (a library does not change its
+    host's allocator), with glibc only, and not when the user chose the allocator (``LD_PRELOAD``) or its settings
+    (``MALLOC_*_``, ``GLIBC_TUNABLES``). The process then holds on to its peak heap, as PyTorch's CUDA caching
+    allocator does on a GPU."""
     if not sys.platform.startswith("linux") or any(
             k in ("LD_PRELOAD", "GLIBC_TUNABLES") or k.startswith("MALLOC_") for k in os.environ):
         return False
