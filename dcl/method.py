@@ -137,8 +137,10 @@ class ClusteringMethod(pl.LightningModule):
 
     def configure_model(self) -> None:
         """Lightning's hook at the start of every run, before any step: a precision the methods cannot run in
-        ends it here (the ``dcl`` command checks it before anything is written)."""
-        check_precision(self.trainer.precision)
+        ends it here (the ``dcl`` command checks it before anything is written). ``load_from_checkpoint`` calls it
+        too, with no Trainer."""
+        if self._trainer is not None:
+            check_precision(self.trainer.precision)
 
     # -- embedding all samples --------------------------------------------------------------------------
     @torch.no_grad()
