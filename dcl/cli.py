@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 from jsonargparse import ArgumentError
+import lightning.pytorch as pl
+from lightning.pytorch import Callback
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -68,19 +70,28 @@ class DCLCLI(LightningCLI):
             raise ConfigError(str(cause)) from err
         check_precision(self.trainer.precision)
 
-    def after_fit(self) -> None:
-        scores = self.model.final_scores()
-        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank takes part
-        if self.trainer.is_global_zero:
+    def before_fit(self) -> None:
+        self.trainer.callbacks.append(FinalScores())
+
+
+class FinalScores(Callback):
+    """At the end of ``dcl fit``: the final clustering of all samples printed, written to ``final_scores.json`` in
+    the run folder and logged. In the training processes, on every rank (embedding all samples and the run folder
+    are collectives under DDP), so also under ddp_spawn, whose workers the command's own process never joins."""
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: ClusteringMethod) -> None:
+        scores = pl_module.final_scores()
+        log_dir = trainer.log_dir
+        if trainer.is_global_zero:
             text = " ".join(f"{k.upper()}={v:.4f}" if isinstance(v, float) else f"{k.upper()}={v}"
                             for k, v in scores.items())
-            print(f"dcl: final clustering of {self.datamodule.num_samples} samples: {text}")
+            print(f"dcl: final clustering of {trainer.datamodule.num_samples} samples: {text}")
             if log_dir:
                 out = Path(log_dir) / "final_scores.json"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(scores, indent=2))
-        for logger in self.trainer.loggers:
-            logger.log_metrics({f"final/{k}": float(v) for k, v in scores.items()}, step=self.trainer.global_step)
+        for logger in trainer.loggers:
+            logger.log_metrics({f"final/{k}": float(v) for k, v in scores.items()}, step=trainer.global_step)
 
 
 def _set_wandb_mode() -> None:

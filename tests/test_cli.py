@@ -185,11 +185,13 @@ def test_keep_freed_memory_leaves_an_allocator_the_user_configured(monkeypatch):
     assert keep_freed_memory() is False
 
 
-def test_the_dcl_command_trains_and_predicts_on_two_ddp_processes(tmp_path):
-    """`--trainer.strategy ddp`: Lightning starts the second rank by running the command line again."""
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_the_dcl_command_trains_and_predicts_on_two_ddp_processes(tmp_path, strategy):
+    """ddp: Lightning starts the second rank by running the command line again; ddp_spawn: both ranks are workers
+    the command's own process never joins (the final scores come from them)."""
     script = Path(sys.executable).with_name("dcl")
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "dcl.cli"]
-    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    ddp = ["--trainer.strategy", strategy, "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
     fit = subprocess.run([*command, "fit", *AE_DIGITS, *ddp, "--trainer.logger", "false"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=600)
     assert fit.returncode == 0, fit.stderr[-3000:]
