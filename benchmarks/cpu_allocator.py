@@ -45,10 +45,11 @@ def measure(what: str, allocator: str) -> dict:
         assert keep_freed_memory(), "glibc's malloc could not be set (not glibc, or MALLOC_* set)"
     torch.manual_seed(0)
 
-    if what == "dcfae_step":
+    if what.startswith("dcfae"):  # the MNIST config's networks
         from dcl.methods.dcfae import DCFAE
         model = DCFAE(n_clusters=10, input_shape=(1, 28, 28), channels=[32, 64, 128],
                       discriminator_channels=[32, 64, 128])
+    if what == "dcfae_step":
         batches = [torch.rand(64, 1, 28, 28) for _ in range(4)]
         gen = torch.optim.Adam(model.fae.generator_parameters(), lr=1e-3, betas=(0.5, 0.999))
         dis = torch.optim.Adam(model.fae.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -64,9 +65,7 @@ def measure(what: str, allocator: str) -> dict:
 
         work, per, unit = step, 30, "ms per step"
     elif what.startswith("dcfae_embed_"):
-        from dcl.methods.dcfae import DCFAE
-        model = DCFAE(n_clusters=10, input_shape=(1, 28, 28), channels=[32, 64, 128],
-                      discriminator_channels=[32, 64, 128]).eval()
+        model.eval()
         x = torch.rand(8192, 1, 28, 28)
         bs = int(what.rsplit("_", 1)[1])
 
@@ -135,8 +134,8 @@ def main() -> None:
 
 
 def run(args) -> dict[str, dict[str, list[dict]]]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LD_PRELOAD", "GLIBC_TUNABLES") and not k.startswith("MALLOC_")}
+    from dcl.cli import sets_the_allocator
+    env = {k: v for k, v in os.environ.items() if not sets_the_allocator(k)}
     env.update(OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(ROOT / "benchmarks"))
     runs: dict[str, dict[str, list[dict]]] = {m: {"glibc": [], "dcl": []} for m in args.measures}
     for r in range(args.rounds):

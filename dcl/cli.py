@@ -18,10 +18,9 @@ import re
 import sys
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
 from jsonargparse import ArgumentError
-import lightning.pytorch as pl
-from lightning.pytorch import Callback
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -74,7 +73,7 @@ class DCLCLI(LightningCLI):
         self.trainer.callbacks.append(FinalScores())
 
 
-class FinalScores(Callback):
+class FinalScores(pl.Callback):
     """At the end of ``dcl fit``: the final clustering of all samples printed, written to ``final_scores.json`` in
     the run folder and logged. In the training processes, on every rank (embedding all samples and the run folder
     are collectives under DDP), so also under ddp_spawn, whose workers the command's own process never joins."""
@@ -183,6 +182,11 @@ def list_plugins() -> None:
             print(f"  {name:<16} [failed to import] {why}")
 
 
+def sets_the_allocator(env_var: str) -> bool:
+    """Whether this environment variable chooses the process's allocator or its settings (then left alone)."""
+    return env_var in ("LD_PRELOAD", "GLIBC_TUNABLES") or env_var.startswith("MALLOC_")
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel; True if set.
 
@@ -193,8 +197,7 @@ def keep_freed_memory() -> bool:
     host's allocator), with glibc only, and not when the user chose the allocator (``LD_PRELOAD``) or its settings
     (``MALLOC_*_``, ``GLIBC_TUNABLES``). The process then holds on to its peak heap, as PyTorch's CUDA caching
     allocator does on a GPU."""
-    if not sys.platform.startswith("linux") or any(
-            k in ("LD_PRELOAD", "GLIBC_TUNABLES") or k.startswith("MALLOC_") for k in os.environ):
+    if not sys.platform.startswith("linux") or any(map(sets_the_allocator, os.environ)):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")

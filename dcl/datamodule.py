@@ -102,6 +102,10 @@ def ordered_shard(n: int, rank: int, world: int) -> Tensor:
     return torch.arange(bounds[rank], bounds[rank + 1])
 
 
+#: batch size of the ordered passes by default, in training batches: they keep no activations for a backward pass
+EVAL_BATCH_FACTOR = 4
+
+
 class ClusteringDataModule(pl.LightningDataModule):
     """Base class of all datamodules. Subclasses implement :meth:`load`.
 
@@ -215,7 +219,7 @@ class ClusteringDataModule(pl.LightningDataModule):
             self._x, self._y = self._x.to(device), self._y.to(device)
 
     def _loader(self, shuffle: bool) -> InMemoryLoader:
-        eval_batch_size = self.eval_batch_size or 4 * self.batch_size
+        eval_batch_size = self.eval_batch_size or EVAL_BATCH_FACTOR * self.batch_size
         return InMemoryLoader(self.x, self.y, self.batch_size if shuffle else eval_batch_size,
                               shuffle=shuffle, seed=self.seed, transform=self.batch_transform)
 

@@ -38,7 +38,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Cluster
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from dcl.datamodule import ClusteringDataModule
+from dcl.datamodule import EVAL_BATCH_FACTOR, ClusteringDataModule
 
 __all__ = ["DeepClusterer", "InMemory"]
 
@@ -220,7 +220,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
     @torch.no_grad()
     def _infer(self, X: np.ndarray, want: str) -> np.ndarray:
         model, device = self.model_, self._device()
-        batch_size = 4 * self.batch_size  # as the datamodules' ordered passes (ClusteringDataModule.eval_batch_size)
+        batch_size = EVAL_BATCH_FACTOR * self.batch_size  # as the datamodules' ordered passes
         model.to(device)
         parts = []
         try:

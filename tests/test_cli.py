@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from dcl.cli import keep_freed_memory, main
+from dcl.cli import keep_freed_memory, main, sets_the_allocator
 
 SMALL_AE = ["--model.init_args.hidden_dims", "[64, 64]"]
 AE_DIGITS = ["--config", str(REPO / "configs/ae_kmeans/digits.yaml"), "--trainer.max_epochs", "3",
@@ -164,8 +164,7 @@ print(mapped >> 20, libc.mallinfo2().fordblks >> 20)
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallinfo2"),
                     reason="glibc >= 2.33")
 def test_the_dcl_process_keeps_freed_memory_for_the_next_step(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LD_PRELOAD", "GLIBC_TUNABLES") and not k.startswith("MALLOC_")}
+    env = {k: v for k, v in os.environ.items() if not sets_the_allocator(k)}
 
     def heap(how: str) -> list[int]:
         proc = subprocess.run([sys.executable, "-c", _HEAP_AFTER_A_STEP, how], cwd=tmp_path, env=env,
