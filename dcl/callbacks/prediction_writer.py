@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import Callback
 
 from dcl.distributed import gather_ordered
 
@@ -32,8 +32,14 @@ def atomic_write(path: str | Path, write) -> None:
         raise
 
 
-class PredictionWriter(BasePredictionWriter):
-    """Args:
+class PredictionWriter(Callback):
+    """Collects each predict batch's outputs and writes them, in sample order, at the end of the predict epoch.
+
+    A plain callback rather than Lightning's ``BasePredictionWriter``: that one needs the batch indices of a
+    ``DataLoader``'s sampler and warns on every ``dcl predict`` that it cannot infer them from dcl's in-memory
+    loader; each batch here carries its samples' ``index`` instead.
+
+    Args:
         output: CSV path for one row per sample: index, cluster, confidence, and label when known.
         embeddings: optional path for the embeddings (N x d), in sample order: ``.npy`` (binary) or ``.csv`` /
             ``.txt`` (text, comma-separated, one row per sample).
@@ -42,17 +48,26 @@ class PredictionWriter(BasePredictionWriter):
     EMBEDDING_FORMATS = (".npy", ".csv", ".txt")
 
     def __init__(self, output: str | None = None, embeddings: str | None = None) -> None:
-        super().__init__(write_interval="epoch")
+        super().__init__()
         if embeddings and Path(embeddings).suffix.lower() not in self.EMBEDDING_FORMATS:
             raise ValueError(f"predictions.embeddings {embeddings!r}: name a .npy (binary) or a .csv / .txt (text) "
                              "file; the suffix picks the format")
         self.output = output
         self.embeddings = embeddings
+        self._batches: list[dict[str, torch.Tensor]] = []
 
-    def write_on_epoch_end(self, trainer, pl_module, predictions: Sequence[Any], batch_indices) -> None:
+    def on_predict_epoch_start(self, trainer, pl_module) -> None:
+        self._batches = []
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs: dict[str, torch.Tensor], batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self.output or self.embeddings:
+            self._batches.append(outputs)
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        preds, self._batches = self._batches, []
         if not (self.output or self.embeddings):
             return
-        preds = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         n = trainer.datamodule.num_samples if trainer.datamodule is not None else None
         cols = {key: torch.cat([p[key] for p in preds]) for key in ("index", "cluster", "confidence", "z", "y")}
         if n is not None:
