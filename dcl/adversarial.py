@@ -50,7 +50,8 @@ from typing import Any, Callable, Iterable, Union
 import torch
 from torch import Tensor
 
-OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+from dcl.optim import OptimizerFactory, make_optimizer
+
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 #: a side's loss: a scalar tensor, or (scalar, {name: value to log})
 LossFn = Callable[[], Union[Tensor, tuple[Tensor, dict[str, Any]]]]
@@ -71,7 +72,7 @@ def default_gan_optimizer(params: Iterable) -> torch.optim.Optimizer:
 def build_optimizer(factory: OptimizerFactory | None, params: Iterable, default: OptimizerFactory,
                     scheduler: SchedulerFactory | None = None) -> dict[str, Any]:
     """One entry of ``configure_optimizers``' list: ``{"optimizer": ..., "lr_scheduler": ...}``."""
-    optimizer = (factory or default)(list(params))
+    optimizer = make_optimizer(factory, params, default)
     entry: dict[str, Any] = {"optimizer": optimizer}
     if scheduler is not None:
         entry["lr_scheduler"] = {"scheduler": scheduler(optimizer), "interval": "epoch"}

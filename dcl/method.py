@@ -8,13 +8,15 @@ A method is a LightningModule with:
 - ``update_clusters(z_all, first)``: what a periodic clustering callback hands the embeddings of all samples to;
 - ``configure_callbacks()``: the callbacks the method cannot work without, so a config cannot forget them;
 - validation / test: embed all samples in order, score ``val/acc``, ``val/nmi``, ``val/ari`` against labels;
-- ``predict_step``: ``{"index", "cluster", "confidence", "probs", "z", "y"}`` per batch.
+- ``predict_step``: ``{"index", "cluster", "confidence", "probs", "z", "y"}`` per batch;
+- ``configure_optimizers``: builds through ``dcl.optim.make_optimizer`` (the config's optimizer or the method's
+  default, with PyTorch's fused kernel where it has one).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -27,8 +29,7 @@ from dcl.datamodule import ClusteringDataModule
 from dcl.distributed import broadcast_, end_spawned_process_group, gather_ordered, is_distributed
 from dcl.metrics import clustering_scores
 from dcl.nets import build_autoencoder
-
-OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+from dcl.optim import OptimizerFactory, make_optimizer
 
 
 class ConfigError(ValueError):
@@ -353,7 +354,7 @@ class AutoencoderMethod(ClusteringMethod):
     def configure_optimizers(self):
         phase = "cluster" if self.clustering_active else "pretrain"
         make = self.optimizer if phase == "cluster" else self.pretrain_optimizer
-        return make(self.parameters()) if make is not None else self.default_optimizer(self.parameters(), phase)
+        return make_optimizer(make, self.parameters(), lambda params: self.default_optimizer(params, phase))
 
     def on_fit_start(self) -> None:
         if not self.clustering_active:

@@ -70,7 +70,8 @@ from torch import Tensor, nn
 from dcl.callbacks.weight_averaging import FinalEpochAveraging
 from dcl.cluster.cm_losses import aecm_loss_terms, cm_loss_terms
 from dcl.distributed import broadcast_, global_mean, world_size
-from dcl.method import AutoencoderMethod, ClusteringMethod, ConfigError, OptimizerFactory, student_t_assign
+from dcl.method import AutoencoderMethod, ClusteringMethod, ConfigError, student_t_assign
+from dcl.optim import OptimizerFactory, make_optimizer
 
 __all__ = ["ClusteringModule", "CM", "AECM"]
 
@@ -209,7 +210,7 @@ class CM(ClusteringMethod):
 
     # -- training ---------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        return self.optimizer(self.parameters()) if self.optimizer is not None else _adam_cm(self.parameters())
+        return make_optimizer(self.optimizer, self.parameters(), _adam_cm)
 
     def configure_callbacks(self):
         return [FinalEpochAveraging(epochs=1)] if self.average_last_epoch else []

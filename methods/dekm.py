@@ -59,7 +59,8 @@ from torch import Tensor, nn
 from dcl.callbacks.eigen_update import EigenUpdate
 from dcl.cluster.kmeans import assign_nearest
 from dcl.cluster.scatter import dekm_loss, dekm_targets
-from dcl.method import AutoencoderMethod, ConfigError, OptimizerFactory
+from dcl.method import AutoencoderMethod, ConfigError
+from dcl.optim import OptimizerFactory, make_optimizer
 
 WEIGHT_INITS = ("keras_uniform", "glorot")
 
@@ -158,8 +159,8 @@ class DEKM(AutoencoderMethod):
     def configure_optimizers(self):
         if not self.clustering_active:
             return super().configure_optimizers()
-        params = list(self.autoencoder.encoder.parameters())
-        return self.optimizer(params) if self.optimizer is not None else self.default_optimizer(params, "cluster")
+        return make_optimizer(self.optimizer, self.autoencoder.encoder.parameters(),
+                              lambda params: self.default_optimizer(params, "cluster"))
 
     # -- the clustering state ---------------------------------------------------------------------------
     @torch.no_grad()

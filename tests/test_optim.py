@@ -1,5 +1,6 @@
 """KerasAdam follows TensorFlow's Adam update (eps added to the uncorrected sqrt(v)), written out here from the
-formula in TensorFlow's documentation, step by step; PyTorch's Adam with the same eps does not."""
+formula in TensorFlow's documentation, step by step; PyTorch's Adam with the same eps does not. dcl builds
+PyTorch's optimizers with their fused kernel unless a config chose the implementation: same update, same settings."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dcl.optim import KerasAdam
+from dcl.optim import KerasAdam, make_optimizer, with_fused_kernel
 
 LR, BETAS, EPS = 1e-2, (0.9, 0.999), 1e-3
 TARGET = np.array([0.5, -1.0, 2.0, 0.01])
@@ -80,3 +81,56 @@ def test_keras_adam_is_one_config_line(capsys):
     assert done.value.code in (0, None), capsys.readouterr().err
     optimizer = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["optimizer"]
     assert optimizer["class_path"] == "dcl.optim.KerasAdam" and optimizer["init_args"]["eps"] == 0.001
+
+
+def two_groups() -> list[dict]:
+    torch.manual_seed(0)
+    return [{"params": [torch.randn(5, 3, dtype=torch.float64, requires_grad=True)]},
+            {"params": [torch.randn(7, dtype=torch.float64, requires_grad=True)], "lr": 0.05}]
+
+
+def train(optimizer: torch.optim.Optimizer, steps: int = 25) -> list[torch.Tensor]:
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for step in range(steps):
+        optimizer.zero_grad()
+        # zero gradients for some entries, as dead ReLU units give (the loop's slow case)
+        sum(((p - 0.1 * step).relu() ** 2).sum() for p in params).backward()
+        optimizer.step()
+    return [p.detach().clone() for p in params]
+
+
+OPTIMIZERS = {"Adam": (torch.optim.Adam, {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "amsgrad": True}),
+              "AdamW": (torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.1}),
+              "SGD": (torch.optim.SGD, {"lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3})}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_fused_kernel_keeps_every_setting_and_the_update(name):
+    cls, kwargs = OPTIMIZERS[name]
+    loop = cls(two_groups(), **kwargs)
+    fused = make_optimizer(None, two_groups(), lambda params: cls(params, **kwargs))
+    assert type(fused) is cls and all(g["fused"] for g in fused.param_groups)
+    assert fused._step_supports_amp_scaling  # built by the constructor: GradScaler hands it the scale (16-mixed)
+    settings = [{k: v for k, v in g.items() if k not in ("params", "fused")} for g in loop.param_groups]
+    assert [{k: v for k, v in g.items() if k not in ("params", "fused")} for g in fused.param_groups] == settings
+    assert fused.param_groups[1]["lr"] == 0.05
+    for a, b in zip(train(loop), train(fused)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("optimizer", [
+    lambda p: torch.optim.Adam(p, fused=False),  # a config's explicit choice, e.g. `fused: false`
+    lambda p: torch.optim.Adam(p, foreach=True),
+    lambda p: torch.optim.SGD(p, lr=0.1, differentiable=True),
+    lambda p: KerasAdam(p),  # a subclass: its step may depend on the per-parameter loop
+    lambda p: torch.optim.RMSprop(p),  # no fused kernel in PyTorch
+], ids=["fused false", "foreach", "differentiable", "subclass", "no fused kernel"])
+def test_a_chosen_implementation_or_another_optimizer_is_kept(optimizer):
+    built = optimizer(two_groups())
+    assert with_fused_kernel(built) is built
+
+
+def test_an_optimizer_that_has_stepped_is_kept():
+    used = torch.optim.Adam(two_groups())
+    train(used, steps=1)
+    assert with_fused_kernel(used) is used

@@ -99,6 +99,8 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
     measured(name, deterministic=deterministic)
     assert deterministic, "two fits with one seed differ"
     assert torch.equal(clustering_state(again), clustering_state(full))
+    # built through dcl.optim.make_optimizer: PyTorch's fused kernel (the checks below resume its state)
+    assert all(g["fused"] for o in t_full.optimizers for g in o.param_groups), "an optimizer without the fused kernel"
 
     k = FAST[name]["resume_epoch"]
     ckpt = next((tmp_path / "ckpt").glob(f"epoch={k}-step=*.ckpt"))
