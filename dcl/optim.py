@@ -50,7 +50,12 @@ def with_fused_kernel(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer
         return optimizer
     accepted = inspect.signature(type(optimizer).__init__).parameters
     defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}
-    return type(optimizer)([{**g, "fused": True} for g in groups], **{**defaults, "fused": True})
+    fused = type(optimizer)([{**g, "fused": True} for g in groups], **{**defaults, "fused": True})
+    # Under 16-mixed, let the GradScaler unscale the gradients before the step, as for any optimizer, instead of
+    # the fused step doing it: Lightning clips gradients after that unscaling, and refuses to clip (RuntimeError)
+    # for an optimizer that unscales inside its step.
+    fused._step_supports_amp_scaling = False
+    return fused
 
 
 class KerasAdam(torch.optim.Adam):

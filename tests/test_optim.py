@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REPO, run_cli
+
 from dcl.optim import KerasAdam, make_optimizer, with_fused_kernel
 
 LR, BETAS, EPS = 1e-2, (0.9, 0.999), 1e-3
@@ -110,7 +112,7 @@ def test_the_fused_kernel_keeps_every_setting_and_the_update(name):
     loop = cls(two_groups(), **kwargs)
     fused = make_optimizer(None, two_groups(), lambda params: cls(params, **kwargs))
     assert type(fused) is cls and all(g["fused"] for g in fused.param_groups)
-    assert fused._step_supports_amp_scaling  # built by the constructor: GradScaler hands it the scale (16-mixed)
+    assert not fused._step_supports_amp_scaling  # under 16-mixed the GradScaler unscales first (clipping works)
     settings = [{k: v for k, v in g.items() if k not in ("params", "fused")} for g in loop.param_groups]
     assert [{k: v for k, v in g.items() if k not in ("params", "fused")} for g in fused.param_groups] == settings
     assert fused.param_groups[1]["lr"] == 0.05
@@ -134,3 +136,12 @@ def test_an_optimizer_that_has_stepped_is_kept():
     used = torch.optim.Adam(two_groups())
     train(used, steps=1)
     assert with_fused_kernel(used) is used
+
+
+def test_mixed_precision_with_a_grad_scaler_clips_and_trains(tmp_path):
+    # 16-mixed: a GradScaler; Lightning unscales before clipping, which it refuses for an optimizer that unscales
+    # inside its own step (the fused kernel's default): each phase's fused Adam must leave that to the scaler
+    scores = run_cli(["fit", "--config", str(REPO / "configs/idec/digits.yaml"), "--trainer.max_epochs", "3",
+                      "--model.init_args.pretrain_epochs", "1", "--model.init_args.hidden_dims", "[64, 64]",
+                      "--trainer.precision", "16-mixed", "--trainer.gradient_clip_val", "1.0"], tmp_path)
+    assert scores["k"] == 10 and np.isfinite(scores["acc"])
