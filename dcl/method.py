@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
@@ -142,6 +143,7 @@ class ClusteringMethod(pl.LightningModule):
         too, with no Trainer."""
         if self._trainer is not None:
             check_precision(self.trainer.precision)
+            warn_if_precision_is_emulated(self.trainer)
 
     # -- embedding all samples --------------------------------------------------------------------------
     @torch.no_grad()
@@ -256,6 +258,29 @@ def check_precision(precision: str) -> None:
         raise ConfigError(f"precision {precision!r} is not supported: the clustering state (centers, k-means, "
                           "assignments) is float32 and is not cast to the weights' dtype; use 32-true, bf16-mixed "
                           "or 16-mixed (mixed precision: float32 weights, low-precision compute)")
+
+
+def cpu_has_native(dtype: torch.dtype) -> bool:
+    """Whether PyTorch's CPU kernels find native ``dtype`` arithmetic here (AVX512-BF16 / AVX512-FP16 / AMX)."""
+    try:
+        check = {torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported,
+                 torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported}[dtype]
+        return bool(check())
+    except (AttributeError, RuntimeError):  # an unknown build: assume it has, and do not warn
+        return True
+
+
+def warn_if_precision_is_emulated(trainer: pl.Trainer) -> None:
+    """Warn when a fit on CPUs asks for mixed precision that this CPU has no arithmetic for: PyTorch then converts
+    and emulates, and a step runs slower than in float32, not faster (``benchmarks/results/cpu_mixed_precision.md``,
+    an AVX2 CPU: the MLP autoencoder's step 6x, DCFAE's 24x slower)."""
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(trainer.precision))
+    if dtype is None or not isinstance(trainer.accelerator, CPUAccelerator) or cpu_has_native(dtype):
+        return
+    rank_zero_warn(f"precision {trainer.precision} on this CPU ({torch.backends.cpu.get_cpu_capability()}) has no "
+                   f"native {dtype} arithmetic: PyTorch emulates it, and training runs several times slower than "
+                   "with 32-true (6-24x on an AVX2 CPU), not faster. Mixed precision pays on GPUs and on CPUs with "
+                   "AVX512-BF16/FP16 or AMX.")
 
 
 def touch_all_parameters(module: nn.Module, loss: Tensor) -> Tensor:

@@ -62,6 +62,16 @@ def test_predict_writes_csv_and_embeddings(tmp_path, recwarn):
     np.testing.assert_allclose(np.loadtxt(tmp_path / "z.csv", delimiter=","), np.load(emb), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_mixed_precision_the_cpu_would_emulate_is_warned_about(tmp_path, monkeypatch, recwarn, native):
+    import dcl.method
+
+    monkeypatch.setattr(dcl.method, "cpu_has_native", lambda dtype: native)
+    fit_ae(tmp_path, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed")
+    warned = [w for w in recwarn if "has no native torch.bfloat16 arithmetic" in str(w.message)]
+    assert len(warned) == (0 if native else 1)
+
+
 def test_predict_refuses_an_embeddings_file_of_unknown_format(tmp_path, dcl_error):
     msg = dcl_error(["predict", *AE_DIGITS, "--predictions.embeddings", str(tmp_path / "z.parquet")], tmp_path)
     assert "z.parquet" in msg and ".npy" in msg and ".csv" in msg
