@@ -27,6 +27,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +38,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 IMPLEMENTATIONS = {"default": None, "fused": True}  # the optimizer's ``fused`` argument
 
 
-def case(name: str):
-    """(model, optimizer factory taking ``fused``, batches)."""
+class Case(NamedTuple):
+    model: torch.nn.Module
+    make: Callable  # (params, fused) -> optimizer
+    params_of: Callable  # model -> the parameters it trains
+    loss_of: Callable  # (model, batch) -> loss
+    batches: list[torch.Tensor]
+
+
+def case(name: str) -> Case:
     torch.manual_seed(0)
     if name.startswith("mlp"):
         from dcl.datamodules.usps import USPS
@@ -46,48 +54,40 @@ def case(name: str):
 
         dm = USPS(data_dir=DATA)
         x = dm.batch_transform(dm.x)[torch.randperm(len(dm.x))]
-        model = MLPAutoencoder((256,), 10)
-        batches = [x[i:i + 256] for i in range(0, len(x) - 255, 256)]
         if name == "mlp_adam":
             def make(params, fused):
                 return torch.optim.Adam(params, lr=1e-3, fused=fused)
         else:
             def make(params, fused):
                 return torch.optim.SGD(params, lr=0.01, momentum=0.9, fused=fused)
-        return model, make, batches
+        return Case(MLPAutoencoder((256,), 10), make, lambda model: model.parameters(),
+                    lambda model, xb: F.mse_loss(model(xb)[1], xb),
+                    [x[i:i + 256] for i in range(0, len(x) - 255, 256)])
     if name == "dcfae_adam":
         from dcl.datamodules.mnist import MNIST
         from dcl.methods.dcfae import DCFAE
 
         dm = MNIST(data_dir=DATA, flatten=False)
         x = dm.batch_transform(dm.x[:64 * 40])
-        model = DCFAE(n_clusters=10, input_shape=(1, 28, 28), channels=[32, 64, 128],
-                      discriminator_channels=[32, 64, 128])
-        batches = [x[i:i + 64] for i in range(0, len(x), 64)]
 
         def make(params, fused):
             return torch.optim.Adam(params, lr=1e-3, betas=(0.5, 0.999), fused=fused)
-        return model, make, batches
+        model = DCFAE(n_clusters=10, input_shape=(1, 28, 28), channels=[32, 64, 128],
+                      discriminator_channels=[32, 64, 128])
+        return Case(model, make, lambda model: model.fae.generator_parameters(),
+                    lambda model, xb: model.generator_loss(xb)[0], [x[i:i + 64] for i in range(0, len(x), 64)])
     raise ValueError(name)
 
 
-def run(name: str, fused: bool | None, warmup: int, steps: int, start) -> dict:
-    model, make, batches = start
-    model = copy.deepcopy(model)  # each run from the same initial weights
-    if name == "dcfae_adam":
-        def loss_of(xb):
-            return model.generator_loss(xb)[0]
-        params = list(model.fae.generator_parameters())
-    else:
-        def loss_of(xb):
-            return F.mse_loss(model(xb)[1], xb)
-        params = list(model.parameters())
-    opt = make(params, fused)
+def run(start: Case, fused: bool | None, warmup: int, steps: int) -> dict:
+    model = copy.deepcopy(start.model)  # each run from the same initial weights
+    opt = start.make(list(start.params_of(model)), fused)
+    batches = start.batches
     update, whole = [], []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss_of(batches[i % len(batches)]).backward()
+        start.loss_of(model, batches[i % len(batches)]).backward()
         t1 = time.perf_counter()
         opt.step()
         t2 = time.perf_counter()
@@ -114,7 +114,7 @@ def main() -> None:
         rows = {impl: [] for impl in IMPLEMENTATIONS}
         for _ in range(args.rounds):
             for impl, fused in IMPLEMENTATIONS.items():
-                rows[impl].append(run(name, fused, args.warmup, args.steps, start))
+                rows[impl].append(run(start, fused, args.warmup, args.steps))
         summary = {impl: {k: statistics.median(r[k] for r in rs) for k in ("update_ms", "step_ms")}
                    for impl, rs in rows.items()}
         results["cases"][name] = {"per_round": rows, **summary}
