@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +20,17 @@ class Arrays(ClusteringDataModule):
 
     - ``.npy``: the samples; labels from ``labels_path`` (another .npy/.csv) when given.
     - ``.npz`` / ``.pt``: a dict-like file; samples under ``x_key``, labels under ``y_key`` (when present).
-    - ``.csv``: numeric table (a header row is detected and skipped); the column ``label_column`` (a name or an
+    - ``.csv``: numeric features (a header row is detected and skipped); the column ``label_column`` (a name or an
       index) holds the labels, every other column is a feature.
+
+    Labels are class ids (any integers; negative or empty: unknown) or class names (e.g. ``setosa``, numbered in
+    sorted order and kept in ``class_names``, which ``dcl predict`` writes back).
 
     Args:
         path: the data file.
         x_key, y_key: keys of samples and labels in .npz / .pt files.
         label_column: the labels' column of a .csv file (name or index), None when it has none.
-        labels_path: a separate file of labels (.npy, .csv or .txt, one per sample).
+        labels_path: a separate file of labels, one per sample: .npy, or .csv / .txt with one per line.
         standardize: subtract the mean and divide by the standard deviation of each feature.
         batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
     """
@@ -51,26 +55,33 @@ class Arrays(ClusteringDataModule):
         return p
 
     def _read_csv(self, p: Path) -> tuple[np.ndarray, np.ndarray | None]:
-        with open(p) as f:
-            first = f.readline().strip().split(",")
-        try:
-            [float(v) for v in first]
-            header = None
-        except ValueError:
-            header = [c.strip() for c in first]
-        try:
-            table = np.loadtxt(p, delimiter=",", skiprows=1 if header else 0, ndmin=2, dtype=np.float64)
-        except ValueError as e:
-            raise DataError(f"Arrays: {p.resolve()} is not a numeric CSV table ({e})") from e
-        if self.label_column is None:
-            return table, None
+        with open(p, newline="") as f:
+            rows = csv.reader(f)
+            first = [c.strip() for c in next(rows, [])]
+            second = [c.strip() for c in next(rows, [])]
+        # a header names columns that hold numbers below it (a column of class names is text in every row)
+        header = first if any(a and not _all_numbers([a]) and (i >= len(second) or _all_numbers([second[i]]))
+                              for i, a in enumerate(first)) else None
         col = self.label_column
-        if isinstance(col, str) and not col.lstrip("-").isdigit():
+        if isinstance(col, str) and col.lstrip("-").isdigit():
+            col = int(col)
+        if isinstance(col, int):
+            col %= max(len(first), 1)
+        if isinstance(col, str):
             if header is None or col not in header:
                 raise DataError(f"Arrays: no column {col!r} in {p.name}; its columns are {header or 'unnamed'}")
             col = header.index(col)
-        col = int(col) % table.shape[1]
-        return np.delete(table, col, axis=1), table[:, col]
+        features = [i for i in range(len(first)) if i != col]
+        try:
+            x = np.loadtxt(p, delimiter=",", skiprows=1 if header else 0, usecols=features, ndmin=2,
+                           dtype=np.float64, quotechar='"')
+        except ValueError as e:
+            raise DataError(_not_numeric(p, header, features, e)) from e
+        if col is None:
+            return x, None
+        y = np.loadtxt(p, delimiter=",", skiprows=1 if header else 0, usecols=[col], ndmin=1, dtype=str,
+                       quotechar='"')
+        return x, y
 
     def _read_dict(self, p: Path, data) -> tuple[np.ndarray, np.ndarray | None]:
         keys = list(data.keys())
@@ -97,7 +108,8 @@ class Arrays(ClusteringDataModule):
             x, y = self._read_csv(p)
         if self.labels_path:
             lp = self._file(self.labels_path)
-            y = np.load(lp) if lp.suffix.lower() == ".npy" else np.loadtxt(lp, delimiter=",", ndmin=1)
+            # a text file: one label per line, an empty line for an unknown one
+            y = np.load(lp) if lp.suffix.lower() == ".npy" else np.array(lp.read_text().splitlines(), dtype=str)
         if not np.issubdtype(x.dtype, np.number):
             raise DataError(f"Arrays: samples in {p.name} are not numeric (dtype {x.dtype})")
         if x.ndim == 1:
@@ -106,13 +118,54 @@ class Arrays(ClusteringDataModule):
         if self.standardize and len(x) > 1:
             x = (x - x.mean(0)) / x.std(0).clamp_min(1e-8)
         if y is not None:
-            y = np.asarray(y).reshape(-1)
-            if np.issubdtype(y.dtype, np.floating) and not np.all(np.isnan(y) | (y == np.round(y))):
-                raise DataError(f"Arrays: labels of {p.name} are not integers; clustering labels must be class ids")
-            # map arbitrary class ids to 0..C-1 (unknown = negative or NaN stays -1)
-            known = ~np.isnan(y.astype(np.float64)) & (y.astype(np.float64) >= 0)
-            out = np.full(len(y), -1, dtype=np.int64)
-            if known.any():
-                _, out[known] = np.unique(y[known].astype(np.int64), return_inverse=True)
-            y = torch.from_numpy(out)
+            y, self.class_names = _class_ids(np.asarray(y).reshape(-1), p.name)
+            y = torch.from_numpy(y)
         return x, y
+
+
+def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: ValueError) -> str:
+    """The error for a CSV whose features do not parse: the first cell that is not a number, and what to do."""
+    with open(p, newline="") as f:
+        for row_no, row in enumerate(csv.reader(f), start=1):
+            if header and row_no == 1:
+                continue
+            for i in features:
+                cell = row[i].strip() if i < len(row) else ""
+                if not _all_numbers([cell]):
+                    name = f"column {i} ({header[i]!r})" if header and i < len(header) else f"column {i}"
+                    hint = (f"; if it holds the labels, set label_column: {header[i] if header else i}"
+                            if cell else "; fill in or drop the missing values")
+                    return (f"Arrays: {p.resolve()}: {name} is not a number in row {row_no} ({cell!r}): the "
+                            f"features must be numeric{hint}")
+    return f"Arrays: {p.resolve()} is not a numeric CSV table ({err})"
+
+
+def _all_numbers(cells) -> bool:
+    try:
+        [float(c) for c in cells]
+    except ValueError:
+        return False
+    return True
+
+
+def _class_ids(y: np.ndarray, name: str) -> tuple[np.ndarray, list[str] | None]:
+    """Class ids 0..C-1 from labels given as numbers or as class names (then also the sorted names);
+    unknown labels (negative, NaN, empty) -> -1."""
+    if y.dtype.kind in "USO":  # text: numbers written out, or class names
+        text = np.char.strip(y.astype(str))
+        known = text != ""
+        if _all_numbers(text[known]):
+            y = np.full(len(text), np.nan)
+            y[known] = text[known].astype(np.float64)
+        else:  # class names, e.g. "setosa": numbered in sorted order
+            out = np.full(len(text), -1, dtype=np.int64)
+            names, out[known] = np.unique(text[known], return_inverse=True)
+            return out, names.tolist()
+    y = y.astype(np.float64)
+    if not np.all(np.isnan(y) | (y == np.round(y))):
+        raise DataError(f"Arrays: labels of {name} are not integers; clustering labels must be class ids or names")
+    known = ~np.isnan(y) & (y >= 0)
+    out = np.full(len(y), -1, dtype=np.int64)
+    if known.any():
+        _, out[known] = np.unique(y[known].astype(np.int64), return_inverse=True)
+    return out, None

@@ -93,7 +93,6 @@ class ImageFolder(ClusteringDataModule):
         self.grayscale = grayscale
         self.flatten = flatten
         self.extensions = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
-        self.class_names: list[str] | None = None
         self.files: list[Path] = []
 
     def _is_image(self, p: Path) -> bool:

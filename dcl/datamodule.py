@@ -123,6 +123,8 @@ class ClusteringDataModule(pl.LightningDataModule):
 
     #: number of classes of the data set when known without loading it (overridden by subclasses)
     num_classes: int | None = None
+    #: names of the classes 0..C-1 when the data names them (a folder per class, labels written as names)
+    class_names: list[str] | None = None
 
     def __init__(self, batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int | None = None,
                  seed: int = 0, on_device: bool = False) -> None:

@@ -62,6 +62,24 @@ def test_predict_writes_csv_and_embeddings(tmp_path, recwarn):
     np.testing.assert_allclose(np.loadtxt(tmp_path / "z.csv", delimiter=","), np.load(emb), rtol=1e-6, atol=1e-7)
 
 
+
+def test_predict_writes_the_class_names_of_the_data(tmp_path):
+    from sklearn.datasets import load_iris
+
+    iris = load_iris()
+    species = iris.target_names[iris.target]
+    rows = [",".join(map(str, r)) + f",{n}" for r, n in zip(iris.data.tolist(), species)]
+    (tmp_path / "iris.csv").write_text("sepal_l,sepal_w,petal_l,petal_w,species\n" + "\n".join(rows) + "\n")
+    args = ["--model", "AEKMeans", "--model.init_args.hidden_dims", "[16]", "--model.init_args.latent_dim", "2",
+            "--data", "Arrays", "--data.path", str(tmp_path / "iris.csv"), "--data.label_column", "species",
+            "--data.standardize", "true"]
+    scores = run_cli(["fit", *args, "--trainer.max_epochs", "2", "--trainer.enable_checkpointing", "true"], tmp_path)
+    assert scores["k"] == 3 and "acc" in scores  # the names are the labels the scores are computed against
+    out = tmp_path / "clusters.csv"
+    run_cli(["predict", *args, "--ckpt_path", str(next(tmp_path.rglob("*.ckpt"))),
+             "--predictions.output", str(out)], tmp_path)
+    assert [r["label"] for r in csv.DictReader(out.open())] == species.tolist()
+
 @pytest.mark.parametrize("native", [False, True])
 def test_mixed_precision_the_cpu_would_emulate_is_warned_about(tmp_path, monkeypatch, recwarn, native):
     import dcl.method

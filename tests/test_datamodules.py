@@ -89,6 +89,37 @@ def test_arrays_formats(tmp_path):
     assert Arrays(str(tmp_path / "x.npy"), n_clusters=3).n_clusters == 3
 
 
+
+def test_arrays_labels_given_as_class_names(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 2))
+    names = np.array(["setosa", "virginica", "versicolor"])[rng.integers(0, 3, 30)]
+    names[4] = ""  # an unknown label
+    want = [{"setosa": 0, "versicolor": 1, "virginica": 2}.get(n, -1) for n in names]
+    rows = [f"{a!r},{b!r},{n}" for (a, b), n in zip(x.tolist(), names)]
+    (tmp_path / "head.csv").write_text('"width, cm",height,species\n' + "\n".join(rows) + "\n")
+    (tmp_path / "bare.csv").write_text("\n".join(rows) + "\n")  # no header: the name column is text in every row
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "names.txt").write_text("\n".join(names) + "\n")
+    np.savez(tmp_path / "d.npz", x=x, y=names)
+    for dm in [Arrays(str(tmp_path / "head.csv"), label_column="species"),
+               Arrays(str(tmp_path / "bare.csv"), label_column=-1),
+               Arrays(str(tmp_path / "x.npy"), labels_path=str(tmp_path / "names.txt")),
+               Arrays(str(tmp_path / "d.npz"))]:
+        assert torch.allclose(dm.x, torch.from_numpy(x).float()) and dm.y.tolist() == want
+        assert dm.class_names == ["setosa", "versicolor", "virginica"] and dm.n_clusters == 3
+    # numbers written in a text file stay class ids (no names), an empty cell unknown
+    (tmp_path / "ids.txt").write_text("\n".join(["7", "", "3"] * 10) + "\n")
+    dm = Arrays(str(tmp_path / "x.npy"), labels_path=str(tmp_path / "ids.txt"))
+    assert dm.y.tolist()[:3] == [1, -1, 0] and dm.class_names is None
+    # a text column that is not the label column: one error that names it and says what to do
+    with pytest.raises(DataError, match=rf"column 2 \('species'\) is not a number in row 2 \('{names[0]}'\).*"
+                                        r"set label_column: species"):
+        Arrays(str(tmp_path / "head.csv")).setup()
+    (tmp_path / "gap.csv").write_text("a,b\n1,2\n3,\n")
+    with pytest.raises(DataError, match=r"column 1 \('b'\) is not a number in row 3 \(''\).*missing values"):
+        Arrays(str(tmp_path / "gap.csv")).setup()
+
 def test_bad_arrays(tmp_path):
     x = np.ones((20, 2), dtype=np.float32)
     x[3, 1] = np.nan

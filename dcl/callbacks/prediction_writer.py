@@ -6,6 +6,7 @@ a half-written file.
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 from pathlib import Path
@@ -40,7 +41,8 @@ class PredictionWriter(Callback):
     loader; each batch here carries its samples' ``index`` instead.
 
     Args:
-        output: CSV path for one row per sample: index, cluster, confidence, and label when known.
+        output: CSV path for one row per sample: index, cluster, confidence, and label when known (the
+            class name when the datamodule has ``class_names``, else the class id; empty when unknown).
         embeddings: optional path for the embeddings (N x d), in sample order: ``.npy`` (binary) or ``.csv`` /
             ``.txt`` (text, comma-separated, one row per sample).
     """
@@ -76,14 +78,19 @@ class PredictionWriter(Callback):
             return
         if self.output:
             has_labels = bool((cols["y"] >= 0).any())
+            names = getattr(trainer.datamodule, "class_names", None)
+
+            def label(y: int):
+                return "" if y < 0 else names[y] if names else y
 
             def write_csv(tmp: str) -> None:
-                with open(tmp, "w") as f:
-                    f.write("index,cluster,confidence" + (",label" if has_labels else "") + "\n")
+                with open(tmp, "w", newline="") as f:
+                    out = csv.writer(f, lineterminator="\n")
+                    out.writerow(["index", "cluster", "confidence"] + (["label"] if has_labels else []))
                     rows = zip(cols["index"].tolist(), cols["cluster"].tolist(), cols["confidence"].tolist(),
                                cols["y"].tolist())
                     for i, c, p, y in rows:
-                        f.write(f"{i},{c},{p:.6f}" + (f",{y}" if has_labels else "") + "\n")
+                        out.writerow([i, c, f"{p:.6f}"] + ([label(y)] if has_labels else []))
 
             atomic_write(self.output, write_csv)
             print(f"dcl: wrote {len(cols['index'])} assignments to {self.output}")
