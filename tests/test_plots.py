@@ -104,6 +104,19 @@ def test_draw_many_clusters_and_partial_labels(tmp_path):
         assert_png(p)
 
 
+def test_classes_are_named_when_the_data_names_them(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    z, pred, y = torch.randn(60, 3, generator=g), torch.randint(0, 3, (60,), generator=g), torch.arange(60) % 3
+    names = ["setosa", "versicolor", "virginica"]
+    plots = ClusteringPlots()
+    fig = plots._confusion(pred, y, "t", tmp_path / "c.png", names.__getitem__)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == names
+    fig = plots._embedding(z, pred, y, y >= 0, "t", tmp_path / "e.png", names.__getitem__)
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == names
+    paths = plots.draw(z, pred, y, tmp_path, class_names=names)
+    assert set(paths) == {"embedding", "confusion", "cluster_sizes"}
+
+
 def test_pca_projection_is_sklearns_up_to_sign_and_deterministic():
     from sklearn.decomposition import PCA
 

@@ -122,7 +122,7 @@ class ClusteringPlots(Callback):
         dm = trainer.datamodule
         y = dm.y.cpu() if dm is not None and hasattr(dm, "y") else torch.full_like(pred, -1)
         title = f"{type(pl_module).__name__}, K={pl_module.n_clusters}, N={len(z)}"
-        self.paths = self.draw(z.cpu(), pred, y, folder, title)
+        self.paths = self.draw(z.cpu(), pred, y, folder, title, class_names=getattr(dm, "class_names", None))
         if self.log_images:
             for logger in trainer.loggers:
                 if callable(getattr(logger, "log_image", None)):
@@ -130,9 +130,14 @@ class ClusteringPlots(Callback):
                         logger.log_image(key=f"plots/{name}", images=[str(path)], step=trainer.global_step)
 
     # -- drawing (no trainer needed: usable on saved embeddings) -----------------------------------------
-    def draw(self, z: Tensor, pred: Tensor, y: Tensor, folder: str | Path, title: str = "") -> dict[str, Path]:
+    def draw(self, z: Tensor, pred: Tensor, y: Tensor, folder: str | Path, title: str = "",
+             class_names: list[str] | None = None) -> dict[str, Path]:
         """Write the figures for embeddings ``z`` (N, d), clusters ``pred`` (N,), labels ``y`` (N,, -1 unknown)
-        into ``folder``; returns their paths by name."""
+        into ``folder``, the classes named by ``class_names`` when given; returns their paths by name."""
+
+        def name(c: int) -> str:
+            return class_names[c] if class_names else str(c)
+
         import matplotlib.style
 
         folder = Path(folder)
@@ -141,10 +146,10 @@ class ClusteringPlots(Callback):
         known = y >= 0
         paths = {"embedding": folder / "embedding.png", "cluster_sizes": folder / "cluster_sizes.png"}
         with matplotlib.style.context("default"):
-            self._embedding( z, pred, y, known, title, paths["embedding"])
+            self._embedding(z, pred, y, known, title, paths["embedding"], name)
             if known.any():
                 paths["confusion"] = folder / "confusion.png"
-                self._confusion(pred[known], y[known], title, paths["confusion"])
+                self._confusion(pred[known], y[known], title, paths["confusion"], name)
             self._sizes(pred, y, known, title, paths["cluster_sizes"])
         return paths
 
@@ -154,15 +159,15 @@ class ClusteringPlots(Callback):
         g = torch.Generator().manual_seed(self.seed)
         return torch.randperm(n, generator=g)[:limit].sort().values
 
-    def _embedding(self, z, pred, y, known, title, path) -> None:
+    def _embedding(self, z, pred, y, known, title, path, class_name=str):
         limit = self.tsne_points if self.projection == "tsne" else self.max_points
         idx = self._subsample(len(z), limit)
         xy = project_2d(z[idx], self.projection, self.seed).numpy()
-        panels = [("cluster", pred[idx])] + ([("true label", y[idx])] if known.any() else [])
+        panels = [("cluster", pred[idx], str)] + ([("true label", y[idx], class_name)] if known.any() else [])
         fig = _figure(5.2 * len(panels), 4.8)
         axes = fig.subplots(1, len(panels), squeeze=False)
         size = float(max(2.0, min(20.0, 6000.0 / len(idx))))
-        for ax, (what, labels) in zip(axes[0], panels):
+        for ax, (what, labels, name) in zip(axes[0], panels):
             ids = sorted(set(labels.tolist()) - {-1})
             colors = _colors(max(ids) + 1 if ids else 1)
             if (labels < 0).any():
@@ -170,7 +175,7 @@ class ClusteringPlots(Callback):
                 ax.scatter(xy[m, 0], xy[m, 1], s=size, c="lightgrey", linewidths=0, label="unknown")
             for k in ids:
                 m = (labels == k).numpy()
-                ax.scatter(xy[m, 0], xy[m, 1], s=size, color=colors[k], linewidths=0, alpha=0.8, label=str(k))
+                ax.scatter(xy[m, 0], xy[m, 1], s=size, color=colors[k], linewidths=0, alpha=0.8, label=name(k))
             if len(ids) <= 20:
                 ax.legend(title=what, fontsize=7, title_fontsize=8, markerscale=max(1.0, 12 / size) ** 0.5,
                           loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
@@ -185,8 +190,9 @@ class ClusteringPlots(Callback):
         fig.suptitle(f"{title} — embedding ({self.projection.upper()}, {shown})", fontsize=11)
         fig.tight_layout()
         fig.savefig(path, dpi=self.dpi)
+        return fig
 
-    def _confusion(self, pred, y, title, path) -> None:
+    def _confusion(self, pred, y, title, path, class_name=str):
         from scipy.optimize import linear_sum_assignment
 
         from dcl.metrics import clustering_scores
@@ -212,7 +218,8 @@ class ClusteringPlots(Callback):
                         ax.text(j, i, str(c[i, j]), ha="center", va="center", fontsize=7,
                                 color="white" if c[i, j] > 0.6 * vmax else "black")
         ticks = lambda n: range(n) if n <= 40 else range(0, n, max(1, n // 20))  # noqa: E731
-        ax.set_xticks(list(ticks(kt)), [str(int(classes[j])) for j in ticks(kt)], fontsize=7)
+        names = [class_name(int(classes[j])) for j in ticks(kt)]
+        ax.set_xticks(list(ticks(kt)), names, fontsize=7, rotation=90 if max(map(len, names)) > 3 else 0)
         ax.set_yticks(list(ticks(kp)), [str(int(clusters[order[i]])) for i in ticks(kp)], fontsize=7)
         ax.set_xlabel("true label")
         ax.set_ylabel("cluster (matched order)")
@@ -220,6 +227,7 @@ class ClusteringPlots(Callback):
                      fontsize=10)
         fig.tight_layout()
         fig.savefig(path, dpi=self.dpi)
+        return fig
 
     def _sizes(self, pred, y, known, title, path) -> None:
         ids, counts = torch.unique(pred, return_counts=True)
