@@ -23,6 +23,10 @@ class Arrays(ClusteringDataModule):
     - ``.csv``: numeric features (a header row is detected and skipped); the column ``label_column`` (a name or an
       index) holds the labels, every other column is a feature.
 
+    Samples of dtype uint8 (8-bit images) are served scaled to [0, 1], as torchvision's loaders do; any other
+    dtype as float32 values. Images are N x C x H x W (add the channel axis of grayscale N x H x W, ``x[:, None]``,
+    for the methods with convolutional networks).
+
     Labels are class ids (any integers; negative or empty: unknown) or class names (e.g. ``setosa``, numbered in
     sorted order and kept in ``class_names``, which ``dcl predict`` writes back).
 
@@ -114,13 +118,19 @@ class Arrays(ClusteringDataModule):
             raise DataError(f"Arrays: samples in {p.name} are not numeric (dtype {x.dtype})")
         if x.ndim == 1:
             x = x[:, None]
-        x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
+        if x.dtype == np.uint8 and not self.standardize:  # 8-bit images: kept as bytes, served in [0, 1]
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        else:
+            x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
         if self.standardize and len(x) > 1:
             x = (x - x.mean(0)) / x.std(0).clamp_min(1e-8)
         if y is not None:
             y, self.class_names = _class_ids(np.asarray(y).reshape(-1), p.name)
             y = torch.from_numpy(y)
         return x, y
+
+    def batch_transform(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
 
 
 def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: ValueError) -> str:

@@ -97,7 +97,7 @@ from torch import Tensor, nn
 from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, SchedulerFactory, build_optimizer,
                              default_gan_optimizer, optimizer_step, step_schedulers)
 from dcl.method import ClusteringMethod, ConfigError, load_checkpoint_file, warn_if_fit_ends_within
-from dcl.nets.autoencoders import mlp
+from dcl.nets.autoencoders import image_shape, mlp
 from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 
 INPUT_SIMILARITIES = ("gaussian", "student")
@@ -271,9 +271,7 @@ class DCFAE(ClusteringMethod):
                  gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm",
                  kmeans_n_init: int = 10) -> None:
         super().__init__(n_clusters, input_shape, latent_dim, kmeans_n_init)
-        if len(self.input_shape) != 3:
-            raise ConfigError(f"DCFAE needs image inputs (channels, height, width), got shape {self.input_shape}; "
-                              "set data.init_args.flatten: false")
+        image_shape(self.input_shape, "DCFAE")
         if latent_dim < 1 or embedding_dim < 1:
             raise ConfigError(f"latent_dim and embedding_dim must be >= 1, got {latent_dim} and {embedding_dim}")
         if min(kl_weight, pixel_weight, feature_weight, adversarial_weight) < 0:

@@ -60,6 +60,7 @@ from dcl.callbacks.eigen_update import EigenUpdate
 from dcl.cluster.kmeans import assign_nearest
 from dcl.cluster.scatter import dekm_loss, dekm_targets
 from dcl.method import AutoencoderMethod, ConfigError
+from dcl.nets.autoencoders import IMAGES_HOW
 from dcl.optim import OptimizerFactory, make_optimizer
 
 WEIGHT_INITS = ("keras_uniform", "glorot")
@@ -107,7 +108,7 @@ class DEKM(AutoencoderMethod):
             raise ConfigError(f"autoencoder must be 'conv', 'mlp' or 'auto', got {autoencoder!r}")
         if autoencoder == "conv" and (len(shape) != 3 or min(shape[1:]) < 12 or shape[1] != shape[2]):
             raise ConfigError(f"the conv autoencoder needs square C x H x W images of at least 12 x 12, got input "
-                              f"shape {shape}; set data.init_args.flatten: false, or use autoencoder: mlp")
+                              f"shape {shape}; use autoencoder: mlp, or {IMAGES_HOW}")
         if update_interval is None:
             update_interval = 40 if autoencoder == "conv" else 10
         if update_interval < 1 or maxiter < 1 or not 0 <= tol < 1:

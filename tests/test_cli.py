@@ -80,6 +80,13 @@ def test_predict_writes_the_class_names_of_the_data(tmp_path):
              "--predictions.output", str(out)], tmp_path)
     assert [r["label"] for r in csv.DictReader(out.open())] == species.tolist()
 
+def test_images_without_a_channel_axis_for_a_conv_network_say_how_to_add_it(tmp_path, dcl_error):
+    np.save(tmp_path / "img.npy", np.zeros((20, 16, 16), dtype=np.uint8))
+    msg = dcl_error(["fit", "--model", "AEKMeans", "--model.init_args.autoencoder", "conv", "--data", "Arrays",
+                     "--data.path", str(tmp_path / "img.npy"), "--data.n_clusters", "2"], tmp_path)
+    assert "ConvAutoencoder needs image inputs" in msg and "(16, 16)" in msg and "x[:, None]" in msg
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_mixed_precision_the_cpu_would_emulate_is_warned_about(tmp_path, monkeypatch, recwarn, native):
     import dcl.method

@@ -120,6 +120,22 @@ def test_arrays_labels_given_as_class_names(tmp_path):
     with pytest.raises(DataError, match=r"column 1 \('b'\) is not a number in row 3 \(''\).*missing values"):
         Arrays(str(tmp_path / "gap.csv")).setup()
 
+
+def test_arrays_of_8_bit_images_are_served_in_0_1(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 1, 6, 6), dtype=np.uint8)
+    np.save(tmp_path / "img.npy", images)
+    dm = Arrays(str(tmp_path / "img.npy"), n_clusters=2)
+    dm.setup()
+    assert dm.x.dtype == torch.uint8 and dm.input_shape == (1, 6, 6)  # a quarter of float32's memory
+    batch = next(iter(dm.all_dataloader()))["x"]
+    assert batch.dtype == torch.float32 and torch.equal(batch, torch.from_numpy(images).float() / 255)
+    standardized = Arrays(str(tmp_path / "img.npy"), n_clusters=2, standardize=True)
+    assert standardized.x.dtype == torch.float32 and abs(float(standardized.x.mean())) < 1e-5
+    np.save(tmp_path / "f.npy", images.astype(np.float32))  # other dtypes: the values as given
+    assert next(iter(Arrays(str(tmp_path / "f.npy"), n_clusters=2).all_dataloader()))["x"].max() > 1
+
+
 def test_bad_arrays(tmp_path):
     x = np.ones((20, 2), dtype=np.float32)
     x[3, 1] = np.nan

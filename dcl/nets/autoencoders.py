@@ -75,6 +75,19 @@ class MLPAutoencoder(nn.Module):
         return z, self.decoder(z)
 
 
+#: how to serve images as C x H x W, said by every network that needs them
+IMAGES_HOW = ("serve images as channels x height x width: flatten: false in an image datamodule (MNIST, USPS, COIL20, "
+              "ImageFolder, ...), or an Arrays file of N x C x H x W (grayscale N x H x W: add the channel axis, x[:, None])")
+
+
+def image_shape(input_shape: Sequence[int], who: str) -> tuple[int, int, int]:
+    """``(C, H, W)`` of image inputs, or one error naming ``who`` needs them and how to serve them."""
+    if len(input_shape) != 3:
+        raise ValueError(f"{who} needs image inputs (channels, height, width), got shape {tuple(input_shape)}; "
+                         + IMAGES_HOW)
+    return tuple(int(s) for s in input_shape)  # type: ignore[return-value]
+
+
 class ConvAutoencoder(nn.Module):
     """DEKM's (and DCEC's) conv autoencoder: Conv(32,5,s2)-Conv(64,5,s2)-Conv(128,3,s2)-Dense(k), mirrored.
 
@@ -86,10 +99,7 @@ class ConvAutoencoder(nn.Module):
                  channels: Sequence[int] = (32, 64, 128), activation: str = "relu",
                  output_activation: str | None = None) -> None:
         super().__init__()
-        if len(input_shape) != 3:
-            raise ValueError(f"ConvAutoencoder needs (channels, height, width) inputs, got {tuple(input_shape)}; "
-                             "use flatten: false in the datamodule")
-        c_in, h, w = input_shape
+        c_in, h, w = image_shape(input_shape, "ConvAutoencoder")
         if h != w:
             raise ValueError(f"ConvAutoencoder needs square images, got {h}x{w}")
         self.input_shape = tuple(input_shape)

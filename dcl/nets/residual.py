@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from dcl.nets.autoencoders import make_activation
+from dcl.nets.autoencoders import image_shape, make_activation
 
 NORMS = ("batch", "group", "none")
 
@@ -41,12 +41,6 @@ def halved_sizes(size: tuple[int, int], n: int) -> list[tuple[int, int]]:
         sizes.append(((h + 1) // 2, (w + 1) // 2))
     return sizes
 
-
-def _image_shape(input_shape: Sequence[int], who: str) -> tuple[int, int, int]:
-    if len(input_shape) != 3:
-        raise ValueError(f"{who} needs (channels, height, width) inputs, got {tuple(input_shape)}; "
-                         "set flatten: false in the datamodule")
-    return tuple(int(s) for s in input_shape)  # type: ignore[return-value]
 
 
 class ResidualBlock(nn.Module):
@@ -98,7 +92,7 @@ class ResidualEncoder(nn.Module):
     def __init__(self, input_shape: Sequence[int], latent_dim: int = 10, channels: Sequence[int] = (32, 64, 128),
                  blocks_per_stage: int = 1, norm: str = "batch", activation: str = "relu") -> None:
         super().__init__()
-        c_in, h, w = _image_shape(input_shape, "ResidualEncoder")
+        c_in, h, w = image_shape(input_shape, "ResidualEncoder")
         channels = tuple(int(c) for c in channels)
         if not channels or blocks_per_stage < 1:
             raise ValueError("ResidualEncoder needs at least one stage and blocks_per_stage >= 1")
@@ -124,7 +118,7 @@ class ResidualDecoder(nn.Module):
     def __init__(self, input_shape: Sequence[int], latent_dim: int = 10, channels: Sequence[int] = (32, 64, 128),
                  blocks_per_stage: int = 1, norm: str = "batch", activation: str = "relu") -> None:
         super().__init__()
-        c_in, h, w = _image_shape(input_shape, "ResidualDecoder")
+        c_in, h, w = image_shape(input_shape, "ResidualDecoder")
         channels = tuple(int(c) for c in channels)
         self.input_shape = (c_in, h, w)
         sizes = halved_sizes((h, w), len(channels))
@@ -158,7 +152,7 @@ class ResidualDiscriminator(nn.Module):
     def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (32, 64, 128),
                  blocks_per_stage: int = 1, norm: str = "none", activation: str = "leaky_relu") -> None:
         super().__init__()
-        c_in, h, w = _image_shape(input_shape, "ResidualDiscriminator")
+        c_in, h, w = image_shape(input_shape, "ResidualDiscriminator")
         channels = tuple(int(c) for c in channels)
         if not channels:
             raise ValueError("ResidualDiscriminator needs at least one stage")
