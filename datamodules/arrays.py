@@ -70,7 +70,9 @@ class Arrays(ClusteringDataModule):
         if isinstance(col, str) and col.lstrip("-").isdigit():
             col = int(col)
         if isinstance(col, int):
-            col %= max(len(first), 1)
+            if not -len(first) <= col < len(first):
+                raise DataError(f"Arrays: label_column {col} is out of range: {p.name} has {len(first)} columns")
+            col %= len(first)
         if isinstance(col, str):
             if header is None or col not in header:
                 raise DataError(f"Arrays: no column {col!r} in {p.name}; its columns are {header or 'unnamed'}")

@@ -116,6 +116,8 @@ def test_arrays_labels_given_as_class_names(tmp_path):
     with pytest.raises(DataError, match=rf"column 2 \('species'\) is not a number in row 2 \('{names[0]}'\).*"
                                         r"set label_column: species"):
         Arrays(str(tmp_path / "head.csv")).setup()
+    with pytest.raises(DataError, match="label_column 3 is out of range: head.csv has 3 columns"):
+        Arrays(str(tmp_path / "head.csv"), label_column=3).setup()
     (tmp_path / "gap.csv").write_text("a,b\n1,2\n3,\n")
     with pytest.raises(DataError, match=r"column 1 \('b'\) is not a number in row 3 \(''\).*missing values"):
         Arrays(str(tmp_path / "gap.csv")).setup()
