@@ -35,7 +35,9 @@ class Arrays(ClusteringDataModule):
         x_key, y_key: keys of samples and labels in .npz / .pt files.
         label_column: the labels' column of a .csv file (name or index), None when it has none.
         labels_path: a separate file of labels, one per sample: .npy, or .csv / .txt with one per line.
-        standardize: subtract the mean and divide by the standard deviation of each feature.
+        standardize: subtract the mean and divide by the standard deviation of each feature, as computed on
+            this file when training starts; they are saved in checkpoints, so that ``dcl predict`` on new data
+            with a trained model's checkpoint applies the training data's statistics.
         batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
     """
 
@@ -49,6 +51,8 @@ class Arrays(ClusteringDataModule):
         self.label_column = label_column
         self.labels_path = labels_path
         self.standardize = standardize
+        self._mean: torch.Tensor | None = None  # the standardization's statistics (float32, one per feature)
+        self._std: torch.Tensor | None = None
 
     def _file(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -120,19 +124,49 @@ class Arrays(ClusteringDataModule):
             raise DataError(f"Arrays: samples in {p.name} are not numeric (dtype {x.dtype})")
         if x.ndim == 1:
             x = x[:, None]
-        if x.dtype == np.uint8 and not self.standardize:  # 8-bit images: kept as bytes, served in [0, 1]
+        if x.dtype == np.uint8:  # 8-bit images: kept as bytes, served in [0, 1]
             x = torch.from_numpy(np.ascontiguousarray(x))
         else:
             x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
-        if self.standardize and len(x) > 1:
-            x = (x - x.mean(0)) / x.std(0).clamp_min(1e-8)
         if y is not None:
             y, self.class_names = _class_ids(np.asarray(y).reshape(-1), p.name)
             y = torch.from_numpy(y)
         return x, y
 
+    def _statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of each feature: this file's, computed at first use, unless a checkpoint
+        restored the training data's (Lightning restores a datamodule's state after its setup)."""
+        if self._mean is None:
+            x = _as_float(self.x.cpu())
+            std, self._mean = torch.std_mean(x, dim=0)
+            self._std = std.nan_to_num(1.0).clamp_min(1e-8)  # nan: a single sample
+        return self._mean, self._std
+
     def batch_transform(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
+        x = _as_float(x)
+        if self.standardize:
+            mean, std = self._statistics()
+            x = (x - mean.to(x.device)) / std.to(x.device)
+        return x
+
+    def state_dict(self) -> dict:
+        return {"mean": self._mean, "std": self._std} if self.standardize else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("mean") is None:
+            return
+        if not self.standardize:
+            raise DataError("Arrays: the checkpoint's model was trained on standardized samples; set standardize: "
+                            "true (the training data's statistics, saved in the checkpoint, are applied)")
+        if state["mean"].shape != self.x.shape[1:]:
+            raise DataError(f"Arrays: the checkpoint standardizes samples of shape {tuple(state['mean'].shape)}, "
+                            f"{self.path} has samples of shape {tuple(self.x.shape[1:])}")
+        self._mean, self._std = state["mean"], state["std"]
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    """Samples as float32: 8-bit images scaled to [0, 1], anything else as stored (already float32)."""
+    return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
 
 
 def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: ValueError) -> str:

@@ -63,22 +63,39 @@ def test_predict_writes_csv_and_embeddings(tmp_path, recwarn):
 
 
 
-def test_predict_writes_the_class_names_of_the_data(tmp_path):
+def test_predict_on_new_data_writes_class_names_and_standardizes_as_in_training(tmp_path, dcl_error):
     from sklearn.datasets import load_iris
 
     iris = load_iris()
     species = iris.target_names[iris.target]
     rows = [",".join(map(str, r)) + f",{n}" for r, n in zip(iris.data.tolist(), species)]
     (tmp_path / "iris.csv").write_text("sepal_l,sepal_w,petal_l,petal_w,species\n" + "\n".join(rows) + "\n")
-    args = ["--model", "AEKMeans", "--model.init_args.hidden_dims", "[16]", "--model.init_args.latent_dim", "2",
-            "--data", "Arrays", "--data.path", str(tmp_path / "iris.csv"), "--data.label_column", "species",
-            "--data.standardize", "true"]
-    scores = run_cli(["fit", *args, "--trainer.max_epochs", "2", "--trainer.enable_checkpointing", "true"], tmp_path)
+    (tmp_path / "setosa.csv").write_text("\n".join(r for r, n in zip(rows, species) if n == "setosa") + "\n")
+    model = ["--model", "AEKMeans", "--model.init_args.hidden_dims", "[16]", "--model.init_args.latent_dim", "2"]
+    data = ["--data", "Arrays", "--data.label_column", "-1", "--data.standardize", "true"]
+    scores = run_cli(["fit", *model, *data, "--data.path", str(tmp_path / "iris.csv"), "--trainer.max_epochs", "2",
+                      "--trainer.enable_checkpointing", "true"], tmp_path)
     assert scores["k"] == 3 and "acc" in scores  # the names are the labels the scores are computed against
-    out = tmp_path / "clusters.csv"
-    run_cli(["predict", *args, "--ckpt_path", str(next(tmp_path.rglob("*.ckpt"))),
-             "--predictions.output", str(out)], tmp_path)
-    assert [r["label"] for r in csv.DictReader(out.open())] == species.tolist()
+    ckpt = str(next(tmp_path.rglob("*.ckpt")))
+
+    def predict(name: str, *extra: str) -> tuple[list[dict], np.ndarray]:
+        out, z = tmp_path / f"{name}.out.csv", tmp_path / f"{name}.z.npy"
+        run_cli(["predict", *model, *data, "--data.path", str(tmp_path / f"{name}.csv"), "--ckpt_path", ckpt,
+                 "--predictions.output", str(out), "--predictions.embeddings", str(z), *extra], tmp_path)
+        return list(csv.DictReader(out.open())), np.load(z)
+
+    rows_all, z_all = predict("iris")
+    assert [r["label"] for r in rows_all] == species.tolist()
+    # new data, one class only: standardized with the training data's statistics (its own would differ),
+    # so each sample gets the embedding and cluster it got among all the data
+    rows_new, z_new = predict("setosa", "--data.n_clusters", "3")
+    np.testing.assert_allclose(z_new, z_all[:50], rtol=1e-5, atol=1e-6)
+    assert [r["cluster"] for r in rows_new] == [r["cluster"] for r in rows_all[:50]]
+    (tmp_path / "err").mkdir()
+    msg = dcl_error(["predict", *model, "--data", "Arrays", "--data.path", str(tmp_path / "iris.csv"),
+                     "--data.label_column", "-1", "--ckpt_path", ckpt], tmp_path / "err")
+    assert "trained on standardized samples; set standardize: true" in msg
+
 
 def test_images_without_a_channel_axis_for_a_conv_network_say_how_to_add_it(tmp_path, dcl_error):
     np.save(tmp_path / "img.npy", np.zeros((20, 16, 16), dtype=np.uint8))
