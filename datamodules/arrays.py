@@ -27,8 +27,9 @@ class Arrays(ClusteringDataModule):
     dtype as float32 values. Images are N x C x H x W (add the channel axis of grayscale N x H x W, ``x[:, None]``,
     for the methods with convolutional networks).
 
-    Labels are class ids (any integers; negative or empty: unknown) or class names (e.g. ``setosa``, numbered in
-    sorted order and kept in ``class_names``, which ``dcl predict`` writes back).
+    Labels are class ids (any integers; negative or empty: unknown) or class names (e.g. ``setosa``), numbered
+    0..C-1 in sorted order; the names, or ids other than 0..C-1, are kept in ``class_names``, which ``dcl predict``
+    writes back.
 
     Args:
         path: the data file.
@@ -195,8 +196,8 @@ def _all_numbers(cells) -> bool:
 
 
 def _class_ids(y: np.ndarray, name: str) -> tuple[np.ndarray, list[str] | None]:
-    """Class ids 0..C-1 from labels given as numbers or as class names (then also the sorted names);
-    unknown labels (negative, NaN, empty) -> -1."""
+    """Class ids 0..C-1 from labels given as numbers or as class names, and the classes' names (the sorted names,
+    or the given ids when they are not 0..C-1); unknown labels (negative, NaN, empty) -> -1."""
     if y.dtype.kind in "USO":  # text: numbers written out, or class names
         text = np.char.strip(y.astype(str))
         known = text != ""
@@ -212,6 +213,6 @@ def _class_ids(y: np.ndarray, name: str) -> tuple[np.ndarray, list[str] | None]:
         raise DataError(f"Arrays: labels of {name} are not integers; clustering labels must be class ids or names")
     known = ~np.isnan(y) & (y >= 0)
     out = np.full(len(y), -1, dtype=np.int64)
-    if known.any():
-        _, out[known] = np.unique(y[known].astype(np.int64), return_inverse=True)
-    return out, None
+    ids, out[known] = np.unique(y[known].astype(np.int64), return_inverse=True)
+    # ids other than 0..C-1 (e.g. 3, 7, 9) are renumbered: keep them as the classes' names
+    return out, None if np.array_equal(ids, np.arange(len(ids))) else [str(i) for i in ids]

@@ -108,10 +108,13 @@ def test_arrays_labels_given_as_class_names(tmp_path):
                Arrays(str(tmp_path / "d.npz"))]:
         assert torch.allclose(dm.x, torch.from_numpy(x).float()) and dm.y.tolist() == want
         assert dm.class_names == ["setosa", "versicolor", "virginica"] and dm.n_clusters == 3
-    # numbers written in a text file stay class ids (no names), an empty cell unknown
+    # numbers written in a text file are class ids, an empty cell unknown; ids other than 0..C-1 are renumbered
+    # and kept as the names (so that predictions and plots show the ids of the data)
     (tmp_path / "ids.txt").write_text("\n".join(["7", "", "3"] * 10) + "\n")
     dm = Arrays(str(tmp_path / "x.npy"), labels_path=str(tmp_path / "ids.txt"))
-    assert dm.y.tolist()[:3] == [1, -1, 0] and dm.class_names is None
+    assert dm.y.tolist()[:3] == [1, -1, 0] and dm.class_names == ["3", "7"]
+    (tmp_path / "ids.txt").write_text("\n".join(["1", "0", "2"] * 10) + "\n")
+    assert Arrays(str(tmp_path / "x.npy"), labels_path=str(tmp_path / "ids.txt")).class_names is None
     # a text column that is not the label column: one error that names it and says what to do
     with pytest.raises(DataError, match=rf"column 2 \('species'\) is not a number in row 2 \('{names[0]}'\).*"
                                         r"set label_column: species"):
