@@ -130,7 +130,7 @@ class Arrays(ClusteringDataModule):
         else:
             x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
         if y is not None:
-            y, self.class_names = _class_ids(np.asarray(y).reshape(-1), p.name)
+            y, self._class_names = _class_ids(np.asarray(y).reshape(-1), p.name)
             y = torch.from_numpy(y)
         return x, y
 

@@ -18,7 +18,7 @@ class CIFAR10(SplitFilesDataModule):
 
     The files are torchvision's layout ``<data_dir>/cifar-10-batches-py/{data_batch_1..5,test_batch}``; they are
     read directly (torchvision is used to download them), so that no checksum pass runs on every load.
-    The class names are in ``class_names`` after loading.
+    The class names are in ``class_names``.
 
     Args:
         data_dir: the folder that holds ``cifar-10-batches-py/`` (or that folder itself).
@@ -39,7 +39,6 @@ class CIFAR10(SplitFilesDataModule):
                  batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int | None = None,
                  seed: int = 0, on_device: bool = False) -> None:
         super().__init__(data_dir, download, split, flatten, batch_size, n_clusters, eval_batch_size, seed, on_device)
-        self.class_names: list[str] | None = None
 
     def _label_key(self) -> str:
         return "labels"
@@ -86,7 +85,7 @@ class CIFAR10(SplitFilesDataModule):
         meta_file, meta_key = self._meta
         if (folder / meta_file).is_file():
             meta = self._read(folder / meta_file)
-            self.class_names = list(meta.get(meta_key, [])) or None
+            self._class_names = list(meta.get(meta_key, [])) or None
         x = torch.from_numpy(np.concatenate(xs))  # rows are R(1024) G(1024) B(1024): already CHW
         x = x if self.flatten else x.reshape(len(x), 3, 32, 32)
         return x, torch.from_numpy(np.concatenate(ys))

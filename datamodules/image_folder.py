@@ -135,7 +135,7 @@ class ImageFolder(ClusteringDataModule):
     def load(self):
         files, labels, names = self._scan()
         x = load_images(files, self.image_size, self.grayscale)
-        self.files, self.class_names = files, names
+        self.files, self._class_names = files, names
         if names is not None:
             self.num_classes = len(names)
         if self.flatten:

@@ -48,7 +48,6 @@ class STL10(ClusteringDataModule):
         self.include_unlabeled = include_unlabeled
         self.image_size = image_size
         self.flatten = flatten
-        self.class_names: list[str] | None = None
 
     def _needed(self) -> list[str]:
         files = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"]
@@ -108,7 +107,7 @@ class STL10(ClusteringDataModule):
             start += n
         names = folder / "class_names.txt"
         if names.is_file():
-            self.class_names = names.read_text().splitlines()
+            self._class_names = names.read_text().splitlines()
         if self.flatten:
             x = x.reshape(len(x), -1)
         return x, torch.cat(ys)

@@ -123,8 +123,8 @@ class ClusteringDataModule(pl.LightningDataModule):
 
     #: number of classes of the data set when known without loading it (overridden by subclasses)
     num_classes: int | None = None
-    #: names of the classes 0..C-1 when the data names them (a folder per class, labels written as names)
-    class_names: list[str] | None = None
+    #: set by :meth:`load` when the data names its classes 0..C-1 (read it as ``class_names``)
+    _class_names: list[str] | None = None
 
     def __init__(self, batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int | None = None,
                  seed: int = 0, on_device: bool = False) -> None:
@@ -187,6 +187,13 @@ class ClusteringDataModule(pl.LightningDataModule):
     def y(self) -> Tensor:
         self._ensure_loaded()
         return self._y
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Names of the classes 0..C-1 when the data names them (a folder per class, labels written as names), for
+        the predictions' ``label`` column and the plots; None otherwise."""
+        self._ensure_loaded()
+        return self._class_names
 
     @property
     def has_labels(self) -> bool:

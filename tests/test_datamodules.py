@@ -115,6 +115,8 @@ def test_arrays_labels_given_as_class_names(tmp_path):
     assert dm.y.tolist()[:3] == [1, -1, 0] and dm.class_names == ["3", "7"]
     (tmp_path / "ids.txt").write_text("\n".join(["1", "0", "2"] * 10) + "\n")
     assert Arrays(str(tmp_path / "x.npy"), labels_path=str(tmp_path / "ids.txt")).class_names is None
+    # read before anything else, the names load the data (they are not None until setup)
+    assert Arrays(str(tmp_path / "d.npz")).class_names == ["setosa", "versicolor", "virginica"]
     # a text column that is not the label column: one error that names it and says what to do
     with pytest.raises(DataError, match=rf"column 2 \('species'\) is not a number in row 2 \('{names[0]}'\).*"
                                         r"set label_column: species"):
