@@ -69,7 +69,7 @@ class Arrays(ClusteringDataModule):
             first = [c.strip() for c in next(rows, [])]
             second = [c.strip() for c in next(rows, [])]
         # a header names columns that hold numbers below it (a column of class names is text in every row)
-        header = first if any(a and not _all_numbers([a]) and (i >= len(second) or _all_numbers([second[i]]))
+        header = first if any(a and not _is_number(a) and (i >= len(second) or _is_number(second[i]))
                               for i, a in enumerate(first)) else None
         col = self.label_column
         if isinstance(col, str) and col.lstrip("-").isdigit():
@@ -178,7 +178,7 @@ def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: Va
                 continue
             for i in features:
                 cell = row[i].strip() if i < len(row) else ""
-                if not _all_numbers([cell]):
+                if not _is_number(cell):
                     name = f"column {i} ({header[i]!r})" if header and i < len(header) else f"column {i}"
                     hint = (f"; if it holds the labels, set label_column: {header[i] if header else i}"
                             if cell else "; fill in or drop the missing values")
@@ -187,9 +187,9 @@ def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: Va
     return f"Arrays: {p.resolve()} is not a numeric CSV table ({err})"
 
 
-def _all_numbers(cells) -> bool:
+def _is_number(text: str) -> bool:
     try:
-        [float(c) for c in cells]
+        float(text)
     except ValueError:
         return False
     return True
@@ -201,7 +201,7 @@ def _class_ids(y: np.ndarray, name: str) -> tuple[np.ndarray, list[str] | None]:
     if y.dtype.kind in "USO":  # text: numbers written out, or class names
         text = np.char.strip(y.astype(str))
         known = text != ""
-        if _all_numbers(text[known]):
+        if all(map(_is_number, text[known])):
             y = np.full(len(text), np.nan)
             y[known] = text[known].astype(np.float64)
         else:  # class names, e.g. "setosa": numbered in sorted order

@@ -271,7 +271,7 @@ class DCFAE(ClusteringMethod):
                  gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm",
                  kmeans_n_init: int = 10) -> None:
         super().__init__(n_clusters, input_shape, latent_dim, kmeans_n_init)
-        image_shape(self.input_shape, "DCFAE")
+        image_shape(self.input_shape, "DCFAE", ConfigError)
         if latent_dim < 1 or embedding_dim < 1:
             raise ConfigError(f"latent_dim and embedding_dim must be >= 1, got {latent_dim} and {embedding_dim}")
         if min(kl_weight, pixel_weight, feature_weight, adversarial_weight) < 0:

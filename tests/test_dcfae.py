@@ -100,7 +100,7 @@ def test_residual_nets_shapes(shape):
 
 
 def test_bad_configuration_is_a_config_error():
-    with pytest.raises(ValueError, match="DCFAE needs image inputs.*flatten: false"):
+    with pytest.raises(ConfigError, match="DCFAE needs image inputs.*flatten: false"):
         DCFAE(10, (64,))
     with pytest.raises(ConfigError, match="feature_layer"):
         DCFAE(10, (1, 8, 8), discriminator_channels=(4, 8), feature_layer=2)

@@ -76,15 +76,16 @@ class MLPAutoencoder(nn.Module):
 
 
 #: how to serve images as C x H x W, said by every network that needs them
-IMAGES_HOW = ("serve images as channels x height x width: flatten: false in an image datamodule (MNIST, USPS, COIL20, "
-              "ImageFolder, ...), or an Arrays file of N x C x H x W (grayscale N x H x W: add the channel axis, x[:, None])")
+IMAGES_HOW = ("serve images as channels x height x width: flatten: false in an image datamodule (MNIST, USPS, "
+              "COIL20, ImageFolder, ...), or an Arrays file of N x C x H x W (grayscale N x H x W: add the channel "
+              "axis, x[:, None])")
 
 
-def image_shape(input_shape: Sequence[int], who: str) -> tuple[int, int, int]:
-    """``(C, H, W)`` of image inputs, or one error naming ``who`` needs them and how to serve them."""
+def image_shape(input_shape: Sequence[int], who: str, error: type[ValueError] = ValueError) -> tuple[int, int, int]:
+    """``(C, H, W)`` of image inputs, or one ``error`` naming ``who`` needs them and how to serve them."""
     if len(input_shape) != 3:
-        raise ValueError(f"{who} needs image inputs (channels, height, width), got shape {tuple(input_shape)}; "
-                         + IMAGES_HOW)
+        raise error(f"{who} needs image inputs (channels, height, width), got shape {tuple(input_shape)}; "
+                    + IMAGES_HOW)
     return tuple(int(s) for s in input_shape)  # type: ignore[return-value]
 
 

@@ -42,7 +42,6 @@ def halved_sizes(size: tuple[int, int], n: int) -> list[tuple[int, int]]:
     return sizes
 
 
-
 class ResidualBlock(nn.Module):
     """Basic residual block; ``resample``: ``down`` (stride 2), ``up`` (nearest upsampling to ``out_size``)
     or None."""
