@@ -15,6 +15,7 @@ A method is a LightningModule with:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from dcl.cluster import kmeans
 from dcl.datamodule import ClusteringDataModule
-from dcl.distributed import broadcast_, end_spawned_process_group, gather_ordered, is_distributed
+from dcl.distributed import all_reduce_sum_, broadcast_, end_spawned_process_group, gather_ordered, is_distributed
 from dcl.metrics import clustering_scores
 from dcl.nets import build_autoencoder
 from dcl.optim import OptimizerFactory, make_optimizer
@@ -420,8 +421,52 @@ class AutoencoderMethod(ClusteringMethod):
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         last = self.current_epoch + 1 in (self.pretrain_epochs, self.trainer.max_epochs)
-        if not self.clustering_active and last and self._centers_epoch != self.current_epoch:
-            self.refresh_clusters(self.embed_all())  # so the checkpoint ends with AE + k-means centers
+        if not self.clustering_active and last:
+            self.check_reconstruction()
+            if self._centers_epoch != self.current_epoch:
+                self.refresh_clusters(self.embed_all())  # so the checkpoint ends with AE + k-means centers
+
+    #: the fraction of the data's variance below which a trained autoencoder has learned nothing yet
+    min_explained_variance = 0.1
+
+    def check_reconstruction(self) -> float:
+        """At the end of pretraining: log ``train/recon_explained`` and warn when the autoencoder still sits on
+        the plateau of outputting the data's mean, where its code holds no cluster structure (a deep MLP with
+        small initial weights stays there for dozens of epochs) and clustering it gives chance-level results."""
+        explained = self.reconstruction_explained()
+        self.log("train/recon_explained", explained, sync_dist=True)  # equal on every rank
+        if explained < self.min_explained_variance:
+            rank_zero_warn(
+                f"after {self.current_epoch + 1} epochs of training, {type(self).__name__}'s autoencoder "
+                f"reconstructs the data hardly better than their mean does (it explains {explained:.1%} of their "
+                "variance): its code holds no cluster structure yet and clustering it gives chance-level results; "
+                "raise pretrain_epochs (or max_epochs) or the learning rate, or start from a trained autoencoder "
+                "(model.init_args.pretrained)")
+        return explained
+
+    @torch.no_grad()
+    def reconstruction_explained(self) -> float:
+        """``1 - SSE / SST`` of the autoencoder's reconstruction over all samples (every rank's shard): 0 when it
+        outputs the data's mean, 1 when it reconstructs them exactly."""
+        loader = self.trainer.datamodule.all_dataloader()
+        was_training = self.training
+        self.eval()
+        # n, the sum of squared errors, the sum of x^2, then the per-feature sums of x (float64)
+        stats = torch.zeros(3 + math.prod(self.input_shape), dtype=torch.float64, device=self.device)
+        with self.trainer.precision_plugin.forward_context():
+            for batch in loader:
+                x = batch["x"].to(self.device, non_blocking=True)
+                x_hat = self.autoencoder(x)[1].flatten(1).double()
+                x = x.flatten(1).double()
+                stats[0] += len(x)
+                stats[1] += (x_hat - x).square().sum()
+                stats[2] += x.square().sum()
+                stats[3:] += x.sum(0)
+        self.train(was_training)
+        stats = all_reduce_sum_(stats)
+        n, sse, sum_sq, sums = stats[0], stats[1], stats[2], stats[3:]
+        sst = sum_sq - sums.square().sum() / n
+        return float(1 - sse / sst) if sst > 0 else 1.0
 
     # -- starting from a pretrained autoencoder ---------------------------------------------------------
     def load_pretrained(self, path: str) -> None:

@@ -99,6 +99,45 @@ def test_a_fit_that_ends_within_the_pretraining_says_so(tmp_path):
     assert model.clustering_active
 
 
+def test_an_autoencoder_that_has_not_learned_the_data_is_named_when_pretraining_ends(tmp_path):
+    """DEKM's official init keeps its autoencoder on the plateau of outputting the data's mean for its first ~25
+    epochs on Digits, and clustering that code ended near chance (ACC 0.17) without a word. At the end of
+    pretraining the reconstruction's R^2 is logged and, under 10%, a warning names the problem."""
+    from functools import partial
+
+    import lightning.pytorch as pl
+    from dcl.datamodules.digits import Digits
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    def fit(model, epochs):
+        trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                             limit_val_batches=0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(model, dm)
+        said = [str(w.message) for w in caught if "than their mean" in str(w.message)]
+        return float(trainer.callback_metrics["train/recon_explained"]), said
+
+    dm = Digits(batch_size=256)
+    adam = partial(torch.optim.Adam, lr=1e-3)
+    model = DEC(10, dm.input_shape, hidden_dims=[64], pretrain_epochs=5, pretrain_optimizer=adam, kmeans_n_init=2)
+    explained, said = fit(model, 6)
+    assert explained < 0.1 and model.clustering_active
+    assert len(said) == 1 and said[0].startswith("after 5 epochs of training, DEC's autoencoder reconstructs")
+    assert f"it explains {explained:.1%} of their variance" in said[0] and "raise pretrain_epochs" in said[0]
+
+    model = AEKMeans(10, dm.input_shape, hidden_dims=[64], kmeans_n_init=2, optimizer=partial(torch.optim.Adam, lr=1e-2))
+    explained, said = fit(model, 5)
+    assert explained > 0.3 and not said
+    x = dm.batch_transform(dm.x).double()
+    with torch.no_grad():
+        x_hat = model.eval().autoencoder(x.float())[1].double()
+    expected = float(1 - (x_hat - x).square().sum() / (x - x.mean(0)).square().sum())  # 1 - SSE / SST, in one go
+    assert model.reconstruction_explained() == pytest.approx(expected, abs=1e-6)  # batch by batch
+    assert explained == pytest.approx(expected, abs=1e-5)
+
+
 def test_target_update_schedule_and_stopping_rule(tmp_path):
     """The targets are refreshed every update_interval clustering steps; a large tol stops at the 2nd update."""
     model, _, calls, _ = _fit_recording_updates(DEC, tmp_path, 3, tol=0.0)
