@@ -426,8 +426,9 @@ class AutoencoderMethod(ClusteringMethod):
             if self._centers_epoch != self.current_epoch:
                 self.refresh_clusters(self.embed_all())  # so the checkpoint ends with AE + k-means centers
 
-    #: the fraction of the data's variance below which a trained autoencoder has learned nothing yet
-    min_explained_variance = 0.1
+    #: the share of the data's variance below which a trained autoencoder has likely learned nothing yet (one
+    #: stuck on outputting the data's mean explains ~0%; DEKM's on Digits 2% after 20 epochs, 36% after 30)
+    min_explained_variance = 0.05
 
     def check_reconstruction(self) -> float:
         """At the end of pretraining: log ``train/recon_explained`` and warn when the autoencoder still sits on
@@ -439,9 +440,9 @@ class AutoencoderMethod(ClusteringMethod):
             rank_zero_warn(
                 f"after {self.current_epoch + 1} epochs of training, {type(self).__name__}'s autoencoder "
                 f"reconstructs the data hardly better than their mean does (it explains {explained:.1%} of their "
-                "variance): its code holds no cluster structure yet and clustering it gives chance-level results; "
-                "raise pretrain_epochs (or max_epochs) or the learning rate, or start from a trained autoencoder "
-                "(model.init_args.pretrained)")
+                "variance): it has likely not learned them yet, and clustering its code then gives chance-level "
+                "results; raise pretrain_epochs (or max_epochs) or the learning rate, or start from a trained "
+                "autoencoder (model.init_args.pretrained)")
         return explained
 
     @torch.no_grad()
