@@ -233,6 +233,7 @@ class ClusteringMethod(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint_method(checkpoint, type(self))
+        check_checkpoint_fits(checkpoint, self)
         self._kmeans_calls = checkpoint.get("dcl_kmeans_calls", 0)
         rng = checkpoint.get("dcl_rng")
         if rng is not None and self._trainer is not None and self.trainer.state.fn == "fit":
@@ -246,9 +247,17 @@ class ClusteringMethod(pl.LightningModule):
         for name in self.resizable_buffers:
             path, _, attr = name.rpartition(".")
             owner = self.get_submodule(path) if path else self
-            if (name in state_dict and attr in owner._buffers
-                    and state_dict[name].shape != owner._buffers[attr].shape):
-                owner.register_buffer(attr, torch.empty_like(state_dict[name], device=self.device))
+            saved = state_dict.get(name)
+            if saved is None:
+                continue
+            if attr in owner._buffers and saved.shape != owner._buffers[attr].shape:
+                owner.register_buffer(attr, torch.empty_like(saved, device=self.device))
+            elif attr in owner._parameters and saved.shape != owner._parameters[attr].shape:
+                # trainable centers (DEC, IDEC): before any optimizer holds them (Lightning restores the weights
+                # before configure_optimizers), e.g. a prediction on new data whose n_clusters differs
+                old = owner._parameters[attr]
+                owner.register_parameter(attr, nn.Parameter(torch.empty_like(saved, device=self.device),
+                                                            requires_grad=old.requires_grad))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
@@ -310,6 +319,35 @@ def check_checkpoint_method(checkpoint: dict[str, Any], method_cls: type) -> Non
         raise ConfigError(f"this checkpoint was written by method {saved}, not {method_cls.__name__}; "
                           f"use --model {saved} or a checkpoint of {method_cls.__name__} (to start "
                           "from its autoencoder only, pass it as model.init_args.pretrained)")
+
+
+def check_checkpoint_fits(checkpoint: dict[str, Any], module: ClusteringMethod) -> None:
+    """Refuse a checkpoint whose tensors do not fit ``module`` (trained on other data, or with another network),
+    naming the settings that differ, where Lightning's load would end in a size-mismatch traceback. The clustering
+    state (``resizable_buffers``: K, the number of samples) may differ: it is taken from the checkpoint."""
+    state, own = checkpoint.get("state_dict", {}), module.state_dict()
+    resizable = set(module.resizable_buffers)
+    wrong = [k for k, v in state.items() if k in own and k not in resizable and v.shape != own[k].shape]
+    strict = getattr(module, "strict_loading", True)
+    missing = [k for k in own if k not in state] if strict else []
+    unexpected = [k for k in state if k not in own] if strict else []
+    if not (wrong or missing or unexpected):
+        return
+    plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731  (YAML lists vs tuples)
+    saved, here = checkpoint.get("hyper_parameters", {}), dict(module.hparams)
+    differ = [k for k in saved if k in here and plain(saved[k]) != plain(here[k])]
+    name = type(module).__name__
+    if "input_shape" in differ:
+        raise ConfigError(f"this checkpoint of {name} was trained on samples of shape {tuple(saved['input_shape'])}, "
+                          f"but this data has shape {tuple(here['input_shape'])}; predict on data of the training "
+                          "shape (the same features, image size and channels)")
+    detail = (f"{wrong[0]} is {tuple(state[wrong[0]].shape)} there but {tuple(own[wrong[0]].shape)} here" if wrong
+              else f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}")
+    settings = ", ".join(f"{k}: {plain(saved[k])} (here {plain(here[k])})" for k in differ)
+    raise ConfigError(f"this checkpoint does not fit this {name} ({detail})"
+                      + (f"; it was trained with {settings}" if settings else "")
+                      + "; run with the settings it was trained with: its run folder's config.yaml "
+                      "(--config <run folder>/config.yaml)")
 
 
 def warn_if_fit_ends_within(module: pl.LightningModule, epochs: int, phase: str, setting: str,

@@ -95,6 +95,13 @@ def test_predict_on_new_data_writes_class_names_and_standardizes_as_in_training(
     msg = dcl_error(["predict", *model, "--data", "Arrays", "--data.path", str(tmp_path / "iris.csv"),
                      "--data.label_column", "-1", "--ckpt_path", ckpt], tmp_path / "err")
     assert "trained on standardized samples; set standardize: true" in msg
+    # data of another shape (a column fewer): one line naming both shapes (was: a size-mismatch traceback)
+    (tmp_path / "three.csv").write_text("\n".join(r.split(",", 1)[1] for r in rows) + "\n")
+    (tmp_path / "err3").mkdir()
+    msg = dcl_error(["predict", *model, *data, "--data.path", str(tmp_path / "three.csv"), "--ckpt_path", ckpt,
+                     "--predictions.output", str(tmp_path / "err3" / "p.csv")], tmp_path / "err3")
+    assert "trained on samples of shape (4,), but this data has shape (3,)" in msg
+    assert not (tmp_path / "err3" / "p.csv").exists()
 
 
 def test_images_without_a_channel_axis_for_a_conv_network_say_how_to_add_it(tmp_path, dcl_error):

@@ -138,6 +138,36 @@ def test_an_autoencoder_that_has_not_learned_the_data_is_named_when_pretraining_
     assert explained == pytest.approx(expected, abs=1e-5)
 
 
+def test_a_checkpoint_keeps_its_number_of_trainable_centers_and_refuses_another_network(tmp_path):
+    """Predicting on new data whose n_clusters differs loads the checkpoint's K trainable centers (it ended in a
+    size-mismatch traceback); a module built with another network gets one ConfigError naming the setting."""
+    import lightning.pytorch as pl
+    from dcl.datamodules.digits import Digits
+    from dcl.method import ConfigError
+
+    def trainer(epochs=1):
+        return pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                          enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                          limit_val_batches=0)
+
+    dm = Digits(batch_size=256)
+    model = DEC(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=1, kmeans_n_init=2)
+    fit = trainer(2)
+    fit.fit(model, dm)
+    ckpt = tmp_path / "dec.ckpt"
+    fit.save_checkpoint(ckpt)
+    expected = torch.cat([p["cluster"] for p in trainer().predict(model, dm)])
+
+    other_k = DEC(4, dm.input_shape, hidden_dims=[32])
+    got = trainer().predict(other_k, Digits(batch_size=256, n_clusters=4), ckpt_path=ckpt)
+    assert other_k.n_clusters == 10 and isinstance(other_k.cluster_centers, torch.nn.Parameter)
+    assert torch.equal(torch.cat([p["cluster"] for p in got]), expected)
+
+    with pytest.raises(ConfigError, match=r"\(autoencoder\.encoder\.\S+ is \(32, 64\) there but \(16, 64\) here\); "
+                                          r"it was trained with hidden_dims: \[32\] \(here \[16\]\)"):
+        trainer().predict(DEC(10, dm.input_shape, hidden_dims=[16]), dm, ckpt_path=ckpt)
+
+
 def test_target_update_schedule_and_stopping_rule(tmp_path):
     """The targets are refreshed every update_interval clustering steps; a large tol stops at the 2nd update."""
     model, _, calls, _ = _fit_recording_updates(DEC, tmp_path, 3, tol=0.0)
