@@ -56,7 +56,8 @@ class ClusteringMethod(pl.LightningModule):
         kmeans_n_init: k-means restarts wherever this method runs k-means.
     """
 
-    #: buffers whose shape changes during training (K, or the number of samples): resized to a checkpoint's shapes on load
+    #: buffers (or trainable centers) whose shape follows K or the number of samples: a checkpoint's shapes are
+    #: taken on load
     resizable_buffers: tuple[str, ...] = ("cluster_centers",)
 
     def __init__(self, n_clusters: int, input_shape: Sequence[int], embedding_dim: int,
