@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterable, Union
 import torch
 from torch import Tensor
 
-from dcl.optim import OptimizerFactory, make_optimizer
+from dcl.optim import OptimizerFactory, check_optimizer, make_optimizer
 
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 #: a side's loss: a scalar tensor, or (scalar, {name: value to log})
@@ -141,6 +141,9 @@ class AdversarialOptimization:
         if gradient_clip_algorithm not in CLIP_ALGORITHMS:
             raise _config_error(f"gradient_clip_algorithm must be one of {CLIP_ALGORITHMS}, got "
                                 f"{gradient_clip_algorithm!r}")
+        for factory, name in ((generator_optimizer, "generator_optimizer"),
+                              (discriminator_optimizer, "discriminator_optimizer")):
+            check_optimizer(factory, name)
         self.generator_optimizer = generator_optimizer
         self.discriminator_optimizer = discriminator_optimizer
         self.generator_scheduler = generator_scheduler

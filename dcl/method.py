@@ -31,7 +31,7 @@ from dcl.datamodule import ClusteringDataModule
 from dcl.distributed import all_reduce_sum_, broadcast_, end_spawned_process_group, gather_ordered, is_distributed
 from dcl.metrics import clustering_scores
 from dcl.nets import build_autoencoder
-from dcl.optim import OptimizerFactory, make_optimizer
+from dcl.optim import OptimizerFactory, check_optimizer, make_optimizer
 
 
 class ConfigError(ValueError):
@@ -388,6 +388,8 @@ class AutoencoderMethod(ClusteringMethod):
         super().__init__(n_clusters, input_shape, latent_dim, kmeans_n_init, trainable_centers)
         if pretrain_epochs < 0:
             raise ConfigError(f"pretrain_epochs must be >= 0, got {pretrain_epochs}")
+        check_optimizer(optimizer, "optimizer")
+        check_optimizer(pretrain_optimizer, "pretrain_optimizer")
         self.autoencoder = self.make_autoencoder(autoencoder, latent_dim, hidden_dims, activation)
         self.pretrain_epochs = 0 if pretrained else pretrain_epochs
         self.pretrained = pretrained

@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 
 import torch
 
-__all__ = ["KerasAdam", "make_optimizer", "with_fused_kernel"]
+__all__ = ["KerasAdam", "check_optimizer", "make_optimizer", "with_fused_kernel"]
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 
@@ -24,6 +24,18 @@ def make_optimizer(factory: OptimizerFactory | None, params: Iterable, default: 
     """The configured optimizer (``factory``, else ``default``) on ``params``, with PyTorch's fused kernel where it
     has one (``with_fused_kernel``). Every dcl method builds its optimizers through here."""
     return with_fused_kernel((factory or default)(list(params)))
+
+
+def check_optimizer(factory: OptimizerFactory | None, name: str) -> None:
+    """Build ``factory``'s optimizer on a stand-in parameter, so that a setting it refuses (a negative lr, betas
+    outside [0, 1)) is one error when the method is built: a later phase's optimizer is built only when that phase
+    starts, perhaps after hours of pretraining. Raises ValueError (the CLI's one-line error for a bad setting)."""
+    if factory is None:
+        return
+    try:
+        factory([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{name} refuses its settings: {err}") from None
 
 
 def with_fused_kernel(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:

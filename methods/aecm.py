@@ -71,7 +71,7 @@ from dcl.callbacks.weight_averaging import FinalEpochAveraging
 from dcl.cluster.cm_losses import aecm_loss_terms, cm_loss_terms
 from dcl.distributed import broadcast_, global_mean, world_size
 from dcl.method import AutoencoderMethod, ClusteringMethod, ConfigError, student_t_assign
-from dcl.optim import OptimizerFactory, make_optimizer
+from dcl.optim import OptimizerFactory, check_optimizer, make_optimizer
 
 __all__ = ["ClusteringModule", "CM", "AECM"]
 
@@ -178,6 +178,7 @@ class CM(ClusteringMethod):
         self.save_hyperparameters(ignore=["optimizer"])
         self.alpha = _check_alpha(alpha, n_clusters)
         self.init = init
+        check_optimizer(optimizer, "optimizer")
         self.optimizer = optimizer
         self.average_last_epoch = average_last_epoch
         self.kmeans_max_iter = kmeans_max_iter

@@ -99,6 +99,7 @@ from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, Schedule
 from dcl.method import ClusteringMethod, ConfigError, load_checkpoint_file, warn_if_fit_ends_within
 from dcl.nets.autoencoders import image_shape, mlp
 from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
+from dcl.optim import check_optimizer
 
 INPUT_SIMILARITIES = ("gaussian", "student")
 PIXEL_LOSSES = ("bce", "mse")
@@ -313,6 +314,7 @@ class DCFAE(ClusteringMethod):
         self.fae = FusionAutoencoder(self.input_shape, latent_dim, channels, discriminator_channels,
                                      blocks_per_stage, norm, adversarial)
         self.dense = mlp([latent_dim, *dense_dims, embedding_dim], "relu") if use_dense else None
+        check_optimizer(embedding_optimizer, "embedding_optimizer")
         self.embedding_optimizer = embedding_optimizer
         self.embedding_scheduler = embedding_scheduler
         self.adversarial = AdversarialOptimization(generator_optimizer, discriminator_optimizer, generator_scheduler,

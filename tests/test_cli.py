@@ -313,6 +313,21 @@ def test_a_setting_a_constructor_refuses_is_one_line_before_training(tmp_path, a
     assert "Traceback" not in msg and "Namespace" not in msg
 
 
+@pytest.mark.parametrize("method, setting, words", [
+    ("ae_kmeans", "optimizer.init_args.lr=-1", "optimizer refuses its settings: Invalid learning rate: -1.0"),
+    ("dec", "pretrain_optimizer.init_args.lr=-1", "pretrain_optimizer refuses its settings: Invalid learning rate"),
+    # the clustering phase's optimizer is built when that phase starts: this failed after the whole pretraining
+    ("dec", "optimizer.init_args.lr=-0.1", "optimizer refuses its settings: Invalid learning rate: -0.1"),
+    ("cm", "optimizer.init_args.eps=-1", "optimizer refuses its settings: Invalid epsilon value: -1.0"),
+    ("dcfae", "discriminator_optimizer.init_args.betas=[1.5, 0.9]", "discriminator_optimizer refuses its settings"),
+    ("dcfae", "embedding_optimizer.init_args.lr=-1", "embedding_optimizer refuses its settings"),
+])
+def test_an_optimizer_setting_torch_refuses_is_one_line_before_training(tmp_path, method, setting, words, dcl_error):
+    msg = dcl_error(["fit", "--config", str(REPO / f"configs/{method}/digits.yaml"), f"--model.init_args.{setting}"],
+                    tmp_path)
+    assert words in msg, msg
+
+
 def test_nan_in_data(tmp_path, dcl_error):
     x = np.random.default_rng(0).normal(size=(40, 3))
     x[7, 0] = np.inf
