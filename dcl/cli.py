@@ -35,6 +35,11 @@ from dcl.method import (ClusteringMethod, ConfigError, check_checkpoint_method, 
 USER_ERRORS = (ConfigError, DataError, registry.RegistryError, MisconfigurationException)
 
 
+DESCRIPTION = ("dcl: deep clustering on PyTorch Lightning. Train (fit), score (validate, test) or apply (predict) "
+               "a clustering method on a data set, e.g. dcl fit --config configs/dec/digits.yaml; dcl list names the "
+               "registered methods and datamodules.")
+
+
 class DCLCLI(LightningCLI):
     """LightningCLI with n_clusters and input_shape flowing from the datamodule into the method."""
 
@@ -229,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             DCLCLI(ClusteringMethod, ClusteringDataModule, subclass_mode_model=True, subclass_mode_data=True,
                    auto_configure_optimizers=False, save_config_kwargs={"overwrite": True},
-                   parser_kwargs={**no_exit, **{cmd: no_exit for cmd in ("fit", "validate", "test", "predict")}})
+                   parser_kwargs={**no_exit, "description": DESCRIPTION,
+                                  **{cmd: no_exit for cmd in ("fit", "validate", "test", "predict")}})
         finally:
             sys.argv = saved_argv
     except ArgumentError as err:

@@ -132,6 +132,9 @@ def test_list_names_every_plugin(capsys):
     out = capsys.readouterr().out
     for name in ("AEKMeans", "DEC", "IDEC", "Digits", "USPS", "MNIST", "COIL20", "Arrays"):
         assert name in out
+    with pytest.raises(SystemExit):  # the help says what dcl is and that `dcl list` exists
+        main(["--help"])
+    assert "dcl list names the registered methods" in " ".join(capsys.readouterr().out.split())
 
 
 def wandb_payload(path: Path) -> bytes:
