@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from dcl.cluster import kmeans
 from dcl.datamodule import ClusteringDataModule
 from dcl.distributed import all_reduce_sum_, broadcast_, end_spawned_process_group, gather_ordered, is_distributed
-from dcl.metrics import clustering_scores
+from dcl.metrics import clustering_scores, embedding_silhouette
 from dcl.nets import build_autoencoder
 from dcl.optim import OptimizerFactory, check_optimizer, make_optimizer
 
@@ -169,11 +169,15 @@ class ClusteringMethod(pl.LightningModule):
     def final_scores(self) -> dict[str, float | int]:
         """Scores of the current clustering state (nothing refreshed) on all samples of the datamodule."""
         dm = self.trainer.datamodule
-        pred = self.predict_clusters(self.embed_all())
+        z = self.embed_all()
+        pred = self.predict_clusters(z)
         scores: dict[str, float | int] = {"k": self.n_clusters, "k_used": int(pred.unique().numel())}
         y = dm.y.to(pred.device)
         if (y >= 0).any():
             scores.update(clustering_scores(pred, y))
+        silhouette = embedding_silhouette(z, pred)
+        if silhouette is not None:
+            scores["silhouette"] = silhouette
         return scores
 
     # -- validation, test and prediction ----------------------------------------------------------------

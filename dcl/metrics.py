@@ -51,6 +51,23 @@ def clustering_scores(preds: Tensor, target: Tensor) -> dict[str, float]:
         }
 
 
+def embedding_silhouette(z: Tensor, labels: Tensor, max_samples: int = 10000, seed: int = 0) -> float | None:
+    """Mean silhouette of a clustering in the embedding it was made in: a score without labels, for comparing runs
+    of one method on unlabeled data (each method shapes its own embedding, so not across methods). scikit-learn's,
+    on at most ``max_samples`` samples drawn with a fixed seed (it costs O(N^2)); None when it is undefined (fewer
+    than 2 clusters used, or as many clusters as samples)."""
+    from sklearn.metrics import silhouette_score
+
+    labels = labels.cpu().numpy()
+    if not 2 <= len(set(labels.tolist())) <= len(labels) - 1:
+        return None
+    sample = max_samples if len(labels) > max_samples else None
+    try:
+        return float(silhouette_score(z.float().cpu().numpy(), labels, sample_size=sample, random_state=seed))
+    except ValueError:  # the sample drew a single cluster
+        return None
+
+
 class ClusterAccuracy(Metric):
     """torchmetrics-style accumulating form of :func:`cluster_accuracy` (predictions concatenated across
     batches and, under DDP, across processes)."""

@@ -33,6 +33,27 @@ def test_fit_prints_and_writes_final_scores(tmp_path, capsys, recwarn):
     assert not [w for w in recwarn if "args parameter" in str(w.message)]
     assert "dcl: final clustering of 1797 samples" in out and "ACC=" in out and "NMI=" in out
     assert scores["k"] == 10 and 0.3 < scores["acc"] <= 1 and 0 < scores["nmi"] <= 1
+    assert f"SILHOUETTE={scores['silhouette']:.4f}" in out and 0 < scores["silhouette"] <= 1
+
+
+def test_unlabeled_data_get_a_score_without_labels(tmp_path, capsys):
+    """Without labels the final scores were K and K_USED only: the silhouette of the clustering in the method's
+    embedding (scikit-learn's on the embeddings and clusters that dcl predict writes) is what a user can compare."""
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import silhouette_score
+
+    x, _ = make_blobs(600, 5, centers=4, random_state=0)
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    args = ["--model", "AEKMeans", "--model.init_args.hidden_dims", "[16]", "--data", "Arrays", "--data.path",
+            str(tmp_path / "x.npy"), "--data.n_clusters", "4"]
+    scores = run_cli(["fit", *args, "--trainer.max_epochs", "3", "--trainer.enable_checkpointing", "true"], tmp_path)
+    assert set(scores) == {"k", "k_used", "silhouette"}
+    assert f"K=4 K_USED={scores['k_used']} SILHOUETTE={scores['silhouette']:.4f}" in capsys.readouterr().out
+    out, z = tmp_path / "p.csv", tmp_path / "z.npy"
+    run_cli(["predict", *args, "--ckpt_path", str(next(tmp_path.rglob("*.ckpt"))), "--predictions.output",
+             str(out), "--predictions.embeddings", str(z)], tmp_path)
+    clusters = [int(r["cluster"]) for r in csv.DictReader(out.open())]
+    assert scores["silhouette"] == pytest.approx(silhouette_score(np.load(z), clusters), abs=1e-4)
 
 
 def test_short_names_are_case_insensitive(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from dcl.metrics import ClusterAccuracy, cluster_accuracy, clustering_scores
+from dcl.metrics import ClusterAccuracy, cluster_accuracy, clustering_scores, embedding_silhouette
 
 
 def brute_force_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
@@ -82,3 +82,21 @@ def test_scoring_does_not_warn_about_sparse_invariants():
             "clustering_scores(torch.tensor([0, 0, 1, 1, 2]), torch.tensor([1, 1, 0, 0, 0]))")
     done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_silhouette_in_the_embedding_is_scikit_learns_and_undefined_cases_are_none():
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import silhouette_score
+
+    x, y = make_blobs(3000, 5, centers=4, random_state=0)
+    z, labels = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
+    assert embedding_silhouette(z, labels) == pytest.approx(silhouette_score(x, y), abs=1e-5)
+    # a subsample beyond max_samples: scikit-learn's own sampling, repeatable, close to the full score
+    sampled = embedding_silhouette(z, labels, max_samples=1000)
+    assert sampled == embedding_silhouette(z, labels, max_samples=1000)
+    assert sampled == pytest.approx(silhouette_score(x, y, sample_size=1000, random_state=0), abs=1e-5)
+    assert sampled == pytest.approx(silhouette_score(x, y), abs=0.05) and sampled > 0.5  # well separated
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    assert abs(embedding_silhouette(z, shuffled)) < 0.05  # a random labeling scores about 0
+    assert embedding_silhouette(z, torch.zeros(3000, dtype=torch.long)) is None  # one cluster
+    assert embedding_silhouette(z[:3], torch.arange(3)) is None  # as many clusters as samples
