@@ -340,7 +340,7 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], module: ClusteringMethod) 
         return
     plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731  (YAML lists vs tuples)
     saved, here = checkpoint.get("hyper_parameters", {}), dict(module.hparams)
-    differ = [k for k in saved if k in here and plain(saved[k]) != plain(here[k])]
+    differ = [k for k in saved if k in here and repr(plain(saved[k])) != repr(plain(here[k]))]
     name = type(module).__name__
     if "input_shape" in differ:
         raise ConfigError(f"this checkpoint of {name} was trained on samples of shape {tuple(saved['input_shape'])}, "
