@@ -199,6 +199,10 @@ class ClusteringMethod(pl.LightningModule):
         metrics = {f"{prefix}/k": float(self.n_clusters), f"{prefix}/k_used": float(pred.unique().numel())}
         if (y >= 0).any():
             metrics.update({f"{prefix}/{k}": v for k, v in clustering_scores(pred, y).items()})
+        else:  # no labels: the score without them (not on labeled data: it costs up to ~1 s a validation)
+            silhouette = embedding_silhouette(z, pred)
+            if silhouette is not None:
+                metrics[f"{prefix}/silhouette"] = silhouette
         self.log_dict(metrics, sync_dist=True)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

@@ -54,6 +54,10 @@ def test_unlabeled_data_get_a_score_without_labels(tmp_path, capsys):
              str(out), "--predictions.embeddings", str(z)], tmp_path)
     clusters = [int(r["cluster"]) for r in csv.DictReader(out.open())]
     assert scores["silhouette"] == pytest.approx(silhouette_score(np.load(z), clusters), abs=1e-4)
+    # validate / test of an unlabeled run log it too (a labeled one logs ACC, NMI, ARI)
+    capsys.readouterr()
+    run_cli(["test", *args, "--ckpt_path", str(next(tmp_path.rglob("*.ckpt")))], tmp_path)
+    assert "test/silhouette" in capsys.readouterr().out
 
 
 def test_short_names_are_case_insensitive(tmp_path):
