@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -148,22 +148,30 @@ class ClusteringMethod(pl.LightningModule):
             warn_if_precision_is_emulated(self.trainer)
 
     # -- embedding all samples --------------------------------------------------------------------------
+    def eval_batches(self, loader) -> Iterator[Tensor]:
+        """The samples of each batch of ``loader`` on this module's device, in eval mode and the trainer's
+        precision while they are used (the training mode is restored at the end)."""
+        was_training = self.training
+        self.eval()
+        try:
+            with self.trainer.precision_plugin.forward_context():
+                for batch in loader:
+                    yield batch["x"].to(self.device, non_blocking=True)
+        finally:
+            self.train(was_training)
+
     @torch.no_grad()
     def embed_all(self, gather: bool = True) -> Tensor:
         """Embeddings of all samples of the datamodule, in order (``gather``) or this rank's shard."""
         dm = self.trainer.datamodule
         loader = dm.all_dataloader()
-        was_training = self.training
-        self.eval()
         z, start = None, 0
-        with self.trainer.precision_plugin.forward_context():
-            for batch in loader:
-                out = self.embed(batch["x"].to(self.device, non_blocking=True)).float()
-                if z is None:  # one output buffer: a list of small outputs would pin the freed activations of
-                    z = out.new_empty((loader.num_rows, *out.shape[1:]))  # every batch in the heap (glibc)
-                z[start:start + len(out)] = out
-                start += len(out)
-        self.train(was_training)
+        for x in self.eval_batches(loader):
+            out = self.embed(x).float()
+            if z is None:  # one output buffer: a list of small outputs would pin the freed activations of
+                z = out.new_empty((loader.num_rows, *out.shape[1:]))  # every batch in the heap (glibc)
+            z[start:start + len(out)] = out
+            start += len(out)
         return gather_ordered(z, dm.num_samples) if gather else z
 
     def final_scores(self) -> dict[str, float | int]:
@@ -500,21 +508,15 @@ class AutoencoderMethod(ClusteringMethod):
     def reconstruction_explained(self) -> float:
         """``1 - SSE / SST`` of the autoencoder's reconstruction over all samples (every rank's shard): 0 when it
         outputs the data's mean, 1 when it reconstructs them exactly."""
-        loader = self.trainer.datamodule.all_dataloader()
-        was_training = self.training
-        self.eval()
         # n, the sum of squared errors, the sum of x^2, then the per-feature sums of x (float64)
         stats = torch.zeros(3 + math.prod(self.input_shape), dtype=torch.float64, device=self.device)
-        with self.trainer.precision_plugin.forward_context():
-            for batch in loader:
-                x = batch["x"].to(self.device, non_blocking=True)
-                x_hat = self.autoencoder(x)[1].flatten(1).double()
-                x = x.flatten(1).double()
-                stats[0] += len(x)
-                stats[1] += (x_hat - x).square().sum()
-                stats[2] += x.square().sum()
-                stats[3:] += x.sum(0)
-        self.train(was_training)
+        for x in self.eval_batches(self.trainer.datamodule.all_dataloader()):
+            x_hat = self.autoencoder(x)[1].flatten(1).double()
+            x = x.flatten(1).double()
+            stats[0] += len(x)
+            stats[1] += (x_hat - x).square().sum()
+            stats[2] += x.square().sum()
+            stats[3:] += x.sum(0)
         stats = all_reduce_sum_(stats)
         n, sse, sum_sq, sums = stats[0], stats[1], stats[2], stats[3:]
         sst = sum_sq - sums.square().sum() / n
