@@ -42,6 +42,17 @@ class AssertSameStateOnRanks(Callback):
         self.checks += 1
 
 
+class BatchLog(Callback):
+    """The (epoch, batch index) of every training batch a fit runs: a resumed fit must run exactly the batches
+    after its checkpoint, not the whole run again."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches.append((trainer.current_epoch, batch_idx))
+
+
 class ReseedAtFitStart(Callback):
     """Seed the global RNG when fit starts. ``ddp_spawn`` workers start from a fresh seed while the parent has
     drawn the initial weights; reseeding both runs here gives them one RNG stream (as ``ddp`` processes, which

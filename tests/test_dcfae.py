@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from conftest import run_cli
+from ddp_helpers import BatchLog
 from dcl.adversarial import AdversarialOptimization, step_schedulers
 from dcl.datamodules.digits import Digits
 from dcl.method import ConfigError
@@ -216,13 +217,13 @@ def test_cli_fit_on_digits_bf16(tmp_path):
     assert 0 < logged["train/d_score"] < 1 and 0 < logged["train/g_score"] < 1
 
 
-def _fit(tmp_path, max_epochs, ckpt_path=None):
+def _fit(tmp_path, max_epochs, ckpt_path=None, callbacks=()):
     pl.seed_everything(0)
     model = DCFAE(10, (1, 8, 8), fae_epochs=1, **TINY)
     trainer = pl.Trainer(max_epochs=max_epochs, limit_train_batches=2, num_sanity_val_steps=0,
                          check_val_every_n_epoch=100, logger=False, enable_progress_bar=False,
                          enable_model_summary=False,
-                         callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+                         callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True), *callbacks])
     trainer.fit(model, Digits(flatten=False, batch_size=32), ckpt_path=ckpt_path)
     return model, trainer
 
@@ -230,7 +231,9 @@ def _fit(tmp_path, max_epochs, ckpt_path=None):
 def test_resume_in_the_embedding_phase_is_exact(tmp_path):
     full, _ = _fit(tmp_path / "full", 3)
     _fit(tmp_path / "part", 2)
-    resumed, trainer = _fit(tmp_path / "part", 3, ckpt_path=str(tmp_path / "part" / "last.ckpt"))
+    batches = BatchLog()
+    resumed, trainer = _fit(tmp_path / "part", 3, ckpt_path=str(tmp_path / "part" / "last.ckpt"), callbacks=[batches])
+    assert batches.batches == [(2, 0), (2, 1)]  # it resumed: only the last epoch's batches ran
     assert bool(resumed.embedding_started) and len(trainer.optimizers) == 1
     assert not any(p.requires_grad for p in resumed.fae.parameters())  # FAE stays frozen after resume
     # the networks (FAE with its BatchNorm statistics, dense network) continue exactly; the final k-means

@@ -230,7 +230,7 @@ def test_cli_fit_on_digits_stops_by_the_rule_and_resumes_exactly(tmp_path: Path)
     (tmp_path / "b").mkdir()
     run_cli([*args, "--ckpt_path", str(mid)], tmp_path / "b")
     runs_b = _ckpts(tmp_path / "b")
-    assert max(runs_b) == last_epoch
+    assert min(runs_b) == mid_epoch + 1 and max(runs_b) == last_epoch  # it resumed: no epoch before the checkpoint
     sb = torch.load(runs_b[last_epoch], weights_only=False)["state_dict"]
     assert int(sb["cluster_steps"]) == steps
     for name in ("rotation", "eigenvalues", "targets", "cluster_centers", "cluster_labels"):

@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import FAST, free_port
-from ddp_helpers import AssertSameStateOnRanks, RecordsGroupAfterTeardown, ReseedAtFitStart, clustering_state
+from ddp_helpers import AssertSameStateOnRanks, BatchLog, RecordsGroupAfterTeardown, ReseedAtFitStart, clustering_state
 from dcl import registry
 from dcl.estimator import InMemory
 from dcl.metrics import clustering_scores
@@ -75,8 +75,9 @@ def assignments(model, dm: InMemory) -> torch.Tensor:
     return model.predict_clusters(model.embed(x).float())
 
 
-def fit(name: str, tmp_path, epochs: int | None = None, ckpt_path=None, callbacks=(), **trainer_kwargs):
-    pl.seed_everything(0, workers=True)
+def fit(name: str, tmp_path, epochs: int | None = None, ckpt_path=None, callbacks=(), seed: int = 0,
+        **trainer_kwargs):
+    pl.seed_everything(seed, workers=True)
     dm = digits(name, trainer_kwargs.pop("batch_size", 128))
     model = build(name, dm)
     t = trainer(tmp_path, epochs or FAST[name]["epochs"], callbacks=list(callbacks), **trainer_kwargs)
@@ -92,7 +93,8 @@ def final_losses(t: pl.Trainer) -> dict[str, float]:
 def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
     every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_epochs=1, save_top_k=-1,
                                   save_on_train_epoch_end=True)
-    full, dm, t_full = fit(name, tmp_path / "a", callbacks=[every_epoch])
+    full_batches = BatchLog()
+    full, dm, t_full = fit(name, tmp_path / "a", callbacks=[every_epoch, full_batches])
     again, _, _ = fit(name, tmp_path / "b")
     reference = assignments(full, dm)
     deterministic = bool(torch.equal(assignments(again, dm), reference))
@@ -104,7 +106,11 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
 
     k = FAST[name]["resume_epoch"]
     ckpt = next((tmp_path / "ckpt").glob(f"epoch={k}-step=*.ckpt"))
-    resumed, _, t_resumed = fit(name, tmp_path / "c", ckpt_path=str(ckpt))
+    # another seed: what continues the run must come from the checkpoint (weights, optimizer, clustering state,
+    # the RNG of the draws after it), and the fit must run only the batches after it, not the whole run again
+    resumed_batches = BatchLog()
+    resumed, _, t_resumed = fit(name, tmp_path / "c", ckpt_path=str(ckpt), callbacks=[resumed_batches], seed=1)
+    assert resumed_batches.batches == [b for b in full_batches.batches if b[0] > k], "the fit did not resume"
     same_assignments = bool(torch.equal(assignments(resumed, dm), reference))
     same_state = bool(torch.equal(clustering_state(resumed), clustering_state(full)))
     differing = [a for (a, pa), (_, pb) in zip(full.named_parameters(), resumed.named_parameters())
