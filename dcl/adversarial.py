@@ -31,8 +31,9 @@ What it guarantees:
   needs no scaler, and DDP reduces the gradients in backward. Under DDP, a side's backward reaches only that
   side's parameters, so DDP must detect unused parameters: call :meth:`AdversarialOptimization.prepare_strategy`
   from the module's ``setup`` (it switches ``find_unused_parameters`` on before the model is wrapped).
-- **Gradient clipping** per side through ``module.clip_gradients`` (unscaled first under 16-mixed). The
-  Trainer's own ``gradient_clip_val`` is not allowed with manual optimization; set it here instead.
+- **Gradient clipping** per side through ``module.clip_gradients``, applied inside the optimizer's step, after
+  16-mixed's GradScaler has unscaled the gradients. The Trainer's own ``gradient_clip_val`` is not allowed with
+  manual optimization; set it here instead.
 - **Checkpointed.** Optimizers and schedulers are the Trainer's, so their states are saved and restored.
 - Steps per side: ``discriminator_steps`` updates of the discriminator, then ``generator_steps`` of the
   generator (or the other order), on the same batch, each recomputing its loss (fresh noise, current weights).
@@ -45,6 +46,7 @@ such as ``ReduceLROnPlateau``, are not supported).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Iterable, Union
 
 import torch
@@ -92,14 +94,32 @@ def optimizer_step(module, optimizer, loss_fn: LossFn, gradient_clip_val: float 
         loss, logs = out if isinstance(out, tuple) else (out, {})
         optimizer.zero_grad(set_to_none=True)
         module.manual_backward(loss)
-        if gradient_clip_val:
-            module.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
-                                  gradient_clip_algorithm=gradient_clip_algorithm)
-        optimizer.step()
+        with _clipping_in_step(module, optimizer, gradient_clip_val, gradient_clip_algorithm):
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     finally:
         module.untoggle_optimizer(optimizer)
     return loss.detach(), logs
+
+
+@contextlib.contextmanager
+def _clipping_in_step(module, optimizer, gradient_clip_val: float | None, gradient_clip_algorithm: str):
+    """Clip the gradients at the start of the torch optimizer's own step, where they are final.
+
+    Under 16-mixed the GradScaler unscales them inside ``LightningOptimizer.step``, just before that step;
+    clipped before ``step()`` (the manual-optimization recipe), the still-scaled gradients would be clipped and
+    the step would move the weights a loss scale (2^16 at first) less than asked.
+    """
+    if not gradient_clip_val:
+        yield
+        return
+    raw = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside a LightningOptimizer
+    handle = raw.register_step_pre_hook(lambda *_: module.clip_gradients(
+        optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def step_schedulers(module) -> None:

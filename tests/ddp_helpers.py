@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import torch
+from pytest import approx
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 
@@ -21,9 +22,12 @@ def clustering_state(pl_module) -> torch.Tensor:
 
 
 class AssertSameStateOnRanks(Callback):
-    """After every training step, the clustering state must be identical on every rank."""
+    """After every training step, the clustering state must be identical on every rank. Each rank writes how many
+    steps it checked to ``<report_dir>/checks_rank<R>`` when training ends (the workers of ``ddp_spawn`` are
+    other processes), so that a test can see that the check ran."""
 
-    def __init__(self) -> None:
+    def __init__(self, report_dir: str) -> None:
+        self.report_dir = report_dir
         self.checks = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -40,6 +44,9 @@ class AssertSameStateOnRanks(Callback):
             assert torch.equal(gathered[0], other), (
                 f"clustering state differs between rank 0 and rank {r} at step {trainer.global_step}")
         self.checks += 1
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        Path(self.report_dir, f"checks_rank{trainer.global_rank}").write_text(str(self.checks))
 
 
 class BatchLog(Callback):
@@ -70,3 +77,57 @@ class RecordsGroupAfterTeardown(AEKMeans):
         rank = dist.get_rank() if dist.is_initialized() else -1
         super().teardown(stage)
         Path(os.environ["DCL_TEST_GROUP_DIR"], f"rank{rank}").write_text(str(dist.is_initialized()))
+
+
+class AutocastDtypes(Callback):
+    """The dtypes of what the method's linear and conv layers output in training steps: bfloat16 among them
+    shows that a ``bf16-mixed`` fit ran under autocast. Class-level, for fits run in-process through the CLI."""
+
+    seen: set[torch.dtype] = set()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        type(self).seen = set()
+        for module in pl_module.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                module.register_forward_hook(self._record)
+
+    @classmethod
+    def _record(cls, module, inputs, output) -> None:
+        if module.training and torch.is_grad_enabled():
+            cls.seen.add(output.dtype)
+
+
+class GradientNorms(Callback):
+    """For each optimizer step that ran: the total gradient norm before clipping (unscaled: under a GradScaler
+    Lightning unscales, then calls ``on_before_optimizer_step``) and the norm the step used (a post-step hook),
+    as pairs in ``steps``; and whether a GradScaler was at work. Class-level, for fits run in-process through
+    the CLI."""
+
+    steps: list[tuple[float, float]] = []
+    scaler: bool = False
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        cls = type(self)
+        cls.steps, cls.hooked, cls.pending = [], set(), None
+        cls.scaler = getattr(trainer.precision_plugin, "scaler", None) is not None
+
+    @staticmethod
+    def _norm(optimizer) -> float:
+        grads = [p.grad.detach().float() for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        cls = type(self)
+        cls.pending = self._norm(optimizer)
+        raw = getattr(optimizer, "optimizer", optimizer)
+        if id(raw) not in cls.hooked:  # each phase's optimizer, once
+            cls.hooked.add(id(raw))
+            raw.register_step_post_hook(lambda opt, args, kwargs: cls.steps.append((cls.pending, cls._norm(opt))))
+
+
+def assert_clipped_after_unscaling(steps: list[tuple[float, float]], clip: float, min_steps: int) -> None:
+    """Each step's gradient norm is the unscaled one, clipped to ``clip``: equal to ``clip`` where it was above
+    (clipping the still-scaled gradients would leave them a loss scale, 2^16 at first, smaller) and unchanged below."""
+    assert len(steps) >= min_steps and max(before for before, _ in steps) > 2 * clip
+    for before, after in steps:
+        assert after == approx(min(before, clip), rel=1e-3), (before, after)

@@ -8,10 +8,11 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 
 from conftest import run_cli
-from ddp_helpers import BatchLog
+from ddp_helpers import AutocastDtypes, BatchLog, GradientNorms, assert_clipped_after_unscaling
 from dcl.adversarial import AdversarialOptimization, step_schedulers
 from dcl.datamodules.digits import Digits
 from dcl.method import ConfigError
@@ -162,9 +163,11 @@ def test_adversarial_helper_alternates_and_is_reusable():
     data = torch.utils.data.TensorDataset(torch.randn(64, 1) + 3)
     model = _ToyGAN(generator_steps=2, discriminator_steps=3, clip=0.1)
     trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_train_batches=2)
+                         enable_model_summary=False, limit_train_batches=2, callbacks=[GradientNorms()])
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=16))
     assert model.calls == {"g": 2 * 2 * 2, "d": 3 * 2 * 2}
+    used = [after for _, after in GradientNorms.steps]  # each side's gradients, clipped to the norm 0.1
+    assert len(used) == 20 and max(used) <= 0.1 * (1 + 1e-4) and sum(u > 0.1 * (1 - 1e-4) for u in used) >= 5
     assert trainer.global_step == (2 + 3) * 2 * 2  # global_step counts optimizer steps
     assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.05 * 0.25)
     assert all(p.requires_grad for p in model.parameters())  # toggles undone
@@ -206,8 +209,11 @@ def test_cli_fit_on_digits_bf16(tmp_path):
                       "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
                       "--trainer.logger.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
                       "--trainer.enable_checkpointing", "false", "--trainer.check_val_every_n_epoch", "2",
-                      "--trainer.limit_train_batches", "3"], tmp_path, quiet=False)
-    assert scores["k"] == 10 and 0.1 < scores["acc"] <= 1 and 0 <= scores["nmi"] <= 1
+                      "--trainer.limit_train_batches", "3", "--trainer.callbacks+=ddp_helpers.AutocastDtypes"],
+                     tmp_path, quiet=False)
+    assert torch.bfloat16 in AutocastDtypes.seen, "the fit did not run under bf16 autocast"
+    # 9 steps of FAE and embedding network: far from converged, but clusters of the data, not chance (~0.11)
+    assert scores["k"] == 10 and scores["k_used"] >= 8 and 0.2 < scores["acc"] <= 1 and 0.1 < scores["nmi"] <= 1
     import csv
     rows = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
     logged = {k: float(v) for row in rows for k, v in row.items() if v not in ("", None) and k != "step"}
@@ -215,6 +221,24 @@ def test_cli_fit_on_digits_bf16(tmp_path):
                  "train/d_score", "train/g_score", "train/similarity_ce", "val/acc"):
         assert name in logged and math.isfinite(logged[name]), name
     assert 0 < logged["train/d_score"] < 1 and 0 < logged["train/g_score"] < 1
+
+
+def test_sixteen_bit_with_a_grad_scaler_clips_each_side_after_unscaling(tmp_path):
+    """Each side's step under 16-mixed's GradScaler: its gradients are clipped once unscaled. Clipping them before
+    the optimizer's step (Lightning's manual-optimization recipe) clips the still-scaled gradients, and the step
+    then moves the weights by a loss scale (2^16 at first) less than asked. (On a CPU Lightning turns "16-mixed"
+    into bf16-mixed, without a scaler, so the plugin is given as on a GPU.)"""
+    pl.seed_everything(0)
+    model = DCFAE(10, (1, 8, 8), fae_epochs=1, gradient_clip_val=0.05, **TINY)
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=6, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         check_val_every_n_epoch=100, default_root_dir=tmp_path,
+                         plugins=[MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))],
+                         callbacks=[GradientNorms(), AutocastDtypes()])
+    trainer.fit(model, Digits(flatten=False, batch_size=32))
+    assert GradientNorms.scaler and torch.float16 in AutocastDtypes.seen
+    assert bool(model.embedding_started)  # both phases ran: the FAE's two sides, then the embedding network
+    assert_clipped_after_unscaling(GradientNorms.steps, 0.05, min_steps=12)
 
 
 def _fit(tmp_path, max_epochs, ckpt_path=None, callbacks=()):

@@ -17,7 +17,8 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import FAST, free_port
-from ddp_helpers import AssertSameStateOnRanks, BatchLog, RecordsGroupAfterTeardown, ReseedAtFitStart, clustering_state
+from ddp_helpers import (AssertSameStateOnRanks, AutocastDtypes, BatchLog, RecordsGroupAfterTeardown, ReseedAtFitStart,
+                         clustering_state)
 from dcl import registry
 from dcl.estimator import InMemory
 from dcl.metrics import clustering_scores
@@ -137,7 +138,9 @@ def test_ddp_two_processes_match_one(name, tmp_path, monkeypatch):
     monkeypatch.setenv("MASTER_PORT", str(free_port()))
     single, dm, _ = fit(name, tmp_path / "single", callbacks=[ReseedAtFitStart()])
     ddp, _, t = fit(name, tmp_path / "ddp", batch_size=64, strategy="ddp_spawn", devices=2,
-                    callbacks=[ReseedAtFitStart(), AssertSameStateOnRanks()])
+                    callbacks=[ReseedAtFitStart(), AssertSameStateOnRanks(str(tmp_path))])
+    checked = {f.name: int(f.read_text()) for f in tmp_path.glob("checks_rank*")}
+    assert checked == dict.fromkeys(("checks_rank0", "checks_rank1"), FAST[name]["epochs"] * N // 128), checked
     assert ddp.n_clusters == single.n_clusters
     ari = adjusted_rand_score(assignments(single, dm).numpy(), assignments(ddp, dm).numpy())
     measured(name, ddp_ari=float(ari), ddp_k=int(ddp.n_clusters), single_k=int(single.n_clusters))
@@ -158,7 +161,8 @@ def test_spawned_workers_end_their_process_group(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", params("bf16"))
 def test_bf16_mixed_precision_is_finite_and_close_to_fp32(name, tmp_path):
     fp32, dm, t32 = fit(name, tmp_path / "fp32")
-    bf16, _, t16 = fit(name, tmp_path / "bf16", precision="bf16-mixed")
+    bf16, _, t16 = fit(name, tmp_path / "bf16", precision="bf16-mixed", callbacks=[AutocastDtypes()])
+    assert torch.bfloat16 in AutocastDtypes.seen, "the fit did not run under bf16 autocast"
     losses = final_losses(t16)
     assert losses and all(math.isfinite(v) for v in losses.values()), losses
     acc32 = clustering_scores(assignments(fp32, dm), dm.y)["acc"]
