@@ -212,18 +212,24 @@ def test_idec_adds_reconstruction_and_keeps_the_decoder_training():
     dm = Digits()
     model = IDEC(10, dm.input_shape, hidden_dims=[32], gamma=0.1)
     model.targets = torch.full((1797, 10), 0.1)
+    torch.manual_seed(0)
+    model.cluster_centers.data.normal_()
+    model.targets = torch.softmax(torch.randn(1797, 10), 1)
     batch = {"x": dm.x[:64], "y": dm.y[:64], "index": torch.arange(64)}
-
-    class FakeTrainer:
-        should_stop = False
-
     model._trainer = None
     model.log_dict = lambda *a, **k: None
     model._count_step = lambda: None
     loss = model.cluster_step(batch)
+    # the paper's L = L_r + gamma L_c, computed here from its parts: MSE of the reconstruction, and
+    # KL(P || Q) with the batch's rows of the stored targets P against Student-t Q
+    z, x_hat = model.autoencoder(batch["x"])
+    q = model.assign(z)
+    p = model.targets[:64]
+    kl = (p * (p / q).log()).sum() / 64
+    torch.testing.assert_close(loss, ((x_hat - batch["x"]) ** 2).mean() + 0.1 * kl)
     loss.backward()
-    assert model.autoencoder.decoder[0][0].weight.grad is not None  # reconstruction reaches the decoder
-    assert model.cluster_centers.grad is not None  # the clustering loss reaches the centers
+    assert model.autoencoder.decoder[0][0].weight.grad.abs().sum() > 0  # reconstruction reaches the decoder
+    assert model.cluster_centers.grad.abs().sum() > 0  # the clustering loss reaches the centers
 
 
 def test_one_process_step_leaves_unused_parameters_without_gradient():
