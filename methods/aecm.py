@@ -35,8 +35,9 @@ Choices where the paper/code is silent or buggy (and why):
   (here softmax over clusters, dim 1); the "decay" optimizers whose lr schedule never triggers (the name is
   split on ``|`` and then searched for "decay" as a list element): ``lr_decay_epochs`` applies the decay where
   the authors' script asks for it (of our configs, USPS only: 1e-3 -> 1e-4 over 150 epochs), since at the
-  constant lr the code actually ran, one USPS seed of two diverged after 566 of the 1000 epochs (loss x 1e5 in
-  five epochs, ``benchmarks/results/aecm_usps_e620.md``) and with the decay none of three did; the AE
+  constant lr the code actually ran, one USPS seed of two diverged after 566 of the 1000 epochs (in epochs
+  566-570 the AE term per step went from 2.5 to 2.3e6 and E1 from 0.8 to 2.6e4,
+  ``benchmarks/results/aecm_usps_e620.md``) and with the decay none of three did; the AE
   pretraining that leaves the first encoder kernel out of its update (``trainable_variables[1:]``).
 * PyTorch's Adam, although the authors' Keras Adam adds eps to the uncorrected sqrt(v): with their large eps
   (1e-3) the two differ in the first epochs (Keras' eps is worth 31.6 eps of PyTorch's at the first step, 2.3
