@@ -65,13 +65,13 @@ Choices where the paper is silent, and why:
   are explicit moves with a BIC test; the test of a single Gaussian rejects its split, so births stop.
 * **loss weights**: MSE averaged over pixels plus ``gamma`` x alpha-JS (summed over latent dims, averaged
   over the batch); ``gamma`` = 0.01: with 0.1 (IDEC's weight) the alpha-JS term (~4 nats) outweighs the
-  MSE (~0.05) and the encoder collapses clusters into each other (measured on Digits: K fell to 3-5, ACC 0.30);
+  MSE (~0.05) and the encoder collapses clusters into each other (measured on Digits, ad hoc while building it: K fell to 3-5, ACC 0.30);
   with 0.01 K stays at 10 and ACC rises from the AE's (both measured with ``decoder_input: sample``). With the
   decoder on the mean, USPS at 0.01 merged K from 10 down to 6 within 10 epochs and at 0.001 kept it (K 8-11
   over 3 seeds x 2 starts, flat within each run); the USPS and MNIST configs set 0.001.
 * **birth/merge tests with full-covariance Gaussians** and the BIC penalty x ``bic_penalty``: with diagonal
   Gaussians the tests over-split the elongated clusters of an autoencoder's latent space (pretrained Digits /
-  USPS embeddings: K = 17-36 for 10 classes at any penalty); with full ones the K found still depends on the
+  USPS embeddings: K = 17-36 for 10 classes at any penalty, ad hoc runs not recorded in benchmarks/); with full ones the K found still depends on the
   penalty and on N: the log-likelihood gain of splitting a non-Gaussian cluster grows like its size, the BIC
   like log N. Measured on fixed pretrained embeddings (``benchmarks/results/dpgmm_selection.md``), the penalty
   that finds about K_true is 1 for Digits (N = 1797) and COIL-20 (1440), 2-3 for USPS (9298) and 12 for MNIST
