@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins import MixedPrecision
 from sklearn.datasets import load_digits
 from sklearn.metrics import adjusted_rand_score
 
@@ -163,11 +164,17 @@ def test_bf16_mixed_precision_is_finite_and_close_to_fp32(name, tmp_path):
     fp32, dm, t32 = fit(name, tmp_path / "fp32")
     bf16, _, t16 = fit(name, tmp_path / "bf16", precision="bf16-mixed", callbacks=[AutocastDtypes()])
     assert torch.bfloat16 in AutocastDtypes.seen, "the fit did not run under bf16 autocast"
-    losses = final_losses(t16)
-    assert losses and all(math.isfinite(v) for v in losses.values()), losses
+    # 16-mixed as on a GPU: float16 autocast and a GradScaler (loss scaling, steps skipped on overflow). Lightning
+    # turns "16-mixed" into bf16-mixed on a CPU, so the plugin is given.
+    fp16, _, t_fp16 = fit(name, tmp_path / "fp16", callbacks=[AutocastDtypes()],
+                          plugins=[MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))])
+    assert torch.float16 in AutocastDtypes.seen, "the fit did not run under float16 autocast"
     acc32 = clustering_scores(assignments(fp32, dm), dm.y)["acc"]
-    acc16 = clustering_scores(assignments(bf16, dm), dm.y)["acc"]
-    measured(name, fp32_acc=float(acc32), bf16_acc=float(acc16),
-             bf16_losses_finite=bool(losses) and all(math.isfinite(v) for v in losses.values()))
-    assert abs(acc16 - acc32) <= 0.1, f"ACC {acc16:.3f} in bf16 against {acc32:.3f} in fp32"
-    assert bf16.n_clusters == fp32.n_clusters or name == "DPGMM"
+    for label, model, t in (("bf16", bf16, t16), ("fp16", fp16, t_fp16)):
+        losses = final_losses(t)
+        finite = bool(losses) and all(math.isfinite(v) for v in losses.values())
+        acc = clustering_scores(assignments(model, dm), dm.y)["acc"]
+        measured(name, fp32_acc=float(acc32), **{f"{label}_acc": float(acc), f"{label}_losses_finite": finite})
+        assert finite, (label, losses)
+        assert abs(acc - acc32) <= 0.1, f"ACC {acc:.3f} in {label} against {acc32:.3f} in fp32"
+        assert model.n_clusters == fp32.n_clusters or name == "DPGMM"
