@@ -28,7 +28,7 @@ from dcl import registry
 from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
 from dcl.method import (ClusteringMethod, ConfigError, check_checkpoint_method, check_precision,
-                        load_checkpoint_file)
+                        check_trainer_settings, load_checkpoint_file)
 
 # MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
 # lacks, enable_checkpointing false beside a ModelCheckpoint, ...)
@@ -73,6 +73,7 @@ class DCLCLI(LightningCLI):
                 raise
             raise ConfigError(str(cause)) from err
         check_precision(self.trainer.precision)
+        check_trainer_settings(self.model, self.trainer)
 
     def before_fit(self) -> None:
         self.trainer.callbacks.append(FinalScores())

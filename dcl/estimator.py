@@ -39,6 +39,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from dcl.datamodule import EVAL_BATCH_FACTOR, ClusteringDataModule
+from dcl.method import check_trainer_settings
 
 __all__ = ["DeepClusterer", "InMemory"]
 
@@ -202,6 +203,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
                 enable_progress_bar=self.enable_progress_bar, limit_val_batches=0, num_sanity_val_steps=0)
             trainer_kwargs.update(self.trainer_args or {})
             trainer = pl.Trainer(**trainer_kwargs)
+            check_trainer_settings(model, trainer)
             trainer.fit(model, datamodule=data)
         model.trainer = None  # drop the trainer (and the data it holds) so the estimator pickles
         self.model_ = model.cpu().eval()

@@ -15,6 +15,7 @@ A method is a LightningModule with:
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -285,6 +286,25 @@ def check_precision(precision: str) -> None:
         raise ConfigError(f"precision {precision!r} is not supported: the clustering state (centers, k-means, "
                           "assignments) is float32 and is not cast to the weights' dtype; use 32-true, bf16-mixed "
                           "or 16-mixed (mixed precision: float32 weights, low-precision compute)")
+
+
+def check_trainer_settings(model: pl.LightningModule, trainer: pl.Trainer) -> None:
+    """Refuse the Trainer settings Lightning cannot apply to a method that steps its optimizers itself (manual
+    optimization: DCFAE's alternating sides), saying what to set instead: Lightning's own message tells the user
+    to switch to automatic optimization, which a configured method cannot do."""
+    if model.automatic_optimization:
+        return
+    name = type(model).__name__
+    if trainer.gradient_clip_val:
+        own = ("set the method's own gradient_clip_val instead (model.init_args.gradient_clip_val: it clips each of "
+               "its optimizer steps)"
+               if "gradient_clip_val" in inspect.signature(type(model)).parameters else "remove it")
+        raise ConfigError(f"{name} steps its optimizers itself (manual optimization), so the Trainer's "
+                          f"gradient_clip_val {trainer.gradient_clip_val} cannot apply; {own}")
+    if trainer.accumulate_grad_batches != 1:
+        raise ConfigError(f"{name} steps its optimizers itself (manual optimization), so the Trainer's "
+                          f"accumulate_grad_batches {trainer.accumulate_grad_batches} cannot apply; remove it "
+                          "(a larger data.batch_size is the way to larger steps)")
 
 
 def cpu_has_native(dtype: torch.dtype) -> bool:

@@ -366,6 +366,17 @@ def test_an_optimizer_setting_torch_refuses_is_one_line_before_training(tmp_path
     assert words in msg, msg
 
 
+@pytest.mark.parametrize("setting, words", [
+    ("gradient_clip_val=1.0", "gradient_clip_val 1.0 cannot apply; set the method's own gradient_clip_val instead"),
+    ("accumulate_grad_batches=2", "accumulate_grad_batches 2 cannot apply; remove it"),
+])
+def test_trainer_settings_a_method_stepping_its_own_optimizers_cannot_use(tmp_path, setting, words, dcl_error):
+    """DCFAE steps its two sides itself: Lightning refuses these with "switch to automatic optimization", which a
+    user of a configured method cannot do; the error names what to set instead."""
+    msg = dcl_error(["fit", "--config", str(REPO / "configs/dcfae/digits.yaml"), f"--trainer.{setting}"], tmp_path)
+    assert "DCFAE steps its optimizers itself (manual optimization)" in msg and words in msg, msg
+
+
 def test_nan_in_data(tmp_path, dcl_error):
     x = np.random.default_rng(0).normal(size=(40, 3))
     x[7, 0] = np.inf

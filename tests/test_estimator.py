@@ -136,6 +136,10 @@ def test_clear_errors():
     # weights in bf16 beside a float32 clustering state: refused at the start of the run, not mid-fit
     with pytest.raises(ValueError, match="precision 'bf16-true' is not supported.*bf16-mixed"):
         tiny(trainer_args={"precision": "bf16-true"}).fit(X)
+    # a Trainer setting Lightning cannot apply to a method that steps its own optimizers, with what to set instead
+    images = np.random.RandomState(0).rand(24, 1, 8, 8).astype(np.float32)
+    with pytest.raises(ValueError, match="gradient_clip_val 1.0 cannot apply; set the method's own gradient_clip_val"):
+        DeepClusterer("dcfae", n_clusters=2, trainer_args={"gradient_clip_val": 1.0}).fit(images)
 
 
 def test_images_are_accepted():
