@@ -517,8 +517,9 @@ class AutoencoderMethod(ClusteringMethod):
             how = (f"hardly better than their mean does (it explains {explained:.1%} of their variance)"
                    if explained >= 0 else
                    f"worse than their mean does (its squared error is {1 - explained:.2f} x their variance)")
+            epochs = self.current_epoch + 1
             rank_zero_warn(
-                f"after {self.current_epoch + 1} epochs of training, {type(self).__name__}'s autoencoder "
+                f"after {epochs} epoch{'s' if epochs > 1 else ''} of training, {type(self).__name__}'s autoencoder "
                 f"reconstructs the data {how}: it has likely not learned them yet, and clustering its code then "
                 "gives chance-level results; raise pretrain_epochs (or max_epochs) or the learning rate, or start "
                 "from a trained autoencoder (model.init_args.pretrained)")
