@@ -3,6 +3,8 @@ wrong type fails here, not in a user's run), and sits in the folder of the metho
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 
@@ -30,3 +32,18 @@ def test_config_parses(config, capsys):
     assert config.parent.name.replace("_", "") == method, f"{config} configures {method}"
     data = printed["data"]["class_path"].rsplit(".", 1)[-1].lower()
     assert config.stem.replace("_", "") == data, f"{config} loads {data}"
+
+
+SAMPLES = {"digits": 1797, "usps": 9298, "mnist": 70000, "coil20": 1440}
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if "maxiter" in c.read_text()],
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_max_epochs_leaves_room_for_maxiter(config):
+    """A config that names a maxiter of clustering steps must let max_epochs reach it after the pretraining:
+    DEC's and IDEC's COIL-20 configs once ended after 3246 of their 20000 steps."""
+    c = yaml.safe_load(config.read_text())
+    model, data = c["model"]["init_args"], c["data"]["init_args"]
+    steps_per_epoch = math.ceil(SAMPLES[config.stem] / data.get("batch_size", 256))  # the last batch is kept
+    needed = model.get("pretrain_epochs", 0) + math.ceil(model["maxiter"] / steps_per_epoch)
+    assert c["trainer"]["max_epochs"] >= needed, f"{config}: max_epochs {c['trainer']['max_epochs']} < {needed}"
