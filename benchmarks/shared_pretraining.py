@@ -66,7 +66,7 @@ def main() -> None:
     p.add_argument("data", choices=["digits", "usps", "mnist"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=["dec", "idec"])
-    p.add_argument("--pretrain-epochs", type=int, default=200, help="the papers' 200 by default")
+    p.add_argument("--pretrain-epochs", type=int, default=200, help="200 by default (the shared recipe, DEKM's official; see configs/ae_kmeans/mnist.yaml)")
     p.add_argument("--maxiter", type=int, default=None, help="cap on clustering steps (default: the config's)")
     p.add_argument("--merge", action="store_true", help="keep the other seeds recorded in the results file")
     p.add_argument("--tag", default="", help="write shared_pretraining_<data>..._<tag>.{json,md} (e.g. gpu), a record "

@@ -396,6 +396,23 @@ def warn_if_fit_ends_within(module: pl.LightningModule, epochs: int, phase: str,
                        f"(it counts this phase) or lower {setting}")
 
 
+AUTOENCODER_INITS = ("glorot", "fan_in_uniform")
+
+
+@torch.no_grad()
+def fan_in_uniform_init_(module: nn.Module) -> nn.Module:
+    """Every linear / conv layer: weights U(-sqrt(1 / fan_in), sqrt(1 / fan_in)), biases zero (Keras'
+    ``VarianceScaling(scale=1/3, mode='fan_in', distribution='uniform')``, which DEC-keras pretrains MNIST with)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            fan_in = m.weight[0].numel() if not isinstance(m, nn.ConvTranspose2d) else m.weight[:, 0].numel()
+            bound = math.sqrt(1.0 / fan_in)
+            nn.init.uniform_(m.weight, -bound, bound)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
 class AutoencoderMethod(ClusteringMethod):
     """Base of the methods that pretrain an autoencoder, then cluster its code: both phases in one ``dcl fit``.
 
@@ -414,19 +431,25 @@ class AutoencoderMethod(ClusteringMethod):
             dict of the autoencoder, to start from instead of pretraining.
         pretrain_optimizer: optimizer of phase 1 (None: Adam, lr 1e-3).
         optimizer: optimizer of phase 2 (None: the method's paper default, see :meth:`default_optimizer`).
+        weight_init: ``glorot`` (Glorot-uniform weights, zero biases) or ``fan_in_uniform`` (U(+-sqrt(1 / fan_in))
+            weights, zero biases: Keras' ``VarianceScaling(1/3, 'fan_in', 'uniform')``, DEC-keras' MNIST recipe).
     """
 
     def __init__(self, n_clusters: int, input_shape: Sequence[int], latent_dim: int = 10,
                  autoencoder: str = "mlp", hidden_dims: Sequence[int] = (500, 500, 2000), activation: str = "relu",
                  pretrain_epochs: int = 200, pretrained: str | None = None,
                  pretrain_optimizer: OptimizerFactory | None = None, optimizer: OptimizerFactory | None = None,
-                 kmeans_n_init: int = 10, trainable_centers: bool = False) -> None:
+                 kmeans_n_init: int = 10, trainable_centers: bool = False, weight_init: str = "glorot") -> None:
         super().__init__(n_clusters, input_shape, latent_dim, kmeans_n_init, trainable_centers)
         if pretrain_epochs < 0:
             raise ConfigError(f"pretrain_epochs must be >= 0, got {pretrain_epochs}")
+        if weight_init not in AUTOENCODER_INITS:
+            raise ConfigError(f"weight_init must be one of {AUTOENCODER_INITS}, got {weight_init!r}")
         check_optimizer(optimizer, "optimizer")
         check_optimizer(pretrain_optimizer, "pretrain_optimizer")
         self.autoencoder = self.make_autoencoder(autoencoder, latent_dim, hidden_dims, activation)
+        if weight_init == "fan_in_uniform":
+            fan_in_uniform_init_(self.autoencoder)
         self.pretrain_epochs = 0 if pretrained else pretrain_epochs
         self.pretrained = pretrained
         self.pretrain_optimizer = pretrain_optimizer

@@ -30,10 +30,10 @@ class AEKMeans(AutoencoderMethod):
     def __init__(self, n_clusters: int, input_shape: Sequence[int], latent_dim: int = 10,
                  autoencoder: str = "mlp", hidden_dims: Sequence[int] = (500, 500, 2000), activation: str = "relu",
                  pretrained: str | None = None, optimizer: OptimizerFactory | None = None,
-                 kmeans_n_init: int = 10) -> None:
+                 kmeans_n_init: int = 10, weight_init: str = "glorot") -> None:
         super().__init__(n_clusters, input_shape, latent_dim, autoencoder, hidden_dims, activation,
                          pretrain_epochs=0, pretrained=pretrained, pretrain_optimizer=optimizer,
-                         optimizer=optimizer, kmeans_n_init=kmeans_n_init)
+                         optimizer=optimizer, kmeans_n_init=kmeans_n_init, weight_init=weight_init)
         self.save_hyperparameters(ignore=["optimizer"])
 
     @property

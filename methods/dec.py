@@ -11,10 +11,19 @@ an auxiliary target that sharpens q and normalizes by cluster frequency f_j = su
 and the clustering loss KL(P || Q) = sum_i sum_j p_ij log(p_ij / q_ij) (eq. 2), minimized over the encoder
 and the centers. The targets are computed on all samples every ``update_interval`` steps and frozen in
 between; training stops when fewer than ``tol`` of the assignments changed between two updates, or after
-``maxiter`` clustering steps. Schedule and defaults of the authors' reference code (DEC-keras / IDEC):
-Adam-pretrained d-500-500-2000-10 autoencoder (200 epochs, batch 256), k-means with 20 restarts to
-initialize the centers, SGD(lr 0.01, momentum 0.9), ``update_interval`` 140 on MNIST and 30 on USPS,
-``tol`` 0.1%, ``maxiter`` 20000.
+``maxiter`` clustering steps. The clustering phase has the schedule and defaults of the authors' reference code
+(DEC-keras / IDEC): a d-500-500-2000-10 autoencoder, k-means with 20 restarts to initialize the centers,
+SGD(lr 0.01, momentum 0.9), ``update_interval`` 140 on MNIST and 30 on USPS, ``tol`` 0.1%, ``maxiter`` 20000,
+batch 256.
+
+The pretraining is not the papers': the configs pretrain end to end for 200 epochs with Adam 1e-3, batch 256
+(DEKM's official recipe, one pretraining shared by DEC, IDEC, DEKM and AE + k-means). The DEC paper pretrained
+layer-wise with dropout, then fine-tuned (piiswrong/dec), and IDEC's README starts from those weights; DEC-keras
+pretrains end to end, MNIST for 300 epochs with SGD(lr 1, momentum 0.9) from Keras'
+``VarianceScaling(1/3, 'fan_in', 'uniform')`` initialization (``weight_init: fan_in_uniform``,
+``pretrain_epochs: 300``, ``pretrain_optimizer: {class_path: torch.optim.SGD, init_args: {lr: 1.0, momentum:
+0.9}}``), USPS for 50 epochs with Adam. MNIST pixels are scaled to [0, 1] (/255, as DEC-keras; the original DEC
+code multiplies by 0.02). Batches are reshuffled every epoch (the reference code walks them in a fixed order).
 
 ``target: batch`` is the variant many PyTorch reimplementations use (e.g. ClustPy's DEC/IDEC): P from each
 batch's own Q at every step (cluster frequencies f_j summed over the global batch under DDP), with no pass over
@@ -65,10 +74,10 @@ class DEC(AutoencoderMethod):
                  alpha: float = 1.0, update_interval: int = 140, tol: float = 0.001, maxiter: int = 20000,
                  pretrain_epochs: int = 200, pretrained: str | None = None,
                  pretrain_optimizer: OptimizerFactory | None = None, optimizer: OptimizerFactory | None = None,
-                 kmeans_n_init: int = 20, target: str = "full") -> None:
+                 kmeans_n_init: int = 20, target: str = "full", weight_init: str = "glorot") -> None:
         super().__init__(n_clusters, input_shape, latent_dim, autoencoder, hidden_dims, activation,
                          pretrain_epochs, pretrained, pretrain_optimizer, optimizer, kmeans_n_init,
-                         trainable_centers=True)
+                         trainable_centers=True, weight_init=weight_init)
         if update_interval < 1 or maxiter < 1 or not 0 <= tol < 1 or alpha <= 0:
             raise ConfigError("DEC needs update_interval >= 1, maxiter >= 1, 0 <= tol < 1 and alpha > 0")
         if target not in ("full", "batch"):
@@ -127,7 +136,10 @@ class DEC(AutoencoderMethod):
             p = target_distribution(q, all_reduce_sum_(q.sum(dim=0)))
         return kl_clustering_loss(p, q)
 
-    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor:
+    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor | None:
+        if self._trainer is not None and self.trainer.should_stop:  # the update before this batch met tol: end
+            # with its state, as the reference code, which breaks out of its loop before training that batch
+            return None
         z = self.embed(batch["x"])
         loss = self.clustering_loss(z, batch["index"])
         self.log("train/kl", loss, prog_bar=True)

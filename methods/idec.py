@@ -32,10 +32,10 @@ class IDEC(DEC):
                  gamma: float = 0.1, alpha: float = 1.0, update_interval: int = 140, tol: float = 0.001,
                  maxiter: int = 20000, pretrain_epochs: int = 200, pretrained: str | None = None,
                  pretrain_optimizer: OptimizerFactory | None = None, optimizer: OptimizerFactory | None = None,
-                 kmeans_n_init: int = 20, target: str = "full") -> None:
+                 kmeans_n_init: int = 20, target: str = "full", weight_init: str = "glorot") -> None:
         super().__init__(n_clusters, input_shape, latent_dim, autoencoder, hidden_dims, activation, alpha,
                          update_interval, tol, maxiter, pretrain_epochs, pretrained, pretrain_optimizer,
-                         optimizer, kmeans_n_init, target)
+                         optimizer, kmeans_n_init, target, weight_init)
         if gamma < 0:
             raise ConfigError(f"gamma must be >= 0, got {gamma}")
         self.save_hyperparameters(ignore=["pretrain_optimizer", "optimizer"])
@@ -46,7 +46,9 @@ class IDEC(DEC):
             return torch.optim.Adam(params, lr=1e-3)
         return super().default_optimizer(params, phase)
 
-    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor:
+    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor | None:
+        if self._trainer is not None and self.trainer.should_stop:  # the update before this batch met tol (DEC)
+            return None
         x = batch["x"]
         z, x_hat = self.autoencoder(x)
         recon = F.mse_loss(x_hat, x)

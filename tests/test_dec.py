@@ -10,7 +10,7 @@ import torch
 from conftest import REPO, flat_grad, free_port, run_cli
 from dcl.methods.dec import DEC, kl_clustering_loss, target_distribution
 from dcl.methods.idec import IDEC
-from dcl.method import student_t_assign
+from dcl.method import ConfigError, student_t_assign
 
 FAST = ["--model.init_args.hidden_dims", "[64, 64]", "--model.init_args.pretrain_epochs", "15",
         "--model.init_args.update_interval", "5", "--model.init_args.kmeans_n_init", "3",
@@ -188,8 +188,11 @@ def test_target_update_schedule_and_stopping_rule(tmp_path):
     assert steps == list(range(8, 24, 3)) and not any(f for _, f in calls[1:])
     assert model.targets.shape == (1797, 10)
 
-    _, trainer, calls, _ = _fit_recording_updates(DEC, tmp_path, 5, tol=0.99)
-    assert len(calls) == 2 and trainer.global_step < 16  # stopped after the second update
+    for cls in (DEC, IDEC):
+        model, trainer, calls, _ = _fit_recording_updates(cls, tmp_path, 5, tol=0.99)
+        # stopped by the second update (after 3 clustering steps), whose batch is not trained: the run ends with
+        # the state that met tol, as the reference code's loop, which breaks out before that batch
+        assert len(calls) == 2 and int(model.cluster_steps) == 3
 
 
 @pytest.mark.parametrize("cls", [DEC, IDEC])
@@ -310,3 +313,23 @@ def test_cluster_update_intervals():
             ClusterUpdate(**kwargs)
     with pytest.raises(ValueError, match="at most one"):
         ClusterUpdate(every_n_steps=5, every_n_epochs=1)
+
+
+def test_fan_in_uniform_init_is_dec_keras_mnist_initializer():
+    """``weight_init: fan_in_uniform``: Keras' VarianceScaling(1/3, 'fan_in', 'uniform'), the initializer DEC-keras
+    pretrains MNIST with: every weight in +-sqrt(1 / fan_in) (filling that range), every bias zero."""
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    torch.manual_seed(0)
+    for cls in (AEKMeans, DEC, IDEC):
+        model = cls(10, (784,), weight_init="fan_in_uniform")
+        layers = [m for m in model.autoencoder.modules() if isinstance(m, torch.nn.Linear)]
+        assert len(layers) == 8 and model.hparams.weight_init == "fan_in_uniform"
+        for layer in layers:
+            bound = layer.in_features ** -0.5
+            assert 0.99 * bound < layer.weight.abs().max() <= bound and not layer.bias.any()
+            assert abs(float(layer.weight.std()) - bound / 3 ** 0.5) < 0.05 * bound  # uniform: std = bound / sqrt(3)
+    glorot = DEC(10, (784,)).autoencoder.encoder[1][0].weight  # the default: Glorot, bound sqrt(6 / (784 + 500))
+    assert 0.99 * (6 / 1284) ** 0.5 < glorot.abs().max() <= (6 / 1284) ** 0.5
+    with pytest.raises(ConfigError, match="weight_init must be one of"):
+        DEC(10, (784,), weight_init="he")
