@@ -339,7 +339,8 @@ class AECM(AutoencoderMethod):
         return ddp_global_batch_loss({"recon": loss})
 
     def default_optimizer(self, params, phase: str) -> torch.optim.Optimizer:
-        if phase == "pretrain":  # the authors' AE.py (MNIST/USPS): SGD lr 1e-2, momentum 0.9, constant
+        if phase == "pretrain":  # the authors' AE.py (MNIST/USPS; FMNIST without momentum: its config): SGD lr 1e-2,
+            # momentum 0.9, constant
             return torch.optim.SGD(params, lr=0.01, momentum=0.9)
         return _adam_cm(params)
 
