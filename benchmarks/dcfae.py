@@ -1,7 +1,8 @@
 """DCFAE on real data: FAE vs plain VAE latent, with and without the dense embedding network, and a figure of
 reconstructions (VAE vs FAE).
 
-For each variant (``fae``: VAE-GAN, ``vae``: adversarial off) one run trains phase 1 for ``--fae-epochs``
+For each variant (``fae``: VAE-GAN, ``vae``: adversarial off, ``plain``: VAE-GAN without the residual skips, the
+paper's residual vs plain ablation) one run trains phase 1 for ``--fae-epochs``
 epochs and scores k-means on the latent mu(x) ("without the dense network"); the same run is then resumed from
 its last checkpoint for ``--dense-epochs`` more epochs of phase 2 and scores k-means on the dense network's
 embedding ("with the dense network"). Results: ``benchmarks/results/dcfae_<data>.json`` and ``.md``;
@@ -33,6 +34,8 @@ from results_table import fit_config, mean_std_text  # benchmarks/ is on sys.pat
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "dcfae"
+#: the variants and their label in the report
+VARIANTS = {"fae": "FAE", "vae": "VAE", "plain": "FAE without residual skips"}
 
 
 def datamodule(name: str, batch_size: int):
@@ -248,7 +251,7 @@ def render(result: dict) -> list[str]:
              f"{batch} samples ({phase2['similarity_batches']} loader batch(es) joined).", "",
              "Mean ± std over the seeds (population std).", "",
              "| latent | clustering | ACC | NMI | ARI | wall time (s) | seeds |", "|---|---|---|---|---|---|---|"]
-    for variant in ("fae", "vae"):
+    for variant in VARIANTS:
         runs = [s[variant] for s in seeds.values() if variant in s]
         if not runs:
             continue
@@ -256,10 +259,10 @@ def render(result: dict) -> list[str]:
                             ("dense embedding + k-means", ("phase1_seconds", "phase2_seconds"))):
             cells = [mean_std_text([r[key].get(m, float("nan")) for r in runs]) for m in ("acc", "nmi", "ari")]
             wall = np.mean([sum(r[p] for p in phases) for r in runs])
-            lines.append(f"| {variant.upper()} | {key} | {' | '.join(cells)} | {wall:.0f} | {len(runs)} |")
+            lines.append(f"| {VARIANTS[variant]} | {key} | {' | '.join(cells)} | {wall:.0f} | {len(runs)} |")
     lines += idec_row(result)
     cut = [f"seed {seed} ({v.upper()}) after {r[v]['fae_epochs_run']}" for seed, r in sorted(seeds.items())
-           for v in ("fae", "vae") if "fae_epochs_run" in r.get(v, {})]
+           for v in VARIANTS if "fae_epochs_run" in r.get(v, {})]
     if cut:
         lines += ["", f"Phase 1 ended by its wall-time limit (`--phase1-minutes`) before {b['fae_epochs']} epochs: "
                       f"{', '.join(cut)} FAE epochs; phase 2 then ran its {b['dense_epochs']} epochs."]
@@ -297,7 +300,7 @@ def reconstructions(model, dm, per_class: int = 1) -> tuple[np.ndarray, np.ndarr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="usps", choices=["digits", "usps", "mnist", "coil20"])
-    parser.add_argument("--variants", nargs="+", default=["fae", "vae"], choices=["fae", "vae"])
+    parser.add_argument("--variants", nargs="+", default=["fae", "vae"], choices=list(VARIANTS))
     parser.add_argument("--fae-epochs", type=int, default=15)
     parser.add_argument("--dense-epochs", type=int, default=15)
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
@@ -331,7 +334,8 @@ def main() -> None:
         pl.seed_everything(args.seed)
         dm = datamodule(args.data, args.batch_size)
         dm.setup("fit")
-        model = DCFAE(dm.n_clusters, dm.input_shape, adversarial=variant == "fae", fae_epochs=args.fae_epochs,
+        model = DCFAE(dm.n_clusters, dm.input_shape, adversarial=variant != "vae", residual=variant != "plain",
+                      fae_epochs=args.fae_epochs,
                       channels=args.channels, discriminator_channels=args.channels, perplexity=args.perplexity,
                       similarity_batches=args.similarity_batches,
                       generator_optimizer=lambda p: torch.optim.Adam(p, lr=args.generator_lr, betas=(0.5, 0.999)),
@@ -373,7 +377,7 @@ def main() -> None:
     path.write_text(json.dumps(result, indent=2))
     print(write_report(result))
 
-    if len(images) == 2 and args.seed == 0:  # the figure shows seed 0's models
+    if {"fae", "vae"} <= set(images) and args.seed == 0:  # the figure shows seed 0's models
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

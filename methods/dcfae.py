@@ -199,16 +199,17 @@ def default_generator_optimizer(params) -> torch.optim.Optimizer:
 
 # ---- the networks -------------------------------------------------------------------------------------------
 class FusionAutoencoder(nn.Module):
-    """Residual VAE (encoder -> mu, logvar; decoder -> logits) plus, when ``adversarial``, a residual discriminator."""
+    """Residual VAE (encoder -> mu, logvar; decoder -> logits) plus, when ``adversarial``, a residual discriminator;
+    ``residual=False``: the same networks without skip connections (the paper's residual vs plain ablation)."""
 
     def __init__(self, input_shape: Sequence[int], latent_dim: int, channels: Sequence[int],
                  discriminator_channels: Sequence[int], blocks_per_stage: int, norm: str,
-                 adversarial: bool) -> None:
+                 adversarial: bool, residual: bool = True) -> None:
         super().__init__()
-        self.encoder = ResidualEncoder(input_shape, latent_dim, channels, blocks_per_stage, norm)
-        self.decoder = ResidualDecoder(input_shape, latent_dim, channels, blocks_per_stage, norm)
-        self.discriminator = (ResidualDiscriminator(input_shape, discriminator_channels, blocks_per_stage)
-                              if adversarial else None)
+        self.encoder = ResidualEncoder(input_shape, latent_dim, channels, blocks_per_stage, norm, residual=residual)
+        self.decoder = ResidualDecoder(input_shape, latent_dim, channels, blocks_per_stage, norm, residual=residual)
+        self.discriminator = (ResidualDiscriminator(input_shape, discriminator_channels, blocks_per_stage,
+                                                    residual=residual) if adversarial else None)
 
     def generator_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters()) + list(self.decoder.parameters())
@@ -227,6 +228,8 @@ class DCFAE(ClusteringMethod):
         blocks_per_stage: residual blocks per stage (1).
         norm: normalization of encoder/decoder blocks: ``batch``, ``group`` or ``none``.
         adversarial: the FAE (True) or a plain VAE (False, no discriminator).
+        residual: skip connections in the encoder, decoder and discriminator blocks (True); False: plain conv
+            stacks of the same widths and depths (ablation).
         kl_weight, pixel_weight, feature_weight, adversarial_weight: balance weights of L_prior, L_pixel,
             L_feat and L_adv (1, 1, 1, 1); feature_weight and adversarial_weight are ignored without ``adversarial``.
         pixel_loss: ``bce`` (Bernoulli) or ``mse``.
@@ -270,7 +273,7 @@ class DCFAE(ClusteringMethod):
                  embedding_scheduler: SchedulerFactory | None = None,
                  generator_steps: int = 1, discriminator_steps: int = 1,
                  gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm",
-                 kmeans_n_init: int = 10) -> None:
+                 kmeans_n_init: int = 10, residual: bool = True) -> None:
         super().__init__(n_clusters, input_shape, latent_dim, kmeans_n_init)
         image_shape(self.input_shape, "DCFAE", ConfigError)
         if latent_dim < 1 or embedding_dim < 1:
@@ -312,7 +315,7 @@ class DCFAE(ClusteringMethod):
         self.similarity_batches = similarity_batches
         self._pending_latents: list[Tensor] = []  # phase 2: latents of the loader batches not yet trained on
         self.fae = FusionAutoencoder(self.input_shape, latent_dim, channels, discriminator_channels,
-                                     blocks_per_stage, norm, adversarial)
+                                     blocks_per_stage, norm, adversarial, residual)
         self.dense = mlp([latent_dim, *dense_dims, embedding_dim], "relu") if use_dense else None
         check_optimizer(embedding_optimizer, "embedding_optimizer")
         self.embedding_optimizer = embedding_optimizer

@@ -19,7 +19,7 @@ from dcl.method import ConfigError
 from dcl.methods.dcfae import (DCFAE, conditional_gaussian_affinities, discriminator_loss, feature_matching_loss,
                                gaussian_affinities, gaussian_kl, generator_adversarial_loss,
                                similarity_cross_entropy, student_t_affinities)
-from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
+from dcl.nets.residual import ResidualBlock, ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -99,6 +99,26 @@ def test_residual_nets_shapes(shape):
     assert ResidualDecoder(shape, 5, (4, 8, 16))(mu).shape == x.shape
     logits, features = ResidualDiscriminator(shape, (4, 8, 16))(x)
     assert logits.shape == (2,) and len(features) == 3 and features[1].shape[1] == 8
+
+
+def test_residual_false_is_the_same_stack_without_skips():
+    """The paper's residual vs plain ablation: ``residual: false`` keeps every conv, drops every skip, so a block
+    computes act(norm(conv2(act(norm(conv1(x)))))) and nothing else."""
+    torch.manual_seed(0)
+    plain = DCFAE(10, (1, 8, 8), residual=False, **TINY)
+    skips = DCFAE(10, (1, 8, 8), **TINY)
+    blocks = [m for m in plain.modules() if isinstance(m, ResidualBlock)]
+    assert blocks and all(b.skip is None for b in blocks)
+    assert all(b.skip is not None for b in skips.modules() if isinstance(b, ResidualBlock))
+    assert plain.hparams.residual is False
+    convs = lambda m: [n for n, _ in m.named_parameters() if ".skip." not in n]  # noqa: E731
+    assert convs(plain) == convs(skips)  # the same layers but the 1x1 skip convs
+    block = blocks[1].eval()
+    x = torch.randn(3, block.conv1.in_channels, 4, 4)
+    expected = block.act2(block.norm2(block.conv2(block.act1(block.norm1(block.conv1(block.up(x)))))))
+    torch.testing.assert_close(block(x), expected)
+    mu, _ = plain.fae.encoder(torch.rand(2, 1, 8, 8))
+    assert plain.fae.decoder(mu).shape == (2, 1, 8, 8)
 
 
 def test_bad_configuration_is_a_config_error():

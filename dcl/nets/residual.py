@@ -8,7 +8,7 @@ sizes need no output padding.
 
 A residual block (He et al. 2016, "basic" block): ``act(norm(conv3x3(act(norm(conv3x3(x))))) + skip(x))`` where
 the first conv carries the stride (or follows the upsampling) and ``skip`` is the identity, or a 1x1 conv when
-the shape changes.
+the shape changes. ``residual=False`` drops the skip: the same stack of plain convs (for ablations).
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ def halved_sizes(size: tuple[int, int], n: int) -> list[tuple[int, int]]:
 
 class ResidualBlock(nn.Module):
     """Basic residual block; ``resample``: ``down`` (stride 2), ``up`` (nearest upsampling to ``out_size``)
-    or None."""
+    or None. ``residual=False``: no skip connection (two plain convs)."""
 
     def __init__(self, c_in: int, c_out: int, resample: str | None = None,
-                 out_size: tuple[int, int] | None = None, norm: str = "batch", activation: str = "relu") -> None:
+                 out_size: tuple[int, int] | None = None, norm: str = "batch", activation: str = "relu",
+                 residual: bool = True) -> None:
         super().__init__()
         if resample not in (None, "down", "up"):
             raise ValueError(f"resample must be None, 'down' or 'up', got {resample!r}")
@@ -61,21 +62,24 @@ class ResidualBlock(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=norm == "none")
         self.norm2 = make_norm(norm, c_out)
         self.act2 = make_activation(activation)
-        self.skip = (nn.Conv2d(c_in, c_out, 1, stride, 0) if stride != 1 or c_in != c_out else nn.Identity())
+        self.skip = (None if not residual else
+                     nn.Conv2d(c_in, c_out, 1, stride, 0) if stride != 1 or c_in != c_out else nn.Identity())
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.up(x)
         h = self.act1(self.norm1(self.conv1(x)))
         h = self.norm2(self.conv2(h))
-        return self.act2(h + self.skip(x))
+        return self.act2(h if self.skip is None else h + self.skip(x))
 
 
-def down_stages(channels: Sequence[int], blocks_per_stage: int, norm: str, activation: str) -> list[nn.Module]:
+def down_stages(channels: Sequence[int], blocks_per_stage: int, norm: str, activation: str,
+                residual: bool = True) -> list[nn.Module]:
     """One stage per entry of ``channels``: a downsampling residual block, then ``blocks_per_stage - 1`` more."""
     stages, prev = [], channels[0]
     for c in channels:
-        blocks = [ResidualBlock(prev, c, "down", norm=norm, activation=activation)]
-        blocks += [ResidualBlock(c, c, norm=norm, activation=activation) for _ in range(blocks_per_stage - 1)]
+        blocks = [ResidualBlock(prev, c, "down", norm=norm, activation=activation, residual=residual)]
+        blocks += [ResidualBlock(c, c, norm=norm, activation=activation, residual=residual)
+                   for _ in range(blocks_per_stage - 1)]
         stages.append(nn.Sequential(*blocks))
         prev = c
     return stages
@@ -89,7 +93,8 @@ class ResidualEncoder(nn.Module):
     """
 
     def __init__(self, input_shape: Sequence[int], latent_dim: int = 10, channels: Sequence[int] = (32, 64, 128),
-                 blocks_per_stage: int = 1, norm: str = "batch", activation: str = "relu") -> None:
+                 blocks_per_stage: int = 1, norm: str = "batch", activation: str = "relu",
+                 residual: bool = True) -> None:
         super().__init__()
         c_in, h, w = image_shape(input_shape, "ResidualEncoder")
         channels = tuple(int(c) for c in channels)
@@ -100,7 +105,7 @@ class ResidualEncoder(nn.Module):
         self.sizes = halved_sizes((h, w), len(channels))
         self.stem = nn.Sequential(nn.Conv2d(c_in, channels[0], 3, 1, 1, bias=norm == "none"),
                                   make_norm(norm, channels[0]), make_activation(activation))
-        self.stages = nn.Sequential(*down_stages(channels, blocks_per_stage, norm, activation))
+        self.stages = nn.Sequential(*down_stages(channels, blocks_per_stage, norm, activation, residual))
         sh, sw = self.sizes[-1]
         self.head = nn.Linear(channels[-1] * sh * sw, 2 * latent_dim)
 
@@ -115,7 +120,8 @@ class ResidualDecoder(nn.Module):
     mirroring :class:`ResidualEncoder` -> conv3x3 to the input channels."""
 
     def __init__(self, input_shape: Sequence[int], latent_dim: int = 10, channels: Sequence[int] = (32, 64, 128),
-                 blocks_per_stage: int = 1, norm: str = "batch", activation: str = "relu") -> None:
+                 blocks_per_stage: int = 1, norm: str = "batch", activation: str = "relu",
+                 residual: bool = True) -> None:
         super().__init__()
         c_in, h, w = image_shape(input_shape, "ResidualDecoder")
         channels = tuple(int(c) for c in channels)
@@ -129,8 +135,9 @@ class ResidualDecoder(nn.Module):
         out_channels = list(rev[1:]) + [channels[0]]
         for i, c in enumerate(out_channels):
             size = sizes[len(channels) - 1 - i]
-            blocks = [ResidualBlock(prev, c, "up", out_size=size, norm=norm, activation=activation)]
-            blocks += [ResidualBlock(c, c, norm=norm, activation=activation) for _ in range(blocks_per_stage - 1)]
+            blocks = [ResidualBlock(prev, c, "up", out_size=size, norm=norm, activation=activation, residual=residual)]
+            blocks += [ResidualBlock(c, c, norm=norm, activation=activation, residual=residual)
+                       for _ in range(blocks_per_stage - 1)]
             stages.append(nn.Sequential(*blocks))
             prev = c
         self.stages = nn.Sequential(*stages)
@@ -149,7 +156,8 @@ class ResidualDiscriminator(nn.Module):
     """
 
     def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (32, 64, 128),
-                 blocks_per_stage: int = 1, norm: str = "none", activation: str = "leaky_relu") -> None:
+                 blocks_per_stage: int = 1, norm: str = "none", activation: str = "leaky_relu",
+                 residual: bool = True) -> None:
         super().__init__()
         c_in, h, w = image_shape(input_shape, "ResidualDiscriminator")
         channels = tuple(int(c) for c in channels)
@@ -158,7 +166,7 @@ class ResidualDiscriminator(nn.Module):
         self.input_shape = (c_in, h, w)
         sizes = halved_sizes((h, w), len(channels))
         self.stem = nn.Sequential(nn.Conv2d(c_in, channels[0], 3, 1, 1), make_activation(activation))
-        self.stages = nn.ModuleList(down_stages(channels, blocks_per_stage, norm, activation))
+        self.stages = nn.ModuleList(down_stages(channels, blocks_per_stage, norm, activation, residual))
         sh, sw = sizes[-1]
         self.head = nn.Linear(channels[-1] * sh * sw, 1)
 
