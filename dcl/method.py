@@ -405,8 +405,7 @@ def fan_in_uniform_init_(module: nn.Module) -> nn.Module:
     ``VarianceScaling(scale=1/3, mode='fan_in', distribution='uniform')``, which DEC-keras pretrains MNIST with)."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            fan_in = m.weight[0].numel() if not isinstance(m, nn.ConvTranspose2d) else m.weight[:, 0].numel()
-            bound = math.sqrt(1.0 / fan_in)
+            bound = math.sqrt(1.0 / m.weight[0].numel())  # fan_in as Keras counts it, for all three layer kinds
             nn.init.uniform_(m.weight, -bound, bound)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

@@ -329,6 +329,13 @@ def test_fan_in_uniform_init_is_dec_keras_mnist_initializer():
             bound = layer.in_features ** -0.5
             assert 0.99 * bound < layer.weight.abs().max() <= bound and not layer.bias.any()
             assert abs(float(layer.weight.std()) - bound / 3 ** 0.5) < 0.05 * bound  # uniform: std = bound / sqrt(3)
+    conv = AEKMeans(10, (1, 28, 28), autoencoder="conv", weight_init="fan_in_uniform")
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+    for layer in [m for m in conv.autoencoder.modules() if isinstance(m, kinds)]:
+        # Keras' fan_in: kernel area x input channels (Conv2D), x output channels (Conv2DTranspose)
+        channels = layer.in_channels if isinstance(layer, torch.nn.Conv2d) else layer.out_channels
+        bound = (channels * layer.kernel_size[0] * layer.kernel_size[1]) ** -0.5
+        assert 0.9 * bound < layer.weight.abs().max() <= bound and not layer.bias.any()
     glorot = DEC(10, (784,)).autoencoder.encoder[1][0].weight  # the default: Glorot, bound sqrt(6 / (784 + 500))
     assert 0.99 * (6 / 1284) ** 0.5 < glorot.abs().max() <= (6 / 1284) ** 0.5
     with pytest.raises(ConfigError, match="weight_init must be one of"):
