@@ -53,8 +53,8 @@ def main() -> None:
         fp16 = f"{num(m.get('fp16_acc'))} vs {num(m.get('fp32_acc'))}, {yes(m.get('fp16_losses_finite'))}"
         lines.append(f"| {name} | {yes(m.get('deterministic'))} | {resume} | {ddp} | {bf16} | {fp16} |")
     lines += ["", "Thresholds of the tests: identical (bit for bit) for determinism and resume, ARI >= 0.99 and the same K "
-              "for DDP, |ACC - ACC fp32| <= 0.1 with finite losses for bf16-mixed and for 16-mixed (float16 autocast with a "
-              "GradScaler, the plugin given as on a GPU: on a CPU Lightning runs \"16-mixed\" as bf16)."]
+              "for DDP, |ACC - ACC fp32| <= 0.1 with finite losses for bf16-mixed and for 16-mixed (float16 autocast "
+              "with a GradScaler, the plugin given as on a GPU: on a CPU Lightning runs \"16-mixed\" as bf16)."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     sys.exit(proc.returncode)

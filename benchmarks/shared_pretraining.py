@@ -80,8 +80,10 @@ def main() -> None:
     p.add_argument("data", choices=["digits", "usps", "mnist"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=["dec", "idec"])
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="shared", help="the autoencoder pretraining (see above)")
-    p.add_argument("--pretrain-epochs", type=int, default=None, help="default: the recipe's (200 shared, 300 dec-keras)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="shared",
+                   help="the autoencoder pretraining (see above)")
+    p.add_argument("--pretrain-epochs", type=int, default=None,
+                   help="default: the recipe's (200 shared, 300 dec-keras)")
     p.add_argument("--maxiter", type=int, default=None, help="cap on clustering steps (default: the config's)")
     p.add_argument("--merge", action="store_true", help="keep the other seeds recorded in the results file")
     p.add_argument("--tag", default="", help="write shared_pretraining_<data>..._<tag>.{json,md} (e.g. gpu), a record "
@@ -90,7 +92,8 @@ def main() -> None:
     recipe_args, recipe_epochs, recipe_text = RECIPES[args.recipe]
     args.pretrain_epochs = args.pretrain_epochs or recipe_epochs
     full_budget = args.pretrain_epochs == recipe_epochs and not args.maxiter
-    tag = ("" if args.recipe == "shared" else "_" + args.recipe.replace("-", "_")) + (f"_{args.tag}" if args.tag else "")
+    recipe_tag = "" if args.recipe == "shared" else "_" + args.recipe.replace("-", "_")
+    tag = recipe_tag + (f"_{args.tag}" if args.tag else "")
     work = ROOT / "benchmarks" / "work" / "shared_pretraining" / f"{args.data}_p{args.pretrain_epochs}{tag}"
     runs: dict[str, list[dict]] = {m: [] for m in ["ae_kmeans", *args.methods]}
     for seed in args.seeds:
@@ -106,7 +109,7 @@ def main() -> None:
         print(f"seed {seed}:", {m: {k: round(r[-1][k], 2) for k in ("acc", "nmi", "ari", "wall_s")}
                                 for m, r in runs.items()}, flush=True)
 
-    # the papers' budget keeps the plain name; a reduced one is named by its pretraining epochs
+    # the recipe's full budget keeps the plain name; a reduced one is named by its pretraining epochs
     suffix = "" if full_budget else f"_p{args.pretrain_epochs}"
     out = ROOT / "benchmarks" / "results" / f"shared_pretraining_{args.data}{suffix}{tag}"
     budget = (f"pretraining {args.pretrain_epochs} epochs ({recipe_text}); clustering: the configs' "

@@ -66,7 +66,8 @@ Choices where the paper is silent (and why):
   the posterior collapsed on Digits within our budgets: KL ~ 0.2 nats and k-means ACC ~ 0.35, against ~ 2-4 nats
   and ~ 0.66 at 1e-3, batch 64; ad hoc runs while building it, not recorded in benchmarks/), Adam(2e-4,
   betas (0.5, 0.999)) for the discriminator (DCGAN's), Adam(1e-3) for the dense network; no scheduler; batch 64.
-  Student-t dof nu = 1 (t-SNE's; a hyperparameter as in the paper), perplexity 30 (t-SNE's default), embedding dimension 10, latent dimension 10.
+  Student-t dof nu = 1 (t-SNE's; a hyperparameter as in the paper), perplexity 30 (t-SNE's default), embedding
+  dimension 10, latent dimension 10.
 - Phase 2's batch: the configs join 4 loader batches (``similarity_batches: 4``, 256 samples). A point's input
   similarities spread over about ``perplexity`` neighbours, so the perplexity must stay below the samples per
   cluster in a batch (about B / K): on batches of 64 (6 per class on USPS) perplexity 30 links neighbouring

@@ -63,29 +63,28 @@ Choices where the paper is silent, and why:
 * **birth/merge** beyond the paper's VB pruning: variational DP mixtures rarely create components and keep
   spurious ones for long (the local optima DeepDPM's users report as "K never moves"), so births and merges
   are explicit moves with a BIC test; the test of a single Gaussian rejects its split, so births stop.
-* **loss weights**: MSE averaged over pixels plus ``gamma`` x alpha-JS (summed over latent dims, averaged
-  over the batch); ``gamma`` = 0.01: with 0.1 (IDEC's weight) the alpha-JS term (~4 nats) outweighs the
-  MSE (~0.05) and the encoder collapses clusters into each other (measured on Digits, ad hoc while building it: K fell to 3-5, ACC 0.30);
-  with 0.01 K stays at 10 and ACC rises from the AE's (both measured with ``decoder_input: sample``). With the
-  decoder on the mean, USPS at 0.01 merged K from 10 down to 6 within 10 epochs and at 0.001 kept it (K 8-11
+* **loss weights**: MSE averaged over pixels plus ``gamma`` x alpha-JS (summed over latent dims, averaged over the
+  batch); ``gamma`` = 0.01: with 0.1 (IDEC's weight) the alpha-JS term (~4 nats) outweighs the MSE (~0.05) and the
+  encoder collapses clusters into each other (measured on Digits, ad hoc while building it: K fell to 3-5, ACC
+  0.30); with 0.01 K stays at 10 and ACC rises from the AE's (both measured with ``decoder_input: sample``). With
+  the decoder on the mean, USPS at 0.01 merged K from 10 down to 6 within 10 epochs and at 0.001 kept it (K 8-11
   over 3 seeds x 2 starts, flat within each run); the USPS and MNIST configs set 0.001.
 * **birth/merge tests with full-covariance Gaussians** and the BIC penalty x ``bic_penalty``: with diagonal
-  Gaussians the tests over-split the elongated clusters of an autoencoder's latent space (pretrained Digits /
-  USPS embeddings: K = 17-36 for 10 classes at any penalty, ad hoc runs not recorded in benchmarks/); with full ones the K found still depends on the
-  penalty and on N: the log-likelihood gain of splitting a non-Gaussian cluster grows like its size, the BIC
-  like log N. Measured on fixed pretrained embeddings (``benchmarks/results/dpgmm_selection.md``), the penalty
-  that finds about K_true is 1 for Digits (N = 1797) and COIL-20 (1440), 2-3 for USPS (9298) and 12 for MNIST
-  (70000), roughly (N / 1800)^0.75; the configs set these, corrected by training runs where they were made
-  (3 seeds x K_init 1, 30 each: USPS 2.5 between 2 and 3, COIL-20 0.7 between 0.5 and 1, where training with
-  the alpha-JS loss finds fewer components than the fixed embedding); default 2. The value is chosen by looking at the K found against the known K on these data sets:
-  it is a tuned knob, not a prediction, and a new data set needs its own.
-  A per-point bar (``min_gain``) does not transfer between data sets better (same file). The moves are greedy,
-  so the K found also depends on where they start: from K_init 30 it stays above the K found from
-  K_init 1 on fixed embeddings (in the 139 pairs of that table where K_init 1 found more than one component:
-  4 above at the median, up to 12, one pair 1 below); training with the alpha-JS loss narrows the gap (USPS,
-  3 seeds, penalty 2.5: K = 11, 10, 10 from K_init 1 and 10, 11, 9 from K_init 30). This is the method's one
-  model-selection knob;
-  the paper's pure VB pruning has none but keeps spurious components.
+  Gaussians the tests over-split the elongated clusters of an autoencoder's latent space (pretrained Digits / USPS
+  embeddings: K = 17-36 for 10 classes at any penalty, ad hoc runs not recorded in benchmarks/); with full ones the
+  K found still depends on the penalty and on N: the log-likelihood gain of splitting a non-Gaussian cluster grows
+  like its size, the BIC like log N. Measured on fixed pretrained embeddings
+  (``benchmarks/results/dpgmm_selection.md``), the penalty that finds about K_true is 1 for Digits (N = 1797) and
+  COIL-20 (1440), 2-3 for USPS (9298) and 12 for MNIST (70000), roughly (N / 1800)^0.75; the configs set these,
+  corrected by training runs where they were made (3 seeds x K_init 1, 30 each: USPS 2.5 between 2 and 3, COIL-20
+  0.7 between 0.5 and 1, where training with the alpha-JS loss finds fewer components than the fixed embedding);
+  default 2. The value is chosen by looking at the K found against the known K on these data sets: it is a tuned
+  knob, not a prediction, and a new data set needs its own. A per-point bar (``min_gain``) does not transfer between
+  data sets better (same file). The moves are greedy, so the K found also depends on where they start: from K_init
+  30 it stays above the K found from K_init 1 on fixed embeddings (in the 139 pairs of that table where K_init 1
+  found more than one component: 4 above at the median, up to 12, one pair 1 below); training with the alpha-JS loss
+  narrows the gap (USPS, 3 seeds, penalty 2.5: K = 11, 10, 10 from K_init 1 and 10, 11, 9 from K_init 30). This is
+  the method's one model-selection knob; the paper's pure VB pruning has none but keeps spurious components.
 * Optimizers: Adam, lr 1e-3 in both phases (pretraining as DEC's autoencoder).
 """
 

@@ -1,4 +1,5 @@
-"""Callbacks for the reliability tests that must be importable in spawned DDP worker processes."""
+"""Test callbacks and checks shared by the test files; the callbacks of the DDP tests must be importable in spawned
+worker processes, hence a module of their own."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import os
 from pathlib import Path
 
 import torch
-from pytest import approx
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins import MixedPrecision
+from pytest import approx
 
 from dcl.methods.ae_kmeans import AEKMeans
 
@@ -77,6 +79,12 @@ class RecordsGroupAfterTeardown(AEKMeans):
         rank = dist.get_rank() if dist.is_initialized() else -1
         super().teardown(stage)
         Path(os.environ["DCL_TEST_GROUP_DIR"], f"rank{rank}").write_text(str(dist.is_initialized()))
+
+
+def fp16_with_grad_scaler() -> MixedPrecision:
+    """16-mixed as a GPU gets it: float16 autocast and a GradScaler. Asked for by name on a CPU, Lightning runs
+    "16-mixed" as bf16-mixed, without a scaler, so tests of the scaler give the plugin."""
+    return MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))
 
 
 class AutocastDtypes(Callback):

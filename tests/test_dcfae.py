@@ -8,11 +8,11 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
-from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 
 from conftest import run_cli
-from ddp_helpers import AutocastDtypes, BatchLog, GradientNorms, assert_clipped_after_unscaling
+from ddp_helpers import (AutocastDtypes, BatchLog, GradientNorms, assert_clipped_after_unscaling,
+                         fp16_with_grad_scaler)
 from dcl.adversarial import AdversarialOptimization, step_schedulers
 from dcl.datamodules.digits import Digits
 from dcl.method import ConfigError
@@ -246,14 +246,13 @@ def test_cli_fit_on_digits_bf16(tmp_path):
 def test_sixteen_bit_with_a_grad_scaler_clips_each_side_after_unscaling(tmp_path):
     """Each side's step under 16-mixed's GradScaler: its gradients are clipped once unscaled. Clipping them before
     the optimizer's step (Lightning's manual-optimization recipe) clips the still-scaled gradients, and the step
-    then moves the weights by a loss scale (2^16 at first) less than asked. (On a CPU Lightning turns "16-mixed"
-    into bf16-mixed, without a scaler, so the plugin is given as on a GPU.)"""
+    then moves the weights by a loss scale (2^16 at first) less than asked."""
     pl.seed_everything(0)
     model = DCFAE(10, (1, 8, 8), fae_epochs=1, gradient_clip_val=0.05, **TINY)
     trainer = pl.Trainer(max_epochs=2, limit_train_batches=6, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          check_val_every_n_epoch=100, default_root_dir=tmp_path,
-                         plugins=[MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))],
+                         plugins=[fp16_with_grad_scaler()],
                          callbacks=[GradientNorms(), AutocastDtypes()])
     trainer.fit(model, Digits(flatten=False, batch_size=32))
     assert GradientNorms.scaler and torch.float16 in AutocastDtypes.seen

@@ -8,10 +8,10 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.plugins import MixedPrecision
 
 from conftest import REPO
-from ddp_helpers import AutocastDtypes, GradientNorms, assert_clipped_after_unscaling
+from ddp_helpers import (AutocastDtypes, GradientNorms, assert_clipped_after_unscaling,
+                         fp16_with_grad_scaler)
 from dcl.datamodules.digits import Digits
 from dcl.methods.idec import IDEC
 from dcl.optim import KerasAdam, make_optimizer, with_fused_kernel
@@ -144,10 +144,9 @@ def test_an_optimizer_that_has_stepped_is_kept():
 def test_mixed_precision_with_a_grad_scaler_clips_and_trains(tmp_path):
     # 16-mixed: a GradScaler; Lightning unscales before clipping, which it refuses for an optimizer that unscales
     # inside its own step (the fused kernel's default): each phase's fused Adam must leave that to the scaler.
-    # On a CPU Lightning turns "16-mixed" into bf16-mixed (no scaler), so the plugin is given as on a GPU.
     dm = Digits(batch_size=64)
     model = IDEC(dm.n_clusters, dm.input_shape, hidden_dims=[64, 64], pretrain_epochs=1, kmeans_n_init=3)
-    trainer = pl.Trainer(max_epochs=3, plugins=[MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))],
+    trainer = pl.Trainer(max_epochs=3, plugins=[fp16_with_grad_scaler()],
                          gradient_clip_val=0.05, callbacks=[GradientNorms(), AutocastDtypes()], logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          default_root_dir=tmp_path)

@@ -13,13 +13,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.plugins import MixedPrecision
 from sklearn.datasets import load_digits
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import FAST, free_port
 from ddp_helpers import (AssertSameStateOnRanks, AutocastDtypes, BatchLog, RecordsGroupAfterTeardown, ReseedAtFitStart,
-                         clustering_state)
+                         clustering_state, fp16_with_grad_scaler)
 from dcl import registry
 from dcl.estimator import InMemory
 from dcl.metrics import clustering_scores
@@ -164,10 +163,8 @@ def test_bf16_mixed_precision_is_finite_and_close_to_fp32(name, tmp_path):
     fp32, dm, t32 = fit(name, tmp_path / "fp32")
     bf16, _, t16 = fit(name, tmp_path / "bf16", precision="bf16-mixed", callbacks=[AutocastDtypes()])
     assert torch.bfloat16 in AutocastDtypes.seen, "the fit did not run under bf16 autocast"
-    # 16-mixed as on a GPU: float16 autocast and a GradScaler (loss scaling, steps skipped on overflow). Lightning
-    # turns "16-mixed" into bf16-mixed on a CPU, so the plugin is given.
-    fp16, _, t_fp16 = fit(name, tmp_path / "fp16", callbacks=[AutocastDtypes()],
-                          plugins=[MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))])
+    # 16-mixed as on a GPU: float16 autocast and a GradScaler (loss scaling, steps skipped on overflow)
+    fp16, _, t_fp16 = fit(name, tmp_path / "fp16", callbacks=[AutocastDtypes()], plugins=[fp16_with_grad_scaler()])
     assert torch.float16 in AutocastDtypes.seen, "the fit did not run under float16 autocast"
     acc32 = clustering_scores(assignments(fp32, dm), dm.y)["acc"]
     for label, model, t in (("bf16", bf16, t16), ("fp16", fp16, t_fp16)):
