@@ -203,7 +203,8 @@ class ClusteringMethod(pl.LightningModule):
             self._val_parts.clear()
         else:  # all samples of the datamodule, in order, on every rank
             z, y = self.embed_all(), self.trainer.datamodule.y.to(self.device)
-        self.refresh_clusters(z)
+        if self.trainer.state.fn == "fit" or not self.cluster_centers.any():  # validate / test of a trained model
+            self.refresh_clusters(z)  # score its own clusters (those predict uses), not a new k-means run
         pred = self.predict_clusters(z)
         metrics = {f"{prefix}/k": float(self.n_clusters), f"{prefix}/k_used": float(pred.unique().numel())}
         if (y >= 0).any():
@@ -229,7 +230,8 @@ class ClusteringMethod(pl.LightningModule):
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         z = self.embed(batch["x"]).float()
         probs = self.assign(z)
-        confidence, cluster = probs.max(dim=1)
+        cluster = self.predict_clusters(z)  # the rule the scores use (DEKM: nearest center), not argmax of probs
+        confidence = probs.gather(1, cluster[:, None]).squeeze(1)
         return {"index": batch["index"], "cluster": cluster, "confidence": confidence, "probs": probs, "z": z,
                 "y": batch["y"]}
 

@@ -82,6 +82,10 @@ def test_predict_writes_csv_and_embeddings(tmp_path, recwarn):
     assert {int(r["cluster"]) for r in rows} <= set(range(10)) and all(0 < float(r["confidence"]) <= 1 for r in rows)
     assert np.load(emb).shape == (1797, 10)
     assert not list(out.parent.glob(".*tmp"))  # no temporary file left behind
+    # readable by others as any file the user writes (the temporary file's 0600 was kept by the rename)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {oct(p.stat().st_mode & 0o777) for p in (out, emb)} == {oct(0o666 & ~umask)}
     # the suffix picks the format: text for .csv / .txt, the same numbers
     run_cli(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.embeddings", str(tmp_path / "z.csv")],
             tmp_path)
@@ -145,6 +149,53 @@ def test_mixed_precision_the_cpu_would_emulate_is_warned_about(tmp_path, monkeyp
     fit_ae(tmp_path, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed")
     warned = [w for w in recwarn if "has no native torch.bfloat16 arithmetic" in str(w.message)]
     assert len(warned) == (0 if native else 1)
+
+
+def test_predict_writes_the_methods_own_clustering_rule():
+    """``dcl predict`` wrote argmax of ``assign`` (the soft assignments), which is not every method's rule: DEKM
+    assigns to the nearest center by its own computation, and near-ties made its predictions differ from its
+    final scores. The written cluster is ``predict_clusters``; the confidence is that cluster's probability."""
+    import torch
+
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    torch.manual_seed(0)
+    model = AEKMeans(n_clusters=3, input_shape=[8], hidden_dims=[16], latent_dim=2)
+    model.set_cluster_centers(torch.randn(3, 2))
+    model.predict_clusters = lambda z: (model.assign(z).argmax(1) + 1) % 3  # a rule other than argmax
+    batch = {"x": torch.randn(20, 8), "index": torch.arange(20), "y": torch.zeros(20, dtype=torch.long)}
+    out = model.predict_step(batch, 0)
+    probs = model.assign(model.embed(batch["x"]))
+    assert torch.equal(out["cluster"], (probs.argmax(1) + 1) % 3)
+    torch.testing.assert_close(out["confidence"], probs[torch.arange(20), out["cluster"]])
+
+
+def test_validate_and_test_score_the_trained_clusters(tmp_path):
+    """``dcl validate`` / ``test`` of a trained AE + k-means (or DCFAE) ran a new k-means before scoring, so they
+    scored neither the fit's final clusters nor those ``dcl predict`` writes. They score the model's own clusters;
+    an untrained model (centers never set) still gets k-means on its code."""
+    import lightning.pytorch as pl
+    import torch
+
+    from dcl.datamodules.digits import Digits
+    from dcl.methods.ae_kmeans import AEKMeans
+    from dcl.metrics import clustering_scores
+
+    dm = Digits(batch_size=256)
+    model = AEKMeans(10, dm.input_shape, hidden_dims=[16], kmeans_n_init=2)
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    centers = model.cluster_centers.clone()
+    expected = clustering_scores(model.predict_clusters(model.embed_all()), dm.y)
+    for run in (trainer.validate, trainer.test):
+        (scores,) = run(model, dm, verbose=False)
+        assert torch.equal(model.cluster_centers, centers)
+        prefix = "val" if run == trainer.validate else "test"
+        assert scores[f"{prefix}/acc"] == pytest.approx(expected["acc"], abs=1e-6)
+    untrained = AEKMeans(10, dm.input_shape, hidden_dims=[16], kmeans_n_init=2)
+    (scores,) = trainer.validate(untrained, dm, verbose=False)
+    assert untrained.cluster_centers.any() and scores["val/acc"] > 0.2
 
 
 def test_predict_refuses_an_embeddings_file_of_unknown_format(tmp_path, dcl_error):

@@ -19,13 +19,21 @@ from lightning.pytorch.callbacks import Callback
 from dcl.distributed import gather_ordered
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it back at once
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename to ``path``; the temporary file is removed on failure."""
+    """Call ``write(tmp_path)`` then rename to ``path``, with the mode a plain ``open`` would give it; the
+    temporary file is removed on failure."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make the output private to its writer
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
