@@ -42,16 +42,17 @@ def main() -> None:
              f"pytest: `{summary}` (return code {proc.returncode}); {meta['machine']}; {meta['date']}.",
              "Data: Digits, 1792 samples, each method at its test budget (tests/conftest.py FAST); CPU.", "",
              "| method | same seed, same assignments | resumed mid-clustering (epoch): assignments / parameters / "
-             "clustering state identical | DDP 2 procs vs 1: ARI, K | bf16 vs fp32 ACC, losses finite | "
+             "clustering state identical | a fit ended there, continued: all identical | DDP 2 procs vs 1: ARI, K | bf16 vs fp32 ACC, losses finite | "
              "fp16 + GradScaler vs fp32 ACC, losses finite |",
-             "|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|"]
     for name, m in sorted(measured.items()):
         resume = (f"({m.get('resumed_from_epoch', '-')}) {yes(m.get('resume_same_assignments'))} / "
                   f"{yes(m.get('resume_same_parameters'))} / {yes(m.get('resume_same_state'))}")
         ddp = f"{num(m.get('ddp_ari'), '{:.4f}')}, K {m.get('ddp_k', '-')} vs {m.get('single_k', '-')}"
         bf16 = f"{num(m.get('bf16_acc'))} vs {num(m.get('fp32_acc'))}, {yes(m.get('bf16_losses_finite'))}"
         fp16 = f"{num(m.get('fp16_acc'))} vs {num(m.get('fp32_acc'))}, {yes(m.get('fp16_losses_finite'))}"
-        lines.append(f"| {name} | {yes(m.get('deterministic'))} | {resume} | {ddp} | {bf16} | {fp16} |")
+        lines.append(f"| {name} | {yes(m.get('deterministic'))} | {resume} | {yes(m.get('continued_same'))} | {ddp} | "
+                     f"{bf16} | {fp16} |")
     lines += ["", "Thresholds of the tests: identical (bit for bit) for determinism and resume, ARI >= 0.99 and the same K "
               "for DDP, |ACC - ACC fp32| <= 0.1 with finite losses for bf16-mixed and for 16-mixed (float16 autocast "
               "with a GradScaler, the plugin given as on a GPU: on a CPU Lightning runs \"16-mixed\" as bf16)."]

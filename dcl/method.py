@@ -80,6 +80,7 @@ class ClusteringMethod(pl.LightningModule):
             self.register_buffer("cluster_centers", centers)
         self._val_parts: list[tuple[Tensor, Tensor]] = []
         self._kmeans_calls = 0
+        self._training_state: dict[str, Any] | None = None  # see keep_training_state
 
     # -- the contract -----------------------------------------------------------------------------------
     @property
@@ -129,6 +130,25 @@ class ClusteringMethod(pl.LightningModule):
                         max_iter=max_iter, init_centers=init, seed=seed, distributed=False)
         result.centers = broadcast_(result.centers.contiguous())
         return result
+
+    def keep_training_state(self) -> None:
+        """Call before a clustering made only because training ends at this step (the result's final clusters,
+        which one longer run would not compute here). The state training goes on from (every buffer: centers,
+        targets, rotation, ...; the k-means call count) is kept and saved with the checkpoint; a fit resumed from
+        it restores that state, so it continues exactly as one longer run, while predict, validate and test use the
+        final clusters."""
+        if self._training_state is None or self._training_state["step"] != self.global_step:
+            self._training_state = {"step": self.global_step, "kmeans_calls": self._kmeans_calls,
+                                    "buffers": {k: b.detach().clone() for k, b in self.named_buffers()}}
+
+    def on_train_start(self) -> None:
+        state, self._training_state = self._training_state, None
+        if state is not None and state["step"] == self.global_step:  # a fit resumed from where another ended
+            self._kmeans_calls = state["kmeans_calls"]
+            for name, value in state["buffers"].items():
+                owner, _, attr = name.rpartition(".")
+                module = self.get_submodule(owner)
+                setattr(module, attr, value.to(getattr(module, attr).device))  # its shape may differ (K, targets)
 
     def noise_like(self, t: Tensor) -> Tensor:
         """N(0, I) noise for this rank's training samples (VAE sampling), the same that a single-process fit
@@ -247,6 +267,8 @@ class ClusteringMethod(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["dcl_method"] = type(self).__qualname__
         checkpoint["dcl_kmeans_calls"] = self._kmeans_calls
+        if self._training_state is not None and self._training_state["step"] == self.global_step:
+            checkpoint["dcl_training_state"] = self._training_state
         # random draws after the checkpoint (VAE sampling, dropout) continue as in an uninterrupted run
         checkpoint["dcl_rng"] = {"torch": torch.get_rng_state(),
                                  "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
@@ -255,6 +277,7 @@ class ClusteringMethod(pl.LightningModule):
         check_checkpoint_method(checkpoint, type(self))
         check_checkpoint_fits(checkpoint, self)
         self._kmeans_calls = checkpoint.get("dcl_kmeans_calls", 0)
+        self._training_state = checkpoint.get("dcl_training_state")
         rng = checkpoint.get("dcl_rng")
         if rng is not None and self._trainer is not None and self.trainer.state.fn == "fit":
             torch.set_rng_state(rng["torch"])
@@ -525,6 +548,8 @@ class AutoencoderMethod(ClusteringMethod):
         if not self.clustering_active and last:
             self.check_reconstruction()
             if self._centers_epoch != self.current_epoch:
+                if self.current_epoch + 1 != self.pretrain_epochs:  # only because the fit ends here
+                    self.keep_training_state()
                 self.refresh_clusters(self.embed_all())  # so the checkpoint ends with AE + k-means centers
 
     #: the share of the data's variance below which a trained autoencoder has likely learned nothing yet (one

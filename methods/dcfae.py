@@ -503,10 +503,12 @@ class DCFAE(ClusteringMethod):
         max_epochs = self.trainer.max_epochs
         last = (max_epochs is not None and 0 <= max_epochs <= self.current_epoch + 1) or self.trainer.should_stop
         if last and self._centers_epoch != self.current_epoch:
+            self.keep_training_state()
             self.refresh_clusters(self.embed_all())  # the final clusters: k-means on the final embedding
 
     def on_train_end(self) -> None:
         if self._centers_step != self.global_step:  # stopped inside an epoch (max_steps, time limit)
+            self.keep_training_state()
             self.refresh_clusters(self.embed_all())
 
     # -- reusing a trained FAE -----------------------------------------------------------------------------

@@ -123,6 +123,20 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
     assert same_state, "the resumed fit ends in another state"
     assert not differing, f"parameters {differing} differ after resume"
 
+    # a fit that ended after epoch k (its clusters refreshed for the result: k-means of the final embedding, DEKM's
+    # final eigen update) continued to the full budget ends as the one longer fit; its checkpoint keeps its result
+    ended_ckpt = ModelCheckpoint(dirpath=tmp_path / "ended", save_last=True, save_on_train_epoch_end=True)
+    ended, _, _ = fit(name, tmp_path / "d", epochs=k + 1, callbacks=[ended_ckpt])
+    saved = build(name, dm)
+    saved.load_state_dict(torch.load(tmp_path / "ended" / "last.ckpt", weights_only=False)["state_dict"])
+    assert torch.equal(assignments(saved, dm), assignments(ended, dm)), "the checkpoint lost the final clusters"
+    continued, _, _ = fit(name, tmp_path / "e", ckpt_path=str(tmp_path / "ended" / "last.ckpt"), seed=1)
+    same = (bool(torch.equal(assignments(continued, dm), reference))
+            and bool(torch.equal(clustering_state(continued), clustering_state(full)))
+            and all(torch.equal(a, b) for a, b in zip(full.parameters(), continued.parameters())))
+    measured(name, continued_same=same)
+    assert same, "a finished fit continued to more epochs ends otherwise than one longer fit"
+
 
 KNOWN_BUGS: dict[tuple[str, str], str] = {  # (test, method) -> why it fails today; each is a bug to fix
 }

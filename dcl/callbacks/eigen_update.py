@@ -17,7 +17,8 @@ Under DDP the random decisions (k-means) are rank 0's: centers, labels and V are
 the stopping decision are identical on every rank. When training ends for another reason (``maxiter``, the
 last epoch, ``max_steps``) while the network moved since the last update, one final update runs after the
 last training batch (before validation and checkpointing), so the method's centers are always k-means centers
-of the final embedding.
+of the final embedding. A fit resumed from that checkpoint continues from the state before it (the method's
+``keep_training_state`` and this callback's ``before_final``), as one longer run would.
 
 The method must provide ``embed_all``, ``run_kmeans``, ``cluster_centers``, ``cluster_labels`` (the labels of
 the previous update, empty before the first) and ``set_eigen_state``.
@@ -59,6 +60,7 @@ class EigenUpdate(ClusterUpdate):
         self.next_n_init = n_init   # restarts of the next k-means (checkpointed)
         self.last_changed = -1      # samples whose cluster changed at the last update
         self.stopped = False        # the rule fired: the state of that update is final
+        self.before_final: dict[str, Any] | None = None  # the schedule's state before a final update (checkpointed)
 
     @property
     def state_key(self) -> str:
@@ -91,6 +93,10 @@ class EigenUpdate(ClusterUpdate):
             trainer.should_stop = True
             self.stopped = True
 
+    def on_train_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int) -> None:
+        self.before_final = None  # training goes on: the update was not the final one after all
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
         if (not pl_module.clustering_active or self.updates == 0 or self.stopped
                 or trainer.global_step == self.last_step):
@@ -99,14 +105,21 @@ class EigenUpdate(ClusterUpdate):
         ending = (trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
                   or (last_batch and trainer.current_epoch + 1 >= (trainer.max_epochs or float("inf"))))
         if ending:  # the network moved since the last update: refresh the clustering of the final embedding
+            pl_module.keep_training_state()
+            self.before_final = self._schedule_state()
             self._update(trainer, pl_module, final=True)
 
+    def _schedule_state(self) -> dict[str, Any]:
+        return {**super().state_dict(), "next_n_init": self.next_n_init, "last_changed": self.last_changed,
+                "stopped": self.stopped}
+
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state.update(next_n_init=self.next_n_init, last_changed=self.last_changed, stopped=self.stopped)
-        return state
+        return {**self._schedule_state(), "before_final": self.before_final}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # (loaded by a fit only) a fit that continues one which ended goes on from before its final update
+        state_dict = state_dict.get("before_final") or state_dict
+        self.before_final = None
         super().load_state_dict(state_dict)
         self.next_n_init = state_dict.get("next_n_init", self.n_init)
         self.last_changed = state_dict.get("last_changed", -1)

@@ -9,7 +9,8 @@ average in only at ``on_train_end`` (so the last validation and the last checkpo
 weights) and averages once per epoch, not per step. This callback keeps the optimizer as it is, averages after
 every optimizer step, and writes the average into the module at the last batch of the last epoch, before that
 epoch's validation and checkpoint. Its running mean and count are in ``state_dict``, so a resumed run averages
-exactly like an uninterrupted one.
+exactly like an uninterrupted one; so are the weights the average replaced, so that a finished fit continued to
+more epochs goes on from them (and averages its new last epoch) as one longer run would.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class FinalEpochAveraging(Callback):
         self.count = 0
         self.mean: dict[str, torch.Tensor] = {}
         self.done = False
+        self.replaced: dict[str, torch.Tensor] = {}  # the weights before the average was written (checkpointed)
 
     @property
     def state_key(self) -> str:
@@ -81,7 +83,18 @@ class FinalEpochAveraging(Callback):
             self._apply(pl_module, tensors)
 
     @torch.no_grad()
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.replaced:  # continuing a finished fit: its averaging epoch was not the last one after all
+            for name, t in self._tensors(pl_module).items():
+                t.copy_(self.replaced[name].to(t.device))
+            self.count, self.mean, self.done, self.replaced = 0, {}, False, {}
+
+    @torch.no_grad()
     def _apply(self, pl_module, tensors: dict[str, torch.Tensor]) -> None:
+        keep = getattr(pl_module, "keep_training_state", None)  # a dcl method's buffers (on_weights_averaged)
+        if callable(keep):
+            keep()
+        self.replaced = {name: t.detach().cpu().clone() for name, t in tensors.items()}
         for name, t in tensors.items():
             t.copy_(self.mean[name].to(t.dtype))
         self.done = True
@@ -90,9 +103,11 @@ class FinalEpochAveraging(Callback):
             hook()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "done": self.done, "mean": {k: v.cpu() for k, v in self.mean.items()}}
+        return {"count": self.count, "done": self.done, "mean": {k: v.cpu() for k, v in self.mean.items()},
+                "replaced": self.replaced}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.count = state_dict["count"]
         self.done = state_dict["done"]
         self.mean = dict(state_dict["mean"])
+        self.replaced = dict(state_dict.get("replaced", {}))
