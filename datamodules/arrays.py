@@ -180,7 +180,10 @@ def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: Va
                 cell = row[i].strip() if i < len(row) else ""
                 if not _is_number(cell):
                     name = f"column {i} ({header[i]!r})" if header and i < len(header) else f"column {i}"
-                    hint = (f"; if it holds the labels, set label_column: {header[i] if header else i}"
+                    other = next((d for d in (";", "\t", "|") if d in cell), None)
+                    hint = (f"; the file looks separated by {other!r}: Arrays reads comma-separated values, so "
+                            "convert it (e.g. pandas' read_csv(sep=...).to_csv)" if other
+                            else f"; if it holds the labels, set label_column: {header[i] if header else i}"
                             if cell else "; fill in or drop the missing values")
                     return (f"Arrays: {p.resolve()}: {name} is not a number in row {row_no} ({cell!r}): the "
                             f"features must be numeric{hint}")

@@ -459,6 +459,9 @@ class AutoencoderMethod(ClusteringMethod):
             weights, zero biases: Keras' ``VarianceScaling(1/3, 'fan_in', 'uniform')``, DEC-keras' MNIST recipe).
     """
 
+    #: what a fit that ends within pretraining returns (named by the warning that says so)
+    pretraining_result = "AE + k-means"
+
     def __init__(self, n_clusters: int, input_shape: Sequence[int], latent_dim: int = 10,
                  autoencoder: str = "mlp", hidden_dims: Sequence[int] = (500, 500, 2000), activation: str = "relu",
                  pretrain_epochs: int = 200, pretrained: str | None = None,
@@ -509,8 +512,8 @@ class AutoencoderMethod(ClusteringMethod):
     def on_fit_start(self) -> None:
         if not self.clustering_active:
             warn_if_fit_ends_within(self, self.pretrain_epochs, "epochs of autoencoder pretraining", "pretrain_epochs",
-                                    f"{type(self).__name__}'s clustering phase will not run and the result is AE + "
-                                    "k-means")
+                                    f"{type(self).__name__}'s clustering phase will not run and the result is "
+                                    f"{self.pretraining_result}")
 
     def on_train_epoch_start(self) -> None:
         if not self.clustering_active and self.current_epoch >= self.pretrain_epochs:

@@ -151,6 +151,8 @@ class DPGMM(AutoencoderMethod):
 
     resizable_buffers = ("cluster_centers",) + _POST
 
+    pretraining_result = "a DP-GMM with birth and merge fitted to the autoencoder's code (K found there)"
+
     def __init__(self, n_clusters: int | None = None, input_shape: Sequence[int] = (), latent_dim: int = 10,
                  autoencoder: str = "mlp", hidden_dims: Sequence[int] = (500, 500, 2000), activation: str = "relu",
                  max_components: int = 50, k_init: int = 1, alpha0: float = 1.0, js_alpha: float = 0.5,

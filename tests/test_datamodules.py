@@ -123,6 +123,9 @@ def test_arrays_labels_given_as_class_names(tmp_path):
         Arrays(str(tmp_path / "head.csv")).setup()
     with pytest.raises(DataError, match="label_column 3 is out of range: head.csv has 3 columns"):
         Arrays(str(tmp_path / "head.csv"), label_column=3).setup()
+    (tmp_path / "semicolons.csv").write_text("1;2\n3;4\n")  # a whole row in one cell: another separator
+    with pytest.raises(DataError, match=r"row 1 \('1;2'\).*looks separated by ';': Arrays reads comma-separated"):
+        Arrays(str(tmp_path / "semicolons.csv")).setup()
     (tmp_path / "gap.csv").write_text("a,b\n1,2\n3,\n")
     with pytest.raises(DataError, match=r"column 1 \('b'\) is not a number in row 3 \(''\).*missing values"):
         Arrays(str(tmp_path / "gap.csv")).setup()

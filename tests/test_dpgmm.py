@@ -168,6 +168,21 @@ def test_decoder_reconstructs_from_the_mean_or_a_sample(decoder_input):
 
 
 # -- end to end ------------------------------------------------------------------------------------------------
+def test_a_fit_that_ends_within_the_pretraining_names_its_result(tmp_path: Path):
+    """The warning said "the result is AE + k-means" for every method; DPGMM's is its model selection on the code."""
+    import lightning.pytorch as pl
+
+    from dcl.datamodules.digits import Digits
+
+    dm = Digits(batch_size=256)
+    model = DPGMM(input_shape=dm.input_shape, hidden_dims=[16], pretrain_epochs=2)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    with pytest.warns(UserWarning, match="clustering phase will not run and the result is a DP-GMM with birth and "
+                                         "merge fitted to the autoencoder's code"):
+        trainer.fit(model, dm)
+
+
 def test_cli_fit_on_digits_finds_k_from_one_and_checkpoints_k(tmp_path: Path):
     ckpt = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.save_last=true",
             "--trainer.callbacks.dirpath", str(tmp_path / "ckpt")]
