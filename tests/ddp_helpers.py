@@ -95,9 +95,12 @@ class AutocastDtypes(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         type(self).seen = set()
-        for module in pl_module.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                module.register_forward_hook(self._record)
+        self.handles = [module.register_forward_hook(self._record) for module in pl_module.modules()
+                        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+
+    def on_train_end(self, trainer, pl_module) -> None:  # the module may be fitted again without this callback
+        for handle in self.handles:
+            handle.remove()
 
     @classmethod
     def _record(cls, module, inputs, output) -> None:
