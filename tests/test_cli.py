@@ -188,10 +188,9 @@ def test_validate_and_test_score_the_trained_clusters(tmp_path):
     trainer.fit(model, dm)
     centers = model.cluster_centers.clone()
     expected = clustering_scores(model.predict_clusters(model.embed_all()), dm.y)
-    for run in (trainer.validate, trainer.test):
+    for run, prefix in ((trainer.validate, "val"), (trainer.test, "test")):
         (scores,) = run(model, dm, verbose=False)
         assert torch.equal(model.cluster_centers, centers)
-        prefix = "val" if run == trainer.validate else "test"
         assert scores[f"{prefix}/acc"] == pytest.approx(expected["acc"], abs=1e-6)
     untrained = AEKMeans(10, dm.input_shape, hidden_dims=[16], kmeans_n_init=2)
     (scores,) = trainer.validate(untrained, dm, verbose=False)
