@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from dcl import registry
 from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
+from dcl.files import atomic_write
 from dcl.method import (ClusteringMethod, ConfigError, check_checkpoint_method, check_precision,
                         check_trainer_settings, load_checkpoint_file)
 
@@ -92,9 +93,8 @@ class FinalScores(pl.Callback):
                             for k, v in scores.items())
             print(f"dcl: final clustering of {trainer.datamodule.num_samples} samples: {text}")
             if log_dir:
-                out = Path(log_dir) / "final_scores.json"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(scores, indent=2))
+                payload = json.dumps(scores, indent=2)
+                atomic_write(Path(log_dir) / "final_scores.json", lambda tmp: Path(tmp).write_text(payload))
         for logger in trainer.loggers:
             logger.log_metrics({f"final/{k}": float(v) for k, v in scores.items()}, step=trainer.global_step)
 

@@ -104,6 +104,25 @@ def test_draw_many_clusters_and_partial_labels(tmp_path):
         assert_png(p)
 
 
+def test_a_draw_stopped_while_writing_keeps_the_last_plots(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    g = torch.Generator().manual_seed(0)
+    z, pred, y = torch.randn(60, 3, generator=g), torch.randint(0, 3, (60,), generator=g), torch.arange(60) % 3
+    paths = ClusteringPlots().draw(z, pred, y, tmp_path, title="first")
+    before = {name: p.read_bytes() for name, p in paths.items()}
+
+    def savefig_then_fail(self, fname, **kwargs):  # half a file written, then the disk is full
+        Path(fname).write_bytes(PNG)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", savefig_then_fail)
+    with pytest.raises(OSError, match="No space"):
+        ClusteringPlots().draw(z, pred, y, tmp_path, title="second")
+    assert {name: p.read_bytes() for name, p in paths.items()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())  # no temp files
+
+
 def test_classes_are_named_when_the_data_names_them(tmp_path):
     g = torch.Generator().manual_seed(0)
     z, pred, y = torch.randn(60, 3, generator=g), torch.randint(0, 3, (60,), generator=g), torch.arange(60) % 3

@@ -23,6 +23,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from dcl.files import atomic_write
+
 __all__ = ["ClusteringPlots", "project_2d", "run_dir"]
 
 
@@ -159,6 +161,10 @@ class ClusteringPlots(Callback):
         g = torch.Generator().manual_seed(self.seed)
         return torch.randperm(n, generator=g)[:limit].sort().values
 
+    def _save(self, fig, path) -> None:
+        """Whole or not at all: a run stopped while drawing keeps the plot of the last completed draw."""
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=self.dpi, format=Path(path).suffix.lstrip(".") or "png"))
+
     def _embedding(self, z, pred, y, known, title, path, class_name=str):
         limit = self.tsne_points if self.projection == "tsne" else self.max_points
         idx = self._subsample(len(z), limit)
@@ -189,7 +195,7 @@ class ClusteringPlots(Callback):
         shown = f"{len(idx)} of {len(z)} samples" if len(idx) < len(z) else f"{len(z)} samples"
         fig.suptitle(f"{title} — embedding ({self.projection.upper()}, {shown})", fontsize=11)
         fig.tight_layout()
-        fig.savefig(path, dpi=self.dpi)
+        self._save(fig, path)
         return fig
 
     def _confusion(self, pred, y, title, path, class_name=str):
@@ -226,7 +232,7 @@ class ClusteringPlots(Callback):
         ax.set_title(f"{title}\nACC={scores['acc']:.3f}  NMI={scores['nmi']:.3f}  ARI={scores['ari']:.3f}",
                      fontsize=10)
         fig.tight_layout()
-        fig.savefig(path, dpi=self.dpi)
+        self._save(fig, path)
         return fig
 
     def _sizes(self, pred, y, known, title, path) -> None:
@@ -249,5 +255,5 @@ class ClusteringPlots(Callback):
         ax.set_title(f"{title} — cluster sizes", fontsize=10)
         ax.legend(fontsize=8, frameon=False)
         fig.tight_layout()
-        fig.savefig(path, dpi=self.dpi)
+        self._save(fig, path)
 

@@ -1,14 +1,9 @@
-"""Write per-sample cluster assignments of ``dcl predict`` to a CSV (and optionally the embeddings).
-
-Files are written to a temporary name beside the target and renamed at the end, so a failure never leaves
-a half-written file.
-"""
+"""Write per-sample cluster assignments of ``dcl predict`` to a CSV (and optionally the embeddings), each whole or
+not at all (``dcl.files.atomic_write``)."""
 
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,28 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dcl.distributed import gather_ordered
-
-
-def current_umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: put it back at once
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename to ``path``, with the mode a plain ``open`` would give it; the
-    temporary file is removed on failure."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make the output private to its writer
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from dcl.files import atomic_write
 
 
 class PredictionWriter(Callback):

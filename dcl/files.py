@@ -1,0 +1,31 @@
+"""Output files written whole or not at all: a run stopped mid-write (a kill, a full disk) never leaves a half-written
+prediction CSV, score file or plot behind, nor a temporary file beside it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it back at once
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
+    """Call ``write(tmp_path)`` then rename to ``path``, with the mode a plain ``open`` would give it; the
+    temporary file is removed on failure and an earlier ``path`` is kept as it was."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make the output private to its writer
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
