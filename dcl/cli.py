@@ -9,9 +9,7 @@
 from __future__ import annotations
 
 import ctypes
-import difflib
 import importlib
-import inspect
 import json
 import os
 import re
@@ -169,14 +167,10 @@ def _unknown_option(detail: str) -> str | None:
     module, _, name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
-        params = list(inspect.signature(cls.__init__).parameters)[1:]
+        linked = ("n_clusters", "input_shape") if issubclass(cls, ClusteringMethod) else ()  # from the datamodule
+        return registry.unknown_setting(cls, option, hidden=linked)
     except (ImportError, AttributeError, TypeError, ValueError):
         return None
-    linked = ("n_clusters", "input_shape") if issubclass(cls, ClusteringMethod) else ()  # set from the datamodule
-    params = [p for p in params if p not in linked and p not in ("args", "kwargs")]
-    close = difflib.get_close_matches(option, params, n=1)
-    return (f"{name} has no setting {option!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-            + f"; its settings: {', '.join(params)}")
 
 
 def list_plugins() -> None:

@@ -28,6 +28,7 @@ Choices made here, and why:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import warnings
 from typing import Any
@@ -188,7 +189,11 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
             raise ValueError(f"n_samples={n} should be >= n_clusters={self.n_clusters}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_epochs == 0:
+            raise ValueError("max_epochs=0 trains nothing: every sample would land in one cluster; pass max_epochs >= 1 "
+                             "(None: Lightning's default of 1000)")
         cls = _method_class(self.method)
+        self._check_method_args(cls)
         seed = self._seed()
         with _quiet_lightning(not self.verbose):
             pl.seed_everything(seed, verbose=False)
@@ -203,6 +208,10 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
                 enable_progress_bar=self.enable_progress_bar, limit_val_batches=0, num_sanity_val_steps=0)
             trainer_kwargs.update(self.trainer_args or {})
             trainer = pl.Trainer(**trainer_kwargs)
+            if trainer.world_size > 1:  # Lightning would start the other processes by running the user's script again
+                raise ValueError(f"DeepClusterer trains in this one process, but the trainer asks for {trainer.world_size} "
+                                 "(devices / num_nodes); pass devices=1, and for several GPUs run the dcl command: "
+                                 "dcl fit --config ... --trainer.devices N")
             check_trainer_settings(model, trainer)
             trainer.fit(model, datamodule=data)
         model.trainer = None  # drop the trainer (and the data it holds) so the estimator pickles
@@ -212,6 +221,22 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         self._n_features_out = int(model.embedding_dim)
         self.labels_ = self._infer(X, want="labels")
         return self
+
+    def _check_method_args(self, cls: type) -> None:
+        """The method's own settings only: the estimator sets n_clusters and the input shape (from X) itself."""
+        from dcl.registry import unknown_setting
+
+        args = dict(self.method_args or {})
+        if "n_clusters" in args:
+            raise ValueError(f"method_args sets n_clusters={args['n_clusters']!r}: pass it as "
+                             f"DeepClusterer(n_clusters=...) instead")
+        if "input_shape" in args:
+            raise ValueError("method_args sets input_shape: it is taken from X; leave it out")
+        params = inspect.signature(cls.__init__).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            for name in args:
+                if name not in params:
+                    raise ValueError(f"method_args: {unknown_setting(cls, name, hidden=('n_clusters', 'input_shape'))}")
 
     # -- inference ---------------------------------------------------------------------------------------
     def _device(self) -> torch.device:

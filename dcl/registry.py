@@ -5,12 +5,14 @@ A third-party package registers its own exactly as dcl's built-ins do, in its ``
     [project.entry-points."dcl.methods"]
     MyMethod = "my_package.module:MyMethod"
 
-Names are matched case-insensitively. A plugin that fails to import is reported by name (see
+Names are matched ignoring case, spaces, '_' and '-'. A plugin that fails to import is reported by name (see
 :func:`load_errors`) without breaking the others.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import re
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
@@ -56,17 +58,34 @@ def load_errors(kind: str) -> dict[str, str]:
     return dict(_load(GROUPS[kind])[1])
 
 
+def _key(name: str) -> str:
+    """What names are matched by: case, spaces, '_' and '-' aside (``ae_kmeans``, ``AE-KMeans``: ``AEKMeans``)."""
+    return re.sub(r"[\s_-]", "", name).lower()
+
+
 def get(kind: str, name: str) -> type:
-    """The class registered under ``name`` (case-insensitive); a clear error listing known names otherwise."""
+    """The class registered under ``name`` (matched by :func:`_key`); a clear error listing known names otherwise."""
     classes, errors = _load(GROUPS[kind])
     for key, cls in classes.items():
-        if key.lower() == name.lower():
+        if _key(key) == _key(name):
             return cls
     for key, why in errors.items():
-        if key.lower() == name.lower():
+        if _key(key) == _key(name):
             raise RegistryError(f"{kind} {key!r} is registered but failed to import: {why}")
+    close = difflib.get_close_matches(_key(name), {_key(k): k for k in classes}, n=1, cutoff=0.7)
+    hint = f" (did you mean {[k for k in classes if _key(k) == close[0]][0]!r}?)" if close else ""
     known = ", ".join(classes) or "none installed"
-    raise RegistryError(f"unknown {kind} {name!r}; known {kind}s: {known}")
+    raise RegistryError(f"unknown {kind} {name!r}{hint}; known {kind}s: {known}")
+
+
+def unknown_setting(cls: type, option: str, hidden: tuple[str, ...] = ()) -> str:
+    """One sentence for a setting ``cls`` does not take: the closest one it does, and all of them (but
+    ``hidden``: settings the caller fills in itself)."""
+    params = [p for p in list(inspect.signature(cls.__init__).parameters)[1:]
+              if p not in hidden and p not in ("args", "kwargs")]
+    close = difflib.get_close_matches(option, params, n=1)
+    return (f"{cls.__name__} has no setting {option!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; its settings: {', '.join(params)}")
 
 
 def get_method(name: str) -> type:

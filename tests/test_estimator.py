@@ -140,6 +140,20 @@ def test_clear_errors():
     images = np.random.RandomState(0).rand(24, 1, 8, 8).astype(np.float32)
     with pytest.raises(ValueError, match="gradient_clip_val 1.0 cannot apply; set the method's own gradient_clip_val"):
         DeepClusterer("dcfae", n_clusters=2, trainer_args={"gradient_clip_val": 1.0}).fit(images)
+    # method_args holds the method's own settings, named as its config's model.init_args
+    with pytest.raises(ValueError, match="DEC has no setting 'latnt_dim' .did you mean 'latent_dim'.*update_interval"):
+        tiny(method_args={**TINY, "latnt_dim": 3}).fit(X)
+    with pytest.raises(ValueError, match=r"n_clusters=4: pass it as DeepClusterer\(n_clusters=...\)"):
+        tiny(method_args={**TINY, "n_clusters": 4}).fit(X)
+    with pytest.raises(ValueError, match="input_shape: it is taken from X"):
+        tiny(method_args={**TINY, "input_shape": (4,)}).fit(X)
+    with pytest.raises(ValueError, match="max_epochs=0 trains nothing"):
+        tiny(max_epochs=0).fit(X)
+    # DDP would rerun the user's script in new processes: refused, pointing at the dcl command
+    with pytest.raises(ValueError, match="trains in this one process, but the trainer asks for 2.*--trainer.devices N"):
+        tiny(accelerator="cpu", devices=2).fit(X)
+    ae = dict(hidden_dims=[16], latent_dim=2, kmeans_n_init=2)
+    assert tiny(method="ae_kmeans", method_args=ae).fit(X).labels_.shape == (10,)  # the configs' folder name works
 
 
 def test_images_are_accepted():

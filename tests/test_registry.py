@@ -23,10 +23,15 @@ def test_builtins_are_installed_entry_points_of_dcl():
     assert {ep.name for ep in entry_points(group="dcl.datamodules")} >= {"Digits", "USPS", "MNIST", "COIL20"}
 
 
-def test_lookup_is_case_insensitive_and_unknown_names_list_the_known():
+def test_lookup_ignores_case_and_separators_and_unknown_names_list_the_known():
     assert registry.get_method("dec") is registry.get_method("DEC")
-    with pytest.raises(registry.RegistryError, match=r"unknown method 'kmeanz'; known methods: .*DEC.*IDEC"):
-        registry.get_method("kmeanz")
+    # the configs' folder names (configs/ae_kmeans/) and the papers' spellings (AE-CM) name the methods too
+    assert registry.get_method("ae_kmeans") is registry.get_method("AEKMeans") is registry.get_method("ae-kmeans")
+    assert registry.get_method("AE-CM") is registry.get_method("aecm")
+    with pytest.raises(registry.RegistryError, match=r"unknown method 'spectral'; known methods: .*DEC.*IDEC"):
+        registry.get_method("spectral")
+    with pytest.raises(registry.RegistryError, match=r"unknown method 'ae_kmean' \(did you mean 'AEKMeans'\?\); known"):
+        registry.get_method("ae_kmean")
 
 
 def test_broken_plugin_is_reported_without_breaking_the_others(tmp_path, monkeypatch):
