@@ -108,7 +108,7 @@ def _set_wandb_mode() -> None:
 
 
 def _resolve_short_names(argv: list[str]) -> list[str]:
-    """``--model dec`` / ``--data=usps``: registry names, case-insensitive, to import paths."""
+    """``--model dec`` / ``--data=usps``: registry names (case, "_" and "-" aside) to import paths."""
     out = list(argv)
     for i, arg in enumerate(out):
         for flag, kind in (("--model", "method"), ("--data", "datamodule")):

@@ -97,7 +97,7 @@ def _quiet_loggers():
 
 
 def _method_class(method) -> type:
-    """A registered method name (case-insensitive, see ``dcl list``) or a ClusteringMethod subclass."""
+    """A registered method name (case, "_" and "-" aside; see ``dcl list``) or a ClusteringMethod subclass."""
     from dcl import registry
     from dcl.method import ClusteringMethod
 
@@ -113,7 +113,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
     """scikit-learn estimator running a dcl method (DEC, IDEC, DEKM, AE-CM, ...) through Lightning.
 
     Args:
-        method: a registered method name, case-insensitive (``dcl list``), or a ``ClusteringMethod``
+        method: a registered method name, case, "_" and "-" aside (``dcl list``), or a ``ClusteringMethod``
             subclass (your own).
         n_clusters: number of clusters (the initial or maximal K for methods that find K themselves;
             ``n_clusters_`` holds the K found).
