@@ -190,8 +190,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_epochs == 0:
-            raise ValueError("max_epochs=0 trains nothing: every sample would land in one cluster; pass max_epochs >= 1 "
-                             "(None: Lightning's default of 1000)")
+            raise ValueError("max_epochs=0 trains nothing: every sample would land in one cluster; pass "
+                             "max_epochs >= 1 (None: Lightning's default of 1000)")
         cls = _method_class(self.method)
         self._check_method_args(cls)
         seed = self._seed()
@@ -209,9 +209,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
             trainer_kwargs.update(self.trainer_args or {})
             trainer = pl.Trainer(**trainer_kwargs)
             if trainer.world_size > 1:  # Lightning would start the other processes by running the user's script again
-                raise ValueError(f"DeepClusterer trains in this one process, but the trainer asks for {trainer.world_size} "
-                                 "(devices / num_nodes); pass devices=1, and for several GPUs run the dcl command: "
-                                 "dcl fit --config ... --trainer.devices N")
+                raise ValueError(f"DeepClusterer trains in this one process, but the trainer asks for "
+                                 f"{trainer.world_size} (devices / num_nodes); pass devices=1, and for several GPUs "
+                                 "run the dcl command: dcl fit --config ... --trainer.devices N")
             check_trainer_settings(model, trainer)
             trainer.fit(model, datamodule=data)
         model.trainer = None  # drop the trainer (and the data it holds) so the estimator pickles
