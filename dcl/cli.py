@@ -25,7 +25,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from dcl import registry
 from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
-from dcl.files import atomic_write
+from dcl.files import atomic_write, run_dir
 from dcl.method import (ClusteringMethod, ConfigError, check_checkpoint_method, check_precision,
                         check_trainer_settings, load_checkpoint_file)
 
@@ -80,19 +80,18 @@ class DCLCLI(LightningCLI):
 
 class FinalScores(pl.Callback):
     """At the end of ``dcl fit``: the final clustering of all samples printed, written to ``final_scores.json`` in
-    the run folder and logged. In the training processes, on every rank (embedding all samples and the run folder
-    are collectives under DDP), so also under ddp_spawn, whose workers the command's own process never joins."""
+    the run folder and logged. In the training processes, on every rank (embedding all samples is a collective
+    under DDP), so also under ddp_spawn, whose workers the command's own process never joins."""
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: ClusteringMethod) -> None:
         scores = pl_module.final_scores()
-        log_dir = trainer.log_dir
         if trainer.is_global_zero:
             text = " ".join(f"{k.upper()}={v:.4f}" if isinstance(v, float) else f"{k.upper()}={v}"
                             for k, v in scores.items())
             print(f"dcl: final clustering of {trainer.datamodule.num_samples} samples: {text}")
-            if log_dir:
-                payload = json.dumps(scores, indent=2)
-                atomic_write(Path(log_dir) / "final_scores.json", lambda tmp: Path(tmp).write_text(payload))
+            # beside the run's checkpoints and plots (a W&B run's trainer.log_dir is the folder all runs share)
+            payload = json.dumps(scores, indent=2)
+            atomic_write(run_dir(trainer) / "final_scores.json", lambda tmp: Path(tmp).write_text(payload))
         for logger in trainer.loggers:
             logger.log_metrics({f"final/{k}": float(v) for k, v in scores.items()}, step=trainer.global_step)
 

@@ -1,5 +1,6 @@
-"""Output files written whole or not at all: a run stopped mid-write (a kill, a full disk) never leaves a half-written
-prediction CSV, score file or plot behind, nor a temporary file beside it."""
+"""Where a run's files go (:func:`run_dir`), and output files written whole or not at all (:func:`atomic_write`): a run
+stopped mid-write (a kill, a full disk) never leaves a half-written prediction CSV, score file or plot behind, nor a
+temporary file beside it."""
 
 from __future__ import annotations
 
@@ -29,3 +30,15 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def run_dir(trainer) -> Path:
+    """The run's folder, as ``ModelCheckpoint`` resolves it (``save_dir/name/version``), or the trainer's
+    ``default_root_dir`` without a logger. Call on rank 0 (a W&B logger's version exists there only)."""
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+        version = logger.version
+        version = version if isinstance(version, str) else f"version_{version}"
+        return Path(save_dir) / str(logger.name) / version
+    return Path(trainer.default_root_dir)

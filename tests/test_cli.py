@@ -255,6 +255,11 @@ def test_wandb_offline_run_holds_metrics(tmp_path, monkeypatch):
         time.sleep(0.5)
     for key in (b"val/acc", b"val/nmi", b"train/k", b"final/acc"):
         assert key in data, key
+    # the final scores lie in the run's folder, beside its checkpoints (not in save_dir, which all runs share)
+    run_id = runs[0].parent.name.rsplit("-", 1)[-1]
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("final_scores.json")] == [
+        Path("dcl-test", run_id, "final_scores.json")]
+    assert (tmp_path / "dcl-test" / run_id / "checkpoints").is_dir()
 
 
 def test_csv_logger(tmp_path):

@@ -13,7 +13,8 @@ from lightning.pytorch.loggers.logger import Logger
 from sklearn.datasets import make_blobs
 
 from dcl.callbacks import ClusteringPlots
-from dcl.callbacks.plots import project_2d, run_dir
+from dcl.callbacks.plots import project_2d
+from dcl.files import run_dir
 from dcl.estimator import InMemory
 from dcl.methods.ae_kmeans import AEKMeans
 

@@ -23,9 +23,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from dcl.files import atomic_write
+from dcl.files import atomic_write, run_dir
 
-__all__ = ["ClusteringPlots", "project_2d", "run_dir"]
+__all__ = ["ClusteringPlots", "project_2d"]
 
 
 def project_2d(z: Tensor, method: str = "pca", seed: int = 0) -> Tensor:
@@ -49,18 +49,6 @@ def project_2d(z: Tensor, method: str = "pca", seed: int = 0) -> Tensor:
     top = vecs[:, [-1, -2]]
     top = top * torch.sign(top[top.abs().argmax(dim=0), torch.arange(2)])  # fixed sign: same plot every time
     return (zc @ top).float()
-
-
-def run_dir(trainer) -> Path:
-    """The run's folder, as ``ModelCheckpoint`` resolves it (``save_dir/name/version``), or the trainer's
-    ``default_root_dir`` without a logger. Call on rank 0 (a W&B logger's version exists there only)."""
-    if trainer.loggers:
-        logger = trainer.loggers[0]
-        save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
-        version = logger.version
-        version = version if isinstance(version, str) else f"version_{version}"
-        return Path(save_dir) / str(logger.name) / version
-    return Path(trainer.default_root_dir)
 
 
 def _figure(width: float, height: float):
