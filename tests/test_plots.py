@@ -14,8 +14,8 @@ from sklearn.datasets import make_blobs
 
 from dcl.callbacks import ClusteringPlots
 from dcl.callbacks.plots import project_2d
-from dcl.files import run_dir
 from dcl.estimator import InMemory
+from dcl.files import run_dir
 from dcl.methods.ae_kmeans import AEKMeans
 
 PNG = b"\x89PNG\r\n\x1a\n"
