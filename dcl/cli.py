@@ -166,8 +166,7 @@ def _unknown_option(detail: str) -> str | None:
     module, _, name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
-        linked = ("n_clusters", "input_shape") if issubclass(cls, ClusteringMethod) else ()  # from the datamodule
-        return registry.unknown_setting(cls, option, hidden=linked)
+        return registry.unknown_setting(cls, option, hidden=getattr(cls, "data_settings", ()))
     except (ImportError, AttributeError, TypeError, ValueError):
         return None
 

@@ -233,10 +233,10 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         if "input_shape" in args:
             raise ValueError("method_args sets input_shape: it is taken from X; leave it out")
         params = inspect.signature(cls.__init__).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            for name in args:
-                if name not in params:
-                    raise ValueError(f"method_args: {unknown_setting(cls, name, hidden=('n_clusters', 'input_shape'))}")
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        unknown = [] if takes_any else [name for name in args if name not in params]
+        if unknown:
+            raise ValueError(f"method_args: {unknown_setting(cls, unknown[0], hidden=cls.data_settings)}")
 
     # -- inference ---------------------------------------------------------------------------------------
     def _device(self) -> torch.device:

@@ -60,6 +60,8 @@ class ClusteringMethod(pl.LightningModule):
     #: buffers (or trainable centers) whose shape follows K or the number of samples: a checkpoint's shapes are
     #: taken on load
     resizable_buffers: tuple[str, ...] = ("cluster_centers",)
+    #: constructor arguments the data fills in (the CLI links them from the datamodule, the estimator from X)
+    data_settings: tuple[str, ...] = ("n_clusters", "input_shape")
 
     def __init__(self, n_clusters: int, input_shape: Sequence[int], embedding_dim: int,
                  kmeans_n_init: int = 10, trainable_centers: bool = False) -> None:

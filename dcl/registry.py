@@ -66,14 +66,14 @@ def _key(name: str) -> str:
 def get(kind: str, name: str) -> type:
     """The class registered under ``name`` (matched by :func:`_key`); a clear error listing known names otherwise."""
     classes, errors = _load(GROUPS[kind])
-    for key, cls in classes.items():
-        if _key(key) == _key(name):
-            return cls
+    wanted, by_key = _key(name), {_key(k): k for k in reversed(list(classes))}  # the first of a same-key pair wins
+    if wanted in by_key:
+        return classes[by_key[wanted]]
     for key, why in errors.items():
-        if _key(key) == _key(name):
+        if _key(key) == wanted:
             raise RegistryError(f"{kind} {key!r} is registered but failed to import: {why}")
-    close = difflib.get_close_matches(_key(name), {_key(k): k for k in classes}, n=1, cutoff=0.7)
-    hint = f" (did you mean {[k for k in classes if _key(k) == close[0]][0]!r}?)" if close else ""
+    close = difflib.get_close_matches(wanted, by_key, n=1, cutoff=0.7)
+    hint = f" (did you mean {by_key[close[0]]!r}?)" if close else ""
     known = ", ".join(classes) or "none installed"
     raise RegistryError(f"unknown {kind} {name!r}{hint}; known {kind}s: {known}")
 
