@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lightning.pytorch.utilities import rank_zero_warn
+
 from dcl.datamodule import ClusteringDataModule, DataError
 
 SUFFIXES = (".npy", ".npz", ".csv", ".pt", ".pth")
+#: text files are UTF-8, with or without the byte-order mark that spreadsheet programs write first
+ENCODING = "utf-8-sig"
 
 
 class Arrays(ClusteringDataModule):
@@ -64,7 +69,7 @@ class Arrays(ClusteringDataModule):
         return p
 
     def _read_csv(self, p: Path) -> tuple[np.ndarray, np.ndarray | None]:
-        with open(p, newline="") as f:
+        with open(p, newline="", encoding=ENCODING) as f:
             rows = csv.reader(f)
             first = [c.strip() for c in next(rows, [])]
             second = [c.strip() for c in next(rows, [])]
@@ -82,16 +87,24 @@ class Arrays(ClusteringDataModule):
             if header is None or col not in header:
                 raise DataError(f"Arrays: no column {col!r} in {p.name}; its columns are {header or 'unnamed'}")
             col = header.index(col)
-        features = [i for i in range(len(first)) if i != col]
+        # an unnamed first column under a header is a row index (pandas' to_csv writes one by default): skipped
+        index_column = header is not None and header[0] == "" and col != 0
+        if index_column:
+            rank_zero_warn(f"Arrays: {p.name}: its first column has no name, as the row index pandas' to_csv writes "
+                           "by default; it is skipped (not a feature)")
+        features = [i for i in range(len(first)) if i != col and not (index_column and i == 0)]
+        if not features:
+            raise DataError(f"Arrays: {p.name} has no feature columns: its only column"
+                            f"{' is the labels' if col is not None else ' is a row index'}")
         try:
             x = np.loadtxt(p, delimiter=",", skiprows=1 if header else 0, usecols=features, ndmin=2,
-                           dtype=np.float64, quotechar='"')
+                           dtype=np.float64, quotechar='"', encoding=ENCODING)
         except ValueError as e:
             raise DataError(_not_numeric(p, header, features, e)) from e
         if col is None:
             return x, None
         y = np.loadtxt(p, delimiter=",", skiprows=1 if header else 0, usecols=[col], ndmin=1, dtype=str,
-                       quotechar='"')
+                       quotechar='"', encoding=ENCODING)
         return x, y
 
     def _read_dict(self, p: Path, data) -> tuple[np.ndarray, np.ndarray | None]:
@@ -99,28 +112,44 @@ class Arrays(ClusteringDataModule):
         if self.x_key not in keys:
             raise DataError(f"Arrays: no key {self.x_key!r} in {p.name} (keys: {keys}); set x_key")
         y = data[self.y_key] if self.y_key in keys else None
-        return np.asarray(data[self.x_key]), None if y is None else np.asarray(y)
+        return _array(data[self.x_key], p, self.x_key), None if y is None else _array(y, p, self.y_key)
+
+    def _read_torch(self, p: Path) -> tuple[np.ndarray, np.ndarray | None]:
+        """A tensor, a dict of them (``x_key``, ``y_key``; other entries ignored) or a tuple ``(x[, y])``."""
+        try:
+            data = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickled objects other than tensors and plain containers, or not a torch file
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+            detail = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()
+            why = (f"it holds Python objects that are not tensors ({found.group(1)})" if found else
+                   f"it is not a PyTorch file ({type(err).__name__}{': ' + detail[0][:160] if detail else ''})")
+            raise DataError(f"Arrays: cannot read {p.name} with torch.load(weights_only=True): {why}; save "
+                            "tensors, e.g. torch.save({'x': torch.as_tensor(x), 'y': torch.as_tensor(y)}, path), or "
+                            "numpy arrays with np.savez(path, x=x, y=y)") from None
+        if isinstance(data, torch.Tensor):
+            return _array(data, p, "the file"), None
+        if isinstance(data, (tuple, list)) and 1 <= len(data) <= 2:
+            data = dict(zip((self.x_key, self.y_key), data))
+        if not isinstance(data, dict):
+            raise DataError(f"Arrays: {p.name} holds a {type(data).__name__}; save a tensor of samples, a dict of "
+                            f"them ({self.x_key!r}, and {self.y_key!r} for labels) or a tuple (x, y)")
+        return self._read_dict(p, data)
 
     def load(self):
         p = self._file(self.path)
         suffix = p.suffix.lower()
         if suffix == ".npy":
-            x, y = np.load(p, allow_pickle=False), None
+            x, y = _np_load(p), None
         elif suffix == ".npz":
-            with np.load(p, allow_pickle=False) as data:
+            with _np_load(p) as data:
                 x, y = self._read_dict(p, data)
         elif suffix in (".pt", ".pth"):
-            data = torch.load(p, map_location="cpu", weights_only=True)
-            if isinstance(data, torch.Tensor):
-                x, y = data.numpy(), None
-            else:
-                x, y = self._read_dict(p, {k: torch.as_tensor(v).numpy() for k, v in data.items()})
+            x, y = self._read_torch(p)
         else:
             x, y = self._read_csv(p)
         if self.labels_path:
             lp = self._file(self.labels_path)
-            # a text file: one label per line, an empty line for an unknown one
-            y = np.load(lp) if lp.suffix.lower() == ".npy" else np.array(lp.read_text().splitlines(), dtype=str)
+            y = _np_load(lp) if lp.suffix.lower() == ".npy" else _read_labels_text(lp, len(x))
         if not np.issubdtype(x.dtype, np.number):
             raise DataError(f"Arrays: samples in {p.name} are not numeric (dtype {x.dtype})")
         if x.ndim == 1:
@@ -165,6 +194,38 @@ class Arrays(ClusteringDataModule):
         self._mean, self._std = state["mean"], state["std"]
 
 
+def _np_load(p: Path):
+    """``np.load`` without pickles (a file could run code), with one error naming the file when it holds objects."""
+    try:
+        return np.load(p, allow_pickle=False)
+    except ValueError as err:
+        raise DataError(f"Arrays: cannot read {p.name}: {err}; save numbers or fixed-width text, e.g. "
+                        "np.save(path, np.asarray(values, dtype=np.float32)) or np.asarray(names, dtype=str)") from None
+
+
+def _array(value, p: Path, what: str) -> np.ndarray:
+    """``value`` (a tensor, array or list) as a numpy array, or one error naming the file and the entry."""
+    try:
+        return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise DataError(f"Arrays: {what} in {p.name} is not an array ({err})") from None
+
+
+def _read_labels_text(p: Path, n: int) -> np.ndarray:
+    """A text file of labels: one per line (an empty line for an unknown one), after an optional header line
+    (a name above numeric labels)."""
+    lines = p.read_text(encoding=ENCODING).splitlines()
+    if len(lines) == n + 1 and not _is_number(lines[0].strip()) and all(_is_number(v) for v in lines[1:] if v.strip()):
+        lines = lines[1:]
+    several = next((i for i, v in enumerate(lines) if "," in v), None)
+    if several is not None:
+        raise DataError(f"Arrays: {p.name} has several comma-separated columns (line {several + 1}: "
+                        f"{lines[several][:60]!r}); a labels file holds one label per line (pandas: "
+                        "series.to_csv(path, index=False, header=False)), or put the labels in the data's CSV and "
+                        "set label_column")
+    return np.array(lines, dtype=str)
+
+
 def _as_float(x: torch.Tensor) -> torch.Tensor:
     """Samples as float32: 8-bit images scaled to [0, 1], anything else as stored (already float32)."""
     return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
@@ -172,7 +233,7 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
 
 def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: ValueError) -> str:
     """The error for a CSV whose features do not parse: the first cell that is not a number, and what to do."""
-    with open(p, newline="") as f:
+    with open(p, newline="", encoding=ENCODING) as f:
         for row_no, row in enumerate(csv.reader(f), start=1):
             if header and row_no == 1:
                 continue

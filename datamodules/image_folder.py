@@ -18,10 +18,21 @@ from dcl.datamodule import ClusteringDataModule, DataError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
+def _to_8_bits(img: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image (Pillow's ``I;16*`` modes, or ``I`` holding values above 255) scaled to 8 bits:
+    Pillow's own conversion clips such pixels at 255 instead of scaling them."""
+    if not (img.mode.startswith("I;16") or img.mode == "I"):
+        return img
+    pixels = np.asarray(img).astype(np.int64)
+    if img.mode == "I" and pixels.max(initial=0) <= 255:
+        return Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "L")
+    return Image.fromarray(((pixels.clip(0, 65535) * 255 + 32767) // 65535).astype(np.uint8), "L")
+
+
 def _read_one(path: Path, size: int | None, mode: str) -> np.ndarray:
     try:
         with Image.open(path) as img:
-            img = img.convert(mode)
+            img = _to_8_bits(img).convert(mode)
             if size is not None and img.size != (size, size):
                 # Pillow's bilinear resize widens its support when shrinking, i.e. it antialiases
                 img = img.resize((size, size), Image.Resampling.BILINEAR)

@@ -19,7 +19,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from jsonargparse import ArgumentError
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from dcl import registry
@@ -56,7 +56,13 @@ class DCLCLI(LightningCLI):
             if not Path(ckpt_path).is_file():
                 raise ConfigError(f"checkpoint {ckpt_path} does not exist")
             module, _, name = self.config[subcommand].model.class_path.rpartition(".")
-            check_checkpoint_method(load_checkpoint_file(ckpt_path), getattr(importlib.import_module(module), name))
+            checkpoint = load_checkpoint_file(ckpt_path)
+            check_checkpoint_method(checkpoint, getattr(importlib.import_module(module), name))
+            data_args = self.config[subcommand].data.get("init_args")
+            trained_k = checkpoint.get("hyper_parameters", {}).get("n_clusters")
+            if subcommand != "fit" and trained_k and data_args is not None and "n_clusters" in data_args \
+                    and data_args.n_clusters is None:  # the trained model's clusters, whatever the data's labels
+                data_args.n_clusters = int(trained_k)
         elif subcommand and subcommand != "fit":
             print(f"dcl: warning: {subcommand} without --ckpt_path uses an untrained model", file=sys.stderr)
         super()._parse_ckpt_path()
@@ -94,6 +100,24 @@ class FinalScores(pl.Callback):
             atomic_write(run_dir(trainer) / "final_scores.json", lambda tmp: Path(tmp).write_text(payload))
         for logger in trainer.loggers:
             logger.log_metrics({f"final/{k}": float(v) for k, v in scores.items()}, step=trainer.global_step)
+
+
+class RunConfig(SaveConfigCallback):
+    """The run's resolved configuration saved as ``config.yaml`` in the run folder, beside its ``checkpoints/``,
+    ``plots/`` and ``final_scores.json`` (LightningCLI's own choice, ``trainer.log_dir``, is the folder all runs of
+    a W&B logger share, each run overwriting the last's): ``dcl predict --config <run folder>/config.yaml`` then
+    rebuilds exactly that run."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:  # a W&B logger's run id, which names the folder, exists on rank 0 only
+            path = run_dir(trainer) / self.config_filename
+            atomic_write(path, lambda tmp: self.parser.save(self.config, tmp, skip_none=False, overwrite=True,
+                                                            multifile=self.multifile))
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
 
 def _set_wandb_mode() -> None:
@@ -226,7 +250,8 @@ def main(argv: list[str] | None = None) -> None:
         saved_argv, sys.argv = sys.argv, [sys.argv[0], *argv]
         try:
             DCLCLI(ClusteringMethod, ClusteringDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                   auto_configure_optimizers=False, save_config_kwargs={"overwrite": True},
+                   auto_configure_optimizers=False, save_config_callback=RunConfig,
+                   save_config_kwargs={"overwrite": True},
                    parser_kwargs={**no_exit, "description": DESCRIPTION,
                                   **{cmd: no_exit for cmd in ("fit", "validate", "test", "predict")}})
         finally:

@@ -174,9 +174,15 @@ class ClusteringDataModule(pl.LightningDataModule):
                 raise DataError(f"{name}: {len(y)} labels for {len(x)} samples; labels must have one entry "
                                 "per sample")
         self._x, self._y = x.contiguous(), y
-        k = self._n_clusters_override
-        if k is not None and not 2 <= k <= len(x):
-            raise DataError(f"{name}: n_clusters must be between 2 and the number of samples ({len(x)}), got {k}")
+        self._check_n_clusters(fitting=False)
+
+    def _check_n_clusters(self, fitting: bool) -> None:
+        """A set ``n_clusters`` of at least 2, and when fitting at most the number of samples (a trained model
+        assigns any number of new samples, even fewer than its clusters)."""
+        k, n = self._n_clusters_override, len(self._x)
+        if k is not None and (k < 2 or fitting and k > n):
+            raise DataError(f"{type(self).__name__}: n_clusters must be between 2 and the number of samples ({n}), "
+                            f"got {k}")
 
     @property
     def x(self) -> Tensor:
@@ -223,6 +229,7 @@ class ClusteringDataModule(pl.LightningDataModule):
     # -- Lightning hooks -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         self._ensure_loaded()
+        self._check_n_clusters(fitting=stage in (None, "fit"))
         if self.on_device and self.trainer is not None:
             device = self.trainer.strategy.root_device
             self._x, self._y = self._x.to(device), self._y.to(device)

@@ -164,6 +164,10 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
     def _validate(self, X, reset: bool) -> np.ndarray:
         X = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64], allow_nd=True,
                           ensure_min_samples=2 if reset else 1)
+        largest = float(np.abs(X).max(initial=0.0))
+        if largest > np.finfo(np.float32).max:  # finite in float64, inf once cast to the networks' float32
+            raise ValueError(f"X holds values up to {largest:.3g}, beyond float32's range (3.4e38) in which the "
+                             "networks compute; scale the data (e.g. StandardScaler) first")
         if reset:
             self.input_shape_ = tuple(X.shape[1:])
         elif tuple(X.shape[1:]) != self.input_shape_:

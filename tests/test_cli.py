@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, require_data, run_cli
 from dcl import registry
 from dcl.cli import keep_freed_memory, main, sets_the_allocator
 
@@ -121,6 +121,13 @@ def test_predict_on_new_data_writes_class_names_and_standardizes_as_in_training(
     rows_new, z_new = predict("setosa", "--data.n_clusters", "3")
     np.testing.assert_allclose(z_new, z_all[:50], rtol=1e-5, atol=1e-6)
     assert [r["cluster"] for r in rows_new] == [r["cluster"] for r in rows_all[:50]]
+    # one new sample, unlabeled: the trained model's clusters, without naming their number (was: "n_clusters
+    # must be between 2 and the number of samples (1)")
+    (tmp_path / "one.csv").write_text(rows[0].rsplit(",", 1)[0] + "\n")
+    out = tmp_path / "one.out.csv"
+    run_cli(["predict", *model, "--data", "Arrays", "--data.standardize", "true", "--data.path",
+             str(tmp_path / "one.csv"), "--ckpt_path", ckpt, "--predictions.output", str(out)], tmp_path)
+    assert [r["cluster"] for r in csv.DictReader(out.open())] == [rows_all[0]["cluster"]]
     (tmp_path / "err").mkdir()
     msg = dcl_error(["predict", *model, "--data", "Arrays", "--data.path", str(tmp_path / "iris.csv"),
                      "--data.label_column", "-1", "--ckpt_path", ckpt], tmp_path / "err")
@@ -197,6 +204,27 @@ def test_validate_and_test_score_the_trained_clusters(tmp_path):
     assert untrained.cluster_centers.any() and scores["val/acc"] > 0.2
 
 
+def test_predict_names_each_image_file_and_refuses_a_folder_as_output(tmp_path, dcl_error):
+    src = require_data("coil-20-proc")
+    for k in (1, 2):
+        (tmp_path / "img" / f"obj{k}").mkdir(parents=True)
+        for i in range(4):
+            (tmp_path / "img" / f"obj{k}" / f"{i}.png").symlink_to(src / f"obj{k}__{i}.png")
+    args = ["--model", "AEKMeans", "--model.init_args.hidden_dims", "[16]", "--data", "ImageFolder",
+            "--data.root", str(tmp_path / "img"), "--data.image_size", "8", "--data.grayscale", "true",
+            "--data.flatten", "true", "--data.batch_size", "4"]
+    run_cli(["fit", *args, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true"], tmp_path)
+    ckpt = str(next(tmp_path.rglob("*.ckpt")))
+    run_cli(["predict", *args, "--ckpt_path", ckpt, "--predictions.output", str(tmp_path / "p.csv")], tmp_path)
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert [(r["label"], Path(r["file"]).relative_to(tmp_path / "img").as_posix()) for r in rows] == [
+        (f"obj{k}", f"obj{k}/{i}.png") for k in (1, 2) for i in range(4)]
+    (tmp_path / "err" / "out").mkdir(parents=True)
+    msg = dcl_error(["predict", *args, "--ckpt_path", ckpt, "--predictions.output", str(tmp_path / "err" / "out")],
+                    tmp_path / "err")
+    assert "predictions.output" in msg and "is a folder; name a file in it" in msg
+
+
 def test_predict_refuses_an_embeddings_file_of_unknown_format(tmp_path, dcl_error):
     msg = dcl_error(["predict", *AE_DIGITS, "--predictions.embeddings", str(tmp_path / "z.parquet")], tmp_path)
     assert "z.parquet" in msg and ".npy" in msg and ".csv" in msg
@@ -260,6 +288,8 @@ def test_wandb_offline_run_holds_metrics(tmp_path, monkeypatch):
     assert [p.relative_to(tmp_path) for p in tmp_path.rglob("final_scores.json")] == [
         Path("dcl-test", run_id, "final_scores.json")]
     assert (tmp_path / "dcl-test" / run_id / "checkpoints").is_dir()
+    # and so does the run's configuration, which rebuilds it (it was written to save_dir, shared and overwritten)
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("config.yaml")] == [Path("dcl-test", run_id, "config.yaml")]
 
 
 def test_csv_logger(tmp_path):

@@ -167,6 +167,57 @@ def test_bad_arrays(tmp_path):
         Arrays(str(tmp_path / "nope.npy")).setup()
 
 
+def test_arrays_read_the_files_spreadsheets_and_pandas_write(tmp_path, recwarn):
+    """Found by probing as a user: each of these was silently misread (a sample lost, an index as a feature, a
+    labels file of two columns read as 300 classes and scored ACC 1.0) or ended in a traceback."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 3)), rng.integers(0, 3, 30)
+    rows = [",".join(map(repr, r)) for r in x.tolist()]
+    # Excel's "CSV UTF-8" starts with a byte-order mark: the first row is kept, the header names read
+    (tmp_path / "bom.csv").write_text("\n".join(rows) + "\n", encoding="utf-8-sig")
+    assert torch.allclose(Arrays(str(tmp_path / "bom.csv"), n_clusters=3).x, torch.from_numpy(x).float())
+    (tmp_path / "bomh.csv").write_text("kind,a,b,c\n" + "\n".join(f"{k},{r}" for r, k in zip(rows, y)) + "\n",
+                                       encoding="utf-8-sig")
+    assert Arrays(str(tmp_path / "bomh.csv"), label_column="kind").y.tolist() == y.tolist()  # not "\ufeffkind"
+    # pandas' to_csv writes the row index first, under an empty name: skipped, with a warning
+    indexed = ",a,b,c,kind\n" + "\n".join(f"{i},{r},{k}" for i, (r, k) in enumerate(zip(rows, y))) + "\n"
+    (tmp_path / "pandas.csv").write_text(indexed)
+    dm = Arrays(str(tmp_path / "pandas.csv"), label_column="kind")
+    assert torch.allclose(dm.x, torch.from_numpy(x).float()) and dm.y.tolist() == y.tolist()
+    assert any("first column has no name" in str(w.message) for w in recwarn)
+    # a labels file: one label per line, after an optional header; two columns are refused
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "head.txt").write_text("label\n" + "\n".join(map(str, y)) + "\n")
+    assert Arrays(str(tmp_path / "x.npy"), labels_path=str(tmp_path / "head.txt")).y.tolist() == y.tolist()
+    (tmp_path / "two.csv").write_text("\n".join(f"{i},{k}" for i, k in enumerate(y)) + "\n")
+    with pytest.raises(DataError, match=r"two.csv has several comma-separated columns \(line 1: '0,.*one label per"):
+        Arrays(str(tmp_path / "x.npy"), labels_path=str(tmp_path / "two.csv")).setup()
+    # .pt: a tuple (x, y), a dict with other entries, labels as a list of names
+    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y)
+    torch.save((xt, yt), tmp_path / "tuple.pt")
+    torch.save({"x": xt, "y": [f"c{k}" for k in y], "meta": "notes"}, tmp_path / "dict.pt")
+    for name in ("tuple.pt", "dict.pt"):
+        dm = Arrays(str(tmp_path / name))
+        assert torch.equal(dm.x, xt) and dm.y.tolist() == y.tolist(), name
+    torch.save({"x": x, "y": y}, tmp_path / "numpy.pt")  # numpy arrays need a pickle torch's safe load refuses
+    with pytest.raises(DataError, match=r"cannot read numpy.pt .*not tensors .*save tensors"):
+        Arrays(str(tmp_path / "numpy.pt")).setup()
+    np.save(tmp_path / "objects.npy", np.array([[1, "a"]] * 4, dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="cannot read objects.npy: Object arrays"):
+        Arrays(str(tmp_path / "objects.npy"), n_clusters=2).setup()
+    (tmp_path / "labels_only.csv").write_text("kind\n" + "\n".join(map(str, y)) + "\n")
+    with pytest.raises(DataError, match="labels_only.csv has no feature columns"):
+        Arrays(str(tmp_path / "labels_only.csv"), label_column="kind").setup()
+
+
+def test_16_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path):
+    pixels = np.arange(0, 256, dtype=np.uint8).reshape(16, 16)
+    Image.fromarray(pixels.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")  # Pillow: mode I;16
+    Image.fromarray(pixels).save(tmp_path / "eight.png")
+    dm = ImageFolder(str(tmp_path), image_size=None, grayscale=True, n_clusters=2)
+    assert torch.equal(dm.x[0, 0], torch.from_numpy(pixels)) and torch.equal(dm.x[1, 0], dm.x[0, 0])
+
+
 def test_image_folder_labeled_and_flat(tmp_path):
     for cls in ("cat", "dog"):
         (tmp_path / "lab" / cls).mkdir(parents=True)

@@ -133,6 +133,9 @@ def test_clear_errors():
         tiny(method_args={**TINY, "update_interval": 0}).fit(X)
     with pytest.raises(ValueError, match="NaN"):
         tiny().fit(np.where(np.eye(10, 4) > 0, np.nan, X))
+    # finite in float64, inf in the networks' float32 (was: "samples contain NaN or inf", which X does not)
+    with pytest.raises(ValueError, match=r"values up to [0-9.]+e\+300, beyond float32's range.*scale the data"):
+        tiny().fit(X.astype(np.float64) * 1e300)
     # weights in bf16 beside a float32 clustering state: refused at the start of the run, not mid-fit
     with pytest.raises(ValueError, match="precision 'bf16-true' is not supported.*bf16-mixed"):
         tiny(trainer_args={"precision": "bf16-true"}).fit(X)

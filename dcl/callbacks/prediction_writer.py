@@ -24,7 +24,8 @@ class PredictionWriter(Callback):
 
     Args:
         output: CSV path for one row per sample: index, cluster, confidence, and label when known (the
-            class name when the datamodule has ``class_names``, else the class id; empty when unknown).
+            class name when the datamodule has ``class_names``, else the class id; empty when unknown), and the
+            sample's file when the datamodule reads one file per sample (``files``, e.g. ``ImageFolder``).
         embeddings: optional path for the embeddings (N x d), in sample order: ``.npy`` (binary) or ``.csv`` /
             ``.txt`` (text, comma-separated, one row per sample).
     """
@@ -33,6 +34,10 @@ class PredictionWriter(Callback):
 
     def __init__(self, output: str | None = None, embeddings: str | None = None) -> None:
         super().__init__()
+        for setting, path in (("output", output), ("embeddings", embeddings)):
+            if path and Path(path).is_dir():
+                raise ValueError(f"predictions.{setting} {path!r} is a folder; name a file in it, e.g. "
+                                 f"{Path(path) / ('clusters.csv' if setting == 'output' else 'z.npy')}")
         if embeddings and Path(embeddings).suffix.lower() not in self.EMBEDDING_FORMATS:
             raise ValueError(f"predictions.embeddings {embeddings!r}: name a .npy (binary) or a .csv / .txt (text) "
                              "file; the suffix picks the format")
@@ -61,6 +66,8 @@ class PredictionWriter(Callback):
         if self.output:
             has_labels = bool((cols["y"] >= 0).any())
             names = getattr(trainer.datamodule, "class_names", None)
+            files = getattr(trainer.datamodule, "files", None)
+            files = [str(f) for f in files] if files is not None and len(files) == len(cols["index"]) else None
 
             def label(y: int):
                 return "" if y < 0 else names[y] if names else y
@@ -68,11 +75,13 @@ class PredictionWriter(Callback):
             def write_csv(tmp: str) -> None:
                 with open(tmp, "w", newline="") as f:
                     out = csv.writer(f, lineterminator="\n")
-                    out.writerow(["index", "cluster", "confidence"] + (["label"] if has_labels else []))
+                    out.writerow(["index", "cluster", "confidence"] + (["label"] if has_labels else [])
+                                 + (["file"] if files else []))
                     rows = zip(cols["index"].tolist(), cols["cluster"].tolist(), cols["confidence"].tolist(),
                                cols["y"].tolist())
                     for i, c, p, y in rows:
-                        out.writerow([i, c, f"{p:.6f}"] + ([label(y)] if has_labels else []))
+                        out.writerow([i, c, f"{p:.6f}"] + ([label(y)] if has_labels else [])
+                                     + ([files[i]] if files else []))
 
             atomic_write(self.output, write_csv)
             print(f"dcl: wrote {len(cols['index'])} assignments to {self.output}")

@@ -76,9 +76,9 @@ class MLPAutoencoder(nn.Module):
 
 
 #: how to serve images as C x H x W, said by every network that needs them
-IMAGES_HOW = ("serve images as channels x height x width: flatten: false in an image datamodule (MNIST, USPS, "
-              "COIL20, ImageFolder, ...), or an Arrays file of N x C x H x W (grayscale N x H x W: add the channel "
-              "axis, x[:, None])")
+IMAGES_HOW = ("serve images as channels x height x width: flatten: false in an image datamodule (Digits, MNIST, "
+              "USPS, COIL20, ImageFolder, ...), or an Arrays file of N x C x H x W (grayscale N x H x W: add the "
+              "channel axis, x[:, None])")
 
 
 def image_shape(input_shape: Sequence[int], who: str, error: type[ValueError] = ValueError) -> tuple[int, int, int]:
