@@ -7,12 +7,13 @@
 #   bash benchmarks/gpu_session.sh [LIMIT=540] [JOB ...]
 # JOBs (default: all): kmeans (alone first), then side by side until the deadline: aecm (AE-CM MNIST, the paper's
 # 1000 epochs), dcfae (DCFAE MNIST, the config's 50 + 10 epochs), idec (IDEC MNIST seeds 3-4), deckeras (DEC and
-# IDEC MNIST from DEC-keras' pretraining recipe, seeds 0-2), bf16 (every digits config in bf16-mixed). A short
-# session is better given to one or two of them.
+# IDEC MNIST from DEC-keras' pretraining recipe, seeds 0-2), decpaper (the same from the DEC paper's stacked
+# autoencoder, SAE: 300,000 steps a seed, seeds 0-2), bf16 (every digits config in bf16-mixed). A short session is
+# better given to one or two of them.
 set -u
 LIMIT=${1:-540}
 shift $(( $# > 0 ? 1 : 0 ))
-JOBS=" ${*:-kmeans aecm dcfae idec deckeras bf16} "
+JOBS=" ${*:-kmeans aecm dcfae idec deckeras decpaper bf16} "
 want() { [[ "$JOBS" == *" $1 "* ]]; }
 START=$(date +%s)
 left() { echo $((LIMIT - ($(date +%s) - START))); }
@@ -51,6 +52,12 @@ if want deckeras; then
   for s in 0 1 2; do
     timeout $T python3 benchmarks/shared_pretraining.py mnist --recipe dec-keras --seeds $s --methods dec idec --merge \
       --tag gpu > logs/deckeras_s$s.log 2>&1 &
+  done
+fi
+if want decpaper; then
+  for s in 0 1 2; do
+    timeout $T python3 benchmarks/shared_pretraining.py mnist --recipe dec-paper --seeds $s --methods dec idec --merge \
+      --tag gpu > logs/decpaper_s$s.log 2>&1 &
   done
 fi
 want bf16 && { timeout $T python3 benchmarks/gpu_check.py --precision bf16-mixed \

@@ -11,6 +11,7 @@ every 10 epochs), so the script can be stopped and started again.
     python benchmarks/shared_pretraining.py mnist --seeds 0 --pretrain-epochs 30 --maxiter 4000  # reduced (CPU)
     python benchmarks/shared_pretraining.py mnist --seeds 1 --merge   # add a seed to the recorded ones
     python benchmarks/shared_pretraining.py mnist --recipe dec-keras --seeds 0   # DEC-keras' MNIST pretraining
+    python benchmarks/shared_pretraining.py mnist --recipe dec-paper --seeds 0   # the DEC paper's (SAE, 300k steps)
 
 ``--merge`` keeps the seeds already recorded in the results file for the same budget (a seed run again
 replaces its record), so seeds can run in separate processes, one after the other or side by side.
@@ -19,9 +20,10 @@ Writes benchmarks/results/shared_pretraining_<data>.{json,md} (``..._<data>_p<ep
 ``..._dec_keras`` for that recipe).
 
 Pretraining recipes (``--recipe``): ``shared`` (the configs': Adam 1e-3, 200 epochs, batch 256, Glorot weights: DEKM's
-official recipe) or ``dec-keras`` (DEC-keras' MNIST recipe: SGD lr 1 momentum 0.9, 300 epochs, batch 256,
-``weight_init: fan_in_uniform``). The papers' own (layer-wise with dropout, then fine-tuning: piiswrong/dec, whose
-weights IDEC's README uses) is not implemented.
+official recipe), ``dec-keras`` (DEC-keras' MNIST recipe: SGD lr 1 momentum 0.9, 300 epochs, batch 256,
+``weight_init: fan_in_uniform``) or ``dec-paper`` (the papers' own: the ``SAE`` method, greedy layer-wise with
+dropout then fine-tuning, as piiswrong/dec, whose weights IDEC's README uses; ``configs/sae/mnist.yaml``, MNIST only;
+every fit of the seed then reads the pixels x 0.02 as that code did).
 """
 
 from __future__ import annotations
@@ -39,12 +41,17 @@ import numpy as np
 from results_table import fit_config  # benchmarks/ is on sys.path when a script here runs
 
 ROOT = Path(__file__).resolve().parents[1]
-#: the ``dcl fit`` settings of each pretraining recipe beyond the AE + k-means config, and its default epochs
+#: each pretraining recipe: the method whose ``configs/<method>/<data>.yaml`` pretrains, its ``dcl fit`` settings beyond
+#: that config, its default epochs, its description, and settings of every fit of the seed (the data's scale)
 RECIPES = {
-    "shared": ([], 200, "Adam 1e-3, batch 256"),
-    "dec-keras": (["--model.init_args.weight_init", "fan_in_uniform", "--model.init_args.optimizer", "torch.optim.SGD",
-                   "--model.init_args.optimizer.lr", "1.0", "--model.init_args.optimizer.momentum", "0.9"], 300,
-                  "DEC-keras' MNIST recipe: SGD lr 1 momentum 0.9, fan-in uniform init, batch 256"),
+    "shared": ("ae_kmeans", [], 200, "Adam 1e-3, batch 256", []),
+    "dec-keras": ("ae_kmeans", ["--model.init_args.weight_init", "fan_in_uniform", "--model.init_args.optimizer",
+                                "torch.optim.SGD", "--model.init_args.optimizer.lr", "1.0",
+                                "--model.init_args.optimizer.momentum", "0.9"], 300,
+                  "DEC-keras' MNIST recipe: SGD lr 1 momentum 0.9, fan-in uniform init, batch 256", []),
+    "dec-paper": ("sae", [], 1097, "the DEC paper's: stacked denoising autoencoder, 4 x 183 greedy layer-wise + 365 "
+                  "fine-tuning epochs, SGD lr 0.1 momentum 0.9 / 10 every 20000 steps, pixels x 0.02, "
+                  "configs/sae/mnist.yaml", ["--data.init_args.scale", "5.1"]),
 }
 #: ACC / NMI in % as printed in the papers (IDEC paper, Table 2; DEC paper, Table 2: ACC only).
 PAPER = {("dec", "mnist"): (84.30, None), ("idec", "mnist"): (88.06, 86.72), ("idec", "usps"): (76.05, 78.46)}
@@ -105,13 +112,15 @@ def main() -> None:
     p.add_argument("--recipe", choices=sorted(RECIPES), default="shared",
                    help="the autoencoder pretraining (see above)")
     p.add_argument("--pretrain-epochs", type=int, default=None,
-                   help="default: the recipe's (200 shared, 300 dec-keras)")
+                   help="default: the recipe's (200 shared, 300 dec-keras, 1097 dec-paper)")
     p.add_argument("--maxiter", type=int, default=None, help="cap on clustering steps (default: the config's)")
     p.add_argument("--merge", action="store_true", help="keep the other seeds recorded in the results file")
     p.add_argument("--tag", default="", help="write shared_pretraining_<data>..._<tag>.{json,md} (e.g. gpu), a record "
                    "kept beside the others")
     args = p.parse_args()
-    recipe_args, recipe_epochs, recipe_text = RECIPES[args.recipe]
+    recipe_method, recipe_args, recipe_epochs, recipe_text, seed_args = RECIPES[args.recipe]
+    if not (ROOT / "configs" / recipe_method / f"{args.data}.yaml").is_file():
+        p.error(f"the {args.recipe} recipe has no configs/{recipe_method}/{args.data}.yaml")
     args.pretrain_epochs = args.pretrain_epochs or recipe_epochs
     full_budget = args.pretrain_epochs == recipe_epochs and not args.maxiter
     recipe_tag = "" if args.recipe == "shared" else "_" + args.recipe.replace("-", "_")
@@ -120,11 +129,11 @@ def main() -> None:
     runs: dict[str, list[dict]] = {m: [] for m in ["ae_kmeans", *args.methods]}
     for seed in args.seeds:
         ae_run = work / f"s{seed}" / "ae_kmeans"
-        runs["ae_kmeans"].append(fit(f"configs/ae_kmeans/{args.data}.yaml", ae_run, seed,
-                                     ["--trainer.max_epochs", str(args.pretrain_epochs), *recipe_args]))
+        runs["ae_kmeans"].append(fit(f"configs/{recipe_method}/{args.data}.yaml", ae_run, seed,
+                                     ["--trainer.max_epochs", str(args.pretrain_epochs), *recipe_args, *seed_args]))
         ckpt = next(ae_run.rglob("last.ckpt"))
         for method in args.methods:
-            extra = ["--model.init_args.pretrained", str(ckpt), "--trainer.max_epochs", "100000"]
+            extra = ["--model.init_args.pretrained", str(ckpt), "--trainer.max_epochs", "100000", *seed_args]
             if args.maxiter:
                 extra += ["--model.init_args.maxiter", str(args.maxiter)]
             runs[method].append(fit(f"configs/{method}/{args.data}.yaml", work / f"s{seed}" / method, seed, extra))
@@ -154,15 +163,16 @@ def main() -> None:
     lines = [f"# DEC / IDEC on {args.data} from a shared pretraining, seeds {seeds}", "",
              f"Budget: {budget}. Machine: {machine}. Scores in %, mean ± std over the seeds.", "",
              "| method | ACC | NMI | ARI | wall per run (s) | paper ACC / NMI |", "|---|---|---|---|---|---|"]
+    names = {**NAMES, "ae_kmeans": "SAE + k-means"} if recipe_method == "sae" else NAMES
     for m, s in summary.items():
         paper = PAPER.get((m, args.data))
         ref = " / ".join("-" if v is None else f"{v:.2f}" for v in paper) if paper else "-"
-        lines.append(f"| {NAMES.get(m, m)} | " + " | ".join(f"{s[k]['mean']:.2f} ± {s[k]['std']:.2f}"
+        lines.append(f"| {names.get(m, m)} | " + " | ".join(f"{s[k]['mean']:.2f} ± {s[k]['std']:.2f}"
                                                           for k in ("acc", "nmi", "ari"))
                      + f" | {s['wall_s']['mean']:.0f} | {ref} |")
     lines += ["", "Per seed (ACC / NMI / ARI):", ""]
     for m, rs in runs.items():
-        lines.append(f"- {NAMES.get(m, m)}: " + "; ".join(f"seed {s}: {r['acc']:.2f} / {r['nmi']:.2f} / {r['ari']:.2f}"
+        lines.append(f"- {names.get(m, m)}: " + "; ".join(f"seed {s}: {r['acc']:.2f} / {r['nmi']:.2f} / {r['ari']:.2f}"
                                                           for s, r in zip(seeds, rs)))
     lines += ["", f"Command: `python benchmarks/shared_pretraining.py {' '.join(sys.argv[1:])}`"]
     lines += [line for note in notes for line in ("", note)]

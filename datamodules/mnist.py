@@ -15,7 +15,7 @@ _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 class MNIST(SplitFilesDataModule):
     """MNIST handwritten digits: 28x28 grayscale, 10 classes; 60000 train + 10000 test, merged by default
-    (as deep clustering papers do). Stored as uint8, scaled to [0, 1] (x / 255) per batch.
+    (as deep clustering papers do). Stored as uint8, scaled to [0, ``scale``] (x / 255 * scale) per batch.
 
     Files are read from torchvision's layout ``<data_dir>/MNIST/raw/train-images-idx3-ubyte`` etc.
 
@@ -24,6 +24,8 @@ class MNIST(SplitFilesDataModule):
         download: download the files there with torchvision when they are missing (needs internet).
         split: ``"all"`` (train then test, 70000 samples), ``"train"`` (60000) or ``"test"`` (10000).
         flatten: serve 784-d vectors (True) or 1x28x28 images.
+        scale: the largest pixel value served (1: [0, 1], as DEC-keras, IDEC and DEKM; the DEC paper's code feeds
+            0.02 x the 0-255 pixels, ``scale: 5.1``).
         batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
     """
 
@@ -31,6 +33,14 @@ class MNIST(SplitFilesDataModule):
     #: torchvision class name, also the folder name under ``data_dir``
     _name = "MNIST"
     _homepage = "http://yann.lecun.com/exdb/mnist/"
+
+    def __init__(self, data_dir: str = "data", download: bool = False, split: str = "all", flatten: bool = True,
+                 scale: float = 1.0, batch_size: int = 256, n_clusters: int | None = None,
+                 eval_batch_size: int | None = None, seed: int = 0, on_device: bool = False) -> None:
+        super().__init__(data_dir, download, split, flatten, batch_size, n_clusters, eval_batch_size, seed, on_device)
+        if not scale > 0:
+            raise DataError(f"{type(self).__name__}: scale must be > 0 (the largest pixel value served), got {scale}")
+        self.scale = scale
 
     def _root(self) -> Path:
         """``data_dir``, also accepting a path that points at ``<name>/`` or ``<name>/raw/`` itself."""
@@ -80,7 +90,8 @@ class MNIST(SplitFilesDataModule):
         return x, torch.cat(ys).long()
 
     def batch_transform(self, x: Tensor) -> Tensor:
-        return x.to(torch.float32).div_(255.0)
+        x = x.to(torch.float32).div_(255.0)
+        return x if self.scale == 1 else x.mul_(self.scale)
 
 
 class FashionMNIST(MNIST):

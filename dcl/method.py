@@ -156,10 +156,21 @@ class ClusteringMethod(pl.LightningModule):
         """N(0, I) noise for this rank's training samples (VAE sampling), the same that a single-process fit
         would draw: under DDP it is drawn for the whole global batch (every rank's RNG is seeded alike) and
         sliced in the training loader's interleaved order (rank r holds global positions r, r + W, ...)."""
+        return self._draw_for_global_batch(t, torch.randn)
+
+    def dropout(self, t: Tensor, p: float) -> Tensor:
+        """Dropout (rate ``p``, in training only) with the masks a single-process fit would draw, as
+        :meth:`noise_like` draws its noise: a DDP fit then trains as one process does."""
+        if not self.training or p == 0:
+            return t
+        keep = self._draw_for_global_batch(t, torch.rand) >= p
+        return t * keep / (1 - p)
+
+    def _draw_for_global_batch(self, t: Tensor, draw) -> Tensor:
         world = self.trainer.world_size if self._trainer is not None else 1
         if world == 1:
-            return torch.randn(t.shape, device=t.device).to(t.dtype)
-        full = torch.randn((t.shape[0] * world, *t.shape[1:]), device=t.device)
+            return draw(t.shape, device=t.device).to(t.dtype)
+        full = draw((t.shape[0] * world, *t.shape[1:]), device=t.device)
         return full[self.trainer.global_rank::world].to(t.dtype)
 
     def configure_model(self) -> None:
@@ -423,7 +434,19 @@ def warn_if_fit_ends_within(module: pl.LightningModule, epochs: int, phase: str,
                        f"(it counts this phase) or lower {setting}")
 
 
-AUTOENCODER_INITS = ("glorot", "fan_in_uniform")
+AUTOENCODER_INITS = ("glorot", "fan_in_uniform", "small_normal")
+
+
+@torch.no_grad()
+def small_normal_init_(module: nn.Module, std: float = 0.01) -> nn.Module:
+    """Every linear / conv layer: weights N(0, std^2), biases zero (the Gaussian filler, std 0.01, of the DEC
+    paper's stacked autoencoder in piiswrong/dec)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
 
 
 @torch.no_grad()
@@ -458,7 +481,8 @@ class AutoencoderMethod(ClusteringMethod):
         pretrain_optimizer: optimizer of phase 1 (None: Adam, lr 1e-3).
         optimizer: optimizer of phase 2 (None: the method's paper default, see :meth:`default_optimizer`).
         weight_init: ``glorot`` (Glorot-uniform weights, zero biases) or ``fan_in_uniform`` (U(+-sqrt(1 / fan_in))
-            weights, zero biases: Keras' ``VarianceScaling(1/3, 'fan_in', 'uniform')``, DEC-keras' MNIST recipe).
+            weights, zero biases: Keras' ``VarianceScaling(1/3, 'fan_in', 'uniform')``, DEC-keras' MNIST recipe)
+            or ``small_normal`` (N(0, 0.01^2) weights, zero biases: the DEC paper's stacked autoencoder).
     """
 
     #: what a fit that ends within pretraining returns (named by the warning that says so)
@@ -479,6 +503,8 @@ class AutoencoderMethod(ClusteringMethod):
         self.autoencoder = self.make_autoencoder(autoencoder, latent_dim, hidden_dims, activation)
         if weight_init == "fan_in_uniform":
             fan_in_uniform_init_(self.autoencoder)
+        elif weight_init == "small_normal":
+            small_normal_init_(self.autoencoder)
         self.pretrain_epochs = 0 if pretrained else pretrain_epochs
         self.pretrained = pretrained
         self.pretrain_optimizer = pretrain_optimizer

@@ -83,6 +83,9 @@ FAST = {
                        "weight_init": "glorot", "tol": 0.0}, "epochs": 9, "resume_epoch": 7},
     "DPGMM": {"model": {"hidden_dims": [64, 64, 128], "pretrain_epochs": 5, "update_interval": 7}, "epochs": 8,
               "resume_epoch": 6},
+    # SAE: three greedy stages of 2 epochs, then fine-tuning; interrupted in the middle of the third stage
+    "SAE": {"model": {"hidden_dims": [64, 64], "layer_epochs": 2, "lr_step": 20, "kmeans_n_init": 3}, "epochs": 8,
+            "resume_epoch": 4},
     # variants: a registered method ("method") with other settings, run through the same checks
     "DEC (target batch)": {"method": "DEC", "model": {"hidden_dims": [64, 64], "pretrain_epochs": 3,
                                                     "kmeans_n_init": 3, "target": "batch", "tol": 0.0},

@@ -1,0 +1,142 @@
+"""SAE: the DEC paper's stacked denoising autoencoder, pretrained greedily layer by layer, then fine-tuned end to
+end; k-means on its code (Xie, Girshick, Farhadi, ICML 2016, section 3.2 and 4.3; the authors' Caffe code,
+piiswrong/dec ``dec/pretrain.py``, for what the paper leaves out).
+
+The d-500-500-2000-10 autoencoder is trained one encoder/decoder layer pair at a time, each as a denoising
+autoencoder of the previous pair's (frozen) output: pair i encodes ``h_i`` into ``h_{i+1}`` and decodes it back,
+
+    h_{i+1} = g(W_i dropout(h_i) + b_i),   loss = ||h_i - g'(W'_i dropout(h_{i+1}) + b'_i)||^2 / 2
+
+with ReLU for g and g' except where a linear layer is needed (the code ``h_L`` and the reconstruction of the
+data ``h_0``), dropout rate 0.2 (not on the data, nor on the code: ``pretrain.py``), ``layer_epochs`` epochs per
+pair. The pairs are then stacked into the deep autoencoder, which is fine-tuned without dropout for the rest of
+the fit. The loss is Caffe's EuclideanLoss, half the squared error summed over a sample's features, averaged over
+the batch, for which the paper's SGD (lr 0.1, momentum 0.9, divided by 10 every 20000 iterations, no weight decay,
+batch 256) is set; biases learn at twice the rate (``blobs_lr: 2``), weights start N(0, 0.01^2), and every pair
+and the fine-tuning start a new solver (fresh momentum, the lr schedule from its start). The paper's budget:
+50000 iterations a pair, 100000 of fine-tuning; on MNIST's 70000 samples at batch 256 (274 steps an epoch) that
+is ``layer_epochs: 183`` and 365 fine-tuning epochs (``configs/sae/mnist.yaml``). piiswrong/dec feeds MNIST as
+0.02 x its 0-255 pixels (``data.init_args.scale: 5.1`` of the MNIST datamodule).
+
+Not reproduced: Caffe's ``momentum_burnin`` (a custom option of the authors' Caffe fork, undocumented) and the
+pretraining on MNIST's 60000 training images only (here the data set clustered, as every dcl pretraining).
+
+Pass the checkpoint to DEC, IDEC or DEKM as ``model.init_args.pretrained`` to start them from the paper's
+pretraining (the autoencoder's weights are the same as every dcl MLP autoencoder's).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dcl.method import ConfigError, OptimizerFactory, warn_if_fit_ends_within
+from dcl.methods.ae_kmeans import AEKMeans
+from dcl.nets.autoencoders import make_activation
+from dcl.optim import make_optimizer
+
+
+def euclidean_loss(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Caffe's EuclideanLoss: ``||x_hat - x||^2 / 2`` per sample (over all its features), averaged over the batch."""
+    return 0.5 * (x_hat - x).flatten(1).square().sum(dim=1).mean()
+
+
+class SAE(AEKMeans):
+    """Stacked denoising autoencoder (greedy layer-wise pretraining with dropout, then end-to-end fine-tuning) and
+    k-means on its code: the DEC paper's pretraining, whose checkpoint DEC, IDEC and DEKM start from.
+
+    Args:
+        n_clusters: number of clusters (from the datamodule).
+        input_shape: shape of one sample (from the datamodule).
+        latent_dim: size of the code.
+        hidden_dims: hidden sizes of the encoder (the decoder mirrors them); one greedy stage per layer pair.
+        activation: hidden activation (ReLU in the paper).
+        layer_epochs: epochs of greedy training of each layer pair; the fit's remaining epochs fine-tune the whole
+            autoencoder. 0: no greedy stage (end-to-end training only).
+        dropout: dropout rate of the greedy stages, on each pair's input (not the data) and hidden output (not the
+            code); the paper's 0.2.
+        lr_step: divide the learning rate by 10 (``lr_gamma``) every this many steps of a stage (the paper's 20000);
+            0: constant.
+        lr_gamma: the factor of each lr step.
+        bias_lr_mult: the biases' learning rate relative to the weights' (Caffe's ``blobs_lr: 2`` in the authors'
+            code).
+        pretrained: start from the autoencoder of another run (then only fine-tuning: ``layer_epochs`` is ignored).
+        optimizer: the optimizer of every stage (None: SGD, lr 0.1, momentum 0.9, the paper's).
+        kmeans_n_init: k-means restarts.
+        weight_init: ``small_normal`` (N(0, 0.01^2), the paper's), ``glorot`` or ``fan_in_uniform``.
+    """
+
+    def __init__(self, n_clusters: int, input_shape: Sequence[int], latent_dim: int = 10,
+                 hidden_dims: Sequence[int] = (500, 500, 2000), activation: str = "relu", layer_epochs: int = 183,
+                 dropout: float = 0.2, lr_step: int = 20000, lr_gamma: float = 0.1, bias_lr_mult: float = 2.0,
+                 pretrained: str | None = None, optimizer: OptimizerFactory | None = None, kmeans_n_init: int = 10,
+                 weight_init: str = "small_normal") -> None:
+        if layer_epochs < 0 or lr_step < 0:
+            raise ConfigError(f"SAE needs layer_epochs >= 0 and lr_step >= 0, got {layer_epochs} and {lr_step}")
+        if not 0 <= dropout < 1 or lr_gamma <= 0 or bias_lr_mult <= 0:
+            raise ConfigError(f"SAE needs 0 <= dropout < 1, lr_gamma > 0 and bias_lr_mult > 0, got {dropout}, "
+                              f"{lr_gamma} and {bias_lr_mult}")
+        super().__init__(n_clusters, input_shape, latent_dim, "mlp", hidden_dims, activation, pretrained, optimizer,
+                         kmeans_n_init, weight_init)
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.layer_epochs = 0 if pretrained else layer_epochs
+        self.dropout_rate = dropout
+        self.lr_step, self.lr_gamma, self.bias_lr_mult = lr_step, lr_gamma, bias_lr_mult
+        self.act = make_activation(activation)
+        # the encoder's layers, and the decoder's in the same order (decoders[i] maps layer i's output back)
+        self.encoders = [m for m in self.autoencoder.encoder.modules() if isinstance(m, nn.Linear)]
+        self.decoders = [m for m in self.autoencoder.decoder.modules() if isinstance(m, nn.Linear)][::-1]
+        # the layer pair in training, len(encoders) once fine-tuning (a buffer: a resumed fit builds its optimizer
+        # for the right stage, before Lightning restores the optimizer's state)
+        self.register_buffer("stage", torch.tensor(0 if self.layer_epochs else len(self.encoders)))
+
+    @property
+    def fine_tuning(self) -> bool:
+        return int(self.stage) == len(self.encoders)
+
+    def on_fit_start(self) -> None:
+        warn_if_fit_ends_within(self, len(self.encoders) * self.layer_epochs, "epochs of greedy layer-wise training",
+                                "layer_epochs", "the stacked autoencoder is never fine-tuned end to end")
+
+    def on_train_epoch_start(self) -> None:
+        stage = min(self.current_epoch // self.layer_epochs, len(self.encoders)) if self.layer_epochs else \
+            len(self.encoders)
+        if stage != int(self.stage):
+            self.stage.fill_(stage)
+            self.trainer.strategy.setup_optimizers(self.trainer)  # a new solver for the new stage
+
+    def configure_optimizers(self):
+        trained = self.autoencoder.parameters() if self.fine_tuning else \
+            [*self.encoders[int(self.stage)].parameters(), *self.decoders[int(self.stage)].parameters()]
+        trained = list(trained)
+        groups = [{"params": [p for p in trained if p.ndim > 1]}, {"params": [p for p in trained if p.ndim <= 1]}]
+        optimizer = make_optimizer(self.optimizer, groups, lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9))
+        optimizer.param_groups[1]["lr"] *= self.bias_lr_mult
+        if not self.lr_step:
+            return optimizer
+        step, gamma = self.lr_step, self.lr_gamma
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: gamma ** (i // step))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def pretrain_step(self, batch: dict[str, Tensor]) -> Tensor:
+        x = batch["x"]
+        if self.fine_tuning:
+            _, x_hat = self.autoencoder(x)
+            self.log("train/recon", F.mse_loss(x_hat, x), prog_bar=True)
+            return euclidean_loss(x_hat, x)
+        i, last = int(self.stage), len(self.encoders) - 1
+        with torch.no_grad():  # the pairs below, trained and frozen
+            h = x.flatten(1)
+            for layer in self.encoders[:i]:
+                h = self.act(layer(h))
+        code = self.encoders[i](self.dropout(h, self.dropout_rate) if i else h)
+        if i < last:
+            code = self.dropout(self.act(code), self.dropout_rate)
+        h_hat = self.decoders[i](code)
+        if i:
+            h_hat = self.act(h_hat)
+        self.log_dict({"train/layer_recon": F.mse_loss(h_hat, h), "train/stage": float(i)}, prog_bar=True)
+        return euclidean_loss(h_hat, h)

@@ -1,0 +1,121 @@
+"""SAE, the DEC paper's stacked denoising autoencoder: the loss, what each greedy stage trains and on what, a new
+solver per stage, then DEC started from its checkpoint through the CLI."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+
+from conftest import REPO, run_cli
+from dcl.estimator import InMemory
+from dcl.method import ConfigError
+from dcl.methods.sae import SAE, euclidean_loss
+
+# the stage tests call the training step without a Trainer, which Lightning's self.log warns about
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+
+
+def test_euclidean_loss_is_half_the_squared_error_per_sample_averaged_over_the_batch():
+    x, x_hat = torch.randn(6, 2, 3), torch.randn(6, 2, 3)
+    by_hand = sum(((x_hat[n] - x[n]) ** 2).sum() for n in range(6)) / (2 * 6)
+    assert float(euclidean_loss(x_hat, x)) == pytest.approx(float(by_hand), rel=1e-6)
+    assert float(euclidean_loss(x, x)) == 0.0
+
+
+def digits(n: int = 512) -> InMemory:
+    x, y = load_digits(return_X_y=True)
+    return InMemory(torch.tensor(x[:n], dtype=torch.float32) / 16.0, y[:n], batch_size=128)
+
+
+def model(**kwargs) -> SAE:
+    kwargs = {"hidden_dims": [32, 48], "latent_dim": 5, "kmeans_n_init": 2, **kwargs}
+    return SAE(n_clusters=10, input_shape=[64], **kwargs)
+
+
+def test_each_greedy_stage_reconstructs_the_frozen_output_below_it():
+    """Without dropout (eval), stage i's loss is the pair's reconstruction of the clean output of the pairs below:
+    ReLU everywhere except the code and the reconstruction of the data."""
+    torch.manual_seed(0)
+    m = model().eval()
+    x = digits(64).x
+    enc, dec = m.encoders, m.decoders
+    h1 = F.relu(enc[0](x))
+    h2 = F.relu(enc[1](h1))
+    expected = [euclidean_loss(dec[0](F.relu(enc[0](x))), x),  # the data: linear reconstruction
+                euclidean_loss(F.relu(dec[1](F.relu(enc[1](h1)))), h1),
+                euclidean_loss(F.relu(dec[2](enc[2](h2))), h2)]  # the code: linear
+    for stage, want in enumerate(expected):
+        m.stage.fill_(stage)
+        assert torch.allclose(m.pretrain_step({"x": x}), want), stage
+    m.stage.fill_(3)  # fine-tuning: the whole autoencoder
+    assert torch.allclose(m.pretrain_step({"x": x}), euclidean_loss(m.autoencoder(x)[1], x))
+
+
+def test_greedy_stages_use_dropout_on_hidden_layers_only():
+    torch.manual_seed(0)
+    x = digits(64).x
+    for dropout, stochastic in ((0.2, True), (0.0, False)):
+        m = model(dropout=dropout).train()
+        for stage in range(3):
+            m.stage.fill_(stage)
+            assert (not torch.equal(m.pretrain_step({"x": x}), m.pretrain_step({"x": x}))) == stochastic
+    m = model(dropout=0.5).train()
+    m.stage.fill_(3)  # fine-tuning without dropout
+    assert torch.equal(m.pretrain_step({"x": x}), m.pretrain_step({"x": x}))
+
+
+class Snapshots(pl.Callback):
+    """The parameters and the optimizer's groups at the end of every epoch."""
+
+    def __init__(self):
+        self.params, self.groups = [], []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.params.append({k: v.detach().clone() for k, v in pl_module.named_parameters()})
+        self.groups.append([(len(g["params"]), g["lr"]) for g in trainer.optimizers[0].param_groups])
+
+
+def test_each_stage_trains_only_its_pair_with_a_new_solver_then_fine_tuning_trains_all(tmp_path):
+    pl.seed_everything(0)
+    m, snaps = model(layer_epochs=2, lr_step=3), Snapshots()
+    before = {k: v.detach().clone() for k, v in m.named_parameters()}
+    trainer = pl.Trainer(max_epochs=8, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, num_sanity_val_steps=0, check_val_every_n_epoch=100,
+                         accelerator="cpu", callbacks=[snaps])
+    trainer.fit(m, digits())  # 4 steps an epoch: stage 0 epochs 0-1, 1: 2-3, 2: 4-5, fine-tuning 6-7
+    pairs = [{f"autoencoder.encoder.1.{2 * i}.weight", f"autoencoder.encoder.1.{2 * i}.bias",
+              f"autoencoder.decoder.0.{4 - 2 * i}.weight", f"autoencoder.decoder.0.{4 - 2 * i}.bias"}
+             for i in range(3)]
+    previous = before
+    for epoch, snap in enumerate(snaps.params):
+        changed = {k for k in snap if not torch.equal(snap[k], previous[k])}
+        assert changed == (pairs[epoch // 2] if epoch < 6 else set(snap)), epoch
+        previous = snap
+    # weights and biases apart, the biases at twice the lr; each stage's schedule from its start: 8 steps a
+    # stage, lr / 10 after every 3
+    assert snaps.groups[1] == [(2, pytest.approx(0.1 * 0.1 ** 2)), (2, pytest.approx(0.2 * 0.1 ** 2))]
+    assert snaps.groups[2][0] == (2, pytest.approx(0.1 * 0.1))  # stage 1 after 4 of its steps: one division
+    assert snaps.groups[6] == [(6, pytest.approx(0.1 * 0.1)), (6, pytest.approx(0.2 * 0.1))]
+    assert int(m.stage) == 3
+
+
+def test_bad_settings_are_refused():
+    for bad in ({"layer_epochs": -1}, {"dropout": 1.0}, {"lr_step": -5}, {"bias_lr_mult": 0}):
+        with pytest.raises(ConfigError):
+            model(**bad)
+
+
+def test_dec_starts_from_the_stacked_autoencoder_through_the_cli(tmp_path):
+    (tmp_path / "sae").mkdir(), (tmp_path / "dec").mkdir()
+    sae = run_cli(["fit", "--config", str(REPO / "configs" / "sae" / "digits.yaml"),
+                   "--model.init_args.hidden_dims", "[64, 64]", "--model.init_args.layer_epochs", "10",
+                   "--trainer.max_epochs", "60"], tmp_path / "sae")
+    assert sae["acc"] > 0.3, sae
+    ckpt = next((tmp_path / "sae").rglob("last.ckpt"))
+    dec = run_cli(["fit", "--config", str(REPO / "configs" / "dec" / "digits.yaml"),
+                   "--model.init_args.hidden_dims", "[64, 64]", "--model.init_args.pretrained", str(ckpt),
+                   "--model.init_args.update_interval", "5", "--trainer.max_epochs", "5"], tmp_path / "dec")
+    assert dec["acc"] > 0.3, dec
