@@ -52,6 +52,13 @@ def test_mnist_train_and_test_merged():
     require_data("MNIST", "raw")
     dm = MNIST(data_dir=str(require_data()), flatten=False)
     assert dm.num_samples == 70000 and dm.input_shape == (1, 28, 28) and dm.n_clusters == 10
+    # pixels in [0, 1], or in [0, scale]: the DEC paper's code feeds 0.02 x the 0-255 values
+    x = dm.batch_transform(dm.x[:100])
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    scaled = MNIST(data_dir=str(require_data()), scale=5.1)
+    assert torch.allclose(scaled.batch_transform(scaled.x[:100]), x.flatten(1) * 5.1)
+    with pytest.raises(DataError, match="scale must be > 0"):
+        MNIST(data_dir=str(require_data()), scale=0)
 
 
 def test_coil20_resized():

@@ -10,7 +10,7 @@ import pytest
 
 from dcl import registry
 
-BUILTIN_METHODS = {"AEKMeans", "DEC", "IDEC", "DEKM", "CM", "AECM", "DPGMM", "DCFAE"}
+BUILTIN_METHODS = {"AEKMeans", "DEC", "IDEC", "DEKM", "CM", "AECM", "DPGMM", "DCFAE", "SAE"}
 
 
 def test_builtins_are_installed_entry_points_of_dcl():
