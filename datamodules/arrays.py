@@ -14,6 +14,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from dcl.datamodule import ClusteringDataModule, DataError
 
 SUFFIXES = (".npy", ".npz", ".csv", ".pt", ".pth")
+#: how R, pandas and spreadsheets write a missing value in a text file (an unknown label; not a feature value)
+MISSING = ("na", "n/a", "nan")
 #: text files are UTF-8, with or without the byte-order mark that spreadsheet programs write first
 ENCODING = "utf-8-sig"
 
@@ -32,7 +34,7 @@ class Arrays(ClusteringDataModule):
     dtype as float32 values. Images are N x C x H x W (add the channel axis of grayscale N x H x W, ``x[:, None]``,
     for the methods with convolutional networks).
 
-    Labels are class ids (any integers; negative or empty: unknown) or class names (e.g. ``setosa``), numbered
+    Labels are class ids (any integers; negative, empty or ``NA``: unknown) or class names (e.g. ``setosa``), numbered
     0..C-1 in sorted order; the names, or ids other than 0..C-1, are kept in ``class_names``, which ``dcl predict``
     writes back.
 
@@ -245,7 +247,7 @@ def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: Va
                     hint = (f"; the file looks separated by {other!r}: Arrays reads comma-separated values, so "
                             "convert it (e.g. pandas' read_csv(sep=...).to_csv)" if other
                             else f"; if it holds the labels, set label_column: {header[i] if header else i}"
-                            if cell else "; fill in or drop the missing values")
+                            if cell and cell.lower() not in MISSING else "; fill in or drop the missing values")
                     return (f"Arrays: {p.resolve()}: {name} is not a number in row {row_no} ({cell!r}): the "
                             f"features must be numeric{hint}")
     return f"Arrays: {p.resolve()} is not a numeric CSV table ({err})"
@@ -264,7 +266,7 @@ def _class_ids(y: np.ndarray, name: str) -> tuple[np.ndarray, list[str] | None]:
     or the given ids when they are not 0..C-1); unknown labels (negative, NaN, empty) -> -1."""
     if y.dtype.kind in "USO":  # text: numbers written out, or class names
         text = np.char.strip(y.astype(str))
-        known = text != ""
+        known = ~np.isin(np.char.lower(text), ("", *MISSING))
         if all(map(_is_number, text[known])):
             y = np.full(len(text), np.nan)
             y[known] = text[known].astype(np.float64)

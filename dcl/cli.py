@@ -65,7 +65,15 @@ class DCLCLI(LightningCLI):
                 data_args.n_clusters = int(trained_k)
         elif subcommand and subcommand != "fit":
             print(f"dcl: warning: {subcommand} without --ckpt_path uses an untrained model", file=sys.stderr)
-        super()._parse_ckpt_path()
+        configured = _plain(self.config[subcommand].model.get("init_args")) if subcommand else {}
+        super()._parse_ckpt_path()  # the checkpoint's hyperparameters replace the configured model's
+        if subcommand and ckpt_path:
+            trained = _plain(self.config[subcommand].model.get("init_args"))
+            replaced = [f"{k} {trained[k]!r} (configured {v!r})" for k, v in (configured or {}).items()
+                        if k not in ClusteringMethod.data_settings and k in (trained or {}) and trained[k] != v]
+            if replaced:
+                print(f"dcl: warning: the checkpoint's model settings are used: {'; '.join(replaced)}",
+                      file=sys.stderr)
 
     def instantiate_classes(self) -> None:
         """A ValueError from a constructor (a method, datamodule, callback or network refusing a setting) is
@@ -118,6 +126,15 @@ class RunConfig(SaveConfigCallback):
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
+def _plain(value):
+    """A parsed config value as plain dicts and lists (jsonargparse Namespaces compared by content)."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _set_wandb_mode() -> None:

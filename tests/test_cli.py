@@ -67,13 +67,16 @@ def test_short_names_are_case_insensitive(tmp_path):
     assert scores["k"] == 10
 
 
-def test_predict_writes_csv_and_embeddings(tmp_path, recwarn):
+def test_predict_writes_csv_and_embeddings(tmp_path, recwarn, capsys):
     fit_ae(tmp_path, "--trainer.enable_checkpointing", "true")
     ckpt = next(tmp_path.rglob("last.ckpt"))
     out, emb = tmp_path / "pred" / "clusters.csv", tmp_path / "z.npy"
     recwarn.clear()
+    capsys.readouterr()
     run_cli(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.output", str(out),
-             "--predictions.embeddings", str(emb)], tmp_path)
+             "--predictions.embeddings", str(emb), "--model.init_args.latent_dim", "5"], tmp_path)
+    # the checkpoint's settings build the model; one the user set otherwise is named, not silently replaced
+    assert "the checkpoint's model settings are used: latent_dim 10 (configured 5)" in capsys.readouterr().err
     # the writer orders rows by each sample's index: no Lightning warning about batch indices it cannot infer
     assert not [w for w in recwarn if "batch indices" in str(w.message)]
     rows = list(csv.DictReader(out.open()))

@@ -212,6 +212,13 @@ def test_arrays_read_the_files_spreadsheets_and_pandas_write(tmp_path, recwarn):
     np.save(tmp_path / "objects.npy", np.array([[1, "a"]] * 4, dtype=object), allow_pickle=True)
     with pytest.raises(DataError, match="cannot read objects.npy: Object arrays"):
         Arrays(str(tmp_path / "objects.npy"), n_clusters=2).setup()
+    # R's NA: an unknown label, and a missing feature value (not a column of labels)
+    (tmp_path / "na.txt").write_text("\n".join(["NA", "cat", "dog"] * 10) + "\n")
+    dm = Arrays(str(tmp_path / "x.npy"), labels_path=str(tmp_path / "na.txt"))
+    assert dm.y.tolist()[:3] == [-1, 0, 1] and dm.class_names == ["cat", "dog"]
+    (tmp_path / "na.csv").write_text("a,b\n1,2\n3,NA\n")
+    with pytest.raises(DataError, match=r"row 3 \('NA'\).*fill in or drop the missing values"):
+        Arrays(str(tmp_path / "na.csv")).setup()
     (tmp_path / "labels_only.csv").write_text("kind\n" + "\n".join(map(str, y)) + "\n")
     with pytest.raises(DataError, match="labels_only.csv has no feature columns"):
         Arrays(str(tmp_path / "labels_only.csv"), label_column="kind").setup()
