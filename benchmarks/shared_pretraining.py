@@ -22,8 +22,8 @@ Writes benchmarks/results/shared_pretraining_<data>.{json,md} (``..._<data>_p<ep
 Pretraining recipes (``--recipe``): ``shared`` (the configs': Adam 1e-3, 200 epochs, batch 256, Glorot weights: DEKM's
 official recipe), ``dec-keras`` (DEC-keras' MNIST recipe: SGD lr 1 momentum 0.9, 300 epochs, batch 256,
 ``weight_init: fan_in_uniform``) or ``dec-paper`` (the papers' own: the ``SAE`` method, greedy layer-wise with
-dropout then fine-tuning, as piiswrong/dec, whose weights IDEC's README uses; ``configs/sae/mnist.yaml``, MNIST only;
-every fit of the seed then reads the pixels x 0.02 as that code did).
+dropout then fine-tuning, as piiswrong/dec, whose weights IDEC's README uses; ``configs/sae/<data>.yaml``, by default
+for its max_epochs; on MNIST every fit of the seed reads the pixels x 0.02 as that code did).
 """
 
 from __future__ import annotations
@@ -37,21 +37,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from results_table import fit_config  # benchmarks/ is on sys.path when a script here runs
 
 ROOT = Path(__file__).resolve().parents[1]
 #: each pretraining recipe: the method whose ``configs/<method>/<data>.yaml`` pretrains, its ``dcl fit`` settings beyond
-#: that config, its default epochs, its description, and settings of every fit of the seed (the data's scale)
+#: that config, its default epochs, its description, and settings of every fit of the seed per data set (the scale)
 RECIPES = {
-    "shared": ("ae_kmeans", [], 200, "Adam 1e-3, batch 256", []),
+    "shared": ("ae_kmeans", [], 200, "Adam 1e-3, batch 256", {}),
     "dec-keras": ("ae_kmeans", ["--model.init_args.weight_init", "fan_in_uniform", "--model.init_args.optimizer",
                                 "torch.optim.SGD", "--model.init_args.optimizer.lr", "1.0",
                                 "--model.init_args.optimizer.momentum", "0.9"], 300,
-                  "DEC-keras' MNIST recipe: SGD lr 1 momentum 0.9, fan-in uniform init, batch 256", []),
-    "dec-paper": ("sae", [], 1097, "the DEC paper's: stacked denoising autoencoder, 4 x 183 greedy layer-wise + 365 "
-                  "fine-tuning epochs, SGD lr 0.1 momentum 0.9 / 10 every 20000 steps, pixels x 0.02, "
-                  "configs/sae/mnist.yaml", ["--data.init_args.scale", "5.1"]),
+                  "DEC-keras' MNIST recipe: SGD lr 1 momentum 0.9, fan-in uniform init, batch 256", {}),
+    "dec-paper": ("sae", [], None, "the DEC paper's: stacked denoising autoencoder trained greedily layer by layer, then "
+                  "fine-tuned, SGD lr 0.1 momentum 0.9, configs/sae/<data>.yaml (MNIST: 4 x 183 + 365 epochs, lr / 10 "
+                  "every 20000 steps, pixels x 0.02)", {"mnist": ["--data.init_args.scale", "5.1"]}),
 }
 #: ACC / NMI in % as printed in the papers (IDEC paper, Table 2; DEC paper, Table 2: ACC only).
 PAPER = {("dec", "mnist"): (84.30, None), ("idec", "mnist"): (88.06, 86.72), ("idec", "usps"): (76.05, 78.46)}
@@ -112,15 +113,18 @@ def main() -> None:
     p.add_argument("--recipe", choices=sorted(RECIPES), default="shared",
                    help="the autoencoder pretraining (see above)")
     p.add_argument("--pretrain-epochs", type=int, default=None,
-                   help="default: the recipe's (200 shared, 300 dec-keras, 1097 dec-paper)")
+                   help="default: the recipe's (200 shared, 300 dec-keras, the config's max_epochs dec-paper)")
     p.add_argument("--maxiter", type=int, default=None, help="cap on clustering steps (default: the config's)")
     p.add_argument("--merge", action="store_true", help="keep the other seeds recorded in the results file")
     p.add_argument("--tag", default="", help="write shared_pretraining_<data>..._<tag>.{json,md} (e.g. gpu), a record "
                    "kept beside the others")
     args = p.parse_args()
-    recipe_method, recipe_args, recipe_epochs, recipe_text, seed_args = RECIPES[args.recipe]
-    if not (ROOT / "configs" / recipe_method / f"{args.data}.yaml").is_file():
+    recipe_method, recipe_args, recipe_epochs, recipe_text, data_args = RECIPES[args.recipe]
+    seed_args = data_args.get(args.data, [])
+    config = ROOT / "configs" / recipe_method / f"{args.data}.yaml"
+    if not config.is_file():
         p.error(f"the {args.recipe} recipe has no configs/{recipe_method}/{args.data}.yaml")
+    recipe_epochs = recipe_epochs or yaml.safe_load(config.read_text())["trainer"]["max_epochs"]
     args.pretrain_epochs = args.pretrain_epochs or recipe_epochs
     full_budget = args.pretrain_epochs == recipe_epochs and not args.maxiter
     recipe_tag = "" if args.recipe == "shared" else "_" + args.recipe.replace("-", "_")
@@ -129,7 +133,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {m: [] for m in ["ae_kmeans", *args.methods]}
     for seed in args.seeds:
         ae_run = work / f"s{seed}" / "ae_kmeans"
-        runs["ae_kmeans"].append(fit(f"configs/{recipe_method}/{args.data}.yaml", ae_run, seed,
+        runs["ae_kmeans"].append(fit(str(config.relative_to(ROOT)), ae_run, seed,
                                      ["--trainer.max_epochs", str(args.pretrain_epochs), *recipe_args, *seed_args]))
         ckpt = next(ae_run.rglob("last.ckpt"))
         for method in args.methods:
