@@ -37,6 +37,18 @@ def test_fit_prints_and_writes_final_scores(tmp_path, capsys, recwarn):
     assert f"SILHOUETTE={scores['silhouette']:.4f}" in out and 0 < scores["silhouette"] <= 1
 
 
+def test_a_fit_that_ends_in_one_cluster_says_so(tmp_path, capsys):
+    """Samples without structure (all equal) end in one cluster: the scores alone (K_USED=1) went unremarked."""
+    np.save(tmp_path / "same.npy", np.ones((40, 3), dtype=np.float32))
+    scores = run_cli(["fit", "--model", "AEKMeans", "--data", "Arrays", "--data.path", str(tmp_path / "same.npy"),
+                      "--data.n_clusters", "2", "--trainer.max_epochs", "1", *SMALL_AE], tmp_path)
+    assert scores["k_used"] == 1
+    assert "every sample ended in one cluster of the 2" in capsys.readouterr().err
+    (tmp_path / "ok").mkdir()
+    fit_ae(tmp_path / "ok")  # digits, 10 clusters found: no such line
+    assert "ended in one cluster" not in capsys.readouterr().err
+
+
 def test_unlabeled_data_get_a_score_without_labels(tmp_path, capsys):
     """Without labels the final scores were K and K_USED only: the silhouette of the clustering in the method's
     embedding (scikit-learn's on the embeddings and clusters that dcl predict writes) is what a user can compare."""
