@@ -16,14 +16,15 @@ between; training stops when fewer than ``tol`` of the assignments changed betwe
 SGD(lr 0.01, momentum 0.9), ``update_interval`` 140 on MNIST and 30 on USPS, ``tol`` 0.1%, ``maxiter`` 20000,
 batch 256.
 
-The pretraining is not the papers': the configs pretrain end to end for 200 epochs with Adam 1e-3, batch 256
-(DEKM's official recipe, one pretraining shared by DEC, IDEC, DEKM and AE + k-means). The DEC paper pretrained
+The pretraining is not the papers': the configs pretrain end to end, for 200 epochs with Adam 1e-3, batch 256
+(DEKM's official recipe, one pretraining shared by DEC, IDEC, DEKM and AE + k-means; MNIST: DEC-keras', below). The DEC paper pretrained
 layer-wise with dropout, then fine-tuned (piiswrong/dec), and IDEC's README starts from those weights: the ``SAE``
 method (``configs/sae/mnist.yaml``), whose checkpoint is a ``pretrained`` here; DEC-keras
 pretrains end to end, MNIST for 300 epochs with SGD(lr 1, momentum 0.9) from Keras'
 ``VarianceScaling(1/3, 'fan_in', 'uniform')`` initialization (``weight_init: fan_in_uniform``,
 ``pretrain_epochs: 300``, ``pretrain_optimizer: {class_path: torch.optim.SGD, init_args: {lr: 1.0, momentum:
-0.9}}``), USPS for 50 epochs with Adam. MNIST pixels are scaled to [0, 1] (/255, as DEC-keras; the original DEC
+0.9}}``; the DEC and IDEC MNIST configs' pretraining, measured better on the mean over 3 seeds), USPS for 50
+epochs with Adam. MNIST pixels are scaled to [0, 1] (/255, as DEC-keras; the original DEC
 code multiplies by 0.02: the MNIST datamodule's ``scale: 5.1``). Batches are reshuffled every epoch (the reference
 code walks them in a fixed order).
 
