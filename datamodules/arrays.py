@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from lightning.pytorch.utilities import rank_zero_warn
 
 from dcl.datamodule import ClusteringDataModule, DataError
@@ -26,9 +25,11 @@ class Arrays(ClusteringDataModule):
     Formats, by file suffix:
 
     - ``.npy``: the samples; labels from ``labels_path`` (another .npy/.csv) when given.
-    - ``.npz`` / ``.pt``: a dict-like file; samples under ``x_key``, labels under ``y_key`` (when present).
-    - ``.csv``: numeric features (a header row is detected and skipped); the column ``label_column`` (a name or an
-      index) holds the labels, every other column is a feature.
+    - ``.npz`` / ``.pt``: a dict-like file; samples under ``x_key``, labels under ``y_key`` (when present); a
+      ``.pt`` may also hold the samples' tensor alone or a tuple ``(x, y)``.
+    - ``.csv``: numeric features (a header row is detected and skipped, and an unnamed first column under it, pandas'
+      row index); the column ``label_column`` (a name or an index) holds the labels, every other column is a
+      feature. UTF-8, with or without a byte-order mark.
 
     Samples of dtype uint8 (8-bit images) are served scaled to [0, 1], as torchvision's loaders do; any other
     dtype as float32 values. Images are N x C x H x W (add the channel axis of grayscale N x H x W, ``x[:, None]``,
@@ -263,7 +264,7 @@ def _is_number(text: str) -> bool:
 
 def _class_ids(y: np.ndarray, name: str) -> tuple[np.ndarray, list[str] | None]:
     """Class ids 0..C-1 from labels given as numbers or as class names, and the classes' names (the sorted names,
-    or the given ids when they are not 0..C-1); unknown labels (negative, NaN, empty) -> -1."""
+    or the given ids when they are not 0..C-1); unknown labels (negative, NaN, empty, NA) -> -1."""
     if y.dtype.kind in "USO":  # text: numbers written out, or class names
         text = np.char.strip(y.astype(str))
         known = ~np.isin(np.char.lower(text), ("", *MISSING))
