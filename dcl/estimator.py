@@ -164,7 +164,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
     def _validate(self, X, reset: bool) -> np.ndarray:
         X = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64], allow_nd=True,
                           ensure_min_samples=2 if reset else 1)
-        largest = float(np.abs(X).max(initial=0.0))
+        largest = max(float(X.max(initial=0.0)), -float(X.min(initial=0.0)))  # without an |X| copy of the data
         if largest > np.finfo(np.float32).max:  # finite in float64, inf once cast to the networks' float32
             raise ValueError(f"X holds values up to {largest:.3g}, beyond float32's range (3.4e38) in which the "
                              "networks compute; scale the data (e.g. StandardScaler) first")

@@ -109,9 +109,9 @@ class SAE(AEKMeans):
             self.trainer.strategy.setup_optimizers(self.trainer)  # a new solver for the new stage
 
     def configure_optimizers(self):
-        trained = self.autoencoder.parameters() if self.fine_tuning else \
-            [*self.encoders[int(self.stage)].parameters(), *self.decoders[int(self.stage)].parameters()]
-        trained = list(trained)
+        stage = int(self.stage)
+        trained = list(self.autoencoder.parameters()) if self.fine_tuning else \
+            [*self.encoders[stage].parameters(), *self.decoders[stage].parameters()]
         groups = [{"params": [p for p in trained if p.ndim > 1]}, {"params": [p for p in trained if p.ndim <= 1]}]
         optimizer = make_optimizer(self.optimizer, groups, lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9))
         optimizer.param_groups[1]["lr"] *= self.bias_lr_mult
