@@ -28,8 +28,9 @@ class Arrays(ClusteringDataModule):
     - ``.npz`` / ``.pt``: a dict-like file; samples under ``x_key``, labels under ``y_key`` (when present); a
       ``.pt`` may also hold the samples' tensor alone or a tuple ``(x, y)``.
     - ``.csv``: numeric features (a header row is detected and skipped, and an unnamed first column under it, pandas'
-      row index); the column ``label_column`` (a name or an index) holds the labels, every other column is a
-      feature. UTF-8, with or without a byte-order mark.
+      row index); the column ``label_column`` (a name or an index) holds the labels, ``id_column`` the samples'
+      names, ``ignore_columns`` anything else that is not a feature; every other column is a feature. UTF-8, with
+      or without a byte-order mark.
 
     Samples of dtype uint8 (8-bit images) are served scaled to [0, 1], as torchvision's loaders do; any other
     dtype as float32 values. Images are N x C x H x W (add the channel axis of grayscale N x H x W, ``x[:, None]``,
@@ -43,6 +44,9 @@ class Arrays(ClusteringDataModule):
         path: the data file.
         x_key, y_key: keys of samples and labels in .npz / .pt files.
         label_column: the labels' column of a .csv file (name or index), None when it has none.
+        id_column: a .csv column that names each sample (an id, a name: any text), neither a feature nor a label;
+            ``dcl predict`` writes it beside each sample's cluster.
+        ignore_columns: .csv columns (names or indices) that are neither features nor labels, e.g. dates or notes.
         labels_path: a separate file of labels, one per sample: .npy, or .csv / .txt with one per line.
         standardize: subtract the mean and divide by the standard deviation of each feature, as computed on
             this file when training starts; they are saved in checkpoints, so that ``dcl predict`` on new data
@@ -51,6 +55,7 @@ class Arrays(ClusteringDataModule):
     """
 
     def __init__(self, path: str, x_key: str = "x", y_key: str = "y", label_column: str | int | None = None,
+                 id_column: str | int | None = None, ignore_columns: list[str | int] | tuple[str | int, ...] = (),
                  labels_path: str | None = None, standardize: bool = False, batch_size: int = 256,
                  n_clusters: int | None = None, eval_batch_size: int | None = None, seed: int = 0,
                  on_device: bool = False) -> None:
@@ -58,6 +63,8 @@ class Arrays(ClusteringDataModule):
         self.path = path
         self.x_key, self.y_key = x_key, y_key
         self.label_column = label_column
+        self.id_column = id_column
+        self.ignore_columns = list(ignore_columns)
         self.labels_path = labels_path
         self.standardize = standardize
         self._mean: torch.Tensor | None = None  # the standardization's statistics (float32, one per feature)
@@ -71,43 +78,59 @@ class Arrays(ClusteringDataModule):
             raise DataError(f"Arrays: cannot read {p.name}: the suffix must be one of {', '.join(SUFFIXES)}")
         return p
 
+    def _column(self, spec: str | int, setting: str, p: Path, first: list[str], header: list[str] | None) -> int:
+        """A CSV column given by name or index (negative: from the end), or one error naming what there is."""
+        if isinstance(spec, str) and spec.lstrip("-").isdigit() and not (header and spec in header):
+            spec = int(spec)
+        if isinstance(spec, int):
+            if not -len(first) <= spec < len(first):
+                raise DataError(f"Arrays: {setting} {spec} is out of range: {p.name} has {len(first)} columns")
+            return spec % len(first)
+        if header is None or spec not in header:
+            raise DataError(f"Arrays: {setting}: no column {spec!r} in {p.name}; its columns are {header or 'unnamed'}")
+        return header.index(spec)
+
     def _read_csv(self, p: Path) -> tuple[np.ndarray, np.ndarray | None]:
         with open(p, newline="", encoding=ENCODING) as f:
             rows = csv.reader(f)
             first = [c.strip() for c in next(rows, [])]
             second = [c.strip() for c in next(rows, [])]
-        # a header names columns that hold numbers below it (a column of class names is text in every row)
-        header = first if any(a and not _is_number(a) and (i >= len(second) or _is_number(second[i]))
-                              for i, a in enumerate(first)) else None
-        col = self.label_column
-        if isinstance(col, str) and col.lstrip("-").isdigit():
-            col = int(col)
-        if isinstance(col, int):
-            if not -len(first) <= col < len(first):
-                raise DataError(f"Arrays: label_column {col} is out of range: {p.name} has {len(first)} columns")
-            col %= len(first)
-        if isinstance(col, str):
-            if header is None or col not in header:
-                raise DataError(f"Arrays: no column {col!r} in {p.name}; its columns are {header or 'unnamed'}")
-            col = header.index(col)
-        # an unnamed first column under a header is a row index (pandas' to_csv writes one by default): skipped
-        index_column = header is not None and header[0] == "" and col != 0
+        # a header names columns that hold numbers below it (a column of class names is text in every row), or is
+        # the column numbers pandas writes for a DataFrame made from an array (0, 1, ..., after an empty index name)
+        header = first if (any(a and not _is_number(a) and (i >= len(second) or _is_number(second[i]))
+                                   for i, a in enumerate(first)) or _pandas_column_numbers(first)) else None
+        col = None if self.label_column is None else self._column(self.label_column, "label_column", p, first, header)
+        id_col = None if self.id_column is None else self._column(self.id_column, "id_column", p, first, header)
+        ignored = {self._column(c, "ignore_columns", p, first, header) for c in self.ignore_columns}
+        if col is not None and col == id_col:
+            raise DataError(f"Arrays: label_column and id_column name the same column of {p.name}; the labels are "
+                            "class ids or names, the ids name each sample")
+        # an unnamed first column under a header is a row index (pandas' to_csv writes one by default, and reading it
+        # back names it "Unnamed: 0"): skipped
+        index_column = (header is not None and re.fullmatch(r"(Unnamed: 0)?", header[0]) is not None
+                        and 0 not in (col, id_col) and 0 not in ignored)
         if index_column:
             rank_zero_warn(f"Arrays: {p.name}: its first column has no name, as the row index pandas' to_csv writes "
                            "by default; it is skipped (not a feature)")
-        features = [i for i in range(len(first)) if i != col and not (index_column and i == 0)]
+            ignored.add(0)
+        features = [i for i in range(len(first)) if i not in (col, id_col) and i not in ignored]
         if not features:
-            raise DataError(f"Arrays: {p.name} has no feature columns: its only column"
-                            f"{' is the labels' if col is not None else ' is a row index'}")
+            raise DataError(f"Arrays: {p.name} has no feature columns: all {len(first)} are labels, ids, ignored or "
+                            "a row index")
+        skip = 1 if header else 0
         try:
-            x = np.loadtxt(p, delimiter=",", skiprows=1 if header else 0, usecols=features, ndmin=2,
-                           dtype=np.float64, quotechar='"', encoding=ENCODING)
+            x = np.loadtxt(p, delimiter=",", skiprows=skip, usecols=features, ndmin=2, dtype=np.float64,
+                           quotechar='"', encoding=ENCODING)
         except ValueError as e:
             raise DataError(_not_numeric(p, header, features, e)) from e
+        if id_col is not None:
+            ids = np.loadtxt(p, delimiter=",", skiprows=skip, usecols=[id_col], ndmin=1, dtype=str, quotechar='"',
+                             encoding=ENCODING)
+            self._sample_ids = (header[id_col] if header else "id", [v.strip() for v in ids.tolist()])
         if col is None:
             return x, None
-        y = np.loadtxt(p, delimiter=",", skiprows=1 if header else 0, usecols=[col], ndmin=1, dtype=str,
-                       quotechar='"', encoding=ENCODING)
+        y = np.loadtxt(p, delimiter=",", skiprows=skip, usecols=[col], ndmin=1, dtype=str, quotechar='"',
+                       encoding=ENCODING)
         return x, y
 
     def _read_dict(self, p: Path, data) -> tuple[np.ndarray, np.ndarray | None]:
@@ -141,6 +164,9 @@ class Arrays(ClusteringDataModule):
     def load(self):
         p = self._file(self.path)
         suffix = p.suffix.lower()
+        if (self.id_column is not None or self.ignore_columns) and suffix != ".csv":
+            raise DataError(f"Arrays: id_column and ignore_columns select columns of a .csv file; {p.name} is a "
+                            f"{suffix} file: remove them")
         if suffix == ".npy":
             x, y = _np_load(p), None
         elif suffix == ".npz":
@@ -247,11 +273,20 @@ def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: Va
                     other = next((d for d in (";", "\t", "|") if d in cell), None)
                     hint = (f"; the file looks separated by {other!r}: Arrays reads comma-separated values, so "
                             "convert it (e.g. pandas' read_csv(sep=...).to_csv)" if other
-                            else f"; if it holds the labels, set label_column: {header[i] if header else i}"
+                            else f"; set label_column: {header[i] if header else i} if it holds the labels, "
+                            f"id_column: {header[i] if header else i} if it names the samples, or list it in "
+                            "ignore_columns"
                             if cell and cell.lower() not in MISSING else "; fill in or drop the missing values")
                     return (f"Arrays: {p.resolve()}: {name} is not a number in row {row_no} ({cell!r}): the "
                             f"features must be numeric{hint}")
     return f"Arrays: {p.resolve()} is not a numeric CSV table ({err})"
+
+
+def _pandas_column_numbers(row: list[str]) -> bool:
+    """Whether a first row is the header pandas writes for a DataFrame made from an array: its column numbers 0,
+    1, ..., after an empty cell when the row index was written too."""
+    names = row[1:] if row and row[0] == "" else row
+    return len(names) > 1 and names == [str(i) for i in range(len(names))]
 
 
 def _is_number(text: str) -> bool:

@@ -80,7 +80,7 @@ class ImageFolder(ClusteringDataModule):
     Layouts: ``root/<class name>/<image>`` (one subfolder per class, searched recursively; labels are the
     indices of the sorted class names, kept in ``class_names``) or ``root/<image>`` (a flat folder:
     unlabeled, so set ``n_clusters``). Hidden files and folders (names starting with ".") are skipped.
-    The file of each sample, in order, is in ``files``.
+    The file of each sample, in order, is in ``files``; ``dcl predict`` writes it in a ``file`` column.
 
     Args:
         root: the folder of images.
@@ -147,6 +147,7 @@ class ImageFolder(ClusteringDataModule):
         files, labels, names = self._scan()
         x = load_images(files, self.image_size, self.grayscale)
         self.files, self._class_names = files, names
+        self._sample_ids = ("file", [str(f) for f in files])
         if names is not None:
             self.num_classes = len(names)
         if self.flatten:

@@ -125,6 +125,8 @@ class ClusteringDataModule(pl.LightningDataModule):
     num_classes: int | None = None
     #: set by :meth:`load` when the data names its classes 0..C-1 (read it as ``class_names``)
     _class_names: list[str] | None = None
+    #: set by :meth:`load` when the data names each sample: (column name, one name per sample), read as ``sample_ids``
+    _sample_ids: tuple[str, list[str]] | None = None
 
     def __init__(self, batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int | None = None,
                  seed: int = 0, on_device: bool = False) -> None:
@@ -200,6 +202,13 @@ class ClusteringDataModule(pl.LightningDataModule):
         the predictions' ``label`` column and the plots; None otherwise."""
         self._ensure_loaded()
         return self._class_names
+
+    @property
+    def sample_ids(self) -> tuple[str, list[str]] | None:
+        """What names each sample, for a column of ``dcl predict``'s output: ``(column name, one name per sample)``,
+        e.g. ``("file", paths)`` for a folder of images; None when the data does not name its samples."""
+        self._ensure_loaded()
+        return self._sample_ids
 
     @property
     def has_labels(self) -> bool:

@@ -240,6 +240,25 @@ def test_predict_names_each_image_file_and_refuses_a_folder_as_output(tmp_path, 
     assert "predictions.output" in msg and "is a folder; name a file in it" in msg
 
 
+def test_predict_writes_the_id_column_of_a_csv(tmp_path):
+    """A table with a text id and a date beside the features: the id is written next to each cluster."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-3, 1, (20, 4)), rng.normal(3, 1, (20, 4))])
+    ids = [f"s{i:02d}" for i in range(40)]
+    lines = ["name,date,a,b,c,d,kind"] + [f"{n},2026-01-{i % 28 + 1:02d},{','.join(map(str, r))},{'ab'[i // 20]}"
+                                           for i, (n, r) in enumerate(zip(ids, x.tolist()))]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    args = ["--model", "AEKMeans", "--model.init_args.hidden_dims", "[8]", "--model.init_args.latent_dim", "2",
+            "--data", "Arrays", "--data.path", str(tmp_path / "t.csv"), "--data.label_column", "kind",
+            "--data.id_column", "name", "--data.ignore_columns", "[date]", "--data.batch_size", "8"]
+    run_cli(["fit", *args, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true"], tmp_path)
+    ckpt = str(next(tmp_path.rglob("*.ckpt")))
+    run_cli(["predict", *args, "--ckpt_path", ckpt, "--predictions.output", str(tmp_path / "p.csv")], tmp_path)
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert list(rows[0]) == ["index", "cluster", "confidence", "label", "name"]
+    assert [r["name"] for r in rows] == ids and [r["label"] for r in rows] == ["a"] * 20 + ["b"] * 20
+
+
 def test_predict_refuses_an_embeddings_file_of_unknown_format(tmp_path, dcl_error):
     msg = dcl_error(["predict", *AE_DIGITS, "--predictions.embeddings", str(tmp_path / "z.parquet")], tmp_path)
     assert "z.parquet" in msg and ".npy" in msg and ".csv" in msg

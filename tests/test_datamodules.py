@@ -81,6 +81,8 @@ def test_arrays_formats(tmp_path):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(50, 3)).astype(np.float32), rng.integers(0, 4, 50)
     np.save(tmp_path / "x.npy", x)
+    with pytest.raises(DataError, match="id_column and ignore_columns select columns of a .csv file; x.npy"):
+        Arrays(str(tmp_path / "x.npy"), id_column=0, n_clusters=3).setup()
     np.save(tmp_path / "y.npy", y)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     torch.save({"x": torch.from_numpy(x), "y": torch.from_numpy(y)}, tmp_path / "d.pt")
@@ -192,6 +194,25 @@ def test_arrays_read_the_files_spreadsheets_and_pandas_write(tmp_path, recwarn):
     dm = Arrays(str(tmp_path / "pandas.csv"), label_column="kind")
     assert torch.allclose(dm.x, torch.from_numpy(x).float()) and dm.y.tolist() == y.tolist()
     assert any("first column has no name" in str(w.message) for w in recwarn)
+    # pd.DataFrame(array).to_csv(path[, index=False]) names the columns 0, 1, ...: a header, not a sample; read
+    # back and written again, the index column is "Unnamed: 0"
+    indexed_rows = "\n".join(f"{i},{r}" for i, r in enumerate(rows)) + "\n"
+    for name, text in (("numbered.csv", "0,1,2\n" + "\n".join(rows) + "\n"), ("numbered_index.csv", ",0,1,2\n"
+                       + indexed_rows), ("unnamed.csv", "Unnamed: 0,a,b,c\n" + indexed_rows)):
+        (tmp_path / name).write_text(text)
+        assert torch.allclose(Arrays(str(tmp_path / name), n_clusters=3).x, torch.from_numpy(x).float()), name
+    # a column naming the samples and one that is neither feature nor label: selected, or one error naming them
+    named = "id,a,b,c,note\n" + "\n".join(f"p{i},{r},n{i}" for i, r in enumerate(rows)) + "\n"
+    (tmp_path / "named.csv").write_text(named)
+    with pytest.raises(DataError, match=r"column 0 \('id'\) is not a number .*id_column: id if it names the samples"):
+        Arrays(str(tmp_path / "named.csv"), n_clusters=3).setup()
+    dm = Arrays(str(tmp_path / "named.csv"), id_column="id", ignore_columns=["note"], n_clusters=3)
+    assert torch.allclose(dm.x, torch.from_numpy(x).float()) and dm.sample_ids == ("id", [f"p{i}" for i in range(30)])
+    for kwargs, error in ((dict(id_column="name"), r"id_column: no column 'name' in named.csv; its columns are \['id'"),
+                          (dict(ignore_columns=[9]), "ignore_columns 9 is out of range: named.csv has 5 columns"),
+                          (dict(id_column=0, label_column="id"), "label_column and id_column name the same column")):
+        with pytest.raises(DataError, match=error):
+            Arrays(str(tmp_path / "named.csv"), n_clusters=3, **kwargs).setup()
     # a labels file: one label per line, after an optional header; two columns are refused
     np.save(tmp_path / "x.npy", x)
     (tmp_path / "head.txt").write_text("label\n" + "\n".join(map(str, y)) + "\n")

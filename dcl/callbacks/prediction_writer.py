@@ -24,8 +24,9 @@ class PredictionWriter(Callback):
 
     Args:
         output: CSV path for one row per sample: index, cluster, confidence, and label when known (the
-            class name when the datamodule has ``class_names``, else the class id; empty when unknown), and the
-            sample's file when the datamodule reads one file per sample (``files``, e.g. ``ImageFolder``).
+            class name when the datamodule has ``class_names``, else the class id; empty when unknown), and what
+            names the sample when the datamodule has ``sample_ids`` (``ImageFolder``: its file; ``Arrays``: its
+            ``id_column``).
         embeddings: optional path for the embeddings (N x d), in sample order: ``.npy`` (binary) or ``.csv`` /
             ``.txt`` (text, comma-separated, one row per sample).
     """
@@ -66,8 +67,10 @@ class PredictionWriter(Callback):
         if self.output:
             has_labels = bool((cols["y"] >= 0).any())
             names = getattr(trainer.datamodule, "class_names", None)
-            files = getattr(trainer.datamodule, "files", None)
-            files = [str(f) for f in files] if files is not None and len(files) == len(cols["index"]) else None
+            ids = getattr(trainer.datamodule, "sample_ids", None)
+            id_name, ids = ids if ids is not None and len(ids[1]) == len(cols["index"]) else (None, None)
+            if id_name in ("", "index", "cluster", "confidence", "label"):  # never two columns of one name
+                id_name = "sample_id"
 
             def label(y: int):
                 return "" if y < 0 else names[y] if names else y
@@ -76,12 +79,12 @@ class PredictionWriter(Callback):
                 with open(tmp, "w", newline="") as f:
                     out = csv.writer(f, lineterminator="\n")
                     out.writerow(["index", "cluster", "confidence"] + (["label"] if has_labels else [])
-                                 + (["file"] if files else []))
+                                 + ([id_name] if ids else []))
                     rows = zip(cols["index"].tolist(), cols["cluster"].tolist(), cols["confidence"].tolist(),
                                cols["y"].tolist())
                     for i, c, p, y in rows:
                         out.writerow([i, c, f"{p:.6f}"] + ([label(y)] if has_labels else [])
-                                     + ([files[i]] if files else []))
+                                     + ([ids[i]] if ids else []))
 
             atomic_write(self.output, write_csv)
             print(f"dcl: wrote {len(cols['index'])} assignments to {self.output}")
