@@ -434,6 +434,15 @@ def warn_if_fit_ends_within(module: pl.LightningModule, epochs: int, phase: str,
                        f"(it counts this phase) or lower {setting}")
 
 
+def fit_ends_after_this_epoch(trainer: pl.Trainer) -> bool:
+    """Whether the fit stops at the end of the current training epoch: its last epoch, ``max_steps`` reached (also
+    inside the epoch) or a stop requested (a time limit, a method's convergence criterion). Read in
+    ``on_train_epoch_end``, which runs before the epoch's checkpoint is saved."""
+    max_epochs = trainer.max_epochs
+    return ((max_epochs is not None and 0 <= max_epochs <= trainer.current_epoch + 1) or trainer.should_stop
+            or 0 < trainer.max_steps <= trainer.global_step)
+
+
 AUTOENCODER_INITS = ("glorot", "fan_in_uniform", "small_normal")
 
 
@@ -575,7 +584,7 @@ class AutoencoderMethod(ClusteringMethod):
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
-        last = self.current_epoch + 1 in (self.pretrain_epochs, self.trainer.max_epochs)
+        last = self.current_epoch + 1 == self.pretrain_epochs or fit_ends_after_this_epoch(self.trainer)
         if not self.clustering_active and last:
             self.check_reconstruction()
             if self._centers_epoch != self.current_epoch:

@@ -97,7 +97,8 @@ from torch import Tensor, nn
 
 from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, SchedulerFactory, build_optimizer,
                              default_gan_optimizer, optimizer_step, step_schedulers)
-from dcl.method import ClusteringMethod, ConfigError, load_checkpoint_file, warn_if_fit_ends_within
+from dcl.method import (ClusteringMethod, ConfigError, fit_ends_after_this_epoch, load_checkpoint_file,
+                        warn_if_fit_ends_within)
 from dcl.nets.autoencoders import image_shape, mlp
 from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 from dcl.optim import check_optimizer
@@ -500,9 +501,7 @@ class DCFAE(ClusteringMethod):
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         step_schedulers(self)
-        max_epochs = self.trainer.max_epochs
-        last = (max_epochs is not None and 0 <= max_epochs <= self.current_epoch + 1) or self.trainer.should_stop
-        if last and self._centers_epoch != self.current_epoch:
+        if fit_ends_after_this_epoch(self.trainer) and self._centers_epoch != self.current_epoch:
             self.keep_training_state()
             self.refresh_clusters(self.embed_all())  # the final clusters: k-means on the final embedding
 

@@ -99,6 +99,39 @@ def test_a_fit_that_ends_within_the_pretraining_says_so(tmp_path):
     assert model.clustering_active
 
 
+@pytest.mark.parametrize("stop", ["max_steps", "should_stop"])
+def test_a_fit_stopped_inside_an_epoch_ends_with_k_means_on_the_final_code(tmp_path, stop):
+    """Found by an audit: a fit ended by max_steps or a stop request (a time limit) inside an epoch of the
+    pretraining kept the centers of before (zeros: every sample in one cluster, in the final scores and the
+    checkpoint), since only the last of max_epochs refreshed them."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from dcl.datamodules.digits import Digits
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    class StopAfterThreeSteps(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            trainer.should_stop = trainer.global_step >= 3
+
+    dm = Digits(batch_size=256)
+    for model in (AEKMeans(10, dm.input_shape, hidden_dims=[32], kmeans_n_init=2),
+                  DEC(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=5, kmeans_n_init=2)):
+        stopping = dict(max_steps=3) if stop == "max_steps" else dict(callbacks=[StopAfterThreeSteps()])
+        trainer = pl.Trainer(max_epochs=20, check_val_every_n_epoch=10, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                             callbacks=[ModelCheckpoint(dirpath=tmp_path / stop, save_last=True),
+                                        *stopping.pop("callbacks", [])], **stopping)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(model, dm)
+        assert trainer.global_step == 3 and not model.clustering_active
+        assert len(model.predict_clusters(model.embed_all()).unique()) == 10
+        saved = torch.load(tmp_path / stop / "last.ckpt", weights_only=False)["state_dict"]["cluster_centers"]
+        assert torch.equal(saved, model.cluster_centers)
+        (tmp_path / stop / "last.ckpt").unlink()
+
+
 def test_an_autoencoder_that_has_not_learned_the_data_is_named_when_pretraining_ends(tmp_path):
     """DEKM's official init keeps its autoencoder on the plateau of outputting the data's mean for its first ~25
     epochs on Digits, and clustering that code ended near chance (ACC 0.17) without a word. At the end of
