@@ -32,6 +32,8 @@ def test_config_parses(config, capsys):
     assert config.parent.name.replace("_", "") == method, f"{config} configures {method}"
     data = printed["data"]["class_path"].rsplit(".", 1)[-1].lower()
     assert config.stem.replace("_", "") == data, f"{config} loads {data}"
+    callbacks = [c["class_path"] for c in printed["trainer"]["callbacks"]]
+    assert "dcl.callbacks.ClusteringPlots" in callbacks, f"{config}: the README says every config plots its result"
 
 
 SAMPLES = {"digits": 1797, "usps": 9298, "mnist": 70000, "coil20": 1440}
