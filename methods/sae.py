@@ -21,8 +21,9 @@ is ``layer_epochs: 183`` and 365 fine-tuning epochs (``configs/sae/mnist.yaml``)
 Not reproduced: Caffe's ``momentum_burnin`` (a custom option of the authors' Caffe fork, undocumented) and the
 pretraining on MNIST's 60000 training images only (here the data set clustered, as every dcl pretraining).
 
-Pass the checkpoint to DEC, IDEC or DEKM as ``model.init_args.pretrained`` to start them from the paper's
-pretraining (the autoencoder's weights are the same as every dcl MLP autoencoder's).
+Pass the checkpoint to DEC, IDEC or DEKM (``autoencoder: mlp``) as ``model.init_args.pretrained`` to start them from the
+paper's pretraining (the autoencoder's weights are the same as every dcl MLP autoencoder's), on data scaled as it
+was trained (MNIST: the same ``data.init_args.scale``; ``benchmarks/shared_pretraining.py --recipe dec-paper`` does).
 """
 
 from __future__ import annotations
