@@ -17,15 +17,11 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from dcl.distributed import rank_world
+
 
 class DataError(ValueError):
     """Bad input data: raised before any training starts, with what is wrong and what to do."""
-
-
-def _dist_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 class _EpochSampler:
@@ -60,7 +56,7 @@ class InMemoryLoader:
 
     def _indices(self) -> Tensor:
         n = len(self.x)
-        rank, world = _dist_rank_world()
+        rank, world = rank_world()
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.sampler.epoch)
             perm = torch.randperm(n, generator=g)

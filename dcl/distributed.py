@@ -67,6 +67,12 @@ def world_size() -> int:
     return rank_world()[1]
 
 
+def sum_over_global_batch(local_sum: Tensor) -> Tensor:
+    """A loss summed over this rank's batch, times the world size: DDP averages the ranks' gradients, and the
+    average is then the gradient of the sum over the global batch, as one process computes it."""
+    return local_sum * world_size()
+
+
 def global_mean(local: Tensor) -> Tensor:
     """Mean over dim 0 of the rows of every rank; the gradient flows through this rank's rows only (DDP then
     averages the ranks' gradients). Equals ``local.mean(0)`` in a single process."""

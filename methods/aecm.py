@@ -70,7 +70,7 @@ from torch import Tensor, nn
 
 from dcl.callbacks.weight_averaging import FinalEpochAveraging
 from dcl.cluster.cm_losses import aecm_loss_terms, cm_loss_terms
-from dcl.distributed import broadcast_, global_mean, world_size
+from dcl.distributed import broadcast_, global_mean, sum_over_global_batch
 from dcl.method import AutoencoderMethod, ClusteringMethod, ConfigError, student_t_assign
 from dcl.optim import OptimizerFactory, check_optimizer, make_optimizer
 
@@ -89,11 +89,10 @@ def ddp_global_batch_loss(terms: dict[str, Tensor]) -> Tensor:
     """The loss whose DDP gradient (the ranks' average) is the single-process gradient of the global batch.
 
     The paper's terms are sums over the batch (E1, E2, E3, the AE reconstruction) or functions of the batch's
-    mixing weights (E4, computed from every rank's gamma): those are multiplied by the world size, since DDP
-    averages. The orthogonality penalty does not depend on the batch: every rank computes all of it.
+    mixing weights (E4, computed from every rank's gamma): those are scaled by :func:`sum_over_global_batch`. The
+    orthogonality penalty does not depend on the batch: every rank computes all of it.
     """
-    w = world_size()
-    return sum(v if name == "orth" else w * v for name, v in terms.items())
+    return sum(v if name == "orth" else sum_over_global_batch(v) for name, v in terms.items())
 
 
 class ClusteringModule(nn.Module):

@@ -59,6 +59,7 @@ from torch import Tensor, nn
 from dcl.callbacks.eigen_update import EigenUpdate
 from dcl.cluster.kmeans import assign_nearest
 from dcl.cluster.scatter import dekm_loss, dekm_targets
+from dcl.distributed import sum_over_global_batch
 from dcl.method import AutoencoderMethod, ConfigError
 from dcl.nets.autoencoders import IMAGES_HOW
 from dcl.optim import OptimizerFactory, make_optimizer
@@ -186,9 +187,7 @@ class DEKM(AutoencoderMethod):
         z = self.embed(batch["x"])
         loss = dekm_loss(z, self.rotation, self.targets[batch["index"]])
         self.log("train/dekm", loss, prog_bar=True)
-        if self.trainer.world_size > 1:  # the loss sums over the global batch; DDP averages the ranks' gradients
-            loss = loss * self.trainer.world_size
         self.cluster_steps += 1
         if int(self.cluster_steps) >= self.maxiter:
             self.trainer.should_stop = True
-        return loss
+        return sum_over_global_batch(loss)

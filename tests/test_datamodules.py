@@ -310,3 +310,23 @@ def test_cifar_stl_report_missing_files(tmp_path):
         (tmp_path / archive).write_bytes(b"")  # an archive downloaded by hand but not extracted
         with pytest.raises(DataError, match="is there: extract it"):
             registry.get_datamodule(name)(data_dir=str(tmp_path)).setup("fit")
+
+
+def test_on_device_data_trains_as_data_in_host_memory(tmp_path):
+    """``on_device: true`` moves the data set to the training device once (the strategy's root device; here the
+    CPU, the only one tests may use) and serves batches from it: the same fit as from host memory."""
+    import lightning.pytorch as pl
+
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    results = []
+    for on_device in (False, True):
+        pl.seed_everything(0)
+        dm = Digits(batch_size=128, on_device=on_device)
+        model = AEKMeans(10, dm.input_shape, hidden_dims=[32], kmeans_n_init=2)
+        trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+        trainer.fit(model, dm)
+        assert dm.x.device == trainer.strategy.root_device
+        results.append((model.cluster_centers.clone(), model.predict_clusters(model.embed_all())))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

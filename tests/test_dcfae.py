@@ -17,7 +17,7 @@ from dcl.adversarial import AdversarialOptimization, step_schedulers
 from dcl.datamodules.digits import Digits
 from dcl.method import ConfigError
 from dcl.methods.dcfae import (DCFAE, conditional_gaussian_affinities, discriminator_loss, feature_matching_loss,
-                               gaussian_affinities, gaussian_kl, generator_adversarial_loss,
+                               gaussian_affinities, gaussian_kl, generator_adversarial_loss, pixel_reconstruction_loss,
                                similarity_cross_entropy, student_t_affinities)
 from dcl.nets.residual import ResidualBlock, ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 
@@ -88,6 +88,15 @@ def test_vae_gan_loss_terms():
     f = torch.randn(5, 3, 2, 2)
     assert feature_matching_loss(f, f) == 0
     assert math.isclose(float(feature_matching_loss(f, f + 1)), 0.5 * 12, rel_tol=1e-6)
+    # -log p(x | logits): Bernoulli, by hand, summed over the pixels of a sample, averaged over samples
+    x, logits = torch.rand(4, 1, 3, 3), torch.randn(4, 1, 3, 3)
+    p = torch.sigmoid(logits)
+    nll = -(x * p.log() + (1 - x) * (1 - p).log()).sum((1, 2, 3)).mean()
+    assert torch.allclose(pixel_reconstruction_loss(logits, x), nll, atol=1e-5)
+    assert torch.allclose(pixel_reconstruction_loss(logits, x, "mse"), (p - x).pow(2).sum((1, 2, 3)).mean())
+    assert pixel_reconstruction_loss(torch.logit(x.clamp(0.01, 0.99)), x.clamp(0.01, 0.99), "mse") < 1e-10
+    with pytest.raises(ValueError, match="unknown pixel loss 'l1'"):
+        pixel_reconstruction_loss(logits, x, "l1")
 
 
 # ---- residual nets --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from dcl.cluster import assign_nearest, kmeans, match_labels, pairwise_sq_dists
+from dcl.metrics import ClusterAccuracy, cluster_accuracy
 from conftest import free_port
 
 
@@ -180,7 +181,7 @@ def test_match_labels_recovers_a_permutation():
 
 
 # -- DDP: each rank holds a shard; the result equals the single-process one on the concatenated data ------------
-def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, out: dict) -> None:
+def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
@@ -197,18 +198,25 @@ def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, out: dict) ->
             out["centers"] = res.centers
             out["inertia"] = res.inertia
         out[f"centers{rank}"] = res.centers
+        accuracy = ClusterAccuracy()  # the torchmetrics-style metric: each rank's shard, the value of all samples
+        accuracy.update(res.labels, y[bounds[rank]:bounds[rank + 1]])
+        out[f"acc{rank}"] = float(accuracy.compute())
     finally:
         dist.destroy_process_group()
 
 
 def test_ddp_kmeans_equals_single_process():
-    x, _ = blobs(n=1500, d=6, k=6, seed=4)
+    x, y = blobs(n=1500, d=6, k=6, seed=4)
+    y = torch.as_tensor(y)
+    y[:300] = (y[:300] + 1) % 6  # errors in rank 0's shard only: each shard's accuracy differs from the whole's
     single = kmeans(x, 6, n_init=3, seed=11)
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_ddp_worker, args=(2, free_port(), x, out), nprocs=2, join=True)
+        mp.spawn(_ddp_worker, args=(2, free_port(), x, y, out), nprocs=2, join=True)
         out = dict(out)
     assert torch.allclose(out["centers0"], out["centers1"])  # identical state on both ranks
     assert torch.allclose(out["centers"], single.centers, atol=1e-4)
     assert torch.equal(out["labels"], single.labels)
     assert out["inertia"] == pytest.approx(single.inertia, rel=1e-5)
+    assert out["acc0"] == out["acc1"] == pytest.approx(float(cluster_accuracy(single.labels, y)))
+    assert out["acc0"] < 0.9

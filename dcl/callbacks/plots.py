@@ -189,12 +189,10 @@ class ClusteringPlots(Callback):
     def _confusion(self, pred, y, title, path, class_name=str):
         from scipy.optimize import linear_sum_assignment
 
-        from dcl.metrics import clustering_scores
+        from dcl.metrics import clustering_scores, confusion
 
-        clusters, p = torch.unique(pred, return_inverse=True)
-        classes, t = torch.unique(y, return_inverse=True)
-        c = torch.bincount(p * len(classes) + t, minlength=len(clusters) * len(classes))
-        c = c.reshape(len(clusters), len(classes)).numpy()
+        clusters, classes = torch.unique(pred), torch.unique(y)
+        c = confusion(pred, y).numpy()
         rows, cols = linear_sum_assignment(c, maximize=True)
         order = [r for _, r in sorted(zip(cols, rows))] + [r for r in range(len(clusters)) if r not in rows]
         c = c[order]

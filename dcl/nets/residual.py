@@ -181,8 +181,3 @@ class ResidualDiscriminator(nn.Module):
             h = stage(h)
             features.append(h)
         return self.head(h.flatten(1)).squeeze(1), features
-
-
-def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
-    """z = mu + sigma * eps, eps ~ N(0, I)."""
-    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
