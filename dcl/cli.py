@@ -66,8 +66,18 @@ class DCLCLI(LightningCLI):
         elif subcommand and subcommand != "fit":
             print(f"dcl: warning: {subcommand} without --ckpt_path uses an untrained model", file=sys.stderr)
         configured = _plain(self.config[subcommand].model.get("init_args")) if subcommand else {}
+        configured_model = self.config[subcommand].model.clone() if subcommand else None
         super()._parse_ckpt_path()  # the checkpoint's hyperparameters replace the configured model's
         if subcommand and ckpt_path:
+            model = self.config[subcommand].model
+            if model.class_path != configured_model.class_path:
+                # Lightning also swapped the class for the checkpoint's: keep the one asked for (a subclass of the
+                # checkpoint's method, which check_checkpoint_method allows), with the checkpoint's settings
+                trained_args = model.get("init_args")
+                model.class_path, model.init_args = configured_model.class_path, configured_model.init_args
+                for key, value in (_plain(trained_args) or {}).items():
+                    if key in model.init_args:
+                        model.init_args[key] = getattr(trained_args, key)
             trained = _plain(self.config[subcommand].model.get("init_args"))
             replaced = [f"{k} {trained[k]!r} (configured {v!r})" for k, v in (configured or {}).items()
                         if k not in ClusteringMethod.data_settings and k in (trained or {}) and trained[k] != v]

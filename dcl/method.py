@@ -27,6 +27,7 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from dcl import registry
 from dcl.cluster import kmeans
 from dcl.datamodule import ClusteringDataModule
 from dcl.distributed import all_reduce_sum_, broadcast_, end_spawned_process_group, gather_ordered, is_distributed
@@ -385,11 +386,14 @@ def touch_all_parameters(module: nn.Module, loss: Tensor) -> Tensor:
 
 
 def check_checkpoint_method(checkpoint: dict[str, Any], method_cls: type) -> None:
-    """Refuse a checkpoint written by another method, naming both."""
+    """Refuse a checkpoint written by another method, naming both. A registered method (``dcl list``) loads only its
+    own checkpoints (IDEC's training state is not DEC's, though IDEC subclasses DEC); a class of your own that is
+    not registered also loads those of the registered method it subclasses (e.g. ``MyDEC`` a DEC checkpoint)."""
     saved = checkpoint.get("dcl_method")
     if saved is None:
         raise ConfigError(f"this checkpoint was not written by a dcl method; {method_cls.__name__} cannot load it")
-    ok = {c.__qualname__ for c in method_cls.__mro__}
+    registered = method_cls in registry.available("method").values()
+    ok = {method_cls.__qualname__} if registered else {c.__qualname__ for c in method_cls.__mro__}
     if saved not in ok:
         raise ConfigError(f"this checkpoint was written by method {saved}, not {method_cls.__name__}; "
                           f"use --model {saved} or a checkpoint of {method_cls.__name__} (to start "

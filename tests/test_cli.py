@@ -513,6 +513,10 @@ def test_bad_checkpoints(tmp_path, dcl_error):
     msg = dcl_error(["validate", "--config", str(REPO / "configs/dec/digits.yaml"), *SMALL_AE, "--ckpt_path",
                      str(ckpt)], tmp_path / "other")
     assert "written by method AEKMeans, not DEC" in msg
+    # nor one of the method a registered method subclasses: SAE's training is not AEKMeans' (Lightning would have
+    # swapped the method asked for for the checkpoint's, silently)
+    msg = dcl_error(["fit", "--model", "SAE", "--data", "Digits", "--ckpt_path", str(ckpt)], tmp_path / "other")
+    assert "written by method AEKMeans, not SAE" in msg
     # a truncated file
     bad = tmp_path / "truncated.ckpt"
     bad.write_bytes(ckpt.read_bytes()[:2000])

@@ -64,6 +64,16 @@ def test_user_subclass_trains_from_the_cli_by_class_path(user_module, tmp_path):
     ckpt = next(run.rglob("*.ckpt"))
     model = mymod.MyDEC.load_from_checkpoint(ckpt)
     assert model.mix == 0.3 and model.hparams.pretrain_epochs == 1  # the new argument and DEC's are saved
+    # a DEC run resumed as the subclass stays the subclass (Lightning's hparams load swapped it back to DEC)
+    dec = tmp_path / "dec"
+    dec.mkdir()
+    run_cli(["fit", "--model", "DEC", *TINY_DEC], dec)
+    before = mymod.MyDEC.calls
+    (run / "resumed").mkdir()
+    run_cli(["fit", "--model", "mymod.MyDEC", *TINY_DEC, "--trainer.max_epochs", "4", "--ckpt_path",
+             str(next(dec.rglob("*.ckpt")))], run / "resumed")
+    assert mymod.MyDEC.calls > before
+    assert torch.load(next((run / "resumed").rglob("*.ckpt")), weights_only=False)["dcl_method"] == "MyDEC"
 
 
 def test_user_subclass_from_a_config_file(user_module, tmp_path):
