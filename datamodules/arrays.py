@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ SUFFIXES = (".npy", ".npz", ".csv", ".pt", ".pth")
 MISSING = ("na", "n/a", "nan")
 #: text files are UTF-8, with or without the byte-order mark that spreadsheet programs write first
 ENCODING = "utf-8-sig"
+#: separators of other "CSV" dialects (European spreadsheets write ";"), named in errors
+OTHER_SEPARATORS = (";", "\t", "|")
 
 
 class Arrays(ClusteringDataModule):
@@ -95,6 +98,9 @@ class Arrays(ClusteringDataModule):
             rows = csv.reader(f)
             first = [c.strip() for c in next(rows, [])]
             second = [c.strip() for c in next(rows, [])]
+        other = next((d for d in OTHER_SEPARATORS if len(first) == 1 and d in first[0]), None)
+        if other:  # one column whose cells hold another separator: settings naming columns would not find them
+            raise DataError(f"Arrays: {p.resolve()} has a single column{_separator_hint(other)}")
         # a header names columns that hold numbers below it (a column of class names is text in every row), or is
         # the column numbers pandas writes for a DataFrame made from an array (0, 1, ..., after an empty index name)
         header = first if (any(a and not _is_number(a) and (i >= len(second) or _is_number(second[i]))
@@ -175,10 +181,10 @@ class Arrays(ClusteringDataModule):
         elif suffix in (".pt", ".pth"):
             x, y = self._read_torch(p)
         else:
-            x, y = self._read_csv(p)
+            x, y = _as_text(self._read_csv, p)
         if self.labels_path:
             lp = self._file(self.labels_path)
-            y = _np_load(lp) if lp.suffix.lower() == ".npy" else _read_labels_text(lp, len(x))
+            y = _np_load(lp) if lp.suffix.lower() == ".npy" else _as_text(_read_labels_text, lp, len(x))
         if not np.issubdtype(x.dtype, np.number):
             raise DataError(f"Arrays: samples in {p.name} are not numeric (dtype {x.dtype})")
         if x.ndim == 1:
@@ -230,6 +236,10 @@ def _np_load(p: Path):
     except ValueError as err:
         raise DataError(f"Arrays: cannot read {p.name}: {err}; save numbers or fixed-width text, e.g. "
                         "np.save(path, np.asarray(values, dtype=np.float32)) or np.asarray(names, dtype=str)") from None
+    except (EOFError, OSError, zipfile.BadZipFile) as err:  # an empty file, a cut copy, not numpy's format
+        raise DataError(f"Arrays: cannot read {p.name} ({p.stat().st_size} bytes): it is empty, truncated or not a "
+                        f"{p.suffix} file ({type(err).__name__}: {err}); write it again with "
+                        f"{'np.savez' if p.suffix.lower() == '.npz' else 'np.save'}") from None
 
 
 def _array(value, p: Path, what: str) -> np.ndarray:
@@ -238,6 +248,16 @@ def _array(value, p: Path, what: str) -> np.ndarray:
         return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
     except (TypeError, ValueError, RuntimeError) as err:
         raise DataError(f"Arrays: {what} in {p.name} is not an array ({err})") from None
+
+
+def _as_text(read, p: Path, *args):
+    """``read(p, *args)`` of a text file, or one error naming the file when it is not UTF-8."""
+    try:
+        return read(p, *args)
+    except UnicodeDecodeError as err:
+        raise DataError(f"Arrays: {p.name} is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at "
+                        f"position {err.start}); save it as UTF-8 (a spreadsheet's 'CSV UTF-8', pandas' to_csv) or "
+                        "convert it, e.g. iconv -f latin1 -t utf-8") from None
 
 
 def _read_labels_text(p: Path, n: int) -> np.ndarray:
@@ -270,9 +290,8 @@ def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: Va
                 cell = row[i].strip() if i < len(row) else ""
                 if not _is_number(cell):
                     name = f"column {i} ({header[i]!r})" if header and i < len(header) else f"column {i}"
-                    other = next((d for d in (";", "\t", "|") if d in cell), None)
-                    hint = (f"; the file looks separated by {other!r}: Arrays reads comma-separated values, so "
-                            "convert it (e.g. pandas' read_csv(sep=...).to_csv)" if other
+                    other = next((d for d in OTHER_SEPARATORS if d in cell), None)
+                    hint = (_separator_hint(other) if other
                             else f"; set label_column: {header[i] if header else i} if it holds the labels, "
                             f"id_column: {header[i] if header else i} if it names the samples, or list it in "
                             "ignore_columns"
@@ -287,6 +306,11 @@ def _pandas_column_numbers(row: list[str]) -> bool:
     1, ..., after an empty cell when the row index was written too."""
     names = row[1:] if row and row[0] == "" else row
     return len(names) > 1 and names == [str(i) for i in range(len(names))]
+
+
+def _separator_hint(separator: str) -> str:
+    return (f"; the file looks separated by {separator!r}: Arrays reads comma-separated values, so convert it (e.g. "
+            "pandas' read_csv(sep=...).to_csv)")
 
 
 def _is_number(text: str) -> bool:

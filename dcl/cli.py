@@ -25,7 +25,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from dcl import registry
 from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
-from dcl.files import atomic_write, run_dir
+from dcl.files import atomic_write, run_dir, unwritable_folder
 from dcl.method import (ClusteringMethod, ConfigError, check_checkpoint_method, check_precision,
                         check_trainer_settings, load_checkpoint_file)
 
@@ -97,9 +97,22 @@ class DCLCLI(LightningCLI):
             raise ConfigError(str(cause)) from err
         check_precision(self.trainer.precision)
         check_trainer_settings(self.model, self.trainer)
+        folders = [("trainer.default_root_dir", self.trainer.default_root_dir)] + [
+            (f"the {type(logger).__name__}'s save_dir", logger.save_dir) for logger in self.trainer.loggers
+            if getattr(logger, "save_dir", None)]
+        for setting, folder in folders:
+            why = unwritable_folder(folder)
+            if why:
+                raise ConfigError(f"{setting} {str(folder)!r} cannot hold the run's files: {why}")
 
     def before_fit(self) -> None:
         self.trainer.callbacks.append(FinalScores())
+
+    def before_predict(self) -> None:
+        writer = next(c for c in self.trainer.callbacks if isinstance(c, PredictionWriter))
+        if not (writer.output or writer.embeddings):
+            print("dcl: warning: predict writes nothing without --predictions.output (a CSV of the clusters) or "
+                  "--predictions.embeddings", file=sys.stderr)
 
 
 class FinalScores(pl.Callback):
@@ -128,10 +141,11 @@ class RunConfig(SaveConfigCallback):
     """The run's resolved configuration saved as ``config.yaml`` in the run folder, beside its ``checkpoints/``,
     ``plots/`` and ``final_scores.json`` (LightningCLI's own choice, ``trainer.log_dir``, is the folder all runs of
     a W&B logger share, each run overwriting the last's): ``dcl predict --config <run folder>/config.yaml`` then
-    rebuilds exactly that run."""
+    rebuilds exactly that run. Saved by ``fit`` only: validate, test and predict runs train nothing to keep beside
+    it (each left a folder holding only its config)."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.already_saved:
+        if self.already_saved or stage != "fit":
             return
         if trainer.is_global_zero:  # a W&B logger's run id, which names the folder, exists on rank 0 only
             path = run_dir(trainer) / self.config_filename

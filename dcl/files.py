@@ -16,6 +16,18 @@ def current_umask() -> int:
     return mask
 
 
+def unwritable_folder(folder: str | Path) -> str | None:
+    """Why files cannot be written under ``folder`` (made as needed), or None: checked before a run, so that a
+    path through a file or a read-only folder is refused before training instead of failing at its end."""
+    folder = Path(folder).expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"the folder {existing} is not writable"
+    return None
+
+
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)`` then rename to ``path``, with the mode a plain ``open`` would give it; the
     temporary file is removed on failure and an earlier ``path`` is kept as it was."""

@@ -17,6 +17,7 @@ import pytest
 from conftest import REPO, require_data, run_cli
 from dcl import registry
 from dcl.cli import keep_freed_memory, main, sets_the_allocator
+from dcl.files import unwritable_folder
 
 SMALL_AE = ["--model.init_args.hidden_dims", "[64, 64]"]
 AE_DIGITS = ["--config", str(REPO / "configs/ae_kmeans/digits.yaml"), "--trainer.max_epochs", "3",
@@ -337,10 +338,10 @@ def test_csv_logger(tmp_path):
 def dcl_error(capsys):
     """Run ``dcl`` in-process; it must exit with code 2 and one 'dcl: error:' line, before writing anything."""
 
-    def run(args: list[str], tmp_path: Path) -> str:
+    def run(args: list[str], tmp_path: Path, quiet: bool = True) -> str:
         capsys.readouterr()
         with pytest.raises(SystemExit) as exit_info:
-            run_cli(args, tmp_path)
+            run_cli(args, tmp_path, quiet)
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.startswith("dcl: error:")]
@@ -494,6 +495,39 @@ def test_trainer_settings_a_method_stepping_its_own_optimizers_cannot_use(tmp_pa
     user of a configured method cannot do; the error names what to set instead."""
     msg = dcl_error(["fit", "--config", str(REPO / "configs/dcfae/digits.yaml"), f"--trainer.{setting}"], tmp_path)
     assert "DCFAE steps its optimizers itself (manual optimization)" in msg and words in msg, msg
+
+
+def test_outputs_through_a_file_are_refused_before_training(tmp_path, dcl_error):
+    """Found by probing as a user: each ended in a traceback, the predictions' after the whole predict pass."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "locked").mkdir(mode=0o500)
+    assert unwritable_folder(tmp_path / "afile" / "x") == f"{tmp_path / 'afile'} is a file, not a folder"
+    assert unwritable_folder(tmp_path / "new" / "deeper") is None  # made as needed
+    if os.geteuid() != 0:  # root writes anywhere
+        assert unwritable_folder(tmp_path / "locked" / "x") == f"the folder {tmp_path / 'locked'} is not writable"
+    # trainer.default_root_dir is checked as the loggers' folders are (run_cli sets it to tmp_path)
+    for setting, args in (
+            ("the CSVLogger's save_dir 'afile/x'", ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+                                                   "--trainer.logger.save_dir", "afile/x"]),
+            ("predictions.output 'afile/p.csv'", ["--predictions.output", "afile/p.csv"])):
+        command = "predict" if "predictions" in setting else "fit"
+        msg = dcl_error([command, *AE_DIGITS, "--trainer.logger", "false", *args], tmp_path, quiet=False)
+        assert setting in msg and f"{tmp_path / 'afile'} is a file, not a folder" in msg, msg
+
+
+def test_dpgmm_refuses_more_starting_components_than_samples_before_training(tmp_path, dcl_error):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(40, 3)))
+    msg = dcl_error(["fit", "--model", "DPGMM", "--model.init_args.hidden_dims", "[8]", "--model.init_args.k_init",
+                     "45", "--data", "Arrays", "--data.path", str(tmp_path / "x.npy"), "--data.n_clusters", "3"],
+                    tmp_path)
+    assert "k_init 45 is more than the 40 samples to cluster" in msg, msg
+    assert not (tmp_path / "final_scores.json").exists()
+
+
+def test_predict_without_an_output_says_it_writes_nothing(tmp_path, capsys):
+    run_cli(["predict", *AE_DIGITS, "--trainer.logger", "false"], tmp_path)
+    assert "predict writes nothing without --predictions.output" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("config.yaml")), "a predict run saved a config: only fits do"
 
 
 def test_nan_in_data(tmp_path, dcl_error):

@@ -132,9 +132,17 @@ def test_arrays_labels_given_as_class_names(tmp_path):
         Arrays(str(tmp_path / "head.csv")).setup()
     with pytest.raises(DataError, match="label_column 3 is out of range: head.csv has 3 columns"):
         Arrays(str(tmp_path / "head.csv"), label_column=3).setup()
-    (tmp_path / "semicolons.csv").write_text("1;2\n3;4\n")  # a whole row in one cell: another separator
-    with pytest.raises(DataError, match=r"row 1 \('1;2'\).*looks separated by ';': Arrays reads comma-separated"):
-        Arrays(str(tmp_path / "semicolons.csv")).setup()
+    (tmp_path / "semicolons.csv").write_text("a;kind\n1;2\n3;4\n")  # a whole row in one cell: another separator
+    for kwargs in ({}, {"label_column": "kind"}):  # (named columns were once "not found: the columns are unnamed")
+        with pytest.raises(DataError, match="semicolons.csv has a single column; the file looks separated by ';'"):
+            Arrays(str(tmp_path / "semicolons.csv"), **kwargs).setup()
+    (tmp_path / "latin1.csv").write_bytes("name,a\ncafé,1\nthé,2\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.csv is not UTF-8 text \(byte b'\\xe9' at position 10\); save it as UTF-8"):
+        Arrays(str(tmp_path / "latin1.csv"), id_column="name", n_clusters=2).setup()
+    for name, content in (("empty.npy", b""), ("cut.npz", b"PK\x03\x04" + bytes(100))):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError, match=f"cannot read {name} .*: it is empty, truncated or not a"):
+            Arrays(str(tmp_path / name), n_clusters=2).setup()
     (tmp_path / "gap.csv").write_text("a,b\n1,2\n3,\n")
     with pytest.raises(DataError, match=r"column 1 \('b'\) is not a number in row 3 \(''\).*missing values"):
         Arrays(str(tmp_path / "gap.csv")).setup()

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dcl.distributed import gather_ordered
-from dcl.files import atomic_write
+from dcl.files import atomic_write, unwritable_folder
 
 
 class PredictionWriter(Callback):
@@ -39,6 +39,9 @@ class PredictionWriter(Callback):
             if path and Path(path).is_dir():
                 raise ValueError(f"predictions.{setting} {path!r} is a folder; name a file in it, e.g. "
                                  f"{Path(path) / ('clusters.csv' if setting == 'output' else 'z.npy')}")
+            why = unwritable_folder(Path(path).parent) if path else None
+            if why:
+                raise ValueError(f"predictions.{setting} {path!r} cannot be written: {why}")
         if embeddings and Path(embeddings).suffix.lower() not in self.EMBEDDING_FORMATS:
             raise ValueError(f"predictions.embeddings {embeddings!r}: name a .npy (binary) or a .csv / .txt (text) "
                              "file; the suffix picks the format")
