@@ -75,6 +75,9 @@ class Arrays(ClusteringDataModule):
 
     def _file(self, path: str) -> Path:
         p = Path(path).expanduser()
+        if p.is_dir():
+            raise DataError(f"Arrays: {p.resolve()} is a folder; set path to a {'/'.join(SUFFIXES)} file in it (a "
+                            "folder of images is read by the ImageFolder datamodule)")
         if not p.is_file():
             raise DataError(f"Arrays: {p.resolve()} does not exist; set path to a {'/'.join(SUFFIXES)} file")
         if p.suffix.lower() not in SUFFIXES + (".txt",):
@@ -90,7 +93,9 @@ class Arrays(ClusteringDataModule):
                 raise DataError(f"Arrays: {setting} {spec} is out of range: {p.name} has {len(first)} columns")
             return spec % len(first)
         if header is None or spec not in header:
-            raise DataError(f"Arrays: {setting}: no column {spec!r} in {p.name}; its columns are {header or 'unnamed'}")
+            unlabeled = "; for data without labels, set label_column: null" if setting == "label_column" else ""
+            raise DataError(f"Arrays: {setting}: no column {spec!r} in {p.name}; its columns are "
+                            f"{header or 'unnamed'}{unlabeled}")
         return header.index(spec)
 
     def _read_csv(self, p: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -98,6 +103,9 @@ class Arrays(ClusteringDataModule):
             rows = csv.reader(f)
             first = [c.strip() for c in next(rows, [])]
             second = [c.strip() for c in next(rows, [])]
+        if not any(first):
+            raise DataError(f"Arrays: {p.resolve()} is empty{'' if not second else ' in its first row'}; write the "
+                            "samples one per row, comma-separated, after an optional header row")
         other = next((d for d in OTHER_SEPARATORS if len(first) == 1 and d in first[0]), None)
         if other:  # one column whose cells hold another separator: settings naming columns would not find them
             raise DataError(f"Arrays: {p.resolve()} has a single column{_separator_hint(other)}")

@@ -126,10 +126,12 @@ class FinalScores(pl.Callback):
             text = " ".join(f"{k.upper()}={v:.4f}" if isinstance(v, float) else f"{k.upper()}={v}"
                             for k, v in scores.items())
             print(f"dcl: final clustering of {trainer.datamodule.num_samples} samples: {text}")
-            if scores.get("k_used") == 1 and scores.get("k", 1) > 1:
-                print(f"dcl: warning: every sample ended in one cluster of the {scores['k']}: the method has not "
-                      "separated the data (too few epochs for it, or a collapse); train longer or check its settings",
-                      file=sys.stderr)
+            y = trainer.datamodule.y
+            classes = len(torch.unique(y[y >= 0]))
+            if scores.get("k_used") == 1 and (scores.get("k", 1) > 1 or classes > 1):  # (DP-GMM: K found, maybe 1)
+                of = f" of the {scores['k']}" if scores.get("k", 1) > 1 else f", though the data has {classes} classes"
+                print(f"dcl: warning: every sample ended in one cluster{of}: the method has not separated the data (too "
+                      "few epochs for it, or a collapse); train longer or check its settings", file=sys.stderr)
             # beside the run's checkpoints and plots (a W&B run's trainer.log_dir is the folder all runs share)
             payload = json.dumps(scores, indent=2)
             atomic_write(run_dir(trainer) / "final_scores.json", lambda tmp: Path(tmp).write_text(payload))

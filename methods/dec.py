@@ -82,7 +82,8 @@ class DEC(AutoencoderMethod):
                          pretrain_epochs, pretrained, pretrain_optimizer, optimizer, kmeans_n_init,
                          trainable_centers=True, weight_init=weight_init)
         if update_interval < 1 or maxiter < 1 or not 0 <= tol < 1 or alpha <= 0:
-            raise ConfigError("DEC needs update_interval >= 1, maxiter >= 1, 0 <= tol < 1 and alpha > 0")
+            raise ConfigError(f"DEC needs update_interval >= 1, maxiter >= 1, 0 <= tol < 1 and alpha > 0, got "
+                              f"{update_interval}, {maxiter}, {tol} and {alpha}")
         if target not in ("full", "batch"):
             raise ConfigError(f"DEC: target must be 'full' (the paper's whole-data P every update_interval steps) "
                               f"or 'batch' (P from each batch's Q), got {target!r}")

@@ -170,15 +170,18 @@ class DPGMM(AutoencoderMethod):
         if not isinstance(k_init, int) or not 1 <= k_init <= max_components:
             raise ConfigError(f"k_init must be an integer in [1, max_components={max_components}], got {k_init!r}")
         if alpha0 <= 0 or gamma < 0 or not 0 <= js_alpha <= 1:
-            raise ConfigError("DPGMM needs alpha0 > 0, gamma >= 0 and 0 <= js_alpha <= 1")
+            raise ConfigError(f"DPGMM needs alpha0 > 0, gamma >= 0 and 0 <= js_alpha <= 1, got {alpha0}, {gamma} and "
+                              f"{js_alpha}")
         if (update_interval < 1 or vb_iters < 1 or first_vb_iters < 1 or birth_merge_every < 1
                 or (birth_merge_every_n_steps is not None and birth_merge_every_n_steps < 1)):
-            raise ConfigError("DPGMM needs update_interval, vb_iters, first_vb_iters, birth_merge_every and "
-                              "birth_merge_every_n_steps (when given) >= 1")
+            raise ConfigError(f"DPGMM needs update_interval, vb_iters, first_vb_iters, birth_merge_every and "
+                              f"birth_merge_every_n_steps (when given) >= 1, got {update_interval}, {vb_iters}, "
+                              f"{first_vb_iters}, {birth_merge_every} and {birth_merge_every_n_steps}")
         if decoder_input not in ("mean", "sample"):
             raise ConfigError(f"decoder_input must be 'mean' or 'sample', got {decoder_input!r}")
         if not 0 <= min_weight < 0.5 or bic_penalty < 0 or min_gain < 0:
-            raise ConfigError("DPGMM needs 0 <= min_weight < 0.5, bic_penalty >= 0 and min_gain >= 0")
+            raise ConfigError(f"DPGMM needs 0 <= min_weight < 0.5, bic_penalty >= 0 and min_gain >= 0, got {min_weight}, "
+                              f"{bic_penalty} and {min_gain}")
         # the base class insists on K >= 2 centers; K is set to k_init below (and changes in training)
         super().__init__(max(2, k_init), input_shape, latent_dim, autoencoder, hidden_dims, activation,
                          pretrain_epochs, pretrained, pretrain_optimizer, optimizer, kmeans_n_init)

@@ -248,6 +248,14 @@ def test_arrays_read_the_files_spreadsheets_and_pandas_write(tmp_path, recwarn):
     (tmp_path / "na.csv").write_text("a,b\n1,2\n3,NA\n")
     with pytest.raises(DataError, match=r"row 3 \('NA'\).*fill in or drop the missing values"):
         Arrays(str(tmp_path / "na.csv")).setup()
+    for name, text, error in (("empty.csv", "", "empty.csv is empty; write the samples one per row"),
+                              (".", None, "is a folder; set path to a .npy/.npz/.csv/.pt/.pth file in it")):
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=error):
+            Arrays(str(tmp_path / name), n_clusters=2).setup()
+    with pytest.raises(DataError, match="no column 'kind' in na.csv.*; for data without labels, set label_column: null"):
+        Arrays(str(tmp_path / "na.csv"), label_column="kind").setup()
     (tmp_path / "labels_only.csv").write_text("kind\n" + "\n".join(map(str, y)) + "\n")
     with pytest.raises(DataError, match="labels_only.csv has no feature columns"):
         Arrays(str(tmp_path / "labels_only.csv"), label_column="kind").setup()
