@@ -242,6 +242,28 @@ def _unknown_option(detail: str) -> str | None:
         return None
 
 
+def _wrong_value(detail: str) -> str | None:
+    """jsonargparse's report of a value of the wrong type (every alternative of every nested Union listed), as one
+    sentence: the setting, the types it takes and the value given; or a class_path that does not import."""
+    missing = re.search(r"Problem with given class_path '([\w.]+)': (No module named '[\w.]+'|.*?has no attribute .*?'\w+')",
+                        detail)
+    if missing:
+        hint = ("is the folder of its module on PYTHONPATH, or the current folder?" if "No module" in missing.group(2)
+                else "check the class's name; dcl list names the registered ones")
+        return f"cannot import {missing.group(1)}: {missing.group(2)} ({hint})"
+    keys = re.findall(r'Parser key "([\w.]+)"', detail)
+    value = re.search(r"(?:Given|Got) value: (.*?)(?: Expected a | Given value type|$)", detail)
+    if not keys or value is None or "Expected a <class" not in detail:
+        return None
+    innermost = detail[detail.rfind(f'Parser key "{keys[-1]}"'):]
+    innermost = re.split(r"(?:Given|Got) value", innermost)[0]  # the outer Unions' alternatives follow the value
+    names = {"NoneType": "null", "str": "text", "int": "an integer", "float": "a number", "bool": "true or false",
+             "collections.abc.Sequence": "a list, e.g. [500, 500]", "list": "a list, e.g. [500, 500]"}
+    types = dict.fromkeys(names.get(t, t) for t in re.findall(r"Expected a <class '([\w.]+)'>", innermost))
+    types.pop("NestedArg", None)
+    return f"{'.'.join(keys)} must be {' or '.join(types)}, got {value.group(1).strip()!r}"
+
+
 def list_plugins() -> None:
     for kind, title in (("method", "methods"), ("datamodule", "datamodules")):
         print(f"{title}:")
@@ -305,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.argv = saved_argv
     except ArgumentError as err:
         detail = " ".join(line.strip(" -") for line in str(err).splitlines() if line.strip())
-        detail = _unknown_option(detail) or detail
+        detail = _unknown_option(detail) or _wrong_value(detail) or detail
         command = argv[0] if argv and not argv[0].startswith("-") else ""
         print(f"dcl: error: {detail} (see dcl {command} --help)".replace("  ", " "), file=sys.stderr)
         raise SystemExit(2) from None

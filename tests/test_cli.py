@@ -452,6 +452,20 @@ def test_unknown_config_key(tmp_path, dcl_error):
     assert "Digits has no setting 'batchsize' (did you mean 'batch_size'?)" in msg
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["--data.init_args.n_clusters", "abc"], "data.n_clusters must be an integer or null, got 'abc'"),
+    (["--model.init_args.latent_dim", "x"], "model.latent_dim must be an integer, got 'x'"),
+    (["--model.init_args.hidden_dims", "x"], "model.hidden_dims must be a list, e.g. [500, 500], got 'x'"),
+    (["--model", "nomodule.MyDEC"], "cannot import nomodule.MyDEC: No module named 'nomodule' (is the folder of its "
+                                    "module on PYTHONPATH"),
+])
+def test_a_value_of_the_wrong_type_is_one_sentence(tmp_path, dcl_error, args, expected):
+    """jsonargparse lists every alternative of every nested Union ("Does not validate against any of the Union
+    subtypes ... NestedArg(...)"), the import error of a class path buried in the middle."""
+    msg = dcl_error(["fit", *AE_DIGITS, *args], tmp_path)
+    assert msg.startswith(f"dcl: error: {expected}"), msg
+
+
 def test_missing_data_dir(tmp_path, dcl_error):
     msg = dcl_error(["fit", "--model", "DEC", "--data", "USPS", "--data.data_dir", str(tmp_path / "none")], tmp_path)
     assert "usps.bz2" in msg and str(tmp_path / "none") in msg and "download" in msg
