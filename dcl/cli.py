@@ -75,7 +75,7 @@ class DCLCLI(LightningCLI):
                 # checkpoint's method, which check_checkpoint_method allows), with the checkpoint's settings
                 trained_args = model.get("init_args")
                 model.class_path, model.init_args = configured_model.class_path, configured_model.init_args
-                for key, value in (_plain(trained_args) or {}).items():
+                for key in _plain(trained_args) or {}:
                     if key in model.init_args:
                         model.init_args[key] = getattr(trained_args, key)
             trained = _plain(self.config[subcommand].model.get("init_args"))
@@ -130,8 +130,8 @@ class FinalScores(pl.Callback):
             classes = len(torch.unique(y[y >= 0]))
             if scores.get("k_used") == 1 and (scores.get("k", 1) > 1 or classes > 1):  # (DP-GMM: K found, maybe 1)
                 of = f" of the {scores['k']}" if scores.get("k", 1) > 1 else f", though the data has {classes} classes"
-                print(f"dcl: warning: every sample ended in one cluster{of}: the method has not separated the data (too "
-                      "few epochs for it, or a collapse); train longer or check its settings", file=sys.stderr)
+                print(f"dcl: warning: every sample ended in one cluster{of}: the method has not separated the data "
+                      "(too few epochs for it, or a collapse); train longer or check its settings", file=sys.stderr)
             # beside the run's checkpoints and plots (a W&B run's trainer.log_dir is the folder all runs share)
             payload = json.dumps(scores, indent=2)
             atomic_write(run_dir(trainer) / "final_scores.json", lambda tmp: Path(tmp).write_text(payload))
@@ -245,8 +245,8 @@ def _unknown_option(detail: str) -> str | None:
 def _wrong_value(detail: str) -> str | None:
     """jsonargparse's report of a value of the wrong type (every alternative of every nested Union listed), as one
     sentence: the setting, the types it takes and the value given; or a class_path that does not import."""
-    missing = re.search(r"Problem with given class_path '([\w.]+)': (No module named '[\w.]+'|.*?has no attribute .*?'\w+')",
-                        detail)
+    missing = re.search(r"Problem with given class_path '([\w.]+)': "
+                        r"(No module named '[\w.]+'|.*?has no attribute .*?'\w+')", detail)
     if missing:
         hint = ("is the folder of its module on PYTHONPATH, or the current folder?" if "No module" in missing.group(2)
                 else "check the class's name; dcl list names the registered ones")
@@ -260,7 +260,6 @@ def _wrong_value(detail: str) -> str | None:
     names = {"NoneType": "null", "str": "text", "int": "an integer", "float": "a number", "bool": "true or false",
              "collections.abc.Sequence": "a list, e.g. [500, 500]", "list": "a list, e.g. [500, 500]"}
     types = dict.fromkeys(names.get(t, t) for t in re.findall(r"Expected a <class '([\w.]+)'>", innermost))
-    types.pop("NestedArg", None)
     return f"{'.'.join(keys)} must be {' or '.join(types)}, got {value.group(1).strip()!r}"
 
 

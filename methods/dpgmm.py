@@ -180,8 +180,8 @@ class DPGMM(AutoencoderMethod):
         if decoder_input not in ("mean", "sample"):
             raise ConfigError(f"decoder_input must be 'mean' or 'sample', got {decoder_input!r}")
         if not 0 <= min_weight < 0.5 or bic_penalty < 0 or min_gain < 0:
-            raise ConfigError(f"DPGMM needs 0 <= min_weight < 0.5, bic_penalty >= 0 and min_gain >= 0, got {min_weight}, "
-                              f"{bic_penalty} and {min_gain}")
+            raise ConfigError(f"DPGMM needs 0 <= min_weight < 0.5, bic_penalty >= 0 and min_gain >= 0, got "
+                              f"{min_weight}, {bic_penalty} and {min_gain}")
         # the base class insists on K >= 2 centers; K is set to k_init below (and changes in training)
         super().__init__(max(2, k_init), input_shape, latent_dim, autoencoder, hidden_dims, activation,
                          pretrain_epochs, pretrained, pretrain_optimizer, optimizer, kmeans_n_init)

@@ -51,10 +51,10 @@ def test_a_fit_that_ends_in_one_cluster_says_so(tmp_path, capsys):
     # a method that finds K, here limited to one component, on labeled data of 3 classes (once unremarked: K = 1)
     np.save(tmp_path / "labels.npy", np.arange(40) % 3)
     (tmp_path / "dp").mkdir()
-    scores = run_cli(["fit", "--model", "DPGMM", "--model.init_args.max_components", "1", "--model.init_args.hidden_dims",
-                      "[8]", "--model.init_args.pretrain_epochs", "1", "--data", "Arrays", "--data.path",
-                      str(tmp_path / "same.npy"), "--data.labels_path", str(tmp_path / "labels.npy"),
-                      "--trainer.max_epochs", "2"], tmp_path / "dp")
+    scores = run_cli(["fit", "--model", "DPGMM", "--model.init_args.max_components", "1",
+                      "--model.init_args.hidden_dims", "[8]", "--model.init_args.pretrain_epochs", "1",
+                      "--data", "Arrays", "--data.path", str(tmp_path / "same.npy"),
+                      "--data.labels_path", str(tmp_path / "labels.npy"), "--trainer.max_epochs", "2"], tmp_path / "dp")
     assert scores["k"] == scores["k_used"] == 1
     assert "every sample ended in one cluster, though the data has 3 classes" in capsys.readouterr().err
 
