@@ -524,6 +524,7 @@ class AutoencoderMethod(ClusteringMethod):
         self.optimizer = optimizer
         self.register_buffer("clustering_started", torch.tensor(False))
         self._centers_epoch = -1
+        self.activation = activation
         if pretrained:
             self.load_pretrained(pretrained)
 
@@ -652,6 +653,11 @@ class AutoencoderMethod(ClusteringMethod):
         if saved_shape and saved_shape != self.input_shape:
             raise ConfigError(f"pretrained checkpoint {file} was trained on inputs of shape {saved_shape}, but "
                               f"this data has shape {self.input_shape}; pretrain on this data set")
+        saved_activation = ckpt.get("hyper_parameters", {}).get("activation")
+        if saved_activation and saved_activation != self.activation:  # the same weights' shapes, another function
+            raise ConfigError(f"pretrained checkpoint {file} was trained with activation {saved_activation}, this "
+                              f"{type(self).__name__} uses {self.activation}; set model.init_args.activation "
+                              f"{saved_activation}")
         own = self.autoencoder.state_dict()
         missing = sorted(set(own) - set(ae_state))
         mismatched = [k for k in own if k in ae_state and ae_state[k].shape != own[k].shape]

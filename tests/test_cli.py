@@ -586,6 +586,12 @@ def test_bad_checkpoints(tmp_path, dcl_error):
                      "false", "--model.init_args.autoencoder", "mlp", "--model.init_args.pretrained", str(ckpt)],
                     tmp_path / "shape")
     assert "shape" in msg and "(64,)" in msg
+    # ... or of another activation: the same weights' shapes, another function of them (AE-CM's LeakyReLU on the
+    # shared pretraining's ReLU autoencoder loaded without a word)
+    msg = dcl_error(["fit", "--config", str(REPO / "configs/dec/digits.yaml"), *SMALL_AE,
+                     "--model.init_args.activation", "leaky_relu", "--model.init_args.pretrained", str(ckpt)],
+                    tmp_path / "shape")
+    assert "was trained with activation relu, this DEC uses leaky_relu; set model.init_args.activation relu" in msg
 
 
 def test_checkpoint_file_missing(tmp_path, dcl_error):
