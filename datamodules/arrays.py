@@ -84,20 +84,6 @@ class Arrays(ClusteringDataModule):
             raise DataError(f"Arrays: cannot read {p.name}: the suffix must be one of {', '.join(SUFFIXES)}")
         return p
 
-    def _column(self, spec: str | int, setting: str, p: Path, first: list[str], header: list[str] | None) -> int:
-        """A CSV column given by name or index (negative: from the end), or one error naming what there is."""
-        if isinstance(spec, str) and spec.lstrip("-").isdigit() and not (header and spec in header):
-            spec = int(spec)
-        if isinstance(spec, int):
-            if not -len(first) <= spec < len(first):
-                raise DataError(f"Arrays: {setting} {spec} is out of range: {p.name} has {len(first)} columns")
-            return spec % len(first)
-        if header is None or spec not in header:
-            unlabeled = "; for data without labels, set label_column: null" if setting == "label_column" else ""
-            raise DataError(f"Arrays: {setting}: no column {spec!r} in {p.name}; its columns are "
-                            f"{header or 'unnamed'}{unlabeled}")
-        return header.index(spec)
-
     def _read_csv(self, p: Path) -> tuple[np.ndarray, np.ndarray | None]:
         with open(p, newline="", encoding=ENCODING) as f:
             rows = csv.reader(f)
@@ -113,9 +99,9 @@ class Arrays(ClusteringDataModule):
         # the column numbers pandas writes for a DataFrame made from an array (0, 1, ..., after an empty index name)
         header = first if (any(a and not _is_number(a) and (i >= len(second) or _is_number(second[i]))
                                    for i, a in enumerate(first)) or _pandas_column_numbers(first)) else None
-        col = None if self.label_column is None else self._column(self.label_column, "label_column", p, first, header)
-        id_col = None if self.id_column is None else self._column(self.id_column, "id_column", p, first, header)
-        ignored = {self._column(c, "ignore_columns", p, first, header) for c in self.ignore_columns}
+        col = None if self.label_column is None else _csv_column(self.label_column, "label_column", p, first, header)
+        id_col = None if self.id_column is None else _csv_column(self.id_column, "id_column", p, first, header)
+        ignored = {_csv_column(c, "ignore_columns", p, first, header) for c in self.ignore_columns}
         if col is not None and col == id_col:
             raise DataError(f"Arrays: label_column and id_column name the same column of {p.name}; the labels are "
                             "class ids or names, the ids name each sample")
@@ -235,6 +221,21 @@ class Arrays(ClusteringDataModule):
             raise DataError(f"Arrays: the checkpoint standardizes samples of shape {tuple(state['mean'].shape)}, "
                             f"{self.path} has samples of shape {tuple(self.x.shape[1:])}")
         self._mean, self._std = state["mean"], state["std"]
+
+
+def _csv_column(spec: str | int, setting: str, p: Path, first: list[str], header: list[str] | None) -> int:
+    """A CSV column given by name or index (negative: from the end), or one error naming what there is."""
+    if isinstance(spec, str) and spec.lstrip("-").isdigit() and not (header and spec in header):
+        spec = int(spec)
+    if isinstance(spec, int):
+        if not -len(first) <= spec < len(first):
+            raise DataError(f"Arrays: {setting} {spec} is out of range: {p.name} has {len(first)} columns")
+        return spec % len(first)
+    if header is None or spec not in header:
+        unlabeled = "; for data without labels, set label_column: null" if setting == "label_column" else ""
+        raise DataError(f"Arrays: {setting}: no column {spec!r} in {p.name}; its columns are "
+                        f"{header or 'unnamed'}{unlabeled}")
+    return header.index(spec)
 
 
 def _np_load(p: Path):
