@@ -106,6 +106,9 @@ class DCLCLI(LightningCLI):
                 raise ConfigError(f"{setting} {str(folder)!r} cannot hold the run's files: {why}")
 
     def before_fit(self) -> None:
+        if self.trainer.max_epochs == 0 or self.trainer.max_steps == 0:
+            setting = "max_epochs" if self.trainer.max_epochs == 0 else "max_steps"
+            raise ConfigError(f"trainer.{setting} 0 trains nothing; set it to the length of the fit (-1: no limit)")
         self.trainer.callbacks.append(FinalScores())
 
     def before_predict(self) -> None:

@@ -547,6 +547,11 @@ def test_dpgmm_refuses_more_starting_components_than_samples_before_training(tmp
     assert not (tmp_path / "final_scores.json").exists()
 
 
+def test_a_fit_of_zero_epochs_is_refused(tmp_path, dcl_error):
+    msg = dcl_error(["fit", *AE_DIGITS, "--trainer.max_epochs", "0"], tmp_path)
+    assert "trainer.max_epochs 0 trains nothing" in msg, msg
+
+
 def test_predict_without_an_output_says_it_writes_nothing(tmp_path, capsys):
     run_cli(["predict", *AE_DIGITS, "--trainer.logger", "false"], tmp_path)
     assert "predict writes nothing without --predictions.output" in capsys.readouterr().err
