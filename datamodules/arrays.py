@@ -123,15 +123,14 @@ class Arrays(ClusteringDataModule):
                            quotechar='"', encoding=ENCODING)
         except ValueError as e:
             raise DataError(_not_numeric(p, header, features, e)) from e
-        if id_col is not None:
-            ids = np.loadtxt(p, delimiter=",", skiprows=skip, usecols=[id_col], ndmin=1, dtype=str, quotechar='"',
-                             encoding=ENCODING)
-            self._sample_ids = (header[id_col] if header else "id", [v.strip() for v in ids.tolist()])
-        if col is None:
+        text_columns = [c for c in (id_col, col) if c is not None]  # the ids and the labels, read as text at once
+        if not text_columns:
             return x, None
-        y = np.loadtxt(p, delimiter=",", skiprows=skip, usecols=[col], ndmin=1, dtype=str, quotechar='"',
-                       encoding=ENCODING)
-        return x, y
+        text = np.loadtxt(p, delimiter=",", skiprows=skip, usecols=text_columns, ndmin=2, dtype=str, quotechar='"',
+                          encoding=ENCODING)
+        if id_col is not None:
+            self._sample_ids = (header[id_col] if header else "id", [v.strip() for v in text[:, 0].tolist()])
+        return x, None if col is None else text[:, -1]
 
     def _read_dict(self, p: Path, data) -> tuple[np.ndarray, np.ndarray | None]:
         keys = list(data.keys())

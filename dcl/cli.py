@@ -65,8 +65,8 @@ class DCLCLI(LightningCLI):
                 data_args.n_clusters = int(trained_k)
         elif subcommand and subcommand != "fit":
             print(f"dcl: warning: {subcommand} without --ckpt_path uses an untrained model", file=sys.stderr)
-        configured = _plain(self.config[subcommand].model.get("init_args")) if subcommand else {}
         configured_model = self.config[subcommand].model.clone() if subcommand else None
+        configured = _plain(configured_model.get("init_args")) if subcommand else {}
         super()._parse_ckpt_path()  # the checkpoint's hyperparameters replace the configured model's
         if subcommand and ckpt_path:
             model = self.config[subcommand].model
