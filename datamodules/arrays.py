@@ -30,10 +30,10 @@ class Arrays(ClusteringDataModule):
     - ``.npy``: the samples; labels from ``labels_path`` (another .npy/.csv) when given.
     - ``.npz`` / ``.pt``: a dict-like file; samples under ``x_key``, labels under ``y_key`` (when present); a
       ``.pt`` may also hold the samples' tensor alone or a tuple ``(x, y)``.
-    - ``.csv``: numeric features (a header row is detected and skipped, and an unnamed first column under it, pandas'
-      row index); the column ``label_column`` (a name or an index) holds the labels, ``id_column`` the samples'
-      names, ``ignore_columns`` anything else that is not a feature; every other column is a feature. UTF-8, with
-      or without a byte-order mark.
+    - ``.csv``: numeric features (a header row is detected, or as ``header`` says, and skipped, as is an unnamed
+      first column under it, pandas' row index); the column ``label_column`` (a name or an index) holds the labels,
+      ``id_column`` the samples' names, ``ignore_columns`` anything else that is not a feature; every other column
+      is a feature. UTF-8, with or without a byte-order mark.
 
     Samples of dtype uint8 (8-bit images) are served scaled to [0, 1], as torchvision's loaders do; any other
     dtype as float32 values. Images are N x C x H x W (add the channel axis of grayscale N x H x W, ``x[:, None]``,
@@ -50,6 +50,8 @@ class Arrays(ClusteringDataModule):
         id_column: a .csv column that names each sample (an id, a name: any text), neither a feature nor a label;
             ``dcl predict`` writes it beside each sample's cluster.
         ignore_columns: .csv columns (names or indices) that are neither features nor labels, e.g. dates or notes.
+        header: whether a .csv file's first row names its columns; None: detected (a first row with a name above a
+            number, or pandas' column numbers 0, 1, ...). Set it for a header of numbers only (e.g. years).
         labels_path: a separate file of labels, one per sample: .npy, or .csv / .txt with one per line.
         standardize: subtract the mean and divide by the standard deviation of each feature, as computed on
             this file when training starts; they are saved in checkpoints, so that ``dcl predict`` on new data
@@ -59,15 +61,16 @@ class Arrays(ClusteringDataModule):
 
     def __init__(self, path: str, x_key: str = "x", y_key: str = "y", label_column: str | int | None = None,
                  id_column: str | int | None = None, ignore_columns: list[str | int] | tuple[str | int, ...] = (),
-                 labels_path: str | None = None, standardize: bool = False, batch_size: int = 256,
-                 n_clusters: int | None = None, eval_batch_size: int | None = None, seed: int = 0,
-                 on_device: bool = False) -> None:
+                 header: bool | None = None, labels_path: str | None = None, standardize: bool = False,
+                 batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int | None = None,
+                 seed: int = 0, on_device: bool = False) -> None:
         super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
         self.path = path
         self.x_key, self.y_key = x_key, y_key
         self.label_column = label_column
         self.id_column = id_column
         self.ignore_columns = list(ignore_columns)
+        self.header = header
         self.labels_path = labels_path
         self.standardize = standardize
         self._mean: torch.Tensor | None = None  # the standardization's statistics (float32, one per feature)
@@ -97,8 +100,9 @@ class Arrays(ClusteringDataModule):
             raise DataError(f"Arrays: {p.resolve()} has a single column{_separator_hint(other)}")
         # a header names columns that hold numbers below it (a column of class names is text in every row), or is
         # the column numbers pandas writes for a DataFrame made from an array (0, 1, ..., after an empty index name)
-        header = first if (any(a and not _is_number(a) and (i >= len(second) or _is_number(second[i]))
-                                   for i, a in enumerate(first)) or _pandas_column_numbers(first)) else None
+        detected = (any(a and not _is_number(a) and (i >= len(second) or _is_number(second[i]))
+                        for i, a in enumerate(first)) or _pandas_column_numbers(first))
+        header = first if (detected if self.header is None else self.header) else None
         col = None if self.label_column is None else _csv_column(self.label_column, "label_column", p, first, header)
         id_col = None if self.id_column is None else _csv_column(self.id_column, "id_column", p, first, header)
         ignored = {_csv_column(c, "ignore_columns", p, first, header) for c in self.ignore_columns}

@@ -209,6 +209,13 @@ def test_arrays_read_the_files_spreadsheets_and_pandas_write(tmp_path, recwarn):
                        + indexed_rows), ("unnamed.csv", "Unnamed: 0,a,b,c\n" + indexed_rows)):
         (tmp_path / name).write_text(text)
         assert torch.allclose(Arrays(str(tmp_path / name), n_clusters=3).x, torch.from_numpy(x).float()), name
+    # a header of numbers only (years) reads as a sample unless header says so; header: false keeps a first row
+    (tmp_path / "years.csv").write_text("2019,2020,2021\n" + "\n".join(rows) + "\n")
+    assert len(Arrays(str(tmp_path / "years.csv"), n_clusters=3).x) == 31
+    dm = Arrays(str(tmp_path / "years.csv"), header=True, ignore_columns=["2021"], n_clusters=3)
+    assert torch.allclose(dm.x, torch.from_numpy(x[:, :2]).float())
+    with pytest.raises(DataError, match=r"column 1 is not a number in row 1 \('a'\)"):
+        Arrays(str(tmp_path / "bomh.csv"), header=False, label_column=0).setup()
     # a column naming the samples and one that is neither feature nor label: selected, or one error naming them
     named = "id,a,b,c,note\n" + "\n".join(f"p{i},{r},n{i}" for i, r in enumerate(rows)) + "\n"
     (tmp_path / "named.csv").write_text(named)
