@@ -109,6 +109,12 @@ class DCLCLI(LightningCLI):
         if self.trainer.max_epochs == 0 or self.trainer.max_steps == 0:
             setting = "max_epochs" if self.trainer.max_epochs == 0 else "max_steps"
             raise ConfigError(f"trainer.{setting} 0 trains nothing; set it to the length of the fit (-1: no limit)")
+        from_ = type(self.model).n_clusters_from
+        given = getattr(self.datamodule, "n_clusters_given", None)
+        if from_ and given is not None:
+            print(f"dcl: warning: {type(self.model).__name__} finds the number of clusters itself, so "
+                  f"data n_clusters {given} is not used; its {' and '.join(from_)} set where K starts and "
+                  "its maximum", file=sys.stderr)
         self.trainer.callbacks.append(FinalScores())
 
     def before_predict(self) -> None:

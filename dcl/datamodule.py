@@ -220,6 +220,11 @@ class ClusteringDataModule(pl.LightningDataModule):
         return tuple(self.batch_transform(self.x[:1]).shape[1:])
 
     @property
+    def n_clusters_given(self) -> int | None:
+        """The ``n_clusters`` set by the user (None: the number of classes of the data is used)."""
+        return self._n_clusters_override
+
+    @property
     def n_clusters(self) -> int:
         if self._n_clusters_override is not None:
             self._ensure_loaded()

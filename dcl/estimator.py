@@ -115,8 +115,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
     Args:
         method: a registered method name, case, "_" and "-" aside (``dcl list``), or a ``ClusteringMethod``
             subclass (your own).
-        n_clusters: number of clusters (the initial or maximal K for methods that find K themselves;
-            ``n_clusters_`` holds the K found).
+        n_clusters: number of clusters; not used by the methods that find K themselves (DPGMM: its ``k_init`` and
+            ``max_components`` in ``method_args`` set where K starts and its maximum); ``n_clusters_`` holds the
+            K found.
         method_args: the method's own arguments (``latent_dim``, ``pretrain_epochs``, ``update_interval``,
             ...), exactly the ``model.init_args`` of a config. Optimizers are callables
             ``params -> Optimizer``, e.g. ``functools.partial(torch.optim.Adam, lr=1e-3)``.
@@ -189,20 +190,20 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         n = len(X)
         if not isinstance(self.n_clusters, (int, np.integer)) or self.n_clusters < 2:
             raise ValueError(f"n_clusters must be an integer >= 2, got {self.n_clusters!r}")
-        if n < self.n_clusters:
-            raise ValueError(f"n_samples={n} should be >= n_clusters={self.n_clusters}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_epochs == 0:
             raise ValueError("max_epochs=0 trains nothing: every sample would land in one cluster; pass "
                              "max_epochs >= 1 (None: Lightning's default of 1000)")
         cls = _method_class(self.method)
+        if n < self.n_clusters and not cls.n_clusters_from:
+            raise ValueError(f"n_samples={n} should be >= n_clusters={self.n_clusters}")
         self._check_method_args(cls)
         seed = self._seed()
         with _quiet_lightning(not self.verbose):
             pl.seed_everything(seed, verbose=False)
             data = InMemory(torch.tensor(X, dtype=torch.float32), batch_size=self.batch_size,
-                            n_clusters=int(self.n_clusters), seed=seed)
+                            n_clusters=None if cls.n_clusters_from else int(self.n_clusters), seed=seed)
             data.setup("fit")
             model = cls(n_clusters=int(self.n_clusters), input_shape=data.input_shape,
                         **dict(self.method_args or {}))

@@ -51,8 +51,8 @@ class ClusteringMethod(pl.LightningModule):
     """Base of every method. Subclasses implement :meth:`embed` and a ``training_step``.
 
     Args:
-        n_clusters: number of clusters K (linked from the datamodule by the CLI; an initial or maximal K for
-            methods that find K themselves).
+        n_clusters: number of clusters K (linked from the datamodule by the CLI); not used by the methods that
+            find K themselves (``n_clusters_from``).
         input_shape: shape of one sample (linked from the datamodule by the CLI).
         embedding_dim: size of the embedding z and of each cluster center.
         kmeans_n_init: k-means restarts wherever this method runs k-means.
@@ -63,6 +63,9 @@ class ClusteringMethod(pl.LightningModule):
     resizable_buffers: tuple[str, ...] = ("cluster_centers",)
     #: constructor arguments the data fills in (the CLI links them from the datamodule, the estimator from X)
     data_settings: tuple[str, ...] = ("n_clusters", "input_shape")
+    #: the settings a method that finds K itself starts from and bounds K by, in place of n_clusters (DPGMM:
+    #: k_init, max_components); empty for the methods that cluster into n_clusters
+    n_clusters_from: tuple[str, ...] = ()
 
     def __init__(self, n_clusters: int, input_shape: Sequence[int], embedding_dim: int,
                  kmeans_n_init: int = 10, trainable_centers: bool = False) -> None:

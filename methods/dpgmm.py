@@ -128,7 +128,8 @@ class DPGMM(AutoencoderMethod):
     """Deep clustering with a Dirichlet-process GMM and an alpha-JS clustering loss (Lim 2024); finds K.
 
     Args:
-        n_clusters: ignored for clustering (a hint from the datamodule, kept for reference).
+        n_clusters: not used: K starts at ``k_init`` and stays at most ``max_components`` (the datamodule's value,
+            kept for reference).
         max_components: truncation T of the DP and upper bound of births (50).
         k_init: components at the start of the clustering phase (k-means on the embedding; 1: a single one).
         alpha0: concentration of the Beta(1, alpha0) sticks (1.0).
@@ -150,6 +151,7 @@ class DPGMM(AutoencoderMethod):
     """
 
     resizable_buffers = ("cluster_centers",) + _POST
+    n_clusters_from = ("k_init", "max_components")
 
     pretraining_result = "a DP-GMM with birth and merge fitted to the autoencoder's code (K found there)"
 

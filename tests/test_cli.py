@@ -56,7 +56,16 @@ def test_a_fit_that_ends_in_one_cluster_says_so(tmp_path, capsys):
                       "--data", "Arrays", "--data.path", str(tmp_path / "same.npy"),
                       "--data.labels_path", str(tmp_path / "labels.npy"), "--trainer.max_epochs", "2"], tmp_path / "dp")
     assert scores["k"] == scores["k_used"] == 1
-    assert "every sample ended in one cluster, though the data has 3 classes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "every sample ended in one cluster, though the data has 3 classes" in err
+    assert "finds the number of clusters itself" not in err
+    # a K given to a method that finds K itself is said to be unused (it was silently ignored)
+    (tmp_path / "dp_k").mkdir()
+    run_cli(["fit", "--model", "DPGMM", "--model.init_args.hidden_dims", "[8]", "--model.init_args.pretrain_epochs",
+             "1", "--data", "Arrays", "--data.path", str(tmp_path / "same.npy"), "--data.n_clusters", "3",
+             "--trainer.max_epochs", "1"], tmp_path / "dp_k")
+    assert ("DPGMM finds the number of clusters itself, so data n_clusters 3 is not used; its k_init and "
+            "max_components set where K starts and its maximum") in capsys.readouterr().err
 
 
 def test_unlabeled_data_get_a_score_without_labels(tmp_path, capsys):

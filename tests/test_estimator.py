@@ -127,6 +127,10 @@ def test_clear_errors():
         DeepClusterer(dict, n_clusters=2).fit(X)
     with pytest.raises(ValueError, match="n_samples=10 should be >= n_clusters=12"):
         tiny(n_clusters=12).fit(X)
+    # ... but a method that finds K does not use n_clusters (its k_init and max_components bound K)
+    dp = DeepClusterer("dpgmm", n_clusters=12, max_epochs=2, random_state=0,
+                       method_args=dict(hidden_dims=[8], latent_dim=2, pretrain_epochs=1)).fit(X)
+    assert 1 <= dp.n_clusters_ <= 50
     with pytest.raises(ValueError, match="n_clusters must be an integer >= 2"):
         tiny(n_clusters=1).fit(X)
     with pytest.raises(ValueError, match="update_interval"):
