@@ -149,7 +149,35 @@ def _adam_cm(params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-3)
 
 
-class CM(ClusteringMethod):
+class _WithClusteringModule:
+    """What CM and AE-CM share around their ClusteringModule ``cm``: the ``cluster_centers`` buffer that follows U,
+    the "pre" initialization from centroids, and the weight-averaged final epoch."""
+
+    cm: ClusteringModule
+    cluster_centers: Tensor
+    average_last_epoch: bool
+
+    @torch.no_grad()
+    def sync_centers(self) -> None:
+        """Copy U into the ``cluster_centers`` buffer (done after every optimizer step)."""
+        self.cluster_centers.copy_(self.cm.centers().detach())
+
+    def init_cm(self, centers: Tensor) -> None:
+        """Initialize the CM from centroids (the "pre" init); rank 0's value wins under DDP."""
+        centers = broadcast_(centers.detach().to(self.cluster_centers).contiguous())
+        if centers.shape != self.cluster_centers.shape:
+            raise ConfigError(f"the CM has {tuple(self.cluster_centers.shape)} centroids; got {tuple(centers.shape)}")
+        self.cm.init_from_centers(centers)
+        self.sync_centers()
+
+    def on_weights_averaged(self) -> None:
+        self.sync_centers()
+
+    def configure_callbacks(self):
+        return [FinalEpochAveraging(epochs=1)] if self.average_last_epoch else []
+
+
+class CM(_WithClusteringModule, ClusteringMethod):
     """The clustering module on raw vectors (or given features): an isotropic GMM with a Dirichlet prior on
     the mixing weights, fitted as a one-hidden-layer autoencoder (Boubekki et al. 2021, section 3).
 
@@ -193,28 +221,12 @@ class CM(ClusteringMethod):
     def assign(self, z: Tensor) -> Tensor:
         return self.cm(z)
 
-    @torch.no_grad()
-    def sync_centers(self) -> None:
-        """Copy U into the ``cluster_centers`` buffer (done after every optimizer step)."""
-        self.cluster_centers.copy_(self.cm.centers().detach())
-
     def set_cluster_centers(self, centers: Tensor) -> None:
-        """Initialize the CM from centroids (the "pre" init); rank 0's value wins under DDP."""
-        centers = broadcast_(centers.detach().to(self.cluster_centers).contiguous())
-        if centers.shape != self.cluster_centers.shape:
-            raise ConfigError(f"the CM has {tuple(self.cluster_centers.shape)} centroids; got {tuple(centers.shape)}")
-        self.cm.init_from_centers(centers)
-        self.sync_centers()
-
-    def on_weights_averaged(self) -> None:
-        self.sync_centers()
+        self.init_cm(centers)
 
     # -- training ---------------------------------------------------------------------------------------
     def configure_optimizers(self):
         return make_optimizer(self.optimizer, self.parameters(), _adam_cm)
-
-    def configure_callbacks(self):
-        return [FinalEpochAveraging(epochs=1)] if self.average_last_epoch else []
 
     def on_train_epoch_start(self) -> None:
         if not bool(self.initialized):
@@ -234,7 +246,7 @@ class CM(ClusteringMethod):
         self.sync_centers()
 
 
-class AECM(AutoencoderMethod):
+class AECM(_WithClusteringModule, AutoencoderMethod):
     """AE-CM: the clustering module on the code of a deep autoencoder, trained jointly (Boubekki et al. 2021).
 
     Args:
@@ -302,22 +314,12 @@ class AECM(AutoencoderMethod):
             return student_t_assign(z, self.cluster_centers)
         return self.cm(z)
 
-    @torch.no_grad()
-    def sync_centers(self) -> None:
-        """Copy U into the ``cluster_centers`` buffer (done after every optimizer step)."""
-        self.cluster_centers.copy_(self.cm.centers().detach())
-
     def set_cluster_centers(self, centers: Tensor) -> None:
         """During pretraining: k-means centers for scoring AE + k-means. Afterwards: initialize the CM from them."""
-        if not self.clustering_active:
+        if self.clustering_active:
+            self.init_cm(centers)
+        else:
             super().set_cluster_centers(centers)
-            return
-        centers = broadcast_(centers.detach().to(self.cluster_centers).contiguous())
-        self.cm.init_from_centers(centers)
-        self.sync_centers()
-
-    def on_weights_averaged(self) -> None:
-        self.sync_centers()
 
     # -- phases -----------------------------------------------------------------------------------------
     @property
@@ -356,9 +358,6 @@ class AECM(AutoencoderMethod):
         # step 0 is the call at construction, before the trainer has counted the batches of an epoch
         steps = self.lr_decay_epochs * max(1, int(self.trainer.num_training_batches)) if step else 1
         return 0.9 * (1 - min(step, steps) / steps) ** 0.4 + 0.1
-
-    def configure_callbacks(self):
-        return [FinalEpochAveraging(epochs=1)] if self.average_last_epoch else []
 
     def start_clustering(self) -> None:
         super().start_clustering()
