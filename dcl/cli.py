@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -27,7 +28,7 @@ from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
 from dcl.files import atomic_write, run_dir, unwritable_folder
 from dcl.method import (ClusteringMethod, ConfigError, check_checkpoint_method, check_precision,
-                        check_trainer_settings, load_checkpoint_file)
+                        check_trainer_settings, load_checkpoint_file, weights_from_checkpoint)
 
 # MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
 # lacks, enable_checkpointing false beside a ModelCheckpoint, ...)
@@ -88,8 +89,11 @@ class DCLCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """A ValueError from a constructor (a method, datamodule, callback or network refusing a setting) is
         bad input: one line naming it, before anything is trained or written."""
-        try:
-            super().instantiate_classes()
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        try:  # a checkpoint file to restore holds all the weights: no pretrained file is needed
+            with weights_from_checkpoint() if ckpt_path and Path(ckpt_path).is_file() else nullcontext():
+                super().instantiate_classes()
         except Exception as err:
             cause = _constructor_error(err)
             if _user_error(err) is not None or cause is None:

@@ -15,8 +15,10 @@ A method is a LightningModule with:
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -34,6 +36,25 @@ from dcl.distributed import all_reduce_sum_, broadcast_, end_spawned_process_gro
 from dcl.metrics import clustering_scores, embedding_silhouette
 from dcl.nets import build_autoencoder
 from dcl.optim import OptimizerFactory, check_optimizer, make_optimizer
+
+
+_RESTORING = contextvars.ContextVar("dcl_restoring", default=False)
+
+
+@contextmanager
+def weights_from_checkpoint() -> Iterator[None]:
+    """Methods built inside it are about to receive a trained checkpoint's weights: they do not load their
+    ``pretrained`` weights, which the checkpoint holds (and whose file may have moved or gone since)."""
+    token = _RESTORING.set(True)
+    try:
+        yield
+    finally:
+        _RESTORING.reset(token)
+
+
+def loads_pretrained() -> bool:
+    """Whether a method built now loads its ``pretrained`` weights (not when built to restore a checkpoint)."""
+    return not _RESTORING.get()
 
 
 class ConfigError(ValueError):
@@ -290,6 +311,12 @@ class ClusteringMethod(pl.LightningModule):
         checkpoint["dcl_rng"] = {"torch": torch.get_rng_state(),
                                  "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
 
+    @classmethod
+    def load_from_checkpoint(cls, *args: Any, **kwargs: Any):  # type: ignore[override]
+        """Lightning's, building the method without loading its ``pretrained`` weights: the checkpoint holds them."""
+        with weights_from_checkpoint():
+            return super().load_from_checkpoint(*args, **kwargs)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint_method(checkpoint, type(self))
         check_checkpoint_fits(checkpoint, self)
@@ -528,7 +555,7 @@ class AutoencoderMethod(ClusteringMethod):
         self.register_buffer("clustering_started", torch.tensor(False))
         self._centers_epoch = -1
         self.activation = activation
-        if pretrained:
+        if pretrained and loads_pretrained():
             self.load_pretrained(pretrained)
 
     @property

@@ -98,7 +98,7 @@ from torch import Tensor, nn
 from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, SchedulerFactory, build_optimizer,
                              default_gan_optimizer, optimizer_step, step_schedulers)
 from dcl.method import (ClusteringMethod, ConfigError, fit_ends_after_this_epoch, load_checkpoint_file,
-                        warn_if_fit_ends_within)
+                        loads_pretrained, warn_if_fit_ends_within)
 from dcl.nets.autoencoders import image_shape, mlp
 from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 from dcl.optim import check_optimizer
@@ -329,7 +329,7 @@ class DCFAE(ClusteringMethod):
         #: phase switch (checkpointed): False = phase 1 (FAE), True = phase 2 (dense embedding network)
         self.register_buffer("embedding_started", torch.tensor(False))
         self._centers_epoch = self._centers_step = -1
-        if pretrained:
+        if pretrained and loads_pretrained():
             self.load_pretrained(pretrained)
 
     # -- the contract --------------------------------------------------------------------------------------

@@ -608,6 +608,38 @@ def test_bad_checkpoints(tmp_path, dcl_error):
     assert "was trained with activation relu, this DEC uses leaky_relu; set model.init_args.activation relu" in msg
 
 
+def test_a_run_from_a_pretrained_autoencoder_needs_that_file_no_more_once_trained(tmp_path, capsys, dcl_error):
+    """Found by probing as a researcher: a checkpoint of a run started from ``pretrained`` rebuilt its method by
+    loading that autoencoder file again, so validate, predict, resuming and load_from_checkpoint failed once the
+    file had moved (a relative path: from any other folder), though the checkpoint holds every weight."""
+    import shutil
+
+    from dcl.methods.dec import DEC
+
+    (tmp_path / "ae").mkdir()
+    fit_ae(tmp_path / "ae", "--trainer.enable_checkpointing", "true")
+    dec = ["--config", str(REPO / "configs/dec/digits.yaml"), *SMALL_AE]
+    (tmp_path / "dec").mkdir()
+    run_cli(["fit", *dec, "--model.init_args.pretrained", str(next((tmp_path / "ae").rglob("last.ckpt"))),
+             "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true"], tmp_path / "dec")
+    ckpt = next((tmp_path / "dec").rglob("last.ckpt"))
+    shutil.move(tmp_path / "ae", tmp_path / "ae_moved")
+    capsys.readouterr()
+    run_cli(["predict", *dec, "--ckpt_path", str(ckpt), "--predictions.output", "p.csv"], tmp_path / "dec")
+    assert len((tmp_path / "dec" / "p.csv").read_text().splitlines()) == 1797 + 1
+    run_cli(["validate", *dec, "--ckpt_path", str(ckpt)], tmp_path / "dec")
+    assert "val/acc" in capsys.readouterr().out
+    (tmp_path / "resumed").mkdir()
+    scores = run_cli(["fit", *dec, "--ckpt_path", str(ckpt), "--trainer.max_epochs", "2"], tmp_path / "resumed")
+    assert scores["acc"] > 0.3
+    trained = DEC.load_from_checkpoint(ckpt)
+    assert trained.pretrained and bool(trained.clustering_started)
+    # a new run from the moved file is still refused before training
+    (tmp_path / "new").mkdir()
+    msg = dcl_error(["fit", *dec, "--model.init_args.pretrained", str(trained.pretrained)], tmp_path / "new")
+    assert "does not exist" in msg
+
+
 def test_checkpoint_file_missing(tmp_path, dcl_error):
     msg = dcl_error(["validate", *AE_DIGITS, "--ckpt_path", str(tmp_path / "none.ckpt")], tmp_path)
     assert "does not exist" in msg

@@ -15,7 +15,7 @@ from ddp_helpers import (AutocastDtypes, BatchLog, GradientNorms, assert_clipped
                          fp16_with_grad_scaler)
 from dcl.adversarial import AdversarialOptimization, step_schedulers
 from dcl.datamodules.digits import Digits
-from dcl.method import ConfigError
+from dcl.method import ConfigError, weights_from_checkpoint
 from dcl.methods.dcfae import (DCFAE, conditional_gaussian_affinities, discriminator_loss, feature_matching_loss,
                                gaussian_affinities, gaussian_kl, generator_adversarial_loss, pixel_reconstruction_loss,
                                similarity_cross_entropy, student_t_affinities)
@@ -302,6 +302,11 @@ def test_resume_in_the_embedding_phase_is_exact(tmp_path):
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="different FAE"):
         DCFAE(10, (1, 8, 8), pretrained=ckpt, **{**TINY, "channels": (4, 16)})
+    # restoring a trained DCFAE needs its pretrained file no more (the checkpoint holds the weights)
+    with pytest.raises(ConfigError, match="does not exist"):
+        DCFAE(10, (1, 8, 8), pretrained=str(tmp_path / "gone.ckpt"), **TINY)
+    with weights_from_checkpoint():
+        assert DCFAE(10, (1, 8, 8), pretrained=str(tmp_path / "gone.ckpt"), **TINY).fae_epochs == 0
 
 
 def _phase2(ckpt: str, batch_size: int, similarity_batches: int, **trainer_kwargs) -> tuple[DCFAE, pl.Trainer]:
