@@ -383,6 +383,16 @@ class DCFAE(ClusteringMethod):
             warn_if_fit_ends_within(self, self.fae_epochs, "FAE epochs", "fae_epochs", "the dense embedding network "
                                     "(phase 2) will not train and the clusters are k-means on the FAE latent")
 
+    def on_train_start(self) -> None:
+        """Refuse, before any step, a phase 2 that would never step: it trains on groups of ``similarity_batches``
+        loader batches, and an epoch's incomplete group is dropped."""
+        batches = self.trainer.num_training_batches
+        if self.use_dense and math.isfinite(batches) and batches < self.similarity_batches:
+            raise ConfigError(f"DCFAE's phase 2 trains on groups of similarity_batches {self.similarity_batches} "
+                              f"loader batches, but an epoch has {batches}: the dense network would never take a "
+                              f"step; set model.init_args.similarity_batches to at most {batches}, or a smaller "
+                              "data batch_size")
+
     def on_train_epoch_start(self) -> None:
         self._pending_latents = []  # an epoch's last, incomplete group of batches is dropped (drop_last)
         if self.use_dense and not self.in_embedding_phase and self.current_epoch >= self.fae_epochs:

@@ -342,3 +342,9 @@ def test_similarity_batches_join_loader_batches_into_one_batch_of_phase_2(tmp_pa
     assert sizes == [128] * 28 and trainer.global_step == 28
     with pytest.raises(ConfigError, match="similarity_batches"):
         DCFAE(10, (1, 8, 8), similarity_batches=0)
+    # an epoch of fewer batches than a group never stepped (the run ended as k-means on an untrained network):
+    # refused before the first step
+    sizes.clear()
+    with pytest.raises(ConfigError, match="groups of similarity_batches 4 loader batches, but an epoch has 2"):
+        _phase2(ckpt, 1024, 4, max_epochs=2)
+    assert sizes == []
