@@ -107,6 +107,7 @@ class ClusteringMethod(pl.LightningModule):
             self.register_buffer("cluster_centers", centers)
         self._val_parts: list[tuple[Tensor, Tensor]] = []
         self._kmeans_calls = 0
+        self._kmeans_by_step = False  # see kmeans_seeded_by_step
         self._training_state: dict[str, Any] | None = None  # see keep_training_state
 
     # -- the contract -----------------------------------------------------------------------------------
@@ -150,13 +151,28 @@ class ClusteringMethod(pl.LightningModule):
     def run_kmeans(self, z: Tensor, n_clusters: int | None = None, init: Tensor | None = None,
                    n_init: int | None = None, max_iter: int = 300):
         """k-means on the gathered embeddings, seeded from the global seed and a call counter so that every
-        rank computes the same result (and resumed runs the same as uninterrupted ones)."""
-        self._kmeans_calls += 1
-        seed = (torch.initial_seed() + 7919 * self._kmeans_calls) % (2**31)
+        rank computes the same result (and resumed runs the same as uninterrupted ones); inside
+        ``kmeans_seeded_by_step``, from the global seed and the step."""
+        if self._kmeans_by_step:
+            seed = (torch.initial_seed() + 15485863 + 104729 * self.global_step) % (2**31)
+        else:
+            self._kmeans_calls += 1
+            seed = (torch.initial_seed() + 7919 * self._kmeans_calls) % (2**31)
         result = kmeans(z.float(), n_clusters or self.n_clusters, n_init=n_init or self.kmeans_n_init,
                         max_iter=max_iter, init_centers=init, seed=seed, distributed=False)
         result.centers = broadcast_(result.centers.contiguous())
         return result
+
+    @contextmanager
+    def kmeans_seeded_by_step(self) -> Iterator[None]:
+        """For the k-means that only read the current embedding (the clusters scored at validation, AE + k-means,
+        the final clusters): seeded by the step, leaving the call counter of the k-means that training goes on
+        from, so that how often validation runs changes no result."""
+        outer, self._kmeans_by_step = self._kmeans_by_step, True
+        try:
+            yield
+        finally:
+            self._kmeans_by_step = outer
 
     def keep_training_state(self) -> None:
         """Call before a clustering made only because training ends at this step (the result's final clusters,
@@ -262,7 +278,8 @@ class ClusteringMethod(pl.LightningModule):
         else:  # all samples of the datamodule, in order, on every rank
             z, y = self.embed_all(), self.trainer.datamodule.y.to(self.device)
         if self.trainer.state.fn == "fit" or not self.cluster_centers.any():  # validate / test of a trained model
-            self.refresh_clusters(z)  # score its own clusters (those predict uses), not a new k-means run
+            with self.kmeans_seeded_by_step():  # score its own clusters (those predict uses), not a new k-means run
+                self.refresh_clusters(z)
         pred = self.predict_clusters(z)
         metrics = {f"{prefix}/k": float(self.n_clusters), f"{prefix}/k_used": float(pred.unique().numel())}
         if (y >= 0).any():
@@ -625,7 +642,8 @@ class AutoencoderMethod(ClusteringMethod):
             if self._centers_epoch != self.current_epoch:
                 if self.current_epoch + 1 != self.pretrain_epochs:  # only because the fit ends here
                     self.keep_training_state()
-                self.refresh_clusters(self.embed_all())  # so the checkpoint ends with AE + k-means centers
+                with self.kmeans_seeded_by_step():  # so the checkpoint ends with AE + k-means centers
+                    self.refresh_clusters(self.embed_all())
 
     #: the share of the data's variance below which a trained autoencoder has likely learned nothing yet (one
     #: stuck on outputting the data's mean explains ~0%; DEKM's on Digits 2% after 20 epochs, 36% after 30)

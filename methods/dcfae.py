@@ -513,12 +513,14 @@ class DCFAE(ClusteringMethod):
         step_schedulers(self)
         if fit_ends_after_this_epoch(self.trainer) and self._centers_epoch != self.current_epoch:
             self.keep_training_state()
-            self.refresh_clusters(self.embed_all())  # the final clusters: k-means on the final embedding
+            with self.kmeans_seeded_by_step():  # the final clusters: k-means on the final embedding
+                self.refresh_clusters(self.embed_all())
 
     def on_train_end(self) -> None:
         if self._centers_step != self.global_step:  # stopped inside an epoch (max_steps, time limit)
             self.keep_training_state()
-            self.refresh_clusters(self.embed_all())
+            with self.kmeans_seeded_by_step():
+                self.refresh_clusters(self.embed_all())
 
     # -- reusing a trained FAE -----------------------------------------------------------------------------
     def load_pretrained(self, path: str) -> None:
