@@ -53,6 +53,15 @@ class DCLCLI(LightningCLI):
         would silently swap the configured method for the checkpoint's)."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        model_args = self.config[subcommand].model.get("init_args") if subcommand else None
+        for name in ClusteringMethod.data_settings:  # the link from the data would replace it without a word
+            if model_args is not None and model_args.get(name) is not None:
+                hint = ("set data.init_args.n_clusters instead" if name == "n_clusters" else "remove it")
+                raise ConfigError(f"model.init_args.{name} is filled in from the data; {hint}")
+        if subcommand != "fit" and ckpt_path in ("last", "best"):  # Lightning would warn and go on untrained
+            raise ConfigError(f"ckpt_path {ckpt_path} means the {ckpt_path} checkpoint of the run in progress, and a "
+                              f"new dcl {subcommand} has none; give the checkpoint file, e.g. <run folder>/"
+                              "checkpoints/last.ckpt")
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
             if not Path(ckpt_path).is_file():
                 raise ConfigError(f"checkpoint {ckpt_path} does not exist")
@@ -61,8 +70,12 @@ class DCLCLI(LightningCLI):
             check_checkpoint_method(checkpoint, getattr(importlib.import_module(module), name))
             data_args = self.config[subcommand].data.get("init_args")
             trained_k = checkpoint.get("hyper_parameters", {}).get("n_clusters")
+            given_k = data_args.get("n_clusters") if data_args is not None else None
+            if trained_k and given_k is not None and given_k != trained_k:
+                print(f"dcl: warning: the checkpoint's {trained_k} clusters are used, not data n_clusters {given_k} "
+                      "(another number of clusters needs a new fit)", file=sys.stderr)
             if subcommand != "fit" and trained_k and data_args is not None and "n_clusters" in data_args \
-                    and data_args.n_clusters is None:  # the trained model's clusters, whatever the data's labels
+                    and given_k is None:  # the trained model's clusters, whatever the data's labels
                 data_args.n_clusters = int(trained_k)
         elif subcommand and subcommand != "fit":
             print(f"dcl: warning: {subcommand} without --ckpt_path uses an untrained model", file=sys.stderr)

@@ -643,3 +643,26 @@ def test_a_run_from_a_pretrained_autoencoder_needs_that_file_no_more_once_traine
 def test_checkpoint_file_missing(tmp_path, dcl_error):
     msg = dcl_error(["validate", *AE_DIGITS, "--ckpt_path", str(tmp_path / "none.ckpt")], tmp_path)
     assert "does not exist" in msg
+    # Lightning's "last" (offered by --help) found none in the new run's folder, warned and predicted with an untrained
+    # model, under dcl's warning "predict without --ckpt_path"
+    for command in ("predict", "validate"):
+        msg = dcl_error([command, *AE_DIGITS, "--ckpt_path", "last", "--predictions.output", "p.csv"], tmp_path)
+        assert f"ckpt_path last means the last checkpoint of the run in progress, and a new dcl {command}" in msg
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_the_number_of_clusters_is_the_datas_or_the_checkpoints(tmp_path, capsys, dcl_error):
+    """Found by probing as a user: a model n_clusters (or input_shape) was accepted and replaced by the data's
+    without a word, and a data n_clusters other than a checkpoint's K was ignored without one."""
+    for setting, hint in (("n_clusters", "set data.init_args.n_clusters instead"), ("input_shape", "remove it")):
+        msg = dcl_error(["fit", *AE_DIGITS, f"--model.init_args.{setting}", "3" if setting == "n_clusters" else "[64]"],
+                        tmp_path)
+        assert f"model.init_args.{setting} is filled in from the data; {hint}" in msg
+    fit_ae(tmp_path, "--trainer.enable_checkpointing", "true")
+    ckpt = str(next(tmp_path.rglob("last.ckpt")))
+    capsys.readouterr()
+    run_cli(["test", *AE_DIGITS, "--ckpt_path", ckpt, "--data.init_args.n_clusters", "5"], tmp_path)
+    captured = capsys.readouterr()
+    assert "the checkpoint's 10 clusters are used, not data n_clusters 5" in captured.err
+    run_cli(["test", *AE_DIGITS, "--ckpt_path", ckpt, "--data.init_args.n_clusters", "10"], tmp_path)
+    assert "clusters are used" not in capsys.readouterr().err
