@@ -139,6 +139,16 @@ class DCLCLI(LightningCLI):
         if not (writer.output or writer.embeddings):
             print("dcl: warning: predict writes nothing without --predictions.output (a CSV of the clusters) or "
                   "--predictions.embeddings", file=sys.stderr)
+        config = self.config[self.subcommand]
+        data_args = _plain(config.data.get("init_args")) or {}
+        inputs = {"the checkpoint": config.get("ckpt_path")} | {
+            "a config file": str(c) for c in config.get("config") or []} | {
+            f"the data's {k}": v for k, v in data_args.items() if isinstance(v, str)}
+        inputs = {Path(v).resolve(): what for what, v in inputs.items() if v and Path(v).is_file()}
+        for setting, path in (("output", writer.output), ("embeddings", writer.embeddings)):
+            if path and Path(path).resolve() in inputs:  # the predictions would replace it
+                raise ConfigError(f"predictions.{setting} {path!r} would overwrite {inputs[Path(path).resolve()]}, "
+                                  "an input of this command; name a new file")
 
 
 class FinalScores(pl.Callback):

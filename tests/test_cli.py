@@ -173,6 +173,17 @@ def test_predict_on_new_data_writes_class_names_and_standardizes_as_in_training(
                      "--predictions.output", str(tmp_path / "err3" / "p.csv")], tmp_path / "err3")
     assert "trained on samples of shape (4,), but this data has shape (3,)" in msg
     assert not (tmp_path / "err3" / "p.csv").exists()
+    # outputs that would replace an input (the data, the checkpoint) or each other: refused, the files intact (the
+    # data file was overwritten by its own predictions, and the assignments lost under the embeddings)
+    before = {p: p.read_bytes() for p in (tmp_path / "iris.csv", Path(ckpt))}
+    for outputs, error in (
+            (["--predictions.output", str(tmp_path / "iris.csv")], "would overwrite the data's path, an input"),
+            (["--predictions.output", ckpt], "would overwrite the checkpoint, an input"),
+            (["--predictions.output", "same.csv", "--predictions.embeddings", "same.csv"], "name the same file")):
+        msg = dcl_error(["predict", *model, *data, "--data.path", str(tmp_path / "iris.csv"), "--ckpt_path", ckpt,
+                         *outputs], tmp_path / "err3")
+        assert error in msg, msg
+    assert all(p.read_bytes() == b for p, b in before.items())
 
 
 def test_images_without_a_channel_axis_for_a_conv_network_say_how_to_add_it(tmp_path, dcl_error):

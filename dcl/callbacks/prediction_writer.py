@@ -42,6 +42,9 @@ class PredictionWriter(Callback):
             why = unwritable_folder(Path(path).parent) if path else None
             if why:
                 raise ValueError(f"predictions.{setting} {path!r} cannot be written: {why}")
+        if output and embeddings and Path(output).resolve() == Path(embeddings).resolve():
+            raise ValueError(f"predictions.output and predictions.embeddings name the same file {output!r}; name two "
+                             "files (e.g. clusters.csv and z.npy)")
         if embeddings and Path(embeddings).suffix.lower() not in self.EMBEDDING_FORMATS:
             raise ValueError(f"predictions.embeddings {embeddings!r}: name a .npy (binary) or a .csv / .txt (text) "
                              "file; the suffix picks the format")
