@@ -110,9 +110,20 @@ class ImageFolder(ClusteringDataModule):
         return p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(self.extensions)
 
     def _images_under(self, folder: Path) -> list[Path]:
-        found = []
+        """The images in ``folder`` and its subfolders, following links to folders, but not back to a folder
+        read already or one holding ``folder`` (a link loop read every image again at each turn)."""
+        found, top = [], folder.resolve()
+        seen = {top}
         for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            keep = []
+            for d in sorted(d for d in dirnames if not d.startswith(".")):
+                real = (Path(dirpath) / d).resolve()
+                if real in seen or top.is_relative_to(real):
+                    warnings.warn(f"ImageFolder: skipped {Path(dirpath) / d}: a link back to {real}, read already")
+                    continue
+                seen.add(real)
+                keep.append(d)
+            dirnames[:] = keep
             found += [Path(dirpath) / f for f in sorted(filenames) if self._is_image(Path(dirpath) / f)]
         return found
 
