@@ -18,7 +18,7 @@ SUFFIXES = (".npy", ".npz", ".csv", ".pt", ".pth")
 MISSING = ("na", "n/a", "nan")
 #: text files are UTF-8, with or without the byte-order mark that spreadsheet programs write first
 ENCODING = "utf-8-sig"
-#: separators of other "CSV" dialects (European spreadsheets write ";"), named in errors
+#: separators of other "CSV" dialects (European spreadsheets write ";"), named in errors; and spaces between numbers
 OTHER_SEPARATORS = (";", "\t", "|")
 
 
@@ -84,7 +84,8 @@ class Arrays(ClusteringDataModule):
         if not p.is_file():
             raise DataError(f"Arrays: {p.resolve()} does not exist; set path to a {'/'.join(SUFFIXES)} file")
         if p.suffix.lower() not in SUFFIXES + (".txt",):
-            raise DataError(f"Arrays: cannot read {p.name}: the suffix must be one of {', '.join(SUFFIXES)}")
+            raise DataError(f"Arrays: cannot read {p.name}: the suffix must be one of {', '.join(SUFFIXES)} (or "
+                            ".txt, read as .csv)")
         return p
 
     def _read_csv(self, p: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -95,13 +96,17 @@ class Arrays(ClusteringDataModule):
         if not any(first):
             raise DataError(f"Arrays: {p.resolve()} is empty{'' if not second else ' in its first row'}; write the "
                             "samples one per row, comma-separated, after an optional header row")
-        other = next((d for d in OTHER_SEPARATORS if len(first) == 1 and d in first[0]), None)
+        other = (_other_separator(first[0]) or _other_separator(second[0] if second else "")) if len(first) == 1 \
+            else None
         if other:  # one column whose cells hold another separator: settings naming columns would not find them
             raise DataError(f"Arrays: {p.resolve()} has a single column{_separator_hint(other)}")
-        # a header names columns that hold numbers below it (a column of class names is text in every row), or is
-        # the column numbers pandas writes for a DataFrame made from an array (0, 1, ..., after an empty index name)
+        # a header names columns that hold numbers below it (a column of class names is text in every row), is the
+        # column numbers pandas writes for a DataFrame made from an array (0, 1, ..., after an empty index name), or
+        # holds a column name the settings give
+        names = [c for c in (self.label_column, self.id_column, *self.ignore_columns)
+                 if isinstance(c, str) and not c.lstrip("-").isdigit()]
         detected = (any(a and not _is_number(a) and (i >= len(second) or _is_number(second[i]))
-                        for i, a in enumerate(first)) or _pandas_column_numbers(first))
+                        for i, a in enumerate(first)) or _pandas_column_numbers(first) or any(c in first for c in names))
         header = first if (detected if self.header is None else self.header) else None
         col = None if self.label_column is None else _csv_column(self.label_column, "label_column", p, first, header)
         id_col = None if self.id_column is None else _csv_column(self.id_column, "id_column", p, first, header)
@@ -302,13 +307,14 @@ def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: Va
                 cell = row[i].strip() if i < len(row) else ""
                 if not _is_number(cell):
                     name = f"column {i} ({header[i]!r})" if header and i < len(header) else f"column {i}"
-                    other = next((d for d in OTHER_SEPARATORS if d in cell), None)
+                    other = _other_separator(cell, spaces=len(row) == 1)
                     hint = (_separator_hint(other) if other
                             else f"; set label_column: {header[i] if header else i} if it holds the labels, "
                             f"id_column: {header[i] if header else i} if it names the samples, or list it in "
                             "ignore_columns"
                             if cell and cell.lower() not in MISSING else "; fill in or drop the missing values")
-                    return (f"Arrays: {p.resolve()}: {name} is not a number in row {row_no} ({cell!r}): the "
+                    shown = cell if len(cell) <= 40 else cell[:37] + "..."
+                    return (f"Arrays: {p.resolve()}: {name} is not a number in row {row_no} ({shown!r}): the "
                             f"features must be numeric{hint}")
     return f"Arrays: {p.resolve()} is not a numeric CSV table ({err})"
 
@@ -320,9 +326,18 @@ def _pandas_column_numbers(row: list[str]) -> bool:
     return len(names) > 1 and names == [str(i) for i in range(len(names))]
 
 
+def _other_separator(cell: str, spaces: bool = True) -> str | None:
+    """The separator of another dialect that one cell holds: ``;`` (European spreadsheets), tab, ``|``, or (with
+    ``spaces``: the cell is a whole row) spaces between numbers, numpy's ``savetxt`` default."""
+    other = next((d for d in OTHER_SEPARATORS if d in cell), None)
+    numbers = spaces and len(cell.split()) > 1 and all(_is_number(t) for t in cell.split())
+    return other or (" " if numbers else None)
+
+
 def _separator_hint(separator: str) -> str:
+    how = "np.savetxt(path, x, delimiter=',')" if separator == " " else "pandas' read_csv(sep=...).to_csv"
     return (f"; the file looks separated by {separator!r}: Arrays reads comma-separated values, so convert it (e.g. "
-            "pandas' read_csv(sep=...).to_csv)")
+            f"{how})")
 
 
 def _is_number(text: str) -> bool:

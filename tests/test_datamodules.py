@@ -216,6 +216,17 @@ def test_arrays_read_the_files_spreadsheets_and_pandas_write(tmp_path, recwarn):
     assert torch.allclose(dm.x, torch.from_numpy(x[:, :2]).float())
     with pytest.raises(DataError, match=r"column 1 is not a number in row 1 \('a'\)"):
         Arrays(str(tmp_path / "bomh.csv"), header=False, label_column=0).setup()
+    # ... and a header of numbers that names a column a setting names is one (spectra: wavelengths, then "label")
+    (tmp_path / "spectra.csv").write_text("400,410,420,label\n" + "\n".join(f"{r},c{k}" for r, k in zip(rows, y)) + "\n")
+    dm = Arrays(str(tmp_path / "spectra.csv"), label_column="label")
+    assert torch.allclose(dm.x, torch.from_numpy(x).float()) and dm.y.tolist() == y.tolist()
+    # numpy's savetxt separates by spaces: one error naming that (was: the whole row quoted, "set label_column: 0")
+    np.savetxt(tmp_path / "spaces.txt", np.random.default_rng(0).normal(size=(5, 40)))
+    with pytest.raises(DataError, match=r"single column; the file looks separated by ' '.*delimiter=','"):
+        Arrays(str(tmp_path / "spaces.txt"), n_clusters=2).setup()
+    (tmp_path / "long.csv").write_text("a,b\n1," + "x" * 500 + "\n")
+    with pytest.raises(DataError, match=r"\('x{37}\.\.\.'\)"):
+        Arrays(str(tmp_path / "long.csv"), n_clusters=2).setup()
     # a column naming the samples and one that is neither feature nor label: selected, or one error naming them
     named = "id,a,b,c,note\n" + "\n".join(f"p{i},{r},n{i}" for i, r in enumerate(rows)) + "\n"
     (tmp_path / "named.csv").write_text(named)
