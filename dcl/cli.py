@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import ctypes
+import difflib
 import importlib
+import inspect
 import json
 import os
 import re
@@ -270,6 +272,11 @@ def _unknown_option(detail: str) -> str | None:
     if match is None:
         return None
     path, option = match.groups()
+    head = option.split(".")[0]
+    if "." in option and head != "init_args":  # a misspelt key of the class's entry, e.g. init_arg
+        close = difflib.get_close_matches(head, ["init_args", "class_path"], n=1)
+        return (f"{head!r} is not a key of a class's settings (class_path and init_args)"
+                + (f": did you mean {close[0]!r}?" if close else ""))
     module, _, name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
@@ -281,6 +288,12 @@ def _unknown_option(detail: str) -> str | None:
 def _wrong_value(detail: str) -> str | None:
     """jsonargparse's report of a value of the wrong type (every alternative of every nested Union listed), as one
     sentence: the setting, the types it takes and the value given; or a class_path that does not import."""
+    bare = re.search(r"Parser key \"(model|data)\".*?'class_path': '(\w+)'", detail)
+    if bare:  # a registry name that is none (a typo in a config file's class_path)
+        try:
+            registry.get("method" if bare.group(1) == "model" else "datamodule", bare.group(2))
+        except LookupError as err:
+            return str(err.args[0])
     missing = re.search(r"Problem with given class_path '([\w.]+)': "
                         r"(No module named '[\w.]+'|.*?has no attribute .*?'\w+')", detail)
     if missing:
@@ -297,6 +310,23 @@ def _wrong_value(detail: str) -> str | None:
              "collections.abc.Sequence": "a list, e.g. [500, 500]", "list": "a list, e.g. [500, 500]"}
     types = dict.fromkeys(names.get(t, t) for t in re.findall(r"Expected a <class '([\w.]+)'>", innermost))
     return f"{'.'.join(keys)} must be {' or '.join(types)}, got {value.group(1).strip()!r}"
+
+
+_UNRECOGNIZED = re.compile(r"does not accept option '([\w.]+)'|unrecognized arguments: --([\w.]+)")
+
+
+def _unrecognized(detail: str) -> str | None:
+    """An option no parser takes (a config file's key or a command-line flag), with the closest one that exists."""
+    match = _UNRECOGNIZED.search(detail)
+    if match is None:
+        return None
+    option = match.group(1) or match.group(2)
+    group, _, name = option.rpartition(".")
+    known = {"trainer": list(inspect.signature(pl.Trainer.__init__).parameters)[1:],
+             "predictions": list(inspect.signature(PredictionWriter.__init__).parameters)[1:],
+             "": ["config", "seed_everything", "trainer", "model", "data", "predictions", "ckpt_path"]}.get(group)
+    close = difflib.get_close_matches(name, known or [], n=1)
+    return f"{detail} (did you mean {'.'.join(filter(None, (group, close[0])))}?)" if close else None
 
 
 def list_plugins() -> None:
@@ -362,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.argv = saved_argv
     except ArgumentError as err:
         detail = " ".join(line.strip(" -") for line in str(err).splitlines() if line.strip())
-        detail = _unknown_option(detail) or _wrong_value(detail) or detail
+        detail = _unknown_option(detail) or _wrong_value(detail) or _unrecognized(detail) or detail
         command = argv[0] if argv and not argv[0].startswith("-") else ""
         print(f"dcl: error: {detail} (see dcl {command} --help)".replace("  ", " "), file=sys.stderr)
         raise SystemExit(2) from None

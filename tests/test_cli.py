@@ -472,6 +472,27 @@ def test_unknown_config_key(tmp_path, dcl_error):
     assert "Digits has no setting 'batchsize' (did you mean 'batch_size'?)" in msg
 
 
+def test_typos_in_a_config_file_are_named_as_on_the_command_line(tmp_path, dcl_error):
+    """Found by probing as a user: a config file's misspelt class_path was reported as "model must be null, got
+    {...the whole dict...}", a misspelt init_args as a missing setting of the base class, and a misspelt Trainer
+    key without the name it meant."""
+    config = (REPO / "configs/ae_kmeans/digits.yaml").read_text()
+    for old, new, expected in (
+            ("class_path: dcl.methods.ae_kmeans.AEKMeans", "class_path: AEKMean",
+             "unknown method 'AEKMean' (did you mean 'AEKMeans'?)"),
+            ("class_path: dcl.datamodules.digits.Digits", "class_path: Digts",
+             "unknown datamodule 'Digts' (did you mean 'Digits'?)"),
+            ("  init_args:", "  init_arg:", "'init_arg' is not a key of a class's settings (class_path and init_args): "
+                                            "did you mean 'init_args'?"),
+            ("max_epochs:", "max_epoch:", "does not accept option 'trainer.max_epoch' (did you mean "
+                                          "trainer.max_epochs?)")):
+        assert old in config
+        (tmp_path / "typo.yaml").write_text(config.replace(old, new))
+        assert expected in dcl_error(["fit", "--config", str(tmp_path / "typo.yaml")], tmp_path)
+    msg = dcl_error(["fit", *AE_DIGITS, "--trainer.max_epohcs", "1"], tmp_path)
+    assert "unrecognized arguments: --trainer.max_epohcs 1 (did you mean trainer.max_epochs?)" in msg
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--data.init_args.n_clusters", "abc"], "data.n_clusters must be an integer or null, got 'abc'"),
     (["--model.init_args.latent_dim", "x"], "model.latent_dim must be an integer, got 'x'"),
