@@ -25,6 +25,7 @@ from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+import dcl
 from dcl import registry
 from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
@@ -365,6 +366,9 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
+COMMANDS = ("fit", "validate", "test", "predict", "list")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     keep_freed_memory()
@@ -372,6 +376,13 @@ def main(argv: list[str] | None = None) -> None:
         if argv[:1] == ["list"]:
             list_plugins()
             return
+        if argv[:1] == ["--version"]:
+            print(f"dcl {dcl.__version__}")
+            return
+        if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+            close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+            raise ConfigError(f"unknown command {argv[0]!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                              f"the commands: {', '.join(COMMANDS)}")
         # Import every plugin first, so that LightningCLI resolves short class names (--model DEC).
         registry.available("method"), registry.available("datamodule")
         argv = _resolve_short_names(argv)

@@ -162,8 +162,8 @@ class ClusteringDataModule(pl.LightningDataModule):
             bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
             if bad.any():
                 rows = bad.nonzero().flatten()[:5].tolist()
-                raise DataError(f"{name}: {int(bad.sum())} samples contain NaN or inf (first rows {rows}); "
-                                "clean or impute them before clustering")
+                raise DataError(f"{name}: {int(bad.sum())} samples contain NaN or inf (first: samples {rows}, "
+                                "counted from 0 as dcl predict's index); clean or impute them before clustering")
         if y is None:
             y = torch.full((len(x),), -1, dtype=torch.long)
         else:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, require_data, run_cli
+import dcl
 from dcl import registry
 from dcl.cli import keep_freed_memory, main, sets_the_allocator
 from dcl.files import unwritable_folder
@@ -293,6 +294,14 @@ def test_predict_refuses_an_embeddings_file_of_unknown_format(tmp_path, dcl_erro
     msg = dcl_error(["predict", *AE_DIGITS, "--predictions.embeddings", str(tmp_path / "z.parquet")], tmp_path)
     assert "z.parquet" in msg and ".npy" in msg and ".csv" in msg
     assert not (tmp_path / "z.parquet").exists()
+
+
+def test_a_misspelt_command_names_the_commands_and_version_prints(tmp_path, capsys, dcl_error):
+    msg = dcl_error(["lst"], tmp_path)  # was: "choose from 'fit', 'validate', 'test', 'predict' (see dcl lst --help)"
+    assert msg == ("dcl: error: unknown command 'lst' (did you mean 'list'?); the commands: fit, validate, test, "
+                   "predict, list")
+    main(["--version"])
+    assert capsys.readouterr().out.strip() == f"dcl {dcl.__version__}"
 
 
 def test_list_names_every_plugin(capsys):

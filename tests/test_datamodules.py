@@ -168,7 +168,7 @@ def test_bad_arrays(tmp_path):
     x = np.ones((20, 2), dtype=np.float32)
     x[3, 1] = np.nan
     np.save(tmp_path / "nan.npy", x)
-    with pytest.raises(DataError, match="NaN or inf.*rows \\[3\\]"):
+    with pytest.raises(DataError, match=r"NaN or inf \(first: samples \[3\], counted from 0"):
         Arrays(str(tmp_path / "nan.npy")).setup()
     np.save(tmp_path / "x.npy", np.ones((20, 2)))
     np.save(tmp_path / "y.npy", np.zeros(19))
