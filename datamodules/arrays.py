@@ -106,7 +106,8 @@ class Arrays(ClusteringDataModule):
         names = [c for c in (self.label_column, self.id_column, *self.ignore_columns)
                  if isinstance(c, str) and not c.lstrip("-").isdigit()]
         detected = (any(a and not _is_number(a) and (i >= len(second) or _is_number(second[i]))
-                        for i, a in enumerate(first)) or _pandas_column_numbers(first) or any(c in first for c in names))
+                        for i, a in enumerate(first))
+                    or _pandas_column_numbers(first) or any(c in first for c in names))
         header = first if (detected if self.header is None else self.header) else None
         col = None if self.label_column is None else _csv_column(self.label_column, "label_column", p, first, header)
         id_col = None if self.id_column is None else _csv_column(self.id_column, "id_column", p, first, header)

@@ -217,7 +217,8 @@ def test_arrays_read_the_files_spreadsheets_and_pandas_write(tmp_path, recwarn):
     with pytest.raises(DataError, match=r"column 1 is not a number in row 1 \('a'\)"):
         Arrays(str(tmp_path / "bomh.csv"), header=False, label_column=0).setup()
     # ... and a header of numbers that names a column a setting names is one (spectra: wavelengths, then "label")
-    (tmp_path / "spectra.csv").write_text("400,410,420,label\n" + "\n".join(f"{r},c{k}" for r, k in zip(rows, y)) + "\n")
+    spectra = "\n".join(f"{r},c{k}" for r, k in zip(rows, y))
+    (tmp_path / "spectra.csv").write_text("400,410,420,label\n" + spectra + "\n")
     dm = Arrays(str(tmp_path / "spectra.csv"), label_column="label")
     assert torch.allclose(dm.x, torch.from_numpy(x).float()) and dm.y.tolist() == y.tolist()
     # numpy's savetxt separates by spaces: one error naming that (was: the whole row quoted, "set label_column: 0")
