@@ -188,6 +188,14 @@ class Arrays(ClusteringDataModule):
         if self.labels_path:
             lp = self._file(self.labels_path)
             y = _np_load(lp) if lp.suffix.lower() == ".npy" else _as_text(_read_labels_text, lp, len(x))
+        if x.dtype.names:  # a structured array (np.genfromtxt(names=True)): one field per column
+            raise DataError(f"Arrays: samples in {p.name} are a structured array of {len(x.dtype.names)} named "
+                            "fields; save them as one 2-D array, e.g. numpy.lib.recfunctions.structured_to_unstructured")
+        if x.dtype == np.bool_:  # binary features: 0 and 1
+            x = x.astype(np.float32)
+        if np.iscomplexobj(x):
+            raise DataError(f"Arrays: samples in {p.name} are complex; cluster their real and imaginary parts as "
+                            "features, e.g. np.concatenate([x.real, x.imag], axis=1)")
         if not np.issubdtype(x.dtype, np.number):
             raise DataError(f"Arrays: samples in {p.name} are not numeric (dtype {x.dtype})")
         if x.ndim == 1:

@@ -146,6 +146,16 @@ def test_arrays_labels_given_as_class_names(tmp_path):
     (tmp_path / "gap.csv").write_text("a,b\n1,2\n3,\n")
     with pytest.raises(DataError, match=r"column 1 \('b'\) is not a number in row 3 \(''\).*missing values"):
         Arrays(str(tmp_path / "gap.csv")).setup()
+    # numpy arrays of other kinds: binary features are 0 / 1; complex and structured ones get what to do (complex
+    # was taken as its real part, a structured one named its whole dtype)
+    np.save(tmp_path / "bool.npy", np.eye(6, 3, dtype=bool))
+    assert torch.equal(Arrays(str(tmp_path / "bool.npy"), n_clusters=2).x, torch.eye(6, 3))
+    np.save(tmp_path / "complex.npy", np.ones((6, 3), dtype=complex))
+    with pytest.raises(DataError, match=r"are complex; cluster their real and imaginary parts"):
+        Arrays(str(tmp_path / "complex.npy"), n_clusters=2).setup()
+    np.save(tmp_path / "fields.npy", np.zeros(6, dtype=[("a", float), ("b", float)]))
+    with pytest.raises(DataError, match=r"a structured array of 2 named fields; save them as one 2-D array"):
+        Arrays(str(tmp_path / "fields.npy"), n_clusters=2).setup()
 
 
 def test_arrays_of_8_bit_images_are_served_in_0_1(tmp_path):
