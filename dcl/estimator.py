@@ -225,6 +225,10 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         self.cluster_centers_ = model.cluster_centers.detach().cpu().numpy().copy()
         self._n_features_out = int(model.embedding_dim)
         self.labels_ = self._infer(X, want="labels")
+        if len(np.unique(self.labels_)) == 1 and self.n_clusters_ > 1:  # as dcl fit says it
+            warnings.warn(f"every sample ended in one cluster of the {self.n_clusters_}: the method has not separated "
+                          "the data (too few epochs for it, or a collapse); train longer or check its settings",
+                          stacklevel=2)
         return self
 
     def _check_method_args(self, cls: type) -> None:

@@ -127,6 +127,9 @@ def test_clear_errors():
         DeepClusterer(dict, n_clusters=2).fit(X)
     with pytest.raises(ValueError, match="n_samples=10 should be >= n_clusters=12"):
         tiny(n_clusters=12).fit(X)
+    # constant samples end in one cluster: said, as dcl fit says it (was silent)
+    with pytest.warns(UserWarning, match="every sample ended in one cluster of the 3"):
+        assert set(tiny().fit(np.ones((30, 4))).labels_) == {0}
     # ... but a method that finds K does not use n_clusters (its k_init and max_components bound K)
     dp = DeepClusterer("dpgmm", n_clusters=12, max_epochs=2, random_state=0,
                        method_args=dict(hidden_dims=[8], latent_dim=2, pretrain_epochs=1)).fit(X)
