@@ -138,6 +138,7 @@ class DCLCLI(LightningCLI):
         self.trainer.callbacks.append(FinalScores())
 
     def before_predict(self) -> None:
+        self.trainer.loggers = []  # predict logs nothing: a logger only left an empty run (a W&B one, a version_N)
         writer = next(c for c in self.trainer.callbacks if isinstance(c, PredictionWriter))
         if not (writer.output or writer.embeddings):
             print("dcl: warning: predict writes nothing without --predictions.output (a CSV of the clusters) or "

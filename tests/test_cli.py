@@ -125,6 +125,11 @@ def test_predict_writes_csv_and_embeddings(tmp_path, recwarn, capsys):
     run_cli(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.embeddings", str(tmp_path / "z.csv")],
             tmp_path)
     np.testing.assert_allclose(np.loadtxt(tmp_path / "z.csv", delimiter=","), np.load(emb), rtol=1e-6, atol=1e-7)
+    # predict logs nothing: a logger left an empty run behind (a lightning_logs/version_N, an offline W&B run)
+    (tmp_path / "logged").mkdir()
+    run_cli(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.output", "p.csv", "--trainer.logger",
+             "true", "--trainer.enable_progress_bar", "false"], tmp_path / "logged", quiet=False)
+    assert sorted(p.name for p in (tmp_path / "logged").iterdir()) == ["p.csv"]
 
 
 
