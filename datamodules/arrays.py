@@ -129,10 +129,11 @@ class Arrays(ClusteringDataModule):
                             "a row index")
         skip = 1 if header else 0
         try:
-            x = np.loadtxt(p, delimiter=",", skiprows=skip, usecols=features, ndmin=2, dtype=np.float64,
-                           quotechar='"', encoding=ENCODING)
+            # every column read (usecols None): numpy then checks that each row has them all, and not more
+            x = np.loadtxt(p, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64, quotechar='"',
+                           encoding=ENCODING, usecols=None if features == list(range(len(first))) else features)
         except ValueError as e:
-            raise DataError(_not_numeric(p, header, features, e)) from e
+            raise DataError(_not_numeric(p, header, features, e, len(first))) from e
         text_columns = [c for c in (id_col, col) if c is not None]  # the ids and the labels, read as text at once
         if not text_columns:
             return x, None
@@ -306,10 +307,14 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
 
 
-def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: ValueError) -> str:
-    """The error for a CSV whose features do not parse: the first cell that is not a number, and what to do."""
+def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: ValueError, width: int) -> str:
+    """The error for a CSV whose features do not parse: the first row of another length than the first row's
+    ``width``, or the first cell that is not a number, and what to do."""
     with open(p, newline="", encoding=ENCODING) as f:
         for row_no, row in enumerate(csv.reader(f), start=1):
+            if row and len(row) != width:
+                return (f"Arrays: {p.resolve()}: row {row_no} has {len(row)} fields, row 1 has {width}; every row "
+                        "needs the same columns")
             if header and row_no == 1:
                 continue
             for i in features:
@@ -321,7 +326,10 @@ def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: Va
                             else f"; set label_column: {header[i] if header else i} if it holds the labels, "
                             f"id_column: {header[i] if header else i} if it names the samples, or list it in "
                             "ignore_columns"
-                            if cell and cell.lower() not in MISSING else "; fill in or drop the missing values")
+                            if cell and cell.lower() not in MISSING
+                            else "; the lines end with a comma: remove it, or set ignore_columns: [-1]"
+                            if i == width - 1 and not (header[i] if header else "") and row_no <= 2
+                            else "; fill in or drop the missing values")
                     shown = cell if len(cell) <= 40 else cell[:37] + "..."
                     return (f"Arrays: {p.resolve()}: {name} is not a number in row {row_no} ({shown!r}): the "
                             f"features must be numeric{hint}")

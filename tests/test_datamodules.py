@@ -146,6 +146,15 @@ def test_arrays_labels_given_as_class_names(tmp_path):
     (tmp_path / "gap.csv").write_text("a,b\n1,2\n3,\n")
     with pytest.raises(DataError, match=r"column 1 \('b'\) is not a number in row 3 \(''\).*missing values"):
         Arrays(str(tmp_path / "gap.csv")).setup()
+    # rows of other lengths (a longer one was cut to the first row's columns, silently) and lines ending with a comma
+    for name, text, error in (("more.csv", "a,b\n1,2\n3,4,5\n", "row 3 has 3 fields, row 1 has 2; every row needs"),
+                              ("fewer.csv", "a,b\n1,2\n3\n", "row 3 has 1 fields, row 1 has 2"),
+                              ("trail.csv", "1,2,\n3,4,\n", "the lines end with a comma: remove it, or set "
+                                                             "ignore_columns: \\[-1\\]")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=error):
+            Arrays(str(tmp_path / name), n_clusters=2).setup()
+    assert Arrays(str(tmp_path / "trail.csv"), n_clusters=2, ignore_columns=[-1]).x.tolist() == [[1, 2], [3, 4]]
     # numpy arrays of other kinds: binary features are 0 / 1; complex and structured ones get what to do (complex
     # was taken as its real part, a structured one named its whole dtype)
     np.save(tmp_path / "bool.npy", np.eye(6, 3, dtype=bool))
