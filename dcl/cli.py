@@ -58,7 +58,7 @@ class DCLCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         model_args = self.config[subcommand].model.get("init_args") if subcommand else None
         for name in ClusteringMethod.data_settings:  # the link from the data would replace it without a word
-            if model_args is not None and model_args.get(name) is not None:
+            if model_args is not None and model_args.get(name) not in (None, (), []):  # (or a class's empty default)
                 hint = ("set data.init_args.n_clusters instead" if name == "n_clusters" else "remove it")
                 raise ConfigError(f"model.init_args.{name} is filled in from the data; {hint}")
         if subcommand != "fit" and ckpt_path in ("last", "best"):  # Lightning would warn and go on untrained
