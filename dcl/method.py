@@ -193,6 +193,12 @@ class ClusteringMethod(pl.LightningModule):
                 module = self.get_submodule(owner)
                 setattr(module, attr, value.to(getattr(module, attr).device))  # its shape may differ (K, targets)
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        """End the epoch before this batch when the update just before it met a stopping rule (DEC's and DEKM's
+        ``tol``): training ends with that update's state, as the reference codes break out of their loops, and no
+        step runs without a loss, which Lightning refuses under DDP. (-1: Lightning's skip of the epoch's rest.)"""
+        return -1 if self.trainer.should_stop else None
+
     def noise_like(self, t: Tensor) -> Tensor:
         """N(0, I) noise for this rank's training samples (VAE sampling), the same that a single-process fit
         would draw: under DDP it is drawn for the whole global batch (every rank's RNG is seeded alike) and

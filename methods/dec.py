@@ -140,10 +140,7 @@ class DEC(AutoencoderMethod):
             p = target_distribution(q, all_reduce_sum_(q.sum(dim=0)))
         return kl_clustering_loss(p, q)
 
-    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor | None:
-        if self._trainer is not None and self.trainer.should_stop:  # the update before this batch met tol: end
-            # with its state, as the reference code, which breaks out of its loop before training that batch
-            return None
+    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor:
         z = self.embed(batch["x"])
         loss = self.clustering_loss(z, batch["index"])
         self.log("train/kl", loss, prog_bar=True)

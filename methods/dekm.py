@@ -181,9 +181,7 @@ class DEKM(AutoencoderMethod):
         return assign_nearest(z.float(), self.cluster_centers.float())[0]
 
     # -- training ---------------------------------------------------------------------------------------
-    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor | None:
-        if self.trainer.should_stop:  # the update just before this batch stopped training: keep its state
-            return None
+    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor:
         z = self.embed(batch["x"])
         loss = dekm_loss(z, self.rotation, self.targets[batch["index"]])
         self.log("train/dekm", loss, prog_bar=True)

@@ -46,9 +46,7 @@ class IDEC(DEC):
             return torch.optim.Adam(params, lr=1e-3)
         return super().default_optimizer(params, phase)
 
-    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor | None:
-        if self._trainer is not None and self.trainer.should_stop:  # the update before this batch met tol (DEC)
-            return None
+    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor:
         x = batch["x"]
         z, x_hat = self.autoencoder(x)
         recon = F.mse_loss(x_hat, x)

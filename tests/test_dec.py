@@ -398,3 +398,23 @@ def test_how_often_validation_runs_changes_no_result(method):
     every_epoch, never = fit(1), fit(100)
     for name, value in every_epoch.items():
         assert torch.equal(value, never[name]), name
+
+
+@pytest.mark.parametrize("method", ["DEC", "DEKM"])
+def test_the_tol_stopping_rule_ends_a_ddp_fit(method, tmp_path, monkeypatch):
+    """Found by probing under DDP: a fit whose update met tol (how the configs end) failed on every rank with
+    Lightning's "Skipping the training_step by returning None in distributed training is not supported"."""
+    import lightning.pytorch as pl
+
+    from dcl.datamodules.digits import Digits
+    from dcl.methods.dekm import DEKM
+
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    small = dict(hidden_dims=[32], pretrain_epochs=1, update_interval=2, tol=0.5, kmeans_n_init=2)
+    model = DEC(10, (64,), **small) if method == "DEC" else DEKM(10, (64,), autoencoder="mlp", **small)
+    trainer = pl.Trainer(max_epochs=4, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(model, Digits(batch_size=64))
+    # 15 global batches of 2 x 64 per epoch: the clustering phase's 45 steps cut short by tol, not by a crash
+    assert 0 < int(model.cluster_steps) < 45
