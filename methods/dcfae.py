@@ -97,6 +97,7 @@ from torch import Tensor, nn
 
 from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, SchedulerFactory, build_optimizer,
                              default_gan_optimizer, optimizer_step, step_schedulers)
+from dcl.distributed import broadcast_buffers_
 from dcl.method import (ClusteringMethod, ConfigError, fit_ends_after_this_epoch, load_checkpoint_file,
                         loads_pretrained, warn_if_fit_ends_within)
 from dcl.nets.autoencoders import image_shape, mlp
@@ -505,6 +506,10 @@ class DCFAE(ClusteringMethod):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         x = batch["x"]
         logs = self.embedding_step(x) if self.in_embedding_phase else self.fae_step(x)
+        # under DDP each rank's BatchNorm statistics followed its own samples (DDP's forward does not broadcast
+        # them for these manual steps): rank 0's, on every rank after every step, so that the embeddings, final
+        # scores and checkpoint are one model's
+        broadcast_buffers_(self.fae)
         if logs:
             self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=False, batch_size=len(x))
 

@@ -348,3 +348,22 @@ def test_similarity_batches_join_loader_batches_into_one_batch_of_phase_2(tmp_pa
     with pytest.raises(ConfigError, match="groups of similarity_batches 4 loader batches, but an epoch has 2"):
         _phase2(ckpt, 1024, 4, max_epochs=2)
     assert sizes == []
+
+
+def test_ddp_ranks_keep_one_batchnorm_state(tmp_path, monkeypatch):
+    """Found by probing under DDP: each rank's BatchNorm running statistics followed its own samples (26 of the
+    FAE's tensors differed after the first epoch), so the final scores (embedded by both ranks) disagreed with the
+    checkpoint (rank 0's) and a resumed fit was not the uninterrupted one. Every buffer is compared across the
+    ranks after every step, through both phases."""
+    from conftest import free_port
+    from ddp_helpers import AssertSameStateOnRanks
+
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    model = DCFAE(10, (1, 8, 8), fae_epochs=1, norm="batch", **TINY)
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=3, accelerator="cpu", devices=2, strategy="ddp_spawn",
+                         num_sanity_val_steps=0, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[AssertSameStateOnRanks(str(tmp_path))])
+    trainer.fit(model, Digits(flatten=False, batch_size=32))
+    checked = {f.name: int(f.read_text()) for f in tmp_path.glob("checks_rank*")}
+    assert checked == {"checks_rank0": 6, "checks_rank1": 6}, checked
