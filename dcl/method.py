@@ -310,8 +310,11 @@ class ClusteringMethod(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         z = self.embed(batch["x"]).float()
-        probs = self.assign(z)
-        cluster = self.predict_clusters(z)  # the rule the scores use (DEKM: nearest center), not argmax of probs
+        # the clusters in full precision, as the scores assign them (embed_all's embeddings, outside autocast): under
+        # bf16-mixed, predict gave some samples other clusters than validate and the fit's final scores
+        with torch.autocast(self.device.type, enabled=False):
+            probs = self.assign(z)
+            cluster = self.predict_clusters(z)  # the rule the scores use (DEKM: nearest center), not argmax of probs
         confidence = probs.gather(1, cluster[:, None]).squeeze(1)
         return {"index": batch["index"], "cluster": cluster, "confidence": confidence, "probs": probs, "z": z,
                 "y": batch["y"]}

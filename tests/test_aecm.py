@@ -437,3 +437,19 @@ def test_aecm_cli_fit_on_digits(tmp_path):
     # (the official pinv init starts below AE + k-means; 100 CM-alone epochs recover it, not 1): chance is 0.1
     assert scores["k"] == 10 and scores["k_used"] >= 5
     assert scores["acc"] > 0.2 and scores["nmi"] > 0.1
+
+
+def test_predict_under_bf16_gives_the_clusters_the_scores_have():
+    """Found by probing: under bf16-mixed, predict_step assigned inside Lightning's autocast while the fit's final
+    scores and validate assign the same embeddings in float32, so `dcl predict` gave some samples other clusters."""
+    from dcl.datamodules.digits import Digits
+
+    pl.seed_everything(0)
+    dm = Digits(batch_size=256)
+    model = CM(10, (64,))
+    trainer = pl.Trainer(max_epochs=3, precision="bf16-mixed", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0)
+    trainer.fit(model, dm)
+    predicted = torch.cat([b["cluster"] for b in trainer.predict(model, dm)])
+    assert torch.equal(predicted, model.predict_clusters(model.embed_all()))
