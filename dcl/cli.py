@@ -24,6 +24,7 @@ import torch
 from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 import dcl
 from dcl import registry
@@ -252,6 +253,17 @@ def _user_error(err: BaseException | None) -> BaseException | None:
     return _first_in_chain(err, lambda e: isinstance(e, USER_ERRORS))
 
 
+def _user_error_in_worker(err: BaseException) -> str | None:
+    """The bad-input error a ``ddp_spawn`` worker raised: it reaches this process as the text of its traceback,
+    whose last line is ``module.ErrorClass: message``."""
+    if type(err).__name__ != "ProcessRaisedException":
+        return None
+    last = str(err).strip().splitlines()[-1]
+    names = "|".join(cls.__name__ for cls in USER_ERRORS)
+    match = re.match(rf"(?:[\w.]+\.)?(?:{names}): (.*)", last)
+    return match.group(1) if match else None
+
+
 def _constructor_error(err: BaseException | None) -> BaseException | None:
     """The first ValueError in the chain of ``err`` raised outside jsonargparse, which re-raises a constructor's
     error as a ValueError of its own (a Union-subtypes dump) with the original as the cause."""
@@ -409,10 +421,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"dcl: error: {detail} (see dcl {command} --help)".replace("  ", " "), file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as err:
-        cause = _user_error(err)
+        cause = _user_error(err) or _user_error_in_worker(err)
         if cause is None:
             raise
-        print(f"dcl: error: {cause}", file=sys.stderr)
+        if rank_zero_only.rank == 0:  # under DDP every rank meets the bad input; one line says it
+            print(f"dcl: error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

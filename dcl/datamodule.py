@@ -240,6 +240,10 @@ class ClusteringDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self._ensure_loaded()
         self._check_n_clusters(fitting=stage in (None, "fit"))
+        world = rank_world()[1]
+        if world > len(self._x):  # a process without samples: Lightning refuses its empty loader mid-run
+            raise DataError(f"{type(self).__name__}: {len(self._x)} samples cannot be shared by {world} processes "
+                            f"(each needs one); run on at most {len(self._x)} (trainer.devices x num_nodes)")
         if self.on_device and self.trainer is not None:
             device = self.trainer.strategy.root_device
             self._x, self._y = self._x.to(device), self._y.to(device)

@@ -467,6 +467,15 @@ def test_the_dcl_command_trains_and_predicts_on_two_ddp_processes(tmp_path, stra
     with open(tmp_path / "clusters.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted(int(r["index"]) for r in rows) == list(range(1797))  # each sample once, from both ranks
+    # fewer samples than processes: one error line (was a traceback from each rank, gloo's on top under ddp_spawn)
+    np.save(tmp_path / "one.npy", np.zeros((1, 64), dtype=np.float32))
+    one = subprocess.run([*command, "predict", *AE_DIGITS, *ddp, "--ckpt_path", str(ckpt), "--data", "Arrays",
+                          "--data.path", "one.npy", "--predictions.output", "one.csv"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    errors = [line for line in one.stderr.splitlines() if line.startswith("dcl: error:")]
+    assert one.returncode == 2 and "Traceback" not in one.stderr, one.stderr[-3000:]
+    assert errors == ["dcl: error: Arrays: 1 samples cannot be shared by 2 processes (each needs one); run on at "
+                      "most 1 (trainer.devices x num_nodes)"], one.stderr[-3000:]
 
 
 def test_unknown_method_lists_known_ones(tmp_path, dcl_error):
