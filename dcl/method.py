@@ -69,7 +69,8 @@ def student_t_assign(z: Tensor, centers: Tensor, alpha: float = 1.0) -> Tensor:
 
 
 class ClusteringMethod(pl.LightningModule):
-    """Base of every method. Subclasses implement :meth:`embed` and a ``training_step``.
+    """Base of every method. Subclasses implement :meth:`embed` and a ``training_step`` (those of
+    :class:`AutoencoderMethod` implement ``cluster_step``, and ``pretrain_step`` when not the autoencoder's).
 
     Args:
         n_clusters: number of clusters K (linked from the datamodule by the CLI); not used by the methods that
@@ -77,6 +78,7 @@ class ClusteringMethod(pl.LightningModule):
         input_shape: shape of one sample (linked from the datamodule by the CLI).
         embedding_dim: size of the embedding z and of each cluster center.
         kmeans_n_init: k-means restarts wherever this method runs k-means.
+        trainable_centers: the centers are a parameter the optimizer trains (DEC's cluster layer), not a buffer.
     """
 
     #: buffers (or trainable centers) whose shape follows K or the number of samples: a checkpoint's shapes are
@@ -634,8 +636,9 @@ class AutoencoderMethod(ClusteringMethod):
         self.log("train/recon", loss, prog_bar=True)
         return loss
 
-    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor | None:
-        """Phase 2's training step (returns the loss)."""
+    def cluster_step(self, batch: dict[str, Tensor]) -> Tensor:
+        """Phase 2's training step: returns the loss (to end training, set ``trainer.should_stop``: the epoch
+        ends before the next batch; a step without a loss fails under DDP)."""
         raise NotImplementedError
 
     def refresh_clusters(self, z: Tensor) -> None:
