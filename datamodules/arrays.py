@@ -18,7 +18,8 @@ SUFFIXES = (".npy", ".npz", ".csv", ".pt", ".pth")
 MISSING = ("na", "n/a", "nan")
 #: text files are UTF-8, with or without the byte-order mark that spreadsheet programs write first
 ENCODING = "utf-8-sig"
-#: separators of other "CSV" dialects (European spreadsheets write ";"), named in errors; and spaces between numbers
+#: separators of other "CSV" dialects (European spreadsheets write ";"), named in errors (as are spaces between
+#: numbers, numpy's savetxt default: _other_separator)
 OTHER_SEPARATORS = (";", "\t", "|")
 
 
@@ -191,7 +192,8 @@ class Arrays(ClusteringDataModule):
             y = _np_load(lp) if lp.suffix.lower() == ".npy" else _as_text(_read_labels_text, lp, len(x))
         if x.dtype.names:  # a structured array (np.genfromtxt(names=True)): one field per column
             raise DataError(f"Arrays: samples in {p.name} are a structured array of {len(x.dtype.names)} named "
-                            "fields; save them as one 2-D array, e.g. numpy.lib.recfunctions.structured_to_unstructured")
+                            "fields; save them as one 2-D array, e.g. with numpy.lib.recfunctions."
+                            "structured_to_unstructured")
         if x.dtype == np.bool_:  # binary features: 0 and 1
             x = x.astype(np.float32)
         if np.iscomplexobj(x):

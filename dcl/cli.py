@@ -283,14 +283,24 @@ _UNKNOWN_OPTION = re.compile(r"class_path '([\w.]+)':\s*Option '([\w.]+)' is not
 def _unknown_option(detail: str) -> str | None:
     """jsonargparse's report of a setting a class does not take, as one sentence naming the class's settings."""
     match = _UNKNOWN_OPTION.search(detail)
+    nested = re.search(r"Option '(\w+)' is not accepted\. Got value: Namespace\(class_path='([\w.]+)'", detail)
+    if match is None and nested:  # a setting of a class given as another's argument (an optimizer's)
+        keys = ".".join(re.findall(r'Parser key "([\w.]+)"', detail))
+        option, path = nested.groups()
+        module, _, name = path.rpartition(".")
+        try:  # (params: what the method passes)
+            cls = getattr(importlib.import_module(module), name)
+            return f"{keys}: {registry.unknown_setting(cls, option, hidden=('params',))}"
+        except (ImportError, AttributeError, TypeError, ValueError):
+            return None
     if match is None:
         return None
     path, option = match.groups()
     head = option.split(".")[0]
-    if "." in option and head != "init_args":  # a misspelt key of the class's entry, e.g. init_arg
-        close = difflib.get_close_matches(head, ["init_args", "class_path"], n=1)
-        return (f"{head!r} is not a key of a class's settings (class_path and init_args)"
-                + (f": did you mean {close[0]!r}?" if close else ""))
+    close = difflib.get_close_matches(head, ["init_args", "class_path"], n=1, cutoff=0.8)
+    if "." in option and close and head != close[0]:  # a misspelt key of the class's entry, e.g. init_arg
+        return f"{head!r} is not a key of a class's settings (class_path and init_args): did you mean {close[0]!r}?"
+
     module, _, name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)

@@ -512,6 +512,10 @@ def test_typos_in_a_config_file_are_named_as_on_the_command_line(tmp_path, dcl_e
         assert old in config
         (tmp_path / "typo.yaml").write_text(config.replace(old, new))
         assert expected in dcl_error(["fit", "--config", str(tmp_path / "typo.yaml")], tmp_path)
+    dec = ["--config", str(REPO / "configs/dec/digits.yaml")]
+    msg = dcl_error(["fit", *dec, "--model.init_args.optimizer.init_args.lrr", "0.1"], tmp_path)
+    # (was: 'model.optimizer must be , got "Namespace(...)"')
+    assert "model.optimizer: SGD has no setting 'lrr' (did you mean 'lr'?); its settings: lr, momentum," in msg
     msg = dcl_error(["fit", *AE_DIGITS, "--trainer.max_epohcs", "1"], tmp_path)
     assert "unrecognized arguments: --trainer.max_epohcs 1 (did you mean trainer.max_epochs?)" in msg
 
