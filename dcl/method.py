@@ -198,8 +198,10 @@ class ClusteringMethod(pl.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         """End the epoch before this batch when the update just before it met a stopping rule (DEC's and DEKM's
         ``tol``): training ends with that update's state, as the reference codes break out of their loops, and no
-        step runs without a loss, which Lightning refuses under DDP. (-1: Lightning's skip of the epoch's rest.)"""
-        return -1 if self.trainer.should_stop else None
+        step runs without a loss, which Lightning refuses under DDP. (-1: Lightning's skip of the epoch's rest; not
+        before the Trainer's min_epochs / min_steps, which Lightning trains on through a stop.)"""
+        can_stop = getattr(self.trainer.fit_loop, "_can_stop_early", True)
+        return -1 if self.trainer.should_stop and can_stop else None
 
     def noise_like(self, t: Tensor) -> Tensor:
         """N(0, I) noise for this rank's training samples (VAE sampling), the same that a single-process fit

@@ -418,3 +418,24 @@ def test_the_tol_stopping_rule_ends_a_ddp_fit(method, tmp_path, monkeypatch):
     trainer.fit(model, Digits(batch_size=64))
     # 15 global batches of 2 x 64 per epoch: the clustering phase's 45 steps cut short by tol, not by a crash
     assert 0 < int(model.cluster_steps) < 45
+
+
+def test_a_stop_before_min_epochs_still_trains_them():
+    """The end-of-epoch-on-stop hook (for tol) leaves Lightning's rule alone: a stop requested before the Trainer's
+    min_epochs (an EarlyStopping, say) trains on to them, it does not skip their batches."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import Callback
+
+    from dcl.datamodules.digits import Digits
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    class StopEveryEpoch(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.should_stop = True
+
+    model = AEKMeans(10, (64,), hidden_dims=[16], kmeans_n_init=1)
+    trainer = pl.Trainer(max_epochs=5, min_epochs=3, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0, callbacks=[StopEveryEpoch()])
+    trainer.fit(model, Digits(batch_size=256))
+    assert trainer.global_step == 3 * 8  # 3 epochs of 8 batches, each trained
