@@ -32,7 +32,7 @@ from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
 from dcl.files import atomic_write, run_dir, unwritable_folder
 from dcl.method import (ClusteringMethod, ConfigError, check_checkpoint_method, check_precision,
-                        check_trainer_settings, load_checkpoint_file, weights_from_checkpoint)
+                        check_trainer_settings, load_checkpoint_file, one_cluster_warning, weights_from_checkpoint)
 
 # MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
 # lacks, enable_checkpointing false beside a ModelCheckpoint, ...)
@@ -169,10 +169,9 @@ class FinalScores(pl.Callback):
             print(f"dcl: final clustering of {trainer.datamodule.num_samples} samples: {text}")
             y = trainer.datamodule.y
             classes = len(torch.unique(y[y >= 0]))
-            if scores.get("k_used") == 1 and (scores.get("k", 1) > 1 or classes > 1):  # (DP-GMM: K found, maybe 1)
-                of = f" of the {scores['k']}" if scores.get("k", 1) > 1 else f", though the data has {classes} classes"
-                print(f"dcl: warning: every sample ended in one cluster{of}: the method has not separated the data "
-                      "(too few epochs for it, or a collapse); train longer or check its settings", file=sys.stderr)
+            warning = one_cluster_warning(scores.get("k_used", 0), scores.get("k", 1), classes)  # (DP-GMM: K maybe 1)
+            if warning:
+                print(f"dcl: warning: {warning}", file=sys.stderr)
             # beside the run's checkpoints and plots (a W&B run's trainer.log_dir is the folder all runs share)
             payload = json.dumps(scores, indent=2)
             atomic_write(run_dir(trainer) / "final_scores.json", lambda tmp: Path(tmp).write_text(payload))

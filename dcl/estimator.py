@@ -40,7 +40,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from dcl.datamodule import EVAL_BATCH_FACTOR, ClusteringDataModule
-from dcl.method import check_trainer_settings
+from dcl.method import check_trainer_settings, one_cluster_warning
 
 __all__ = ["DeepClusterer", "InMemory"]
 
@@ -225,10 +225,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         self.cluster_centers_ = model.cluster_centers.detach().cpu().numpy().copy()
         self._n_features_out = int(model.embedding_dim)
         self.labels_ = self._infer(X, want="labels")
-        if len(np.unique(self.labels_)) == 1 and self.n_clusters_ > 1:  # as dcl fit says it
-            warnings.warn(f"every sample ended in one cluster of the {self.n_clusters_}: the method has not separated "
-                          "the data (too few epochs for it, or a collapse); train longer or check its settings",
-                          stacklevel=2)
+        warning = one_cluster_warning(len(np.unique(self.labels_)), self.n_clusters_)  # as dcl fit says it
+        if warning:
+            warnings.warn(warning, stacklevel=2)
         return self
 
     def _check_method_args(self, cls: type) -> None:

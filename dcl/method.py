@@ -52,6 +52,16 @@ def weights_from_checkpoint() -> Iterator[None]:
         _RESTORING.reset(token)
 
 
+def one_cluster_warning(k_used: int, k: int, classes: int = 0) -> str | None:
+    """The warning for a clustering that put every sample in one cluster of ``k`` (or found K = 1 on data of
+    several ``classes``); None for any other."""
+    if k_used != 1 or (k <= 1 and classes <= 1):
+        return None
+    of = f" of the {k}" if k > 1 else f", though the data has {classes} classes"
+    return (f"every sample ended in one cluster{of}: the method has not separated the data (too few epochs for it, "
+            "or a collapse); train longer or check its settings")
+
+
 def loads_pretrained() -> bool:
     """Whether a method built now loads its ``pretrained`` weights (not when built to restore a checkpoint)."""
     return not _RESTORING.get()
@@ -109,7 +119,7 @@ class ClusteringMethod(pl.LightningModule):
             self.register_buffer("cluster_centers", centers)
         self._val_parts: list[tuple[Tensor, Tensor]] = []
         self._kmeans_calls = 0
-        self._kmeans_by_step = False  # see kmeans_seeded_by_step
+        self._kmeans_by_step = False  # see refresh_clusters_by_step
         self._training_state: dict[str, Any] | None = None  # see keep_training_state
 
     # -- the contract -----------------------------------------------------------------------------------
@@ -153,8 +163,8 @@ class ClusteringMethod(pl.LightningModule):
     def run_kmeans(self, z: Tensor, n_clusters: int | None = None, init: Tensor | None = None,
                    n_init: int | None = None, max_iter: int = 300):
         """k-means on the gathered embeddings, seeded from the global seed and a call counter so that every
-        rank computes the same result (and resumed runs the same as uninterrupted ones); inside
-        ``kmeans_seeded_by_step``, from the global seed and the step."""
+        rank computes the same result (and resumed runs the same as uninterrupted ones); within
+        ``refresh_clusters_by_step``, from the global seed and the step."""
         if self._kmeans_by_step:
             seed = (torch.initial_seed() + 15485863 + 104729 * self.global_step) % (2**31)
         else:
@@ -165,16 +175,15 @@ class ClusteringMethod(pl.LightningModule):
         result.centers = broadcast_(result.centers.contiguous())
         return result
 
-    @contextmanager
-    def kmeans_seeded_by_step(self) -> Iterator[None]:
-        """For the k-means that only read the current embedding (the clusters scored at validation, AE + k-means,
-        the final clusters): seeded by the step, leaving the call counter of the k-means that training goes on
-        from, so that how often validation runs changes no result."""
-        outer, self._kmeans_by_step = self._kmeans_by_step, True
+    def refresh_clusters_by_step(self, z: Tensor) -> None:
+        """``refresh_clusters(z)``, which only reads the current embedding (the clusters a validation scores, AE +
+        k-means, the final clusters), with its k-means seeded by the step: the call counter of the k-means that
+        training goes on from is left alone, so that how often validation runs changes no result."""
+        self._kmeans_by_step = True
         try:
-            yield
+            self.refresh_clusters(z)
         finally:
-            self._kmeans_by_step = outer
+            self._kmeans_by_step = False
 
     def keep_training_state(self) -> None:
         """Call before a clustering made only because training ends at this step (the result's final clusters,
@@ -288,8 +297,7 @@ class ClusteringMethod(pl.LightningModule):
         else:  # all samples of the datamodule, in order, on every rank
             z, y = self.embed_all(), self.trainer.datamodule.y.to(self.device)
         if self.trainer.state.fn == "fit" or not self.cluster_centers.any():  # validate / test of a trained model
-            with self.kmeans_seeded_by_step():  # score its own clusters (those predict uses), not a new k-means run
-                self.refresh_clusters(z)
+            self.refresh_clusters_by_step(z)  # score its own clusters (those predict uses), not a new k-means run
         pred = self.predict_clusters(z)
         metrics = {f"{prefix}/k": float(self.n_clusters), f"{prefix}/k_used": float(pred.unique().numel())}
         if (y >= 0).any():
@@ -656,8 +664,7 @@ class AutoencoderMethod(ClusteringMethod):
             if self._centers_epoch != self.current_epoch:
                 if self.current_epoch + 1 != self.pretrain_epochs:  # only because the fit ends here
                     self.keep_training_state()
-                with self.kmeans_seeded_by_step():  # so the checkpoint ends with AE + k-means centers
-                    self.refresh_clusters(self.embed_all())
+                self.refresh_clusters_by_step(self.embed_all())  # so the checkpoint ends with AE + k-means centers
 
     #: the share of the data's variance below which a trained autoencoder has likely learned nothing yet (one
     #: stuck on outputting the data's mean explains ~0%; DEKM's on Digits 2% after 20 epochs, 36% after 30)

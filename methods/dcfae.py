@@ -505,11 +505,14 @@ class DCFAE(ClusteringMethod):
     # -- Lightning -----------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         x = batch["x"]
-        logs = self.embedding_step(x) if self.in_embedding_phase else self.fae_step(x)
-        # under DDP each rank's BatchNorm statistics followed its own samples (DDP's forward does not broadcast
-        # them for these manual steps): rank 0's, on every rank after every step, so that the embeddings, final
-        # scores and checkpoint are one model's
-        broadcast_buffers_(self.fae)
+        if self.in_embedding_phase:  # the FAE frozen, in eval mode: its BatchNorm statistics stay as they are
+            logs = self.embedding_step(x)
+        else:
+            logs = self.fae_step(x)
+            # under DDP each rank's BatchNorm statistics followed its own samples (DDP's forward does not broadcast
+            # them for these manual steps): rank 0's, on every rank after every step, so that the embeddings,
+            # final scores and checkpoint are one model's
+            broadcast_buffers_(self.fae)
         if logs:
             self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=False, batch_size=len(x))
 
@@ -518,14 +521,12 @@ class DCFAE(ClusteringMethod):
         step_schedulers(self)
         if fit_ends_after_this_epoch(self.trainer) and self._centers_epoch != self.current_epoch:
             self.keep_training_state()
-            with self.kmeans_seeded_by_step():  # the final clusters: k-means on the final embedding
-                self.refresh_clusters(self.embed_all())
+            self.refresh_clusters_by_step(self.embed_all())  # the final clusters: k-means on the final embedding
 
     def on_train_end(self) -> None:
         if self._centers_step != self.global_step:  # stopped inside an epoch (max_steps, time limit)
             self.keep_training_state()
-            with self.kmeans_seeded_by_step():
-                self.refresh_clusters(self.embed_all())
+            self.refresh_clusters_by_step(self.embed_all())
 
     # -- reusing a trained FAE -----------------------------------------------------------------------------
     def load_pretrained(self, path: str) -> None:
