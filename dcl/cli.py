@@ -411,7 +411,9 @@ def main(argv: list[str] | None = None) -> None:
         _set_wandb_mode()
         torch.set_float32_matmul_precision("high")
         # parse errors raise instead of printing the whole usage, so that they end as one line below
-        no_exit = {"exit_on_error": False}
+        # and an abbreviated option is refused: --model.init_args.pretrain would otherwise set whichever setting it
+        # begins, silently, where a typo gets a did-you-mean
+        no_exit = {"exit_on_error": False, "allow_abbrev": False}
         # the (rewritten) arguments reach LightningCLI as the process's own: Lightning's DDP launcher starts the
         # other ranks with sys.argv, and LightningCLI warns on every run when given both sys.argv and args
         saved_argv, sys.argv = sys.argv, [sys.argv[0], *argv]

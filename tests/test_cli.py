@@ -518,6 +518,10 @@ def test_typos_in_a_config_file_are_named_as_on_the_command_line(tmp_path, dcl_e
     assert "model.optimizer: SGD has no setting 'lrr' (did you mean 'lr'?); its settings: lr, momentum," in msg
     msg = dcl_error(["fit", *AE_DIGITS, "--trainer.max_epohcs", "1"], tmp_path)
     assert "unrecognized arguments: --trainer.max_epohcs 1 (did you mean trainer.max_epochs?)" in msg
+    # an abbreviation is a typo too: argparse would take it for the one option it begins, silently
+    for abbreviated, meant in (("--trainer.max_epoch", "trainer.max_epochs"), ("--seed_everythin", "seed_everything")):
+        msg = dcl_error(["fit", *AE_DIGITS, abbreviated, "1"], tmp_path)
+        assert f"unrecognized arguments: {abbreviated} 1 (did you mean {meant}?)" in msg
 
 
 @pytest.mark.parametrize("args, expected", [
