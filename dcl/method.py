@@ -120,6 +120,7 @@ class ClusteringMethod(pl.LightningModule):
         self._val_parts: list[tuple[Tensor, Tensor]] = []
         self._kmeans_calls = 0
         self._kmeans_by_step = False  # see refresh_clusters_by_step
+        self._refreshed_step = -1  # the step of the last refresh_clusters (the final clusters: once per step)
         self._training_state: dict[str, Any] | None = None  # see keep_training_state
 
     # -- the contract -----------------------------------------------------------------------------------
@@ -147,8 +148,15 @@ class ClusteringMethod(pl.LightningModule):
         every DDP rank). ``first`` is True at the first call of the clustering phase."""
 
     def refresh_clusters(self, z: Tensor) -> None:
-        """Called before scoring with the embeddings of all samples; methods whose centers are not trained
-        (e.g. k-means on a pretrained embedding) refresh them here."""
+        """Called before scoring and when a fit ends (see :meth:`refreshes_final_clusters`) with the embeddings of
+        all samples; methods whose centers are not trained (e.g. k-means on a pretrained embedding) refresh them
+        here."""
+
+    def refreshes_final_clusters(self) -> bool:
+        """Whether the clusters a fit ends with come from :meth:`refresh_clusters` on the final embedding (then
+        refreshed when the fit ends, so that the checkpoint, predict and the final scores hold them however often
+        validation ran), rather than being trained. By default: whether this class defines ``refresh_clusters``."""
+        return type(self).refresh_clusters is not ClusteringMethod.refresh_clusters
 
     def set_cluster_centers(self, centers: Tensor) -> None:
         """Replace the centers (K may change); rank 0's value wins under DDP."""
@@ -184,6 +192,14 @@ class ClusteringMethod(pl.LightningModule):
             self.refresh_clusters(z)
         finally:
             self._kmeans_by_step = False
+        self._refreshed_step = self.global_step if self._trainer is not None else -1
+
+    def refresh_final_clusters(self) -> None:
+        """The clusters of the final embedding, unless they were refreshed at this step already (a validation):
+        the state training would go on from is kept first (:meth:`keep_training_state`)."""
+        if self._refreshed_step != self.global_step:
+            self.keep_training_state()
+            self.refresh_clusters_by_step(self.embed_all())
 
     def keep_training_state(self) -> None:
         """Call before a clustering made only because training ends at this step (the result's final clusters,
@@ -332,7 +348,26 @@ class ClusteringMethod(pl.LightningModule):
                 "y": batch["y"]}
 
     def on_train_epoch_end(self) -> None:
+        # (also at a stop inside the epoch: max_steps, a time limit; before the epoch's checkpoint is saved)
+        if fit_ends_after_this_epoch(self.trainer) and self.refreshes_final_clusters():
+            self.refresh_final_clusters()
         self.log("train/k", float(self.n_clusters), sync_dist=True)
+
+    def on_train_end(self) -> None:
+        """After every callback's ``on_train_end``: a stop that the epoch's hooks could not see (EarlyStopping
+        decides after them) still ends with the final clusters (a callback's ``finish_fit``, e.g. DEKM's final
+        eigen update; :meth:`refresh_final_clusters`), and a ``save_last`` checkpoint holds the fit's end."""
+        changed = [bool(callback.finish_fit(self.trainer, self))
+                   for callback in self.trainer.callbacks if hasattr(callback, "finish_fit")]
+        if self.refreshes_final_clusters() and self._refreshed_step != self.global_step:
+            self.refresh_final_clusters()
+            changed.append(True)
+        save_last_checkpoints(self.trainer, changed=any(changed))
+
+    def on_predict_start(self) -> None:
+        # an untrained model (no checkpoint): k-means on its code, as validate and test score it
+        if not self.cluster_centers.any() and isinstance(self.trainer.datamodule, ClusteringDataModule):
+            self.refresh_clusters_by_step(self.embed_all())
 
     def teardown(self, stage: str) -> None:
         # the last hook of a run on every rank (after the callbacks' teardown): a spawned worker ends its group
@@ -506,6 +541,19 @@ def warn_if_fit_ends_within(module: pl.LightningModule, epochs: int, phase: str,
                        f"(it counts this phase) or lower {setting}")
 
 
+def save_last_checkpoints(trainer: pl.Trainer, changed: bool) -> None:
+    """Save each ``save_last`` checkpoint again at the end of a fit, unless it holds this state already. Lightning
+    saves where validation runs (the configs validate every 10 or more epochs): a fit that ended elsewhere (DEC's
+    ``tol``, a max_epochs that is not a multiple, max_steps) left ``last.ckpt`` epochs behind the final scores,
+    which predict and validate of it then disagreed with."""
+    if trainer.fast_dev_run:
+        return
+    for callback in trainer.checkpoint_callbacks:
+        # (save_last "link" links to the last top-k file, which may be older: left as Lightning does it)
+        if callback.save_last is True and (changed or callback._last_global_step_saved != trainer.global_step):
+            callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+
+
 def fit_ends_after_this_epoch(trainer: pl.Trainer) -> bool:
     """Whether the fit stops at the end of the current training epoch: its last epoch, ``max_steps`` reached (also
     inside the epoch) or a stop requested (a time limit, a method's convergence criterion). Read in
@@ -591,7 +639,6 @@ class AutoencoderMethod(ClusteringMethod):
         self.pretrain_optimizer = pretrain_optimizer
         self.optimizer = optimizer
         self.register_buffer("clustering_started", torch.tensor(False))
-        self._centers_epoch = -1
         self.activation = activation
         if pretrained and loads_pretrained():
             self.load_pretrained(pretrained)
@@ -654,17 +701,18 @@ class AutoencoderMethod(ClusteringMethod):
     def refresh_clusters(self, z: Tensor) -> None:
         if not self.clustering_active:  # phase 1: the centers are k-means on the current code
             self.set_cluster_centers(self.run_kmeans(z).centers)
-            self._centers_epoch = self.current_epoch
+
+    def refreshes_final_clusters(self) -> bool:
+        return not self.clustering_active  # phase 2 trains its clusters
 
     def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
-        last = self.current_epoch + 1 == self.pretrain_epochs or fit_ends_after_this_epoch(self.trainer)
-        if not self.clustering_active and last:
-            self.check_reconstruction()
-            if self._centers_epoch != self.current_epoch:
-                if self.current_epoch + 1 != self.pretrain_epochs:  # only because the fit ends here
-                    self.keep_training_state()
+        if not self.clustering_active:
+            pretraining_ends = self.current_epoch + 1 == self.pretrain_epochs
+            if pretraining_ends or fit_ends_after_this_epoch(self.trainer):
+                self.check_reconstruction()
+            if pretraining_ends and self._refreshed_step != self.global_step:
                 self.refresh_clusters_by_step(self.embed_all())  # so the checkpoint ends with AE + k-means centers
+        super().on_train_epoch_end()  # the final clusters, when the fit ends here
 
     #: the share of the data's variance below which a trained autoencoder has likely learned nothing yet (one
     #: stuck on outputting the data's mean explains ~0%; DEKM's on Digits 2% after 20 epochs, 36% after 30)

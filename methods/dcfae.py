@@ -98,8 +98,7 @@ from torch import Tensor, nn
 from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, SchedulerFactory, build_optimizer,
                              default_gan_optimizer, optimizer_step, step_schedulers)
 from dcl.distributed import broadcast_buffers_
-from dcl.method import (ClusteringMethod, ConfigError, fit_ends_after_this_epoch, load_checkpoint_file,
-                        loads_pretrained, warn_if_fit_ends_within)
+from dcl.method import ClusteringMethod, ConfigError, load_checkpoint_file, loads_pretrained, warn_if_fit_ends_within
 from dcl.nets.autoencoders import image_shape, mlp
 from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 from dcl.optim import check_optimizer
@@ -329,7 +328,6 @@ class DCFAE(ClusteringMethod):
         self.fae_epochs = 0 if pretrained else fae_epochs
         #: phase switch (checkpointed): False = phase 1 (FAE), True = phase 2 (dense embedding network)
         self.register_buffer("embedding_started", torch.tensor(False))
-        self._centers_epoch = self._centers_step = -1
         if pretrained and loads_pretrained():
             self.load_pretrained(pretrained)
 
@@ -355,8 +353,6 @@ class DCFAE(ClusteringMethod):
     def refresh_clusters(self, z: Tensor) -> None:
         """Clusters are k-means on the current embedding (mu(x) in phase 1, f(mu(x)) in phase 2)."""
         self.set_cluster_centers(self.run_kmeans(z).centers)
-        self._centers_epoch = self.current_epoch
-        self._centers_step = self.global_step if self._trainer is not None else -1
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -517,16 +513,8 @@ class DCFAE(ClusteringMethod):
             self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=False, batch_size=len(x))
 
     def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
+        super().on_train_epoch_end()  # when the fit ends here, the final clusters: k-means on the final embedding
         step_schedulers(self)
-        if fit_ends_after_this_epoch(self.trainer) and self._centers_epoch != self.current_epoch:
-            self.keep_training_state()
-            self.refresh_clusters_by_step(self.embed_all())  # the final clusters: k-means on the final embedding
-
-    def on_train_end(self) -> None:
-        if self._centers_step != self.global_step:  # stopped inside an epoch (max_steps, time limit)
-            self.keep_training_state()
-            self.refresh_clusters_by_step(self.embed_all())
 
     # -- reusing a trained FAE -----------------------------------------------------------------------------
     def load_pretrained(self, path: str) -> None:

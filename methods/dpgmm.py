@@ -310,7 +310,6 @@ class DPGMM(AutoencoderMethod):
         if not self.clustering_active:  # pretraining: score the DP-GMM model selection on the current code
             with torch.no_grad():
                 self.select_on(z)
-            self._centers_epoch = self.current_epoch
 
     @torch.no_grad()
     def select_on(self, z: Tensor, rounds: int = 10) -> None:

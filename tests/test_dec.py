@@ -379,25 +379,28 @@ def test_fan_in_uniform_init_is_dec_keras_mnist_initializer():
 def test_how_often_validation_runs_changes_no_result(method):
     """Found by probing as a researcher: the k-means that scores a validation advanced the seed counter of the
     k-means that training goes on from (DEC's initialization; AE + k-means' final clusters), so
-    check_val_every_n_epoch changed the trained result."""
+    check_val_every_n_epoch changed the trained result. Found by probing with Trainer flags: a validation inside
+    the last epoch (val_check_interval) left AE + k-means with that step's clusters, not the final ones."""
     import lightning.pytorch as pl
 
     from dcl.datamodules.digits import Digits
     from dcl.methods.ae_kmeans import AEKMeans
 
-    def fit(every: int) -> dict[str, torch.Tensor]:
+    def fit(every: int, within_epoch: int | None = None) -> dict[str, torch.Tensor]:
         pl.seed_everything(0)
         dm = Digits(batch_size=256)
         model = (DEC(10, (64,), hidden_dims=[32], pretrain_epochs=3, update_interval=3, kmeans_n_init=2)
                  if method == "DEC" else AEKMeans(10, (64,), hidden_dims=[32], kmeans_n_init=2))
-        trainer = pl.Trainer(max_epochs=5, check_val_every_n_epoch=every, num_sanity_val_steps=0, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer = pl.Trainer(max_epochs=5, check_val_every_n_epoch=every, val_check_interval=within_epoch,
+                             num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(model, dm)
         return {k: v.clone() for k, v in model.state_dict().items()}
 
-    every_epoch, never = fit(1), fit(100)
-    for name, value in every_epoch.items():
-        assert torch.equal(value, never[name]), name
+    every_epoch = fit(1)
+    for other in (fit(100), fit(1, within_epoch=3)):  # 8 batches an epoch: validations 2 steps before its end
+        for name, value in every_epoch.items():
+            assert torch.equal(value, other[name]), name
 
 
 @pytest.mark.parametrize("method", ["DEC", "DEKM"])

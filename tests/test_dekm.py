@@ -240,3 +240,38 @@ def test_cli_fit_on_digits_stops_by_the_rule_and_resumes_exactly(tmp_path: Path)
     state = torch.load(mid, weights_only=False)["state_dict"]
     for name in ("rotation", "targets", "cluster_centers", "cluster_labels"):
         torch.testing.assert_close(getattr(model, name), state[name])
+
+
+def test_a_fit_stopped_by_early_stopping_ends_with_the_final_update_in_its_last_checkpoint(tmp_path: Path):
+    """Found by probing with Trainer flags: EarlyStopping decides after the last batch's hook, where the final
+    eigen update was decided, so such a fit ended with the clusters of the update before, unlike the same steps
+    ended by max_epochs; and last.ckpt, saved at a validation before the stop, lagged the fit's end."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from dcl.datamodules.digits import Digits
+
+    def fit(max_epochs: int, *callbacks, folder: str = "") -> tuple[pl.Trainer, DEKM]:
+        pl.seed_everything(0)
+        model = DEKM(10, (64,), autoencoder="mlp", hidden_dims=[32], pretrain_epochs=1, update_interval=5,
+                     tol=0.0, kmeans_n_init=2)
+        trainer = pl.Trainer(max_epochs=max_epochs, callbacks=list(callbacks), logger=False,
+                             enable_checkpointing=bool(folder), enable_progress_bar=False, enable_model_summary=False,
+                             num_sanity_val_steps=0, default_root_dir=tmp_path / (folder or "none"))
+        trainer.fit(model, Digits(batch_size=256))
+        return trainer, model
+
+    # val/acc never improves by 1: the fit stops after patience + 1 validated epochs, 2 steps after an update
+    stopper = EarlyStopping(monitor="val/acc", patience=1, min_delta=1.0, mode="max")
+    last = ModelCheckpoint(save_last=True, every_n_epochs=10)  # (saves at the validation before the stop)
+    stopped_trainer, stopped = fit(10, stopper, last, folder="stopped")
+    epochs = stopped_trainer.current_epoch
+    assert epochs < 10 and stopped_trainer.global_step % 5 != 0
+    _, ended = fit(epochs)  # the same steps, ended by max_epochs
+    expected = ended.state_dict()
+    for name, value in stopped.state_dict().items():
+        assert torch.equal(value, expected[name]), name
+    saved = torch.load(tmp_path / "stopped" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == stopped_trainer.global_step
+    for name in ("cluster_centers", "rotation", "targets"):
+        assert torch.equal(saved["state_dict"][name], expected[name]), name

@@ -7,6 +7,7 @@ The module and package texts below are the README's examples, verbatim.
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 
@@ -236,3 +237,69 @@ def test_plugin_works_in_the_estimator(plugin):
                                          kmeans_n_init=2)).fit(X)
     assert type(est.model_).__name__ == "MyPlugin" and est.cluster_centers_.shape == (2, 2)
     assert adjusted_rand_score(y, est.labels_) > 0.8
+
+
+# -- (3) a method written on ClusteringMethod whose clusters come only from refresh_clusters --------------------
+REFRESH_MODULE = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dcl.method import ClusteringMethod
+
+
+class CodeKMeans(ClusteringMethod):
+    """An autoencoder trained on its reconstruction; its clusters: k-means on the code (``refresh_clusters``)."""
+
+    def __init__(self, n_clusters: int, input_shape: list[int], latent_dim: int = 5):
+        super().__init__(n_clusters, input_shape, latent_dim, kmeans_n_init=2)
+        self.encoder = nn.Sequential(nn.Linear(input_shape[0], 32), nn.ReLU(), nn.Linear(32, latent_dim))
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, 32), nn.ReLU(), nn.Linear(32, input_shape[0]))
+
+    def embed(self, x):
+        return self.encoder(x)
+
+    def training_step(self, batch, batch_idx):
+        return F.mse_loss(self.decoder(self.encoder(batch["x"])), batch["x"])
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    def refresh_clusters(self, z):
+        self.set_cluster_centers(self.run_kmeans(z).centers)
+'''
+
+
+@pytest.mark.parametrize("validation", [["--trainer.limit_val_batches", "0"],
+                                        ["--trainer.check_val_every_n_epoch", "2"],
+                                        ["--trainer.val_check_interval", "3"]])  # 2 steps before the end
+def test_a_method_whose_clusters_come_from_refresh_clusters_ends_with_those_of_its_final_embedding(
+        tmp_path, monkeypatch, capsys, validation):
+    """Found by probing as a plugin author: such a method got its clusters only where a validation refreshed them;
+    without one (or with one epochs before the end) its final scores said one cluster (or stale ones), predict
+    wrote cluster 0 for every sample, and validate of the same checkpoint scored a new k-means. Found by probing
+    with Trainer flags: a validation inside the last epoch left AE + k-means with that step's clusters, and
+    last.ckpt lagged the final scores by the epochs since the last validation."""
+    import csv
+
+    from dcl.metrics import cluster_accuracy
+
+    (tmp_path / "refreshmod.py").write_text(REFRESH_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = ["--model", "refreshmod.CodeKMeans", "--data", "Digits", "--seed_everything", "0"]
+    (tmp_path / "every_epoch").mkdir()  # the reference: a validation at the last step refreshed the clusters
+    expected = run_cli(["fit", *model, "--trainer.max_epochs", "3"], tmp_path / "every_epoch")
+    # (a fit that does not end at a validation: last.ckpt is saved at its end all the same)
+    scores = run_cli(["fit", *model, "--trainer.max_epochs", "3", "--trainer.callbacks+=ModelCheckpoint",
+                      "--trainer.callbacks.save_last", "true", *validation], tmp_path)
+    assert scores == expected and scores["k_used"] == 10 and scores["acc"] > 0.3, scores
+    ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
+    run_cli(["predict", *model, "--ckpt_path", ckpt, "--predictions.output", "p.csv"], tmp_path)
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    predicted = cluster_accuracy(torch.tensor([int(r["cluster"]) for r in rows]),
+                                 torch.tensor([int(r["label"]) for r in rows]))
+    capsys.readouterr()
+    run_cli(["validate", *model, "--ckpt_path", ckpt], tmp_path)
+    validated = float(re.search(r"val/acc\W+([0-9.]+)", capsys.readouterr().out).group(1))
+    assert predicted == pytest.approx(scores["acc"]) and validated == pytest.approx(scores["acc"], abs=1e-4)
+    sys.modules.pop("refreshmod", None)

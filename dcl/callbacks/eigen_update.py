@@ -67,7 +67,7 @@ class EigenUpdate(ClusterUpdate):
         return f"EigenUpdate{{every_n_steps={self.every_n_steps}}}"
 
     @torch.no_grad()
-    def _update(self, trainer, pl_module, final: bool = False) -> None:
+    def _update(self, trainer, pl_module, final: bool = False, log: bool = True) -> None:
         first = self.updates == 0
         z = pl_module.embed_all()
         n, k = z.shape[0], pl_module.n_clusters
@@ -86,7 +86,8 @@ class EigenUpdate(ClusterUpdate):
         self.last_step = trainer.global_step
         self.last_changed = n_changed
         frac = n_changed / n
-        pl_module.log_dict({"train/label_change": frac, "train/kmeans_inertia": float(km.inertia)})
+        if log:  # (not once the fit has ended: Lightning refuses to log in on_train_end)
+            pl_module.log_dict({"train/label_change": frac, "train/kmeans_inertia": float(km.inertia)})
         if not first and not final and n_changed <= self.tol * n:
             rank_zero_info(f"{type(pl_module).__name__}: {n_changed} of {n} assignments ({frac:.3%}) changed at "
                             f"update {self.updates} (<= tol {self.tol:.2%}); stopping")
@@ -98,16 +99,23 @@ class EigenUpdate(ClusterUpdate):
         super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
 
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if (not pl_module.clustering_active or self.updates == 0 or self.stopped
-                or trainer.global_step == self.last_step):
-            return
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         ending = (trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
                   or (last_batch and trainer.current_epoch + 1 >= (trainer.max_epochs or float("inf"))))
-        if ending:  # the network moved since the last update: refresh the clustering of the final embedding
-            pl_module.keep_training_state()
-            self.before_final = self._schedule_state()
-            self._update(trainer, pl_module, final=True)
+        if ending:  # before the epoch's validation and checkpoint
+            self.finish_fit(trainer, pl_module, log=True)
+
+    def finish_fit(self, trainer, pl_module, log: bool = False) -> bool:
+        """The final update, when the network moved since the last one: the clustering of the final embedding.
+        Also called by the method when the fit has ended (a stop decided after the last batch: EarlyStopping).
+        Returns whether it ran."""
+        if (not pl_module.clustering_active or self.updates == 0 or self.stopped
+                or trainer.global_step == self.last_step):
+            return False
+        pl_module.keep_training_state()
+        self.before_final = self._schedule_state()
+        self._update(trainer, pl_module, final=True, log=log)
+        return True
 
     def _schedule_state(self) -> dict[str, Any]:
         return {**super().state_dict(), "next_n_init": self.next_n_init, "last_changed": self.last_changed,
