@@ -6,6 +6,7 @@ clusters differs from the number of classes (DP methods), so accuracy is ours; N
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
@@ -21,34 +22,46 @@ def confusion(preds: Tensor, target: Tensor) -> Tensor:
     return torch.bincount(p * kt + t, minlength=kp * kt).reshape(kp, kt)
 
 
-def cluster_accuracy(preds: Tensor, target: Tensor) -> Tensor:
-    """Best one-to-one matching of clusters to classes (Hungarian), as a fraction of all samples.
-
-    With K_pred != K_true the matching is rectangular: the surplus clusters (or classes) stay unmatched and
-    their samples count as errors, so finding too many or too few clusters is penalized.
-    """
+def _labelings(preds, target) -> tuple[Tensor, Tensor]:
+    """Two 1-D int64 tensors from array-likes (tensors, numpy arrays, lists), the samples whose target is < 0
+    (unlabeled) left out."""
+    preds, target = (torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a) for a in (preds, target))
     if preds.shape != target.shape or preds.ndim != 1:
-        raise ValueError(f"preds and target must be 1-D of equal length, got {tuple(preds.shape)} and "
+        raise ValueError(f"preds and target must be 1-D of equal length, got shapes {tuple(preds.shape)} and "
                          f"{tuple(target.shape)}")
+    known = target >= 0
+    return preds[known].long(), target[known].long()
+
+
+def cluster_accuracy(preds, target) -> Tensor:
+    """Best one-to-one matching of clusters to classes (Hungarian), as a fraction of the labeled samples.
+
+    ``preds`` and ``target``: 1-D array-likes (tensors, numpy arrays, lists) of equal length; samples whose
+    target is negative (unlabeled) are left out. With K_pred != K_true the matching is rectangular: the surplus
+    clusters (or classes) stay unmatched and their samples count as errors, so finding too many or too few
+    clusters is penalized.
+    """
+    preds, target = _labelings(preds, target)
     if preds.numel() == 0:
-        raise ValueError("cluster_accuracy of an empty labeling is undefined")
+        raise ValueError("cluster_accuracy of an empty labeling (or of no labeled sample) is undefined")
     c = confusion(preds, target).cpu()
     rows, cols = linear_sum_assignment(c.numpy(), maximize=True)
     return c[rows, cols].sum().double() / preds.numel()
 
 
-def clustering_scores(preds: Tensor, target: Tensor) -> dict[str, float]:
-    """ACC, NMI and ARI of a labeling; samples with a negative (unknown) label are left out."""
-    known = target >= 0
-    preds, target = preds[known].long(), target[known].long()
+def clustering_scores(preds, target) -> dict[str, float]:
+    """ACC, NMI and ARI of a labeling, as scikit-learn computes NMI and ARI. ``preds`` and ``target``: 1-D
+    array-likes of equal length; samples whose target is negative (unlabeled) are left out."""
+    preds, target = _labelings(preds, target)
+    acc = float(cluster_accuracy(preds, target))
     # torchmetrics builds a sparse contingency table; saying explicitly that its invariants are not checked (the
     # default) keeps torch from warning about it on every scoring
     with torch.sparse.check_sparse_tensor_invariants(enable=False):
-        return {
-            "acc": float(cluster_accuracy(preds, target)),
-            "nmi": float(normalized_mutual_info_score(preds, target)),
-            "ari": float(adjusted_rand_score(preds, target)),
-        }
+        nmi = float(normalized_mutual_info_score(preds, target))
+        ari = float(adjusted_rand_score(preds, target))
+    if len(preds.unique()) == len(target.unique()) == 1:
+        nmi = 1.0  # one cluster, one class: identical partitions (scikit-learn's rule; torchmetrics gives 0)
+    return {"acc": acc, "nmi": nmi, "ari": ari}
 
 
 def embedding_silhouette(z: Tensor, labels: Tensor, max_samples: int = 10000, seed: int = 0) -> float | None:
@@ -70,7 +83,7 @@ def embedding_silhouette(z: Tensor, labels: Tensor, max_samples: int = 10000, se
 
 class ClusterAccuracy(Metric):
     """torchmetrics-style accumulating form of :func:`cluster_accuracy` (predictions concatenated across
-    batches and, under DDP, across processes)."""
+    batches and, under DDP, across processes); samples whose target is negative (unlabeled) are left out."""
 
     is_differentiable = False
     higher_is_better = True

@@ -100,3 +100,34 @@ def test_silhouette_in_the_embedding_is_scikit_learns_and_undefined_cases_are_no
     assert abs(embedding_silhouette(z, shuffled)) < 0.05  # a random labeling scores about 0
     assert embedding_silhouette(z, torch.zeros(3000, dtype=torch.long)) is None  # one cluster
     assert embedding_silhouette(z[:3], torch.arange(3)) is None  # as many clusters as samples
+
+
+def test_unlabeled_targets_are_left_out_by_every_scorer():
+    true = torch.tensor([0, 0, 1, 1, -1, -1, -1])
+    pred = torch.tensor([1, 1, 0, 0, 0, 1, 2])  # the unlabeled samples would otherwise form a third "class"
+    assert float(cluster_accuracy(pred, true)) == 1.0
+    m = ClusterAccuracy()
+    m.update(pred, true)
+    assert float(m.compute()) == 1.0
+    assert clustering_scores(pred, true) == {"acc": 1.0, "nmi": pytest.approx(1.0), "ari": pytest.approx(1.0)}
+    with pytest.raises(ValueError, match="no labeled sample"):
+        cluster_accuracy(pred, torch.full_like(true, -1))
+
+
+@pytest.mark.parametrize("pred,true", [([0] * 20, [0] * 20), ([3], [5]), ([0, 1] * 10, [0] * 20),
+                                       ([0] * 20, [0, 1] * 10)])
+def test_degenerate_partitions_score_as_sklearn(pred, true):
+    s = clustering_scores(torch.tensor(pred), torch.tensor(true))
+    assert s["nmi"] == pytest.approx(normalized_mutual_info_score(true, pred), abs=1e-6)
+    assert s["ari"] == pytest.approx(adjusted_rand_score(true, pred), abs=1e-6)
+
+
+def test_array_likes_are_accepted_and_unequal_lengths_refused():
+    pred, true = np.array([1, 1, 0, 0, 2]), np.array([0, 0, 1, 1, 1])
+    expected = clustering_scores(torch.from_numpy(pred), torch.from_numpy(true))
+    assert clustering_scores(pred, true) == expected  # numpy, e.g. DeepClusterer's labels_
+    assert clustering_scores(pred.tolist(), true.tolist()) == expected
+    assert clustering_scores(pred.astype(np.int32), torch.from_numpy(true)) == expected
+    assert float(cluster_accuracy(pred, true.tolist())) == expected["acc"]
+    with pytest.raises(ValueError, match="equal length.*\\(5,\\) and \\(4,\\)"):
+        clustering_scores(pred, true[:4])
