@@ -20,9 +20,12 @@ Choices made here, and why:
 - Samples are cast to float32 (the networks' dtype); ``transform`` returns float32.
 - ``random_state`` seeds everything (``lightning.seed_everything``: the global torch, numpy and python RNGs,
   as the CLI's ``seed_everything`` does) and the training shuffle, so two fits with one integer seed give the
-  same labels on CPU. ``None`` draws a fresh seed.
-- The trainer runs without logger, checkpoints, validation loop or model summary; pass anything else the
-  ``Trainer`` accepts (``precision``, ``callbacks``, ``logger``, ...) in ``trainer_args``.
+  same labels on CPU. ``None`` draws a fresh seed. The caller's global RNG states are restored after ``fit``,
+  ``predict`` and ``transform`` (CUDA's when CUDA was initialized before).
+- The trainer runs without logger, checkpoints (unless ``trainer_args`` holds a ``ModelCheckpoint``), validation
+  loop or model summary; pass anything else the ``Trainer`` accepts (``precision``, ``callbacks``, ``logger``,
+  ...) in ``trainer_args``.
+- A refit that is refused or fails (a bad setting, training that diverges) leaves the previous fit as it was.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
+import random
 import warnings
 from typing import Any
 
@@ -96,6 +101,39 @@ def _quiet_loggers():
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def _keep_global_rng():
+    """Restore the caller's python, numpy and torch RNGs (and Lightning's seed variables) afterwards: a
+    scikit-learn estimator should not reseed its caller."""
+    state = random.getstate(), np.random.get_state()
+    env = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    cuda = range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _finite(model) -> bool:
+    return all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+
+
+DIVERGED = ("training diverged: the embeddings (or the network's weights) are not finite (NaN or inf); scale or "
+            "standardize the data (e.g. StandardScaler) or lower the learning rate (the optimizer and "
+            "pretrain_optimizer in method_args)")
+
+
 def _method_class(method) -> type:
     """A registered method name (case, "_" and "-" aside; see ``dcl list``) or a ClusteringMethod subclass."""
     from dcl import registry
@@ -115,9 +153,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
     Args:
         method: a registered method name, case, "_" and "-" aside (``dcl list``), or a ``ClusteringMethod``
             subclass (your own).
-        n_clusters: number of clusters; not used by the methods that find K themselves (DPGMM: its ``k_init`` and
-            ``max_components`` in ``method_args`` set where K starts and its maximum); ``n_clusters_`` holds the
-            K found.
+        n_clusters: number of clusters, an integer >= 2; not used by the methods that find K themselves (DPGMM:
+            its ``k_init`` and ``max_components`` in ``method_args`` set where K starts and its maximum; any value,
+            1 or None included); ``n_clusters_`` holds the K found.
         method_args: the method's own arguments (``latent_dim``, ``pretrain_epochs``, ``update_interval``,
             ...), exactly the ``model.init_args`` of a config. Optimizers are callables
             ``params -> Optimizer``, e.g. ``functools.partial(torch.optim.Adam, lr=1e-3)``.
@@ -128,8 +166,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         accelerator: Lightning accelerator ("auto", "cpu", "gpu", ...).
         devices: Lightning devices (one process: leave 1; multi-GPU runs belong to the ``dcl`` CLI).
         enable_progress_bar: show Lightning's progress bar.
-        verbose: let Lightning print its info lines.
-        trainer_args: other ``lightning.Trainer`` arguments (``precision``, ``callbacks``, ``logger``, ...).
+        verbose: let Lightning print its info lines, and the method its own (DEC's stop line).
+        trainer_args: other ``lightning.Trainer`` arguments (``precision``, ``callbacks``, ``logger``, ...); a
+            ``ModelCheckpoint`` among the callbacks turns ``enable_checkpointing`` on unless it is set here.
 
     Attributes:
         labels_: cluster of each training sample (int64).
@@ -184,50 +223,93 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
     # -- fit ---------------------------------------------------------------------------------------------
     def fit(self, X, y=None):
         """Train the method on ``X`` (``y`` is ignored: clustering is unsupervised)."""
-        import lightning.pytorch as pl
+        before = dict(vars(self))
+        try:
+            with _keep_global_rng():
+                return self._fit(X)
+        except BaseException:
+            # validate_data has already replaced n_features_in_: put the previous fit back whole
+            vars(self).clear()
+            vars(self).update(before)
+            raise
 
-        X = self._validate(X, reset=True)
-        n = len(X)
-        if not isinstance(self.n_clusters, (int, np.integer)) or self.n_clusters < 2:
+    def _check_params(self, cls: type) -> None:
+        """Before any work: else a wrong type fails deep inside Lightning (batch_size=1.5: a TypeError)."""
+        if not cls.n_clusters_from and not (_is_int(self.n_clusters) and self.n_clusters >= 2):
             raise ValueError(f"n_clusters must be an integer >= 2, got {self.n_clusters!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (_is_int(self.batch_size) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.max_epochs is not None and not _is_int(self.max_epochs):
+            raise ValueError(f"max_epochs must be an integer or None, got {self.max_epochs!r}")
         if self.max_epochs == 0:
             raise ValueError("max_epochs=0 trains nothing: every sample would land in one cluster; pass "
                              "max_epochs >= 1 (None: Lightning's default of 1000)")
-        cls = _method_class(self.method)
-        if n < self.n_clusters and not cls.n_clusters_from:
-            raise ValueError(f"n_samples={n} should be >= n_clusters={self.n_clusters}")
         self._check_method_args(cls)
+
+    def _trainer_kwargs(self) -> dict[str, Any]:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        args = dict(self.trainer_args or {})
+        callbacks = args.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]
+        kwargs: dict[str, Any] = dict(
+            max_epochs=self.max_epochs, accelerator=self.accelerator, devices=self.devices, logger=False,
+            # Lightning refuses a ModelCheckpoint callback with checkpointing off
+            enable_checkpointing=any(isinstance(cb, ModelCheckpoint) for cb in callbacks),
+            enable_model_summary=False, enable_progress_bar=self.enable_progress_bar, limit_val_batches=0,
+            num_sanity_val_steps=0)
+        kwargs.update(args)
+        return kwargs
+
+    def _fit(self, X):
+        import lightning.pytorch as pl
+
+        X = self._validate(X, reset=True)  # first: scikit-learn's checks expect its errors about X before others
+        cls = _method_class(self.method)
+        self._check_params(cls)
+        if cls.n_clusters_from:  # the method finds K itself: n_clusters is at most a hint
+            n_clusters = int(self.n_clusters) if _is_int(self.n_clusters) else None
+        else:
+            n_clusters = int(self.n_clusters)
+            if len(X) < n_clusters:
+                raise ValueError(f"n_samples={len(X)} should be >= n_clusters={n_clusters}")
         seed = self._seed()
         with _quiet_lightning(not self.verbose):
             pl.seed_everything(seed, verbose=False)
             data = InMemory(torch.tensor(X, dtype=torch.float32), batch_size=self.batch_size,
-                            n_clusters=None if cls.n_clusters_from else int(self.n_clusters), seed=seed)
+                            n_clusters=None if cls.n_clusters_from else n_clusters, seed=seed)
             data.setup("fit")
-            model = cls(n_clusters=int(self.n_clusters), input_shape=data.input_shape,
-                        **dict(self.method_args or {}))
-            trainer_kwargs: dict[str, Any] = dict(
-                max_epochs=self.max_epochs, accelerator=self.accelerator, devices=self.devices,
-                logger=False, enable_checkpointing=False, enable_model_summary=False,
-                enable_progress_bar=self.enable_progress_bar, limit_val_batches=0, num_sanity_val_steps=0)
-            trainer_kwargs.update(self.trainer_args or {})
-            trainer = pl.Trainer(**trainer_kwargs)
+            model = cls(n_clusters=n_clusters, input_shape=data.input_shape, **dict(self.method_args or {}))
+            trainer = pl.Trainer(**self._trainer_kwargs())
             if trainer.world_size > 1:  # Lightning would start the other processes by running the user's script again
                 raise ValueError(f"DeepClusterer trains in this one process, but the trainer asks for "
                                  f"{trainer.world_size} (devices / num_nodes); pass devices=1, and for several GPUs "
                                  "run the dcl command: dcl fit --config ... --trainer.devices N")
             check_trainer_settings(model, trainer)
-            trainer.fit(model, datamodule=data)
+            if not self.verbose:  # a method's self.print (DEC's stop line) writes to stdout, past the loggers
+                model.print = lambda *args, **kwargs: None
+            try:
+                trainer.fit(model, datamodule=data)
+            except Exception as error:
+                if not _finite(model):  # a NaN met mid-fit (k-means, eigh, ...) fails with that step's error
+                    raise ValueError(DIVERGED) from error
+                raise
+            finally:
+                vars(model).pop("print", None)  # the module's own method again (and the model pickles)
         model.trainer = None  # drop the trainer (and the data it holds) so the estimator pickles
-        self.model_ = model.cpu().eval()
+        model.cpu().eval()
+        centers = model.cluster_centers.detach().cpu().numpy().copy()
+        z, labels = self._infer(model, X)
+        if not (np.isfinite(z).all() and np.isfinite(centers).all()):
+            raise ValueError(DIVERGED)
+        self.model_ = model
         self.n_clusters_ = int(model.n_clusters)
-        self.cluster_centers_ = model.cluster_centers.detach().cpu().numpy().copy()
+        self.cluster_centers_ = centers
         self._n_features_out = int(model.embedding_dim)
-        self.labels_ = self._infer(X, want="labels")
-        warning = one_cluster_warning(len(np.unique(self.labels_)), self.n_clusters_)  # as dcl fit says it
+        self.labels_ = labels
+        warning = one_cluster_warning(len(np.unique(labels)), self.n_clusters_)  # as dcl fit says it
         if warning:
-            warnings.warn(warning, stacklevel=2)
+            warnings.warn(warning, stacklevel=3)
         return self
 
     def _check_method_args(self, cls: type) -> None:
@@ -253,27 +335,29 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         return torch.device("cpu")
 
     @torch.no_grad()
-    def _infer(self, X: np.ndarray, want: str) -> np.ndarray:
-        model, device = self.model_, self._device()
+    def _infer(self, model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The embedding (float32) and cluster (int64) of each sample of ``X``."""
+        device = self._device()
         batch_size = EVAL_BATCH_FACTOR * self.batch_size  # as the datamodules' ordered passes
         model.to(device)
-        parts = []
+        zs, labels = [], []
         try:
-            for start in range(0, len(X), batch_size):
-                x = torch.tensor(X[start:start + batch_size], dtype=torch.float32, device=device)
-                z = model.embed(x).float()
-                parts.append(model.predict_clusters(z) if want == "labels" else z)
+            with _keep_global_rng():
+                for start in range(0, len(X), batch_size):
+                    x = torch.tensor(X[start:start + batch_size], dtype=torch.float32, device=device)
+                    z = model.embed(x).float()
+                    zs.append(z.cpu())
+                    labels.append(model.predict_clusters(z).cpu())
         finally:
             model.cpu()
-        out = torch.cat(parts).cpu().numpy()
-        return out.astype(np.int64) if want == "labels" else out.astype(np.float32, copy=False)
+        return torch.cat(zs).numpy(), torch.cat(labels).numpy().astype(np.int64)
 
     def predict(self, X) -> np.ndarray:
         """Cluster of each sample of ``X`` under the trained network and clusters."""
         check_is_fitted(self)
-        return self._infer(self._validate(X, reset=False), want="labels")
+        return self._infer(self.model_, self._validate(X, reset=False))[1]
 
     def transform(self, X) -> np.ndarray:
         """The embedding z of each sample of ``X`` (n_samples, embedding_dim), float32."""
         check_is_fitted(self)
-        return self._infer(self._validate(X, reset=False), want="embedding")
+        return self._infer(self.model_, self._validate(X, reset=False))[0]

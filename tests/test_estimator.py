@@ -197,3 +197,99 @@ def test_import_dcl_is_light():
     code = "import sys, dcl; assert 'lightning' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)  # the estimator is exported lazily
     assert dcl.DeepClusterer is DeepClusterer
+
+
+# -- a refit that fails, settings checked up front, the caller's state left alone ------------------------------
+def test_a_refused_refit_keeps_the_previous_fit():
+    X, _ = blobs()
+    est = tiny().fit(X)
+    model, labels = est.model_, est.labels_
+    est.set_params(method_args={**TINY, "pretrain_epoch": 2})  # a typo: refused, after X[:, :3] was validated
+    with pytest.raises(ValueError, match="no setting 'pretrain_epoch'"):
+        est.fit(X[:, :3])
+    assert est.n_features_in_ == 4 and est.input_shape_ == (4,) and est.model_ is model
+    np.testing.assert_array_equal(est.predict(X), labels)
+    with pytest.raises(ValueError, match="4 features"):
+        est.predict(X[:, :3])
+    # a first fit refused leaves nothing that looks fitted
+    from sklearn.exceptions import NotFittedError
+
+    est = tiny(batch_size=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        est.fit(X)
+    with pytest.raises(NotFittedError):
+        est.predict(X)
+
+
+def test_training_that_diverges_is_an_error_not_a_fit():
+    X, _ = load_digits(return_X_y=True)
+    X = X * 1e20  # within float32, but the reconstruction loss overflows: the weights go NaN
+    diverged = r"training diverged.*not finite.*standardize the data.*lower the learning rate"
+    # DEC: a NaN met mid-fit (its k-means init) fails that step; said as what it is
+    with pytest.raises(ValueError, match=diverged):
+        DeepClusterer("dec", n_clusters=10, max_epochs=4, random_state=0,
+                      method_args={"hidden_dims": [32], "pretrain_epochs": 2}).fit(X)
+    # AE-CM runs to its end on NaN weights (was: a fit with NaN centers and embedding)
+    with pytest.raises(ValueError, match=diverged):
+        DeepClusterer("aecm", n_clusters=10, max_epochs=2, random_state=0, method_args={"hidden_dims": [32]}).fit(X)
+
+
+def test_integer_settings_are_checked_up_front():
+    X, _ = blobs(n=20)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 1.5"):
+        tiny(batch_size=1.5).fit(X)
+    with pytest.raises(ValueError, match="n_clusters must be an integer >= 2, got 3.0"):
+        tiny(n_clusters=3.0).fit(X)
+    with pytest.raises(ValueError, match="max_epochs must be an integer or None, got 2.5"):
+        tiny(max_epochs=2.5).fit(X)
+    assert tiny(batch_size=np.int64(8), n_clusters=np.int64(2)).fit(X).n_clusters_ == 2
+
+
+def test_a_method_that_finds_k_takes_any_n_clusters():
+    X, _ = blobs(n=20)
+    args = dict(hidden_dims=[8], latent_dim=2, pretrain_epochs=1)
+    for n_clusters in (1, None):
+        dp = DeepClusterer("dpgmm", n_clusters=n_clusters, max_epochs=2, random_state=0, method_args=args).fit(X)
+        assert 1 <= dp.n_clusters_ <= 50
+
+
+def test_a_model_checkpoint_callback_turns_checkpointing_on(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    X, _ = blobs(n=20)
+    tiny(trainer_args={"callbacks": [ModelCheckpoint(dirpath=tmp_path, save_last=True)]}).fit(X)
+    assert (tmp_path / "last.ckpt").is_file()
+    with pytest.raises(Exception, match="enable_checkpointing=False"):  # the user's explicit setting stands
+        tiny(trainer_args={"callbacks": ModelCheckpoint(dirpath=tmp_path), "enable_checkpointing": False}).fit(X)
+
+
+def test_the_callers_global_rngs_are_left_alone():
+    import os
+    import random
+
+    X, _ = blobs(n=20)
+
+    def seed(value):
+        random.seed(value), np.random.seed(value), torch.manual_seed(value)
+
+    def draws():
+        return random.random(), np.random.rand(), float(torch.rand(1))
+
+    seed(123)
+    expected = draws()
+    seed(123)
+    os.environ.pop("PL_GLOBAL_SEED", None)
+    est = tiny(random_state=7).fit(X)
+    est.predict(X)
+    assert draws() == expected and "PL_GLOBAL_SEED" not in os.environ
+    np.testing.assert_array_equal(tiny(random_state=7).fit(X).labels_, est.labels_)  # still repeatable
+
+
+def test_verbose_false_silences_the_methods_own_lines(capsys):
+    X, _ = blobs()
+    stops_early = dict(TINY, tol=0.99)  # DEC stops at its second update, saying so
+    tiny(method_args=stops_early, verbose=True).fit(X)
+    assert "stopping" in capsys.readouterr().out
+    est = tiny(method_args=stops_early).fit(X)
+    assert "stopping" not in capsys.readouterr().out
+    assert "print" not in vars(est.model_)  # the module's own print again (and it pickles)
