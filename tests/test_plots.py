@@ -161,3 +161,54 @@ def test_from_the_cli(tmp_path):
     assert scores["k"] == 10
     for name in ClusteringPlots.FILES:
         assert_png(tmp_path / "plots" / name)
+
+
+def drawn(z, pred, y, folder, **kw):
+    """The figures ``draw`` makes, by file name."""
+    plots, figs = ClusteringPlots(), {}
+    plots._save = lambda fig, path: figs.__setitem__(Path(path).name, fig)
+    plots.draw(z, pred, y, folder, **kw)
+    return figs
+
+
+def scatter_colors(ax) -> list[tuple]:
+    return [tuple(np.round(c.get_facecolor()[0], 4)) for c in ax.collections]
+
+
+def test_colors_follow_the_rank_of_each_label_and_negatives_are_grey(tmp_path):
+    import matplotlib.colors
+
+    z, pred = torch.randn(90, 3, generator=torch.Generator().manual_seed(0)), torch.arange(90) % 3
+    y = pred.clone()
+    plain = drawn(z, pred, y, tmp_path)
+    shifted = drawn(z, pred + 100, y + 100, tmp_path)  # labels outside 0..K-1: as distinct as 0..K-1
+    for panel in (0, 1):
+        colors = scatter_colors(shifted["embedding.png"].axes[panel])
+        assert colors == scatter_colors(plain["embedding.png"].axes[panel]) and len(set(colors)) == 3
+    # cluster -1 (noise): grey, not the last cluster's color, in the embedding and in the sizes' bars
+    noisy = torch.where(torch.arange(90) % 10 == 0, -1, pred)
+    figs = drawn(z, noisy, y, tmp_path)
+    grey = tuple(np.round(matplotlib.colors.to_rgba("lightgrey"), 4))
+    assert scatter_colors(figs["embedding.png"].axes[0])[0] == grey
+    sizes = figs["cluster_sizes.png"].axes[0]
+    bars = {t.get_text(): tuple(np.round(b.get_facecolor(), 4)) for t, b in zip(sizes.get_xticklabels(), sizes.patches)}
+    assert bars["-1"] == grey and len(set(bars.values())) == 4
+
+
+def test_class_names_for_labels_that_start_at_1(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    z, pred, y = torch.randn(60, 3, generator=g), torch.randint(0, 3, (60,), generator=g), torch.arange(60) % 3 + 1
+    names = ["setosa", "versicolor", "virginica"]
+    figs = drawn(z, pred, y, tmp_path, class_names=names)  # was an IndexError
+    assert [t.get_text() for t in figs["confusion.png"].axes[0].get_xticklabels()] == names
+    assert [t.get_text() for t in figs["embedding.png"].axes[1].get_legend().get_texts()] == names
+    with pytest.raises(ValueError, match="2 class_names for labels 1..3 .3 values."):
+        drawn(z, pred, y, tmp_path, class_names=names[:2])
+
+
+def test_draw_takes_numpy_arrays(tmp_path):
+    rng = np.random.RandomState(0)
+    paths = ClusteringPlots().draw(rng.normal(size=(60, 3)), np.arange(60) % 3, np.full(60, -1), tmp_path)
+    assert set(paths) == {"embedding", "cluster_sizes"}
+    for p in paths.values():
+        assert_png(p)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
@@ -68,6 +69,27 @@ def _colors(k: int):
     name = "tab10" if k <= 10 else "tab20" if k <= 20 else "turbo"
     cmap = matplotlib.colormaps[name]
     return [cmap(i % cmap.N) if k <= 20 else cmap(i / max(k - 1, 1)) for i in range(k)]
+
+
+def _color_map(labels: Tensor) -> dict[int, object]:
+    """A color per label by the rank of its value (labels 100..109 get ten distinct colors); negative labels
+    (unlabeled, noise) are grey."""
+    ids = torch.unique(labels).tolist()
+    known = [k for k in ids if k >= 0]
+    return {**{k: "lightgrey" for k in ids if k < 0}, **dict(zip(known, _colors(max(len(known), 1))))}
+
+
+def _namer(class_names: list[str] | None, labels: Tensor):
+    """``class_names[k]`` names label k; labels beyond the names (1..C for C names) take them by rank."""
+    if not class_names:
+        return str
+    ids = torch.unique(labels[labels >= 0]).tolist()
+    if ids and ids[-1] >= len(class_names):
+        if len(ids) != len(class_names):
+            raise ValueError(f"{len(class_names)} class_names for labels {ids[0]}..{ids[-1]} ({len(ids)} values): "
+                             "give a name per label value (class_names[k] names label k) or per distinct label")
+        return dict(zip(ids, class_names)).__getitem__
+    return class_names.__getitem__
 
 
 class ClusteringPlots(Callback):
@@ -120,20 +142,20 @@ class ClusteringPlots(Callback):
                         logger.log_image(key=f"plots/{name}", images=[str(path)], step=trainer.global_step)
 
     # -- drawing (no trainer needed: usable on saved embeddings) -----------------------------------------
-    def draw(self, z: Tensor, pred: Tensor, y: Tensor, folder: str | Path, title: str = "",
+    def draw(self, z, pred, y, folder: str | Path, title: str = "",
              class_names: list[str] | None = None) -> dict[str, Path]:
-        """Write the figures for embeddings ``z`` (N, d), clusters ``pred`` (N,), labels ``y`` (N,, -1 unknown)
-        into ``folder``, the classes named by ``class_names`` when given; returns their paths by name."""
-
-        def name(c: int) -> str:
-            return class_names[c] if class_names else str(c)
-
+        """Write the figures for embeddings ``z`` (N, d), clusters ``pred`` (N,), labels ``y`` (N,, < 0: unknown;
+        tensors, numpy arrays or lists) into ``folder``, the classes named by ``class_names`` (``class_names[k]``
+        names label k, or, with labels beyond them, the distinct labels in order) when given; returns their paths
+        by name."""
         import matplotlib.style
 
+        z, pred, y = (a if torch.is_tensor(a) else torch.as_tensor(np.asarray(a)) for a in (z, pred, y))
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         pred, y = pred.long(), y.long()
         known = y >= 0
+        name = _namer(class_names, y)
         paths = {"embedding": folder / "embedding.png", "cluster_sizes": folder / "cluster_sizes.png"}
         with matplotlib.style.context("default"):
             self._embedding(z, pred, y, known, title, paths["embedding"], name)
@@ -157,16 +179,17 @@ class ClusteringPlots(Callback):
         limit = self.tsne_points if self.projection == "tsne" else self.max_points
         idx = self._subsample(len(z), limit)
         xy = project_2d(z[idx], self.projection, self.seed).numpy()
-        panels = [("cluster", pred[idx], str)] + ([("true label", y[idx], class_name)] if known.any() else [])
+        panels = [("cluster", pred, str, "noise")] + ([("true label", y, class_name, "unknown")] if known.any() else [])
         fig = _figure(5.2 * len(panels), 4.8)
         axes = fig.subplots(1, len(panels), squeeze=False)
         size = float(max(2.0, min(20.0, 6000.0 / len(idx))))
-        for ax, (what, labels, name) in zip(axes[0], panels):
-            ids = sorted(set(labels.tolist()) - {-1})
-            colors = _colors(max(ids) + 1 if ids else 1)
+        for ax, (what, labels, name, negative) in zip(axes[0], panels):
+            colors = _color_map(labels)  # of all samples, not the subsample: the same colors as the sizes' bars
+            labels = labels[idx]
             if (labels < 0).any():
                 m = (labels < 0).numpy()
-                ax.scatter(xy[m, 0], xy[m, 1], s=size, c="lightgrey", linewidths=0, label="unknown")
+                ax.scatter(xy[m, 0], xy[m, 1], s=size, c="lightgrey", linewidths=0, label=negative)
+            ids = [k for k in colors if k >= 0 and (labels == k).any()]
             for k in ids:
                 m = (labels == k).numpy()
                 ax.scatter(xy[m, 0], xy[m, 1], s=size, color=colors[k], linewidths=0, alpha=0.8, label=name(k))
@@ -227,7 +250,7 @@ class ClusteringPlots(Callback):
         ids, counts = ids[order], counts[order]
         fig = _figure(min(3 + 0.3 * len(ids), 16), 3.6)
         ax = fig.subplots()
-        colors = _colors(int(pred.max()) + 1)
+        colors = _color_map(pred)
         ax.bar(range(len(ids)), counts.numpy(), color=[colors[int(k)] for k in ids])
         if known.any():
             ref, what = known.sum().item() / len(torch.unique(y[known])), "mean class size"
