@@ -166,7 +166,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         accelerator: Lightning accelerator ("auto", "cpu", "gpu", ...).
         devices: Lightning devices (one process: leave 1; multi-GPU runs belong to the ``dcl`` CLI).
         enable_progress_bar: show Lightning's progress bar.
-        verbose: let Lightning print its info lines, and the method its own (DEC's stop line).
+        verbose: let Lightning and the method print their info lines (DEC's stop line).
         trainer_args: other ``lightning.Trainer`` arguments (``precision``, ``callbacks``, ``logger``, ...); a
             ``ModelCheckpoint`` among the callbacks turns ``enable_checkpointing`` on unless it is set here.
 
@@ -286,16 +286,12 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
                                  f"{trainer.world_size} (devices / num_nodes); pass devices=1, and for several GPUs "
                                  "run the dcl command: dcl fit --config ... --trainer.devices N")
             check_trainer_settings(model, trainer)
-            if not self.verbose:  # a method's self.print (DEC's stop line) writes to stdout, past the loggers
-                model.print = lambda *args, **kwargs: None
             try:
                 trainer.fit(model, datamodule=data)
             except Exception as error:
                 if not _finite(model):  # a NaN met mid-fit (k-means, eigh, ...) fails with that step's error
                     raise ValueError(DIVERGED) from error
                 raise
-            finally:
-                vars(model).pop("print", None)  # the module's own method again (and the model pickles)
         model.trainer = None  # drop the trainer (and the data it holds) so the estimator pickles
         model.cpu().eval()
         centers = model.cluster_centers.detach().cpu().numpy().copy()

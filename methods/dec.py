@@ -41,6 +41,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from dcl.callbacks.cluster_update import ClusterUpdate
@@ -129,7 +130,8 @@ class DEC(AutoencoderMethod):
         self.last_labels = labels
         self.log("train/label_change", changed)
         if not first and changed < self.tol:
-            self.print(f"{type(self).__name__}: {changed:.4%} of assignments changed (< tol {self.tol:.2%}); stopping")
+            rank_zero_info(f"{type(self).__name__}: {changed:.4%} of assignments changed (< tol {self.tol:.2%}); "
+                           "stopping")
             self.trainer.should_stop = True
 
     def clustering_loss(self, z: Tensor, index: Tensor) -> Tensor:
