@@ -31,12 +31,12 @@ from dcl import registry
 from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
 from dcl.files import atomic_write, run_dir, unwritable_folder
-from dcl.method import (ClusteringMethod, ConfigError, check_checkpoint_method, check_precision,
+from dcl.method import (ClusteringMethod, ConfigError, TrainingDiverged, check_checkpoint_method, check_precision,
                         check_trainer_settings, load_checkpoint_file, one_cluster_warning, weights_from_checkpoint)
 
 # MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
 # lacks, enable_checkpointing false beside a ModelCheckpoint, ...)
-USER_ERRORS = (ConfigError, DataError, registry.RegistryError, MisconfigurationException)
+USER_ERRORS = (ConfigError, DataError, registry.RegistryError, MisconfigurationException, TrainingDiverged)
 
 
 DESCRIPTION = ("dcl: deep clustering on PyTorch Lightning. Train (fit), score (validate, test) or apply (predict) "

@@ -67,6 +67,10 @@ def loads_pretrained() -> bool:
     return not _RESTORING.get()
 
 
+class TrainingDiverged(ValueError):
+    """The network's outputs became NaN or inf during training."""
+
+
 class ConfigError(ValueError):
     """A bad setting or checkpoint, reported before any training starts."""
 
@@ -122,6 +126,7 @@ class ClusteringMethod(pl.LightningModule):
         self._kmeans_by_step = False  # see refresh_clusters_by_step
         self._refreshed_step = -1  # the step of the last refresh_clusters (the final clusters: once per step)
         self._training_state: dict[str, Any] | None = None  # see keep_training_state
+        self._from_datamodule = True  # this run's loaders are the datamodule's (see setup)
 
     # -- the contract -----------------------------------------------------------------------------------
     @property
@@ -257,6 +262,29 @@ class ClusteringMethod(pl.LightningModule):
             check_precision(self.trainer.precision)
             warn_if_precision_is_emulated(self.trainer)
 
+    def setup(self, stage: str) -> None:
+        """Refuse, before any step, data a method cannot train from (a plain DataLoader, other samples' shape)."""
+        data = self.trainer.datamodule
+        if stage == "fit" and not isinstance(data, ClusteringDataModule):
+            raise ConfigError(
+                f"{type(self).__name__} trains from a ClusteringDataModule, which also serves every sample in order "
+                "to its k-means and periodic updates, got "
+                f"{'dataloaders' if data is None else type(data).__name__}; pass your tensors as "
+                "trainer.fit(model, datamodule=dcl.estimator.InMemory(x, y)), or a datamodule of `dcl list`")
+        self._from_datamodule = self._uses_the_datamodule()
+        if self._from_datamodule:
+            if tuple(data.input_shape) != self.input_shape:
+                raise ConfigError(f"{type(self).__name__} was built for samples of shape {self.input_shape}, but "
+                                  f"{type(data).__name__}'s are {tuple(data.input_shape)}; build it with "
+                                  f"input_shape={list(data.input_shape)}")
+
+    def _uses_the_datamodule(self) -> bool:
+        """Whether this run's loaders are a ClusteringDataModule's: Lightning keeps ``trainer.datamodule`` from an
+        earlier run when validate / test / predict are given dataloaders (then scored as given, not all samples)."""
+        data = self.trainer.datamodule
+        source = getattr(self.trainer._data_connector, "_datahook_selector", None)
+        return isinstance(data, ClusteringDataModule) and (source is None or source.datamodule is data)
+
     # -- embedding all samples --------------------------------------------------------------------------
     def eval_batches(self, loader) -> Iterator[Tensor]:
         """The samples of each batch of ``loader`` on this module's device, in eval mode and the trainer's
@@ -282,7 +310,15 @@ class ClusteringMethod(pl.LightningModule):
                 z = out.new_empty((loader.num_rows, *out.shape[1:]))  # every batch in the heap (glibc)
             z[start:start + len(out)] = out
             start += len(out)
-        return gather_ordered(z, dm.num_samples) if gather else z
+        if not gather:
+            return z
+        z = gather_ordered(z, dm.num_samples)
+        if not torch.isfinite(z).all():  # (the same on every rank) else k-means fails next, blaming the data
+            raise TrainingDiverged(
+                f"training diverged: the embeddings of {int((~torch.isfinite(z)).any(1).sum())} of {len(z)} samples "
+                f"are not finite (NaN or inf) at step {self.global_step}; standardize the data or lower the "
+                "learning rate")
+        return z
 
     def final_scores(self) -> dict[str, float | int]:
         """Scores of the current clustering state (nothing refreshed) on all samples of the datamodule."""
@@ -300,14 +336,19 @@ class ClusteringMethod(pl.LightningModule):
 
     # -- validation, test and prediction ----------------------------------------------------------------
     def _collect(self, batch: dict[str, Tensor]) -> None:
-        if not isinstance(self.trainer.datamodule, ClusteringDataModule):  # else scored from embed_all()
+        if not self._from_datamodule:  # else scored from embed_all()
+            if not (isinstance(batch, dict) and "x" in batch and "y" in batch):
+                raise ConfigError(f"{type(self).__name__} scores batches of dicts {{'x': samples, 'y': labels}}, got "
+                                  f"{type(batch).__name__}; pass a datamodule such as dcl.estimator.InMemory(x, y)")
             self._val_parts.append((self.embed(batch["x"]).float(), batch["y"]))
 
     def _score(self, prefix: str) -> None:
         if self.trainer.sanity_checking:  # the validation code ran on a few batches; scoring an untrained
             self._val_parts.clear()       # model on every sample (embedding + k-means) would only cost time
             return
-        if self._val_parts:  # a plain dataloader given to validate/test (single process)
+        if not self._from_datamodule:  # a plain dataloader given to validate/test (single process)
+            if not self._val_parts:
+                return
             z, y = (torch.cat(t) for t in zip(*self._val_parts))
             self._val_parts.clear()
         else:  # all samples of the datamodule, in order, on every rank
@@ -366,7 +407,7 @@ class ClusteringMethod(pl.LightningModule):
 
     def on_predict_start(self) -> None:
         # an untrained model (no checkpoint): k-means on its code, as validate and test score it
-        if not self.cluster_centers.any() and isinstance(self.trainer.datamodule, ClusteringDataModule):
+        if not self.cluster_centers.any() and self._from_datamodule:
             self.refresh_clusters_by_step(self.embed_all())
 
     def teardown(self, stage: str) -> None:

@@ -372,6 +372,7 @@ class DCFAE(ClusteringMethod):
                                default_generator_optimizer, self.adversarial.generator_scheduler)
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if stage == "fit":
             self.adversarial.prepare_strategy(self)
 

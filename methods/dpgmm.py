@@ -260,6 +260,7 @@ class DPGMM(AutoencoderMethod):
 
     def setup(self, stage: str) -> None:
         """Refuse more starting components than samples before training (k-means would, after the pretraining)."""
+        super().setup(stage)
         data = self.trainer.datamodule
         if stage == "fit" and data is not None and self.k_init > data.num_samples:
             raise ConfigError(f"k_init {self.k_init} is more than the {data.num_samples} samples to cluster; set "

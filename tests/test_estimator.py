@@ -190,6 +190,57 @@ def test_in_memory_datamodule_scores_with_labels():
     assert 0 <= scores["val/acc"] <= 1 and scores["val/k"] == 3
 
 
+def test_own_trainer_data_that_cannot_work_is_refused_before_training_and_given_loaders_are_scored():
+    """Found by probing from Python: a plain DataLoader trained through the pretraining, then failed on
+    ``None.all_dataloader``; a model built for another input_shape failed in a matmul; and validate given a
+    DataLoader after a fit scored the fit's datamodule instead (Lightning keeps ``trainer.datamodule``)."""
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dcl.method import ConfigError
+    from dcl.metrics import clustering_scores
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    X, y = blobs()
+    dm = InMemory(X, y, batch_size=16)
+
+    def trainer() -> pl.Trainer:
+        return pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                          enable_model_summary=False)
+
+    model = AEKMeans(3, (4,), latent_dim=2, hidden_dims=[16], kmeans_n_init=2)
+    plain = DataLoader(TensorDataset(torch.tensor(X, dtype=torch.float32)), batch_size=16)
+    with pytest.raises(ConfigError, match=r"trains from a ClusteringDataModule.*InMemory"):
+        trainer().fit(model, plain)
+    with pytest.raises(ConfigError, match=r"built for samples of shape \(5,\).*input_shape=\[4\]"):
+        trainer().fit(AEKMeans(3, (5,), latent_dim=2, hidden_dims=[16]), datamodule=dm)
+    fitted = trainer()
+    fitted.fit(model, datamodule=dm)
+    some = DataLoader([{"x": dm.x[i], "y": i % 2} for i in range(20)], batch_size=10)  # other labels than dm's
+    scores = fitted.validate(model, some, verbose=False)[0]
+    expected = clustering_scores(model.predict_clusters(model.embed(dm.x[:20])), torch.arange(20) % 2)
+    assert scores["val/acc"] == pytest.approx(expected["acc"])
+    with pytest.raises(ConfigError, match="batches of dicts"):
+        fitted.validate(model, plain, verbose=False)
+
+
+def test_training_that_diverges_is_one_clear_error(tmp_path):
+    """Found by probing from Python: on data of 1e20 a fit went on with NaN weights until k-means refused its
+    input, blaming the data ("x contains non-finite values")."""
+    import lightning.pytorch as pl
+
+    from dcl.method import TrainingDiverged
+    from dcl.methods.dec import DEC
+
+    X, y = blobs()
+    model = DEC(3, (4,), latent_dim=2, hidden_dims=[16], pretrain_epochs=1, kmeans_n_init=2)
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    with pytest.raises(TrainingDiverged, match="training diverged: the embeddings of 60 of 60 samples are not "
+                                               "finite .* standardize the data or lower the learning rate"):
+        trainer.fit(model, datamodule=InMemory(X * 1e20, y, batch_size=16))
+
+
 def test_import_dcl_is_light():
     import subprocess
     import sys
