@@ -22,6 +22,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from jsonargparse import ArgumentError
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -137,6 +138,8 @@ class DCLCLI(LightningCLI):
                   f"data n_clusters {given} is not used; its {' and '.join(from_)} set where K starts and "
                   "its maximum", file=sys.stderr)
         self.trainer.callbacks.append(FinalScores())
+        if self.trainer.fast_dev_run:  # a trial run writes nothing: Lightning's ModelCheckpoint still saved last.ckpt
+            self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, ModelCheckpoint)]
 
     def before_predict(self) -> None:
         self.trainer.loggers = []  # predict logs nothing: a logger only left an empty run (a W&B one, a version_N)
@@ -173,8 +176,9 @@ class FinalScores(pl.Callback):
             if warning:
                 print(f"dcl: warning: {warning}", file=sys.stderr)
             # beside the run's checkpoints and plots (a W&B run's trainer.log_dir is the folder all runs share)
-            payload = json.dumps(scores, indent=2)
-            atomic_write(run_dir(trainer) / "final_scores.json", lambda tmp: Path(tmp).write_text(payload))
+            if not trainer.fast_dev_run:  # a trial run writes nothing
+                payload = json.dumps(scores, indent=2)
+                atomic_write(run_dir(trainer) / "final_scores.json", lambda tmp: Path(tmp).write_text(payload))
         for logger in trainer.loggers:
             logger.log_metrics({f"final/{k}": float(v) for k, v in scores.items()}, step=trainer.global_step)
 
@@ -187,7 +191,7 @@ class RunConfig(SaveConfigCallback):
     it (each left a folder holding only its config)."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.already_saved or stage != "fit":
+        if self.already_saved or stage != "fit" or trainer.fast_dev_run:
             return
         if trainer.is_global_zero:  # a W&B logger's run id, which names the folder, exists on rank 0 only
             path = run_dir(trainer) / self.config_filename

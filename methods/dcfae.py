@@ -384,12 +384,16 @@ class DCFAE(ClusteringMethod):
     def on_train_start(self) -> None:
         """Refuse, before any step, a phase 2 that would never step: it trains on groups of ``similarity_batches``
         loader batches, and an epoch's incomplete group is dropped."""
-        batches = self.trainer.num_training_batches
+        trainer = self.trainer
+        batches = trainer.num_training_batches
         if self.use_dense and math.isfinite(batches) and batches < self.similarity_batches:
+            cut = ("trainer.fast_dev_run cuts it to that; " if trainer.fast_dev_run else
+                   f"trainer.limit_train_batches {trainer.limit_train_batches} cuts it to that; "
+                   if trainer.limit_train_batches != 1.0 else "")
             raise ConfigError(f"DCFAE's phase 2 trains on groups of similarity_batches {self.similarity_batches} "
                               f"loader batches, but an epoch has {batches}: the dense network would never take a "
-                              f"step; set model.init_args.similarity_batches to at most {batches}, or a smaller "
-                              "data batch_size")
+                              f"step; {cut}set model.init_args.similarity_batches to at most {batches}, or a "
+                              "smaller data batch_size")
 
     def on_train_epoch_start(self) -> None:
         self._pending_latents = []  # an epoch's last, incomplete group of batches is dropped (drop_last)

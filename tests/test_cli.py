@@ -703,6 +703,29 @@ def test_a_run_from_a_pretrained_autoencoder_needs_that_file_no_more_once_traine
     assert "does not exist" in msg
 
 
+def test_a_fast_dev_run_writes_nothing(tmp_path, capsys, dcl_error):
+    """Found by probing with Trainer flags: --trainer.fast_dev_run (Lightning: "logging and checkpointing are
+    suppressed") wrote final_scores.json, the plots and, through Lightning's ModelCheckpoint, last.ckpt, v1, v2, ...
+    into the folder it ran in; DCFAE's refusal of the 1-batch epoch did not say why the epoch had 1 batch."""
+    run_cli(["fit", "--config", str(REPO / "configs/ae_kmeans/digits.yaml"), *SMALL_AE, "--trainer.fast_dev_run",
+             "true"], tmp_path)
+    assert "dcl: final clustering of 1797 samples" in capsys.readouterr().out
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+    msg = dcl_error(["fit", "--config", str(REPO / "configs/dcfae/digits.yaml"), "--trainer.fast_dev_run", "true"],
+                    tmp_path)
+    assert "an epoch has 1: the dense network would never take a step; trainer.fast_dev_run cuts it to that" in msg
+
+
+def test_a_callback_refusing_the_trainer_does_so_before_anything_is_written(tmp_path, dcl_error):
+    """Found by probing: AE-CM's averaging callback refused a fit without max_epochs in its setup, after the run's
+    config.yaml (and a W&B run) had been written."""
+    msg = dcl_error(["fit", "--config", str(REPO / "configs/cm/digits.yaml"), "--trainer.max_epochs", "-1",
+                     "--trainer.max_steps", "30", "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+                     "--trainer.logger.save_dir", str(tmp_path / "out")], tmp_path, quiet=False)
+    assert "FinalEpochAveraging averages the last epochs of trainer.max_epochs" in msg
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
 def test_checkpoint_file_missing(tmp_path, dcl_error):
     msg = dcl_error(["validate", *AE_DIGITS, "--ckpt_path", str(tmp_path / "none.ckpt")], tmp_path)
     assert "does not exist" in msg

@@ -123,6 +123,8 @@ class ClusteringPlots(Callback):
         self.paths: dict[str, Path] = {}  # what the last fit wrote, by figure name
 
     def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.fast_dev_run:  # a trial run writes nothing (Lightning's rule for its loggers and checkpoints)
+            return
         z = pl_module.embed_all()  # a collective under DDP: every rank takes part
         folder = Path(self.dirpath) if self.dirpath else (run_dir(trainer) / "plots" if trainer.is_global_zero
                                                           else None)

@@ -50,10 +50,15 @@ class FinalEpochAveraging(Callback):
     def state_key(self) -> str:
         return f"FinalEpochAveraging{{epochs={self.epochs}}}"
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage == "fit" and (trainer.max_epochs is None or trainer.max_epochs < 0):
+    def check_trainer(self, trainer) -> None:
+        """Refuse a Trainer this callback cannot work with (the dcl command asks before it writes anything)."""
+        if trainer.max_epochs is None or trainer.max_epochs < 0:
             raise ConfigError("FinalEpochAveraging averages the last epochs of trainer.max_epochs; set "
                               "trainer.max_epochs (the averaging epoch included)")
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            self.check_trainer(trainer)
 
     def _tensors(self, pl_module) -> dict[str, torch.Tensor]:
         out = {n: p for n, p in pl_module.named_parameters() if p.requires_grad}
