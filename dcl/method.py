@@ -426,10 +426,22 @@ class ClusteringMethod(pl.LightningModule):
                                  "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
 
     @classmethod
-    def load_from_checkpoint(cls, *args: Any, **kwargs: Any):  # type: ignore[override]
-        """Lightning's, building the method without loading its ``pretrained`` weights: the checkpoint holds them."""
+    def load_from_checkpoint(cls, checkpoint_path, *args: Any, **kwargs: Any):  # type: ignore[override]
+        """Lightning's, building the method without loading its ``pretrained`` weights (the checkpoint holds them),
+        after dcl's checks of the file (a foreign or truncated file, another method's: one clear error). A class of
+        your own loads the checkpoints of the method it subclasses, those of the dcl command too (which records the
+        class it trained, and Lightning would build that one)."""
+        if isinstance(checkpoint_path, (str, Path)):
+            checkpoint = load_checkpoint_file(checkpoint_path)
+            check_checkpoint_method(checkpoint, cls)
+            saved = checkpoint.get("hyper_parameters", {})
+            if "_class_path" in saved:
+                kwargs.setdefault("_class_path", f"{cls.__module__}.{cls.__qualname__}")
+            if kwargs.get("n_clusters") not in (None, saved.get("n_clusters")) and saved.get("n_clusters"):
+                rank_zero_warn(f"the checkpoint's {saved['n_clusters']} clusters are used, not n_clusters "
+                               f"{kwargs['n_clusters']} (another number of clusters needs a new fit)")
         with weights_from_checkpoint():
-            return super().load_from_checkpoint(*args, **kwargs)
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint_method(checkpoint, type(self))

@@ -75,6 +75,22 @@ def test_user_subclass_trains_from_the_cli_by_class_path(user_module, tmp_path):
              str(next(dec.rglob("*.ckpt")))], run / "resumed")
     assert mymod.MyDEC.calls > before
     assert torch.load(next((run / "resumed").rglob("*.ckpt")), weights_only=False)["dcl_method"] == "MyDEC"
+    # and in Python (found by probing as a plugin author: Lightning refused to build DEC "as a MyDEC")
+    from dcl.method import ConfigError
+    from dcl.methods.dec import DEC
+    from dcl.methods.idec import IDEC
+
+    as_mine = mymod.MyDEC.load_from_checkpoint(next(dec.rglob("*.ckpt")))
+    assert type(as_mine) is mymod.MyDEC and as_mine.mix == 0.5 and as_mine.hparams.pretrain_epochs == 1
+    with pytest.raises(ConfigError, match="written by method MyDEC, not DEC"):
+        DEC.load_from_checkpoint(ckpt)
+    with pytest.raises(ConfigError, match="written by method DEC, not IDEC"):
+        IDEC.load_from_checkpoint(next(dec.rglob("*.ckpt")))
+    with pytest.warns(UserWarning, match="the checkpoint's 10 clusters are used, not n_clusters 5"):
+        assert DEC.load_from_checkpoint(next(dec.rglob("*.ckpt")), n_clusters=5).n_clusters == 10
+    (tmp_path / "foreign.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="truncated or not a PyTorch checkpoint"):
+        DEC.load_from_checkpoint(tmp_path / "foreign.ckpt")
 
 
 def test_user_subclass_from_a_config_file(user_module, tmp_path):
