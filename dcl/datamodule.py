@@ -41,6 +41,9 @@ class InMemoryLoader:
     rank draws identically (padded by wrap-around so that ranks have equal step counts, as
     ``DistributedSampler`` does); for ordered passes, contiguous shards without padding, so that each
     sample is seen exactly once and gathered results can be put back in order.
+
+    Resumable (``state_dict`` / ``load_state_dict``, which Lightning saves in checkpoints): a fit resumed from a
+    checkpoint taken inside an epoch goes on with that epoch's next batch, as the uninterrupted fit does.
     """
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool, seed: int = 0,
@@ -53,6 +56,10 @@ class InMemoryLoader:
         self.transform = transform
         self.sampler = _EpochSampler()
         self.batch_sampler = None  # Lightning inspects these two attributes of its loaders
+        # batches of the current pass handed out (Lightning fetches a sized loader's batches as it trains them,
+        # none ahead), and those the next pass skips (a restored state)
+        self._yielded = self._resume_at = 0
+        self._resume_epoch = -1
 
     def _indices(self) -> Tensor:
         n = len(self.x)
@@ -70,7 +77,10 @@ class InMemoryLoader:
         idx = self._indices()
         stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
         contiguous = not self.shuffle
-        for start in range(0, stop, self.batch_size):
+        # (a restored pass only: Lightning goes on with the next epoch from a fit that max_steps cut inside one)
+        first = self._resume_at if self.sampler.epoch == self._resume_epoch else 0
+        self._yielded, self._resume_at = first, 0
+        for start in range(first * self.batch_size, stop, self.batch_size):
             b = idx[start:start + self.batch_size]
             if contiguous:  # views, no copy
                 lo, hi = int(b[0]), int(b[-1]) + 1
@@ -79,7 +89,15 @@ class InMemoryLoader:
                 x, y = self.x[b], self.y[b]
             if self.transform is not None:
                 x = self.transform(x)
+            self._yielded += 1
             yield {"x": x, "y": y, "index": b.to(self.x.device)}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.epoch = self._resume_epoch = state["epoch"]
+        self._resume_at = state["batches"]
 
     @property
     def num_rows(self) -> int:

@@ -26,6 +26,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
@@ -608,7 +609,7 @@ def save_last_checkpoints(trainer: pl.Trainer, changed: bool) -> None:
         return
     for callback in trainer.checkpoint_callbacks:
         # (save_last "link" links to the last top-k file, which may be older: left as Lightning does it)
-        if callback.save_last is True and (changed or callback._last_global_step_saved != trainer.global_step):
+        if isinstance(callback, ModelCheckpoint) and callback.save_last is True and (changed or callback._last_global_step_saved != trainer.global_step):
             callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
 
 

@@ -86,6 +86,18 @@ def fit(name: str, tmp_path, epochs: int | None = None, ckpt_path=None, callback
     return model, dm, t
 
 
+class SaveInside(pl.callbacks.Checkpoint):
+    """Save a checkpoint at the end of one batch inside an epoch, as ModelCheckpoint(every_n_train_steps) does
+    (a Checkpoint: Lightning runs it after the other callbacks, e.g. an averaging epoch's running mean)."""
+
+    def __init__(self, epoch: int, batch: int, path) -> None:
+        self.epoch, self.batch, self.path = epoch, batch, path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            trainer.save_checkpoint(self.path)
+
+
 def final_losses(t: pl.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in t.callback_metrics.items() if k.startswith("train/") and v.numel() == 1}
 
@@ -96,7 +108,10 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
                                   save_on_train_epoch_end=True)
     full_batches = BatchLog()
     full, dm, t_full = fit(name, tmp_path / "a", callbacks=[every_epoch, full_batches])
-    again, _, _ = fit(name, tmp_path / "b")
+    k = FAST[name]["resume_epoch"]
+    # a checkpoint inside epoch k + 1 (at a batch's end): where one every N steps, or SLURM's, may fall
+    mid = tmp_path / "mid.ckpt"
+    again, _, _ = fit(name, tmp_path / "b", callbacks=[SaveInside(k + 1, N // 128 // 2, mid)])
     reference = assignments(full, dm)
     deterministic = bool(torch.equal(assignments(again, dm), reference))
     measured(name, deterministic=deterministic)
@@ -105,7 +120,6 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
     # built through dcl.optim.make_optimizer: PyTorch's fused kernel (the checks below resume its state)
     assert all(g["fused"] for o in t_full.optimizers for g in o.param_groups), "an optimizer without the fused kernel"
 
-    k = FAST[name]["resume_epoch"]
     ckpt = next((tmp_path / "ckpt").glob(f"epoch={k}-step=*.ckpt"))
     # another seed: what continues the run must come from the checkpoint (weights, optimizer, clustering state,
     # the RNG of the draws after it), and the fit must run only the batches after it, not the whole run again
@@ -136,6 +150,14 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
             and all(torch.equal(a, b) for a, b in zip(full.parameters(), continued.parameters())))
     measured(name, continued_same=same)
     assert same, "a finished fit continued to more epochs ends otherwise than one longer fit"
+
+    # resumed from inside an epoch: its next batches (found by probing: the epoch's data started over)
+    from_mid, _, _ = fit(name, tmp_path / "f", ckpt_path=str(mid), seed=1)
+    same = (bool(torch.equal(assignments(from_mid, dm), reference))
+            and bool(torch.equal(clustering_state(from_mid), clustering_state(full)))
+            and all(torch.equal(a, b) for a, b in zip(full.parameters(), from_mid.parameters())))
+    measured(name, mid_epoch_resume_same=same)
+    assert same, "a fit resumed from inside an epoch ends otherwise than the uninterrupted one"
 
 
 KNOWN_BUGS: dict[tuple[str, str], str] = {  # (test, method) -> why it fails today; each is a bug to fix
