@@ -160,3 +160,18 @@ def test_k_plot_is_logged_to_image_loggers():
     cb.on_fit_end(SimpleNamespace(is_global_zero=True, loggers=[logger, SimpleNamespace()]), None)
     (image,) = logged["train/k_over_training"]
     assert image.ndim == 3 and image.shape[2] == 3
+
+
+def test_every_n_steps_counts_optimizer_steps_under_gradient_accumulation():
+    """Found by a user: with accumulate_grad_batches 2, two batches end at each global_step, and the step ran at
+    both (global_step 4 twice, 8 twice), and once more right after the first step."""
+    z, _ = _blobs(0, n=600)
+    module = _Mixture(z, 3)
+    module.log_dict = lambda *args, **kwargs: None
+    cb = BirthMerge(every_n_steps=2, penalty=1.0)
+    start = 10
+    for batch in range(10):  # 2 batches an optimizer step
+        cb.on_train_batch_start(SimpleNamespace(current_epoch=0, global_step=start + batch // 2), module, None, batch)
+        cb.on_train_batch_end(SimpleNamespace(current_epoch=0, global_step=start + (batch + 1) // 2), module, None,
+                              None, batch)
+    assert [h[1] for h in cb.history] == [10, 12, 14]

@@ -392,7 +392,9 @@ class BirthMerge(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self.every_n_steps is None or not pl_module.clustering_active or self.calls == 0:
             return
-        if (trainer.global_step - self.start_step) % self.every_n_steps == 0:
+        # once per optimizer step: under accumulate_grad_batches several batches end at one global_step
+        step = trainer.global_step
+        if (step - self.start_step) % self.every_n_steps == 0 and step != self.history[-1][1]:
             self._step_and_log(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
