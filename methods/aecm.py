@@ -355,8 +355,11 @@ class AECM(_WithClusteringModule, AutoencoderMethod):
 
     def _lr_decay_factor(self, step: int) -> float:
         """Keras' ``PolynomialDecay(lr, steps, end_learning_rate=lr / 10, power=0.4)`` as a factor of lr."""
-        # step 0 is the call at construction, before the trainer has counted the batches of an epoch
-        steps = self.lr_decay_epochs * max(1, int(self.trainer.num_training_batches)) if step else 1
+        if not step:  # the call at construction, before the trainer has counted the batches of an epoch
+            return 1.0
+        # the horizon in optimizer steps, the scheduler's (an epoch's last batch steps under accumulate_grad_batches)
+        batches = int(self.trainer.num_training_batches)
+        steps = self.lr_decay_epochs * max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
         return 0.9 * (1 - min(step, steps) / steps) ** 0.4 + 0.1
 
     def start_clustering(self) -> None:

@@ -453,3 +453,23 @@ def test_predict_under_bf16_gives_the_clusters_the_scores_have():
     trainer.fit(model, dm)
     predicted = torch.cat([b["cluster"] for b in trainer.predict(model, dm)])
     assert torch.equal(predicted, model.predict_clusters(model.embed_all()))
+
+
+@pytest.mark.parametrize("accumulate, limit", [(1, 1.0), (2, 1.0), (2, 2)])
+def test_lr_decay_reaches_its_floor_after_lr_decay_epochs_under_gradient_accumulation(accumulate, limit):
+    """Found by a user: the horizon was lr_decay_epochs x the batches of an epoch while the scheduler steps once per
+    optimizer step, so under accumulate_grad_batches 2 the decay lasted twice as long."""
+    from dcl.estimator import InMemory
+
+    pl.seed_everything(0)
+    dm = InMemory(torch.rand(120, 12), torch.arange(120) % 3, batch_size=40)  # 3 batches an epoch
+    model = AECM(3, (12,), latent_dim=4, hidden_dims=(16,), alpha=2.0, lr_decay_epochs=2, average_last_epoch=False)
+    lrs = []
+
+    class Spy(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    _trainer(max_epochs=3, callbacks=[Spy()], limit_val_batches=0, accumulate_grad_batches=accumulate,
+             limit_train_batches=limit).fit(model, dm)
+    assert lrs[0] > 1.1e-4 and lrs[1:] == pytest.approx([1e-4] * 2, rel=1e-6)
