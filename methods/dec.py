@@ -146,10 +146,16 @@ class DEC(AutoencoderMethod):
         z = self.embed(batch["x"])
         loss = self.clustering_loss(z, batch["index"])
         self.log("train/kl", loss, prog_bar=True)
-        self._count_step()
         return loss
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # maxiter counts optimizer steps (the paper's iterations), as update_interval does: under
+        # accumulate_grad_batches one step takes several batches
+        super().on_before_optimizer_step(optimizer)
+        if self.clustering_active:
+            self.cluster_steps += 1
+            if int(self.cluster_steps) >= self.maxiter:
+                self.trainer.should_stop = True
+
     def _count_step(self) -> None:
-        self.cluster_steps += 1
-        if int(self.cluster_steps) >= self.maxiter:
-            self.trainer.should_stop = True
+        """Kept for subclasses' ``cluster_step`` that call it (IDEC): the count is ``on_before_optimizer_step``'s."""

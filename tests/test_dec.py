@@ -442,3 +442,28 @@ def test_a_stop_before_min_epochs_still_trains_them():
                          limit_val_batches=0, callbacks=[StopEveryEpoch()])
     trainer.fit(model, Digits(batch_size=256))
     assert trainer.global_step == 3 * 8  # 3 epochs of 8 batches, each trained
+
+
+@pytest.mark.parametrize("cls", [DEC, IDEC])
+def test_maxiter_counts_optimizer_steps_under_gradient_accumulation(tmp_path, cls):
+    """Found by a user: under accumulate_grad_batches 2, maxiter counted batches while update_interval counted
+    optimizer steps, so a fit stopped after half its iterations (and inside an accumulation)."""
+    import lightning.pytorch as pl
+
+    from dcl.datamodules.digits import Digits
+
+    calls = []
+
+    class Recording(cls):
+        def update_clusters(self, z, first):
+            calls.append(self.trainer.global_step)
+            super().update_clusters(z, first)
+
+    dm = Digits(batch_size=256)  # 8 batches an epoch: 4 optimizer steps
+    model = Recording(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=1, update_interval=2, maxiter=3, tol=0,
+                      kmeans_n_init=2)
+    trainer = pl.Trainer(max_epochs=5, accumulate_grad_batches=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(model, dm)
+    assert trainer.global_step == 4 + 3 and int(model.cluster_steps) == 3 and calls == [4, 6]

@@ -275,3 +275,26 @@ def test_a_fit_stopped_by_early_stopping_ends_with_the_final_update_in_its_last_
     assert saved["global_step"] == stopped_trainer.global_step
     for name in ("cluster_centers", "rotation", "targets"):
         assert torch.equal(saved["state_dict"][name], expected[name]), name
+
+
+def test_maxiter_counts_optimizer_steps_under_gradient_accumulation(tmp_path: Path):
+    """Found by a user: under accumulate_grad_batches 2, maxiter counted batches while update_interval counted
+    optimizer steps, so a fit stopped after half its iterations (and inside an accumulation)."""
+    import lightning.pytorch as pl
+
+    from dcl.datamodules.digits import Digits
+
+    calls = []
+
+    class Recording(DEKM):
+        def set_eigen_state(self, *args):
+            calls.append(self.trainer.global_step)
+            super().set_eigen_state(*args)
+
+    model = Recording(10, (64,), autoencoder="mlp", hidden_dims=[32], pretrain_epochs=1, update_interval=2,
+                      maxiter=3, tol=0.0, kmeans_n_init=2)
+    trainer = pl.Trainer(max_epochs=5, accumulate_grad_batches=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(model, Digits(batch_size=256))  # 8 batches an epoch: 4 optimizer steps
+    assert trainer.global_step == 4 + 3 and int(model.cluster_steps) == 3 and calls[:2] == [4, 6]
