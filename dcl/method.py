@@ -593,11 +593,28 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], module: ClusteringMethod) 
 
 def warn_if_fit_ends_within(module: pl.LightningModule, epochs: int, phase: str, setting: str,
                             consequence: str) -> None:
-    """Warn at fit start when ``trainer.max_epochs`` ends within a method's first phase of ``epochs`` epochs."""
-    max_epochs = module.trainer.max_epochs
+    """Warn at fit start when ``trainer.max_epochs`` or ``max_steps`` ends within a method's first phase of
+    ``epochs`` epochs."""
+    trainer = module.trainer
+    max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
     if max_epochs is not None and 0 <= max_epochs <= epochs:
         rank_zero_warn(f"max_epochs {max_epochs} ends within the {epochs} {phase}: {consequence}; raise max_epochs "
                        f"(it counts this phase) or lower {setting}")
+        return
+    if max_steps < 0:
+        return
+    # the fit loop counts the training batches after on_fit_start: count them now, as Lightning's
+    # estimated_stepping_batches does (the loader is not built twice)
+    trainer.fit_loop.setup_data()
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):  # an iterable dataset without a length
+        return
+    # optimizer steps an epoch; under manual optimization (no accumulation) a batch may take several, so this is a
+    # lower bound there and the warning is never wrong
+    steps = epochs * math.ceil(batches / trainer.accumulate_grad_batches)
+    if max_steps <= steps:
+        rank_zero_warn(f"max_steps {max_steps} ends within the {epochs} {phase} (at least {steps} optimizer steps): "
+                       f"{consequence}; raise max_steps (it counts this phase) or lower {setting}")
 
 
 def save_last_checkpoints(trainer: pl.Trainer, changed: bool) -> None:

@@ -467,3 +467,26 @@ def test_maxiter_counts_optimizer_steps_under_gradient_accumulation(tmp_path, cl
                          num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(model, dm)
     assert trainer.global_step == 4 + 3 and int(model.cluster_steps) == 3 and calls == [4, 6]
+
+
+@pytest.mark.parametrize("max_steps, accumulate, warns", [(16, 1, True), (8, 2, True), (9, 2, False)])
+def test_a_max_steps_that_ends_within_the_pretraining_says_so(tmp_path, max_steps, accumulate, warns):
+    """Found by a user: --trainer.max_steps ending inside the pretraining gave no warning (only max_epochs did).
+    2 pretraining epochs of 8 batches: 16 optimizer steps, 8 under accumulate_grad_batches 2."""
+    import lightning.pytorch as pl
+
+    from dcl.datamodules.digits import Digits
+
+    dm = Digits(batch_size=256)
+    model = DEC(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=2, kmeans_n_init=2)
+    trainer = pl.Trainer(max_steps=max_steps, accumulate_grad_batches=accumulate, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, num_sanity_val_steps=0, limit_val_batches=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, dm)
+    said = [str(w.message) for w in caught if "ends within the" in str(w.message)]
+    expected = (f"max_steps {max_steps} ends within the 2 epochs of autoencoder pretraining "
+                f"(at least {16 // accumulate} optimizer steps): DEC's clustering phase will not run")
+    assert [s[:len(expected)] for s in said] == ([expected] if warns else [])
+    assert model.clustering_active != warns
