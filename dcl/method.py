@@ -758,6 +758,19 @@ class AutoencoderMethod(ClusteringMethod):
         if self._trainer is not None:
             self.trainer.strategy.setup_optimizers(self.trainer)
 
+    #: the clustering phase ends after this many optimizer steps (DEC's, DEKM's ``maxiter``; None: no limit), counted
+    #: in the subclass's checkpointed buffer ``cluster_steps``
+    maxiter: int | None = None
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        super().on_before_optimizer_step(optimizer)
+        # optimizer steps (the papers' iterations), as update_interval counts them: under accumulate_grad_batches one
+        # step takes several batches
+        if self.maxiter is not None and self.clustering_active:
+            self.cluster_steps += 1
+            if int(self.cluster_steps) >= self.maxiter:
+                self.trainer.should_stop = True
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         loss = self.pretrain_step(batch) if not self.clustering_active else self.cluster_step(batch)
         return None if loss is None else touch_all_parameters(self, loss)

@@ -148,14 +148,3 @@ class DEC(AutoencoderMethod):
         self.log("train/kl", loss, prog_bar=True)
         return loss
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        # maxiter counts optimizer steps (the paper's iterations), as update_interval does: under
-        # accumulate_grad_batches one step takes several batches
-        super().on_before_optimizer_step(optimizer)
-        if self.clustering_active:
-            self.cluster_steps += 1
-            if int(self.cluster_steps) >= self.maxiter:
-                self.trainer.should_stop = True
-
-    def _count_step(self) -> None:
-        """Kept for subclasses' ``cluster_step`` that call it (IDEC): the count is ``on_before_optimizer_step``'s."""

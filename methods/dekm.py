@@ -187,11 +187,3 @@ class DEKM(AutoencoderMethod):
         self.log("train/dekm", loss, prog_bar=True)
         return sum_over_global_batch(loss)
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        # maxiter counts optimizer steps (the official iterations), as update_interval does: under
-        # accumulate_grad_batches one step takes several batches
-        super().on_before_optimizer_step(optimizer)
-        if self.clustering_active:
-            self.cluster_steps += 1
-            if int(self.cluster_steps) >= self.maxiter:
-                self.trainer.should_stop = True

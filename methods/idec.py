@@ -52,5 +52,4 @@ class IDEC(DEC):
         recon = F.mse_loss(x_hat, x)
         kl = self.clustering_loss(z, batch["index"])
         self.log_dict({"train/recon": recon, "train/kl": kl}, prog_bar=True)
-        self._count_step()
         return recon + self.gamma * kl

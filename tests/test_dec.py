@@ -254,7 +254,6 @@ def test_idec_adds_reconstruction_and_keeps_the_decoder_training():
     batch = {"x": dm.x[:64], "y": dm.y[:64], "index": torch.arange(64)}
     model._trainer = None
     model.log_dict = lambda *a, **k: None
-    model._count_step = lambda: None
     loss = model.cluster_step(batch)
     # the paper's L = L_r + gamma L_c, computed here from its parts: MSE of the reconstruction, and
     # KL(P || Q) with the batch's rows of the stored targets P against Student-t Q
@@ -278,7 +277,6 @@ def test_one_process_step_leaves_unused_parameters_without_gradient():
     model.clustering_started.fill_(True)
     model.targets = torch.full((1797, 10), 0.1)
     model.log = lambda *a, **k: None
-    model._count_step = lambda: None
     model.training_step({"x": dm.batch_transform(dm.x[:64]), "y": dm.y[:64], "index": torch.arange(64)}, 0).backward()
     assert all(p.grad is None for p in model.autoencoder.decoder.parameters())
     assert all(p.grad is not None for p in model.autoencoder.encoder.parameters())
