@@ -310,7 +310,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
 
     def _check_method_args(self, cls: type) -> None:
         """The method's own settings only: the estimator sets n_clusters and the input shape (from X) itself."""
-        from dcl.registry import unknown_setting
+        from dcl.registry import settings, unknown_setting
 
         args = dict(self.method_args or {})
         if "n_clusters" in args:
@@ -318,9 +318,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
                              f"DeepClusterer(n_clusters=...) instead")
         if "input_shape" in args:
             raise ValueError("method_args sets input_shape: it is taken from X; leave it out")
-        params = inspect.signature(cls.__init__).parameters
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        unknown = [] if takes_any else [name for name in args if name not in params]
+        known = settings(cls)  # a subclass's **kwargs followed into its parent's settings
+        unknown = [name for name in args if name not in known]
         if unknown:
             raise ValueError(f"method_args: {unknown_setting(cls, unknown[0], hidden=cls.data_settings)}")
 

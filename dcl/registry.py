@@ -78,11 +78,28 @@ def get(kind: str, name: str) -> type:
     raise RegistryError(f"unknown {kind} {name!r}{hint}; known {kind}s: {known}")
 
 
+def settings(cls: type) -> list[str]:
+    """The constructor arguments of ``cls``, those its ``**kwargs`` pass on included: while an ``__init__`` takes
+    ``**kwargs``, the next one up the MRO is read too (as jsonargparse does), so a subclass's
+    ``__init__(self, *args, mix=0.5, **kwargs)`` has its parent's settings besides ``mix``."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        try:
+            params = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        except (TypeError, ValueError):  # a builtin's without a signature
+            break
+        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in names]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
 def unknown_setting(cls: type, option: str, hidden: tuple[str, ...] = ()) -> str:
     """One sentence for a setting ``cls`` does not take: the closest one it does, and all of them (but
     ``hidden``: settings the caller fills in itself)."""
-    params = [p for p in list(inspect.signature(cls.__init__).parameters)[1:]
-              if p not in hidden and p not in ("args", "kwargs")]
+    params = [p for p in settings(cls) if p not in hidden]
     close = difflib.get_close_matches(option, params, n=1)
     return (f"{cls.__name__} has no setting {option!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
             + f"; its settings: {', '.join(params)}")

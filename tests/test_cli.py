@@ -752,3 +752,20 @@ def test_the_number_of_clusters_is_the_datas_or_the_checkpoints(tmp_path, capsys
     assert "the checkpoint's 10 clusters are used, not data n_clusters 5" in captured.err
     run_cli(["test", *AE_DIGITS, "--ckpt_path", ckpt, "--data.init_args.n_clusters", "10"], tmp_path)
     assert "clusters are used" not in capsys.readouterr().err
+
+
+def test_a_kwargs_subclass_lists_its_parents_settings(tmp_path, monkeypatch, dcl_error):
+    """The README's ``MyDEC(DEC).__init__(self, *args, mix=0.5, **kwargs)``: a misspelt inherited setting was
+    answered "MyDEC has no setting 'update_intervall'; its settings: mix"."""
+    (tmp_path / "mykwargsmod.py").write_text(
+        "from dcl.methods.dec import DEC\n\n\nclass MyDEC(DEC):\n"
+        "    def __init__(self, *args, mix: float = 0.5, **kwargs):\n"
+        "        super().__init__(*args, **kwargs)\n        self.mix = mix\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        msg = dcl_error(["fit", "--model", "mykwargsmod.MyDEC", "--data", "Digits",
+                         "--model.init_args.update_intervall", "5"], tmp_path)
+    finally:
+        sys.modules.pop("mykwargsmod", None)
+    assert "MyDEC has no setting 'update_intervall' (did you mean 'update_interval'?); its settings: mix, " \
+           "latent_dim," in msg, msg

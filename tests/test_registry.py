@@ -62,3 +62,32 @@ def test_description_is_the_first_sentence():
         Details."""
 
     assert registry.describe(Example) == "Deep thing (Doe et al. 2020), e.g. for digits."
+
+
+class _MyDEC(registry.get_method("DEC")):
+    """The README's subclass pattern: a new setting, the parent's through ``**kwargs``."""
+
+    def __init__(self, *args, mix: float = 0.5, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mix = mix
+
+
+def test_settings_of_a_kwargs_subclass_include_the_inherited_ones():
+    """Once the listing stopped at ``**kwargs``: 'MyDEC has no setting 'update_intervall'; its settings: mix'."""
+    msg = registry.unknown_setting(_MyDEC, "update_intervall", hidden=("n_clusters", "input_shape"))
+    assert msg.startswith("_MyDEC has no setting 'update_intervall' (did you mean 'update_interval'?); "
+                          "its settings: mix, latent_dim,"), msg
+    assert "n_clusters" not in msg and "kwargs" not in msg and "pretrain_epochs" in msg
+
+
+def test_the_estimator_names_a_kwargs_subclass_setting_it_does_not_take():
+    """Once a raw ``TypeError ... unexpected keyword argument`` from the constructor: the check skipped classes
+    taking ``**kwargs``."""
+    import numpy as np
+
+    from dcl import DeepClusterer
+
+    X = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"method_args: _MyDEC has no setting 'pretrain_epoch' \(did you mean "
+                                         r"'pretrain_epochs'\?\); its settings: mix, latent_dim,"):
+        DeepClusterer(method=_MyDEC, n_clusters=3, max_epochs=1, method_args={"pretrain_epoch": 3}).fit(X)
