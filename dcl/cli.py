@@ -293,6 +293,17 @@ def _unknown_option(detail: str) -> str | None:
         module, _, name = path.rpartition(".")
         try:  # (params: what the method passes)
             cls = getattr(importlib.import_module(module), name)
+            base = re.search(rf"Callable\[\[.*?\], ([\w.]+)\] expects .*?class_path='{re.escape(path)}'", detail)
+            if base and _import(base.group(1)) is cls:  # no class given: jsonargparse filled in the abstract base
+                flag, setting = "--" + keys.replace(".", ".init_args.", 1), keys.rpartition(".")[2]
+                value = re.search(rf"\b{option}='([^']*)'", detail)
+                value = value.group(1) if value else "..."
+                example = ("torch.optim.Adam" if issubclass(cls, torch.optim.Optimizer) else
+                           "torch.optim.lr_scheduler.ExponentialLR"
+                           if issubclass(cls, torch.optim.lr_scheduler.LRScheduler) else f"<a {name} class>")
+                return (f"{keys}: the class of {setting} must be given before its settings, e.g. {flag} {example} "
+                        f"{flag}.{option} {value} (in a config: {setting}: {{class_path: {example}, init_args: "
+                        f"{{{option}: {value}}}}})")
             return f"{keys}: {registry.unknown_setting(cls, option, hidden=('params',))}"
         except (ImportError, AttributeError, TypeError, ValueError):
             return None
@@ -310,6 +321,11 @@ def _unknown_option(detail: str) -> str | None:
         return registry.unknown_setting(cls, option, hidden=getattr(cls, "data_settings", ()))
     except (ImportError, AttributeError, TypeError, ValueError):
         return None
+
+
+def _import(path: str):
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def _wrong_value(detail: str) -> str | None:

@@ -769,3 +769,16 @@ def test_a_kwargs_subclass_lists_its_parents_settings(tmp_path, monkeypatch, dcl
         sys.modules.pop("mykwargsmod", None)
     assert "MyDEC has no setting 'update_intervall' (did you mean 'update_interval'?); its settings: mix, " \
            "latent_dim," in msg, msg
+
+
+def test_an_optimizer_setting_without_the_optimizers_class_says_to_give_the_class_first(tmp_path, dcl_error):
+    """Was "model.optimizer: Optimizer has no setting 'lr'; its settings: defaults": with no class given,
+    jsonargparse tries the abstract base its type names."""
+    msg = dcl_error(["fit", "--model", "DEC", "--data", "Digits", "--model.init_args.optimizer.lr", "0.1"], tmp_path)
+    assert ("model.optimizer: the class of optimizer must be given before its settings, e.g. "
+            "--model.init_args.optimizer torch.optim.Adam --model.init_args.optimizer.lr 0.1 (in a config: "
+            "optimizer: {class_path: torch.optim.Adam, init_args: {lr: 0.1}})") in msg, msg
+    msg = dcl_error(["fit", "--model", "DCFAE", "--data", "Digits", "--model.init_args.generator_scheduler.gamma",
+                     "0.5"], tmp_path)
+    assert "--model.init_args.generator_scheduler torch.optim.lr_scheduler.ExponentialLR " \
+           "--model.init_args.generator_scheduler.gamma 0.5" in msg, msg
