@@ -267,6 +267,22 @@ def _user_error_in_worker(err: BaseException) -> str | None:
     return match.group(1) if match else None
 
 
+def _missing_package(err: BaseException) -> str | None:
+    """A class given by class_path (a logger's, e.g. TensorBoard's) that needs a package not installed, as one line
+    with the way to install it; jsonargparse buries that error in a Union-subtypes dump."""
+    missing = _first_in_chain(err, lambda e: isinstance(e, ModuleNotFoundError))
+    named = _first_in_chain(err, lambda e: "Problem with given class_path" in str(e))
+    if missing is None or named is None:  # (not a class the user named: a genuine bug keeps its traceback)
+        return None
+    path = re.search(r"class_path '([\w.]+)'", str(named)).group(1)
+    text = str(missing).strip()
+    installs = list(dict.fromkeys(re.findall(r"`(pip install [^`]+)`", text)))
+    if not installs and missing.name:
+        installs = [f"pip install {missing.name.split('.')[0]}"]
+    how = f" ({' or '.join(installs)})" if installs else ""
+    return f"{path} needs a package that is not installed: {text.splitlines()[0]}{how}"
+
+
 def _constructor_error(err: BaseException | None) -> BaseException | None:
     """The first ValueError in the chain of ``err`` raised outside jsonargparse, which re-raises a constructor's
     error as a ValueError of its own (a Union-subtypes dump) with the original as the cause."""
@@ -340,6 +356,10 @@ def _wrong_value(detail: str) -> str | None:
     missing = re.search(r"Problem with given class_path '([\w.]+)': "
                         r"(No module named '[\w.]+'|.*?has no attribute .*?'\w+')", detail)
     if missing:
+        absent = re.search(r"No module named '([\w.]+)'", missing.group(2))
+        if absent and not f"{missing.group(1)}.".startswith(f"{absent.group(1)}."):  # its module imports a package
+            return (f"{missing.group(1)} needs a package that is not installed: {missing.group(2)} "
+                    f"(pip install {absent.group(1).split('.')[0]})")
         hint = ("is the folder of its module on PYTHONPATH, or the current folder?" if "No module" in missing.group(2)
                 else "check the class's name; dcl list names the registered ones")
         return f"cannot import {missing.group(1)}: {missing.group(2)} ({hint})"
@@ -452,7 +472,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"dcl: error: {detail} (see dcl {command} --help)".replace("  ", " "), file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as err:
-        cause = _user_error(err) or _user_error_in_worker(err)
+        cause = _user_error(err) or _user_error_in_worker(err) or _missing_package(err)
         if cause is None:
             raise
         if rank_zero_only.rank == 0:  # under DDP every rank meets the bad input; one line says it

@@ -782,3 +782,27 @@ def test_an_optimizer_setting_without_the_optimizers_class_says_to_give_the_clas
                      "0.5"], tmp_path)
     assert "--model.init_args.generator_scheduler torch.optim.lr_scheduler.ExponentialLR " \
            "--model.init_args.generator_scheduler.gamma 0.5" in msg, msg
+
+
+def test_a_class_whose_package_is_missing_is_one_line_naming_it(tmp_path, monkeypatch, dcl_error):
+    """``--trainer.logger lightning.pytorch.loggers.TensorBoardLogger`` without tensorboard ended in a 92-line
+    traceback ("Does not validate against any of the Union subtypes"), the missing package buried inside."""
+    (tmp_path / "needsmissing.py").write_text(  # a missing import in the constructor, as TensorBoardLogger's
+        "from lightning.pytorch.loggers import CSVLogger\n\n\nclass Logger(CSVLogger):\n"
+        "    def __init__(self, save_dir: str = '.'):\n        import no_such_package_xyz  # noqa\n")
+    (tmp_path / "importsmissing.py").write_text(  # a missing import in the class's module
+        "import no_such_package_xyz  # noqa\nfrom lightning.pytorch.loggers import CSVLogger as Logger  # noqa\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        for module in ("needsmissing", "importsmissing"):
+            msg = dcl_error(["fit", *AE_DIGITS, "--trainer.logger", f"{module}.Logger",
+                             "--trainer.logger.save_dir", str(tmp_path / "logs")], tmp_path, quiet=False)
+            assert msg.startswith(f"dcl: error: {module}.Logger needs a package that is not installed: No module "
+                                  "named 'no_such_package_xyz' (pip install no_such_package_xyz)"), msg
+    finally:
+        sys.modules.pop("needsmissing", None), sys.modules.pop("importsmissing", None)
+    import importlib.util
+    if not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
+        msg = dcl_error(["fit", *AE_DIGITS, "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger",
+                         "--trainer.logger.save_dir", str(tmp_path / "tb")], tmp_path, quiet=False)
+        assert "TensorBoardLogger needs a package that is not installed" in msg and "pip install" in msg, msg
