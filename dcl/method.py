@@ -576,7 +576,8 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], module: ClusteringMethod) 
         return
     plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731  (YAML lists vs tuples)
     saved, here = checkpoint.get("hyper_parameters", {}), dict(module.hparams)
-    differ = [k for k in saved if k in here and repr(plain(saved[k])) != repr(plain(here[k]))]
+    differ = [k for k in saved if k in here and not k.startswith("_")  # (_class_path: Lightning's, not a setting)
+              and repr(plain(saved[k])) != repr(plain(here[k]))]
     name = type(module).__name__
     if "input_shape" in differ:
         raise ConfigError(f"this checkpoint of {name} was trained on samples of shape {tuple(saved['input_shape'])}, "
@@ -584,6 +585,13 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], module: ClusteringMethod) 
                           "shape (the same features, image size and channels)")
     detail = (f"{wrong[0]} is {tuple(state[wrong[0]].shape)} there but {tuple(own[wrong[0]].shape)} here" if wrong
               else f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}")
+    k_here = module.n_clusters
+    k_there = state["cluster_centers"].shape[0] if "cluster_centers" in state else k_here
+    if wrong and k_there != k_here and (state[wrong[0]].shape[:1], own[wrong[0]].shape[:1]) == ((k_there,), (k_here,)):
+        # sized by K, which the checkpoint sets: the class, not the settings, is at fault
+        raise ConfigError(f"this checkpoint does not fit this {name} ({detail}): {wrong[0]} follows the number of "
+                          f"clusters ({k_there} there, {k_here} here) but is not in {name}.resizable_buffers; add it "
+                          f"there (resizable_buffers = {(*module.resizable_buffers, wrong[0])!r})")
     settings = ", ".join(f"{k}: {plain(saved[k])} (here {plain(here[k])})" for k in differ)
     raise ConfigError(f"this checkpoint does not fit this {name} ({detail})"
                       + (f"; it was trained with {settings}" if settings else "")

@@ -806,3 +806,33 @@ def test_a_class_whose_package_is_missing_is_one_line_naming_it(tmp_path, monkey
         msg = dcl_error(["fit", *AE_DIGITS, "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger",
                          "--trainer.logger.save_dir", str(tmp_path / "tb")], tmp_path, quiet=False)
         assert "TensorBoardLogger needs a package that is not installed" in msg and "pip install" in msg, msg
+
+
+def test_a_k_sized_buffer_missing_from_resizable_buffers_is_named_as_the_fault():
+    """A method's buffer of K entries left out of ``resizable_buffers`` was reported with the advice to run with the
+    saved config.yaml, which cannot help, and Lightning's ``_class_path`` listed as a setting it was trained with."""
+    import torch
+
+    from dcl.method import ConfigError, check_checkpoint_fits
+
+    class Counting(registry.get_method("AEKMeans")):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.register_buffer("counts", torch.zeros(self.n_clusters))
+
+    def build(k, latent_dim=2):
+        module = Counting(n_clusters=k, input_shape=[4], hidden_dims=[8], latent_dim=latent_dim)
+        module.hparams["_class_path"] = f"run{k}.Counting"
+        return module
+
+    trained = build(3)
+    checkpoint = {"state_dict": trained.state_dict(), "hyper_parameters": dict(trained.hparams)}
+    with pytest.raises(ConfigError) as info:
+        check_checkpoint_fits(checkpoint, build(4))
+    msg = str(info.value)
+    assert "(counts is (3,) there but (4,) here): counts follows the number of clusters (3 there, 4 here) but is " \
+           "not in Counting.resizable_buffers; add it there" in msg, msg
+    assert "config.yaml" not in msg and "_class_path" not in msg
+    with pytest.raises(ConfigError) as info:  # another network: the settings that differ, never an internal key
+        check_checkpoint_fits(checkpoint, build(3, latent_dim=5))
+    assert "it was trained with latent_dim: 2 (here 5)" in str(info.value) and "_class_path" not in str(info.value)
