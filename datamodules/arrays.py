@@ -44,9 +44,12 @@ class Arrays(ClusteringDataModule):
     0..C-1 in sorted order; the names, or ids other than 0..C-1, are kept in ``class_names``, which ``dcl predict``
     writes back.
 
+    ``batch_size``, ``n_clusters``, ``eval_batch_size``, ``seed`` and ``on_device`` are ``ClusteringDataModule``'s.
+
     Args:
         path: the data file.
-        x_key, y_key: keys of samples and labels in .npz / .pt files.
+        x_key: key of the samples in .npz / .pt files.
+        y_key: key of the labels in .npz / .pt files.
         label_column: the labels' column of a .csv file (name or index), None when it has none.
         id_column: a .csv column that names each sample (an id, a name: any text), neither a feature nor a label;
             ``dcl predict`` writes it beside each sample's cluster.
@@ -57,7 +60,6 @@ class Arrays(ClusteringDataModule):
         standardize: subtract the mean and divide by the standard deviation of each feature, as computed on
             this file when training starts; they are saved in checkpoints, so that ``dcl predict`` on new data
             with a trained model's checkpoint applies the training data's statistics.
-        batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
     """
 
     def __init__(self, path: str, x_key: str = "x", y_key: str = "y", label_column: str | int | None = None,

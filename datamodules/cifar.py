@@ -20,12 +20,13 @@ class CIFAR10(SplitFilesDataModule):
     read directly (torchvision is used to download them), so that no checksum pass runs on every load.
     The class names are in ``class_names``.
 
+    ``batch_size``, ``n_clusters``, ``eval_batch_size``, ``seed`` and ``on_device`` are ``ClusteringDataModule``'s.
+
     Args:
         data_dir: the folder that holds ``cifar-10-batches-py/`` (or that folder itself).
         download: download and extract the archive there with torchvision when files are missing (internet).
         split: ``"all"`` (train then test), ``"train"`` or ``"test"``.
         flatten: serve 3072-d vectors instead of 3x32x32 images.
-        batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
     """
 
     num_classes: int | None = 10

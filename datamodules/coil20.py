@@ -22,12 +22,13 @@ class COIL20(ClusteringDataModule):
     """COIL-20 processed images ``obj{k}__{i}.png`` (k = 1..20 objects, i = 0..71 poses): 1440 samples,
     label ``k - 1``, ordered by (k, i). Pixels scaled to [0, 1] per batch. No automatic download.
 
+    ``batch_size``, ``n_clusters``, ``eval_batch_size``, ``seed`` and ``on_device`` are ``ClusteringDataModule``'s.
+
     Args:
         data_dir: the folder that contains ``coil-20-proc/`` (or the ``coil-20-proc`` folder itself).
         image_size: side of the served images; 128 is the original, DEKM and others use 28 (bilinear,
             antialiased resize).
         flatten: serve ``image_size**2`` vectors instead of ``1 x image_size x image_size`` images.
-        batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
     """
 
     num_classes = 20

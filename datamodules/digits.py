@@ -11,9 +11,10 @@ from dcl.datamodule import ClusteringDataModule
 class Digits(ClusteringDataModule):
     """scikit-learn's 8x8 digits (1797 samples, 10 classes), shipped with scikit-learn; pixels scaled to [0, 1].
 
+    ``batch_size``, ``n_clusters``, ``eval_batch_size``, ``seed`` and ``on_device`` are ``ClusteringDataModule``'s.
+
     Args:
         flatten: serve 64-d vectors (True) or 1x8x8 images.
-        batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
     """
 
     num_classes = 10

@@ -82,6 +82,8 @@ class ImageFolder(ClusteringDataModule):
     unlabeled, so set ``n_clusters``). Hidden files and folders (names starting with ".") are skipped.
     The file of each sample, in order, is in ``files``; ``dcl predict`` writes it in a ``file`` column.
 
+    ``batch_size``, ``n_clusters``, ``eval_batch_size``, ``seed`` and ``on_device`` are ``ClusteringDataModule``'s.
+
     Args:
         root: the folder of images.
         image_size: every image is resized to ``image_size`` x ``image_size`` (bilinear, antialiased);
@@ -89,7 +91,6 @@ class ImageFolder(ClusteringDataModule):
         grayscale: load as one channel (L) instead of RGB.
         flatten: serve vectors of ``C*image_size*image_size`` values instead of ``C x H x W`` images.
         extensions: file name endings (case-insensitive) that count as images.
-        batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
     """
 
     def __init__(self, root: str, image_size: int | None = 32, grayscale: bool = False, flatten: bool = False,

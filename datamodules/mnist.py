@@ -19,6 +19,8 @@ class MNIST(SplitFilesDataModule):
 
     Files are read from torchvision's layout ``<data_dir>/MNIST/raw/train-images-idx3-ubyte`` etc.
 
+    ``batch_size``, ``n_clusters``, ``eval_batch_size``, ``seed`` and ``on_device`` are ``ClusteringDataModule``'s.
+
     Args:
         data_dir: the folder that holds ``MNIST/raw/`` (``FashionMNIST/raw/`` for Fashion-MNIST).
         download: download the files there with torchvision when they are missing (needs internet).
@@ -26,7 +28,6 @@ class MNIST(SplitFilesDataModule):
         flatten: serve 784-d vectors (True) or 1x28x28 images.
         scale: the largest pixel value served (1: [0, 1], as DEC-keras, IDEC and DEKM; the DEC paper's code feeds
             0.02 x the 0-255 pixels, ``scale: 5.1``).
-        batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
     """
 
     num_classes = 10

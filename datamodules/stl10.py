@@ -23,6 +23,8 @@ class STL10(ClusteringDataModule):
     Files: ``<data_dir>/stl10_binary/{train_X,train_y,test_X,test_y,unlabeled_X}.bin`` (torchvision's layout),
     read directly with numpy (no checksum pass over the 2.6 GB on every load); torchvision downloads them.
 
+    ``batch_size``, ``n_clusters``, ``eval_batch_size``, ``seed`` and ``on_device`` are ``ClusteringDataModule``'s.
+
     Args:
         data_dir: the folder that holds ``stl10_binary/`` (or that folder itself).
         download: download and extract the 2.6 GB archive there with torchvision when files are missing.
@@ -30,7 +32,6 @@ class STL10(ClusteringDataModule):
         image_size: resize to ``image_size`` x ``image_size`` once at load time (bilinear, antialiased);
             None keeps 96.
         flatten: serve vectors instead of ``3 x S x S`` images.
-        batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
     """
 
     num_classes = 10

@@ -25,12 +25,13 @@ class USPS(SplitFilesDataModule):
     Files: ``<data_dir>/usps/usps.bz2`` and ``<data_dir>/usps/usps.t.bz2`` (also accepted directly in
     ``data_dir``, torchvision's own layout). A download goes to ``<data_dir>/usps/``.
 
+    ``batch_size``, ``n_clusters``, ``eval_batch_size``, ``seed`` and ``on_device`` are ``ClusteringDataModule``'s.
+
     Args:
         data_dir: the folder that holds ``usps/`` (or the files themselves).
         download: download the missing files with torchvision (needs internet).
         split: ``"all"`` (train then test), ``"train"`` or ``"test"``.
         flatten: serve 256-d vectors (True) or 1x16x16 images.
-        batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
     """
 
     num_classes = 10

@@ -191,7 +191,8 @@ class CM(_WithClusteringModule, ClusteringMethod):
         center_bias: U = W_d + b_d (True, official TF) or U = W_d.
         optimizer: optimizer factory (None: Adam lr 1e-3, eps 1e-3).
         average_last_epoch: average the weights over the last epoch (the paper's final averaging epoch).
-        kmeans_n_init, kmeans_max_iter: the k-means of ``init: pre`` (official: 1 and 1).
+        kmeans_n_init: k-means restarts of ``init: pre`` (official: 1).
+        kmeans_max_iter: Lloyd steps of the k-means of ``init: pre`` (official: 1).
     """
 
     def __init__(self, n_clusters: int, input_shape: Sequence[int], alpha: float | list[float] = 1.0,
@@ -250,9 +251,12 @@ class AECM(_WithClusteringModule, AutoencoderMethod):
     """AE-CM: the clustering module on the code of a deep autoencoder, trained jointly (Boubekki et al. 2021).
 
     Args:
-        n_clusters, input_shape: from the datamodule.
+        n_clusters: K (from the datamodule).
+        input_shape: shape of one sample (from the datamodule).
         latent_dim: size of the code (tuned: MNIST 10, Fashion-MNIST 10, USPS 30).
-        hidden_dims, activation, autoencoder: the autoencoder (d-500-500-2000-c, LeakyReLU 0.2, ``mlp``).
+        hidden_dims: hidden sizes of the ``mlp`` encoder (the paper's d-500-500-2000-c).
+        activation: hidden activation (``leaky_relu``: LeakyReLU 0.2, the paper's).
+        autoencoder: ``mlp`` (the paper's) or ``conv``.
         alpha: Dirichlet concentration (tuned: MNIST 230, Fashion-MNIST 13, USPS 3).
         beta: weight of the autoencoder's reconstruction (tuned: MNIST 5, Fashion-MNIST 47, USPS 0.04).
         lbd: weight of the orthogonality penalty on U (1).

@@ -222,7 +222,8 @@ class DCFAE(ClusteringMethod):
     trained on batch-wise similarity cross-entropy (parametric t-SNE), then k-means. See the module docstring.
 
     Args:
-        n_clusters, input_shape: from the datamodule (images: ``flatten: false``).
+        n_clusters: K (from the datamodule).
+        input_shape: shape of one sample (from the datamodule; images: ``flatten: false``).
         latent_dim: size of the FAE latent z (10).
         embedding_dim: output size of the dense network, the space k-means runs in (10).
         channels: encoder stage widths (the decoder mirrors them) ((32, 64, 128)).
@@ -232,8 +233,10 @@ class DCFAE(ClusteringMethod):
         adversarial: the FAE (True) or a plain VAE (False, no discriminator).
         residual: skip connections in the encoder, decoder and discriminator blocks (True); False: plain conv
             stacks of the same widths and depths (ablation).
-        kl_weight, pixel_weight, feature_weight, adversarial_weight: balance weights of L_prior, L_pixel,
-            L_feat and L_adv (1, 1, 1, 1); feature_weight and adversarial_weight are ignored without ``adversarial``.
+        kl_weight: balance weight of L_prior (1).
+        pixel_weight: balance weight of L_pixel (1).
+        feature_weight: balance weight of L_feat (1; ignored without ``adversarial``).
+        adversarial_weight: balance weight of L_adv (1; ignored without ``adversarial``).
         pixel_loss: ``bce`` (Bernoulli) or ``mse``.
         feature_layer: discriminator stage whose features measure the reconstruction (1 = the middle of 3).
         fae_epochs: epochs of phase 1; phase 2 runs for the rest of ``trainer.max_epochs``.
@@ -247,13 +250,17 @@ class DCFAE(ClusteringMethod):
             the GAN trains on (the perplexity must stay well below a batch's samples per cluster). The collected
             latents live in memory only: a fit resumed from a mid-epoch checkpoint starts a new group.
         pretrained: a DCFAE checkpoint whose FAE is reused (phase 1 is then skipped).
-        generator_optimizer, discriminator_optimizer: factories of the two GAN sides (None: Adam 1e-3 and Adam 2e-4,
-            both betas (0.5, 0.999));
-            the generator side is encoder + decoder (also the VAE's optimizer when ``adversarial`` is off).
-        generator_scheduler, discriminator_scheduler, embedding_scheduler: optional per-epoch LR schedulers.
+        generator_optimizer: optimizer of the GAN's generator side, encoder + decoder (None: Adam 1e-3, betas
+            (0.5, 0.999)); also the VAE's optimizer when ``adversarial`` is off.
+        discriminator_optimizer: optimizer of the discriminator (None: Adam 2e-4, betas (0.5, 0.999)).
+        generator_scheduler: optional per-epoch LR scheduler of ``generator_optimizer``.
+        discriminator_scheduler: optional per-epoch LR scheduler of ``discriminator_optimizer``.
+        embedding_scheduler: optional per-epoch LR scheduler of ``embedding_optimizer``.
         embedding_optimizer: optimizer of the dense network (None: Adam 1e-3).
-        generator_steps, discriminator_steps: updates per batch of each side (1, 1).
-        gradient_clip_val, gradient_clip_algorithm: per-optimizer gradient clipping (none by default).
+        generator_steps: generator updates per batch (1).
+        discriminator_steps: discriminator updates per batch (1).
+        gradient_clip_val: per-optimizer gradient clipping value (None: no clipping).
+        gradient_clip_algorithm: how ``gradient_clip_val`` clips: ``norm`` (the default) or ``value``.
         kmeans_n_init: k-means restarts (10).
     """
 

@@ -63,6 +63,8 @@ def kl_clustering_loss(p: Tensor, q: Tensor, eps: float = 1e-10) -> Tensor:
 class DEC(AutoencoderMethod):
     """Deep Embedded Clustering: KL divergence to a sharpened target distribution (Xie et al. 2016).
 
+    The autoencoder, pretraining and optimizer arguments are ``AutoencoderMethod``'s.
+
     Args:
         alpha: degrees of freedom of the Student's t kernel (1 in the paper).
         update_interval: clustering steps between target updates (140 for MNIST, 30 for USPS).
@@ -70,7 +72,6 @@ class DEC(AutoencoderMethod):
         maxiter: at most this many clustering steps (20000).
         target: ``full`` (the paper: P of all samples every ``update_interval`` steps, frozen in between) or
             ``batch`` (P from each batch's Q; needs ``tol: 0``; see the module docstring).
-        See ``AutoencoderMethod`` for the autoencoder, pretraining and optimizer arguments.
     """
 
     def __init__(self, n_clusters: int, input_shape: Sequence[int], latent_dim: int = 10,

@@ -78,6 +78,8 @@ class DEKM(AutoencoderMethod):
     """Deep Embedded K-Means: greedy k-means loss on the embedding rotated by the within-class scatter's
     eigenvectors (Guo, Lin, Ye 2021).
 
+    The other autoencoder and pretraining arguments are ``AutoencoderMethod``'s.
+
     Args:
         latent_dim: embedding size (10).
         autoencoder: ``conv`` (images, served as C x H x W with ``flatten: false``), ``mlp`` (vectors) or
@@ -90,7 +92,8 @@ class DEKM(AutoencoderMethod):
         kmeans_n_init_factor: later updates restart k-means ``factor x`` the previous run's iterations (2).
         kmeans_warm_start: later updates run one k-means from the previous centers instead (False).
         weight_init: ``keras_uniform`` (the official code's initializers) or ``glorot`` (dcl's default).
-        See ``AutoencoderMethod`` for pretraining and the optimizers (default Adam, lr 1e-3, eps 1e-7).
+        pretrain_optimizer: optimizer of the pretraining (None: Adam, lr 1e-3, eps 1e-7, Keras' defaults).
+        optimizer: optimizer of the clustering phase, on the encoder (None: Adam, lr 1e-3, eps 1e-7).
     """
 
     resizable_buffers = ("cluster_centers", "targets", "cluster_labels")

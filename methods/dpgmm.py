@@ -127,6 +127,8 @@ def _split_encoder(encoder: nn.Module) -> tuple[list[nn.Module], nn.Linear]:
 class DPGMM(AutoencoderMethod):
     """Deep clustering with a Dirichlet-process GMM and an alpha-JS clustering loss (Lim 2024); finds K.
 
+    The autoencoder, pretraining and optimizer arguments are ``AutoencoderMethod``'s.
+
     Args:
         n_clusters: not used: K starts at ``k_init`` and stays at most ``max_components`` (the datamodule's value,
             kept for reference).
@@ -136,7 +138,8 @@ class DPGMM(AutoencoderMethod):
         js_alpha: skew of the alpha-JS divergence (0.5: symmetric).
         gamma: weight of the alpha-JS clustering loss (0.01).
         update_interval: clustering steps between DP-GMM refits (ClusterUpdate).
-        vb_iters, first_vb_iters: coordinate-ascent iterations per refit / at the first fit.
+        vb_iters: coordinate-ascent iterations per refit.
+        first_vb_iters: coordinate-ascent iterations at the first fit.
         min_weight: components below this fraction of the data die (BirthMerge).
         bic_penalty: multiplier of the BIC penalty of births and merges (2.0).
         min_gain: nats per data point a birth must gain, and a merge may lose, beyond the BIC penalty (0; see
@@ -147,7 +150,6 @@ class DPGMM(AutoencoderMethod):
         init_logvar: initial log s^2 of the encoder's variance head (-4).
         decoder_input: what the decoder reconstructs from: ``sample`` (mu + s * eps) or ``mean`` (mu); see the
             module docstring for where each is better.
-        See ``AutoencoderMethod`` for the autoencoder, pretraining and optimizer arguments.
     """
 
     resizable_buffers = ("cluster_centers",) + _POST

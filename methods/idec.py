@@ -22,9 +22,10 @@ from dcl.methods.dec import DEC
 class IDEC(DEC):
     """DEC plus the reconstruction loss that preserves local structure (Guo et al. 2017).
 
+    The other arguments are ``DEC``'s.
+
     Args:
         gamma: weight of the clustering loss against the reconstruction loss (0.1).
-        See ``DEC`` for the other arguments.
     """
 
     def __init__(self, n_clusters: int, input_shape: Sequence[int], latent_dim: int = 10,

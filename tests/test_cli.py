@@ -836,3 +836,15 @@ def test_a_k_sized_buffer_missing_from_resizable_buffers_is_named_as_the_fault()
     with pytest.raises(ConfigError) as info:  # another network: the settings that differ, never an internal key
         check_checkpoint_fits(checkpoint, build(3, latent_dim=5))
     assert "it was trained with latent_dim: 2 (here 5)" in str(info.value) and "_class_path" not in str(info.value)
+
+
+def test_model_help_describes_the_methods_arguments(capsys):
+    """``dcl fit --model.help DEC`` showed no description: a line without a colon in DEC's ``Args:`` made
+    docstring_parser drop the section (every method and datamodule: tests/test_registry.py)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model.help", "IDEC"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0
+    assert "--model.gamma GAMMA weight of the clustering loss" in out  # IDEC's own
+    assert "--model.alpha ALPHA degrees of freedom of the Student's t kernel" in out  # DEC's
+    assert "--model.latent_dim LATENT_DIM size of the code z" in out  # AutoencoderMethod's

@@ -91,3 +91,39 @@ def test_the_estimator_names_a_kwargs_subclass_setting_it_does_not_take():
     with pytest.raises(ValueError, match=r"method_args: _MyDEC has no setting 'pretrain_epoch' \(did you mean "
                                          r"'pretrain_epochs'\?\); its settings: mix, latent_dim,"):
         DeepClusterer(method=_MyDEC, n_clusters=3, max_epochs=1, method_args={"pretrain_epoch": 3}).fit(X)
+
+
+def _help_descriptions(cls: type) -> dict[str, str]:
+    """The argument descriptions ``--model.help`` / ``--data.help`` show: jsonargparse parses the docstrings of the
+    class and its bases with docstring_parser (base classes first, the class's own last), dropping any that fails."""
+    import docstring_parser
+
+    skip = {"abc", "attr", "attrs", "builtins", "enum", "pydantic", "typing", "typing_extensions"}  # jsonargparse's
+    sources = [c for c in reversed(cls.__mro__[1:]) if c.__module__.split(".")[0] not in skip] + [cls.__init__, cls]
+    docs: dict[str, str] = {}
+    for source in sources:
+        try:
+            parsed = docstring_parser.parse(source.__doc__ or "", style=docstring_parser.DocstringStyle.AUTO)
+        except docstring_parser.ParseError:
+            continue
+        docs.update({p.arg_name: p.description for p in parsed.params if p.description})
+    return docs
+
+
+@pytest.mark.parametrize("kind", ["method", "datamodule"])
+def test_every_argument_of_every_plugin_is_described_in_its_help(kind):
+    """DEC's, IDEC's, DEKM's and DPGMM's ``Args:`` held a line without a colon ("See ``AutoencoderMethod`` for
+    ..."): docstring_parser (Google style) refused the whole section and ``--model.help DEC`` described nothing.
+    Each Args entry names one argument: "a, b: ..." is read as one argument named "a, b"."""
+    import docstring_parser
+
+    for name, cls in registry.available(kind).items():
+        for owner in cls.__mro__:
+            if not owner.__module__.startswith(("dcl.methods.", "dcl.datamodules.")) or not owner.__doc__:
+                continue
+            parsed = docstring_parser.parse(owner.__doc__, style=docstring_parser.DocstringStyle.GOOGLE)
+            unknown = [p.arg_name for p in parsed.params if p.arg_name not in registry.settings(owner)]
+            assert not unknown, f"{owner.__name__}'s docstring describes arguments it does not take: {unknown}"
+        docs = _help_descriptions(cls)
+        undescribed = [p for p in registry.settings(cls) if not docs.get(p, "").strip()]
+        assert not undescribed, f"{kind} {name}: no description of {undescribed}"
