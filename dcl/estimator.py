@@ -31,7 +31,6 @@ Choices made here, and why:
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import random

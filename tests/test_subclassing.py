@@ -134,12 +134,13 @@ from dcl.method import AutoencoderMethod
 class Blobs(ClusteringDataModule):
     """Gaussian blobs around the corners of a simplex (a data set of one's own, installed as a plugin).
 
+    ``batch_size``, ``n_clusters``, ``eval_batch_size``, ``seed`` and ``on_device`` are ``ClusteringDataModule``'s.
+
     Args:
         n_samples: samples in all.
         n_features: dimension of the samples.
         num_blobs: number of blobs (the classes).
         noise: standard deviation of each blob.
-        batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
     """
 
     def __init__(self, n_samples: int = 600, n_features: int = 8, num_blobs: int = 3, noise: float = 0.1,
@@ -159,10 +160,12 @@ class Blobs(ClusteringDataModule):
 class MyPlugin(AutoencoderMethod):
     """AE + k-means loss: reconstruction plus the squared distance of each code to its nearest center.
 
+    The autoencoder and pretraining arguments are ``AutoencoderMethod``'s (``--model.help`` takes their
+    descriptions from its docstring).
+
     Args:
         weight: weight of the k-means term against the reconstruction.
         update_interval: steps between two k-means refits of the centers on all codes.
-        See ``AutoencoderMethod`` for the autoencoder and pretraining arguments.
     """
 
     def __init__(self, n_clusters: int, input_shape: list[int], latent_dim: int = 10,
