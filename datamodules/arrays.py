@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from dcl.datamodule import ClusteringDataModule, DataError
+from dcl.datamodule import MISSING, ClusteringDataModule, DataError, class_ids
+from dcl.datamodule import is_number as _is_number
 
 SUFFIXES = (".npy", ".npz", ".csv", ".pt", ".pth")
 #: how R, pandas and spreadsheets write a missing value in a text file (an unknown label; not a feature value)
-MISSING = ("na", "n/a", "nan")
 #: text files are UTF-8, with or without the byte-order mark that spreadsheet programs write first
 ENCODING = "utf-8-sig"
 #: separators of other "CSV" dialects (European spreadsheets write ";"), named in errors (as are spaces between
@@ -210,7 +210,7 @@ class Arrays(ClusteringDataModule):
         else:
             x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
         if y is not None:
-            y, self._class_names = _class_ids(np.asarray(y).reshape(-1), p.name)
+            y, self._class_names = class_ids(np.asarray(y).reshape(-1), f"Arrays: labels of {p.name}")
             y = torch.from_numpy(y)
         return x, y
 
@@ -359,34 +359,3 @@ def _separator_hint(separator: str) -> str:
     how = "np.savetxt(path, x, delimiter=',')" if separator == " " else "pandas' read_csv(sep=...).to_csv"
     return (f"; the file looks separated by {separator!r}: Arrays reads comma-separated values, so convert it (e.g. "
             f"{how})")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _class_ids(y: np.ndarray, name: str) -> tuple[np.ndarray, list[str] | None]:
-    """Class ids 0..C-1 from labels given as numbers or as class names, and the classes' names (the sorted names,
-    or the given ids when they are not 0..C-1); unknown labels (negative, NaN, empty, NA) -> -1."""
-    if y.dtype.kind in "USO":  # text: numbers written out, or class names
-        text = np.char.strip(y.astype(str))
-        known = ~np.isin(np.char.lower(text), ("", *MISSING))
-        if all(map(_is_number, text[known])):
-            y = np.full(len(text), np.nan)
-            y[known] = text[known].astype(np.float64)
-        else:  # class names, e.g. "setosa": numbered in sorted order
-            out = np.full(len(text), -1, dtype=np.int64)
-            names, out[known] = np.unique(text[known], return_inverse=True)
-            return out, names.tolist()
-    y = y.astype(np.float64)
-    if not np.all(np.isnan(y) | (y == np.round(y))):
-        raise DataError(f"Arrays: labels of {name} are not integers; clustering labels must be class ids or names")
-    known = ~np.isnan(y) & (y >= 0)
-    out = np.full(len(y), -1, dtype=np.int64)
-    ids, out[known] = np.unique(y[known].astype(np.int64), return_inverse=True)
-    # ids other than 0..C-1 (e.g. 3, 7, 9) are renumbered: keep them as the classes' names
-    return out, None if np.array_equal(ids, np.arange(len(ids))) else [str(i) for i in ids]

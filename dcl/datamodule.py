@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -108,6 +109,40 @@ class InMemoryLoader:
     def __len__(self) -> int:
         n = len(self._indices())
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+
+MISSING = ("na", "n/a", "nan")  # how unknown values are written in text files
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def class_ids(y: np.ndarray, what: str) -> tuple[np.ndarray, list[str] | None]:
+    """Class ids 0..C-1 from labels given as numbers or as class names, and the classes' names (the sorted names,
+    or the given ids when they are not 0..C-1); unknown labels (negative, NaN, empty, NA) -> -1."""
+    if y.dtype.kind in "USO":  # text: numbers written out, or class names
+        text = np.char.strip(y.astype(str))
+        known = ~np.isin(np.char.lower(text), ("", *MISSING))
+        if all(map(is_number, text[known])):
+            y = np.full(len(text), np.nan)
+            y[known] = text[known].astype(np.float64)
+        else:  # class names, e.g. "setosa": numbered in sorted order
+            out = np.full(len(text), -1, dtype=np.int64)
+            names, out[known] = np.unique(text[known], return_inverse=True)
+            return out, names.tolist()
+    y = y.astype(np.float64)
+    if not np.all(np.isnan(y) | (y == np.round(y))):
+        raise DataError(f"{what} are not integers; clustering labels must be class ids or names")
+    known = ~np.isnan(y) & (y >= 0)
+    out = np.full(len(y), -1, dtype=np.int64)
+    ids, out[known] = np.unique(y[known].astype(np.int64), return_inverse=True)
+    # ids other than 0..C-1 (e.g. 3, 7, 9) are renumbered: keep them as the classes' names
+    return out, None if np.array_equal(ids, np.arange(len(ids))) else [str(i) for i in ids]
 
 
 def ordered_shard(n: int, rank: int, world: int) -> Tensor:

@@ -43,7 +43,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Cluster
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from dcl.datamodule import EVAL_BATCH_FACTOR, ClusteringDataModule
+from dcl.datamodule import EVAL_BATCH_FACTOR, ClusteringDataModule, class_ids
 from dcl.method import check_trainer_settings, one_cluster_warning
 
 __all__ = ["DeepClusterer", "InMemory"]
@@ -53,10 +53,11 @@ class InMemory(ClusteringDataModule):
     """A datamodule over arrays already in memory (numpy or torch): what :class:`DeepClusterer` trains on,
     and the shortest way to hand your own tensors to a ``Trainer`` from Python.
 
+    ``batch_size``, ``n_clusters``, ``eval_batch_size``, ``seed`` and ``on_device`` are ``ClusteringDataModule``'s.
+
     Args:
         x: samples, (N, d) features or (N, C, H, W) images; cast to float32.
-        y: optional integer labels (N,), -1 where unknown; used for validation scores only.
-        batch_size, n_clusters, eval_batch_size, seed, on_device: see ``ClusteringDataModule``.
+        y: optional labels (N,): class ids (-1 where unknown) or class names; used for the scores only.
     """
 
     def __init__(self, x, y=None, batch_size: int = 256, n_clusters: int | None = None,
@@ -67,8 +68,10 @@ class InMemory(ClusteringDataModule):
     def load(self):
         x, y = self._source
         x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float()
-        if y is not None:
-            y = torch.as_tensor(np.asarray(y) if not torch.is_tensor(y) else y).long()
+        if y is not None:  # names or ids -> 0..C-1 (a float that is not whole is refused, not truncated)
+            y, self._class_names = class_ids(np.asarray(y.cpu() if torch.is_tensor(y) else y).reshape(-1),
+                                             "InMemory: the labels y")
+            y = torch.from_numpy(y)
         return x, y
 
 

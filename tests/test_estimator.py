@@ -241,6 +241,19 @@ def test_training_that_diverges_is_one_clear_error(tmp_path):
         trainer.fit(model, datamodule=InMemory(X * 1e20, y, batch_size=16))
 
 
+def test_in_memory_labels_may_be_names_and_are_never_truncated():
+    """Found by probing from Python: string labels raised a torch TypeError, float ones were cut to integers."""
+    from dcl.datamodule import DataError
+
+    X, y = blobs()
+    names = np.array(["a", "b", "c"])[y]
+    dm = InMemory(X, names)
+    assert torch.equal(dm.y, torch.as_tensor(y)) and dm.class_names == ["a", "b", "c"]
+    assert torch.equal(InMemory(X, y.astype(float)).y, torch.as_tensor(y))
+    with pytest.raises(DataError, match="InMemory: the labels y are not integers"):
+        InMemory(X, y + 0.7).y
+
+
 def test_import_dcl_is_light():
     import subprocess
     import sys
@@ -336,11 +349,20 @@ def test_the_callers_global_rngs_are_left_alone():
     np.testing.assert_array_equal(tiny(random_state=7).fit(X).labels_, est.labels_)  # still repeatable
 
 
-def test_verbose_false_silences_the_methods_own_lines(capsys, caplog):
+def test_verbose_false_silences_the_methods_own_lines(capsys):
+    import io
+    import logging
+
     X, _ = blobs()
     stops_early = dict(TINY, tol=0.99)  # DEC stops at its second update, saying so
-    tiny(method_args=stops_early, verbose=True).fit(X)
-    assert "stopping" in caplog.text
-    caplog.clear()
-    tiny(method_args=stops_early).fit(X)
-    assert "stopping" not in caplog.text + capsys.readouterr().out
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)  # on Lightning's logger: it may not propagate to pytest's
+    logging.getLogger("lightning.pytorch").addHandler(handler)
+    try:
+        tiny(method_args=stops_early, verbose=True).fit(X)
+        assert "stopping" in logged.getvalue()
+        logged.truncate(0)
+        tiny(method_args=stops_early).fit(X)
+        assert "stopping" not in logged.getvalue() + capsys.readouterr().out
+    finally:
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
