@@ -357,7 +357,10 @@ def test_verbose_false_silences_the_methods_own_lines(capsys):
     stops_early = dict(TINY, tol=0.99)  # DEC stops at its second update, saying so
     logged = io.StringIO()
     handler = logging.StreamHandler(logged)  # on Lightning's logger: it may not propagate to pytest's
-    logging.getLogger("lightning.pytorch").addHandler(handler)
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level  # (another test module may have raised it)
+    lightning_log.addHandler(handler)
+    lightning_log.setLevel(logging.INFO)
     try:
         tiny(method_args=stops_early, verbose=True).fit(X)
         assert "stopping" in logged.getvalue()
@@ -365,4 +368,5 @@ def test_verbose_false_silences_the_methods_own_lines(capsys):
         tiny(method_args=stops_early).fit(X)
         assert "stopping" not in logged.getvalue() + capsys.readouterr().out
     finally:
-        logging.getLogger("lightning.pytorch").removeHandler(handler)
+        lightning_log.removeHandler(handler)
+        lightning_log.setLevel(level)
