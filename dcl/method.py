@@ -634,7 +634,9 @@ def save_last_checkpoints(trainer: pl.Trainer, changed: bool) -> None:
         return
     for callback in trainer.checkpoint_callbacks:
         # (save_last "link" links to the last top-k file, which may be older: left as Lightning does it)
-        if isinstance(callback, ModelCheckpoint) and callback.save_last is True and (changed or callback._last_global_step_saved != trainer.global_step):
+        if not (isinstance(callback, ModelCheckpoint) and callback.save_last is True):
+            continue
+        if changed or callback._last_global_step_saved != trainer.global_step:
             callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
 
 
