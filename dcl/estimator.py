@@ -204,6 +204,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         return tags
 
     def _validate(self, X, reset: bool) -> np.ndarray:
+        fitted = getattr(self, "input_shape_", ())
+        if not reset and len(fitted) > 1 and tuple(np.shape(X)[1:]) != fitted:  # images: before scikit-learn's
+            self._wrong_shape(np.shape(X)[1:])  # check, which counts their channels as the features
         X = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64], allow_nd=True,
                           ensure_min_samples=2 if reset else 1)
         largest = max(float(X.max(initial=0.0)), -float(X.min(initial=0.0)))  # without an |X| copy of the data
@@ -213,9 +216,12 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         if reset:
             self.input_shape_ = tuple(X.shape[1:])
         elif tuple(X.shape[1:]) != self.input_shape_:
-            raise ValueError(f"X has samples of shape {tuple(X.shape[1:])}, but {type(self).__name__} was fitted "
-                             f"on samples of shape {self.input_shape_}")
+            self._wrong_shape(X.shape[1:])
         return X
+
+    def _wrong_shape(self, shape) -> None:
+        raise ValueError(f"X has samples of shape {tuple(shape)}, but {type(self).__name__} was fitted on samples of "
+                         f"shape {self.input_shape_}")
 
     def _seed(self) -> int:
         if isinstance(self.random_state, (int, np.integer)) and not isinstance(self.random_state, bool):

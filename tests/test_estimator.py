@@ -173,6 +173,10 @@ def test_images_are_accepted():
     assert est.model_.input_shape == (1, 8, 8) and est.transform(x).shape == (24, 2)
     with pytest.raises(ValueError, match="shape"):
         est.predict(x.reshape(24, 1, 4, 16))
+    # (found by probing: flat samples were "64 features, but DeepClusterer is expecting 1", its channels)
+    with pytest.raises(ValueError, match=r"samples of shape \(64,\), but DeepClusterer was fitted on samples of "
+                                         r"shape \(1, 8, 8\)"):
+        est.predict(x.reshape(24, 64))
 
 
 def test_in_memory_datamodule_scores_with_labels():
