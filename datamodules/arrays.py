@@ -11,8 +11,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from dcl.datamodule import MISSING, ClusteringDataModule, DataError, class_ids
-from dcl.datamodule import is_number as _is_number
+from dcl.datamodule import MISSING, ClusteringDataModule, DataError, class_ids, is_number
 
 SUFFIXES = (".npy", ".npz", ".csv", ".pt", ".pth")
 #: how R, pandas and spreadsheets write a missing value in a text file (an unknown label; not a feature value)
@@ -108,7 +107,7 @@ class Arrays(ClusteringDataModule):
         # holds a column name the settings give
         names = [c for c in (self.label_column, self.id_column, *self.ignore_columns)
                  if isinstance(c, str) and not c.lstrip("-").isdigit()]
-        detected = (any(a and not _is_number(a) and (i >= len(second) or _is_number(second[i]))
+        detected = (any(a and not is_number(a) and (i >= len(second) or is_number(second[i]))
                         for i, a in enumerate(first))
                     or _pandas_column_numbers(first) or any(c in first for c in names))
         header = first if (detected if self.header is None else self.header) else None
@@ -295,7 +294,7 @@ def _read_labels_text(p: Path, n: int) -> np.ndarray:
     """A text file of labels: one per line (an empty line for an unknown one), after an optional header line
     (a name above numeric labels)."""
     lines = p.read_text(encoding=ENCODING).splitlines()
-    if len(lines) == n + 1 and not _is_number(lines[0].strip()) and all(_is_number(v) for v in lines[1:] if v.strip()):
+    if len(lines) == n + 1 and not is_number(lines[0].strip()) and all(is_number(v) for v in lines[1:] if v.strip()):
         lines = lines[1:]
     several = next((i for i, v in enumerate(lines) if "," in v), None)
     if several is not None:
@@ -323,7 +322,7 @@ def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: Va
                 continue
             for i in features:
                 cell = row[i].strip() if i < len(row) else ""
-                if not _is_number(cell):
+                if not is_number(cell):
                     name = f"column {i} ({header[i]!r})" if header and i < len(header) else f"column {i}"
                     other = _other_separator(cell, spaces=len(row) == 1)
                     hint = (_separator_hint(other) if other
@@ -351,7 +350,7 @@ def _other_separator(cell: str, spaces: bool = True) -> str | None:
     """The separator of another dialect that one cell holds: ``;`` (European spreadsheets), tab, ``|``, or (with
     ``spaces``: the cell is a whole row) spaces between numbers, numpy's ``savetxt`` default."""
     other = next((d for d in OTHER_SEPARATORS if d in cell), None)
-    numbers = spaces and len(cell.split()) > 1 and all(_is_number(t) for t in cell.split())
+    numbers = spaces and len(cell.split()) > 1 and all(is_number(t) for t in cell.split())
     return other or (" " if numbers else None)
 
 

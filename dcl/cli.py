@@ -70,9 +70,8 @@ class DCLCLI(LightningCLI):
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
             if not Path(ckpt_path).is_file():
                 raise ConfigError(f"checkpoint {ckpt_path} does not exist")
-            module, _, name = self.config[subcommand].model.class_path.rpartition(".")
             checkpoint = load_checkpoint_file(ckpt_path)
-            check_checkpoint_method(checkpoint, getattr(importlib.import_module(module), name))
+            check_checkpoint_method(checkpoint, _import(self.config[subcommand].model.class_path))
             data_args = self.config[subcommand].data.get("init_args")
             trained_k = checkpoint.get("hyper_parameters", {}).get("n_clusters")
             given_k = data_args.get("n_clusters") if data_args is not None else None
@@ -306,9 +305,8 @@ def _unknown_option(detail: str) -> str | None:
     if match is None and nested:  # a setting of a class given as another's argument (an optimizer's)
         keys = ".".join(re.findall(r'Parser key "([\w.]+)"', detail))
         option, path = nested.groups()
-        module, _, name = path.rpartition(".")
         try:  # (params: what the method passes)
-            cls = getattr(importlib.import_module(module), name)
+            cls = _import(path)
             base = re.search(rf"Callable\[\[.*?\], ([\w.]+)\] expects .*?class_path='{re.escape(path)}'", detail)
             if base and _import(base.group(1)) is cls:  # no class given: jsonargparse filled in the abstract base
                 flag, setting = "--" + keys.replace(".", ".init_args.", 1), keys.rpartition(".")[2]
@@ -316,7 +314,7 @@ def _unknown_option(detail: str) -> str | None:
                 value = value.group(1) if value else "..."
                 example = ("torch.optim.Adam" if issubclass(cls, torch.optim.Optimizer) else
                            "torch.optim.lr_scheduler.ExponentialLR"
-                           if issubclass(cls, torch.optim.lr_scheduler.LRScheduler) else f"<a {name} class>")
+                           if issubclass(cls, torch.optim.lr_scheduler.LRScheduler) else f"<a {cls.__name__} class>")
                 return (f"{keys}: the class of {setting} must be given before its settings, e.g. {flag} {example} "
                         f"{flag}.{option} {value} (in a config: {setting}: {{class_path: {example}, init_args: "
                         f"{{{option}: {value}}}}})")
@@ -330,16 +328,15 @@ def _unknown_option(detail: str) -> str | None:
     close = difflib.get_close_matches(head, ["init_args", "class_path"], n=1, cutoff=0.8)
     if "." in option and close and head != close[0]:  # a misspelt key of the class's entry, e.g. init_arg
         return f"{head!r} is not a key of a class's settings (class_path and init_args): did you mean {close[0]!r}?"
-
-    module, _, name = path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
+        cls = _import(path)
         return registry.unknown_setting(cls, option, hidden=getattr(cls, "data_settings", ()))
     except (ImportError, AttributeError, TypeError, ValueError):
         return None
 
 
 def _import(path: str):
+    """The class a dotted path names."""
     module, _, name = path.rpartition(".")
     return getattr(importlib.import_module(module), name)
 

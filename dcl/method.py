@@ -200,12 +200,14 @@ class ClusteringMethod(pl.LightningModule):
             self._kmeans_by_step = False
         self._refreshed_step = self.global_step if self._trainer is not None else -1
 
-    def refresh_final_clusters(self) -> None:
+    def refresh_final_clusters(self) -> bool:
         """The clusters of the final embedding, unless they were refreshed at this step already (a validation):
-        the state training would go on from is kept first (:meth:`keep_training_state`)."""
-        if self._refreshed_step != self.global_step:
-            self.keep_training_state()
-            self.refresh_clusters_by_step(self.embed_all())
+        the state training would go on from is kept first (:meth:`keep_training_state`). Returns whether it ran."""
+        if self._refreshed_step == self.global_step:
+            return False
+        self.keep_training_state()
+        self.refresh_clusters_by_step(self.embed_all())
+        return True
 
     def keep_training_state(self) -> None:
         """Call before a clustering made only because training ends at this step (the result's final clusters,
@@ -401,9 +403,7 @@ class ClusteringMethod(pl.LightningModule):
         eigen update; :meth:`refresh_final_clusters`), and a ``save_last`` checkpoint holds the fit's end."""
         changed = [bool(callback.finish_fit(self.trainer, self))
                    for callback in self.trainer.callbacks if hasattr(callback, "finish_fit")]
-        if self.refreshes_final_clusters() and self._refreshed_step != self.global_step:
-            self.refresh_final_clusters()
-            changed.append(True)
+        changed.append(self.refreshes_final_clusters() and self.refresh_final_clusters())
         save_last_checkpoints(self.trainer, changed=any(changed))
 
     def on_predict_start(self) -> None:

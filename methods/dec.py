@@ -148,4 +148,3 @@ class DEC(AutoencoderMethod):
         loss = self.clustering_loss(z, batch["index"])
         self.log("train/kl", loss, prog_bar=True)
         return loss
-

@@ -189,4 +189,3 @@ class DEKM(AutoencoderMethod):
         loss = dekm_loss(z, self.rotation, self.targets[batch["index"]])
         self.log("train/dekm", loss, prog_bar=True)
         return sum_over_global_batch(loss)
-
