@@ -30,10 +30,10 @@ What it guarantees:
   so the precision plugin scales the loss and unscales / skips / updates per optimizer step (16-mixed), bf16
   needs no scaler, and DDP reduces the gradients in backward. Under DDP, a side's backward reaches only that
   side's parameters, so DDP must detect unused parameters: call :meth:`AdversarialOptimization.prepare_strategy`
-  from the module's ``setup`` (it switches ``find_unused_parameters`` on before the model is wrapped). The losses
-  call the module's submodules directly, past DDP's forward, so DDP does not broadcast BatchNorm's running
-  statistics: a network with BatchNorm calls ``dcl.distributed.broadcast_buffers_(net)`` after each step, as DCFAE
-  does, or its ranks' statistics drift apart.
+  from the module's ``setup`` (it switches ``find_unused_parameters`` on before the model is wrapped). BatchNorm's
+  running statistics follow each rank's samples; on a ``ClusteringMethod`` the base class broadcasts rank 0's at
+  every optimizer step (``on_before_optimizer_step``), a plain LightningModule calls
+  ``dcl.distributed.broadcast_norm_statistics_(self)`` there itself.
 - **Gradient clipping** per side through ``module.clip_gradients``, applied inside the optimizer's step, after
   16-mixed's GradScaler has unscaled the gradients. The Trainer's own ``gradient_clip_val`` is not allowed with
   manual optimization; set it here instead.

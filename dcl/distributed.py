@@ -57,12 +57,27 @@ def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
     return tensor
 
 
-def broadcast_buffers_(module: torch.nn.Module) -> None:
-    """Rank 0's buffers (BatchNorm's running statistics) on every rank, as DDP's ``broadcast_buffers`` gives
-    a forward through its wrapper; for the passes that call submodules directly."""
-    if is_distributed():
-        for buffer in module.buffers():
-            dist.broadcast(buffer, 0)
+def broadcast_norm_statistics_(module: torch.nn.Module) -> None:
+    """Rank 0's running statistics of every normalization layer (BatchNorm, InstanceNorm with
+    ``track_running_stats``) on every rank, one broadcast per dtype.
+
+    Each rank's statistics follow its own samples; DDP's forward broadcasts rank 0's only at the start of the
+    next forward through its wrapper, so after a step (the last one, or one of manual optimization's passes that
+    call submodules directly) the ranks would embed with different statistics and the checkpoint (rank 0's) would
+    not be the model that the final scores came from."""
+    if not is_distributed():
+        return
+    buffers = [b for m in module.modules()
+               if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.track_running_stats
+               for b in m.buffers(recurse=False)]
+    for dtype in sorted({b.dtype for b in buffers}, key=str):
+        group = [b for b in buffers if b.dtype == dtype]
+        flat = torch.cat([b.detach().reshape(-1) for b in group])
+        dist.broadcast(flat, 0)
+        offset = 0
+        for b in group:
+            b.detach().copy_(flat[offset: offset + b.numel()].view_as(b))
+            offset += b.numel()
 
 
 def all_reduce_sum_(tensor: Tensor) -> Tensor:

@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from dcl import registry
 from dcl.cluster import kmeans
 from dcl.datamodule import ClusteringDataModule
-from dcl.distributed import all_reduce_sum_, broadcast_, end_spawned_process_group, gather_ordered, is_distributed
+from dcl.distributed import (all_reduce_sum_, broadcast_, broadcast_norm_statistics_, end_spawned_process_group,
+                             gather_ordered, is_distributed)
 from dcl.metrics import clustering_scores, embedding_silhouette
 from dcl.nets import build_autoencoder
 from dcl.optim import OptimizerFactory, check_optimizer, make_optimizer
@@ -235,6 +236,11 @@ class ClusteringMethod(pl.LightningModule):
         before the Trainer's min_epochs / min_steps, which Lightning trains on through a stop.)"""
         can_stop = getattr(self.trainer.fit_loop, "_can_stop_early", True)
         return -1 if self.trainer.should_stop and can_stop else None
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Under DDP, rank 0's normalization statistics on every rank after each step's forward passes (automatic
+        or manual optimization alike), so that every rank embeds with one model."""
+        broadcast_norm_statistics_(self)
 
     def noise_like(self, t: Tensor) -> Tensor:
         """N(0, I) noise for this rank's training samples (VAE sampling), the same that a single-process fit

@@ -97,7 +97,6 @@ from torch import Tensor, nn
 
 from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, SchedulerFactory, build_optimizer,
                              default_gan_optimizer, optimizer_step, step_schedulers)
-from dcl.distributed import broadcast_buffers_
 from dcl.method import ClusteringMethod, ConfigError, load_checkpoint_file, loads_pretrained, warn_if_fit_ends_within
 from dcl.nets.autoencoders import image_shape, mlp
 from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
@@ -516,11 +515,7 @@ class DCFAE(ClusteringMethod):
         if self.in_embedding_phase:  # the FAE frozen, in eval mode: its BatchNorm statistics stay as they are
             logs = self.embedding_step(x)
         else:
-            logs = self.fae_step(x)
-            # under DDP each rank's BatchNorm statistics followed its own samples (DDP's forward does not broadcast
-            # them for these manual steps): rank 0's, on every rank after every step, so that the embeddings,
-            # final scores and checkpoint are one model's
-            broadcast_buffers_(self.fae)
+            logs = self.fae_step(x)  # under DDP the base class keeps rank 0's BatchNorm statistics on every rank
         if logs:
             self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=False, batch_size=len(x))
 

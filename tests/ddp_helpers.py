@@ -142,3 +142,12 @@ def assert_clipped_after_unscaling(steps: list[tuple[float, float]], clip: float
     assert len(steps) >= min_steps and max(before for before, _ in steps) > 2 * clip
     for before, after in steps:
         assert after == approx(min(before, clip), rel=1e-3), (before, after)
+
+
+class AEKMeansWithBatchNorm(AEKMeans):
+    """A plugin-style method whose encoder ends in BatchNorm (trained by automatic optimization)."""
+
+    def make_autoencoder(self, kind, latent_dim, hidden_dims, activation):
+        autoencoder = super().make_autoencoder(kind, latent_dim, hidden_dims, activation)
+        autoencoder.encoder.append(torch.nn.BatchNorm1d(latent_dim))
+        return autoencoder

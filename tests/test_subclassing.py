@@ -322,3 +322,26 @@ def test_a_method_whose_clusters_come_from_refresh_clusters_ends_with_those_of_i
     validated = float(re.search(r"val/acc\W+([0-9.]+)", capsys.readouterr().out).group(1))
     assert predicted == pytest.approx(scores["acc"]) and validated == pytest.approx(scores["acc"], abs=1e-4)
     sys.modules.pop("refreshmod", None)
+
+
+def test_a_method_with_batchnorm_keeps_one_state_on_every_ddp_rank(tmp_path, monkeypatch):
+    """Found by reading the adversarial helper's docstring, which left it to each method: each rank's BatchNorm
+    statistics followed its own samples after every step, so the ranks embedded with different models (the final
+    scores) and the checkpoint was rank 0's alone. The base class now broadcasts them at every optimizer step; every
+    buffer is compared across the ranks after every step."""
+    import lightning.pytorch as pl
+    from conftest import free_port
+    from ddp_helpers import AEKMeansWithBatchNorm, AssertSameStateOnRanks
+
+    from dcl.datamodules.digits import Digits
+
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    model = AEKMeansWithBatchNorm(10, (64,), hidden_dims=[16], kmeans_n_init=1)
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=3, accelerator="cpu", devices=2, strategy="ddp_spawn",
+                         num_sanity_val_steps=0, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[AssertSameStateOnRanks(str(tmp_path))])
+    trainer.fit(model, Digits(batch_size=32))
+    checked = {f.name: int(f.read_text()) for f in tmp_path.glob("checks_rank*")}
+    assert checked == {"checks_rank0": 6, "checks_rank1": 6}, checked
