@@ -31,8 +31,8 @@ Choices where the paper/code is silent or buggy (and why):
 
 * Sums over the batch, not means, as the official code: with Adam's eps = 1e-3 the scale of the loss matters,
   and the tuned alpha/beta were found for sums.
-* The official code's known bugs are not copied: ``tf.nn.softmax`` without an axis in the PyTorch example
-  (here softmax over clusters, dim 1); the "decay" optimizers whose lr schedule never triggers (the name is
+* The official code's known bugs are not copied: ``nn.Softmax()`` without a dim in the PyTorch example
+  (deprecated implicit choice; here softmax over clusters, dim=1 explicitly); the "decay" optimizers whose lr schedule never triggers (the name is
   split on ``|`` and then searched for "decay" as a list element): ``lr_decay_epochs`` applies the decay where
   the authors' script asks for it (of our configs, USPS only: 1e-3 -> 1e-4 over 150 epochs), since at the
   constant lr the code actually ran, one USPS seed of two diverged after 566 of the 1000 epochs (in epochs

@@ -9,15 +9,17 @@ an auxiliary target that sharpens q and normalizes by cluster frequency f_j = su
     p_ij = (q_ij^2 / f_j) / sum_j' (q_ij'^2 / f_j')
 
 and the clustering loss KL(P || Q) = sum_i sum_j p_ij log(p_ij / q_ij) (eq. 2), minimized over the encoder
-and the centers. The targets are computed on all samples every ``update_interval`` steps and frozen in
+and the centers (here averaged over the batch's samples, as Keras' ``kld`` loss of DEC-keras). The targets are computed on all samples every ``update_interval`` steps and frozen in
 between; training stops when fewer than ``tol`` of the assignments changed between two updates, or after
-``maxiter`` clustering steps. The clustering phase has the schedule and defaults of the authors' reference code
-(DEC-keras / IDEC): a d-500-500-2000-10 autoencoder, k-means with 20 restarts to initialize the centers,
+``maxiter`` clustering steps. The clustering phase has the schedule and defaults of DEC-keras (the
+Keras reimplementation by IDEC's authors, and IDEC's own code): a d-500-500-2000-10 autoencoder, k-means with 20 restarts to initialize the centers,
 SGD(lr 0.01, momentum 0.9), ``update_interval`` 140 on MNIST and 30 on USPS, ``tol`` 0.1%, ``maxiter`` 20000,
-batch 256.
+batch 256. (The DEC authors' Caffe code, piiswrong/dec, updates the targets every 20 iterations, starts a new
+SGD solver, with fresh momentum, at each update, and has no ``maxiter``.)
 
 The pretraining is not the papers': the configs pretrain end to end, for 200 epochs with Adam 1e-3, batch 256
-(DEKM's official recipe, one pretraining shared by DEC, IDEC, DEKM and AE + k-means; MNIST: DEC-keras', below). The DEC paper pretrained
+(DEKM's official schedule, with Glorot instead of its uniform initialization; one pretraining shared by DEC, IDEC,
+DEKM's dense configs and AE + k-means; MNIST: DEC-keras', below). The DEC paper pretrained
 layer-wise with dropout, then fine-tuned (piiswrong/dec), and IDEC's README starts from those weights: the ``SAE``
 method (``configs/sae/mnist.yaml``), whose checkpoint is a ``pretrained`` here; DEC-keras
 pretrains end to end, MNIST for 300 epochs with SGD(lr 1, momentum 0.9) from Keras'

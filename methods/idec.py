@@ -4,7 +4,8 @@ DEC's clustering loss plus the autoencoder's reconstruction loss, so that cluste
 embedding's local structure: L = L_r + gamma * L_c with L_r the reconstruction MSE and L_c = KL(P || Q)
 (eq. 7 of the paper; gamma = 0.1). The decoder is kept during clustering. Defaults of the authors' code:
 Adam (MNIST) or SGD(lr 0.1, momentum 0.99) (USPS) in the clustering phase, update_interval 140 (MNIST) or
-30 (USPS), tol 0.1%, maxiter 20000, k-means with 20 restarts.
+30 (USPS), tol 0.1%, maxiter 20000, k-means with 20 restarts. The pretraining is DEC's (see ``dcl.methods.dec``:
+IDEC's README starts from the DEC authors' layer-wise pretrained weights, the ``SAE`` method here).
 """
 
 from __future__ import annotations
