@@ -94,6 +94,8 @@ class ConvAutoencoder(nn.Module):
 
     Strided convs halve the size ('same' padding); the third conv is 'valid' when the size after two halvings
     is odd (28 -> 14 -> 7 -> 3, as in the official code) and 'same' otherwise (16 -> 8 -> 4 -> 2 for USPS).
+    'same' pads symmetrically (2 and 2 for the 5x5 convs), where TensorFlow puts the odd pixel of its padding at the
+    end (1 and 2): the same sizes, with the kernels' grid one pixel off TensorFlow's.
     """
 
     def __init__(self, input_shape: Sequence[int], latent_dim: int = 10,
