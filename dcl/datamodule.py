@@ -94,9 +94,19 @@ class InMemoryLoader:
             yield {"x": x, "y": y, "index": b.to(self.x.device)}
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches": self._yielded}
+        return {"epoch": self.sampler.epoch, "batches": self._yielded, "world": rank_world()[1],
+                "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        # the batches a rank has taken locate the epoch's next sample only for the world size and batch size that
+        # took them: with others the resumed epoch would train some samples twice and skip others
+        saved = (state.get("world", rank_world()[1]), state.get("batch_size", self.batch_size))
+        if state["batches"] and saved != (rank_world()[1], self.batch_size):
+            raise DataError(
+                f"this checkpoint was taken inside an epoch (after {state['batches']} batches) of a fit in "
+                f"{saved[0]} process(es) with batch size {saved[1]}; resuming it in {rank_world()[1]} with batch size "
+                f"{self.batch_size} would train part of that epoch twice and skip another: resume it with the same "
+                f"devices and batch size, or from a checkpoint taken at an epoch's end")
         self.sampler.epoch = self._resume_epoch = state["epoch"]
         self._resume_at = state["batches"]
 

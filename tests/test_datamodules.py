@@ -393,3 +393,32 @@ def test_on_device_data_trains_as_data_in_host_memory(tmp_path):
         assert dm.x.device == trainer.strategy.root_device
         results.append((model.cluster_centers.clone(), model.predict_clusters(model.embed_all())))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_a_checkpoint_taken_inside_an_epoch_resumes_only_with_its_batch_size_and_process_count(tmp_path):
+    """Found by probing under DDP: a mid-epoch checkpoint of a 2-process fit resumed in 1 process skipped half the
+    samples the epoch had trained (the loader saved only how many batches its rank had taken), and one of 1 process
+    resumed in 2 never saw 767 of the epoch's samples; no message. Refused now, before any step, as is a batch size
+    change; a checkpoint taken at an epoch's end resumes with any."""
+    import lightning.pytorch as pl
+
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    def fit(batch_size, max_epochs, ckpt_path=None, callbacks=()):
+        model = AEKMeans(10, (64,), hidden_dims=[16], kmeans_n_init=1)
+        trainer = pl.Trainer(max_epochs=max_epochs, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                             default_root_dir=tmp_path, callbacks=list(callbacks))
+        trainer.fit(model, Digits(batch_size=batch_size), ckpt_path=ckpt_path)
+        return trainer
+
+    inside = pl.callbacks.ModelCheckpoint(tmp_path / "inside", every_n_train_steps=3, save_top_k=-1)
+    fit(256, 1, callbacks=[inside])  # 8 batches an epoch: saved after 3 and 6
+    ckpt = tmp_path / "inside" / "epoch=0-step=3.ckpt"
+    assert torch.load(ckpt, weights_only=False)["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == 3
+    with pytest.raises(DataError, match="inside an epoch .* batch size 256.* batch size 128"):
+        fit(128, 2, ckpt_path=ckpt)
+    assert fit(256, 2, ckpt_path=ckpt).global_step == 16  # the same settings resume
+    end = tmp_path / "end.ckpt"
+    fit(256, 1).save_checkpoint(end)
+    assert fit(128, 2, ckpt_path=end).global_step == 8 + 15  # from an epoch's end: any batch size
