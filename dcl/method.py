@@ -234,8 +234,7 @@ class ClusteringMethod(pl.LightningModule):
         ``tol``): training ends with that update's state, as the reference codes break out of their loops, and no
         step runs without a loss, which Lightning refuses under DDP. (-1: Lightning's skip of the epoch's rest; not
         before the Trainer's min_epochs / min_steps, which Lightning trains on through a stop.)"""
-        can_stop = getattr(self.trainer.fit_loop, "_can_stop_early", True)
-        return -1 if self.trainer.should_stop and can_stop else None
+        return -1 if stop_takes_effect(self.trainer) else None
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Under DDP, rank 0's normalization statistics on every rank after each step's forward passes (automatic
@@ -646,12 +645,18 @@ def save_last_checkpoints(trainer: pl.Trainer, changed: bool) -> None:
             callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
 
 
+def stop_takes_effect(trainer: pl.Trainer) -> bool:
+    """A stop was requested (EarlyStopping, a time limit, a method's convergence criterion) and Lightning will honour
+    it: while the Trainer's ``min_epochs`` / ``min_steps`` are unmet it leaves ``should_stop`` set and trains on."""
+    return trainer.should_stop and getattr(trainer.fit_loop, "_can_stop_early", True)
+
+
 def fit_ends_after_this_epoch(trainer: pl.Trainer) -> bool:
     """Whether the fit stops at the end of the current training epoch: its last epoch, ``max_steps`` reached (also
     inside the epoch) or a stop requested (a time limit, a method's convergence criterion). Read in
     ``on_train_epoch_end``, which runs before the epoch's checkpoint is saved."""
     max_epochs = trainer.max_epochs
-    return ((max_epochs is not None and 0 <= max_epochs <= trainer.current_epoch + 1) or trainer.should_stop
+    return ((max_epochs is not None and 0 <= max_epochs <= trainer.current_epoch + 1) or stop_takes_effect(trainer)
             or 0 < trainer.max_steps <= trainer.global_step)
 
 

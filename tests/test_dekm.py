@@ -298,3 +298,36 @@ def test_maxiter_counts_optimizer_steps_under_gradient_accumulation(tmp_path: Pa
                          num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(model, Digits(batch_size=256))  # 8 batches an epoch: 4 optimizer steps
     assert trainer.global_step == 4 + 3 and int(model.cluster_steps) == 3 and calls[:2] == [4, 6]
+
+
+def test_a_stop_deferred_by_min_epochs_changes_nothing_until_the_fit_ends(tmp_path: Path):
+    """Found by probing: an EarlyStopping stop while the Trainer's min_epochs still held (Lightning leaves
+    should_stop set and trains on) made the eigen update run after every step until the fit ended: 13 updates
+    instead of 4, another result. Now the fit is the one that max_epochs ends at the same step."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from dcl.datamodules.digits import Digits
+
+    def fit(**trainer_args) -> tuple[pl.Trainer, DEKM]:
+        pl.seed_everything(0)
+        model = DEKM(10, (64,), autoencoder="mlp", hidden_dims=[32], pretrain_epochs=1, update_interval=5,
+                     tol=0.0, kmeans_n_init=2)
+        trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0, **trainer_args)
+        trainer.fit(model, Digits(batch_size=256))
+        return trainer, model
+
+    # val/acc never improves by 1: a stop is requested at the second validation, in the clustering phase's first
+    # epoch, and min_epochs defers it to the end of epoch 4
+    stopper = EarlyStopping(monitor="val/acc", patience=0, min_delta=1.0, mode="max")
+    deferred_trainer, deferred = fit(max_epochs=10, min_epochs=4, callbacks=[stopper])
+    assert deferred_trainer.current_epoch == 4  # min_epochs held the requested stop back
+    ended_trainer, ended = fit(max_epochs=4)
+    assert deferred_trainer.global_step == ended_trainer.global_step
+    updates = [next(c for c in t.callbacks if isinstance(c, EigenUpdate)).updates
+               for t in (deferred_trainer, ended_trainer)]
+    assert updates[0] == updates[1]
+    expected = ended.state_dict()
+    for name, value in deferred.state_dict().items():
+        assert torch.equal(value, expected[name]), name

@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from dcl.callbacks.cluster_update import ClusterUpdate
 from dcl.cluster.scatter import match_to_previous, sorted_eigh, within_class_scatter
 from dcl.distributed import broadcast_
+from dcl.method import stop_takes_effect
 
 
 class EigenUpdate(ClusterUpdate):
@@ -100,7 +101,7 @@ class EigenUpdate(ClusterUpdate):
 
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
         last_batch = batch_idx + 1 >= trainer.num_training_batches
-        ending = (trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
+        ending = (stop_takes_effect(trainer) or 0 < trainer.max_steps <= trainer.global_step
                   or (last_batch and trainer.current_epoch + 1 >= (trainer.max_epochs or float("inf"))))
         if ending:  # before the epoch's validation and checkpoint
             self.finish_fit(trainer, pl_module, log=True)
