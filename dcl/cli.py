@@ -130,6 +130,16 @@ class DCLCLI(LightningCLI):
         if self.trainer.max_epochs == 0 or self.trainer.max_steps == 0:
             setting = "max_epochs" if self.trainer.max_epochs == 0 else "max_steps"
             raise ConfigError(f"trainer.{setting} 0 trains nothing; set it to the length of the fit (-1: no limit)")
+        run_config = next((c for c in self.trainer.callbacks if isinstance(c, RunConfig)), None)  # (a trial run: none)
+        if run_config is not None and not self.trainer.loggers:
+            # without a logger the run folder is default_root_dir, the current folder unless set: the run's
+            # config.yaml would replace a config file of the user's there with the resolved dump
+            saved = (Path(self.trainer.default_root_dir) / run_config.config_filename).resolve()
+            if saved in _config_files(self.config[self.subcommand]):
+                raise ConfigError(f"the run's {saved.name} would overwrite {saved}, a config file of this command: "
+                                  "without a logger the run's files go to trainer.default_root_dir (the current "
+                                  "folder unless set); give the run a folder of its own with "
+                                  "--trainer.default_root_dir, or a logger")
         from_ = type(self.model).n_clusters_from
         given = getattr(self.datamodule, "n_clusters_given", None)
         if from_ and given is not None:
@@ -199,6 +209,11 @@ class RunConfig(SaveConfigCallback):
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
+def _config_files(config) -> set[Path]:
+    """The config files a command was given (--config), resolved."""
+    return {Path(str(c)).resolve() for c in config.get("config") or []}
 
 
 def _plain(value):

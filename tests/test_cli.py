@@ -848,3 +848,18 @@ def test_model_help_describes_the_methods_arguments(capsys):
     assert "--model.gamma GAMMA weight of the clustering loss" in out  # IDEC's own
     assert "--model.alpha ALPHA degrees of freedom of the Student's t kernel" in out  # DEC's
     assert "--model.latent_dim LATENT_DIM size of the code z" in out  # AutoencoderMethod's
+
+
+def test_a_run_without_a_logger_refuses_to_overwrite_its_own_config_file(tmp_path, dcl_error):
+    """Found by probing as a user: dcl fit --config config.yaml --trainer.logger false, run in the config's folder
+    (the run folder without a logger), replaced the user's config.yaml with the resolved dump."""
+    mine = "# my settings\n" + (REPO / "configs/ae_kmeans/digits.yaml").read_text()
+    (tmp_path / "config.yaml").write_text(mine)
+    msg = dcl_error(["fit", "--config", "config.yaml", "--trainer.max_epochs", "1", *SMALL_AE], tmp_path)
+    assert f"the run's config.yaml would overwrite {tmp_path / 'config.yaml'}, a config file of this command" in msg
+    assert "--trainer.default_root_dir" in msg
+    assert (tmp_path / "config.yaml").read_text() == mine and not (tmp_path / "final_scores.json").exists()
+    (tmp_path / "run").mkdir()  # in a folder of its own, the run keeps its config beside its other files
+    run_cli(["fit", "--config", str(tmp_path / "config.yaml"), "--trainer.max_epochs", "1", *SMALL_AE],
+            tmp_path / "run")
+    assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "config.yaml").read_text() == mine
