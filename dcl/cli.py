@@ -210,6 +210,14 @@ class RunConfig(SaveConfigCallback):
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Every logger of the run gets the whole resolved configuration as hyperparameters, to filter runs by a
+        data set or a learning rate: the method's own hyperparameters leave out its optimizers, the data, the
+        seed and the Trainer."""
+        config = json.loads(self.parser.dump(self.config, format="json", skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({key: config.get(key) for key in ("seed_everything", "trainer", "model", "data")})
+
 
 def _config_files(config) -> set[Path]:
     """The config files a command was given (--config), resolved."""

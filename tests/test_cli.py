@@ -377,6 +377,21 @@ def test_csv_logger(tmp_path):
     assert "val/acc" in metrics and "train/k" in metrics
 
 
+def test_the_logger_gets_the_whole_resolved_config(tmp_path):
+    """Found by probing as a user: a logger got the method's constructor settings only (not its optimizers, the
+    data, the seed or the Trainer), so runs could not be filtered by data set or learning rate."""
+    from lightning.pytorch.core.saving import load_hparams_from_yaml
+
+    run_cli(["fit", *AE_DIGITS, "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+             "--trainer.logger.save_dir", str(tmp_path), "--model.init_args.optimizer.init_args.lr", "0.003",
+             "--data.init_args.batch_size", "128"], tmp_path, quiet=False)
+    hparams = load_hparams_from_yaml(next(tmp_path.rglob("hparams.yaml")))
+    assert hparams["seed_everything"] == 0 and hparams["trainer"]["max_epochs"] == 3
+    assert hparams["data"]["class_path"].endswith(".Digits") and hparams["data"]["init_args"]["batch_size"] == 128
+    assert hparams["model"]["init_args"]["optimizer"]["init_args"]["lr"] == 0.003
+    assert hparams["hidden_dims"] == [64, 64]  # the method's own hyperparameters are still there
+
+
 @pytest.fixture
 def dcl_error(capsys):
     """Run ``dcl`` in-process; it must exit with code 2 and one 'dcl: error:' line, before writing anything."""
