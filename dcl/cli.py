@@ -204,7 +204,11 @@ class RunConfig(SaveConfigCallback):
             return
         if trainer.is_global_zero:  # a W&B logger's run id, which names the folder, exists on rank 0 only
             path = run_dir(trainer) / self.config_filename
-            atomic_write(path, lambda tmp: self.parser.save(self.config, tmp, skip_none=False, overwrite=True,
+            # the run's settings: the checkpoint a fit resumed from is not the run's own, which a dcl predict of
+            # this config would otherwise silently load
+            config = self.config.clone()
+            config.ckpt_path = None
+            atomic_write(path, lambda tmp: self.parser.save(config, tmp, skip_none=False, overwrite=True,
                                                             multifile=self.multifile))
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True

@@ -377,6 +377,22 @@ def test_csv_logger(tmp_path):
     assert "val/acc" in metrics and "train/k" in metrics
 
 
+def test_a_resumed_fit_saves_its_config_without_the_checkpoint_it_resumed_from(tmp_path, capsys):
+    """Found by probing as a user: a fit resumed with --ckpt_path A wrote ckpt_path: A into its config.yaml, and
+    dcl predict --config <that config.yaml> then silently loaded A, not the run's own checkpoint."""
+    import yaml
+
+    (tmp_path / "first").mkdir(), (tmp_path / "resumed").mkdir()
+    fit_ae(tmp_path / "first", "--trainer.enable_checkpointing", "true")
+    first = next((tmp_path / "first").rglob("last.ckpt"))
+    fit_ae(tmp_path / "resumed", "--trainer.max_epochs", "4", "--ckpt_path", str(first))
+    config = tmp_path / "resumed" / "config.yaml"
+    assert yaml.safe_load(config.read_text())["ckpt_path"] is None
+    capsys.readouterr()
+    run_cli(["predict", "--config", str(config)], tmp_path)
+    assert "predict without --ckpt_path uses an untrained model" in capsys.readouterr().err
+
+
 def test_the_logger_gets_the_whole_resolved_config(tmp_path):
     """Found by probing as a user: a logger got the method's constructor settings only (not its optimizers, the
     data, the seed or the Trainer), so runs could not be filtered by data set or learning rate."""
