@@ -235,13 +235,13 @@ class ClusteringDataModule(pl.LightningDataModule):
                 raise DataError(f"{name}: {len(y)} labels for {len(x)} samples; labels must have one entry "
                                 "per sample")
         self._x, self._y = x.contiguous(), y
-        self._check_n_clusters(fitting=False)
 
     def _check_n_clusters(self, fitting: bool) -> None:
-        """A set ``n_clusters`` of at least 2, and when fitting at most the number of samples (a trained model
-        assigns any number of new samples, even fewer than its clusters)."""
+        """When fitting, a set ``n_clusters`` between 2 and the number of samples. A trained model's is the K it
+        ended with (a DP-GMM fitted to one class: 1), and it assigns any number of new samples, even fewer than
+        its clusters."""
         k, n = self._n_clusters_override, len(self._x)
-        if k is not None and (k < 2 or fitting and k > n):
+        if fitting and k is not None and not 2 <= k <= n:
             raise DataError(f"{type(self).__name__}: n_clusters must be between 2 and the number of samples ({n}), "
                             f"got {k}")
 

@@ -69,6 +69,26 @@ def test_a_fit_that_ends_in_one_cluster_says_so(tmp_path, capsys):
             "max_components set where K starts and its maximum") in capsys.readouterr().err
 
 
+def test_a_checkpoint_of_one_cluster_is_validated_and_predicts(tmp_path):
+    """Found by probing as a user: a DPGMM fitted to data whose labels hold one class ended with n_clusters 1, and
+    dcl validate / predict with its run's config and checkpoint were refused (the checkpoint's K became the data's
+    n_clusters, which had to be at least 2)."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32))
+    np.save(tmp_path / "y.npy", np.zeros(40, dtype=np.int64))
+    (tmp_path / "run").mkdir()
+    scores = run_cli(["fit", "--model", "DPGMM", "--model.init_args.hidden_dims", "[8]",
+                      "--model.init_args.pretrain_epochs", "1", "--data", "Arrays", "--data.path",
+                      str(tmp_path / "x.npy"), "--data.labels_path", str(tmp_path / "y.npy"), "--trainer.max_epochs",
+                      "2", "--trainer.enable_checkpointing", "true"], tmp_path / "run")
+    assert scores["k"] == 1
+    run = ["--config", str(tmp_path / "run" / "config.yaml"), "--ckpt_path",
+           str(next((tmp_path / "run").rglob("*.ckpt")))]
+    run_cli(["validate", *run], tmp_path)
+    out = tmp_path / "p.csv"
+    run_cli(["predict", *run, "--predictions.output", str(out)], tmp_path)
+    assert {r["cluster"] for r in csv.DictReader(out.open())} == {"0"}
+
+
 def test_unlabeled_data_get_a_score_without_labels(tmp_path, capsys):
     """Without labels the final scores were K and K_USED only: the silhouette of the clustering in the method's
     embedding (scikit-learn's on the embeddings and clusters that dcl predict writes) is what a user can compare."""
@@ -574,10 +594,12 @@ def test_missing_data_dir(tmp_path, dcl_error):
     assert "usps.bz2" in msg and str(tmp_path / "none") in msg and "download" in msg
 
 
-@pytest.mark.parametrize("k", ["1", "5000"])
-def test_bad_n_clusters(tmp_path, k, dcl_error):
+@pytest.mark.parametrize("k, expected", [("1", "n_clusters must be an integer >= 2, got 1"),  # the method's
+                                         ("5000", "n_clusters must be between 2 and the number of samples (1797), "
+                                                  "got 5000")])  # the data's
+def test_bad_n_clusters(tmp_path, k, expected, dcl_error):
     msg = dcl_error(["fit", *AE_DIGITS, "--data.init_args.n_clusters", k], tmp_path)
-    assert f"n_clusters must be between 2 and the number of samples (1797), got {k}" in msg
+    assert expected in msg
 
 
 @pytest.mark.parametrize("args, words", [
