@@ -117,7 +117,8 @@ class DCLCLI(LightningCLI):
                 raise
             raise ConfigError(str(cause)) from err
         check_precision(self.trainer.precision)
-        check_trainer_settings(self.model, self.trainer)
+        if subcommand == "fit":  # training's settings: validate, test and predict neither step nor average
+            check_trainer_settings(self.model, self.trainer)
         folders = [("trainer.default_root_dir", self.trainer.default_root_dir)] + [
             (f"the {type(logger).__name__}'s save_dir", logger.save_dir) for logger in self.trainer.loggers
             if getattr(logger, "save_dir", None)]

@@ -490,10 +490,11 @@ def check_precision(precision: str) -> None:
 
 
 def check_trainer_settings(model: pl.LightningModule, trainer: pl.Trainer) -> None:
-    """Refuse the Trainer settings Lightning cannot apply to a method that steps its optimizers itself (manual
-    optimization: DCFAE's alternating sides), saying what to set instead: Lightning's own message tells the user
-    to switch to automatic optimization, which a configured method cannot do. Also asks every callback with a
-    ``check_trainer(trainer)`` (the Trainer's and the method's own) to refuse what it cannot work with."""
+    """Before a fit: refuse the Trainer settings Lightning cannot apply to a method that steps its optimizers itself
+    (manual optimization: DCFAE's alternating sides), saying what to set instead: Lightning's own message tells the
+    user to switch to automatic optimization, which a configured method cannot do. Also asks every callback with a
+    ``check_trainer(trainer)`` (the Trainer's and the method's own) to refuse what it cannot train with. Validate,
+    test and predict train nothing: not for them."""
     own = model.configure_callbacks() or []
     for callback in [*trainer.callbacks, *(own if isinstance(own, (list, tuple)) else [own])]:
         if callable(getattr(callback, "check_trainer", None)):

@@ -779,6 +779,16 @@ def test_a_callback_refusing_the_trainer_does_so_before_anything_is_written(tmp_
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
+@pytest.mark.parametrize("command", ["validate", "test", "predict"])
+def test_a_callbacks_training_checks_are_for_fit_only(tmp_path, command):
+    """Found by probing as a user: dcl validate / test / predict --model CM --ckpt_path ... were refused without
+    --trainer.max_epochs, which only the fit's final-epoch averaging needs."""
+    run_cli(["fit", "--model", "CM", "--data", "Digits", "--trainer.max_epochs", "1",
+             "--trainer.enable_checkpointing", "true"], tmp_path)
+    run_cli([command, "--model", "CM", "--data", "Digits", "--ckpt_path", str(next(tmp_path.rglob("*.ckpt")))],
+            tmp_path)
+
+
 def test_checkpoint_file_missing(tmp_path, dcl_error):
     msg = dcl_error(["validate", *AE_DIGITS, "--ckpt_path", str(tmp_path / "none.ckpt")], tmp_path)
     assert "does not exist" in msg

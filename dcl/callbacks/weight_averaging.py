@@ -51,7 +51,7 @@ class FinalEpochAveraging(Callback):
         return f"FinalEpochAveraging{{epochs={self.epochs}}}"
 
     def check_trainer(self, trainer) -> None:
-        """Refuse a Trainer this callback cannot work with (the dcl command asks before it writes anything)."""
+        """Refuse a Trainer this callback cannot train with (the dcl command asks before a fit writes anything)."""
         if trainer.max_epochs is None or trainer.max_epochs < 0:
             raise ConfigError("FinalEpochAveraging averages the last epochs of trainer.max_epochs; set "
                               "trainer.max_epochs (the averaging epoch included)")
