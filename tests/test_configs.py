@@ -49,3 +49,12 @@ def test_max_epochs_leaves_room_for_maxiter(config):
     steps_per_epoch = math.ceil(SAMPLES[config.stem] / data.get("batch_size", 256))  # the last batch is kept
     needed = model.get("pretrain_epochs", 0) + math.ceil(model["maxiter"] / steps_per_epoch)
     assert c["trainer"]["max_epochs"] >= needed, f"{config}: max_epochs {c['trainer']['max_epochs']} < {needed}"
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c.stem == "digits"], ids=lambda p: p.parent.name)
+def test_digits_configs_log_within_an_epoch(config):
+    """Lightning's log_every_n_steps of 50 exceeds an epoch of Digits (8 batches of 256): every run warned, and the
+    step losses were logged every ~7 epochs."""
+    c = yaml.safe_load(config.read_text())
+    batches = math.ceil(SAMPLES["digits"] / c["data"]["init_args"].get("batch_size", 256))
+    assert c["trainer"].get("log_every_n_steps", 50) <= batches
