@@ -13,10 +13,12 @@ import difflib
 import importlib
 import inspect
 import json
+import logging
 import os
 import re
 import sys
-from contextlib import nullcontext
+import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -453,6 +455,41 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
+class _NoLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+@contextmanager
+def command_output():
+    """The ``dcl`` command's output, for the command only (a library leaves its host's warnings and logs alone).
+    Dropped, what every run printed that says nothing about it: Lightning's advertisements of its cloud services
+    ("💡 Tip: ... litlogger / litmodels") and torch's deprecation of LeafSpec, which Lightning's own code meets.
+    dcl's own warnings, each a sentence for the user, print as ``dcl: warning:`` lines like the command's others
+    (Python's format followed each with the line of code that raised it: ``rank_zero_warn(``)."""
+    ours = [Path(p).resolve() for name in ("dcl", "dcl.methods", "dcl.datamodules")
+            for p in importlib.import_module(name).__path__]
+    lightning_format = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        if issubclass(category, UserWarning) and any(Path(filename).resolve().is_relative_to(folder)
+                                                     for folder in ours):
+            return f"dcl: warning: {message}\n"
+        return lightning_format(message, category, filename, lineno, line)
+
+    tips, no_tips = logging.getLogger("lightning.pytorch.utilities.rank_zero"), _NoLightningTips()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning,
+                                r"lightning\.pytorch\.utilities\._pytree")
+        warnings.formatwarning = format_warning
+        tips.addFilter(no_tips)
+        try:
+            yield
+        finally:
+            warnings.formatwarning = lightning_format
+            tips.removeFilter(no_tips)
+
+
 COMMANDS = ("fit", "validate", "test", "predict", "list")
 
 
@@ -483,11 +520,12 @@ def main(argv: list[str] | None = None) -> None:
         # other ranks with sys.argv, and LightningCLI warns on every run when given both sys.argv and args
         saved_argv, sys.argv = sys.argv, [sys.argv[0], *argv]
         try:
-            DCLCLI(ClusteringMethod, ClusteringDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                   auto_configure_optimizers=False, save_config_callback=RunConfig,
-                   save_config_kwargs={"overwrite": True},
-                   parser_kwargs={**no_exit, "description": DESCRIPTION,
-                                  **{cmd: no_exit for cmd in ("fit", "validate", "test", "predict")}})
+            with command_output():
+                DCLCLI(ClusteringMethod, ClusteringDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                       auto_configure_optimizers=False, save_config_callback=RunConfig,
+                       save_config_kwargs={"overwrite": True},
+                       parser_kwargs={**no_exit, "description": DESCRIPTION,
+                                      **{cmd: no_exit for cmd in ("fit", "validate", "test", "predict")}})
         finally:
             sys.argv = saved_argv
     except ArgumentError as err:

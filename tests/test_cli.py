@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import ctypes
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -452,6 +454,25 @@ def test_console_script_error_is_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         line for line in proc.stderr.strip().splitlines() if line.startswith("dcl: error: unknown method")]
+
+
+def test_a_run_prints_no_noise_and_dcl_warnings_as_one_line(tmp_path):
+    """Found by probing as a user: every run printed Lightning's "💡 Tip:" lines, the deprecation of torch's
+    LeafSpec that Lightning's code meets and, on Digits, Lightning's warning about log_every_n_steps; dcl's own
+    warnings were followed by the line of code that raised them ("rank_zero_warn(")."""
+    proc = subprocess.run([sys.executable, "-m", "dcl.cli", "fit", "--config",
+                           str(REPO / "configs/ae_kmeans/digits.yaml"), "--trainer.max_epochs", "1", *SMALL_AE,
+                           "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = proc.stdout + proc.stderr
+    for noise in ("💡 Tip", "LeafSpec", "smaller than the logging interval", "rank_zero_warn("):
+        assert noise not in printed, printed
+    assert "dcl: warning: after 1 epoch of training, AEKMeans's autoencoder reconstructs the data" in proc.stderr
+    # only the command's: a library's host keeps its warnings' format and Lightning's log as they were
+    before = warnings.formatwarning
+    run_cli(["fit", *AE_DIGITS, "--trainer.max_epochs", "1"], tmp_path)
+    assert warnings.formatwarning is before and not logging.getLogger("lightning.pytorch.utilities.rank_zero").filters
 
 
 # 20 blocks of 4 MiB (a training step's activations) allocated and freed after `import dcl.cli` or after the `dcl`
