@@ -661,6 +661,25 @@ def fit_ends_after_this_epoch(trainer: pl.Trainer) -> bool:
             or 0 < trainer.max_steps <= trainer.global_step)
 
 
+def logging_step(trainer: pl.Trainer) -> int:
+    """The step on the loggers' axis now: the one Lightning's own ``self.log`` rows use (training batches that
+    stepped), not ``global_step``, which counts optimizer steps (two a batch in DCFAE's adversarial phase). What dcl
+    writes to the loggers itself (:func:`log_metrics_now`, images) uses it, so one run's rows share one axis."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def log_metrics_now(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+    """Write ``metrics`` to every logger once, now, at :func:`logging_step` (rank 0). For the values of a periodic
+    update run in a callback's hook (``on_train_batch_start``): ``self.log`` there reached the loggers only when a
+    ``log_every_n_steps`` step came before the epoch's end, and then at every logged step until the next update.
+    They are also kept in ``trainer.callback_metrics``, as ``self.log`` kept them, for callbacks that monitor
+    them."""
+    values = {name: float(value) for name, value in metrics.items()}
+    trainer.callback_metrics.update({name: torch.tensor(value) for name, value in values.items()})
+    for logger in trainer.loggers if trainer.is_global_zero else ():
+        logger.log_metrics({**values, "epoch": trainer.current_epoch}, step=logging_step(trainer))
+
+
 AUTOENCODER_INITS = ("glorot", "fan_in_uniform", "small_normal")
 
 

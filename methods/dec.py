@@ -48,7 +48,7 @@ from torch import Tensor
 
 from dcl.callbacks.cluster_update import ClusterUpdate
 from dcl.distributed import all_reduce_sum_
-from dcl.method import AutoencoderMethod, ConfigError, OptimizerFactory, student_t_assign
+from dcl.method import AutoencoderMethod, ConfigError, OptimizerFactory, log_metrics_now, student_t_assign
 
 
 def target_distribution(q: Tensor, frequency: Tensor | None = None) -> Tensor:
@@ -131,7 +131,7 @@ class DEC(AutoencoderMethod):
         labels = q.argmax(dim=1)
         changed = float((labels != self.last_labels).float().mean())
         self.last_labels = labels
-        self.log("train/label_change", changed)
+        log_metrics_now(self.trainer, {"train/label_change": changed})
         if not first and changed < self.tol:
             rank_zero_info(f"{type(self).__name__}: {changed:.4%} of assignments changed (< tol {self.tol:.2%}); "
                            "stopping")

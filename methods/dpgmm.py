@@ -102,7 +102,7 @@ from dcl.cluster.divergences import alpha_js_clustering_loss
 from dcl.cluster.dpgmm import (DPGMMPosterior, DPGMMPrior, DPGMMResult, expected_weights, fit_dpgmm, make_prior, responsibilities,
                                update_posterior)
 from dcl.distributed import broadcast_
-from dcl.method import AutoencoderMethod, ConfigError, OptimizerFactory
+from dcl.method import AutoencoderMethod, ConfigError, OptimizerFactory, log_metrics_now
 
 _POST = ("dp_gamma1", "dp_gamma2", "dp_beta", "dp_means", "dp_a", "dp_b")
 
@@ -307,7 +307,8 @@ class DPGMM(AutoencoderMethod):
     @torch.no_grad()
     def update_clusters(self, z: Tensor, first: bool) -> None:
         result = self._fit(z, first)
-        self.log_dict({"train/vb_elbo": result.elbo / max(len(z), 1), "train/k_vb": float(self.n_clusters)})
+        log_metrics_now(self.trainer, {"train/vb_elbo": result.elbo / max(len(z), 1),
+                                       "train/k_vb": float(self.n_clusters)})
 
     def refresh_clusters(self, z: Tensor) -> None:
         if not self.clustering_active:  # pretraining: score the DP-GMM model selection on the current code

@@ -41,6 +41,14 @@ def flat_grad(module: torch.nn.Module) -> torch.Tensor:
     return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in module.parameters()])
 
 
+def logged_rows(logger, key: str) -> list[dict[str, str]]:
+    """The rows of a CSVLogger's metrics.csv that hold ``key`` (a fit's, once it has ended)."""
+    import csv
+
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        return [row for row in csv.DictReader(f) if row.get(key)]
+
+
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
          "--trainer.enable_model_summary", "false"]
 

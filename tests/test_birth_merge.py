@@ -167,11 +167,13 @@ def test_every_n_steps_counts_optimizer_steps_under_gradient_accumulation():
     both (global_step 4 twice, 8 twice), and once more right after the first step."""
     z, _ = _blobs(0, n=600)
     module = _Mixture(z, 3)
-    module.log_dict = lambda *args, **kwargs: None
     cb = BirthMerge(every_n_steps=2, penalty=1.0)
     start = 10
+
+    def trainer(step: int) -> SimpleNamespace:
+        return SimpleNamespace(current_epoch=0, global_step=step, callback_metrics={}, is_global_zero=True, loggers=[])
+
     for batch in range(10):  # 2 batches an optimizer step
-        cb.on_train_batch_start(SimpleNamespace(current_epoch=0, global_step=start + batch // 2), module, None, batch)
-        cb.on_train_batch_end(SimpleNamespace(current_epoch=0, global_step=start + (batch + 1) // 2), module, None,
-                              None, batch)
+        cb.on_train_batch_start(trainer(start + batch // 2), module, None, batch)
+        cb.on_train_batch_end(trainer(start + (batch + 1) // 2), module, None, None, batch)
     assert [h[1] for h in cb.history] == [10, 12, 14]

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import REPO, flat_grad, free_port, run_cli
+from conftest import REPO, flat_grad, free_port, logged_rows, run_cli
 from dcl.methods.dec import DEC, kl_clustering_loss, target_distribution
 from dcl.methods.idec import IDEC
 from dcl.method import ConfigError, student_t_assign
@@ -66,7 +66,7 @@ def test_fit_on_digits_from_the_cli(tmp_path, method):
     assert scores["k"] == 10 and scores["acc"] > 0.5 and scores["nmi"] > 0.4
 
 
-def _fit_recording_updates(cls, tmp_path, max_epochs: int, **kwargs):
+def _fit_recording_updates(cls, tmp_path, max_epochs: int, trainer_args: dict | None = None, **kwargs):
     """Fit a small ``cls`` on Digits (1 pretraining epoch of 8 steps, update_interval 3), recording each
     update_clusters call as (global step, first); returns the model, the trainer, the calls and the data."""
     from dcl.datamodules.digits import Digits
@@ -82,10 +82,27 @@ def _fit_recording_updates(cls, tmp_path, max_epochs: int, **kwargs):
     dm = Digits(batch_size=256)
     model = Recording(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=1, update_interval=3, kmeans_n_init=2,
                       **kwargs)
-    trainer = pl.Trainer(max_epochs=max_epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer = pl.Trainer(**{"logger": False, **(trainer_args or {})}, max_epochs=max_epochs, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         num_sanity_val_steps=0)
     trainer.fit(model, dm)
     return model, trainer, calls, dm
+
+
+@pytest.mark.parametrize("log_every_n_steps", [50, 2])
+def test_every_target_update_is_logged_once_at_its_step(tmp_path, log_every_n_steps):
+    """Found by a user: train/label_change, DEC's stopping criterion, was logged with self.log from the update's
+    hook (on_train_batch_start), so it reached the loggers only when a log_every_n_steps step fell between the
+    update and the epoch's end (1 row in metrics.csv for 9 updates), and the rows written were the same update's
+    value repeated at every logged step until the next update."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(tmp_path, name="run")
+    _, _, calls, _ = _fit_recording_updates(DEC, tmp_path, 6, tol=0.0,
+                                            trainer_args={"logger": logger, "log_every_n_steps": log_every_n_steps})
+    rows = logged_rows(logger, "train/label_change")
+    assert len(calls) >= 10
+    assert [int(row["step"]) for row in rows] == [step for step, _ in calls]  # one row an update, at its step
 
 
 def test_a_fit_that_ends_within_the_pretraining_says_so(tmp_path):

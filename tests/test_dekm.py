@@ -128,13 +128,17 @@ def _module_with_fixed_embedding(z: torch.Tensor, k: int) -> DEKM:
     return model
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def _trainer() -> SimpleNamespace:
+    """What the eigen update reads of a Trainer: a step, the stop flag, and where its values are logged."""
+    return SimpleNamespace(global_step=0, should_stop=False, callback_metrics={}, is_global_zero=True, loggers=[])
+
+
 def test_eigen_update_sets_state_and_the_stopping_rule_fires():
     z, labels, _ = blobs(n_per=100, d=3, k=3)
     z = z.float()
     model = _module_with_fixed_embedding(z, 3)
     cb = EigenUpdate(every_n_steps=5, tol=0.005, n_init=3)
-    trainer = SimpleNamespace(global_step=0, should_stop=False)
+    trainer = _trainer()
     cb._update(trainer, model)  # first update: everything "changed", never stops
     assert not trainer.should_stop and cb.last_changed == len(z)
     assert model.targets.shape == (300, 3) and model.cluster_labels.shape == (300,)
@@ -149,13 +153,12 @@ def test_eigen_update_sets_state_and_the_stopping_rule_fires():
     assert torch.equal(model.cluster_labels, first_labels)  # ids kept stable by the matching
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 def test_stopping_rule_does_not_fire_above_tol():
     z, _, _ = blobs(n_per=100, d=3, k=3)
     z = z.float()
     model = _module_with_fixed_embedding(z, 3)
     cb = EigenUpdate(every_n_steps=5, tol=0.005, n_init=3)
-    trainer = SimpleNamespace(global_step=0, should_stop=False)
+    trainer = _trainer()
     cb._update(trainer, model)
     # move 3% of the samples of cluster A onto cluster B's center: 9 of 300 change (> 0.5%)
     lab = model.cluster_labels
@@ -331,3 +334,33 @@ def test_a_stop_deferred_by_min_epochs_changes_nothing_until_the_fit_ends(tmp_pa
     expected = ended.state_dict()
     for name, value in deferred.state_dict().items():
         assert torch.equal(value, expected[name]), name
+
+@pytest.mark.parametrize("stop_after_epoch, steps", [(None, [8, 13, 18, 23, 28, 31]), (2, [8, 13, 18, 23, 24])])
+def test_every_eigen_update_is_logged_once_at_its_step(tmp_path: Path, stop_after_epoch, steps):
+    """Found by a user: train/label_change and train/kmeans_inertia were logged with self.log from the update's
+    hook, so they reached the loggers only when a log_every_n_steps step fell between the update and the epoch's
+    end (4 of ~20 updates in metrics.csv), and the final update of a fit stopped after the epoch's hooks
+    (EarlyStopping; here a callback's stop) was not logged at all. Updates: every 5 steps from step 8 (1
+    pretraining epoch of 8 batches), then the final one (after the last batch, or when the stopped fit ends)."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    from conftest import logged_rows
+    from dcl.datamodules.digits import Digits
+
+    class StopAfter(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.should_stop = trainer.current_epoch == stop_after_epoch
+
+    pl.seed_everything(0)
+    model = DEKM(10, (64,), autoencoder="mlp", hidden_dims=[32], pretrain_epochs=1, update_interval=5, tol=0.0,
+                 kmeans_n_init=2)
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = pl.Trainer(max_epochs=4, logger=logger, log_every_n_steps=50, callbacks=[StopAfter()],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(model, Digits(batch_size=256))
+    (update,) = [cb for cb in trainer.callbacks if isinstance(cb, EigenUpdate)]
+    assert update.updates == len(steps)
+    for key in ("train/label_change", "train/kmeans_inertia"):
+        assert [int(row["step"]) for row in logged_rows(logger, key)] == steps, key

@@ -183,6 +183,38 @@ def test_a_fit_that_ends_within_the_pretraining_names_its_result(tmp_path: Path)
         trainer.fit(model, dm)
 
 
+@pytest.mark.parametrize("every_n_steps, moves", [(5, [8, 12, 17, 22, 27]), (None, [8, 16, 24, 32])])
+def test_every_update_and_birth_merge_step_is_logged_once_at_its_step(tmp_path: Path, every_n_steps, moves):
+    """Found by a user: train/vb_elbo and train/k_vb were logged with self.log from the update's hook
+    (on_train_batch_start), so they reached the loggers only when a log_every_n_steps step fell between the update
+    and the epoch's end (1 of ~7 updates in metrics.csv); so were births/merges/deaths of the step schedule (in
+    on_train_batch_end), and those of the first birth/merge step not at all. Here: 1 pretraining epoch of 8
+    batches, then VB updates every 3 steps and birth/merge steps every 5 steps (each logged with its batch's row,
+    the step before the global step it records) or at each epoch's end."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    from conftest import logged_rows
+    from dcl.callbacks.birth_merge import BirthMerge
+    from dcl.datamodules.digits import Digits
+
+    pl.seed_everything(0)
+    dm = Digits(batch_size=256)
+    model = DPGMM(input_shape=dm.input_shape, hidden_dims=[16], pretrain_epochs=1, update_interval=3,
+                  birth_merge_every_n_steps=every_n_steps, kmeans_n_init=2)
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = pl.Trainer(max_epochs=4, logger=logger, log_every_n_steps=50, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0)
+    trainer.fit(model, dm)
+    for key in ("train/vb_elbo", "train/k_vb"):
+        assert [int(row["step"]) for row in logged_rows(logger, key)] == list(range(8, 32, 3)), key
+    (birth_merge,) = [cb for cb in trainer.callbacks if isinstance(cb, BirthMerge)]
+    assert birth_merge.calls == len(moves)
+    for key in ("train/births", "train/merges", "train/deaths"):
+        assert [int(row["step"]) for row in logged_rows(logger, key)] == moves, key
+
+
 def test_cli_fit_on_digits_finds_k_from_one_and_checkpoints_k(tmp_path: Path):
     ckpt = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.save_last=true",
             "--trainer.callbacks.dirpath", str(tmp_path / "ckpt")]

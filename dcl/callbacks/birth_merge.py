@@ -50,6 +50,7 @@ from torch import Tensor
 
 from dcl.cluster.dpgmm import LOG_2PI
 from dcl.distributed import all_reduce_sum_, broadcast_, is_distributed
+from dcl.method import log_metrics_now
 
 
 # -- statistics ------------------------------------------------------------------------------------------------
@@ -387,7 +388,7 @@ class BirthMerge(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if pl_module.clustering_active and self.calls == 0:
             self.start_epoch, self.start_step = trainer.current_epoch, trainer.global_step
-            self.step(trainer, pl_module, max(self.first_rounds, 1))
+            self._step_and_log(trainer, pl_module, max(self.first_rounds, 1))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self.every_n_steps is None or not pl_module.clustering_active or self.calls == 0:
@@ -395,18 +396,18 @@ class BirthMerge(Callback):
         # once per optimizer step: under accumulate_grad_batches several batches end at one global_step
         step = trainer.global_step
         if (step - self.start_step) % self.every_n_steps == 0 and step != self.history[-1][1]:
-            self._step_and_log(trainer, pl_module)
+            self._step_and_log(trainer, pl_module, self.rounds)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.every_n_epochs is None or not pl_module.clustering_active or self.calls == 0:
             return
         if (trainer.current_epoch - self.start_epoch + 1) % self.every_n_epochs == 0:
-            self._step_and_log(trainer, pl_module)
+            self._step_and_log(trainer, pl_module, self.rounds)
 
-    def _step_and_log(self, trainer, pl_module) -> None:
-        res = self.step(trainer, pl_module, self.rounds)
-        pl_module.log_dict({"train/births": float(res.births), "train/merges": float(res.merges),
-                            "train/deaths": float(res.deaths)})
+    def _step_and_log(self, trainer, pl_module, rounds: int) -> None:
+        res = self.step(trainer, pl_module, rounds)
+        # at once, once (self.log in on_train_batch_end reached the loggers only at log_every_n_steps steps)
+        log_metrics_now(trainer, {"train/births": res.births, "train/merges": res.merges, "train/deaths": res.deaths})
 
     def k_figure(self):
         """A matplotlib figure of K over training steps (one point per birth/merge step)."""

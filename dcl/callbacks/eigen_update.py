@@ -34,7 +34,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from dcl.callbacks.cluster_update import ClusterUpdate
 from dcl.cluster.scatter import match_to_previous, sorted_eigh, within_class_scatter
 from dcl.distributed import broadcast_
-from dcl.method import stop_takes_effect
+from dcl.method import log_metrics_now, stop_takes_effect
 
 
 class EigenUpdate(ClusterUpdate):
@@ -68,7 +68,7 @@ class EigenUpdate(ClusterUpdate):
         return f"EigenUpdate{{every_n_steps={self.every_n_steps}}}"
 
     @torch.no_grad()
-    def _update(self, trainer, pl_module, final: bool = False, log: bool = True) -> None:
+    def _update(self, trainer, pl_module, final: bool = False) -> None:
         first = self.updates == 0
         z = pl_module.embed_all()
         n, k = z.shape[0], pl_module.n_clusters
@@ -87,8 +87,8 @@ class EigenUpdate(ClusterUpdate):
         self.last_step = trainer.global_step
         self.last_changed = n_changed
         frac = n_changed / n
-        if log:  # (not once the fit has ended: Lightning refuses to log in on_train_end)
-            pl_module.log_dict({"train/label_change": frac, "train/kmeans_inertia": float(km.inertia)})
+        # to the loggers at once (also a final update once the fit has ended, where Lightning refuses self.log)
+        log_metrics_now(trainer, {"train/label_change": frac, "train/kmeans_inertia": float(km.inertia)})
         if not first and not final and n_changed <= self.tol * n:
             rank_zero_info(f"{type(pl_module).__name__}: {n_changed} of {n} assignments ({frac:.3%}) changed at "
                             f"update {self.updates} (<= tol {self.tol:.2%}); stopping")
@@ -104,9 +104,9 @@ class EigenUpdate(ClusterUpdate):
         ending = (stop_takes_effect(trainer) or 0 < trainer.max_steps <= trainer.global_step
                   or (last_batch and trainer.current_epoch + 1 >= (trainer.max_epochs or float("inf"))))
         if ending:  # before the epoch's validation and checkpoint
-            self.finish_fit(trainer, pl_module, log=True)
+            self.finish_fit(trainer, pl_module)
 
-    def finish_fit(self, trainer, pl_module, log: bool = False) -> bool:
+    def finish_fit(self, trainer, pl_module) -> bool:
         """The final update, when the network moved since the last one: the clustering of the final embedding.
         Also called by the method when the fit has ended (a stop decided after the last batch: EarlyStopping).
         Returns whether it ran."""
@@ -115,7 +115,7 @@ class EigenUpdate(ClusterUpdate):
             return False
         pl_module.keep_training_state()
         self.before_final = self._schedule_state()
-        self._update(trainer, pl_module, final=True, log=log)
+        self._update(trainer, pl_module, final=True)
         return True
 
     def _schedule_state(self) -> dict[str, Any]:
