@@ -35,7 +35,8 @@ from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
 from dcl.files import atomic_write, run_dir, unwritable_folder
 from dcl.method import (ClusteringMethod, ConfigError, TrainingDiverged, check_checkpoint_method, check_precision,
-                        check_trainer_settings, load_checkpoint_file, one_cluster_warning, weights_from_checkpoint)
+                        check_trainer_settings, load_checkpoint_file, log_metrics_now, one_cluster_warning,
+                        weights_from_checkpoint)
 
 # MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
 # lacks, enable_checkpointing false beside a ModelCheckpoint, ...)
@@ -191,8 +192,8 @@ class FinalScores(pl.Callback):
             if not trainer.fast_dev_run:  # a trial run writes nothing
                 payload = json.dumps(scores, indent=2)
                 atomic_write(run_dir(trainer) / "final_scores.json", lambda tmp: Path(tmp).write_text(payload))
-        for logger in trainer.loggers:
-            logger.log_metrics({f"final/{k}": float(v) for k, v in scores.items()}, step=trainer.global_step)
+        # at the step of Lightning's own rows (global_step counts DCFAE's two optimizer steps a batch)
+        log_metrics_now(trainer, {f"final/{k}": v for k, v in scores.items()})
 
 
 class RunConfig(SaveConfigCallback):

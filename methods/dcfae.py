@@ -82,7 +82,8 @@ Under DDP, DDP's detection of unused parameters is switched on at setup (each si
 parameters; see :meth:`dcl.adversarial.AdversarialOptimization.prepare_strategy`). 16-mixed (GradScaler, GPU
 only) is wired through Lightning but was not run here (CPU-only machine); bf16-mixed is tested. The dense
 network runs in float32 under mixed precision (pairwise similarities need the precision).
-``trainer.global_step`` counts optimizer steps (discriminator_steps + generator_steps per batch in phase 1).
+``trainer.global_step`` counts optimizer steps (discriminator_steps + generator_steps per batch in phase 1); the
+loggers' step axis counts batches (Lightning's rows and dcl's own, :func:`dcl.method.logging_step`).
 """
 
 from __future__ import annotations

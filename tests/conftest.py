@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.loggers.logger import Logger
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -39,6 +40,31 @@ def flat_grad(module: torch.nn.Module) -> torch.Tensor:
     """All parameters' gradients in one vector; a parameter the step did not use counts as zeros (what DDP's
     zero-gradient touch gives it), so 1-process and 2-process gradients compare entry by entry."""
     return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in module.parameters()])
+
+
+class ImageLogger(Logger):
+    """A logger with W&B's ``log_image`` signature that records the images it was given and their steps, by key;
+    its run folder is ``save_dir/proj/run1``."""
+
+    def __init__(self, save_dir):
+        super().__init__()
+        self._save_dir = str(save_dir)
+        self.images: dict[str, list] = {}
+        self.image_steps: dict[str, int | None] = {}
+
+    name = property(lambda self: "proj")
+    version = property(lambda self: "run1")
+    save_dir = property(lambda self: self._save_dir)
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def log_image(self, key, images, step=None, **kwargs):
+        self.images[key] = list(images)
+        self.image_steps[key] = step
 
 
 def logged_rows(logger, key: str) -> list[dict[str, str]]:

@@ -152,14 +152,20 @@ def test_bad_arguments_raise():
     assert BirthMerge(every_n_steps=5).state_key == "BirthMerge{every_n_steps=5}"
 
 
-def test_k_plot_is_logged_to_image_loggers():
-    logged = {}
+def test_k_plot_is_saved_with_the_runs_plots_and_logged_to_image_loggers(tmp_path):
+    import lightning.pytorch as pl
+    import matplotlib.image
+
+    from conftest import ImageLogger
+
     cb = BirthMerge()
     cb.history = [[0, 0, 1], [0, 5, 4], [1, 10, 5]]
-    logger = SimpleNamespace(log_image=lambda key, images: logged.update({key: images}))
-    cb.on_fit_end(SimpleNamespace(is_global_zero=True, loggers=[logger, SimpleNamespace()]), None)
-    (image,) = logged["train/k_over_training"]
-    assert image.ndim == 3 and image.shape[2] == 3
+    logger = ImageLogger(tmp_path)
+    cb.on_fit_end(pl.Trainer(logger=[logger], default_root_dir=tmp_path), None)
+    path = tmp_path / "proj" / "run1" / "plots" / "k_over_training.png"  # beside ClusteringPlots' files
+    assert logger.images == {"train/k_over_training": [str(path)]}
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image[..., :3].std() > 0.05
 
 
 def test_every_n_steps_counts_optimizer_steps_under_gradient_accumulation():

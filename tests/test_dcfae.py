@@ -269,6 +269,31 @@ def test_sixteen_bit_with_a_grad_scaler_clips_each_side_after_unscaling(tmp_path
     assert_clipped_after_unscaling(GradientNorms.steps, 0.05, min_steps=12)
 
 
+def test_final_scores_and_plots_are_logged_on_the_step_axis_of_the_other_rows(tmp_path):
+    """Found by a user: DCFAE steps two optimizers a batch in phase 1 and one per similarity_batches batches in
+    phase 2, so trainer.global_step, at which FinalScores and ClusteringPlots logged, is not the step of
+    Lightning's own rows (batches that stepped): the final/* row came at step 79, before the last validation's at
+    115. Here: 4 epochs of 3 batches, validated after each (steps 2, 5, 8, 11); global_step ends at 1 x 6 + 3 x 1."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from conftest import ImageLogger, logged_rows
+    from dcl.callbacks import ClusteringPlots
+    from dcl.cli import FinalScores
+
+    pl.seed_everything(0)
+    model = DCFAE(10, (1, 8, 8), fae_epochs=1, similarity_batches=3, **TINY)
+    csv, images = CSVLogger(tmp_path, name="run"), ImageLogger(tmp_path)
+    trainer = pl.Trainer(max_epochs=4, limit_train_batches=3, num_sanity_val_steps=0, logger=[csv, images],
+                         callbacks=[FinalScores(), ClusteringPlots(max_points=100)], enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, Digits(flatten=False, batch_size=32))
+    assert trainer.global_step == 9
+    assert [int(row["step"]) for row in logged_rows(csv, "val/acc")] == [2, 5, 8, 11]
+    assert [int(row["step"]) for row in logged_rows(csv, "final/acc")] == [12]  # after the last validation
+    assert set(images.images) == {"plots/embedding", "plots/confusion", "plots/cluster_sizes"}
+    assert set(images.image_steps.values()) == {12}
+
+
 def _fit(tmp_path, max_epochs, ckpt_path=None, callbacks=()):
     pl.seed_everything(0)
     model = DCFAE(10, (1, 8, 8), fae_epochs=1, **TINY)

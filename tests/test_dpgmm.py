@@ -190,11 +190,12 @@ def test_every_update_and_birth_merge_step_is_logged_once_at_its_step(tmp_path: 
     and the epoch's end (1 of ~7 updates in metrics.csv); so were births/merges/deaths of the step schedule (in
     on_train_batch_end), and those of the first birth/merge step not at all. Here: 1 pretraining epoch of 8
     batches, then VB updates every 3 steps and birth/merge steps every 5 steps (each logged with its batch's row,
-    the step before the global step it records) or at each epoch's end."""
+    the step before the global step it records) or at each epoch's end. The K-over-training plot went to W&B
+    only, with no step: it is saved under the run's plots/ too, and logged at the step of the run's last rows."""
     import lightning.pytorch as pl
     from lightning.pytorch.loggers import CSVLogger
 
-    from conftest import logged_rows
+    from conftest import ImageLogger, logged_rows
     from dcl.callbacks.birth_merge import BirthMerge
     from dcl.datamodules.digits import Digits
 
@@ -202,8 +203,8 @@ def test_every_update_and_birth_merge_step_is_logged_once_at_its_step(tmp_path: 
     dm = Digits(batch_size=256)
     model = DPGMM(input_shape=dm.input_shape, hidden_dims=[16], pretrain_epochs=1, update_interval=3,
                   birth_merge_every_n_steps=every_n_steps, kmeans_n_init=2)
-    logger = CSVLogger(tmp_path, name="run")
-    trainer = pl.Trainer(max_epochs=4, logger=logger, log_every_n_steps=50, enable_checkpointing=False,
+    logger, images = CSVLogger(tmp_path, name="run"), ImageLogger(tmp_path)
+    trainer = pl.Trainer(max_epochs=4, logger=[logger, images], log_every_n_steps=50, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          limit_val_batches=0)
     trainer.fit(model, dm)
@@ -213,6 +214,10 @@ def test_every_update_and_birth_merge_step_is_logged_once_at_its_step(tmp_path: 
     assert birth_merge.calls == len(moves)
     for key in ("train/births", "train/merges", "train/deaths"):
         assert [int(row["step"]) for row in logged_rows(logger, key)] == moves, key
+    plot = Path(logger.log_dir) / "plots" / "k_over_training.png"
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert images.images == {"train/k_over_training": [str(plot)]}
+    assert images.image_steps == {"train/k_over_training": 32}  # the fit's 32 batches
 
 
 def test_cli_fit_on_digits_finds_k_from_one_and_checkpoints_k(tmp_path: Path):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.loggers.logger import Logger
 from sklearn.datasets import make_blobs
 
+from conftest import ImageLogger
 from dcl.callbacks import ClusteringPlots
 from dcl.callbacks.plots import project_2d
 from dcl.estimator import InMemory
@@ -28,28 +28,6 @@ def assert_png(path: Path, min_px: int = 200) -> None:
     img = matplotlib.image.imread(path)
     assert img.ndim == 3 and min(img.shape[:2]) >= min_px
     assert img[..., :3].std() > 0.05  # not a blank canvas
-
-
-class ImageLogger(Logger):
-    """A logger with W&B's ``log_image`` signature that records what it was given."""
-
-    def __init__(self, save_dir):
-        super().__init__()
-        self._save_dir = str(save_dir)
-        self.images: dict[str, list] = {}
-
-    name = property(lambda self: "proj")
-    version = property(lambda self: "run1")
-    save_dir = property(lambda self: self._save_dir)
-
-    def log_hyperparams(self, params, *args, **kwargs):
-        pass
-
-    def log_metrics(self, metrics, step=None):
-        pass
-
-    def log_image(self, key, images, step=None, **kwargs):
-        self.images[key] = list(images)
 
 
 def fit(tmp_path, labels: bool, logger=False, **plot_args):

@@ -50,7 +50,8 @@ from torch import Tensor
 
 from dcl.cluster.dpgmm import LOG_2PI
 from dcl.distributed import all_reduce_sum_, broadcast_, is_distributed
-from dcl.method import log_metrics_now
+from dcl.files import atomic_write, run_dir
+from dcl.method import log_metrics_now, logging_step
 
 
 # -- statistics ------------------------------------------------------------------------------------------------
@@ -424,20 +425,21 @@ class BirthMerge(Callback):
         return fig
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        """Logs the K-over-training plot to loggers that take images (W&B)."""
-        if not self.history or not trainer.is_global_zero:
+        """Saves the K-over-training plot as ``<run>/plots/k_over_training.png`` (beside ClusteringPlots' files, for
+        every logger's users) and logs it to the loggers that take images (W&B), at the step of the run's rows."""
+        if not self.history or not trainer.is_global_zero or trainer.fast_dev_run:  # a trial run writes nothing
             return
+        import matplotlib.pyplot as plt
+
+        path = run_dir(trainer) / "plots" / "k_over_training.png"
+        fig = self.k_figure()
+        try:
+            atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+        finally:
+            plt.close(fig)
         for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):
-                import matplotlib.pyplot as plt
-
-                import numpy as np
-
-                fig = self.k_figure()
-                fig.canvas.draw()
-                image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-                plt.close(fig)
-                logger.log_image(key="train/k_over_training", images=[image])
+            if callable(getattr(logger, "log_image", None)):
+                logger.log_image(key="train/k_over_training", images=[str(path)], step=logging_step(trainer))
 
     def state_dict(self) -> dict:
         return {"calls": self.calls, "start_epoch": self.start_epoch, "start_step": self.start_step,

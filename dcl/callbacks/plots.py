@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from dcl.files import atomic_write, run_dir
+from dcl.method import logging_step
 
 __all__ = ["ClusteringPlots", "project_2d"]
 
@@ -141,7 +142,7 @@ class ClusteringPlots(Callback):
             for logger in trainer.loggers:
                 if callable(getattr(logger, "log_image", None)):
                     for name, path in self.paths.items():
-                        logger.log_image(key=f"plots/{name}", images=[str(path)], step=trainer.global_step)
+                        logger.log_image(key=f"plots/{name}", images=[str(path)], step=logging_step(trainer))
 
     # -- drawing (no trainer needed: usable on saved embeddings) -----------------------------------------
     def draw(self, z, pred, y, folder: str | Path, title: str = "",
