@@ -75,12 +75,14 @@ def default_gan_optimizer(params: Iterable) -> torch.optim.Optimizer:
 
 
 def build_optimizer(factory: OptimizerFactory | None, params: Iterable, default: OptimizerFactory,
-                    scheduler: SchedulerFactory | None = None) -> dict[str, Any]:
-    """One entry of ``configure_optimizers``' list: ``{"optimizer": ..., "lr_scheduler": ...}``."""
+                    scheduler: SchedulerFactory | None = None, name: str | None = None) -> dict[str, Any]:
+    """One entry of ``configure_optimizers``' list: ``{"optimizer": ..., "lr_scheduler": ...}``. ``name`` names the
+    scheduler's series in ``LearningRateMonitor`` (e.g. ``lr-generator``): its default, ``lr-<optimizer class>``,
+    is one name for every side's Adam."""
     optimizer = make_optimizer(factory, params, default)
     entry: dict[str, Any] = {"optimizer": optimizer}
     if scheduler is not None:
-        entry["lr_scheduler"] = {"scheduler": scheduler(optimizer), "interval": "epoch"}
+        entry["lr_scheduler"] = {"scheduler": scheduler(optimizer), "interval": "epoch", "name": name}
     return entry
 
 
@@ -140,8 +142,9 @@ class AdversarialOptimization:
     Args:
         generator_optimizer: factory ``params -> Optimizer`` of the generator side (None: Adam 2e-4, (0.5, 0.999)).
         discriminator_optimizer: same for the discriminator side.
-        generator_scheduler: optional factory ``Optimizer -> LRScheduler`` (stepped once per epoch).
-        discriminator_scheduler: same for the discriminator side.
+        generator_scheduler: optional factory ``Optimizer -> LRScheduler`` (stepped once per epoch; its learning
+            rate is ``lr-generator`` in ``LearningRateMonitor``'s series).
+        discriminator_scheduler: same for the discriminator side (``lr-discriminator``).
         generator_steps: generator updates per batch (>= 1).
         discriminator_steps: discriminator updates per batch (>= 1).
         gradient_clip_val: clip each side's gradients to this norm (or value); None or 0: no clipping.
@@ -190,9 +193,10 @@ class AdversarialOptimization:
         if {id(p) for p in g} & {id(p) for p in d}:
             raise _config_error("a parameter is on both the generator and the discriminator side; each side "
                                 "must own its parameters")
-        return [build_optimizer(self.generator_optimizer, g, default_generator, self.generator_scheduler),
-                build_optimizer(self.discriminator_optimizer, d, default_discriminator,
-                                self.discriminator_scheduler)]
+        return [build_optimizer(self.generator_optimizer, g, default_generator, self.generator_scheduler,
+                                "lr-generator"),
+                build_optimizer(self.discriminator_optimizer, d, default_discriminator, self.discriminator_scheduler,
+                                "lr-discriminator")]
 
     @staticmethod
     def prepare_strategy(module) -> None:

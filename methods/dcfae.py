@@ -253,9 +253,10 @@ class DCFAE(ClusteringMethod):
         generator_optimizer: optimizer of the GAN's generator side, encoder + decoder (None: Adam 1e-3, betas
             (0.5, 0.999)); also the VAE's optimizer when ``adversarial`` is off.
         discriminator_optimizer: optimizer of the discriminator (None: Adam 2e-4, betas (0.5, 0.999)).
-        generator_scheduler: optional per-epoch LR scheduler of ``generator_optimizer``.
-        discriminator_scheduler: optional per-epoch LR scheduler of ``discriminator_optimizer``.
-        embedding_scheduler: optional per-epoch LR scheduler of ``embedding_optimizer``.
+        generator_scheduler: optional per-epoch LR scheduler of ``generator_optimizer`` (``LearningRateMonitor``
+            logs its learning rate as ``lr-generator``).
+        discriminator_scheduler: optional per-epoch LR scheduler of ``discriminator_optimizer`` (``lr-discriminator``).
+        embedding_scheduler: optional per-epoch LR scheduler of ``embedding_optimizer`` (``lr-embedding``).
         embedding_optimizer: optimizer of the dense network (None: Adam 1e-3).
         generator_steps: generator updates per batch (1).
         discriminator_steps: discriminator updates per batch (1).
@@ -371,12 +372,12 @@ class DCFAE(ClusteringMethod):
     def configure_optimizers(self):
         if self.in_embedding_phase:
             return build_optimizer(self.embedding_optimizer, self.dense.parameters(),
-                                   lambda p: torch.optim.Adam(p, lr=1e-3), self.embedding_scheduler)
+                                   lambda p: torch.optim.Adam(p, lr=1e-3), self.embedding_scheduler, "lr-embedding")
         if self.adversarial_enabled:
             return self.adversarial.configure(self.fae.generator_parameters(), self.fae.discriminator.parameters(),
                                               default_generator_optimizer, default_gan_optimizer)
         return build_optimizer(self.adversarial.generator_optimizer, self.fae.generator_parameters(),
-                               default_generator_optimizer, self.adversarial.generator_scheduler)
+                               default_generator_optimizer, self.adversarial.generator_scheduler, "lr-generator")
 
     def setup(self, stage: str) -> None:
         super().setup(stage)

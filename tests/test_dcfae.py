@@ -294,6 +294,34 @@ def test_final_scores_and_plots_are_logged_on_the_step_axis_of_the_other_rows(tm
     assert set(images.image_steps.values()) == {12}
 
 
+def test_learning_rate_monitor_names_each_sides_scheduler(tmp_path):
+    """Found by a user: build_optimizer named no scheduler, so LearningRateMonitor logged the generator's and then the
+    dense network's learning rate both as lr-Adam (one series), and the discriminator's as lr-Adam-1. Here: phase 1
+    in epoch 0, phase 2 from epoch 1 (the monitor reads the learning rates as an epoch starts, before phase 2's
+    optimizer is built: its first reading is at epoch 2); each scheduler halves its learning rate every epoch."""
+    from functools import partial
+
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import CSVLogger
+
+    from conftest import logged_rows
+
+    halve = partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
+    pl.seed_everything(0)
+    model = DCFAE(10, (1, 8, 8), fae_epochs=1, generator_scheduler=halve, discriminator_scheduler=halve,
+                  embedding_scheduler=halve, **TINY)
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = pl.Trainer(max_epochs=3, limit_train_batches=2, num_sanity_val_steps=0, check_val_every_n_epoch=100,
+                         logger=logger, callbacks=[LearningRateMonitor()], enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, Digits(flatten=False, batch_size=32))
+    columns = set(logged_rows(logger, "step")[0])
+    assert {c for c in columns if c.startswith("lr-")} == {"lr-generator", "lr-discriminator", "lr-embedding"}
+    series = {name: [float(row[name]) for row in logged_rows(logger, name)]
+              for name in ("lr-generator", "lr-discriminator", "lr-embedding")}
+    assert series == {"lr-generator": [1e-3, 5e-4], "lr-discriminator": [2e-4, 1e-4], "lr-embedding": [5e-4]}
+
+
 def _fit(tmp_path, max_epochs, ckpt_path=None, callbacks=()):
     pl.seed_everything(0)
     model = DCFAE(10, (1, 8, 8), fae_epochs=1, **TINY)
