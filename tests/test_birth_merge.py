@@ -94,6 +94,20 @@ def test_loglik_of_statistics_is_the_fitted_gaussian_likelihood():
     torch.testing.assert_close(gaussian_loglik(n, s1, s2, torch.zeros(2, dtype=torch.float64))[0], direct)
 
 
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+@pytest.mark.parametrize("value", [(1.3012, -0.2099), (3.0, 3.0), (13010.52, -2099.81), (0.0, 0.0)])
+def test_identical_embeddings_end_in_one_component(value, covariance):
+    """Every sample embedded at one point (a data set of identical samples): S2/n - mean^2 is float64 rounding,
+    slightly negative, and a floor of 1e-3 of that "variance" left covariances that were not positive-definite
+    (a crash in Cholesky); the floor follows the second moment, so the data end in one finite component."""
+    z = torch.tensor([value], dtype=torch.float32).expand(200, 2)
+    res = birth_merge(z, torch.zeros(200, dtype=torch.long), 1, rounds=3, covariance=covariance)
+    assert res.k == 1
+    labels = kmeans(z + 1e-7 * torch.randn(200, 2), 3, n_init=1, seed=0).labels  # from 3 components
+    res = birth_merge(z, labels, 3, rounds=3, covariance=covariance)
+    assert res.k == 1 and int(res.n[0]) == 200
+
+
 class _Mixture:
     """The smallest module that keeps the mixture protocol: a hard diagonal Gaussian mixture of statistics."""
 

@@ -81,6 +81,32 @@ def test_elbo_of_one_component_is_the_normal_gamma_log_evidence():
     torch.testing.assert_close(bound, evidence, rtol=1e-12, atol=1e-9)
 
 
+def test_prior_variance_is_at_least_a_fraction_of_the_second_moment():
+    """Constant embeddings: the variance is float64 rounding; the prior keeps 1e-8 of the second moment so that the
+    components stay wide enough for the alpha-JS loss (an absolute 1e-12 at |z| = 1e4 made it 1e10 and training
+    diverged)."""
+    z = torch.full((100, 2), 1e4)
+    assert (make_prior(z).b0 >= 0.5 * 1e-8 * 1e8).all()  # b0 = var * a0 / d = var / 2
+    torch.manual_seed(0)
+    z = torch.randn(100, 2)
+    torch.testing.assert_close(make_prior(z).b0, z.double().var(0) / 2)  # ordinary data: unchanged
+
+
+@pytest.mark.parametrize("value", [3.0, 1e4])
+def test_identical_samples_end_in_one_cluster(value):
+    """A data set whose samples are all equal crashed in the birth/merge Cholesky (3.0) or diverged (1e4)."""
+    import numpy as np
+
+    from dcl import DeepClusterer
+
+    x = np.full((200, 8), value)
+    est = DeepClusterer("DPGMM", 3, max_epochs=3, batch_size=64, random_state=0,
+                        method_args=dict(hidden_dims=[16], latent_dim=2, pretrain_epochs=1, update_interval=2)).fit(x)
+    assert est.n_clusters_ == 1 and (est.labels_ == 0).all()
+    assert np.isfinite(est.transform(x)).all() and np.isfinite(est.cluster_centers_).all()
+    assert torch.isfinite(est.model_.posterior.variances).all()
+
+
 def test_fit_from_one_component_and_posterior_warm_start():
     x, _ = make_blobs(400, centers=2, n_features=2, random_state=0)
     z = torch.tensor(x, dtype=torch.float32)

@@ -75,6 +75,18 @@ def diag_of(s2: Tensor) -> Tensor:
     return s2.diagonal(dim1=-2, dim2=-1) if s2.ndim == 3 else s2
 
 
+def variance_floor(n: Tensor, s1: Tensor, s2: Tensor) -> Tensor:
+    """The per-dimension floor added to every fitted (co)variance, from all the data's statistics: 1e-3 of the
+    data's variance, and at least 1e-8 of its second moment. The float64 rounding of ``S2/n - mean^2`` is a
+    fraction of the second moment (measured up to 5e-11 with 10^6 samples), so with (near-)constant embeddings
+    the "variance" is that rounding, may be negative, and a floor below it leaves covariances that are not
+    positive-definite (a crash in Cholesky)."""
+    total = n.sum().clamp_min(1.0)
+    second = diag_of(s2).sum(0) / total
+    var = (second - (s1.sum(0) / total).pow(2)).clamp_min(0.0)
+    return (1e-3 * var + 1e-8 * second).clamp_min(1e-15)  # the last: a dimension that is exactly 0 everywhere
+
+
 def _mean_cov(n: Tensor, s1: Tensor, s2: Tensor, var_floor: Tensor) -> tuple[Tensor, Tensor]:
     safe = n.clamp_min(1.0)[:, None]
     mean = s1 / safe
@@ -178,7 +190,7 @@ def birth_merge_round(z: Tensor, labels: Tensor, k: int, *, min_weight: float = 
     total = float(n.sum())
     d = z.shape[1]
     if var_floor is None:
-        var_floor = 1e-3 * (diag_of(s2).sum(0) / total - (s1.sum(0) / total).pow(2)).clamp_min(1e-12)
+        var_floor = variance_floor(n, s1, s2)
     cost = penalty * 0.5 * n_params(d, full) * math.log(max(total, 2.0))
     result = BirthMergeResult(n, s1, s2)
 
@@ -274,7 +286,7 @@ def birth_merge(z: Tensor, labels: Tensor, k: int, rounds: int = 1, **kwargs) ->
     total = BirthMergeResult(*hard_stats(z, labels, k, distributed, full))
     for r in range(rounds):
         if r > 0:
-            labels = mixture_labels(z, total.n, total.s1, total.s2, var_floor=_floor(z, total, distributed))
+            labels = mixture_labels(z, total.n, total.s1, total.s2, variance_floor(total.n, total.s1, total.s2))
             k = total.k
         step = birth_merge_round(z, labels, k, distributed=distributed, **kwargs)
         total.n, total.s1, total.s2 = step.n, step.s1, step.s2
@@ -285,11 +297,6 @@ def birth_merge(z: Tensor, labels: Tensor, k: int, rounds: int = 1, **kwargs) ->
         if step.births + step.merges + step.deaths == 0:
             break
     return total
-
-
-def _floor(z: Tensor, res: BirthMergeResult, distributed: bool) -> Tensor:
-    n = float(res.n.sum())
-    return 1e-3 * (diag_of(res.s2).sum(0) / n - (res.s1.sum(0) / n).pow(2)).clamp_min(1e-12)
 
 
 # -- the callback ----------------------------------------------------------------------------------------------

@@ -136,7 +136,10 @@ def make_prior(z: Tensor, alpha0: float = 1.0, beta0: float = 1.0, a0: float | N
     d = z.shape[1]
     count = mom[0].clamp_min(1.0)
     mean = mom[1:1 + d] / count
-    var = (mom[1 + d:] / count - mean.pow(2)).clamp_min(1e-12) * count / (count - 1).clamp_min(1.0)
+    second = mom[1 + d:] / count
+    # at least 1e-8 of the second moment: below it, the variance of (near-)constant embeddings is float64
+    # rounding, and components that narrow make the alpha-JS loss (~ s^2 / S_k) explode
+    var = torch.maximum(second - mean.pow(2), 1e-8 * second).clamp_min(1e-12) * count / (count - 1).clamp_min(1.0)
     if cov_prior is None:
         cov = var
     else:
