@@ -20,6 +20,8 @@ ENCODING = "utf-8-sig"
 #: separators of other "CSV" dialects (European spreadsheets write ";"), named in errors (as are spaces between
 #: numbers, numpy's savetxt default: _other_separator)
 OTHER_SEPARATORS = (";", "\t", "|")
+#: checkpoints saved before constant features were standardized with scale 1 hold this floor as their std
+OLD_STD_FLOOR = 1e-8
 
 
 class Arrays(ClusteringDataModule):
@@ -56,9 +58,10 @@ class Arrays(ClusteringDataModule):
         header: whether a .csv file's first row names its columns; None: detected (a first row with a name above a
             number, or pandas' column numbers 0, 1, ...). Set it for a header of numbers only (e.g. years).
         labels_path: a separate file of labels, one per sample: .npy, or .csv / .txt with one per line.
-        standardize: subtract the mean and divide by the standard deviation of each feature, as computed on
-            this file when training starts; they are saved in checkpoints, so that ``dcl predict`` on new data
-            with a trained model's checkpoint applies the training data's statistics.
+        standardize: subtract the mean and divide by the standard deviation of each feature (1 for a constant
+            feature, as scikit-learn's StandardScaler), as computed on this file when training starts; they are saved
+            in checkpoints, so that ``dcl predict`` on new data with a trained model's checkpoint applies the
+            training data's statistics.
     """
 
     def __init__(self, path: str, x_key: str = "x", y_key: str = "y", label_column: str | int | None = None,
@@ -217,9 +220,7 @@ class Arrays(ClusteringDataModule):
         """Mean and standard deviation of each feature: this file's, computed at first use, unless a checkpoint
         restored the training data's (Lightning restores a datamodule's state after its setup)."""
         if self._mean is None:
-            x = _as_float(self.x.cpu())
-            std, self._mean = torch.std_mean(x, dim=0)
-            self._std = std.nan_to_num(1.0).clamp_min(1e-8)  # nan: a single sample
+            self._mean, self._std = _feature_statistics(self.x.cpu())
         return self._mean, self._std
 
     def batch_transform(self, x: torch.Tensor) -> torch.Tensor:
@@ -230,7 +231,7 @@ class Arrays(ClusteringDataModule):
         return x
 
     def state_dict(self) -> dict:
-        return {"mean": self._mean, "std": self._std} if self.standardize else {}
+        return {"mean": self._mean, "std": self._std, "constant_scale": 1.0} if self.standardize else {}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("mean") is None:
@@ -242,6 +243,8 @@ class Arrays(ClusteringDataModule):
             raise DataError(f"Arrays: the checkpoint standardizes samples of shape {tuple(state['mean'].shape)}, "
                             f"{self.path} has samples of shape {tuple(self.x.shape[1:])}")
         self._mean, self._std = state["mean"], state["std"]
+        if "constant_scale" not in state:  # saved before: the std of a constant feature was clamped at 1e-8
+            self._std = self._std.masked_fill(self._std <= OLD_STD_FLOOR, 1.0)
 
 
 def _csv_column(spec: str | int, setting: str, p: Path, first: list[str], header: list[str] | None) -> int:
@@ -303,6 +306,22 @@ def _read_labels_text(p: Path, n: int) -> np.ndarray:
                         "series.to_csv(path, index=False, header=False)), or put the labels in the data's CSV and "
                         "set label_column")
     return np.array(lines, dtype=str)
+
+
+def _feature_statistics(x: torch.Tensor, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation (float32) of each feature of the samples ``x``, accumulated in float64 in two
+    passes over chunks of rows (no float64 copy of the data). A feature that is constant up to the rounding of that
+    computation gets a standard deviation of 1, as scikit-learn's StandardScaler decides it (``_is_constant_feature``:
+    a variance at most n eps var + (n eps mean)^2, so relative to the mean's magnitude): a floor such as 1e-8 would
+    multiply new data whose constant differs by 1 / 1e-8."""
+    n = len(x)
+    mean = sum(_as_float(part).double().sum(0) for part in x.split(chunk)) / n
+    squares = sum((_as_float(part).double() - mean).pow(2).sum(0) for part in x.split(chunk))
+    var = squares / n
+    eps = torch.finfo(torch.float64).eps
+    constant = var <= n * eps * var + (n * eps * mean).pow(2)  # a single sample too
+    std = (squares / max(n - 1, 1)).sqrt().masked_fill(constant, 1.0)
+    return mean.float(), std.float()
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:

@@ -167,6 +167,37 @@ def test_arrays_labels_given_as_class_names(tmp_path):
         Arrays(str(tmp_path / "fields.npy"), n_clusters=2).setup()
 
 
+def test_arrays_standardize_constant_features_with_scale_1_and_load_old_statistics(tmp_path):
+    """A constant feature had its std clamped at 1e-8: new data whose constant differed by 1 was multiplied by 1e8
+    (embeddings |z| = 7e6, every sample in one cluster). scikit-learn's StandardScaler rule: scale 1."""
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    x[:, 1] = 0.1  # constant, not exactly representable: rounding must not make it a tiny std
+    x[:, 3] = 7.0
+    np.save(tmp_path / "x.npy", x)
+    dm = Arrays(str(tmp_path / "x.npy"), n_clusters=2, standardize=True)
+    dm.setup()
+    mean, std = dm._statistics()
+    sk = StandardScaler().fit(x.astype(np.float64))
+    np.testing.assert_allclose(mean.numpy(), sk.mean_, rtol=1e-6)
+    assert std[1] == std[3] == 1.0 and torch.allclose(std[[0, 2]], torch.from_numpy(x[:, [0, 2]]).std(0))
+    assert torch.equal(next(iter(dm.all_dataloader()))["x"][:, [1, 3]], torch.zeros(50, 2))
+    # new data with another constant: one unit off, not 1e8
+    new = x.copy()
+    new[:, 1] = 1.1
+    np.save(tmp_path / "new.npy", new)
+    other = Arrays(str(tmp_path / "new.npy"), n_clusters=2, standardize=True)
+    other.setup()
+    other.load_state_dict(dm.state_dict())
+    torch.testing.assert_close(next(iter(other.all_dataloader()))["x"][:, 1], torch.ones(50))
+    # a checkpoint saved with the old statistics (std clamped at 1e-8) loads, and its constants are scale 1
+    old = {"mean": mean, "std": torch.tensor([std[0], 1e-8, std[2], 1e-8])}
+    other.load_state_dict(old)
+    assert other._statistics()[1].tolist() == std.tolist()
+
+
 def test_arrays_of_8_bit_images_are_served_in_0_1(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(40, 1, 6, 6), dtype=np.uint8)
