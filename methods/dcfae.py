@@ -124,6 +124,16 @@ def pixel_reconstruction_loss(logits: Tensor, x: Tensor, kind: str = "bce") -> T
     return per.flatten(1).sum(dim=1).mean()
 
 
+def served_range(data, chunk: int = 4096) -> tuple[float, float]:
+    """The smallest and largest value of all samples as the datamodule serves them (after its ``batch_transform``:
+    8-bit images scaled, standardization); the same on every rank."""
+    lo, hi = math.inf, -math.inf
+    for part in data.x.split(chunk):
+        x = data.batch_transform(part)
+        lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+    return lo, hi
+
+
 def feature_matching_loss(real_features: Tensor, fake_features: Tensor) -> Tensor:
     """1/2 ||Dis_l(x) - Dis_l(x~)||^2 summed over features, averaged over the batch (VAE-GAN's L_llike^Dis_l)."""
     return 0.5 * (real_features - fake_features).pow(2).flatten(1).sum(dim=1).mean()
@@ -237,7 +247,7 @@ class DCFAE(ClusteringMethod):
         pixel_weight: balance weight of L_pixel (1).
         feature_weight: balance weight of L_feat (1; ignored without ``adversarial``).
         adversarial_weight: balance weight of L_adv (1; ignored without ``adversarial``).
-        pixel_loss: ``bce`` (Bernoulli) or ``mse``.
+        pixel_loss: ``bce`` (Bernoulli: pixels in [0, 1], other data are refused before training) or ``mse``.
         feature_layer: discriminator stage whose features measure the reconstruction (1 = the middle of 3).
         fae_epochs: epochs of phase 1; phase 2 runs for the rest of ``trainer.max_epochs``.
         use_dense: train the dense embedding network (phase 2); False: k-means on mu(x) (ablation).
@@ -383,6 +393,20 @@ class DCFAE(ClusteringMethod):
         super().setup(stage)
         if stage == "fit":
             self.adversarial.prepare_strategy(self)
+            if self._from_datamodule and self.pixel_loss == "bce" and self.pixel_weight > 0 and self.fae_epochs > 0:
+                self._check_bernoulli_pixels(self.trainer.datamodule)
+
+    def _check_bernoulli_pixels(self, data) -> None:
+        """Refuse, before any step, pixels outside [0, 1] for the Bernoulli pixel loss: its cross-entropy with a
+        target above 1 or below 0 has no minimum, and the loss falls without limit (measured: train/recon -6417,
+        then -10977, on 8-bit images given as 0..255)."""
+        lo, hi = served_range(data)
+        if lo < 0.0 or hi > 1.0:
+            raise ConfigError(
+                f"DCFAE's pixel_loss bce is the Bernoulli likelihood of pixels in [0, 1], but {type(data).__name__} "
+                f"serves values in [{lo:.4g}, {hi:.4g}], for which the loss falls without limit; scale the pixels to "
+                "[0, 1] (8-bit images: divide by 255; Arrays serves a uint8 array so, without standardize) or set "
+                "pixel_loss: mse (model.init_args in a config, method_args of DeepClusterer)")
 
     def on_fit_start(self) -> None:
         if self.use_dense and not self.in_embedding_phase:

@@ -141,6 +141,32 @@ def test_bad_configuration_is_a_config_error():
         DCFAE(10, (1, 8, 8), input_similarity="cosine")
 
 
+def test_bernoulli_pixel_loss_refuses_pixels_outside_0_1(tmp_path):
+    """BCE with targets outside [0, 1] has no minimum: on 8-bit images given as 0..255 (the estimator casts them to
+    float32 as they are) train/recon fell to -6417, then -10977. Refused before training, whatever serves them."""
+    import numpy as np
+
+    from dcl import DeepClusterer
+    from dcl.datamodules.arrays import Arrays
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 1, 8, 8), dtype=np.uint8)
+    args = dict(TINY, fae_epochs=1)
+    fit = dict(max_epochs=1, batch_size=20, random_state=0)
+    with pytest.raises(ConfigError, match=r"pixel_loss bce .* InMemory serves values in \[0, 255\].*scale the "
+                                          r"pixels to \[0, 1\].*pixel_loss: mse"):
+        DeepClusterer("DCFAE", 2, method_args=args, **fit).fit(images)
+    np.save(tmp_path / "img.npy", images)  # Arrays serves uint8 in [0, 1], but not once standardized
+    model = DCFAE(2, (1, 8, 8), **TINY)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(ConfigError, match=r"Arrays serves values in \[-\d\.\d+, \d\.\d+\]"):
+        trainer.fit(model, datamodule=Arrays(str(tmp_path / "img.npy"), n_clusters=2, standardize=True))
+    assert trainer.global_step == 0
+    # pixels in [0, 1], or the squared error: trained
+    DeepClusterer("DCFAE", 2, method_args=args, **fit).fit(images / 255.0)
+    DeepClusterer("DCFAE", 2, method_args=dict(args, pixel_loss="mse"), **fit).fit(images)
+
+
 # ---- the shared adversarial optimization ---------------------------------------------------------------------
 class _ToyGAN(pl.LightningModule):
     """A 1-D GAN that is not DCFAE: the adversarial helper is reusable by any LightningModule."""
