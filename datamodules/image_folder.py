@@ -18,25 +18,44 @@ from dcl.datamodule import ClusteringDataModule, DataError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def _to_8_bits(img: Image.Image) -> Image.Image:
+#: Pillow modes of at most 8 bits per channel, which Pillow converts to L or RGB as they are (alpha dropped)
+EIGHT_BIT_MODES = ("1", "L", "P", "LA", "PA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV")
+#: what to do with an image of another mode (e.g. 32-bit float TIFFs, Pillow mode F)
+CONVERT_HINT = ("convert it to an 8- or 16-bit image (its values scaled to 0..255 or 0..65535), or save the pixel "
+                "values of all images as one N x C x H x W array and read it with the Arrays datamodule")
+
+
+def _to_8_bits(img: Image.Image, path: Path) -> Image.Image:
     """A 16-bit grayscale image (Pillow's ``I;16*`` modes, or ``I`` holding values above 255) scaled to 8 bits:
-    Pillow's own conversion clips such pixels at 255 instead of scaling them."""
-    if not (img.mode.startswith("I;16") or img.mode == "I"):
+    Pillow's own conversion clips such pixels at 255 instead of scaling them. Any other mode than these and the
+    8-bit ones is refused: Pillow's conversion of 32-bit floats (mode F) clips them at 0..255, so values in 0..1
+    read almost black."""
+    if img.mode in EIGHT_BIT_MODES:
         return img
+    if not (img.mode.startswith("I;16") or img.mode == "I"):
+        what = " (32-bit floating-point pixels)" if img.mode == "F" else ""
+        raise DataError(f"ImageFolder: cannot read image {path} faithfully: its Pillow mode is {img.mode}{what}, and "
+                        f"ImageFolder reads 8- and 16-bit images; {CONVERT_HINT}")
     pixels = np.asarray(img).astype(np.int64)
-    if img.mode == "I" and pixels.max(initial=0) <= 255:
-        return Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "L")
-    return Image.fromarray(((pixels.clip(0, 65535) * 255 + 32767) // 65535).astype(np.uint8), "L")
+    lo, hi = int(pixels.min()), int(pixels.max())
+    if lo < 0 or hi > 65535:
+        raise DataError(f"ImageFolder: cannot read image {path} faithfully: its pixels (Pillow mode {img.mode}) hold "
+                        f"values in [{lo}, {hi}], outside the 16-bit range 0..65535; {CONVERT_HINT}")
+    if img.mode == "I" and hi <= 255:
+        return Image.fromarray(pixels.astype(np.uint8), "L")
+    return Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8), "L")
 
 
 def _read_one(path: Path, size: int | None, mode: str) -> np.ndarray:
     try:
         with Image.open(path) as img:
-            img = _to_8_bits(img).convert(mode)
+            img = _to_8_bits(img, path).convert(mode)
             if size is not None and img.size != (size, size):
                 # Pillow's bilinear resize widens its support when shrinking, i.e. it antialiases
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
+    except DataError:  # a ValueError: not to be read as an unreadable file below
+        raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e}; remove or replace the file") from e
 
@@ -76,6 +95,8 @@ def load_images(paths: Sequence[Path], size: int | None, grayscale: bool, thread
 
 class ImageFolder(ClusteringDataModule):
     """The user's own images from ``root``, all decoded into memory once (uint8), scaled to [0, 1] per batch.
+    8- and 16-bit images are read (16-bit grayscale scaled to 8 bits); other modes, such as 32-bit float TIFFs,
+    are refused with an error naming the file.
 
     Layouts: ``root/<class name>/<image>`` (one subfolder per class, searched recursively; labels are the
     indices of the sorted class names, kept in ``class_names``) or ``root/<image>`` (a flat folder:

@@ -338,6 +338,28 @@ def test_16_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path):
     assert torch.equal(dm.x[0, 0], torch.from_numpy(pixels)) and torch.equal(dm.x[1, 0], dm.x[0, 0])
 
 
+def test_image_folder_refuses_modes_it_cannot_read_faithfully(tmp_path):
+    """32-bit float images (Pillow mode F, e.g. float TIFFs) were converted by clipping at 0..255: values in 0..1
+    read almost black. Refused, naming the file and its mode; 16-bit images (I;16, I) read as before."""
+    pixels = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    Image.fromarray((pixels * 255).round().astype(np.uint8)).save(tmp_path / "eight.png")
+    Image.fromarray(pixels, "F").save(tmp_path / "float.tif")
+    with pytest.raises(DataError, match=r"cannot read image .*float\.tif faithfully: its Pillow mode is F \(32-bit "
+                                        r"floating-point pixels\).*8- and 16-bit.*Arrays datamodule"):
+        ImageFolder(str(tmp_path), image_size=None, grayscale=True, n_clusters=2).setup()
+    (tmp_path / "float.tif").unlink()
+    Image.fromarray(np.full((16, 16), 70000, dtype=np.int32), "I").save(tmp_path / "wide.tif")  # 32-bit integers
+    with pytest.raises(DataError, match=r"wide\.tif faithfully: its pixels \(Pillow mode I\) hold values in "
+                                        r"\[70000, 70000\], outside the 16-bit range"):
+        ImageFolder(str(tmp_path), image_size=None, grayscale=True, n_clusters=2).setup()
+    (tmp_path / "wide.tif").unlink()
+    Image.fromarray((pixels * 65535).astype(np.int32), "I").save(tmp_path / "i.tif")
+    Image.fromarray((pixels * 65535).astype(np.uint16)).save(tmp_path / "i16.png")
+    dm = ImageFolder(str(tmp_path), image_size=None, grayscale=True, n_clusters=2)
+    assert [Image.open(f).mode for f in sorted(tmp_path.iterdir())] == ["L", "I", "I;16"]
+    assert torch.equal(dm.x[1], dm.x[2]) and (dm.x[1].int() - dm.x[0].int()).abs().max() <= 1
+
+
 def test_image_folder_labeled_and_flat(tmp_path):
     for cls in ("cat", "dog"):
         (tmp_path / "lab" / cls).mkdir(parents=True)
