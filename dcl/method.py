@@ -680,6 +680,15 @@ def log_metrics_now(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
         logger.log_metrics({**values, "epoch": trainer.current_epoch}, step=logging_step(trainer))
 
 
+def log_images_now(trainer: pl.Trainer, images: dict[str, Path]) -> None:
+    """Log each image file (``{key: path}``) to every logger that takes images (W&B), at :func:`logging_step`.
+    Call on rank 0, where the files are written."""
+    for logger in trainer.loggers:
+        if callable(getattr(logger, "log_image", None)):
+            for key, path in images.items():
+                logger.log_image(key=key, images=[str(path)], step=logging_step(trainer))
+
+
 AUTOENCODER_INITS = ("glorot", "fan_in_uniform", "small_normal")
 
 

@@ -51,7 +51,7 @@ from torch import Tensor
 from dcl.cluster.dpgmm import LOG_2PI
 from dcl.distributed import all_reduce_sum_, broadcast_, is_distributed
 from dcl.files import atomic_write, run_dir
-from dcl.method import log_metrics_now, logging_step
+from dcl.method import log_images_now, log_metrics_now
 
 
 # -- statistics ------------------------------------------------------------------------------------------------
@@ -444,9 +444,7 @@ class BirthMerge(Callback):
             atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
         finally:
             plt.close(fig)
-        for logger in trainer.loggers:
-            if callable(getattr(logger, "log_image", None)):
-                logger.log_image(key="train/k_over_training", images=[str(path)], step=logging_step(trainer))
+        log_images_now(trainer, {"train/k_over_training": path})
 
     def state_dict(self) -> dict:
         return {"calls": self.calls, "start_epoch": self.start_epoch, "start_step": self.start_step,

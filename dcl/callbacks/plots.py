@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from dcl.files import atomic_write, run_dir
-from dcl.method import logging_step
+from dcl.method import log_images_now
 
 __all__ = ["ClusteringPlots", "project_2d"]
 
@@ -139,10 +139,7 @@ class ClusteringPlots(Callback):
         title = f"{type(pl_module).__name__}, K={pl_module.n_clusters}, N={len(z)}"
         self.paths = self.draw(z.cpu(), pred, y, folder, title, class_names=getattr(dm, "class_names", None))
         if self.log_images:
-            for logger in trainer.loggers:
-                if callable(getattr(logger, "log_image", None)):
-                    for name, path in self.paths.items():
-                        logger.log_image(key=f"plots/{name}", images=[str(path)], step=logging_step(trainer))
+            log_images_now(trainer, {f"plots/{name}": path for name, path in self.paths.items()})
 
     # -- drawing (no trainer needed: usable on saved embeddings) -----------------------------------------
     def draw(self, z, pred, y, folder: str | Path, title: str = "",
