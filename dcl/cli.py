@@ -163,9 +163,9 @@ class DCLCLI(LightningCLI):
         config = self.config[self.subcommand]
         data_args = _plain(config.data.get("init_args")) or {}
         inputs = {"the checkpoint": config.get("ckpt_path")} | {
-            "a config file": str(c) for c in config.get("config") or []} | {
             f"the data's {k}": v for k, v in data_args.items() if isinstance(v, str)}
         inputs = {Path(v).resolve(): what for what, v in inputs.items() if v and Path(v).is_file()}
+        inputs |= {path: "a config file" for path in _config_files(config)}
         for setting, path in (("output", writer.output), ("embeddings", writer.embeddings)):
             if path and Path(path).resolve() in inputs:  # the predictions would replace it
                 raise ConfigError(f"predictions.{setting} {path!r} would overwrite {inputs[Path(path).resolve()]}, "

@@ -211,6 +211,14 @@ def test_predict_on_new_data_writes_class_names_and_standardizes_as_in_training(
         msg = dcl_error(["predict", *model, *data, "--data.path", str(tmp_path / "iris.csv"), "--ckpt_path", ckpt,
                          *outputs], tmp_path / "err3")
         assert error in msg, msg
+    # every config file of the command is an input (only the last given was, when several were)
+    (tmp_path / "a.yaml").write_text("seed_everything: 0\n")
+    (tmp_path / "b.yaml").write_text("seed_everything: 1\n")
+    before[tmp_path / "a.yaml"] = (tmp_path / "a.yaml").read_bytes()
+    msg = dcl_error(["predict", "--config", str(tmp_path / "a.yaml"), "--config", str(tmp_path / "b.yaml"), *model,
+                     *data, "--data.path", str(tmp_path / "iris.csv"), "--ckpt_path", ckpt,
+                     "--predictions.output", str(tmp_path / "a.yaml")], tmp_path / "err3")
+    assert "would overwrite a config file, an input" in msg, msg
     assert all(p.read_bytes() == b for p, b in before.items())
 
 
