@@ -201,10 +201,21 @@ class RunConfig(SaveConfigCallback):
     ``plots/`` and ``final_scores.json`` (LightningCLI's own choice, ``trainer.log_dir``, is the folder all runs of
     a W&B logger share, each run overwriting the last's): ``dcl predict --config <run folder>/config.yaml`` then
     rebuilds exactly that run. Saved by ``fit`` only: validate, test and predict runs train nothing to keep beside
-    it (each left a folder holding only its config)."""
+    it (each left a folder holding only its config). Saved when training starts, not at setup as Lightning's: a fit
+    refused while it restores its checkpoint (a resume with another batch size) leaves no file; a fit with nothing
+    left to train (resumed from its end) saves it beside its final scores."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.already_saved or stage != "fit" or trainer.fast_dev_run:
+        """(Lightning's saves here; see on_train_start.)"""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer, pl_module)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer, pl_module)
+
+    def _save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.already_saved or trainer.fast_dev_run:
             return
         if trainer.is_global_zero:  # a W&B logger's run id, which names the folder, exists on rank 0 only
             path = run_dir(trainer) / self.config_filename
@@ -214,7 +225,7 @@ class RunConfig(SaveConfigCallback):
             config.ckpt_path = None
             atomic_write(path, lambda tmp: self.parser.save(config, tmp, skip_none=False, overwrite=True,
                                                             multifile=self.multifile))
-            self.save_config(trainer, pl_module, stage)
+            self.save_config(trainer, pl_module, "fit")
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 

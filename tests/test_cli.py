@@ -421,6 +421,24 @@ def test_a_resumed_fit_saves_its_config_without_the_checkpoint_it_resumed_from(t
     capsys.readouterr()
     run_cli(["predict", "--config", str(config)], tmp_path)
     assert "predict without --ckpt_path uses an untrained model" in capsys.readouterr().err
+    # resumed from its end, a fit trains nothing: its config.yaml is still saved beside its final scores
+    (tmp_path / "ended").mkdir()
+    fit_ae(tmp_path / "ended", "--ckpt_path", str(first))
+    assert (tmp_path / "ended" / "final_scores.json").is_file() and (tmp_path / "ended" / "config.yaml").is_file()
+
+
+def test_a_resume_refused_while_restoring_its_checkpoint_writes_nothing(tmp_path, dcl_error):
+    """Found by probing as a user: a resume of a checkpoint taken inside an epoch, with another batch size, is
+    refused when Lightning restores the loader's state, after setup, where the run's config.yaml used to be saved:
+    the refused run left a config.yaml behind (dcl_error checks that no file is written)."""
+    (tmp_path / "first").mkdir(), (tmp_path / "resumed").mkdir()
+    fit_ae(tmp_path / "first", "--trainer.max_epochs", "1", "--trainer.callbacks+=ModelCheckpoint",
+           "--trainer.callbacks.dirpath", str(tmp_path / "inside"), "--trainer.callbacks.every_n_train_steps", "3",
+           "--trainer.callbacks.save_top_k", "-1")
+    inside = tmp_path / "inside" / "epoch=0-step=3.ckpt"
+    error = dcl_error(["fit", *AE_DIGITS, "--data.init_args.batch_size", "128", "--ckpt_path", str(inside)],
+                      tmp_path / "resumed")
+    assert "taken inside an epoch" in error
 
 
 def test_the_logger_gets_the_whole_resolved_config(tmp_path):
@@ -444,13 +462,15 @@ def dcl_error(capsys):
 
     def run(args: list[str], tmp_path: Path, quiet: bool = True) -> str:
         capsys.readouterr()
+        before = set(tmp_path.rglob("*"))
         with pytest.raises(SystemExit) as exit_info:
             run_cli(args, tmp_path, quiet)
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.startswith("dcl: error:")]
         assert len(lines) == 1, err[-2000:]
-        assert not list(tmp_path.rglob("*.ckpt")), "a checkpoint was written before the error"
+        written = sorted(str(p.relative_to(tmp_path)) for p in set(tmp_path.rglob("*")) - before if p.is_file())
+        assert not written, f"written before the error: {written}"
         return lines[0]
 
     return run
