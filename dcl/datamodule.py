@@ -10,6 +10,7 @@ Batches are dicts ``{"x": inputs, "y": labels (-1 when unknown), "index": sample
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -134,25 +135,38 @@ def is_number(text: str) -> bool:
 
 def class_ids(y: np.ndarray, what: str) -> tuple[np.ndarray, list[str] | None]:
     """Class ids 0..C-1 from labels given as numbers or as class names, and the classes' names (the sorted names,
-    or the given ids when they are not 0..C-1); unknown labels (negative, NaN, empty, NA) -> -1."""
+    or the given ids when they are not 0..C-1); unknown labels (negative numbers, NaN, empty, NA) -> -1, among
+    class names too. Integer ids are compared exactly, also beyond float precision (2^53) and int64 (uint64)."""
     if y.dtype.kind in "USO":  # text: numbers written out, or class names
         text = np.char.strip(y.astype(str))
         known = ~np.isin(np.char.lower(text), ("", *MISSING))
-        if all(map(is_number, text[known])):
-            y = np.full(len(text), np.nan)
-            y[known] = text[known].astype(np.float64)
-        else:  # class names, e.g. "setosa": numbered in sorted order
+        if y.dtype.kind == "O":  # Python's None (a pandas object column's missing value) is not the class "None"
+            known &= np.array([v is not None for v in y], dtype=bool)
+        number = np.array([is_number(t) for t in text], dtype=bool)
+        if not number[known].all():  # class names, e.g. "setosa": numbered in sorted order
+            known &= ~(number & np.char.startswith(text, "-"))  # e.g. a -1 written for an unknown label
             out = np.full(len(text), -1, dtype=np.int64)
             names, out[known] = np.unique(text[known], return_inverse=True)
             return out, names.tolist()
-    y = y.astype(np.float64)
-    if not np.all(np.isnan(y) | (y == np.round(y))):
-        raise DataError(f"{what} are not integers; clustering labels must be class ids or names")
-    known = ~np.isnan(y) & (y >= 0)
+        if all(re.fullmatch(r"[+-]?\d+", t) for t in text[known]):  # integers: Python's, exact at any size
+            values = np.full(len(text), -1, dtype=object)
+            values[known] = [int(t) for t in text[known]]
+            y = values
+        else:
+            y = np.full(len(text), np.nan)
+            y[known] = text[known].astype(np.float64)
+    if y.dtype.kind == "b":
+        y = y.astype(np.int64)
+    if y.dtype.kind == "f":
+        if not np.all(np.isnan(y) | (np.isfinite(y) & (y == np.round(y)))):
+            raise DataError(f"{what} are not integers; clustering labels must be class ids or names")
+        known = ~np.isnan(y) & (y >= 0)
+    else:  # signed, unsigned (uint64: ids up to 2^64 - 1) or Python integers
+        known = y >= 0
     out = np.full(len(y), -1, dtype=np.int64)
-    ids, out[known] = np.unique(y[known].astype(np.int64), return_inverse=True)
+    ids, out[known] = np.unique(y[known], return_inverse=True)
     # ids other than 0..C-1 (e.g. 3, 7, 9) are renumbered: keep them as the classes' names
-    return out, None if np.array_equal(ids, np.arange(len(ids))) else [str(i) for i in ids]
+    return out, None if np.array_equal(ids, np.arange(len(ids))) else [str(int(i)) for i in ids]
 
 
 def ordered_shard(n: int, rank: int, world: int) -> Tensor:

@@ -99,6 +99,28 @@ def test_arrays_formats(tmp_path):
 
 
 
+def test_label_edge_cases_unknown_markers_and_ids_beyond_float_and_int64():
+    """Found by probing as a user: among class names, the -1 written for an unknown label became a class named
+    "-1"; ids above 2^53 (2^53 and 2^53 + 1) merged into one class through float64, uint64 ids above 2^63 wrapped to
+    negative (unknown); a pandas object column's None became a class "None"; "inf" was taken as an id."""
+    from dcl.datamodule import class_ids
+
+    y, names = class_ids(np.array(["cat", "dog", "-1", "", "cat", "-2.5"]), "labels")
+    assert y.tolist() == [0, 1, -1, -1, 0, -1] and names == ["cat", "dog"]
+    big = 2**53
+    y, names = class_ids(np.array([str(big), str(big + 1), str(big)]), "labels")
+    assert y.tolist() == [0, 1, 0] and names == [str(big), str(big + 1)]
+    y, names = class_ids(np.array([2**63 + 1, 5, 2**64 - 1, 2**63 + 1], dtype=np.uint64), "labels")
+    assert y.tolist() == [1, 0, 2, 1] and names == ["5", str(2**63 + 1), str(2**64 - 1)]
+    y, names = class_ids(np.array(["18446744073709551615", "3", "-1"]), "labels")
+    assert y.tolist() == [1, 0, -1] and names == ["3", "18446744073709551615"]
+    assert class_ids(np.array([1, None, 3], dtype=object), "labels")[0].tolist() == [0, -1, 1]
+    assert class_ids(np.array(["a", None, "None"], dtype=object), "labels")[1] == ["None", "a"]  # the text is a name
+    assert class_ids(np.array([True, False]), "labels")[0].tolist() == [1, 0]
+    with pytest.raises(DataError, match="labels are not integers"):
+        class_ids(np.array(["inf", "2"]), "labels")
+
+
 def test_arrays_labels_given_as_class_names(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(30, 2))
