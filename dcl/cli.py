@@ -19,6 +19,7 @@ import re
 import sys
 import warnings
 from contextlib import contextmanager, nullcontext
+from importlib.metadata import version
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -28,6 +29,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from packaging.version import Version
 
 import dcl
 from dcl import registry
@@ -41,6 +43,10 @@ from dcl.method import (ClusteringMethod, ConfigError, TrainingDiverged, check_c
 # MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
 # lacks, enable_checkpointing false beside a ModelCheckpoint, ...)
 USER_ERRORS = (ConfigError, DataError, registry.RegistryError, MisconfigurationException, TrainingDiverged)
+
+# every setting saved, None ones too, to rebuild the run: jsonargparse 4.49 renamed skip_none (deprecated since, with
+# a warning) to skip_unset
+KEEP_NONE = {"skip_unset" if Version(version("jsonargparse")) >= Version("4.49") else "skip_none": False}
 
 
 DESCRIPTION = ("dcl: deep clustering on PyTorch Lightning. Train (fit), score (validate, test) or apply (predict) "
@@ -223,7 +229,7 @@ class RunConfig(SaveConfigCallback):
             # this config would otherwise silently load
             config = self.config.clone()
             config.ckpt_path = None
-            atomic_write(path, lambda tmp: self.parser.save(config, tmp, skip_none=False, overwrite=True,
+            atomic_write(path, lambda tmp: self.parser.save(config, tmp, **KEEP_NONE, overwrite=True,
                                                             multifile=self.multifile))
             self.save_config(trainer, pl_module, "fit")
             self.already_saved = True
@@ -233,7 +239,7 @@ class RunConfig(SaveConfigCallback):
         """Every logger of the run gets the whole resolved configuration as hyperparameters, to filter runs by a
         data set or a learning rate: the method's own hyperparameters leave out its optimizers, the data, the
         seed and the Trainer."""
-        config = json.loads(self.parser.dump(self.config, format="json", skip_none=False))
+        config = json.loads(self.parser.dump(self.config, format="json", **KEEP_NONE))
         for logger in trainer.loggers:
             logger.log_hyperparams({key: config.get(key) for key in ("seed_everything", "trainer", "model", "data")})
 
