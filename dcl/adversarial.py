@@ -15,7 +15,8 @@ so that any method can add an adversarial term:
         def training_step(self, batch, batch_idx):
             g_opt, d_opt = self.optimizers()
             logs = self.adversarial.step(self, lambda: self.g_loss(batch), lambda: self.d_loss(batch), g_opt, d_opt)
-            self.log_dict(logs)
+            self.log_train_loss(logs.pop("g_loss"))  # train/loss: the generator's, the model being clustered
+            self.log_dict(logs)  # d_loss under its own name, and the logs the loss functions returned
 
         def on_train_epoch_end(self):
             step_schedulers(self)

@@ -10,17 +10,23 @@ A method is a LightningModule with:
 - validation / test: embed all samples in order, score ``val/acc``, ``val/nmi``, ``val/ari`` against labels;
 - ``predict_step``: ``{"index", "cluster", "confidence", "probs", "z", "y"}`` per batch;
 - ``configure_optimizers``: builds through ``dcl.optim.make_optimizer`` (the config's optimizer or the method's
-  default, with PyTorch's fused kernel where it has one).
+  default, with PyTorch's fused kernel where it has one);
+- ``train/loss`` at every training step, the one value on the progress bar: the loss the step minimizes. Under
+  automatic optimization the base class logs what ``training_step`` returns (any subclass's, see
+  :meth:`ClusteringMethod.__init_subclass__`); under manual optimization the method calls
+  :meth:`ClusteringMethod.log_train_loss`. The terms of a loss are logged under their own names, off the bar.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import math
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -77,6 +83,38 @@ class ConfigError(ValueError):
     """A bad setting or checkpoint, reported before any training starts."""
 
 
+#: the name every method logs the loss its training step minimizes under (:meth:`ClusteringMethod.log_train_loss`)
+TRAIN_LOSS = "train/loss"
+
+
+def logs_train_loss(training_step: Callable) -> Callable:
+    """``training_step`` that logs the loss it returns as ``train/loss`` (automatic optimization; a Tensor, or the
+    ``"loss"`` of a dict), unless the step logged ``train/loss`` itself. Only the outermost call logs: a subclass's
+    ``training_step`` that calls its parent's logs its own result. Logged inside the step, as ``self.log`` there is:
+    the callbacks' ``on_train_batch_end`` (a ModelCheckpoint every N steps) read this batch's value, and it is the
+    returned loss itself (the ``outputs`` of ``on_train_batch_end`` hold it divided by ``accumulate_grad_batches``)."""
+    if getattr(training_step, "logs_train_loss", False):
+        return training_step
+
+    @functools.wraps(training_step)
+    def step(self: "ClusteringMethod", *args: Any, **kwargs: Any) -> Any:
+        if self._in_training_step:  # a parent's training_step, called by the subclass's
+            return training_step(self, *args, **kwargs)
+        self._in_training_step, self._train_loss_logged = True, False
+        try:
+            out = training_step(self, *args, **kwargs)
+        finally:
+            self._in_training_step = False
+        if self.automatic_optimization and not self._train_loss_logged:
+            loss = out.get("loss") if isinstance(out, Mapping) else out
+            if isinstance(loss, Tensor):
+                self.log_train_loss(loss)
+        return out
+
+    step.logs_train_loss = True  # type: ignore[attr-defined]
+    return step
+
+
 def student_t_assign(z: Tensor, centers: Tensor, alpha: float = 1.0) -> Tensor:
     """Soft assignment by a Student's t kernel (DEC's q): q_ij ∝ (1 + ||z_i - mu_j||^2 / alpha)^(-(alpha+1)/2)."""
     d2 = torch.cdist(z, centers).pow(2)
@@ -106,9 +144,19 @@ class ClusteringMethod(pl.LightningModule):
     #: k_init, max_components); empty for the methods that cluster into n_clusters
     n_clusters_from: tuple[str, ...] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every subclass's ``training_step`` (its own, or one it inherits from a mixin) logs the loss it returns as
+        ``train/loss`` (:func:`logs_train_loss`): a method, a user's subclass or a plugin gets it without writing
+        anything, whichever hooks it overrides."""
+        super().__init_subclass__(**kwargs)
+        if cls.training_step is not pl.LightningModule.training_step:
+            cls.training_step = logs_train_loss(cls.training_step)
+
     def __init__(self, n_clusters: int, input_shape: Sequence[int], embedding_dim: int,
                  kmeans_n_init: int = 10, trainable_centers: bool = False) -> None:
         super().__init__()
+        self._in_training_step = False  # see logs_train_loss
+        self._train_loss_logged = False
         if not isinstance(n_clusters, int) or n_clusters < 2:
             raise ConfigError(f"n_clusters must be an integer >= 2, got {n_clusters!r}")
         if not isinstance(embedding_dim, int) or embedding_dim < 1:
@@ -134,6 +182,20 @@ class ClusteringMethod(pl.LightningModule):
     @property
     def n_clusters(self) -> int:
         return self.cluster_centers.shape[0]
+
+    def log_train_loss(self, loss: Tensor | float) -> None:
+        """Log ``loss`` as ``train/loss``, the one value on the progress bar (per step; under DDP each rank's value,
+        rank 0's reaching the loggers, as every training-step value): the loss the step minimizes, the total
+        objective. Automatic optimization logs the returned loss itself; a method with manual optimization calls this
+        once a step with the objective of the model it clusters (e.g. the generator's loss of an adversarial phase,
+        the embedding network's in its own phase; a discriminator's loss keeps a name of its own). A method's terms
+        are logged under their own names, without ``prog_bar``: a finished phase's would stay on the bar."""
+        self.log(TRAIN_LOSS, loss.detach() if isinstance(loss, Tensor) else float(loss), prog_bar=True)
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        if name == TRAIN_LOSS:  # a training_step that logs train/loss itself: not logged again by logs_train_loss
+            self._train_loss_logged = True
+        super().log(name, value, *args, **kwargs)
 
     @property
     def clustering_active(self) -> bool:

@@ -239,8 +239,7 @@ class CM(_WithClusteringModule, ClusteringMethod):
         x = self.embed(batch["x"])
         gamma = self.cm(x)
         terms = cm_loss_terms(x, gamma, self.cm.centers(), self.alpha, pi=global_mean(gamma))
-        loss = sum(terms.values())
-        self.log_dict({f"train/{k}": v for k, v in terms.items()} | {"train/loss": loss}, prog_bar=False)
+        self.log_dict({f"train/{k}": v for k, v in terms.items()})
         return ddp_global_batch_loss(terms)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -393,8 +392,7 @@ class AECM(_WithClusteringModule, AutoencoderMethod):
             gamma = self.cm(z)
             terms = aecm_loss_terms(x, x_hat, z, gamma, self.cm.centers(), self.alpha, self.beta, self.lbd,
                                     self.orth_power, pi=global_mean(gamma))
-        loss = sum(terms.values())
-        self.log_dict({f"train/{k}": v for k, v in terms.items()} | {"train/loss": loss})
+        self.log_dict({f"train/{k}": v for k, v in terms.items()})
         return ddp_global_batch_loss(terms)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:

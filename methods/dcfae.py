@@ -30,7 +30,10 @@ are one optimizer (the generator side), the discriminator another, alternated by
 :class:`dcl.adversarial.AdversarialOptimization` (``discriminator_steps`` then ``generator_steps`` per batch).
 ``adversarial: false`` gives the plain VAE (KL + pixel reconstruction, no discriminator): the paper's FAE-vs-VAE
 ablation. Logged: ``train/d_score`` = mean D(x) and ``train/g_score`` = mean D of the generated images
-(reconstructions and prior samples), so the game's convergence (both near the equilibrium) can be watched.
+(reconstructions and prior samples), so the game's convergence (both near the equilibrium) can be watched;
+``train/loss`` (every step, on the progress bar) is the encoder + decoder loss (``train/g_total``'s, which is
+logged per epoch with the other terms), the discriminator's is ``train/d_loss``; in phase 2 ``train/loss`` is
+``train/similarity_ce`` of each step.
 
 Phase 2, the embedding network (the rest of ``max_epochs``): the FAE is frozen (eval mode) and the latent of
 a sample is the posterior mean mu(x). A dense network ``f: latent_dim -> dense_dims -> embedding_dim``
@@ -492,10 +495,11 @@ class DCFAE(ClusteringMethod):
             logs = self.adversarial.step(self, lambda: self.generator_loss(x), lambda: self.discriminator_step_loss(x),
                                          g_opt, d_opt)
             logs["train/d_loss"] = logs.pop("d_loss")
-            logs.pop("g_loss")
+            self.log_train_loss(logs.pop("g_loss"))  # the FAE's (the model clustered), not the discriminator's
             return logs
-        _, logs = optimizer_step(self, self.optimizers(), lambda: self.generator_loss(x),
-                                 self.adversarial.gradient_clip_val, self.adversarial.gradient_clip_algorithm)
+        loss, logs = optimizer_step(self, self.optimizers(), lambda: self.generator_loss(x),
+                                    self.adversarial.gradient_clip_val, self.adversarial.gradient_clip_algorithm)
+        self.log_train_loss(loss)
         return logs
 
     # -- phase 2: the dense embedding network --------------------------------------------------------------
@@ -533,6 +537,7 @@ class DCFAE(ClusteringMethod):
             return None
         loss, _ = optimizer_step(self, self.optimizers(), lambda: self.embedding_loss(mu),
                                  self.adversarial.gradient_clip_val, self.adversarial.gradient_clip_algorithm)
+        self.log_train_loss(loss)
         return {"train/similarity_ce": loss}
 
     # -- Lightning -----------------------------------------------------------------------------------------

@@ -105,6 +105,42 @@ def test_every_target_update_is_logged_once_at_its_step(tmp_path, log_every_n_st
     assert [int(row["step"]) for row in rows] == [step for step, _ in calls]  # one row an update, at its step
 
 
+def test_train_loss_is_the_loss_each_step_returns_under_gradient_accumulation(tmp_path):
+    """Found by users: there was no common train/loss (DEC logged train/recon, then train/kl), so no one
+    ModelCheckpoint / EarlyStopping could monitor the training loss of every method. Every step's returned loss is
+    train/loss now, in both phases, logged in the step (a callback reads that batch's value); under
+    accumulate_grad_batches the loss itself, not the share Lightning back-propagates (the loss divided by 2)."""
+    import lightning.pytorch as pl
+    from dcl.datamodules.digits import Digits
+
+    returned, logged = [], []
+
+    class Recording(DEC):
+        def pretrain_step(self, batch):
+            loss = super().pretrain_step(batch)
+            returned.append(float(loss.detach()))
+            return loss
+
+        def cluster_step(self, batch):
+            loss = super().cluster_step(batch)
+            returned.append(float(loss.detach()))
+            return loss
+
+    class ReadsTheLoss(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            logged.append(float(trainer.callback_metrics["train/loss"]))
+
+    dm = Digits(batch_size=256)
+    model = Recording(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=1, update_interval=3, kmeans_n_init=2,
+                      tol=0.0)
+    trainer = pl.Trainer(max_epochs=2, accumulate_grad_batches=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[ReadsTheLoss()])
+    trainer.fit(model, dm)
+    assert model.clustering_active and len(returned) == 16 and trainer.global_step == 8
+    assert logged == returned
+
+
 def test_a_fit_that_ends_within_the_pretraining_says_so(tmp_path):
     expected = r"max_epochs 1 ends within the 1 epochs of autoencoder pretraining: \w+'s clustering phase will not run"
     with pytest.warns(UserWarning, match=expected):

@@ -324,6 +324,65 @@ def test_a_method_whose_clusters_come_from_refresh_clusters_ends_with_those_of_i
     sys.modules.pop("refreshmod", None)
 
 
+def test_a_training_step_of_ones_own_gets_train_loss_logged(tmp_path):
+    """Found by users: no method logged one common train/loss; now the base class logs what any training_step returns
+    (automatic optimization), so that a plugin gets it without writing anything: a step of its own on
+    ClusteringMethod (also with an on_train_batch_end of its own that does not call super()), a subclass's step that
+    calls its parent's (its own result is logged, once), and one that logs train/loss itself (its value is kept,
+    not logged twice: Lightning refuses a name logged twice in a step with other arguments)."""
+    import lightning.pytorch as pl
+    import torch.nn.functional as F
+    from torch import nn
+
+    from dcl.datamodules.digits import Digits
+    from dcl.method import ClusteringMethod
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    class OwnStep(ClusteringMethod):
+        def __init__(self):
+            super().__init__(10, (64,), 5, kmeans_n_init=1)
+            self.encoder, self.decoder = nn.Linear(64, 5), nn.Linear(5, 64)
+
+        def embed(self, x):
+            return self.encoder(x)
+
+        def training_step(self, batch, batch_idx):
+            self.returned = F.mse_loss(self.decoder(self.encoder(batch["x"])), batch["x"])
+            return self.returned
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):  # its own, without super()
+            pass
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    class Doubled(AEKMeans):
+        def training_step(self, batch, batch_idx):
+            self.returned = 2 * super().training_step(batch, batch_idx)
+            return {"loss": self.returned, "other": 1}
+
+    class LogsItself(OwnStep):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.returned = loss + 1
+            self.log("train/loss", self.returned)
+            return loss
+
+    class ReadsTheLoss(pl.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            self.pairs.append((float(trainer.callback_metrics["train/loss"]), float(module.returned.detach())))
+
+    for model in (OwnStep(), Doubled(10, (64,), hidden_dims=[16], kmeans_n_init=1), LogsItself()):
+        reads = ReadsTheLoss()
+        reads.pairs = []
+        trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             default_root_dir=tmp_path, num_sanity_val_steps=0, callbacks=[reads])
+        trainer.fit(model, Digits(batch_size=64))
+        assert len(reads.pairs) == 3 and all(logged == returned for logged, returned in reads.pairs), reads.pairs
+        assert ("train/loss" in trainer.progress_bar_metrics) != isinstance(model, LogsItself)  # (logged its own way)
+
+
 def test_a_method_with_batchnorm_keeps_one_state_on_every_ddp_rank(tmp_path, monkeypatch):
     """Found by reading the adversarial helper's docstring, which left it to each method: each rank's BatchNorm
     statistics followed its own samples after every step, so the ranks embedded with different models (the final
