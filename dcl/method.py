@@ -157,6 +157,7 @@ class ClusteringMethod(pl.LightningModule):
         super().__init__()
         self._in_training_step = False  # see logs_train_loss
         self._train_loss_logged = False
+        self._kept_off_the_bar: set[str] = set()  # see log
         if not isinstance(n_clusters, int) or n_clusters < 2:
             raise ConfigError(f"n_clusters must be an integer >= 2, got {n_clusters!r}")
         if not isinstance(embedding_dim, int) or embedding_dim < 1:
@@ -193,8 +194,20 @@ class ClusteringMethod(pl.LightningModule):
         self.log(TRAIN_LOSS, loss.detach() if isinstance(loss, Tensor) else float(loss), prog_bar=True)
 
     def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """Lightning's, where a training step puts nothing but ``train/loss`` on the progress bar: a term of one phase
+        stayed there, stale, for the rest of the fit; and since the base classes log their terms off the bar (e.g.
+        ``train/recon`` of every pretraining), a subclass's ``prog_bar=True`` on the same name would make Lightning
+        refuse the fit ("logged twice with different arguments"). Such a request is logged off the bar, with a
+        warning, once per name."""
         if name == TRAIN_LOSS:  # a training_step that logs train/loss itself: not logged again by logs_train_loss
             self._train_loss_logged = True
+        elif self._in_training_step and (args[0] if args else kwargs.get("prog_bar", False)):
+            args, kwargs = args[1:], {**kwargs, "prog_bar": False}
+            if name not in self._kept_off_the_bar:
+                self._kept_off_the_bar.add(name)
+                rank_zero_warn(f"{type(self).__name__} logs {name} with prog_bar=True in its training step: it is "
+                               f"logged off the progress bar, which shows {TRAIN_LOSS}, the loss the step returns (a "
+                               "term of one phase would stay on the bar after it); log it without prog_bar")
         super().log(name, value, *args, **kwargs)
 
     @property
@@ -891,7 +904,7 @@ class AutoencoderMethod(ClusteringMethod):
         x = batch["x"]
         _, x_hat = self.autoencoder(x)
         loss = F.mse_loss(x_hat, x)
-        self.log("train/recon", loss, prog_bar=True)
+        self.log("train/recon", loss)
         return loss
 
     def cluster_step(self, batch: dict[str, Tensor]) -> Tensor:

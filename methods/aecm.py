@@ -339,7 +339,7 @@ class AECM(_WithClusteringModule, AutoencoderMethod):
         x = batch["x"]
         _, x_hat = self.autoencoder(x)
         loss = (x_hat - x).square().flatten(1).mean(1).sum()
-        self.log("train/recon", loss, prog_bar=True)
+        self.log("train/recon", loss)
         return ddp_global_batch_loss({"recon": loss})
 
     def default_optimizer(self, params, phase: str) -> torch.optim.Optimizer:

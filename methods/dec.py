@@ -148,5 +148,5 @@ class DEC(AutoencoderMethod):
     def cluster_step(self, batch: dict[str, Tensor]) -> Tensor:
         z = self.embed(batch["x"])
         loss = self.clustering_loss(z, batch["index"])
-        self.log("train/kl", loss, prog_bar=True)
+        self.log("train/kl", loss)
         return loss

@@ -187,5 +187,5 @@ class DEKM(AutoencoderMethod):
     def cluster_step(self, batch: dict[str, Tensor]) -> Tensor:
         z = self.embed(batch["x"])
         loss = dekm_loss(z, self.rotation, self.targets[batch["index"]])
-        self.log("train/dekm", loss, prog_bar=True)
+        self.log("train/dekm", loss)
         return sum_over_global_batch(loss)

@@ -338,5 +338,5 @@ class DPGMM(AutoencoderMethod):
             resp = self.assign(mu.detach().float())
         means, variances = post.means.to(mu.dtype), post.variances.to(mu.dtype)
         js = alpha_js_clustering_loss(mu, var, resp, means, variances, self.js_alpha)
-        self.log_dict({"train/recon": recon, "train/ajs": js}, prog_bar=True)
+        self.log_dict({"train/recon": recon, "train/ajs": js})
         return recon + self.gamma * js

@@ -53,5 +53,5 @@ class IDEC(DEC):
         z, x_hat = self.autoencoder(x)
         recon = F.mse_loss(x_hat, x)
         kl = self.clustering_loss(z, batch["index"])
-        self.log_dict({"train/recon": recon, "train/kl": kl}, prog_bar=True)
+        self.log_dict({"train/recon": recon, "train/kl": kl})
         return recon + self.gamma * kl

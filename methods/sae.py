@@ -126,7 +126,7 @@ class SAE(AEKMeans):
         x = batch["x"]
         if self.fine_tuning:
             _, x_hat = self.autoencoder(x)
-            self.log("train/recon", F.mse_loss(x_hat, x), prog_bar=True)
+            self.log("train/recon", F.mse_loss(x_hat, x))
             return euclidean_loss(x_hat, x)
         i, last = int(self.stage), len(self.encoders) - 1
         with torch.no_grad():  # the pairs below, trained and frozen
@@ -139,5 +139,5 @@ class SAE(AEKMeans):
         h_hat = self.decoders[i](code)
         if i:
             h_hat = self.act(h_hat)
-        self.log_dict({"train/layer_recon": F.mse_loss(h_hat, h), "train/stage": float(i)}, prog_bar=True)
+        self.log_dict({"train/layer_recon": F.mse_loss(h_hat, h), "train/stage": float(i)})
         return euclidean_loss(h_hat, h)

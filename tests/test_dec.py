@@ -141,6 +141,19 @@ def test_train_loss_is_the_loss_each_step_returns_under_gradient_accumulation(tm
     assert logged == returned
 
 
+def test_the_progress_bar_shows_train_loss_and_nothing_of_a_finished_phase(tmp_path):
+    """Found by users: DEC logged train/recon with prog_bar=True in its pretraining and only train/kl afterwards, and
+    Lightning kept the last pretraining train/recon on the progress bar for the rest of the fit (every two-phase
+    method did the same with its terms). The bar holds train/loss, the loss of the current step; the terms are
+    logged under their names, off the bar."""
+    model, trainer, _, _ = _fit_recording_updates(DEC, tmp_path, 2, tol=0.0)
+    assert model.clustering_active
+    assert "train/recon" not in trainer.progress_bar_metrics
+    assert set(trainer.progress_bar_metrics) == {"train/loss"}
+    assert trainer.progress_bar_metrics["train/loss"] == float(trainer.callback_metrics["train/kl"])  # DEC's loss
+    assert {"train/recon", "train/kl"} <= set(trainer.callback_metrics)  # still logged, by their names
+
+
 def test_a_fit_that_ends_within_the_pretraining_says_so(tmp_path):
     expected = r"max_epochs 1 ends within the 1 epochs of autoencoder pretraining: \w+'s clustering phase will not run"
     with pytest.warns(UserWarning, match=expected):

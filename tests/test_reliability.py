@@ -197,8 +197,10 @@ def test_spawned_workers_end_their_process_group(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", params("bf16"))
 def test_bf16_mixed_precision_is_finite_and_close_to_fp32(name, tmp_path):
     fp32, dm, t32 = fit(name, tmp_path / "fp32")
-    # every method logs the loss its step minimizes as train/loss (users found no common name)
+    # every method logs the loss its step minimizes as train/loss, the one value on the progress bar (users found no
+    # common name, and the bar kept a finished phase's terms)
     assert "train/loss" in final_losses(t32), sorted(t32.callback_metrics)
+    assert set(t32.progress_bar_metrics) == {"train/loss"}, t32.progress_bar_metrics
     bf16, _, t16 = fit(name, tmp_path / "bf16", precision="bf16-mixed", callbacks=[AutocastDtypes()])
     assert torch.bfloat16 in AutocastDtypes.seen, "the fit did not run under bf16 autocast"
     # 16-mixed as on a GPU: float16 autocast and a GradScaler (loss scaling, steps skipped on overflow)
