@@ -188,7 +188,7 @@ class MyPlugin(AutoencoderMethod):
         z, x_hat = self.autoencoder(batch["x"])
         recon = F.mse_loss(x_hat, batch["x"])
         kmeans = (z.unsqueeze(1) - self.cluster_centers).pow(2).sum(-1).min(dim=1).values.mean()
-        self.log_dict({"train/recon": recon, "train/kmeans": kmeans}, prog_bar=True)
+        self.log_dict({"train/recon": recon, "train/kmeans": kmeans})  # the terms; train/loss: what it returns
         return recon + self.weight * kmeans
 '''
 
