@@ -226,6 +226,15 @@ class ClusteringDataModule(pl.LightningDataModule):
         """Applied to each batch after slicing (e.g. uint8 -> float scaling). Identity by default."""
         return x
 
+    def served_range(self, chunk: int = 4096) -> tuple[float, float]:
+        """The smallest and largest value of all samples as they are served (after :meth:`batch_transform`: 8-bit
+        images scaled, standardization), e.g. to check pixels a likelihood needs in [0, 1]; the same on every rank."""
+        lo, hi = math.inf, -math.inf
+        for part in self.x.split(chunk):
+            x = self.batch_transform(part)
+            lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+        return lo, hi
+
     # -- derived ---------------------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
         if self._x is not None:

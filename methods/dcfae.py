@@ -127,16 +127,6 @@ def pixel_reconstruction_loss(logits: Tensor, x: Tensor, kind: str = "bce") -> T
     return per.flatten(1).sum(dim=1).mean()
 
 
-def served_range(data, chunk: int = 4096) -> tuple[float, float]:
-    """The smallest and largest value of all samples as the datamodule serves them (after its ``batch_transform``:
-    8-bit images scaled, standardization); the same on every rank."""
-    lo, hi = math.inf, -math.inf
-    for part in data.x.split(chunk):
-        x = data.batch_transform(part)
-        lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
-    return lo, hi
-
-
 def feature_matching_loss(real_features: Tensor, fake_features: Tensor) -> Tensor:
     """1/2 ||Dis_l(x) - Dis_l(x~)||^2 summed over features, averaged over the batch (VAE-GAN's L_llike^Dis_l)."""
     return 0.5 * (real_features - fake_features).pow(2).flatten(1).sum(dim=1).mean()
@@ -403,7 +393,7 @@ class DCFAE(ClusteringMethod):
         """Refuse, before any step, pixels outside [0, 1] for the Bernoulli pixel loss: its cross-entropy with a
         target above 1 or below 0 has no minimum, and the loss falls without limit (measured: train/recon -6417,
         then -10977, on 8-bit images given as 0..255)."""
-        lo, hi = served_range(data)
+        lo, hi = data.served_range()
         if lo < 0.0 or hi > 1.0:
             raise ConfigError(
                 f"DCFAE's pixel_loss bce is the Bernoulli likelihood of pixels in [0, 1], but {type(data).__name__} "

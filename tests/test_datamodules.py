@@ -497,3 +497,15 @@ def test_a_checkpoint_taken_inside_an_epoch_resumes_only_with_its_batch_size_and
     end = tmp_path / "end.ckpt"
     fit(256, 1).save_checkpoint(end)
     assert fit(128, 2, ckpt_path=end).global_step == 8 + 15  # from an epoch's end: any batch size
+
+
+def test_served_range_is_that_of_the_batches_served(tmp_path):
+    """The range a loss can check before training (DCFAE's Bernoulli pixels): of the values as batches serve them,
+    8-bit images scaled and standardization applied, not of the stored arrays."""
+    images = np.array([[[[0, 51], [255, 102]]]] * 5000, dtype=np.uint8)  # more than one chunk
+    np.save(tmp_path / "img.npy", images)
+    dm = Arrays(str(tmp_path / "img.npy"), n_clusters=2)
+    assert dm.served_range() == (0.0, 1.0)
+    np.save(tmp_path / "x.npy", np.array([[1.0, 10.0], [3.0, 30.0]], dtype=np.float32))
+    lo, hi = Arrays(str(tmp_path / "x.npy"), n_clusters=2, standardize=True).served_range()
+    assert (lo, hi) == pytest.approx((-2 ** -0.5, 2 ** -0.5))  # (x - mean) / the sample std, sqrt(2)
