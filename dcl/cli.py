@@ -35,6 +35,7 @@ import dcl
 from dcl import registry
 from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
+from dcl.distributed import end_script_process_group
 from dcl.files import atomic_write, run_dir, unwritable_folder
 from dcl.method import (ClusteringMethod, ConfigError, TrainingDiverged, check_checkpoint_method, check_precision,
                         check_trainer_settings, load_checkpoint_file, log_metrics_now, one_cluster_warning,
@@ -539,11 +540,12 @@ def main(argv: list[str] | None = None) -> None:
         saved_argv, sys.argv = sys.argv, [sys.argv[0], *argv]
         try:
             with command_output():
-                DCLCLI(ClusteringMethod, ClusteringDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                       auto_configure_optimizers=False, save_config_callback=RunConfig,
-                       save_config_kwargs={"overwrite": True},
-                       parser_kwargs={**no_exit, "description": DESCRIPTION,
-                                      **{cmd: no_exit for cmd in ("fit", "validate", "test", "predict")}})
+                cli = DCLCLI(ClusteringMethod, ClusteringDataModule, subclass_mode_model=True,
+                             subclass_mode_data=True, auto_configure_optimizers=False, save_config_callback=RunConfig,
+                             save_config_kwargs={"overwrite": True},
+                             parser_kwargs={**no_exit, "description": DESCRIPTION,
+                                            **{cmd: no_exit for cmd in ("fit", "validate", "test", "predict")}})
+            end_script_process_group(cli.trainer)  # the command's ranks are done with their group (ddp)
         finally:
             sys.argv = saved_argv
     except ArgumentError as err:

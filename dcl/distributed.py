@@ -14,13 +14,27 @@ def end_spawned_process_group(trainer) -> None:
     Left to Lightning's exit hook, a rank that finished first could abort at interpreter exit inside gloo's
     teardown (``terminate called without an active exception``, SIGABRT), and the launcher then failed the
     completed fit: 6 of 21 two-process fits on a loaded 2-core machine, 0 of 16 with this call. Processes that
-    outlive the run (``ddp``, where every rank runs the whole script and may call ``test`` next) keep theirs.
+    outlive the run (``ddp``, where every rank runs the whole script and may call ``test`` next) keep theirs, until
+    the script ends them: :func:`end_script_process_group`.
     """
     from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
+    _end_process_group(trainer, _MultiProcessingLauncher)
+
+
+def end_script_process_group(trainer) -> None:
+    """The same, for a script whose every rank Lightning started by running it again (``ddp``), called by the
+    script when it is done with the group: the ``dcl`` command, at its end (a rank that exited first aborted
+    another's gloo teardown there too, about 1 in 30 two-process runs)."""
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    _end_process_group(trainer, _SubprocessScriptLauncher)
+
+
+def _end_process_group(trainer, launcher: type) -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
-    if isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+    if isinstance(getattr(trainer.strategy, "launcher", None), launcher):
         dist.barrier()
         dist.destroy_process_group()
 
