@@ -296,6 +296,8 @@ class ClusteringMethod(pl.LightningModule):
                                     "buffers": {k: b.detach().clone() for k, b in self.named_buffers()}}
 
     def on_train_start(self) -> None:
+        if self.trainer.ckpt_path:
+            checkpoint_of_this_step_exists(self.trainer)
         state, self._training_state = self._training_state, None
         if state is not None and state["step"] == self.global_step:  # a fit resumed from where another ended
             self._kmeans_calls = state["kmeans_calls"]
@@ -719,6 +721,17 @@ def save_last_checkpoints(trainer: pl.Trainer, changed: bool) -> None:
             continue
         if changed or callback._last_global_step_saved != trainer.global_step:
             callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+
+
+def checkpoint_of_this_step_exists(trainer: pl.Trainer) -> None:
+    """Tell each ModelCheckpoint of a resumed fit that the step it resumes at is saved already (the checkpoint it
+    resumed from), which Lightning does not restore. Under ``accumulate_grad_batches`` the batches before the next
+    optimizer step share that step, and a checkpoint saved every N steps was saved again at the first of them, inside
+    the accumulation window: without the window's gradients, which no checkpoint holds, so a fit resumed from it was
+    not the uninterrupted one."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            callback._last_global_step_saved = max(callback._last_global_step_saved, trainer.global_step)
 
 
 def stop_takes_effect(trainer: pl.Trainer) -> bool:

@@ -215,3 +215,32 @@ def test_bf16_mixed_precision_is_finite_and_close_to_fp32(name, tmp_path):
         assert finite, (label, losses)
         assert abs(acc - acc32) <= 0.1, f"ACC {acc:.3f} in {label} against {acc32:.3f} in fp32"
         assert model.n_clusters == fp32.n_clusters or name == "DPGMM"
+
+
+def test_a_fit_resumed_inside_an_accumulation_window_goes_on_as_the_uninterrupted_one(tmp_path):
+    """Found by probing resumes: Lightning does not restore which step a ModelCheckpoint saved last, so a fit resumed
+    under accumulate_grad_batches saved a checkpoint every N steps again at the first batch after the one it resumed
+    from (the batches of an accumulation window share a step), inside the window, whose gradients no checkpoint
+    holds: a fit resumed from that checkpoint skipped a batch's gradient. Every checkpoint of a resumed fit now
+    resumes to the uninterrupted result."""
+    from dcl.datamodules.digits import Digits
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    def fit(folder, ckpt_path=None, max_epochs=2):
+        pl.seed_everything(0)
+        model = AEKMeans(10, (64,), hidden_dims=[16], kmeans_n_init=1)
+        every_step = ModelCheckpoint(tmp_path / folder, every_n_train_steps=1, save_top_k=-1)
+        trainer = pl.Trainer(max_epochs=max_epochs, accumulate_grad_batches=3, logger=False,
+                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                             limit_val_batches=0, default_root_dir=tmp_path, callbacks=[every_step])
+        trainer.fit(model, Digits(batch_size=256), ckpt_path=ckpt_path)  # 8 batches: steps after 3, 6 and 8
+        return model.state_dict()
+
+    uninterrupted = fit("full")
+    fit("first", max_epochs=1)
+    fit("resumed", ckpt_path=tmp_path / "first" / "epoch=0-step=1.ckpt")  # after batch 3
+    saved = sorted(p.name for p in (tmp_path / "resumed").glob("*.ckpt"))
+    assert "epoch=0-step=1.ckpt" not in saved, saved  # (was saved again after batch 4, inside the window 4-6)
+    for name in saved:
+        again = fit(f"again-{name}", ckpt_path=tmp_path / "resumed" / name)
+        assert all(torch.equal(again[k], uninterrupted[k]) for k in uninterrupted), name
