@@ -640,9 +640,10 @@ def check_checkpoint_method(checkpoint: dict[str, Any], method_cls: type) -> Non
     registered = method_cls in registry.available("method").values()
     ok = {method_cls.__qualname__} if registered else {c.__qualname__ for c in method_cls.__mro__}
     if saved not in ok:
-        raise ConfigError(f"this checkpoint was written by method {saved}, not {method_cls.__name__}; "
-                          f"use --model {saved} or a checkpoint of {method_cls.__name__} (to start "
-                          "from its autoencoder only, pass it as model.init_args.pretrained)")
+        raise ConfigError(f"this checkpoint was written by method {saved}, not {method_cls.__name__}; load it "
+                          f"with {saved} (dcl: --model {saved}), or use a checkpoint of {method_cls.__name__}; to "
+                          f"start from its autoencoder only, pass it as {method_cls.__name__}'s pretrained (dcl: "
+                          "--model.init_args.pretrained)")
 
 
 def check_checkpoint_fits(checkpoint: dict[str, Any], module: ClusteringMethod) -> None:
@@ -678,8 +679,8 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], module: ClusteringMethod) 
     settings = ", ".join(f"{k}: {plain(saved[k])} (here {plain(here[k])})" for k in differ)
     raise ConfigError(f"this checkpoint does not fit this {name} ({detail})"
                       + (f"; it was trained with {settings}" if settings else "")
-                      + "; run with the settings it was trained with: its run folder's config.yaml "
-                      "(--config <run folder>/config.yaml)")
+                      + "; build it with the settings it was trained with: its hyperparameters in the checkpoint "
+                      f"({name}.load_from_checkpoint(path) uses them; dcl: --config <run folder>/config.yaml)")
 
 
 def warn_if_fit_ends_within(module: pl.LightningModule, epochs: int, phase: str, setting: str,

@@ -275,7 +275,8 @@ def test_a_checkpoint_keeps_its_number_of_trainable_centers_and_refuses_another_
     assert torch.equal(torch.cat([p["cluster"] for p in got]), expected)
 
     with pytest.raises(ConfigError, match=r"\(autoencoder\.encoder\.\S+ is \(32, 64\) there but \(16, 64\) here\); "
-                                          r"it was trained with hidden_dims: \[32\] \(here \[16\]\)"):
+                                          r"it was trained with hidden_dims: \[32\] \(here \[16\]\).*"
+                                          r"\(DEC.load_from_checkpoint\(path\) uses them; dcl: --config"):
         trainer().predict(DEC(10, dm.input_shape, hidden_dims=[16]), dm, ckpt_path=ckpt)
 
 

@@ -84,7 +84,8 @@ def test_user_subclass_trains_from_the_cli_by_class_path(user_module, tmp_path):
     assert type(as_mine) is mymod.MyDEC and as_mine.mix == 0.5 and as_mine.hparams.pretrain_epochs == 1
     with pytest.raises(ConfigError, match="written by method MyDEC, not DEC"):
         DEC.load_from_checkpoint(ckpt)
-    with pytest.raises(ConfigError, match="written by method DEC, not IDEC"):
+    # (said to a Python user too, not only as a dcl option: was "use --model DEC")
+    with pytest.raises(ConfigError, match=r"written by method DEC, not IDEC; load it with DEC \(dcl: --model DEC\)"):
         IDEC.load_from_checkpoint(next(dec.rglob("*.ckpt")))
     with pytest.warns(UserWarning, match="the checkpoint's 10 clusters are used, not n_clusters 5"):
         assert DEC.load_from_checkpoint(next(dec.rglob("*.ckpt")), n_clusters=5).n_clusters == 10
