@@ -149,19 +149,16 @@ def class_ids(y: np.ndarray, what: str) -> tuple[np.ndarray, list[str] | None]:
             names, out[known] = np.unique(text[known], return_inverse=True)
             return out, names.tolist()
         if all(re.fullmatch(r"[+-]?\d+", t) for t in text[known]):  # integers: Python's, exact at any size
-            values = np.full(len(text), -1, dtype=object)
-            values[known] = [int(t) for t in text[known]]
-            y = values
+            y = np.full(len(text), -1, dtype=object)
+            y[known] = [int(t) for t in text[known]]
         else:
             y = np.full(len(text), np.nan)
             y[known] = text[known].astype(np.float64)
-    if y.dtype.kind == "b":
-        y = y.astype(np.int64)
     if y.dtype.kind == "f":
         if not np.all(np.isnan(y) | (np.isfinite(y) & (y == np.round(y)))):
             raise DataError(f"{what} are not integers; clustering labels must be class ids or names")
         known = ~np.isnan(y) & (y >= 0)
-    else:  # signed, unsigned (uint64: ids up to 2^64 - 1) or Python integers
+    else:  # signed, unsigned (uint64: ids up to 2^64 - 1), bool or Python integers
         known = y >= 0
     out = np.full(len(y), -1, dtype=np.int64)
     ids, out[known] = np.unique(y[known], return_inverse=True)
