@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -28,6 +29,19 @@ def test_student_t_assignment_is_a_distribution_and_peaks_at_the_nearest_center(
     assert torch.allclose(q[0], expected)
 
 
+@pytest.mark.parametrize("alpha", [0.5, 2.0, 5.0])
+def test_student_t_assignment_is_eq1_for_any_degrees_of_freedom(alpha):
+    """Eq. 1 with alpha != 1, written out: at alpha = 1 a kernel that dropped alpha from the exponent or the
+    distance scale gives the same numbers, so the test above alone would not see it."""
+    g = torch.Generator().manual_seed(1)
+    z, mu = torch.randn(30, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    q = student_t_assign(z, mu, alpha)
+    for i in (0, 7, 29):
+        kernel = (1 + ((z[i] - mu) ** 2).sum(1) / alpha) ** (-(alpha + 1) / 2)
+        torch.testing.assert_close(q[i], kernel / kernel.sum())
+    assert not torch.allclose(q, student_t_assign(z, mu, 1.0))  # alpha matters
+
+
 def test_target_distribution_sharpens_and_normalizes_by_frequency():
     q = torch.softmax(torch.randn(100, 5), dim=1)
     p = target_distribution(q)
@@ -45,6 +59,19 @@ def test_target_distribution_sharpens_and_normalizes_by_frequency():
     f = q.sum(0)
     w = q[3] ** 2 / f
     assert torch.allclose(p[3], w / w.sum())
+
+
+def test_kl_is_kl_p_q_summed_over_clusters_and_averaged_over_samples():
+    """The value of eq. 2 (KL(P || Q), not KL(Q || P)), per sample summed over clusters, then the batch mean
+    (Keras' kld, which DEC-keras and IDEC minimize): zero at P = Q, positivity and descent hold for either
+    direction and either reduction, so they are checked here against the formula itself."""
+    g = torch.Generator().manual_seed(2)
+    q = torch.softmax(torch.randn(12, 5, generator=g, dtype=torch.float64), 1)
+    p = target_distribution(q)
+    by_hand = sum(sum(p[i, j] * math.log(p[i, j] / q[i, j]) for j in range(5)) for i in range(12)) / 12
+    assert float(kl_clustering_loss(p, q)) == pytest.approx(float(by_hand), rel=1e-10)
+    reverse = sum(sum(q[i, j] * math.log(q[i, j] / p[i, j]) for j in range(5)) for i in range(12)) / 12
+    assert abs(float(by_hand) - float(reverse)) > 1e-3  # the two directions differ on this problem
 
 
 def test_kl_is_zero_at_p_equals_q_and_positive_otherwise():
