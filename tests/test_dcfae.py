@@ -55,6 +55,20 @@ def test_similarity_cross_entropy_is_minimal_when_embedding_reproduces_input_sim
     assert similarity_cross_entropy(p, student_t_affinities(3.0 * x, dof)) > entropy + 1e-4
 
 
+@pytest.mark.parametrize("dof", [0.5, 1.0, 3.0])
+def test_student_t_affinities_are_the_kernel_of_nu_degrees_of_freedom(dof):
+    """q_ij = (1 + ||y_i - y_j||^2 / nu)^(-(nu + 1) / 2) / sum_{k != l} (same), written out: the test above
+    uses one kernel for both P and Q, so it cannot see a wrong exponent or distance scale."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(9, 3, generator=g)
+    q = student_t_affinities(y, dof)
+    d2 = ((y[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    w = (1 + d2 / dof) ** (-(dof + 1) / 2) * (1 - torch.eye(9))
+    torch.testing.assert_close(q, w / w.sum(), rtol=1e-4, atol=1e-7)
+    if dof != 1.0:
+        assert not torch.allclose(q, student_t_affinities(y, 1.0), atol=1e-4)
+
+
 def test_gaussian_affinities_meet_the_perplexity_and_are_a_joint_distribution():
     torch.manual_seed(0)
     x = torch.randn(100, 5)
