@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import lightning.pytorch as pl
 import numpy as np
@@ -90,6 +91,60 @@ def test_aecm_terms_are_weighted():
     t2 = aecm_loss_terms(x, x_hat, z, gamma[:, :3] / gamma[:, :3].sum(1, keepdim=True), u[:3, :4], 2.0, 3.0, 0.5)
     assert torch.allclose(t2["ae"], 3 * t1["ae"]) and torch.allclose(t2["orth"], 0.5 * t1["orth"])
     assert torch.allclose(t1["e1"], t2["e1"]) and torch.allclose(t1["e2"], t2["e2"])
+
+
+def test_aecm_loss_is_the_official_joint_objective_written_out():
+    """AE-CM's loss as the authors' module_AECM.py ``loss`` computes it, term by term and summed: E1 on the code,
+    E2 in its orthonormal-U form (no ||u_k||^2, which the CM's E2 has), lbd * sum |U U^T - I|, E4 on the batch's
+    mixing weights, beta * the AE's squared error summed over features and samples. The test above only compares
+    two weightings of the same function, so a CM-form E2 or a batch mean would pass it."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(20, 6, generator=g, dtype=torch.float64)
+    x_hat = torch.randn(20, 6, generator=g, dtype=torch.float64)
+    z = torch.randn(20, 4, generator=g, dtype=torch.float64)
+    gamma = torch.softmax(torch.randn(20, 3, generator=g, dtype=torch.float64) * 2, dim=1)
+    u = torch.randn(3, 4, generator=g, dtype=torch.float64) * 1.7  # far from unit norm: the two E2 forms differ
+    alpha, beta, lbd = 3.0, 0.04, 1.0
+    terms = aecm_loss_terms(x, x_hat, z, gamma, u, alpha, beta, lbd)
+    by_hand = {
+        "e1": sum(((z[n] - gamma[n] @ u) ** 2).sum() for n in range(20)),
+        "e2": sum(gamma[n, k] * (1 - gamma[n, k]) for n in range(20) for k in range(3)),
+        "orth": lbd * sum(abs(float(u[k] @ u[l]) - (k == l)) for k in range(3) for l in range(3)),
+        "e4": sum((1 - alpha) * math.log(float(gamma[:, k].mean()) + 1e-10) for k in range(3)),
+        "ae": beta * sum(((x[n] - x_hat[n]) ** 2).sum() for n in range(20)),
+    }
+    assert set(terms) == set(by_hand)
+    for name, value in by_hand.items():
+        assert float(terms[name]) == pytest.approx(float(value), rel=1e-10), name
+    assert abs(float(cm_sparsity(gamma, u)) - float(by_hand["e2"])) > 1.0
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_aecm_and_cm_steps_minimize_the_sum_of_their_terms():
+    """The training steps return the written-out objectives: AE-CM's joint step the five terms above on the
+    module's own code, reconstruction and U (= W_d + b_d); the CM's step E1 + E2 + E3 + E4 on its inputs (E1 + E2 + E3
+    as the expected distortion, their identity tested above)."""
+    torch.manual_seed(0)
+    x = torch.rand(16, 6)
+    model = AECM(3, (6,), latent_dim=4, hidden_dims=(8,), alpha=3.0, beta=2.0, lbd=0.5)
+    model.clustering_started.fill_(True)
+    model.joint_started.fill_(True)
+    model.log_dict = lambda *a, **k: None
+    loss = model.cluster_step({"x": x})
+    z, x_hat = model.autoencoder(x)
+    gamma = model.cm(z)
+    u = model.cm.center_weight + model.cm.center_bias
+    expected = (((z - gamma @ u) ** 2).sum() + (gamma * (1 - gamma)).sum()
+                + 0.5 * (u @ u.T - torch.eye(3)).abs().sum()
+                + ((1 - 3.0) * torch.log(gamma.mean(0) + 1e-10)).sum() + 2.0 * ((x - x_hat) ** 2).sum())
+    torch.testing.assert_close(loss, expected)
+
+    cm = CM(3, (6,), alpha=2.0)
+    cm.log_dict = lambda *a, **k: None
+    loss = cm.training_step({"x": x}, 0)
+    gamma, u = cm.cm(x), cm.cm.center_weight + cm.cm.center_bias
+    expected = (expected_distortion(x, gamma, u) + ((1 - 2.0) * torch.log(gamma.mean(0) + 1e-10)).sum())
+    torch.testing.assert_close(loss, expected)
 
 
 # -- each term's gradient direction -------------------------------------------------------------------------
