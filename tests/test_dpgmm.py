@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import BayesianGaussianMixture
@@ -171,6 +172,39 @@ def test_cluster_step_trains_the_variance_head():
     loss = m.cluster_step({"x": x, "index": torch.arange(64), "y": torch.zeros(64, dtype=torch.long)})
     loss.backward()
     assert torch.isfinite(loss) and m.logvar_head.weight.grad.abs().sum() > 0
+
+
+def test_cluster_step_is_the_mse_plus_gamma_times_the_responsibility_weighted_alpha_js():
+    """The clustering phase's loss written out (module docstring): MSE(x, g(mu)) + gamma * 1/B sum_n sum_k r_nk
+    aJS_alpha(N(mu_n, s_n^2) || N(m_k, S_k)), with r the DP-GMM's responsibilities at mu held constant (as DEC's
+    targets) and (m_k, S_k = b_k / a_k) the mixture's components; its gradient is that of the written-out loss."""
+    from dcl.cluster.divergences import alpha_js_divergence
+    from dcl.cluster.dpgmm import responsibilities
+
+    torch.manual_seed(0)
+    m = DPGMM(input_shape=(64,), k_init=3, hidden_dims=(32, 32), gamma=0.3, js_alpha=0.3, decoder_input="mean",
+              init_logvar=-1.0)
+    x = torch.rand(48, 64)
+    with torch.no_grad():
+        m._fit(m.embed(x), first=True)
+        m.logvar_head.weight.normal_(0, 0.1)  # per-sample variances
+    m.log_dict = lambda *a, **k: None
+    loss = m.cluster_step({"x": x, "index": torch.arange(48), "y": torch.zeros(48, dtype=torch.long)})
+    got = torch.autograd.grad(loss, [m.logvar_head.weight, m._head.weight])
+
+    mu, logvar = m.encode(x)
+    var = logvar.exp()
+    with torch.no_grad():
+        r = responsibilities(mu.detach(), m.posterior).float()
+    means, variances = m.posterior.means.float(), (m.posterior.b / m.posterior.a[:, None]).float()
+    k = means.shape[0]
+    assert k > 1 and r.max(1).values.min() < 0.999  # soft responsibilities: their weighting is tested
+    ajs = torch.stack([alpha_js_divergence(mu, var, means[j], variances[j], 0.3) for j in range(k)], dim=1)
+    expected = F.mse_loss(m.autoencoder.decoder(mu), x) + 0.3 * (r * ajs).sum(1).mean()
+    torch.testing.assert_close(loss, expected)
+    want = torch.autograd.grad(expected, [m.logvar_head.weight, m._head.weight])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("decoder_input", ["mean", "sample"])
