@@ -242,6 +242,36 @@ def test_adversarial_helper_alternates_and_is_reusable():
     assert all(p.requires_grad for p in model.parameters())  # toggles undone
 
 
+def test_generator_loss_is_the_weighted_vae_gan_sum_and_its_gan_term_reaches_only_the_decoder():
+    """The encoder + decoder loss is kl_weight L_prior + pixel_weight L_pixel + feature_weight L_feat +
+    adversarial_weight L_adv, and, as in VAE-GAN, L_adv trains the decoder only: with the same weights and noise, a
+    model without the GAN term has the same encoder gradient and another decoder gradient. (The alternation test
+    above checks which optimizer steps, not what the generator's loss is made of: dropping L_adv, or letting it
+    reach the encoder, passed it.)"""
+    weights = dict(kl_weight=0.7, pixel_weight=1.3, feature_weight=0.4)
+    torch.manual_seed(0)
+    gan = DCFAE(10, (1, 8, 8), fae_epochs=5, use_dense=False, adversarial_weight=0.9, **weights, **TINY)
+    vae_feat = DCFAE(10, (1, 8, 8), fae_epochs=5, use_dense=False, adversarial_weight=0.0, **weights, **TINY)
+    vae_feat.load_state_dict(gan.state_dict())
+    x = torch.rand(16, 1, 8, 8)
+    torch.manual_seed(1)
+    loss, logs = gan.generator_loss(x)
+    torch.manual_seed(1)
+    loss_without_gan, logs_without = vae_feat.generator_loss(x)
+    expected = (0.7 * logs["train/kl"] + 1.3 * logs["train/recon"] + 0.4 * logs["train/feature_recon"]
+                + 0.9 * logs["train/g_adv"])
+    torch.testing.assert_close(loss.detach(), expected)
+    assert float(logs["train/g_adv"]) > 0.1
+    torch.testing.assert_close(loss_without_gan.detach(), expected - 0.9 * logs["train/g_adv"])
+
+    def grads(model, loss, prefix):
+        params = [p for n, p in model.named_parameters() if n.startswith(prefix)]
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params, retain_graph=True)])
+
+    torch.testing.assert_close(grads(gan, loss, "fae.encoder"), grads(vae_feat, loss_without_gan, "fae.encoder"))
+    assert not torch.allclose(grads(gan, loss, "fae.decoder"), grads(vae_feat, loss_without_gan, "fae.decoder"))
+
+
 def test_each_side_updates_only_its_own_parameters(monkeypatch):
     """D step: encoder/decoder unchanged; G step (back-propagating through D): discriminator unchanged."""
     model = DCFAE(10, (1, 8, 8), fae_epochs=5, use_dense=False, **TINY)
