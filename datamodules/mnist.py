@@ -26,8 +26,8 @@ class MNIST(SplitFilesDataModule):
         download: download the files there with torchvision when they are missing (needs internet).
         split: ``"all"`` (train then test, 70000 samples), ``"train"`` (60000) or ``"test"`` (10000).
         flatten: serve 784-d vectors (True) or 1x28x28 images.
-        scale: the largest pixel value served (1: [0, 1], as DEC-keras, IDEC and DEKM; the DEC paper's code feeds
-            0.02 x the 0-255 pixels, ``scale: 5.1``).
+        scale: the largest pixel value served (1: [0, 1], as DEC-keras and DEKM; the DEC paper's code feeds
+            0.02 x the 0-255 pixels, ``scale: 5.1``, and so did IDEC's: its ``datasets.py`` divides by 50).
     """
 
     num_classes = 10

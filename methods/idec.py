@@ -6,6 +6,12 @@ embedding's local structure: L = L_r + gamma * L_c with L_r the reconstruction M
 Adam (MNIST) or SGD(lr 0.1, momentum 0.99) (USPS) in the clustering phase, update_interval 140 (MNIST) or
 30 (USPS), tol 0.1%, maxiter 20000, k-means with 20 restarts. The pretraining is DEC's (see ``dcl.methods.dec``:
 IDEC's README starts from the DEC authors' layer-wise pretrained weights, the ``SAE`` method here).
+
+The balance gamma sets depends on the data's scale: L_r grows with its square, L_c does not. IDEC's MNIST runs fed
+the pixels / 50 (its ``datasets.py``, as the DEC paper's code), [0, 5.1], where the reconstruction weighs 26x more
+than on [0, 1] pixels: the paper's gamma = 0.1 on [0, 1] weighs the clustering loss about 26x more than the paper
+did. ``configs/idec/mnist.yaml`` serves [0, 1] (the DEC-keras pretraining it starts from is trained there); the
+paper's path is ``SAE`` and IDEC at ``data.init_args.scale: 5.1``.
 """
 
 from __future__ import annotations
