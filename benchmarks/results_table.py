@@ -262,7 +262,8 @@ def render_markdown(rows: list[dict], methods: list[str], datasets: list[str], m
     datasets = [d for d in datasets if any((m, d) in by for m in methods)]
     methods = [m for m in methods if any((m, d) in by for d in datasets)]
     head = ["Method"] + [DATASET_NAMES.get(d, d) for d in datasets]
-    lines = ["ACC / NMI in % (mean ± std over seeds); the paper's figure in parentheses where it reports one.", "",
+    lines = ["ACC / NMI in % (mean ± sample std over seeds); the paper's figure in parentheses where it reports one.",
+             "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in methods:
         cells = [METHOD_NAMES.get(m, m)]
@@ -308,12 +309,25 @@ def render_markdown(rows: list[dict], methods: list[str], datasets: list[str], m
         for m in methods:
             lines.append("| " + " | ".join([METHOD_NAMES.get(m, m)] + ["; ".join(sorted(cell_budgets.get((m, d), [])))
                                                                       for d in datasets]) + " |")
-    lines += ["", f"Seeds: {meta['seeds']}. Machine: {meta['machine']}; "
+    lines += ["", f"Seeds: {_seeds_text(meta['runs'], methods, datasets)}. Machine: {meta['machine']}; "
               f"{meta['threads']} thread(s) per run"
               + (f", load average {meta['load_average_at_start']} at start" if "load_average_at_start" in meta else "")
               + f"; {meta['date']}.",
               "Paper figures: " + ("; ".join(sources) if sources else "none for these cells") + "."]
     return "\n".join(lines) + "\n"
+
+
+def _seeds_text(runs: list[dict], methods: list[str], datasets: list[str]) -> str:
+    """The seeds of the table's ok runs, and the cells that lack some of them: a ``--merge`` or ``--render-only``
+    table holds the runs of earlier invocations too, whose seeds the last invocation's ``meta`` does not name."""
+    cells = {}
+    for r in runs:
+        if r["status"] == "ok" and r["method"] in methods and r["dataset"] in datasets:
+            cells.setdefault((r["method"], r["dataset"]), set()).add(r["seed"])
+    every = sorted(set().union(*cells.values())) if cells else []
+    fewer = [f"{METHOD_NAMES.get(m, m)} {DATASET_NAMES.get(d, d)} {sorted(seeds)}"
+             for (m, d), seeds in cells.items() if len(seeds) < len(every)]
+    return f"{every}" + (f" (only {'; '.join(fewer)})" if fewer else "")
 
 
 def _short(overrides: list[str]) -> str:

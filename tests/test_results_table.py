@@ -52,3 +52,17 @@ def test_summary_and_table(tmp_path):
     assert "| DEKM |  | pretrain_epochs 5 |" in table  # each cell's budget, evaluation-only settings left out
     header = paths["csv"].read_text().splitlines()[0].split(",")
     assert header[:6] == ["method", "dataset", "runs", "ok", "status", "acc_mean"]
+
+
+def test_a_merged_table_names_the_seeds_its_cells_hold(tmp_path):
+    """Found by probing as a user: after ``--merge`` the table's footer named the last invocation's seeds
+    (``--first-seed 2 --seeds 1``: "Seeds: [2]") beside cells averaged over seeds 0, 1 and 2; and its header said
+    "std" for the sample std, which the README says it names."""
+    runs = [run("dekm", "usps", 0, 0.80), run("dekm", "usps", 1, 0.70), run("dekm", "usps", 2, 0.75),
+            run("dec", "usps", 0, 0.5), run("dec", "usps", 1, 0.6)]
+    meta = {"seeds": [2], "threads": 1, "machine": "test", "date": "today"}  # the merging invocation's
+    table = rt.write_outputs(tmp_path, "grid", runs, ["dec", "dekm"], ["usps"], meta)["md"].read_text()
+    assert "Seeds: [0, 1, 2] (only DEC USPS [0, 1])." in table
+    assert "mean ± sample std over seeds" in table
+    table = rt.write_outputs(tmp_path, "grid", runs[:3], ["dekm"], ["usps"], meta)["md"].read_text()
+    assert "Seeds: [0, 1, 2]. Machine" in table
