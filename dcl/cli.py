@@ -239,10 +239,13 @@ class RunConfig(SaveConfigCallback):
     def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Every logger of the run gets the whole resolved configuration as hyperparameters, to filter runs by a
         data set or a learning rate: the method's own hyperparameters leave out its optimizers, the data, the
-        seed and the Trainer."""
+        seed and the Trainer. And the checkpoint a resumed fit started from (``ckpt_path``, null for a fresh
+        one), which the run's config.yaml leaves out: a resumed fit is a run of its own (a new W&B run and run
+        folder), and this names the run it continues."""
         config = json.loads(self.parser.dump(self.config, format="json", **KEEP_NONE))
         for logger in trainer.loggers:
-            logger.log_hyperparams({key: config.get(key) for key in ("seed_everything", "trainer", "model", "data")})
+            logger.log_hyperparams({key: config.get(key)
+                                    for key in ("seed_everything", "trainer", "model", "data", "ckpt_path")})
 
 
 def _config_files(config) -> set[Path]:

@@ -458,6 +458,22 @@ def test_the_logger_gets_the_whole_resolved_config(tmp_path):
     assert hparams["hidden_dims"] == [64, 64]  # the method's own hyperparameters are still there
 
 
+def test_a_resumed_fits_loggers_name_the_checkpoint_it_resumed_from(tmp_path):
+    """Found by probing as a user: a fit resumed with --ckpt_path is a new W&B run in a new run folder, and
+    nothing the loggers got (nor its config.yaml, which leaves ckpt_path out) named the checkpoint, or the run, it
+    continued."""
+    from lightning.pytorch.core.saving import load_hparams_from_yaml
+
+    csv = ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(tmp_path)]
+    run_cli(["fit", *AE_DIGITS, *csv], tmp_path, quiet=False)
+    first = next(tmp_path.rglob("version_0/hparams.yaml")).parent
+    assert load_hparams_from_yaml(first / "hparams.yaml")["ckpt_path"] is None
+    last = first / "checkpoints" / "last.ckpt"
+    run_cli(["fit", *AE_DIGITS, *csv, "--trainer.max_epochs", "4", "--ckpt_path", str(last)], tmp_path, quiet=False)
+    hparams = load_hparams_from_yaml(first.parent / "version_1" / "hparams.yaml")
+    assert hparams["ckpt_path"] == str(last) and hparams["trainer"]["max_epochs"] == 4
+
+
 @pytest.fixture
 def dcl_error(capsys):
     """Run ``dcl`` in-process; it must exit with code 2 and one 'dcl: error:' line, before writing anything."""
