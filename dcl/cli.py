@@ -21,6 +21,7 @@ import warnings
 from contextlib import contextmanager, nullcontext
 from importlib.metadata import version
 from pathlib import Path
+from typing import Union
 
 import lightning.pytorch as pl
 import torch
@@ -57,6 +58,17 @@ DESCRIPTION = ("dcl: deep clustering on PyTorch Lightning. Train (fit), score (v
 
 class DCLCLI(LightningCLI):
     """LightningCLI with n_clusters and input_shape flowing from the datamodule into the method."""
+
+    def add_default_arguments_to_parser(self, parser) -> None:
+        """``--seed_everything`` as LightningCLI's, with a help that says what ``true`` does (Lightning's says "a
+        random seed", which it has not drawn since 2.2: an externally launched process would draw its own)."""
+        parser.add_argument(
+            "--seed_everything", type=Union[bool, int], default=self.seed_everything_default,
+            help="Seed of the random number generators (the weights, the k-means and the method's other draws), set "
+                 "before the classes are built and saved in the run's config.yaml and loggers. true: seed 0, or "
+                 "the environment's PL_GLOBAL_SEED (Lightning draws no random seed); false: none. The training "
+                 "shuffle has a seed of its own, data.init_args.seed (0 unless set): a seed sweep that should vary "
+                 "the batch order sets both.")
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.n_clusters", "model.init_args.n_clusters", apply_on="instantiate")

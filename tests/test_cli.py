@@ -474,6 +474,18 @@ def test_a_resumed_fits_loggers_name_the_checkpoint_it_resumed_from(tmp_path):
     assert hparams["ckpt_path"] == str(last) and hparams["trainer"]["max_epochs"] == 4
 
 
+def test_seed_everythings_help_says_what_true_does(capsys):
+    """Found by probing as a user: --help said "Set to True to use a random seed" (Lightning's text), but Lightning
+    has taken true as seed 0 since 2.2, so a sweep of such runs repeated one run; nor did it say that the training
+    shuffle has a seed of its own."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "random seed." not in text
+    assert "true: seed 0, or the environment's PL_GLOBAL_SEED" in text and "data.init_args.seed" in text
+
+
 @pytest.fixture
 def dcl_error(capsys):
     """Run ``dcl`` in-process; it must exit with code 2 and one 'dcl: error:' line, before writing anything."""
