@@ -210,7 +210,10 @@ class FinalScores(pl.Callback):
             # beside the run's checkpoints and plots (a W&B run's trainer.log_dir is the folder all runs share)
             if not trainer.fast_dev_run:  # a trial run writes nothing
                 payload = json.dumps(scores, indent=2)
-                atomic_write(run_dir(trainer) / "final_scores.json", lambda tmp: Path(tmp).write_text(payload))
+                path = run_dir(trainer) / "final_scores.json"
+                atomic_write(path, lambda tmp: Path(tmp).write_text(payload))
+                # which folder is this command's: a W&B run id or a logger's version_N names it
+                print(f"dcl: final scores written to {path} (the run folder, beside its config.yaml)")
         # at the step of Lightning's own rows (global_step counts DCFAE's two optimizer steps a batch)
         log_metrics_now(trainer, {f"final/{k}": v for k, v in scores.items()})
 

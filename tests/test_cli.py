@@ -43,6 +43,16 @@ def test_fit_prints_and_writes_final_scores(tmp_path, capsys, recwarn):
     assert f"SILHOUETTE={scores['silhouette']:.4f}" in out and 0 < scores["silhouette"] <= 1
 
 
+def test_fit_prints_its_run_folder(tmp_path, capsys):
+    """Found by probing as a user: runs of a sweep land in folders named by a W&B run id or a version_N, and the
+    command did not say which was its own."""
+    run_cli(["fit", *AE_DIGITS, "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+             "--trainer.logger.save_dir", str(tmp_path)], tmp_path, quiet=False)
+    scores = next(tmp_path.rglob("final_scores.json"))
+    assert scores.parent.name == "version_0"
+    assert f"dcl: final scores written to {scores} (the run folder" in capsys.readouterr().out
+
+
 def test_a_fit_that_ends_in_one_cluster_says_so(tmp_path, capsys):
     """Samples without structure (all equal) end in one cluster: the scores alone (K_USED=1) went unremarked."""
     np.save(tmp_path / "same.npy", np.ones((40, 3), dtype=np.float32))
