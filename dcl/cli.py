@@ -236,6 +236,22 @@ class RunConfig(SaveConfigCallback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer, pl_module)
 
+    _config_logged = False
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log_scoring_config(trainer, pl_module)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log_scoring_config(trainer, pl_module)
+
+    def _log_scoring_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """``dcl validate`` and ``dcl test`` save no config.yaml (they train nothing to keep beside it), but their
+        loggers get the configuration and the checkpoint scored, as a fit's do: their W&B run bears the fit's name,
+        and held the method's hyperparameters only, not which checkpoint, data or seed it scored."""
+        if trainer.state.fn in ("validate", "test") and not trainer.fast_dev_run and not self._config_logged:
+            self.save_config(trainer, pl_module, trainer.state.fn.value)
+            self._config_logged = True
+
     def _save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.already_saved or trainer.fast_dev_run:
             return
@@ -256,7 +272,7 @@ class RunConfig(SaveConfigCallback):
         data set or a learning rate: the method's own hyperparameters leave out its optimizers, the data, the
         seed and the Trainer. And the checkpoint a resumed fit started from (``ckpt_path``, null for a fresh
         one), which the run's config.yaml leaves out: a resumed fit is a run of its own (a new W&B run and run
-        folder), and this names the run it continues."""
+        folder), and this names the run it continues; for validate and test, the checkpoint they score."""
         config = json.loads(self.parser.dump(self.config, format="json", **KEEP_NONE))
         for logger in trainer.loggers:
             logger.log_hyperparams({key: config.get(key)

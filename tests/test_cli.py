@@ -484,6 +484,23 @@ def test_a_resumed_fits_loggers_name_the_checkpoint_it_resumed_from(tmp_path):
     assert hparams["ckpt_path"] == str(last) and hparams["trainer"]["max_epochs"] == 4
 
 
+@pytest.mark.parametrize("command", ["validate", "test"])
+def test_validate_and_test_log_the_checkpoint_and_config_they_score(tmp_path, command):
+    """Found by probing as a user: dcl validate / test of a config with a W&B logger made a W&B run of the fit's
+    name that held the method's hyperparameters only: nothing said which checkpoint, data or seed it scored."""
+    from lightning.pytorch.core.saving import load_hparams_from_yaml
+
+    (tmp_path / "fit").mkdir(), (tmp_path / "scored").mkdir()
+    fit_ae(tmp_path / "fit", "--trainer.enable_checkpointing", "true")
+    last = next((tmp_path / "fit").rglob("last.ckpt"))
+    run_cli([command, *AE_DIGITS, "--ckpt_path", str(last), "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+             "--trainer.logger.save_dir", str(tmp_path / "scored")], tmp_path / "scored", quiet=False)
+    hparams = load_hparams_from_yaml(next((tmp_path / "scored").rglob("hparams.yaml")))
+    assert hparams["ckpt_path"] == str(last) and hparams["seed_everything"] == 0
+    assert hparams["data"]["class_path"].endswith(".Digits")
+    assert not list((tmp_path / "scored").rglob("config.yaml"))  # still no run folder of its own
+
+
 def test_seed_everythings_help_says_what_true_does(capsys):
     """Found by probing as a user: --help said "Set to True to use a random seed" (Lightning's text), but Lightning
     has taken true as seed 0 since 2.2, so a sweep of such runs repeated one run; nor did it say that the training
