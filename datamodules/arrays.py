@@ -68,7 +68,7 @@ class Arrays(ClusteringDataModule):
                  id_column: str | int | None = None, ignore_columns: list[str | int] | tuple[str | int, ...] = (),
                  header: bool | None = None, labels_path: str | None = None, standardize: bool = False,
                  batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int | None = None,
-                 seed: int = 0, on_device: bool = False) -> None:
+                 seed: int | None = None, on_device: bool = False) -> None:
         super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
         self.path = path
         self.x_key, self.y_key = x_key, y_key
@@ -231,9 +231,11 @@ class Arrays(ClusteringDataModule):
         return x
 
     def state_dict(self) -> dict:
-        return {"mean": self._mean, "std": self._std, "constant_scale": 1.0} if self.standardize else {}
+        statistics = {"mean": self._mean, "std": self._std, "constant_scale": 1.0} if self.standardize else {}
+        return {**super().state_dict(), **statistics}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         if state.get("mean") is None:
             return
         if not self.standardize:

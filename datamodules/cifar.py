@@ -38,7 +38,7 @@ class CIFAR10(SplitFilesDataModule):
 
     def __init__(self, data_dir: str = "data", download: bool = False, split: str = "all", flatten: bool = False,
                  batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int | None = None,
-                 seed: int = 0, on_device: bool = False) -> None:
+                 seed: int | None = None, on_device: bool = False) -> None:
         super().__init__(data_dir, download, split, flatten, batch_size, n_clusters, eval_batch_size, seed, on_device)
 
     def _label_key(self) -> str:
@@ -113,7 +113,7 @@ class CIFAR100(CIFAR10):
 
     def __init__(self, data_dir: str = "data", download: bool = False, split: str = "all", flatten: bool = False,
                  label_type: str = "coarse", batch_size: int = 256, n_clusters: int | None = None,
-                 eval_batch_size: int | None = None, seed: int = 0, on_device: bool = False) -> None:
+                 eval_batch_size: int | None = None, seed: int | None = None, on_device: bool = False) -> None:
         super().__init__(data_dir, download, split, flatten, batch_size, n_clusters, eval_batch_size, seed,
                          on_device)
         if label_type not in ("coarse", "fine"):

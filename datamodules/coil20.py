@@ -35,7 +35,7 @@ class COIL20(ClusteringDataModule):
 
     def __init__(self, data_dir: str = "data", image_size: int = 128, flatten: bool = False,
                  batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int | None = None,
-                 seed: int = 0, on_device: bool = False) -> None:
+                 seed: int | None = None, on_device: bool = False) -> None:
         super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
         if image_size < 1:
             raise DataError(f"COIL20: image_size must be >= 1, got {image_size}")

@@ -20,7 +20,7 @@ class Digits(ClusteringDataModule):
     num_classes = 10
 
     def __init__(self, flatten: bool = True, batch_size: int = 256, n_clusters: int | None = None,
-                 eval_batch_size: int | None = None, seed: int = 0, on_device: bool = False) -> None:
+                 eval_batch_size: int | None = None, seed: int | None = None, on_device: bool = False) -> None:
         super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
         self.flatten = flatten
 

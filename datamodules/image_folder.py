@@ -116,7 +116,7 @@ class ImageFolder(ClusteringDataModule):
 
     def __init__(self, root: str, image_size: int | None = 32, grayscale: bool = False, flatten: bool = False,
                  extensions: list[str] | tuple[str, ...] = IMAGE_EXTENSIONS, batch_size: int = 256,
-                 n_clusters: int | None = None, eval_batch_size: int | None = None, seed: int = 0,
+                 n_clusters: int | None = None, eval_batch_size: int | None = None, seed: int | None = None,
                  on_device: bool = False) -> None:
         super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
         if image_size is not None and image_size < 1:

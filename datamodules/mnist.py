@@ -37,7 +37,7 @@ class MNIST(SplitFilesDataModule):
 
     def __init__(self, data_dir: str = "data", download: bool = False, split: str = "all", flatten: bool = True,
                  scale: float = 1.0, batch_size: int = 256, n_clusters: int | None = None,
-                 eval_batch_size: int | None = None, seed: int = 0, on_device: bool = False) -> None:
+                 eval_batch_size: int | None = None, seed: int | None = None, on_device: bool = False) -> None:
         super().__init__(data_dir, download, split, flatten, batch_size, n_clusters, eval_batch_size, seed, on_device)
         if not scale > 0:
             raise DataError(f"{type(self).__name__}: scale must be > 0 (the largest pixel value served), got {scale}")

@@ -39,7 +39,7 @@ class STL10(ClusteringDataModule):
 
     def __init__(self, data_dir: str = "data", download: bool = False, include_unlabeled: bool = False,
                  image_size: int | None = None, flatten: bool = False, batch_size: int = 256,
-                 n_clusters: int | None = None, eval_batch_size: int | None = None, seed: int = 0,
+                 n_clusters: int | None = None, eval_batch_size: int | None = None, seed: int | None = None,
                  on_device: bool = False) -> None:
         super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
         if image_size is not None and image_size < 1:

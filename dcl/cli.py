@@ -64,11 +64,10 @@ class DCLCLI(LightningCLI):
         random seed", which it has not drawn since 2.2: an externally launched process would draw its own)."""
         parser.add_argument(
             "--seed_everything", type=Union[bool, int], default=self.seed_everything_default,
-            help="Seed of the random number generators (the weights, the k-means and the method's other draws), set "
-                 "before the classes are built and saved in the run's config.yaml and loggers. true: seed 0, or "
-                 "the environment's PL_GLOBAL_SEED (Lightning draws no random seed); false: none. The training "
-                 "shuffle has a seed of its own, data.init_args.seed (0 unless set): a seed sweep that should vary "
-                 "the batch order sets both.")
+            help="Seed of the random number generators (the weights, the training shuffle, the k-means and the "
+                 "method's other draws), set before the classes are built and saved in the run's config.yaml and "
+                 "loggers. true: seed 0, or the environment's PL_GLOBAL_SEED (Lightning draws no random seed); "
+                 "false: none. data.init_args.seed, when set, seeds the training shuffle instead.")
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.n_clusters", "model.init_args.n_clusters", apply_on="instantiate")

@@ -10,6 +10,7 @@ Batches are dicts ``{"x": inputs, "y": labels (-1 when unknown), "index": sample
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Callable, Iterator
@@ -187,7 +188,8 @@ class ClusteringDataModule(pl.LightningDataModule):
             stays near training's memory; far larger batches are slower on a CPU, where every activation over
             glibc's mmap threshold (32 MiB in the ``dcl`` process) is fresh memory faulted in page by page
             (``benchmarks/results/cpu_allocator.md``).
-        seed: seed of the training shuffle (the epoch is added to it).
+        seed: seed of the training shuffle (the epoch is added to it); None: the run's seed, ``seed_everything``
+            (Lightning's ``PL_GLOBAL_SEED``, 0 without one), so that a seed sweep varies the batch order too.
         on_device: keep the whole data set on the training device (GPU) so that batches are device views.
     """
 
@@ -199,7 +201,7 @@ class ClusteringDataModule(pl.LightningDataModule):
     _sample_ids: tuple[str, list[str]] | None = None
 
     def __init__(self, batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int | None = None,
-                 seed: int = 0, on_device: bool = False) -> None:
+                 seed: int | None = None, on_device: bool = False) -> None:
         super().__init__()
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
@@ -334,7 +336,22 @@ class ClusteringDataModule(pl.LightningDataModule):
     def _loader(self, shuffle: bool) -> InMemoryLoader:
         eval_batch_size = self.eval_batch_size or EVAL_BATCH_FACTOR * self.batch_size
         return InMemoryLoader(self.x, self.y, self.batch_size if shuffle else eval_batch_size,
-                              shuffle=shuffle, seed=self.seed, transform=self.batch_transform)
+                              shuffle=shuffle, seed=self.shuffle_seed, transform=self.batch_transform)
+
+    @property
+    def shuffle_seed(self) -> int:
+        """``seed``, or the run's (``seed_everything``, read when the loader is built: a Python user may seed after
+        building the datamodule) when None."""
+        return self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def state_dict(self) -> dict:
+        """The shuffle's seed, saved in checkpoints: a resumed fit goes on with its run's batch order whatever the
+        seed of the command that resumes it (the rest of the run's randomness comes from the checkpoint too)."""
+        return {"shuffle_seed": self.shuffle_seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "shuffle_seed" in state:  # (not in checkpoints of dcl before 2026-12-03)
+            self.seed = state["shuffle_seed"]
 
     def train_dataloader(self) -> InMemoryLoader:
         return self._loader(shuffle=True)
@@ -399,7 +416,7 @@ class SplitFilesDataModule(ClusteringDataModule):
 
     def __init__(self, data_dir: str = "data", download: bool = False, split: str = "all", flatten: bool = True,
                  batch_size: int = 256, n_clusters: int | None = None, eval_batch_size: int | None = None,
-                 seed: int = 0, on_device: bool = False) -> None:
+                 seed: int | None = None, on_device: bool = False) -> None:
         super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
         if split not in self.SPLITS:
             raise DataError(f"{type(self).__name__}: split must be one of {self.SPLITS}, got {split!r}")

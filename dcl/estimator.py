@@ -61,7 +61,7 @@ class InMemory(ClusteringDataModule):
     """
 
     def __init__(self, x, y=None, batch_size: int = 256, n_clusters: int | None = None,
-                 eval_batch_size: int | None = None, seed: int = 0, on_device: bool = False) -> None:
+                 eval_batch_size: int | None = None, seed: int | None = None, on_device: bool = False) -> None:
         super().__init__(batch_size, n_clusters, eval_batch_size, seed, on_device)
         self._source = (x, y)
 

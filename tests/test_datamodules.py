@@ -420,6 +420,28 @@ def test_loader_slices_and_shuffles_deterministically():
     assert not torch.equal(first, torch.cat([t["index"] for t in a]))
 
 
+def test_the_training_shuffle_follows_the_runs_seed_unless_set(monkeypatch):
+    """Found by probing as a user: a CLI seed sweep (--seed_everything 0, 1, 2) trained every seed on one batch
+    order, as the shuffle's seed was 0 unless set. It follows seed_everything now; a set data seed still wins."""
+    import lightning.pytorch as pl
+
+    def first_batch(**kwargs):
+        dm = Digits(batch_size=32, **kwargs)
+        dm.setup()
+        return next(iter(dm.train_dataloader()))["index"]
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # restored after the test, as seed_everything sets it
+    assert Digits().seed is None
+    pl.seed_everything(0)
+    seed0 = first_batch()
+    assert torch.equal(seed0, first_batch(seed=0))  # seed 0's order is the one runs with seed_everything 0 had
+    pl.seed_everything(3)
+    assert torch.equal(first_batch(), first_batch(seed=3)) and not torch.equal(first_batch(), seed0)
+    assert torch.equal(first_batch(seed=0), seed0)  # a set seed is kept whatever the run's
+    monkeypatch.delenv("PL_GLOBAL_SEED")
+    assert torch.equal(first_batch(), seed0)  # no run seed (seed_everything false): 0
+
+
 def test_ordered_passes_batch_four_training_batches_unless_set():
     dm = Digits(batch_size=64)
     dm.setup()
