@@ -174,6 +174,10 @@ class DCLCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self.trainer.loggers = []  # predict logs nothing: a logger only left an empty run (a W&B one, a version_N)
+        if self.config_init[self.subcommand].get("return_predictions") is None:
+            # the command writes the predictions through PredictionWriter and drops what trainer.predict returns:
+            # Lightning's default (True in one process) kept every batch's outputs, the N x K probs included
+            self.config_init[self.subcommand]["return_predictions"] = False
         writer = next(c for c in self.trainer.callbacks if isinstance(c, PredictionWriter))
         if not (writer.output or writer.embeddings):
             print("dcl: warning: predict writes nothing without --predictions.output (a CSV of the clusters) or "
