@@ -468,7 +468,10 @@ class ClusteringMethod(pl.LightningModule):
         # bf16-mixed, predict gave some samples other clusters than validate and the fit's final scores
         with torch.autocast(self.device.type, enabled=False):
             probs = self.assign(z)
-            cluster = self.predict_clusters(z)  # the rule the scores use (DEKM: nearest center), not argmax of probs
+            # the rule the scores use (DEKM: nearest center), not argmax of probs; the default rule is that argmax,
+            # taken from probs rather than from a second assign (with 200 clusters a quarter of predict's time)
+            default_rule = getattr(self.predict_clusters, "__func__", None) is ClusteringMethod.predict_clusters
+            cluster = probs.argmax(dim=1) if default_rule else self.predict_clusters(z)
         confidence = probs.gather(1, cluster[:, None]).squeeze(1)
         return {"index": batch["index"], "cluster": cluster, "confidence": confidence, "probs": probs, "z": z,
                 "y": batch["y"]}

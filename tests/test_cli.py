@@ -272,6 +272,27 @@ def test_predict_writes_the_methods_own_clustering_rule():
     torch.testing.assert_close(out["confidence"], probs[torch.arange(20), out["cluster"]])
 
 
+def test_predict_step_assigns_each_batch_once():
+    """With the default rule (argmax of ``assign``) ``predict_step`` computed the soft assignments twice, once for
+    ``probs`` and once inside ``predict_clusters``: with 200 clusters a quarter of ``dcl predict``'s time on
+    1,000,000 samples. The cluster is that argmax of the one ``probs``."""
+    import torch
+
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    torch.manual_seed(0)
+    model = AEKMeans(n_clusters=3, input_shape=[8], hidden_dims=[16], latent_dim=2)
+    model.set_cluster_centers(torch.randn(3, 2))
+    assign, calls = model.assign, []
+    model.assign = lambda z: calls.append(len(z)) or assign(z)
+    batch = {"x": torch.randn(20, 8), "index": torch.arange(20), "y": torch.zeros(20, dtype=torch.long)}
+    out = model.predict_step(batch, 0)
+    assert calls == [20]
+    probs = assign(model.embed(batch["x"]))
+    assert torch.equal(out["cluster"], probs.argmax(1))
+    torch.testing.assert_close(out["probs"], probs)
+
+
 def test_predict_holds_only_the_columns_it_writes(tmp_path, monkeypatch):
     """``dcl predict`` held every batch's whole outputs until the end of the pass, twice: in the PredictionWriter
     (the N x K ``probs`` too, which it never writes; on a GPU, in the GPU's memory) and in what Lightning's
