@@ -69,16 +69,20 @@ def embedding_silhouette(z: Tensor, labels: Tensor, max_samples: int = 10000, se
     of one method on unlabeled data (each method shapes its own embedding, so not across methods). scikit-learn's,
     on at most ``max_samples`` samples drawn with a fixed seed (it costs O(N^2)); None when it is undefined (fewer
     than 2 clusters used, or as many clusters as samples)."""
+    import sklearn
     from sklearn.metrics import silhouette_score
 
     labels = labels.cpu().numpy()
-    if not 2 <= len(set(labels.tolist())) <= len(labels) - 1:
+    if not 2 <= len(np.unique(labels)) <= len(labels) - 1:
         return None
     sample = max_samples if len(labels) > max_samples else None
-    try:
-        return float(silhouette_score(z.float().cpu().numpy(), labels, sample_size=sample, random_state=seed))
-    except ValueError:  # the sample drew a single cluster
-        return None
+    # the distances of the sample in blocks of at most 64 MB: at scikit-learn's default working memory (1 GB) the
+    # 10,000 samples' whole float64 distance matrix (800 MB) was one block, 0.5 GB more peak memory for the score
+    with sklearn.config_context(working_memory=min(sklearn.get_config()["working_memory"], 64)):
+        try:
+            return float(silhouette_score(z.float().cpu().numpy(), labels, sample_size=sample, random_state=seed))
+        except ValueError:  # the sample drew a single cluster
+            return None
 
 
 class ClusterAccuracy(Metric):
