@@ -199,6 +199,9 @@ class FinalScores(pl.Callback):
     the run folder and logged. In the training processes, on every rank (embedding all samples is a collective
     under DDP), so also under ddp_spawn, whose workers the command's own process never joins."""
 
+    #: the method embeds all samples once when its fit ends, on its device (ClusteringMethod.final_embedding)
+    reads_final_embedding = True
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: ClusteringMethod) -> None:
         scores = pl_module.final_scores()
         if trainer.is_global_zero:

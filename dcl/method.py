@@ -178,6 +178,7 @@ class ClusteringMethod(pl.LightningModule):
         self._refreshed_step = -1  # the step of the last refresh_clusters (the final clusters: once per step)
         self._training_state: dict[str, Any] | None = None  # see keep_training_state
         self._from_datamodule = True  # this run's loaders are the datamodule's (see setup)
+        self._final_embedding: Tensor | None = None  # see final_embedding
 
     # -- the contract -----------------------------------------------------------------------------------
     @property
@@ -296,6 +297,7 @@ class ClusteringMethod(pl.LightningModule):
                                     "buffers": {k: b.detach().clone() for k, b in self.named_buffers()}}
 
     def on_train_start(self) -> None:
+        self._final_embedding = None
         if self.trainer.ckpt_path:
             checkpoint_of_this_step_exists(self.trainer)
         state, self._training_state = self._training_state, None
@@ -405,10 +407,19 @@ class ClusteringMethod(pl.LightningModule):
                 "learning rate")
         return z
 
+    def final_embedding(self) -> Tensor:
+        """The embeddings of all samples in order (as :meth:`embed_all`), for what reads them when a fit has ended
+        (``on_fit_end``: the final scores, the plots): those a fit computed once at its end, on its device and in its
+        precision, when a callback of the fit declares ``reads_final_embedding``. By ``on_fit_end`` Lightning's
+        teardown has moved the module to the CPU: each reader embedded every sample again there (a GPU fit's on the
+        CPU, and under DDP with CPU tensors in the gather). Otherwise :meth:`embed_all` now."""
+        z = self._final_embedding
+        return z.to(self.device) if z is not None else self.embed_all()
+
     def final_scores(self) -> dict[str, float | int]:
         """Scores of the current clustering state (nothing refreshed) on all samples of the datamodule."""
         dm = self.trainer.datamodule
-        z = self.embed_all()
+        z = self.final_embedding()
         pred = self.predict_clusters(z)
         scores: dict[str, float | int] = {"k": self.n_clusters, "k_used": int(pred.unique().numel())}
         y = dm.y.to(pred.device)
@@ -490,6 +501,9 @@ class ClusteringMethod(pl.LightningModule):
                    for callback in self.trainer.callbacks if hasattr(callback, "finish_fit")]
         changed.append(self.refreshes_final_clusters() and self.refresh_final_clusters())
         save_last_checkpoints(self.trainer, changed=any(changed))
+        # the fit's final embedding, once, before Lightning's teardown moves the module to the CPU (final_embedding)
+        if any(getattr(callback, "reads_final_embedding", False) for callback in self.trainer.callbacks):
+            self._final_embedding = self.embed_all().cpu()
 
     def on_predict_start(self) -> None:
         # an untrained model (no checkpoint): k-means on its code, as validate and test score it
@@ -498,6 +512,7 @@ class ClusteringMethod(pl.LightningModule):
 
     def teardown(self, stage: str) -> None:
         # the last hook of a run on every rank (after the callbacks' teardown): a spawned worker ends its group
+        self._final_embedding = None  # read in on_fit_end, before this
         if self._trainer is not None:
             end_spawned_process_group(self.trainer)
 

@@ -55,6 +55,36 @@ def test_fit_prints_its_run_folder(tmp_path, capsys):
     assert f"dcl: final scores written to {scores} (the run folder" in capsys.readouterr().out
 
 
+def test_a_fit_embeds_its_samples_once_at_its_end_before_lightnings_teardown(tmp_path, monkeypatch):
+    """The final scores and the plots (``on_fit_end``) each embedded every sample again, after Lightning's teardown
+    had moved the module to the CPU: two more passes over the data at the end of every fit (1,000,000 x 50 samples,
+    the papers' network: 17 s each on 2 CPU threads), and a GPU fit's on the CPU (under DDP with CPU tensors in the
+    gather). The fit embeds them once, in the method's ``on_train_end``, for both."""
+    from lightning.pytorch.strategies import Strategy
+
+    from dcl.method import ClusteringMethod
+
+    events = []
+    embed_all, teardown = ClusteringMethod.embed_all, Strategy.teardown
+
+    def spy_embed_all(self, *args, **kwargs):
+        events.append("embed_all")
+        return embed_all(self, *args, **kwargs)
+
+    def spy_teardown(self):
+        events.append("teardown")
+        return teardown(self)
+
+    monkeypatch.setattr(ClusteringMethod, "embed_all", spy_embed_all)
+    monkeypatch.setattr(Strategy, "teardown", spy_teardown)
+    scores = fit_ae(tmp_path)  # 3 epochs, each validated (an embedding, k-means), the plots on
+    assert "embed_all" not in events[events.index("teardown"):]
+    assert events.count("embed_all") == 3 + 1
+    assert sorted(p.name for p in tmp_path.rglob("plots/*.png")) == ["cluster_sizes.png", "confusion.png",
+                                                                     "embedding.png"]
+    assert scores["k"] == 10 and scores["acc"] > 0.3 and 0 < scores["silhouette"] <= 1
+
+
 def test_a_fit_that_ends_in_one_cluster_says_so(tmp_path, capsys):
     """Samples without structure (all equal) end in one cluster: the scores alone (K_USED=1) went unremarked."""
     np.save(tmp_path / "same.npy", np.ones((40, 3), dtype=np.float32))

@@ -107,6 +107,8 @@ class ClusteringPlots(Callback):
     """
 
     FILES = ("embedding.png", "confusion.png", "cluster_sizes.png")
+    #: the method embeds all samples once when its fit ends, on its device, for this and the final scores
+    reads_final_embedding = True
 
     def __init__(self, projection: str = "pca", max_points: int = 10000, tsne_points: int = 3000,
                  dirpath: str | None = None, log_images: bool = True, dpi: int = 110, seed: int = 0) -> None:
@@ -126,7 +128,7 @@ class ClusteringPlots(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.fast_dev_run:  # a trial run writes nothing (Lightning's rule for its loggers and checkpoints)
             return
-        z = pl_module.embed_all()  # a collective under DDP: every rank takes part
+        z = pl_module.final_embedding()  # (else embed_all: a collective under DDP, every rank takes part)
         folder = Path(self.dirpath) if self.dirpath else (run_dir(trainer) / "plots" if trainer.is_global_zero
                                                           else None)
         folder = trainer.strategy.broadcast(folder)
