@@ -81,7 +81,6 @@ def run_one(data: str, seed: int, pretrain_epochs: int, maxiter: int, extra: lis
     val_every = pretrain_epochs  # one validation at the end of pretraining (AE + k-means), then at the end
     args = ["fit", "--config", str(cfg), "--seed_everything", str(seed),
             *([] if data == "digits" else ["--data.init_args.data_dir", str(REPO.parent / "shared" / "data")]),
-            "--data.init_args.seed", str(seed),
             "--model.init_args.pretrain_epochs", str(pretrain_epochs), "--model.init_args.maxiter", str(maxiter),
             "--trainer.max_epochs", str(max_epochs), "--trainer.check_val_every_n_epoch", str(val_every),
             "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(work),

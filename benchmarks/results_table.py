@@ -112,8 +112,8 @@ def run_one(method: str, dataset: str, seed: int, args, sets) -> dict:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    cmd = ["--config", str(config.relative_to(ROOT)), "--seed_everything", str(seed),
-           "--data.init_args.seed", str(seed), "--trainer.enable_progress_bar", "false"]
+    cmd = ["--config", str(config.relative_to(ROOT)), "--seed_everything", str(seed),  # (the shuffle's seed too)
+           "--trainer.enable_progress_bar", "false"]
     if args.keep_logger:  # the config's logger (W&B), writing into the run's folder
         cmd += ["--trainer.logger.init_args.save_dir", str(run_dir)]
     else:
