@@ -12,12 +12,17 @@ every 10 epochs), so the script can be stopped and started again.
     python benchmarks/shared_pretraining.py mnist --seeds 1 --merge   # add a seed to the recorded ones
     python benchmarks/shared_pretraining.py mnist --recipe dec-keras --seeds 0   # DEC-keras' MNIST pretraining
     python benchmarks/shared_pretraining.py mnist --recipe dec-paper --seeds 0   # the DEC paper's (SAE, 300k steps)
+    python benchmarks/shared_pretraining.py mnist --scale 5.1 --seeds 0           # every fit on pixels x 0.02
+    python benchmarks/shared_pretraining.py mnist --methods idec idec:gamma=0.0038  # two IDECs from one pretraining
+
+A method given as ``name:key=value,...`` is that method with those ``--model.init_args`` settings: a variant that
+starts from the same pretrained autoencoder as the others, with a run folder and a table row of its own.
 
 ``--merge`` keeps the seeds already recorded in the results file for the same budget (a seed run again
 replaces its record), so seeds can run in separate processes, one after the other or side by side.
 
 Writes benchmarks/results/shared_pretraining_<data>.{json,md} (``..._<data>_p<epochs>`` for a reduced budget,
-``..._dec_keras`` for that recipe).
+``..._dec_keras`` for that recipe, ``..._x<scale>`` for a ``--scale``).
 
 Pretraining recipes (``--recipe``): ``shared`` (the configs': Adam 1e-3, 200 epochs, batch 256, Glorot weights: DEKM's
 official recipe), ``dec-keras`` (DEC-keras' MNIST recipe: SGD lr 1 momentum 0.9, 300 epochs, batch 256,
@@ -100,6 +105,23 @@ def fit(config: str, run: Path, seed: int, extra: list[str]) -> dict:
     return result
 
 
+def method_variant(spec: str) -> tuple[str, list[str], str]:
+    """``idec:gamma=0.0038,tol=0.0001`` -> the method (``idec``), its ``dcl fit`` settings and a folder name."""
+    method, _, settings = spec.partition(":")
+    extra = []
+    for setting in filter(None, settings.split(",")):
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"shared_pretraining.py: {spec!r}: write a method variant as name:key=value,key=value")
+        extra += [f"--model.init_args.{key}", value]
+    return method, extra, spec.replace(":", "_").replace(",", "_").replace("=", "")
+
+
+def method_name(spec: str, names: dict[str, str]) -> str:
+    method, _, settings = spec.partition(":")
+    return names.get(method, method) + (f" ({settings.replace(',', ', ')})" if settings else "")
+
+
 def merge_recorded(doc: dict, budget: str, seeds: list[int], runs: dict[str, list[dict]]
                    ) -> tuple[list[int], dict[str, list[dict]]]:
     """This invocation's ``seeds`` and ``runs`` (per method, aligned with the seeds) joined with the seeds that
@@ -122,12 +144,17 @@ def main() -> None:
     p.add_argument("--pretrain-epochs", type=int, default=None,
                    help="default: the recipe's (200 shared, 300 dec-keras, the config's max_epochs dec-paper)")
     p.add_argument("--maxiter", type=int, default=None, help="cap on clustering steps (default: the config's)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="every fit reads pixels x scale / 255 (MNIST's data.init_args.scale; IDEC's and the DEC paper's "
+                        "code: 5.1)")
     p.add_argument("--merge", action="store_true", help="keep the other seeds recorded in the results file")
     p.add_argument("--tag", default="", help="write shared_pretraining_<data>..._<tag>.{json,md} (e.g. gpu), a record "
                    "kept beside the others")
     args = p.parse_args()
     recipe_method, recipe_args, recipe_epochs, recipe_text, data_args = RECIPES[args.recipe]
     seed_args = data_args.get(args.data, [])
+    if args.scale is not None:
+        seed_args = [*seed_args, "--data.init_args.scale", f"{args.scale:g}"]
     config = ROOT / "configs" / recipe_method / f"{args.data}.yaml"
     if not config.is_file():
         p.error(f"the {args.recipe} recipe has no configs/{recipe_method}/{args.data}.yaml")
@@ -135,7 +162,7 @@ def main() -> None:
     args.pretrain_epochs = args.pretrain_epochs or recipe_epochs
     full_budget = args.pretrain_epochs == recipe_epochs and not args.maxiter
     recipe_tag = "" if args.recipe == "shared" else "_" + args.recipe.replace("-", "_")
-    tag = recipe_tag + (f"_{args.tag}" if args.tag else "")
+    tag = recipe_tag + (f"_x{args.scale:g}" if args.scale is not None else "") + (f"_{args.tag}" if args.tag else "")
     work = ROOT / "benchmarks" / "work" / "shared_pretraining" / f"{args.data}_p{args.pretrain_epochs}{tag}"
     runs: dict[str, list[dict]] = {m: [] for m in ["ae_kmeans", *args.methods]}
     for seed in args.seeds:
@@ -143,12 +170,14 @@ def main() -> None:
         runs["ae_kmeans"].append(fit(str(config.relative_to(ROOT)), ae_run, seed,
                                      ["--trainer.max_epochs", str(args.pretrain_epochs), *recipe_args, *seed_args]))
         ckpt = next(ae_run.rglob("last.ckpt"))
-        for method in args.methods:
+        for spec in args.methods:
+            method, variant_args, folder = method_variant(spec)
             extra = ["--model.init_args.pretrained", str(ckpt), "--trainer.max_epochs", "100000", *seed_args,
                      *METHOD_ARGS.get(method, [])]
             if args.maxiter:
                 extra += ["--model.init_args.maxiter", str(args.maxiter)]
-            runs[method].append(fit(f"configs/{method}/{args.data}.yaml", work / f"s{seed}" / method, seed, extra))
+            runs[spec].append(fit(f"configs/{method}/{args.data}.yaml", work / f"s{seed}" / folder, seed,
+                                  [*extra, *variant_args]))
         print(f"seed {seed}:", {m: {k: round(r[-1][k], 2) for k in ("acc", "nmi", "ari", "wall_s")}
                                 for m, r in runs.items()}, flush=True)
 
@@ -156,7 +185,8 @@ def main() -> None:
     suffix = "" if full_budget else f"_p{args.pretrain_epochs}"
     out = ROOT / "benchmarks" / "results" / f"shared_pretraining_{args.data}{suffix}{tag}"
     budget = (f"pretraining {args.pretrain_epochs} epochs ({recipe_text}); clustering: the configs' "
-              f"defaults (authors' code){'' if not args.maxiter else f', maxiter capped at {args.maxiter}'}")
+              f"defaults (authors' code){'' if not args.maxiter else f', maxiter capped at {args.maxiter}'}"
+              + ("" if args.scale is None else f"; pixels x {args.scale:g} / 255 in every fit"))
     seeds = list(args.seeds)
     recorded = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
     if args.merge and recorded:
@@ -172,20 +202,20 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps({"data": args.data, "seeds": seeds, "budget": budget,
                                                     "machine": machine, "runs": runs, "summary": summary,
                                                     "notes": notes}, indent=2))
-    methods = " / ".join(NAMES[m] for m in args.methods)
+    methods = " / ".join(method_name(m, NAMES) for m in args.methods)
     lines = [f"# {methods} on {args.data} from a shared pretraining, seeds {seeds}", "",
              f"Budget: {budget}. Machine: {machine}. Scores in %, mean ± std over the seeds.", "",
              "| method | ACC | NMI | ARI | wall per run (s) | paper ACC / NMI |", "|---|---|---|---|---|---|"]
     names = {**NAMES, "ae_kmeans": "SAE + k-means"} if recipe_method == "sae" else NAMES
     for m, s in summary.items():
-        paper = PAPER.get((m, args.data))
+        paper = PAPER.get((m, args.data))  # the paper's settings only: not for a variant
         ref = " / ".join("-" if v is None else f"{v:.2f}" for v in paper) if paper else "-"
-        lines.append(f"| {names.get(m, m)} | " + " | ".join(f"{s[k]['mean']:.2f} ± {s[k]['std']:.2f}"
+        lines.append(f"| {method_name(m, names)} | " + " | ".join(f"{s[k]['mean']:.2f} ± {s[k]['std']:.2f}"
                                                           for k in ("acc", "nmi", "ari"))
                      + f" | {s['wall_s']['mean']:.0f} | {ref} |")
     lines += ["", "Per seed (ACC / NMI / ARI):", ""]
     for m, rs in runs.items():
-        lines.append(f"- {names.get(m, m)}: " + "; ".join(f"seed {s}: {r['acc']:.2f} / {r['nmi']:.2f} / {r['ari']:.2f}"
+        lines.append(f"- {method_name(m, names)}: " + "; ".join(f"seed {s}: {r['acc']:.2f} / {r['nmi']:.2f} / {r['ari']:.2f}"
                                                           for s, r in zip(seeds, rs)))
     lines += ["", f"Command: `python benchmarks/shared_pretraining.py {' '.join(sys.argv[1:])}`"]
     lines += [line for note in notes for line in ("", note)]
