@@ -47,6 +47,8 @@ import sys
 import time
 from pathlib import Path
 
+from dcl.results import mean_std, mean_std_cell  # (dcl results: the same statistics of run folders)
+
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("acc", "nmi", "ari")
 
@@ -208,15 +210,6 @@ def _rel(path: Path) -> str:
 
 
 # -- summary and rendering -----------------------------------------------------------------------------------------
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))  # sample std
-
-
 def mean_std_text(values: list[float], fmt: str = "{:.4f}") -> str:
     """``mean ± std`` with the population std (the per-benchmark reports over seeds); the mean alone for one value."""
     mean = sum(values) / len(values)
@@ -236,10 +229,10 @@ def summarize(runs: list[dict], methods: list[str], datasets: list[str]) -> list
             row = {"method": method, "dataset": dataset, "runs": len(cell), "ok": len(ok),
                    "status": "ok" if ok else cell[0]["status"]}
             for m in METRICS:
-                mean, std = _mean_std([100 * r[m] for r in ok if m in r])
+                mean, std = mean_std([100 * r[m] for r in ok if m in r])
                 row[f"{m}_mean"], row[f"{m}_std"] = _round(mean), _round(std)
-            row["k_mean"] = _round(_mean_std([r["k"] for r in ok if "k" in r])[0])
-            row["wall_s_mean"] = _round(_mean_std([r["wall_s"] for r in ok])[0], 1)
+            row["k_mean"] = _round(mean_std([r["k"] for r in ok if "k" in r])[0])
+            row["wall_s_mean"] = _round(mean_std([r["wall_s"] for r in ok])[0], 1)
             row["peak_rss_mb_max"] = max((r["peak_rss_mb"] for r in ok if r.get("peak_rss_mb")), default=None)
             paper = PAPER.get((method, dataset), {})
             for m in METRICS:
@@ -251,12 +244,6 @@ def summarize(runs: list[dict], methods: list[str], datasets: list[str]) -> list
 
 def _round(x, digits: int = 2):
     return None if x is None else round(x, digits)
-
-
-def _cell(mean, std) -> str:
-    if mean is None:
-        return "—"
-    return f"{mean:.1f} ± {std:.1f}" if std is not None else f"{mean:.1f}"
 
 
 def render_markdown(rows: list[dict], methods: list[str], datasets: list[str], meta: dict) -> str:
@@ -286,7 +273,8 @@ def render_markdown(rows: list[dict], methods: list[str], datasets: list[str], m
             if not r["ok"]:
                 cells.append(r["status"] + paper)
                 continue
-            text = f"{_cell(r['acc_mean'], r['acc_std'])} / {_cell(r['nmi_mean'], r['nmi_std'])}" + paper
+            acc, nmi = (mean_std_cell(r[f"{m}_mean"], r[f"{m}_std"], "{:.1f}") for m in ("acc", "nmi"))
+            text = f"{acc} / {nmi}" + paper
             if r["ok"] < r["runs"]:
                 text += f" [{r['ok']}/{r['runs']} runs ok]"
             cells.append(text)

@@ -4,6 +4,7 @@
     dcl fit --model DEC --data USPS --data.data_dir ../shared/data
     dcl predict --config CONFIG --ckpt_path RUN.ckpt --predictions.output clusters.csv
     dcl list
+    dcl results outputs                  # the finished runs under outputs/: mean ± sample std over their seeds
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from packaging.version import Version
 
 import dcl
-from dcl import registry
+from dcl import registry, results
 from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
 from dcl.distributed import end_script_process_group
@@ -44,7 +45,8 @@ from dcl.method import (ClusteringMethod, ConfigError, TrainingDiverged, check_c
 
 # MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
 # lacks, enable_checkpointing false beside a ModelCheckpoint, ...)
-USER_ERRORS = (ConfigError, DataError, registry.RegistryError, MisconfigurationException, TrainingDiverged)
+USER_ERRORS = (ConfigError, DataError, registry.RegistryError, MisconfigurationException, TrainingDiverged,
+               results.ResultsError)
 
 # every setting saved, None ones too, to rebuild the run: jsonargparse 4.49 renamed skip_none (deprecated since, with
 # a warning) to skip_unset
@@ -53,7 +55,8 @@ KEEP_NONE = {"skip_unset" if Version(version("jsonargparse")) >= Version("4.49")
 
 DESCRIPTION = ("dcl: deep clustering on PyTorch Lightning. Train (fit), score (validate, test) or apply (predict) "
                "a clustering method on a data set, e.g. dcl fit --config configs/dec/digits.yaml; dcl list names the "
-               "registered methods and datamodules.")
+               "registered methods and datamodules; dcl results DIR tabulates the finished runs under DIR (mean ± "
+               "sample std over their seeds).")
 
 
 class DCLCLI(LightningCLI):
@@ -549,7 +552,7 @@ def command_output():
             tips.removeFilter(no_tips)
 
 
-COMMANDS = ("fit", "validate", "test", "predict", "list")
+COMMANDS = ("fit", "validate", "test", "predict", "list", "results")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -558,6 +561,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if argv[:1] == ["list"]:
             list_plugins()
+            return
+        if argv[:1] == ["results"]:
+            results.main(argv[1:])
             return
         if argv[:1] == ["--version"]:
             print(f"dcl {dcl.__version__}")

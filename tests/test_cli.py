@@ -442,7 +442,8 @@ def test_predict_refuses_an_embeddings_file_of_unknown_format(tmp_path, dcl_erro
 def test_a_misspelt_command_names_the_commands_and_version_prints(tmp_path, capsys, dcl_error):
     msg = dcl_error(["lst"], tmp_path)  # was: "choose from 'fit', 'validate', 'test', 'predict' (see dcl lst --help)"
     assert msg == ("dcl: error: unknown command 'lst' (did you mean 'list'?); the commands: fit, validate, test, "
-                   "predict, list")
+                   "predict, list, results")
+    assert "(did you mean 'results'?)" in dcl_error(["result", str(tmp_path)], tmp_path)
     main(["--version"])
     assert capsys.readouterr().out.strip() == f"dcl {dcl.__version__}"
 

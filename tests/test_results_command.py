@@ -1,0 +1,175 @@
+"""``dcl results DIR``: real fits' run folders tabulated, one row per group of runs that differ only in their seed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from dcl.cli import main
+
+LATENT_DIMS, SEEDS = (5, 8), (1, 2)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """Four 2-epoch fits of AE + k-means on Digits: latent_dim 5 and 8, seeds 1 and 2, each recorded otherwise (a
+    CSV logger of its own name, or none and a folder of its own), which must not split a group."""
+    base = tmp_path_factory.mktemp("results")
+    cwd = os.getcwd()
+    os.chdir(base)
+    try:
+        for latent in LATENT_DIMS:
+            for seed in SEEDS:
+                where = (["--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir",
+                          str(base / "csv"), "--trainer.logger.name", f"latent{latent}-seed{seed}"] if seed == 1 else
+                         ["--trainer.logger", "false", "--trainer.default_root_dir", str(base / "plain" / str(latent))])
+                main(["fit", "--config", str(REPO / "configs/ae_kmeans/digits.yaml"), "--trainer.max_epochs", "2",
+                      "--model.init_args.hidden_dims", "[64, 64]", "--model.init_args.latent_dim", str(latent),
+                      "--model.init_args.kmeans_n_init", "2", "--trainer.check_val_every_n_epoch", "100",
+                      "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                      "--seed_everything", str(seed), *where])
+    finally:
+        os.chdir(cwd)
+    assert len(list(base.rglob("final_scores.json"))) == 4
+    return base
+
+
+def expected(base: Path) -> dict[int, dict[str, list]]:
+    """latent_dim -> score -> the values of its runs' final_scores.json, read back from the files."""
+    out: dict[int, dict[str, list]] = {}
+    for path in base.rglob("final_scores.json"):
+        config = yaml.safe_load((path.parent / "config.yaml").read_text())
+        for name, value in json.loads(path.read_text()).items():
+            out.setdefault(config["model"]["init_args"]["latent_dim"], {}).setdefault(name, []).append(value)
+    return out
+
+
+def results(args: list[str], capsys) -> str:
+    capsys.readouterr()
+    main(["results", *args])
+    return capsys.readouterr().out
+
+
+def test_runs_of_two_seeds_and_two_settings_make_two_rows_with_their_means(runs, capsys):
+    table = results([str(runs)], capsys)
+    assert "mean ± sample std" in table
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    # the method, the data, the one setting that tells the groups apart (the loggers and folders do not)
+    assert head[:5] == ["method", "data", "model.latent_dim", "runs", "seeds"], head
+    assert head[5:8] == ["ACC", "NMI", "ARI"] and {"K", "K_USED", "SILHOUETTE"} <= set(head)
+    rows = [dict(zip(head, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+    assert len(rows) == 2
+    values = expected(runs)
+    for row, latent in zip(rows, LATENT_DIMS):
+        assert (row["method"], row["data"], row["model.latent_dim"]) == ("AEKMeans", "Digits", str(latent))
+        assert (row["runs"], row["seeds"]) == ("2", "1, 2")
+        for name in ("acc", "nmi", "ari", "silhouette"):
+            v = values[latent][name]
+            assert row[name.upper()] == f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}", name
+
+
+def test_csv_output_parses_with_each_scores_mean_and_sample_std(runs, capsys):
+    rows = list(csv.DictReader(io.StringIO(results([str(runs / "csv"), str(runs / "plain"), "--format", "csv"],
+                                                   capsys))))
+    assert len(rows) == 2
+    values = expected(runs)
+    for row, latent in zip(rows, LATENT_DIMS):
+        assert (row["method"], row["dataset"], row["model.latent_dim"]) == ("AEKMeans", "Digits", str(latent))
+        assert (row["runs"], row["seeds"]) == ("2", "1 2")
+        for name, v in values[latent].items():
+            assert float(row[f"{name}_mean"]) == pytest.approx(statistics.mean(v), rel=1e-12)
+            assert float(row[f"{name}_sample_std"]) == pytest.approx(statistics.stdev(v), rel=1e-12, abs=1e-15)
+
+
+def test_a_single_run_folder_and_one_seed(runs, capsys):
+    folder = next(runs.joinpath("plain", "5").rglob("final_scores.json")).parent
+    table = results([str(folder)], capsys)
+    scores = json.loads((folder / "final_scores.json").read_text())
+    assert "| AEKMeans | Digits | 1 | 2 | " in table  # no setting column: one group; no std: one run
+    assert f"| {scores['acc']:.4f} | {scores['nmi']:.4f} |" in table
+
+
+def error(args: list[str], capsys) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["results", *args])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("dcl: error:")]
+    assert len(lines) == 1 and not captured.out, captured
+    return lines[0]
+
+
+def test_errors_name_the_problem_and_what_to_do(runs, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    msg = error([str(tmp_path / "empty")], capsys)
+    assert f"no run folders found under {tmp_path / 'empty'}" in msg and "dcl fit" in msg
+    assert f"{tmp_path / 'missing'} does not exist" in error([str(tmp_path / "missing")], capsys)
+    assert "required: DIR" in error([], capsys)
+    # a final_scores.json without its config.yaml: not a run folder (its settings are unknown), and said so
+    (tmp_path / "scores_only").mkdir()
+    (tmp_path / "scores_only" / "final_scores.json").write_text('{"acc": 0.5}')
+    msg = error([str(tmp_path / "scores_only")], capsys)
+    assert "no run folders found" in msg and "without config.yaml" in msg
+    # a run's final_scores.json cut short, or not scores: its file named
+    for text in ('{"acc": 0.5', '["acc"]'):
+        copy = tmp_path / "copy"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(runs / "plain", copy)
+        bad = next(copy.rglob("final_scores.json"))
+        bad.write_text(text)
+        msg = error([str(copy)], capsys)
+        assert f"cannot read {bad}" in msg and "rerun that fit" in msg, msg
+    (bad.parent / "config.yaml").write_text("model: [unclosed")
+    bad.write_text('{"acc": 0.5}')
+    assert f"cannot read {bad.parent / 'config.yaml'}" in error([str(copy)], capsys)
+
+
+def write_run(folder: Path, config: dict, scores: dict) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "final_scores.json").write_text(json.dumps(scores))
+
+
+def config(seed: int, lr: float = 1e-3, method: str = "dcl.methods.dec.DEC", **trainer) -> dict:
+    return {"seed_everything": seed, "ckpt_path": None,
+            "trainer": {"max_epochs": 5, "default_root_dir": None, "logger": False, "enable_progress_bar": True,
+                        "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                       "init_args": {"dirpath": None, "save_last": True}}], **trainer},
+            "model": {"class_path": method, "init_args": {"hidden_dims": [64, 64], "optimizer": {
+                "class_path": "torch.optim.Adam", "init_args": {"lr": lr}}}},
+            "data": {"class_path": "dcl.datamodules.digits.Digits", "init_args": {"batch_size": 64}},
+            "predictions": {"output": None}}
+
+
+def test_only_the_seed_and_where_a_run_records_itself_leave_runs_in_one_group(tmp_path, capsys):
+    """The logger (any of its settings: W&B's id, a version, a save_dir), the run folder, the checkpoint resumed
+    from, the callbacks' folders and the progress bar split no group; a learning rate does, and is named; a
+    setting that differs only between another method's groups is that method's column, shown in every row."""
+    write_run(tmp_path / "a", config(0), {"acc": 0.5, "k": 10})
+    write_run(tmp_path / "b", config(1, default_root_dir=str(tmp_path / "b"), enable_progress_bar=False,
+                                     logger={"class_path": "lightning.pytorch.loggers.WandbLogger",
+                                             "init_args": {"save_dir": "outputs", "id": "x1", "name": "s1"}})
+              | {"ckpt_path": "last.ckpt"}, {"acc": 0.7, "k": 10})
+    b = json.loads(json.dumps(config(2)))
+    b["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "ckpts")
+    write_run(tmp_path / "c", b, {"acc": 0.6, "k": 11})
+    write_run(tmp_path / "d", config(0, lr=0.01), {"acc": 0.2, "k": 10})
+    write_run(tmp_path / "e", config(0, method="dcl.methods.idec.IDEC", max_epochs=7), {"acc": 0.9, "k": 10})
+    write_run(tmp_path / "f", config(0, method="dcl.methods.idec.IDEC"), {"acc": 0.8, "k": 10})
+    table = results([str(tmp_path)], capsys)
+    assert "| method | data | model.optimizer.lr | trainer.max_epochs | runs | seeds | ACC | K |" in table, table
+    assert "| DEC | Digits | 0.001 | 5 | 3 | 0, 1, 2 | 0.6000 ± 0.1000 | 10.3 ± 0.6 |" in table, table
+    assert "| DEC | Digits | 0.01 | 5 | 1 | 0 | 0.2000 | 10.0 |" in table, table
+    assert "| IDEC | Digits | 0.001 | 5 | 1 | 0 | 0.8000 | 10.0 |" in table, table
+    assert "| IDEC | Digits | 0.001 | 7 | 1 | 0 | 0.9000 | 10.0 |" in table, table
