@@ -29,6 +29,7 @@ import torch
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from packaging.version import Version
@@ -40,8 +41,8 @@ from dcl.datamodule import ClusteringDataModule, DataError
 from dcl.distributed import end_script_process_group
 from dcl.files import atomic_write, run_dir, unwritable_folder
 from dcl.method import (ClusteringMethod, ConfigError, TrainingDiverged, check_checkpoint_method, check_precision,
-                        check_trainer_settings, load_checkpoint_file, log_metrics_now, one_cluster_warning,
-                        weights_from_checkpoint)
+                        check_trainer_settings, load_checkpoint_file, log_metrics_now, logging_step,
+                        one_cluster_warning, weights_from_checkpoint)
 
 # MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
 # lacks, enable_checkpointing false beside a ModelCheckpoint, ...)
@@ -171,6 +172,13 @@ class DCLCLI(LightningCLI):
             print(f"dcl: warning: {type(self.model).__name__} finds the number of clusters itself, so "
                   f"data n_clusters {given} is not used; its {' and '.join(from_)} set where K starts and "
                   "its maximum", file=sys.stderr)
+        for logger in self.trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # no hparams summary until FinalScores writes the run's, with its final scores as the metrics:
+                # TensorBoard's HParams view reads a run's first summary only, which was Lightning's of the method's
+                # hyperparameters alone with hp_metric -1 (logged when a TensorBoardLogger's log_hyperparams is given
+                # no metrics); hparams.yaml still gets every hyperparameter logged
+                logger._default_hp_metric = False
         self.trainer.callbacks.append(FinalScores())
         if self.trainer.fast_dev_run:  # a trial run writes nothing: Lightning's ModelCheckpoint still saved last.ckpt
             self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, ModelCheckpoint)]
@@ -224,7 +232,16 @@ class FinalScores(pl.Callback):
                 # which folder is this command's: a W&B run id or a logger's version_N names it
                 print(f"dcl: final scores written to {path} (the run folder, beside its config.yaml)")
         # at the step of Lightning's own rows (global_step counts DCFAE's two optimizer steps a batch)
-        log_metrics_now(trainer, {f"final/{k}": v for k, v in scores.items()})
+        metrics = {f"final/{k}": v for k, v in scores.items()}
+        tensorboards = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        log_metrics_now(trainer, metrics, [logger for logger in trainer.loggers if logger not in tensorboards])
+        for logger in tensorboards if trainer.is_global_zero else ():
+            # the run's hparams with the final scores as its metrics: TensorBoard's HParams view shows a run's first
+            # hparams summary only (DCLCLI.before_fit kept Lightning's, with a bogus hp_metric of -1, from being
+            # written at the fit's start); this logs the scores as the final/* scalars too, which it then reads
+            step = logging_step(trainer)
+            logger.log_hyperparams(logger.hparams, metrics=metrics, step=step)
+            logger.log_metrics({"epoch": trainer.current_epoch}, step=step)  # (as log_metrics_now's rows)
 
 
 class RunConfig(SaveConfigCallback):

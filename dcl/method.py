@@ -775,15 +775,15 @@ def logging_step(trainer: pl.Trainer) -> int:
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
-def log_metrics_now(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
-    """Write ``metrics`` to every logger once, now, at :func:`logging_step` (rank 0). For the values of a periodic
-    update run in a callback's hook (``on_train_batch_start``): ``self.log`` there reached the loggers only when a
-    ``log_every_n_steps`` step came before the epoch's end, and then at every logged step until the next update.
-    They are also kept in ``trainer.callback_metrics``, as ``self.log`` kept them, for callbacks that monitor
-    them."""
+def log_metrics_now(trainer: pl.Trainer, metrics: dict[str, float], loggers: list | None = None) -> None:
+    """Write ``metrics`` to every logger (or those of ``loggers``) once, now, at :func:`logging_step` (rank 0). For
+    the values of a periodic update run in a callback's hook (``on_train_batch_start``): ``self.log`` there reached
+    the loggers only when a ``log_every_n_steps`` step came before the epoch's end, and then at every logged step
+    until the next update. They are also kept in ``trainer.callback_metrics``, as ``self.log`` kept them, for
+    callbacks that monitor them."""
     values = {name: float(value) for name, value in metrics.items()}
     trainer.callback_metrics.update({name: torch.tensor(value) for name, value in values.items()})
-    for logger in trainer.loggers if trainer.is_global_zero else ():
+    for logger in (trainer.loggers if loggers is None else loggers) if trainer.is_global_zero else ():
         logger.log_metrics({**values, "epoch": trainer.current_epoch}, step=logging_step(trainer))
 
 

@@ -516,6 +516,34 @@ def test_csv_logger(tmp_path):
     assert "val/acc" in metrics and "train/k" in metrics
 
 
+def test_tensorboards_hparams_view_gets_the_final_scores(tmp_path):
+    """Found by a user: with a TensorBoardLogger, TensorBoard's HParams table had no score columns, only a bogus
+    ``hp_metric`` of -1, and the method's hyperparameters alone: it reads a run's first hparams summary, which was
+    Lightning's, written at the fit's start without metrics. The run's summary is now written once, at its end,
+    with the whole configuration as its hparams and the final scores as its metrics."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    run_cli(["fit", *AE_DIGITS, "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger",
+             "--trainer.logger.save_dir", str(tmp_path), "--seed_everything", "4"], tmp_path, quiet=False)
+    scores = json.loads(next(tmp_path.rglob("final_scores.json")).read_text())
+    (events_file,) = tmp_path.rglob("events.out.tfevents.*")
+    events = EventAccumulator(str(events_file))
+    events.Reload()
+    # the accumulator keeps each tag's first summary metadata, as TensorBoard's HParams view reads it
+    summary = {tag: HParamsPluginData.FromString(content)
+               for tag, content in events.PluginTagToContent("hparams").items()}
+    metrics = [info.name.tag for info in summary["_hparams_/experiment"].experiment.metric_infos]
+    assert metrics == [f"final/{name}" for name in scores] and {"final/acc", "final/nmi", "final/ari"} <= {*metrics}
+    hparams = summary["_hparams_/session_start_info"].session_start_info.hparams
+    assert hparams["seed_everything"].number_value == 4 and hparams["trainer/max_epochs"].number_value == 3
+    assert hparams["latent_dim"].number_value == 10  # the method's own hyperparameters too
+    for name, value in scores.items():  # the values the view shows: each metric's scalar, written once
+        assert [event.value for event in events.Scalars(f"final/{name}")] == pytest.approx([value])
+    assert "hp_metric" not in events.Tags()["scalars"]
+
+
 def test_a_resumed_fit_saves_its_config_without_the_checkpoint_it_resumed_from(tmp_path, capsys):
     """Found by probing as a user: a fit resumed with --ckpt_path A wrote ckpt_path: A into its config.yaml, and
     dcl predict --config <that config.yaml> then silently loaded A, not the run's own checkpoint."""
