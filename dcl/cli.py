@@ -29,6 +29,7 @@ import torch
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -303,6 +304,11 @@ class RunConfig(SaveConfigCallback):
         for logger in trainer.loggers:
             logger.log_hyperparams({key: config.get(key)
                                     for key in ("seed_everything", "trainer", "model", "data", "ckpt_path")})
+            if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+                # its save() writes hparams.yaml once, when the file is missing: at Lightning's logging of the
+                # method's hyperparameters, before this
+                path = Path(logger.log_dir) / logger.NAME_HPARAMS_FILE
+                atomic_write(path, lambda tmp: save_hparams_to_yaml(tmp, logger.hparams))
 
 
 def _config_files(config) -> set[Path]:

@@ -578,12 +578,17 @@ def test_a_resume_refused_while_restoring_its_checkpoint_writes_nothing(tmp_path
     assert "taken inside an epoch" in error
 
 
-def test_the_logger_gets_the_whole_resolved_config(tmp_path):
+@pytest.mark.parametrize("logger", ["CSVLogger", "TensorBoardLogger"])
+def test_the_logger_gets_the_whole_resolved_config(tmp_path, logger):
     """Found by probing as a user: a logger got the method's constructor settings only (not its optimizers, the
-    data, the seed or the Trainer), so runs could not be filtered by data set or learning rate."""
+    data, the seed or the Trainer), so runs could not be filtered by data set or learning rate. TensorBoard's
+    hparams.yaml still held those only: its logger writes the file once, when Lightning logs the method's
+    hyperparameters, before the configuration is logged."""
     from lightning.pytorch.core.saving import load_hparams_from_yaml
 
-    run_cli(["fit", *AE_DIGITS, "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+    if logger == "TensorBoardLogger":
+        pytest.importorskip("tensorboard")
+    run_cli(["fit", *AE_DIGITS, "--trainer.logger", f"lightning.pytorch.loggers.{logger}",
              "--trainer.logger.save_dir", str(tmp_path), "--model.init_args.optimizer.init_args.lr", "0.003",
              "--data.init_args.batch_size", "128"], tmp_path, quiet=False)
     hparams = load_hparams_from_yaml(next(tmp_path.rglob("hparams.yaml")))
