@@ -104,8 +104,8 @@ def _read_scores(path: Path) -> dict:
     try:
         scores = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ResultsError(f"cannot read {path}: {err}; rerun that fit, or move its folder out of the ones "
-                           "given") from None
+        raise ResultsError(f"cannot read {path}: {_one_line(err)}; rerun that fit, or move its folder out of the "
+                           "ones given") from None
     if not isinstance(scores, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                for v in scores.values()):
         raise ResultsError(f"cannot read {path}: it is not a final_scores.json of dcl fit (an object of scores); "
@@ -119,12 +119,17 @@ def _read_config(path: Path) -> dict:
     try:
         config = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ResultsError(f"cannot read {path}: {err}; rerun that fit, or move its folder out of the ones "
-                           "given") from None
+        raise ResultsError(f"cannot read {path}: {_one_line(err)}; rerun that fit, or move its folder out of the "
+                           "ones given") from None
     if not isinstance(config, dict):
         raise ResultsError(f"cannot read {path}: it is not the config.yaml of dcl fit (a mapping of settings); "
                            "rerun that fit, or move its folder out of the ones given")
     return config
+
+
+def _one_line(err: Exception) -> str:
+    """An error's text on one line (a YAML parser's spans several, with the place it stopped)."""
+    return " ".join(str(err).split())
 
 
 def _class_name(entry) -> str:

@@ -106,7 +106,7 @@ def error(args: list[str], capsys) -> str:
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.startswith("dcl: error:")]
-    assert len(lines) == 1 and not captured.out, captured
+    assert len(lines) == 1 and captured.err.strip() == lines[0] and not captured.out, captured
     return lines[0]
 
 
