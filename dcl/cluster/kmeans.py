@@ -25,14 +25,18 @@ Implementation (speed on CPU, where this must keep up with scikit-learn):
   Python and thread-pool overhead per run).  A run that stops leaves the batch.
   All k-means++ seeds of a batch are drawn before its Lloyd loop; seeding is the
   only consumer of the random generator, so this draws the same seeds as running
-  the restarts one after another.  A batch holds two ``(R, N)`` label arrays;
-  ``R`` is capped so that they stay under ~128 MiB (large ``N``: fewer runs per
+  the restarts one after another.  A batch holds two ``(R, N)`` int32 label arrays;
+  ``R`` is capped so that they stay under ~64 MiB (large ``N``: fewer runs per
   batch, down to one),
 * distances are computed in column chunks as ``(R*K, rows)`` blocks
   ``C @ x_chunk^T`` (at most ``chunk_size x K`` elements at a time, never an
   ``N x K x d`` tensor); the nearest center is taken without ``argmin`` along
   dim 0 (slow on CPU): ``label = min_k (K * [d_k > min_j d_j] + k)``, exactly
   the first minimizer,
+* k-means++ takes its candidates' distances to all rows, and the cumulative sum
+  of the potentials it draws rows from, over column blocks of ``2**20`` elements
+  (never a ``restarts x trials x N`` block); a second pass over the same blocks
+  updates the running potentials with the chosen candidates (the same values),
 * the M-step is incremental: per-cluster float64 sums/counts are kept per rank
   and only the rows whose label changed are moved between clusters (the first
   iteration sums everything); after the first iterations few labels change,
@@ -90,9 +94,11 @@ from torch import Tensor
 
 __all__ = ["KMeansResult", "kmeans", "pairwise_sq_dists", "assign_nearest"]
 
-# memory budget of the per-batch label arrays (2 x batch x N x 8 bytes); restarts beyond it run in
-# further batches
+# memory budget of the per-batch label arrays, counted as 2 x batch x N x 8 bytes (they are int32 now: half of
+# it); restarts beyond it run in further batches
 _BATCH_BYTES = 1 << 27
+# elements of one block of k-means++'s candidate distances (restarts x trials x rows), and of its float64 sums
+_SEED_BLOCK_ELEMS = 1 << 20
 # elements of one distance block (chunk_size x K) by default on an accelerator
 _ACCEL_CHUNK_ELEMS = 1 << 24
 
@@ -304,6 +310,37 @@ def _sum_last_float64(t: Tensor, elems: int = 1 << 20) -> Tensor:
     return out
 
 
+def _candidate_block(x: Tensor, x_sq: Tensor, c: Tensor, c_sq: Tensor, start: int, cols: int) -> Tensor:
+    """``(m, cols)`` clamped squared distances of the points ``c`` (``c_sq``: their squared norms) to the rows
+    ``start:start + cols``: a column block of :func:`_sq_dists_small` (the same values: the GEMM's columns are
+    independent)."""
+    out = torch.addmm(c_sq, c, x[start : start + cols].t(), alpha=-2.0)
+    return out.add_(x_sq[start : start + cols]).clamp_min_(0)
+
+
+def _search_cumsum(w: Tensor, targets: Tensor, cols: int) -> Tensor:
+    """``searchsorted(cumsum(w, 1, dtype=float64), targets, right=True)`` clipped to the last column, for
+    non-negative ``w (R, N)`` and ``targets (R, T)``, over column blocks of ``cols``: no float64 ``(R, N)`` copy.
+    Bit for bit the same: each block's cumulative sum starts from the last one's end (a sequential sum)."""
+    r, n = w.shape
+    cols = max(1, cols)
+    idx = torch.full(targets.shape, max(n - 1, 0), dtype=torch.long, device=w.device)
+    pending = torch.ones(targets.shape, dtype=torch.bool, device=w.device)
+    carry = torch.zeros((r, 1), dtype=torch.float64, device=w.device)
+    for s in range(0, n, cols):
+        # [carry, w_s, w_s+1, ...]: its cumulative sums are the global ones from s - 1 on
+        cum = torch.cat([carry, w[:, s : s + cols].to(torch.float64)], 1).cumsum_(1)
+        # a pending target is >= carry: the count of values <= it, less the carry, is its row in this block
+        pos = torch.searchsorted(cum, targets, right=True) - 1
+        hit = pending & (pos < cum.shape[1] - 1)
+        idx = torch.where(hit, pos + s, idx)
+        pending &= ~hit
+        carry = cum[:, -1:]
+        if not bool(pending.any()):
+            break
+    return idx
+
+
 def _kmeans_plusplus(
     x: Tensor,
     x_sq: Tensor,
@@ -336,30 +373,44 @@ def _kmeans_plusplus(
     closest = _sq_dists_small(x, x_sq, centers[:, 0])  # (R, N)
     rank_pots = comm.all_gather(_sum_last_float64(closest)).cpu()  # (world, R)
 
+    # the candidates' distances to every row in column blocks of _SEED_BLOCK_ELEMS (restarts x trials x columns): the
+    # whole (restarts x trials x N) block and the float64 cumulative sum of `closest` were the largest allocations of a
+    # k-means (1,000,000 rows, 8 restarts: 122 + 61 MB). A second pass over the same blocks (the same GEMM shapes:
+    # the same values, bit for bit) updates `closest` with the chosen candidates.
+    m = n_runs * n_trials
+    cols = max(1, _SEED_BLOCK_ELEMS // m)
+    rows_of_best = torch.arange(n_runs, device=dev) * n_trials
     for c in range(1, k):
         u = torch.stack([draws[j][c - 1] for j in range(n_runs)])  # (R, n_trials)
         targets = u * rank_pots.sum(0).unsqueeze(1)
         if not comm.enabled:
             # single process: one global searchsorted (r beyond the total -> last row)
-            cum = torch.cumsum(closest, 1, dtype=torch.float64)
-            idx = torch.searchsorted(cum, targets.to(dev), right=True).clamp_max_(max(n - 1, 0))
+            idx = _search_cumsum(closest, targets.to(dev), _SEED_BLOCK_ELEMS // n_runs)
             cand = x[idx.reshape(-1)]
         else:
             local_idx: list[int | None] = []
             for j in range(n_runs):
                 local_cum = torch.cumsum(closest[j], 0, dtype=torch.float64)
                 local_idx += _locate(targets[j], rank_pots[:, j].contiguous(), local_cum, counts, comm)
+                del local_cum
             cand = _fetch_rows(x, local_idx, comm)
-        cand = cand.view(n_runs, n_trials, d)
-        dc = _sq_dists_small(x, x_sq, cand.reshape(n_runs * n_trials, d))
-        dc = dc.view(n_runs, n_trials, n)
-        torch.minimum(dc, closest.unsqueeze(1), out=dc)
-        pots = comm.all_gather(_sum_last_float64(dc)).cpu()  # (world, R, n_trials)
+        cf = cand.reshape(m, d)
+        c_sq = (cf * cf).sum(1, keepdim=True)
+        local_pots = torch.zeros((n_runs, n_trials), dtype=torch.float64, device=dev)
+        for s in range(0, n, cols):
+            dc = _candidate_block(x, x_sq, cf, c_sq, s, cols).view(n_runs, n_trials, -1)
+            torch.minimum(dc, closest[:, s : s + cols].unsqueeze(1), out=dc)
+            local_pots += dc.sum(-1, dtype=torch.float64)
+        pots = comm.all_gather(local_pots).cpu()  # (world, R, n_trials)
         best = torch.argmin(pots.sum(0), 1)  # (R,), on CPU
         rank_pots = pots[:, torch.arange(n_runs), best].contiguous()  # (world, R)
-        best_d = best.to(dev)
-        closest = dc[runs, best_d]
-        centers[:, c] = cand[runs, best_d]
+        chosen = rows_of_best + best.to(dev)
+        for s in range(0, n, cols):
+            dc = _candidate_block(x, x_sq, cf, c_sq, s, cols)[chosen]
+            block = closest[:, s : s + cols]
+            torch.minimum(block, dc, out=dc)
+            block.copy_(dc)
+        centers[:, c] = cf[chosen]
     return comm.broadcast_(centers, 0)
 
 
@@ -520,7 +571,7 @@ def _dense_sums_batch(x: Tensor, labels: Tensor, labels_old: Tensor, sums: Tenso
     rows = _rows_per_chunk(chunk_size, r)
     for s in range(0, n, rows):
         onehot = torch.zeros((r, k, min(rows, n - s)), dtype=torch.float64, device=x.device)
-        onehot.scatter_(1, labels[:, s : s + rows].unsqueeze(1), 1.0)
+        onehot.scatter_(1, labels[:, s : s + rows].unsqueeze(1).long(), 1.0)
         s3 += onehot @ x[s : s + rows].to(torch.float64)
         c2 += onehot.sum(2)
     return (labels != labels_old).sum(1, dtype=torch.float64)
@@ -554,8 +605,9 @@ def _lloyd_batch(
     dev = x.device
     dense = _accelerated(x)
     run_ids = list(range(r))
-    labels = torch.full((r, n), -1, dtype=torch.long, device=dev)
-    labels_old = torch.full((r, n), -1, dtype=torch.long, device=dev)
+    # int32 labels (cluster ids < K): half the memory of int64 (two (R, N) arrays: 128 MB at 1,000,000 rows, 8 runs)
+    labels = torch.full((r, n), -1, dtype=torch.int32, device=dev)
+    labels_old = torch.full((r, n), -1, dtype=torch.int32, device=dev)
     # local sums/counts, kept consistent with `labels_old` across iterations
     loc_sums = torch.zeros((r * k, d), dtype=torch.float64, device=dev)
     loc_cnt = torch.zeros(r * k, dtype=torch.float64, device=dev)
@@ -594,7 +646,7 @@ def _lloyd_batch(
                 on_done(run_ids[j], new_centers[j], labels[j], it + 1)
                 done.append(j)
             elif shift <= tol_abs or it + 1 == max_iter:
-                lab = torch.empty(n, dtype=torch.long, device=dev)
+                lab = torch.empty(n, dtype=torch.int32, device=dev)
                 _e_step(x, new_centers[j], chunk_size, lab, torch.empty(n, dtype=x.dtype, device=dev))
                 on_done(run_ids[j], new_centers[j], lab, it + 1)
                 done.append(j)
@@ -759,7 +811,8 @@ def kmeans(
 
         runs = 1 if init_centers is not None else int(n_init)
         # restarts are advanced together in batches (a few tensor ops per iteration for all of
-        # them); a batch holds two (batch, N) long label arrays, kept under _BATCH_BYTES
+        # them); a batch holds two (batch, N) int32 label arrays, kept under _BATCH_BYTES / 2 (batches
+        # of as many runs as when they were int64: the same results)
         batch = max(1, min(runs, _BATCH_BYTES // max(1, 16 * n_total)))
         for first in range(0, runs, batch):
             nb = min(batch, runs - first)
@@ -774,4 +827,4 @@ def kmeans(
 
         assert best is not None
         inertia, _, centers, labels, n_iter = best
-        return KMeansResult(centers=centers + mean, labels=labels, inertia=inertia, n_iter=n_iter)
+        return KMeansResult(centers=centers + mean, labels=labels.long(), inertia=inertia, n_iter=n_iter)
