@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
 import zipfile
 from pathlib import Path
@@ -183,7 +184,7 @@ class Arrays(ClusteringDataModule):
             raise DataError(f"Arrays: id_column and ignore_columns select columns of a .csv file; {p.name} is a "
                             f"{suffix} file: remove them")
         if suffix == ".npy":
-            x, y = _np_load(p), None
+            x, y = _npy_samples(p), None
         elif suffix == ".npz":
             with _np_load(p) as data:
                 x, y = self._read_dict(p, data)
@@ -275,6 +276,42 @@ def _np_load(p: Path):
         raise DataError(f"Arrays: cannot read {p.name} ({p.stat().st_size} bytes): it is empty, truncated or not a "
                         f"{p.suffix} file ({type(err).__name__}: {err}); write it again with "
                         f"{'np.savez' if p.suffix.lower() == '.npz' else 'np.save'}") from None
+
+
+#: bytes of a .npy file read and converted to float32 at a time (:func:`_npy_samples`)
+CONVERT_BLOCK_BYTES = 1 << 23
+
+
+def _npy_samples(p: Path) -> np.ndarray:
+    """The samples of a .npy file. Numbers of another dtype than float32 and uint8 (float64, integers), served as
+    float32, are read and converted in blocks of rows of ``CONVERT_BLOCK_BYTES`` into one float32 array: loaded whole,
+    then converted, both were held at once (float64: 1.5x the file). Anything else (and a file numpy cannot map, so
+    that its error is :func:`_np_load`'s) is loaded as it is."""
+    try:
+        mapped = np.load(p, mmap_mode="r", allow_pickle=False)  # the header only: no page of the data is read
+    except Exception:  # (numpy's error, with the file named: _np_load's)
+        return _np_load(p)
+    dtype = mapped.dtype
+    if (dtype.names or dtype.kind not in "fiu" or dtype in (np.float32, np.uint8) or mapped.ndim == 0
+            or mapped.size == 0):
+        del mapped
+        return _np_load(p)
+    out = np.empty(mapped.shape, dtype=np.float32)
+    per_row = math.prod(mapped.shape[1:])
+    rows = max(1, CONVERT_BLOCK_BYTES // max(1, per_row * dtype.itemsize))
+    if not mapped.flags.c_contiguous:  # Fortran order (rare): converted from the mapping, whose pages the kernel frees
+        for start in range(0, len(out), rows):
+            out[start:start + rows] = mapped[start:start + rows]
+        return out
+    offset = mapped.offset
+    del mapped
+    with open(p, "rb") as f:
+        f.seek(offset)
+        for start in range(0, len(out), rows):
+            block = np.fromfile(f, dtype=dtype, count=min(rows, len(out) - start) * per_row)
+            out[start:start + rows] = block.reshape((-1, *out.shape[1:]))
+            del block  # (before the next one is read)
+    return out
 
 
 def _array(value, p: Path, what: str) -> np.ndarray:

@@ -257,6 +257,44 @@ def test_the_check_for_nan_takes_no_copy_of_the_data():
         InMemory(x, n_clusters=2).setup("fit")
 
 
+def test_a_float64_npy_file_is_converted_in_blocks_as_it_is_read(tmp_path, monkeypatch):
+    """A float64 .npy file was loaded whole, then converted to float32: both at once, 1.5x the file (1,000,000 x 50:
+    400 + 200 MB). It is read in blocks of rows into one float32 array: the samples' size plus one block. Allocations
+    of numpy (tracemalloc) and torch (the profiler's live allocations) together; the values are the same, and so are
+    those of a Fortran-ordered file and of integers."""
+    import importlib
+    import tracemalloc
+
+    from torch.profiler import ProfilerActivity, profile
+
+    arrays_module = importlib.import_module("dcl.datamodules.arrays")
+    monkeypatch.setattr(arrays_module, "CONVERT_BLOCK_BYTES", 1 << 20, raising=False)
+    x = np.random.default_rng(0).normal(size=(100_000, 20))  # 16 MB in the file, 8 MB as float32
+    np.save(tmp_path / "x64.npy", x)
+    tracemalloc.start()
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            dm = Arrays(str(tmp_path / "x64.npy"), n_clusters=2)
+            dm.setup("fit")
+        numpy_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    live = torch_peak = 0
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += e.self_cpu_memory_usage
+        torch_peak = max(torch_peak, live)
+    float32 = x.size * 4
+    labels = len(x) * 8  # the unknown labels (-1), one int64 per sample
+    assert numpy_peak + torch_peak <= float32 + labels + 2 * (1 << 20), (
+        f"numpy {numpy_peak / 2**20:.1f} MB + torch {torch_peak / 2**20:.1f} MB for {float32 / 2**20:.1f} MB of "
+        "samples")
+    assert torch.equal(dm.x, torch.from_numpy(x.astype(np.float32)))
+    np.save(tmp_path / "f.npy", np.asfortranarray(x[:5000]))
+    np.save(tmp_path / "i.npy", np.arange(-3000, 3000).reshape(2000, 3))
+    assert torch.equal(Arrays(str(tmp_path / "f.npy"), n_clusters=2).x, torch.from_numpy(x[:5000].astype(np.float32)))
+    assert torch.equal(Arrays(str(tmp_path / "i.npy"), n_clusters=2).x, torch.arange(-3000., 3000.).view(2000, 3))
+
+
 def test_bad_arrays(tmp_path):
     x = np.ones((20, 2), dtype=np.float32)
     x[3, 1] = np.nan
