@@ -183,12 +183,13 @@ def main() -> None:
 
     # the recipe's full budget keeps the plain name; a reduced one is named by its pretraining epochs
     suffix = "" if full_budget else f"_p{args.pretrain_epochs}"
-    out = ROOT / "benchmarks" / "results" / f"shared_pretraining_{args.data}{suffix}{tag}"
+    stem = ROOT / "benchmarks" / "results" / f"shared_pretraining_{args.data}{suffix}{tag}"
+    out_json, out_md = (stem.with_name(f"{stem.name}.{ext}") for ext in ("json", "md"))  # (a name may hold "x5.1")
     budget = (f"pretraining {args.pretrain_epochs} epochs ({recipe_text}); clustering: the configs' "
               f"defaults (authors' code){'' if not args.maxiter else f', maxiter capped at {args.maxiter}'}"
               + ("" if args.scale is None else f"; pixels x {args.scale:g} / 255 in every fit"))
     seeds = list(args.seeds)
-    recorded = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    recorded = json.loads(out_json.read_text()) if out_json.is_file() else {}
     if args.merge and recorded:
         seeds, runs = merge_recorded(recorded, budget, seeds, runs)
     notes = recorded.get("notes", [])  # what was read from the results, written into the JSON by hand
@@ -199,9 +200,8 @@ def main() -> None:
 
     if torch.cuda.is_available():
         machine += f", GPU: {torch.cuda.get_device_name()} (training there)"
-    out.with_suffix(".json").write_text(json.dumps({"data": args.data, "seeds": seeds, "budget": budget,
-                                                    "machine": machine, "runs": runs, "summary": summary,
-                                                    "notes": notes}, indent=2))
+    out_json.write_text(json.dumps({"data": args.data, "seeds": seeds, "budget": budget, "machine": machine,
+                                    "runs": runs, "summary": summary, "notes": notes}, indent=2))
     methods = " / ".join(method_name(m, NAMES) for m in args.methods)
     lines = [f"# {methods} on {args.data} from a shared pretraining, seeds {seeds}", "",
              f"Budget: {budget}. Machine: {machine}. Scores in %, mean ± std over the seeds.", "",
@@ -219,7 +219,7 @@ def main() -> None:
                                                           for s, r in zip(seeds, rs)))
     lines += ["", f"Command: `python benchmarks/shared_pretraining.py {' '.join(sys.argv[1:])}`"]
     lines += [line for note in notes for line in ("", note)]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out_md.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
