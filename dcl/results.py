@@ -101,30 +101,28 @@ def find_runs(folders: list[str | Path]) -> list[Run]:
 
 
 def _read_scores(path: Path) -> dict:
-    try:
-        scores = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ResultsError(f"cannot read {path}: {_one_line(err)}; rerun that fit, or move its folder out of the "
-                           "ones given") from None
-    if not isinstance(scores, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                               for v in scores.values()):
-        raise ResultsError(f"cannot read {path}: it is not a final_scores.json of dcl fit (an object of scores); "
-                           "rerun that fit, or move its folder out of the ones given")
-    return scores
+    return _read(path, json.loads, (json.JSONDecodeError,), "a final_scores.json of dcl fit (an object of scores)",
+                 lambda scores: isinstance(scores, dict) and all(
+                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values()))
 
 
 def _read_config(path: Path) -> dict:
     import yaml
 
+    return _read(path, yaml.safe_load, (yaml.YAMLError,), "the config.yaml of dcl fit (a mapping of settings)",
+                 lambda config: isinstance(config, dict))
+
+
+def _read(path: Path, parse, parse_errors: tuple, what: str, valid) -> dict:
+    """``parse`` of the file's text, or one :class:`ResultsError` naming the file: unreadable, or not ``what``."""
+    todo = "rerun that fit, or move its folder out of the ones given"
     try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ResultsError(f"cannot read {path}: {_one_line(err)}; rerun that fit, or move its folder out of the "
-                           "ones given") from None
-    if not isinstance(config, dict):
-        raise ResultsError(f"cannot read {path}: it is not the config.yaml of dcl fit (a mapping of settings); "
-                           "rerun that fit, or move its folder out of the ones given")
-    return config
+        value = parse(path.read_text())
+    except (OSError, UnicodeDecodeError, *parse_errors) as err:
+        raise ResultsError(f"cannot read {path}: {_one_line(err)}; {todo}") from None
+    if not valid(value):
+        raise ResultsError(f"cannot read {path}: it is not {what}; {todo}")
+    return value
 
 
 def _one_line(err: Exception) -> str:
