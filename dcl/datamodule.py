@@ -47,11 +47,17 @@ class InMemoryLoader:
 
     Resumable (``state_dict`` / ``load_state_dict``, which Lightning saves in checkpoints): a fit resumed from a
     checkpoint taken inside an epoch goes on with that epoch's next batch, as the uninterrupted fit does.
+
+    ``rows`` (sorted sample indices) restricts an ordered pass to those samples, sharded over the ranks as all of
+    them would be, without copying them.
     """
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False, transform: Callable[[Tensor], Tensor] | None = None) -> None:
-        self.x, self.y = x, y
+                 drop_last: bool = False, transform: Callable[[Tensor], Tensor] | None = None,
+                 rows: Tensor | None = None) -> None:
+        if rows is not None and shuffle:
+            raise ValueError("InMemoryLoader: rows restrict an ordered pass (shuffle=False)")
+        self.x, self.y, self.rows = x, y, rows
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -74,12 +80,14 @@ class InMemoryLoader:
             if per_rank * world > n:  # pad by wrap-around so every rank runs the same number of steps
                 perm = torch.cat([perm, perm[: per_rank * world - n]])
             return perm[rank::world]
+        if self.rows is not None:
+            return self.rows[ordered_shard(len(self.rows), rank, world)]
         return ordered_shard(n, rank, world)
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         idx = self._indices()
         stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
-        contiguous = not self.shuffle
+        contiguous = not self.shuffle and self.rows is None
         # (a restored pass only: Lightning goes on with the next epoch from a fit that max_steps cut inside one)
         first = self._resume_at if self.sampler.epoch == self._resume_epoch else 0
         self._yielded, self._resume_at = first, 0
@@ -356,10 +364,10 @@ class ClusteringDataModule(pl.LightningDataModule):
             device = self.trainer.strategy.root_device
             self._x, self._y = self._x.to(device), self._y.to(device)
 
-    def _loader(self, shuffle: bool) -> InMemoryLoader:
+    def _loader(self, shuffle: bool, rows: Tensor | None = None) -> InMemoryLoader:
         eval_batch_size = self.eval_batch_size or EVAL_BATCH_FACTOR * self.batch_size
         return InMemoryLoader(self.x, self.y, self.batch_size if shuffle else eval_batch_size,
-                              shuffle=shuffle, seed=self.shuffle_seed, transform=self.batch_transform)
+                              shuffle=shuffle, seed=self.shuffle_seed, transform=self.batch_transform, rows=rows)
 
     @property
     def shuffle_seed(self) -> int:
@@ -382,6 +390,15 @@ class ClusteringDataModule(pl.LightningDataModule):
     def all_dataloader(self) -> InMemoryLoader:
         """Ordered loader over all samples; this rank's contiguous shard under DDP."""
         return self._loader(shuffle=False)
+
+    def sample_dataloader(self, size: int, seed: int = 0) -> InMemoryLoader:
+        """Ordered loader over ``size`` samples drawn without replacement with a fixed seed (all of them when there
+        are no more): the same samples in any number of processes, each rank reading its contiguous shard of them."""
+        n = self.num_samples
+        if size >= n:
+            return self.all_dataloader()
+        rows = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False)))
+        return self._loader(shuffle=False, rows=rows.to(self.x.device))
 
     def val_dataloader(self) -> InMemoryLoader:
         return self.all_dataloader()

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.accelerators import CPUAccelerator
@@ -39,9 +38,9 @@ from torch import Tensor, nn
 
 from dcl import registry
 from dcl.cluster import kmeans
-from dcl.datamodule import EVAL_BATCH_FACTOR, ClusteringDataModule
+from dcl.datamodule import ClusteringDataModule
 from dcl.distributed import (all_reduce_sum_, broadcast_, broadcast_norm_statistics_, end_spawned_process_group,
-                             gather_ordered, is_distributed, rank_world)
+                             gather_ordered, is_distributed)
 from dcl.metrics import clustering_scores, embedding_silhouette
 from dcl.nets import build_autoencoder
 from dcl.optim import OptimizerFactory, check_optimizer, make_optimizer
@@ -993,12 +992,11 @@ class AutoencoderMethod(ClusteringMethod):
         """``1 - SSE / SST`` of the autoencoder's reconstruction: 0 when it outputs the data's mean, 1 when it
         reconstructs the data exactly. Computed on every sample when the data set has at most ``max_samples``
         (default :attr:`recon_check_samples`, 10,000), else on ``max_samples`` of them drawn with a fixed seed (the
-        same whatever the number of processes: each rank reads those in its shard, the sums are all-reduced); its
+        same whatever the number of processes: each rank reads its shard of them, the sums are all-reduced); its
         standard error there is far below the 5% that the warning reads."""
         dm = self.trainer.datamodule
         limit = self.recon_check_samples if max_samples is None else max_samples
-        batches = (dm.all_dataloader() if not isinstance(dm, ClusteringDataModule) or dm.num_samples <= limit
-                   else subsample_batches(dm, limit))
+        batches = dm.sample_dataloader(limit) if isinstance(dm, ClusteringDataModule) else dm.all_dataloader()
         # n, the sum of squared errors, the sum of x^2, then the per-feature sums of x (float64)
         stats = torch.zeros(3 + math.prod(self.input_shape), dtype=torch.float64, device=self.device)
         for x in self.eval_batches(batches):
@@ -1054,15 +1052,3 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read checkpoint {path}: it is truncated or not a PyTorch checkpoint "
                           f"({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
 
-
-def subsample_batches(dm: ClusteringDataModule, size: int, seed: int = 0) -> Iterator[dict[str, Tensor]]:
-    """Batches ``{"x": samples as served}`` of ``size`` samples of ``dm`` drawn without replacement with a fixed
-    seed, in order: under DDP this rank's share of them (those in its contiguous shard of the ordered passes), so
-    that the ranks together read the same samples as one process does."""
-    n = dm.num_samples
-    chosen = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False)))
-    rank, world = rank_world()
-    mine = chosen[(chosen >= n * rank // world) & (chosen < n * (rank + 1) // world)]
-    batch_size = dm.eval_batch_size or EVAL_BATCH_FACTOR * dm.batch_size
-    for part in mine.split(batch_size):
-        yield {"x": dm.batch_transform(dm.x[part.to(dm.x.device)])}

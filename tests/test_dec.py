@@ -279,10 +279,11 @@ def test_an_autoencoder_that_has_not_learned_the_data_is_named_when_pretraining_
 def test_the_reconstruction_check_reads_a_fixed_subset_of_a_large_data_set(tmp_path, monkeypatch):
     """The check at the end of pretraining passed the whole autoencoder over every sample: 33.6 of 91 s of a fit of
     1,000,000 samples with the papers' network. Beyond ``recon_check_samples`` it reads that many, drawn with a fixed
-    seed; under DDP each rank reads those of its shard and the sums are all-reduced, to the value of one process."""
+    seed; under DDP each rank reads its shard of them and the sums are all-reduced, to the value of one process."""
     from functools import partial
 
     import lightning.pytorch as pl
+    import dcl.datamodule
     import dcl.method
     from dcl.datamodules.digits import Digits
     from dcl.methods.ae_kmeans import AEKMeans
@@ -317,7 +318,7 @@ def test_the_reconstruction_check_reads_a_fixed_subset_of_a_large_data_set(tmp_p
     monkeypatch.setattr(dcl.method, "all_reduce_sum_", all_reduce)
     rows.clear()
     for rank in (0, 1):
-        monkeypatch.setattr(dcl.method, "rank_world", lambda: (rank, 2))
+        monkeypatch.setattr(dcl.datamodule, "rank_world", lambda: (rank, 2))
         value = model.reconstruction_explained()
     assert 0 < rows[0] < 500 and sum(rows) == 500 and [float(s[0]) for s in shard_sums] == [rows[0], 500 - rows[0]]
     assert value == pytest.approx(explained, rel=1e-9)
