@@ -20,13 +20,17 @@ from pathlib import Path
 SCORES_FILE = "final_scores.json"
 CONFIG_FILE = "config.yaml"
 
-#: Config keys (dotted, a list's items by index; ``*`` any one key) that never split a group: where and how a run
-#: records itself, not what it trains. The logger as a whole (which one, its folder, run name, version or W&B id,
-#: project, tags); the run's folder; the checkpoint a fit resumed from (``dcl fit`` saves it as null); what predict
-#: writes; the progress bar and model summary; the folders the callbacks write to (checkpoints, plots).
+#: Config keys (dotted, a callback by its class's name, another list's items by index; ``*`` any one key) that never
+#: split a group: where and how a run records itself, not what it trains. The logger as a whole (which one, its
+#: folder, run name, version or W&B id, project, tags); the run's folder; the checkpoint a fit resumed from (``dcl
+#: fit`` saves it as null); what predict writes; the progress bar and model summary; the folders the callbacks write
+#: to (checkpoints, plots).
 NOT_SETTINGS = ("seed_everything", "ckpt_path", "weights_only", "predictions", "trainer.logger",
                 "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
                 "trainer.callbacks.*.init_args.dirpath")
+
+#: The key of the callbacks' list, keyed by class rather than by place (:func:`_callback_items`).
+CALLBACKS = "trainer.callbacks"
 
 #: The scores shown first, in this order; any others of final_scores.json follow in the order the files hold them.
 FIRST_SCORES = ("acc", "nmi", "ari")
@@ -136,17 +140,35 @@ def _class_name(entry) -> str:
 
 
 def _flatten(value, prefix: str = "") -> dict:
-    """Nested settings as ``{"a.b.c": value}``; a list of mappings (callbacks) by index, other lists as values."""
+    """Nested settings as ``{"a.b.c": value}``; the callbacks by class (:func:`_callback_items`), another list of
+    mappings by index, other lists as values."""
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
-        items = enumerate(value)
+        items = _callback_items(value) if prefix == CALLBACKS else enumerate(value)
     else:
         return {prefix: value}
     out = {}
     for key, item in items:
         out |= _flatten(item, f"{prefix}.{key}" if prefix else str(key))
     return out
+
+
+def _callback_items(callbacks: list) -> list[tuple[str, object]]:
+    """The callbacks keyed by their class's name, not their place in the list, so that two configs listing the same
+    callbacks in another order are one group. Callbacks of one name are told apart by their settings (sorted by them,
+    the first keyed ``Name``, the next ``Name#2``...), not by their order or their folders (:data:`NOT_SETTINGS`);
+    the class path itself stays a setting inside (two classes of one name differ in it)."""
+    by_name: dict[str, list] = {}
+    for callback in callbacks:
+        by_name.setdefault(_class_name(callback), []).append(callback)
+    items = []
+    for name, same in by_name.items():
+        prefix = f"{CALLBACKS}.{name}"
+        same.sort(key=lambda callback: json.dumps(
+            {k: v for k, v in _flatten(callback, prefix).items() if not _not_a_setting(k)}, sort_keys=True))
+        items += [(name if i == 0 else f"{name}#{i + 1}", callback) for i, callback in enumerate(same)]
+    return items
 
 
 def _not_a_setting(key: str) -> bool:

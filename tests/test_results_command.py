@@ -173,3 +173,23 @@ def test_only_the_seed_and_where_a_run_records_itself_leave_runs_in_one_group(tm
     assert "| DEC | Digits | 0.01 | 5 | 1 | 0 | 0.2000 | 10.0 |" in table, table
     assert "| IDEC | Digits | 0.001 | 5 | 1 | 0 | 0.8000 | 10.0 |" in table, table
     assert "| IDEC | Digits | 0.001 | 7 | 1 | 0 | 0.9000 | 10.0 |" in table, table
+
+
+def test_callbacks_listed_in_another_order_leave_runs_in_one_group(tmp_path, capsys):
+    """The callbacks are compared by class, not by place in the list: the same callbacks in another order (two of
+    one class among them, with their folders swapped) are one group, and a setting of one of them that differs is
+    named by its class."""
+    def callbacks(monitor: str, order: list[int], dirs: tuple[str, str]) -> list[dict]:
+        checkpoint = "lightning.pytorch.callbacks.ModelCheckpoint"
+        items = [{"class_path": checkpoint, "init_args": {"dirpath": dirs[0], "save_last": True}},
+                 {"class_path": checkpoint, "init_args": {"dirpath": dirs[1], "monitor": monitor}},
+                 {"class_path": "dcl.callbacks.ClusteringPlots", "init_args": {"dirpath": None}}]
+        return [items[i] for i in order]
+
+    write_run(tmp_path / "a", config(0, callbacks=callbacks("val/acc", [0, 1, 2], ("x", "y"))), {"acc": 0.5})
+    write_run(tmp_path / "b", config(1, callbacks=callbacks("val/acc", [2, 1, 0], ("y", "x"))), {"acc": 0.7})
+    write_run(tmp_path / "c", config(0, callbacks=callbacks("val/nmi", [1, 2, 0], ("x", "y"))), {"acc": 0.2})
+    table = results([str(tmp_path)], capsys)
+    assert "| method | data | trainer.callbacks.ModelCheckpoint.monitor | runs | seeds | ACC |" in table, table
+    assert "| DEC | Digits | val/acc | 2 | 0, 1 | 0.6000 ± 0.1414 |" in table, table
+    assert "| DEC | Digits | val/nmi | 1 | 0 | 0.2000 |" in table, table
