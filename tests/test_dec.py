@@ -225,6 +225,31 @@ def test_a_fit_stopped_inside_an_epoch_ends_with_k_means_on_the_final_code(tmp_p
         (tmp_path / stop / "last.ckpt").unlink()
 
 
+def test_the_model_checkpoint_members_dcl_uses_exist():
+    """The test above needs last.ckpt saved again at the fit's end, which dcl.method does through ModelCheckpoint's
+    private members (Lightning has no public API for it): a Lightning release that renames one, or changes what it
+    takes, fails here by name, not in some fit's end; and they are used in dcl/method.py only."""
+    import inspect
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from dcl.method import MODEL_CHECKPOINT_PRIVATES
+
+    # a member's parameters (after self), or the type of an attribute set in __init__
+    expected = {"_last_global_step_saved": int, "_monitor_candidates": ["trainer"],
+                "_save_last_checkpoint": ["trainer", "monitor_candidates"]}
+    assert set(MODEL_CHECKPOINT_PRIVATES) == set(expected)
+    callback = ModelCheckpoint()
+    for name, wanted in expected.items():
+        assert hasattr(callback, name), f"Lightning's ModelCheckpoint has no {name}: update dcl.method's uses of it"
+        member = getattr(callback, name)
+        found = type(member) if isinstance(wanted, type) else list(inspect.signature(member).parameters)
+        assert found == wanted, f"Lightning's ModelCheckpoint.{name} changed: {found}, dcl.method expects {wanted}"
+    users = {str(path.relative_to(REPO)) for path in (REPO / "dcl").rglob("*.py")
+             if any(f".{name}" in path.read_text() for name in MODEL_CHECKPOINT_PRIVATES)}
+    assert users == {"dcl/method.py"}, users
+
+
 def test_an_autoencoder_that_has_not_learned_the_data_is_named_when_pretraining_ends(tmp_path):
     """DEKM's official init keeps its autoencoder on the plateau of outputting the data's mean for its first ~25
     epochs on Digits, and clustering that code ended near chance (ACC 0.17) without a word. At the end of
