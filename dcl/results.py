@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import io
 import json
 import math
@@ -71,7 +72,7 @@ class Run:
 
     @property
     def group_key(self) -> tuple:
-        return tuple(sorted((key, json.dumps(value, sort_keys=True)) for key, value in self.settings.items()))
+        return tuple(sorted((key, _json(value)) for key, value in self.settings.items()))
 
 
 def find_runs(folders: list[str | Path]) -> list[Run]:
@@ -165,8 +166,8 @@ def _callback_items(callbacks: list) -> list[tuple[str, object]]:
     items = []
     for name, same in by_name.items():
         prefix = f"{CALLBACKS}.{name}"
-        same.sort(key=lambda callback: json.dumps(
-            {k: v for k, v in _flatten(callback, prefix).items() if not _not_a_setting(k)}, sort_keys=True))
+        same.sort(key=lambda callback: _json(
+            {k: v for k, v in _flatten(callback, prefix).items() if not _not_a_setting(k)}))
         items += [(name if i == 0 else f"{name}#{i + 1}", callback) for i, callback in enumerate(same)]
     return items
 
@@ -194,7 +195,7 @@ def summarize(runs: list[Run]) -> tuple[list[str], list[str], list[dict]]:
     for method, dataset, key in groups:
         names_by_block.setdefault((method, dataset), set()).update(name for name, _ in key)
     columns = {name for (method, dataset), names in names_by_block.items() for name in names
-               if len({json.dumps(members[0].settings.get(name, "—"), sort_keys=True)
+               if len({_json(members[0].settings.get(name, "—"))
                        for (m, d, _), members in groups.items() if (m, d) == (method, dataset)}) > 1}
     columns = sorted(columns, key=_column_order)
     scores = list(dict.fromkeys([*(s for s in FIRST_SCORES if any(s in r.scores for r in runs)),
@@ -222,7 +223,7 @@ def _column_order(key: str) -> tuple:
 def _sort_value(value) -> tuple:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, value, "")
-    return (1, 0, json.dumps(value, sort_keys=True))
+    return (1, 0, _json(value))
 
 
 def column_name(key: str) -> str:
@@ -233,7 +234,13 @@ def column_name(key: str) -> str:
 
 
 def value_text(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    return str(value) if isinstance(value, (str, datetime.date)) else _json(value)
+
+
+def _json(value) -> str:
+    """A setting as comparable text. YAML reads some values as what JSON cannot write (``2026-12-03``: a date):
+    those are compared, and shown, as their text."""
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def render_markdown(columns: list[str], scores: list[str], rows: list[dict]) -> str:

@@ -193,3 +193,17 @@ def test_callbacks_listed_in_another_order_leave_runs_in_one_group(tmp_path, cap
     assert "| method | data | trainer.callbacks.ModelCheckpoint.monitor | runs | seeds | ACC |" in table, table
     assert "| DEC | Digits | val/acc | 2 | 0, 1 | 0.6000 ± 0.1414 |" in table, table
     assert "| DEC | Digits | val/nmi | 1 | 0 | 0.2000 |" in table, table
+
+
+def test_a_callback_setting_that_yaml_reads_as_a_date_is_compared_too(tmp_path, capsys):
+    """YAML reads ``filename: 2026-12-03`` as a date, which JSON cannot write: the callbacks' sort key must still
+    compare it (one group per value), not end the command with a TypeError."""
+    for seed, (name, day) in enumerate([("a", "2026-12-03"), ("b", "2026-12-03"), ("c", "2026-12-04")]):
+        cfg = config(seed % 2)
+        cfg["trainer"]["callbacks"] *= 2  # two of one class: their order is decided by their settings
+        folder = tmp_path / name
+        write_run(folder, cfg, {"acc": 0.5})
+        text = (folder / "config.yaml").read_text().replace("save_last: true", f"save_last: true\n      filename: {day}", 1)
+        (folder / "config.yaml").write_text(text)
+    table = results([str(tmp_path)], capsys)
+    assert "| 2026-12-03 | 2 | 0, 1 |" in table and "| 2026-12-04 | 1 | 0 |" in table, table
