@@ -5,7 +5,8 @@ AE + k-means), then every method in ``--methods`` starts from that run's ``last.
 (``--model.init_args.pretrained``) with its own config (the authors' defaults) and stops by its own rule
 (``tol``) or at ``maxiter`` clustering steps. Every run is a ``dcl fit`` subprocess; a run whose
 ``result.json`` already exists is not redone and one that was stopped goes on from its last ``resume.ckpt`` (saved
-every 10 epochs), so the script can be stopped and started again.
+every 10 epochs), so the script can be stopped (or killed) and started again with the same command
+(``resumable.py``); a run folder started with other settings (``--maxiter``, a method variant's) is refused.
 
     python benchmarks/shared_pretraining.py usps --seeds 0 1 2                 # the papers' budget
     python benchmarks/shared_pretraining.py mnist --seeds 0 --pretrain-epochs 30 --maxiter 4000  # reduced (CPU)
@@ -38,13 +39,13 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from results_table import fit_config  # benchmarks/ is on sys.path when a script here runs
+from resumable import cached_fit, resume_checkpoint_args  # benchmarks/ is on sys.path when a script here runs
+from results_table import fit_config
 
 ROOT = Path(__file__).resolve().parents[1]
 #: each pretraining recipe: the method whose ``configs/<method>/<data>.yaml`` pretrains, its ``dcl fit`` settings beyond
@@ -71,38 +72,20 @@ METHOD_ARGS = {"aecm": ["--model.init_args.init", "pre", "--model.init_args.late
                         "--trainer.max_epochs", "251"]}
 
 
-#: every fit also saves ``checkpoints/resume.ckpt`` every this many epochs (the config's ``last.ckpt`` is written only
-#: when a fit ends), so a benchmark stopped mid-fit goes on from there; resuming is exact (tests/test_reliability.py)
-RESUME_EVERY = 10
-RESUME_CHECKPOINT = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-                     "--trainer.callbacks.init_args.filename", "resume",
-                     "--trainer.callbacks.init_args.every_n_epochs", str(RESUME_EVERY),
-                     "--trainer.callbacks.init_args.save_on_train_epoch_end", "true"]
-
-
 def fit(config: str, run: Path, seed: int, extra: list[str]) -> dict:
-    """One ``dcl fit`` in its own process (``results_table.fit_config``); its scores in % and wall time. Cached in
-    ``run/result.json``, so an interrupted benchmark resumes: a finished run is not redone, an interrupted one goes
-    on from its ``resume.ckpt``. Its wall time sums its processes, an interrupted one counted up to its last
-    checkpoint (the work that was kept)."""
-    done = run / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    run.mkdir(parents=True, exist_ok=True)
-    resume, segments = run / "checkpoints" / "resume.ckpt", run / "segments.json"
-    state = json.loads(segments.read_text()) if segments.is_file() else {"kept_s": 0.0, "resumed": 0}
-    if "start" in state and resume.is_file():  # the last process was interrupted: keep its time up to its checkpoint
-        state["kept_s"] += max(0.0, resume.stat().st_mtime - state["start"])
-    if resume.is_file():
-        state["resumed"] += 1
-        extra = [*extra, "--ckpt_path", str(resume)]
-    state["start"] = time.time()
-    segments.write_text(json.dumps(state))
-    record = fit_config(config, run, seed, [*extra, *RESUME_CHECKPOINT])
-    result = {**{k: 100 * record[k] for k in ("acc", "nmi", "ari")}, "wall_s": state["kept_s"] + record["wall_s"],
-              "command": record["command"], **({"resumed": state["resumed"]} if state["resumed"] else {})}
-    done.write_text(json.dumps(result, indent=2))
-    return result
+    """One ``dcl fit`` in its own process (``results_table.fit_config``); its scores in % and wall time. Kept in
+    ``run`` by ``resumable.cached_fit``: a finished run is not redone, an interrupted one goes on from its
+    ``resume.ckpt`` (saved every ``resumable.RESUME_EVERY`` epochs), one started with other settings is refused."""
+
+    def run_fit(resume: Path | None) -> dict:
+        record = fit_config(config, run, seed, [*extra, *(["--ckpt_path", str(resume)] if resume else []),
+                                                *resume_checkpoint_args()])
+        return {**{k: 100 * record[k] for k in ("acc", "nmi", "ari")}, "wall_s": record["wall_s"],
+                "command": record["command"]}
+
+    # what the fit is: its paths relative to the repository, so that a copy of it elsewhere resumes too
+    settings = {"config": config, "seed": seed, "args": [a.replace(f"{ROOT}/", "") for a in extra]}
+    return cached_fit(run, settings, run_fit)
 
 
 def method_variant(spec: str) -> tuple[str, list[str], str]:

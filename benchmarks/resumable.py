@@ -1,0 +1,88 @@
+"""Fits of a benchmark that a kill does not lose: each fit lives in its own run folder, saves
+``<run>/checkpoints/resume.ckpt`` every ``RESUME_EVERY`` epochs, and a re-run of the same command goes on from it;
+a finished fit's ``<run>/result.json`` is reused, not redone. Used by ``shared_pretraining.py`` (``dcl fit``
+processes).
+
+A run folder also keeps the settings it was started with (``settings.json``): a command with other settings (budget,
+seed, hyperparameters) that would reuse the folder is refused, with the folder and the settings that differ, so a run
+is never continued or reused at settings other than its own. A fit's result with ``stopped_by_time`` (a wall-time
+limit ended it) is returned but not kept as finished: the next run goes on from its checkpoint. Resuming is exact
+(``tests/test_reliability.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from dcl.files import atomic_write
+
+#: every fit saves ``checkpoints/resume.ckpt`` every this many epochs (a config's ``last.ckpt`` is written only when a
+#: fit ends), so a benchmark stopped mid-fit goes on from there
+RESUME_EVERY = 10
+
+
+def _checkpoint_settings() -> dict:
+    # one file, overwritten (no resume-v1.ckpt beside a stale resume.ckpt when the run folder has moved)
+    return {"filename": "resume", "every_n_epochs": RESUME_EVERY, "save_on_train_epoch_end": True,
+            "enable_version_counter": False}
+
+
+def resume_checkpoint_args() -> list[str]:
+    """The ``dcl fit`` arguments that add the resume checkpoint to a config's callbacks (``<default_root_dir>/
+    checkpoints/resume.ckpt``)."""
+    args = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint"]
+    for key, value in _checkpoint_settings().items():
+        args += [f"--trainer.callbacks.init_args.{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return args
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    """Written whole or not at all (a kill while writing leaves the earlier file)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1)))
+
+
+def _check_settings(run: Path, settings: dict) -> None:
+    path = run / "settings.json"
+    settings = json.loads(json.dumps(settings))  # as read back
+    if not path.is_file():
+        _write_json(path, settings)
+        return
+    recorded = json.loads(path.read_text())
+    if recorded != settings:
+        differ = sorted(k for k in recorded.keys() | settings.keys() if recorded.get(k) != settings.get(k))
+        raise SystemExit(f"{run} holds a fit with other settings ("
+                         + "; ".join(f"{k}: {recorded.get(k)!r} there, {settings.get(k)!r} now" for k in differ)
+                         + "): not resumed or reused. Delete that folder to run it again with these settings, or give "
+                         "this run another --tag.")
+
+
+def cached_fit(run: Path, settings: dict, fit: Callable[[Path | None], dict]) -> dict:
+    """The result of one fit in ``run``: ``run/result.json`` when it finished before; else ``fit(checkpoint)``, with
+    ``run/checkpoints/resume.ckpt`` when an earlier process saved one (else None), whose result is kept there. The
+    result's ``wall_s`` sums its processes, an interrupted one counted up to its last checkpoint (the work that was
+    kept), and ``resumed`` says how many times it went on from a checkpoint. ``settings``: what the fit is (JSON);
+    a run folder started with other settings is refused (SystemExit)."""
+    run.mkdir(parents=True, exist_ok=True)
+    done = run / "result.json"
+    if done.is_file() and not (run / "settings.json").is_file():  # (a run finished before settings were recorded)
+        return json.loads(done.read_text())
+    _check_settings(run, settings)
+    if done.is_file():
+        return json.loads(done.read_text())
+    resume, segments = run / "checkpoints" / "resume.ckpt", run / "segments.json"
+    state = json.loads(segments.read_text()) if segments.is_file() else {"kept_s": 0.0, "resumed": 0}
+    if "start" in state and resume.is_file():  # the last process was interrupted: keep its time up to its checkpoint
+        state["kept_s"] += max(0.0, resume.stat().st_mtime - state["start"])
+    if resume.is_file():
+        state["resumed"] += 1
+    state["start"] = time.time()
+    _write_json(segments, state)
+    result = fit(resume if resume.is_file() else None)
+    result = {**result, "wall_s": round(state["kept_s"] + result["wall_s"], 2),
+              **({"resumed": state["resumed"]} if state["resumed"] else {})}
+    if not result.get("stopped_by_time"):
+        _write_json(done, result)
+    return result
