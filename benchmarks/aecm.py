@@ -10,11 +10,18 @@ wall time, epochs and optimizer steps. Writes ``benchmarks/results/aecm_<data>.j
 
 The hyperparameters are those of ``configs/<method>/<data>.yaml`` (the authors' tuned values); ``--epochs``
 is the number of training epochs before the one weight-averaging epoch (paper: CM 150, AE-CM 1000).
+
+Each fit is resumable (``resumable.py``): it runs in ``benchmarks/work/aecm/<results name>/s<seed>``, saves
+``checkpoints/resume.ckpt`` there every 10 epochs, and the same command run again after a kill goes on from it (its
+scores on a CPU: those of an uninterrupted fit, ``tests/test_benchmark_resume.py``); a finished fit is reused from
+its ``result.json``, a run folder started with other settings (batch size, init epochs, ``--curve-every``) is refused.
+A fit that ``--max-minutes`` stopped is recorded as such and goes on from where it stopped at the next run.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -26,9 +33,12 @@ import torch
 import yaml
 
 from results_table import mean_std_text  # benchmarks/ is on sys.path when a script here runs
+from resumable import cached_fit, resume_checkpoint, wall_time_limit
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+#: a fit's run folder: ``<results file's name>/s<seed>`` (its resume checkpoint, its result once finished)
+WORK = ROOT / "benchmarks" / "work" / "aecm"
 
 # The paper's table (arXiv 2012.03740) could not be retrieved with the search tool in this session; the
 # official repository does not state its numbers. Left empty rather than quoted from memory.
@@ -130,6 +140,12 @@ def _curve_recorder(every: int, first: int, epochs: int, seed: int):
                                 "cluster_sizes": sizes.tolist()})
             print(json.dumps({"seed": seed, **self.points[-1]}), flush=True)
 
+        def state_dict(self) -> dict:  # (in the checkpoint: a resumed fit keeps the points before it)
+            return {"points": self.points}
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            self.points = list(state_dict["points"])
+
     return CurveRecorder()
 
 
@@ -154,33 +170,51 @@ def _phase_recorder(ends: dict[int, str], seed: int):
             self.scores[phase] = point
             print(json.dumps({"seed": seed, "after": phase, **point}), flush=True)
 
+        def state_dict(self) -> dict:
+            return {"scores": self.scores}
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            self.scores = dict(state_dict["scores"])
+
     return PhaseRecorder()
 
 
 def run(method: str, data: str, epochs: int, seed: int, batch_size: int | None, overrides: dict | None = None,
-        curve_every: int = 0, adam: str = "torch", accelerator: str = "cpu", max_minutes: float | None = None
-        ) -> dict:
+        curve_every: int = 0, adam: str = "torch", accelerator: str = "cpu", max_minutes: float | None = None,
+        work: Path | None = None, callbacks: tuple = ()) -> dict:
     """One fit: ``epochs`` of joint training (after the pretraining and CM-alone epochs of ``init: pre``) and the
     final weight-averaging epoch; with ``curve_every`` the scores every that many epochs on the way. With
-    ``max_minutes`` the fit stops at the end of the epoch in which that wall time passes (Lightning's ``Timer``),
-    possibly before the averaging epoch: the record's ``epochs_run`` says how many epochs ran."""
-    import datetime
+    ``max_minutes`` the fit stops at the end of the epoch in which that wall time (of this process) passes
+    (Lightning's ``Timer``), possibly before the averaging epoch: the record's ``epochs_run`` says how many epochs ran.
 
+    With ``work`` (a run folder) the fit is resumable (``resumable.cached_fit``): it saves ``work/checkpoints/
+    resume.ckpt`` every ``resumable.RESUME_EVERY`` epochs and where it stops, goes on from it when run again, and
+    its finished record is kept in ``work/result.json`` and returned when run again; a fit stopped by
+    ``max_minutes`` is not finished, the next run goes on with it. ``callbacks``: more of them, for the fit."""
+    settings = {"method": method, "data": data, "epochs": epochs, "seed": seed, "batch_size": batch_size,
+                "overrides": overrides or {}, "adam": adam, "curve_every": curve_every}
+    fit = functools.partial(_fit, method, data, epochs, seed, batch_size, overrides, curve_every, adam, accelerator,
+                            max_minutes, work, callbacks)
+    return cached_fit(work, settings, fit) if work else fit(None)
+
+
+def _fit(method: str, data: str, epochs: int, seed: int, batch_size: int | None, overrides: dict | None,
+         curve_every: int, adam: str, accelerator: str, max_minutes: float | None, work: Path | None,
+         callbacks: tuple, ckpt_path: Path | None) -> dict:
     import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import Timer
 
     model, dm, bs, hparams = _build(method, data, seed, batch_size, overrides, adam)
     dm.on_device = accelerator != "cpu"  # the data set is small: keep it on the GPU, no per-batch copies
     first = hparams.get("pretrain_epochs", 0) + hparams.get("cm_epochs", 0) if hparams.get("init") == "pre" else 0
     curve = [_curve_recorder(curve_every, first, epochs, seed)] if curve_every else []
     phases = [_phase_recorder({first: "cm_alone", hparams["pretrain_epochs"]: "pretraining"}, seed)] if first else []
-    trainer = pl.Trainer(max_epochs=first + epochs + 1, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_epochs=first + epochs + 1, logger=False, enable_checkpointing=work is not None,
                          enable_progress_bar=False, enable_model_summary=False, check_val_every_n_epoch=10**6,
                          num_sanity_val_steps=0, accelerator=accelerator, devices=1, deterministic=False,
-                         callbacks=curve + phases + ([Timer(datetime.timedelta(minutes=max_minutes), interval="epoch")]
-                                            if max_minutes else []))  # stops at an epoch's end
+                         callbacks=[*curve, *phases, *callbacks, *([resume_checkpoint(work)] if work else []),
+                                    *([wall_time_limit(max_minutes)] if max_minutes else [])])  # (at an epoch's end)
     t0 = time.perf_counter()
-    trainer.fit(model, datamodule=dm)
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path and str(ckpt_path))
     wall = time.perf_counter() - t0
     scores = model.final_scores()
     z = model.embed_all()
@@ -509,7 +543,8 @@ def main() -> None:
                    help="PyTorch's Adam (the method's default) or Keras' (dcl.optim.KerasAdam, as the authors' code)")
     p.add_argument("--accelerator", default="cpu", help="Lightning's accelerator: cpu or gpu (one device)")
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop each fit at this wall time (recorded: epochs_run, stopped_by_time)")
+                   help="stop each fit at this wall time of this process (recorded: epochs_run, stopped_by_time); the "
+                        "same command goes on with it")
     p.add_argument("--tag", default="", help="write aecm_<...>_<tag>.{json,md}, a record kept beside the others")
     p.add_argument("--curve-every", type=int, default=0,
                    help="also record the scores every that many training epochs (0: only at the end)")
@@ -544,7 +579,7 @@ def main() -> None:
 
     for seed in args.seeds:
         runs.append(run(args.method, args.data, args.epochs, seed, args.batch_size, overrides, args.curve_every,
-                        args.adam, args.accelerator, args.max_minutes))
+                        args.adam, args.accelerator, args.max_minutes, work=WORK / name / f"s{seed}"))
         if args.tag:
             runs[-1]["tag"] = args.tag
         print(json.dumps(runs[-1]), flush=True)

@@ -1,17 +1,19 @@
 """Fits of a benchmark that a kill does not lose: each fit lives in its own run folder, saves
 ``<run>/checkpoints/resume.ckpt`` every ``RESUME_EVERY`` epochs, and a re-run of the same command goes on from it;
 a finished fit's ``<run>/result.json`` is reused, not redone. Used by ``shared_pretraining.py`` (``dcl fit``
-processes).
+processes), ``aecm.py`` and ``dcfae.py`` (fits in the script's process).
 
 A run folder also keeps the settings it was started with (``settings.json``): a command with other settings (budget,
 seed, hyperparameters) that would reuse the folder is refused, with the folder and the settings that differ, so a run
-is never continued or reused at settings other than its own. A fit's result with ``stopped_by_time`` (a wall-time
-limit ended it) is returned but not kept as finished: the next run goes on from its checkpoint. Resuming is exact
-(``tests/test_reliability.py``).
+is never continued or reused at settings other than its own. A limit on a fit's wall time is not a setting: a fit
+stopped by it (a result with ``stopped_by_time``) is reported but not kept as finished, and the next run goes on from
+the checkpoint saved at the stop. Resuming is exact (``tests/test_reliability.py``): on a CPU the resumed fit ends as
+the uninterrupted one (``tests/test_benchmark_resume.py``).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from collections.abc import Callable
@@ -37,6 +39,35 @@ def resume_checkpoint_args() -> list[str]:
     for key, value in _checkpoint_settings().items():
         args += [f"--trainer.callbacks.init_args.{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     return args
+
+
+def resume_checkpoint(run: Path):
+    """The resume checkpoint of a fit in this process (``run/checkpoints/resume.ckpt``): the one ``dcl fit`` gets
+    from :func:`resume_checkpoint_args`, which also saves at the epoch a fit ends (its budget's last, or a stop such
+    as a wall-time limit), so that no epoch run is lost and a longer fit can start from there."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class ResumeCheckpoint(ModelCheckpoint):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            super().on_train_epoch_end(trainer, pl_module)  # (checkpoints run after the other callbacks, the Timer)
+            ends = trainer.should_stop or trainer.current_epoch + 1 >= (trainer.max_epochs or 0) > 0
+            if ends and self._last_global_step_saved != trainer.global_step:
+                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    return ResumeCheckpoint(dirpath=run / "checkpoints", **_checkpoint_settings())
+
+
+def wall_time_limit(minutes: float):
+    """Lightning's ``Timer`` (stops a fit at the end of the epoch in which ``minutes`` pass) counting this process's
+    time only: a resumed fit gets the whole limit again (the time of a lent machine's session), not what its earlier
+    processes left."""
+    from lightning.pytorch.callbacks import Timer
+
+    class ProcessTimer(Timer):
+        def load_state_dict(self, state_dict: dict) -> None:  # (the checkpoint's time elapsed is not restored)
+            pass
+
+    return ProcessTimer(datetime.timedelta(minutes=minutes), interval="epoch")
 
 
 def _write_json(path: Path, doc: dict) -> None:

@@ -1,0 +1,73 @@
+"""benchmarks/aecm.py resumes a killed fit (benchmarks/resumable.py): the re-run of the same
+command goes on from the fit's last resume checkpoint, not from step 0, reuses what finished, ends with the scores of
+an uninterrupted run, and refuses a run folder started with other settings. A kill is an exception raised inside an
+epoch after a resume checkpoint (what the next process sees of a kill -9: the files written until then)."""
+
+from __future__ import annotations
+
+import sys
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))  # (the scripts import their neighbours)
+import aecm  # noqa: E402
+import resumable  # noqa: E402
+
+
+class Killed(Exception):
+    pass
+
+
+class Kill(pl.Callback):
+    """Kills the fit inside epoch ``epoch`` (after its second batch)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == 1:
+            raise Killed
+
+
+class FirstStep(pl.Callback):
+    """The step at which each fit of the process trained its first batch."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.steps.append(trainer.global_step)
+
+
+def saved_step(run) -> int:
+    return torch.load(run / "checkpoints" / "resume.ckpt", weights_only=False, map_location="cpu")["global_step"]
+
+
+@pytest.fixture(autouse=True)
+def _resume_every_2(monkeypatch):
+    monkeypatch.setattr(resumable, "RESUME_EVERY", 2)
+
+
+def test_aecm_resumes_a_killed_fit_to_the_scores_of_an_uninterrupted_one(tmp_path):
+    # init pre: 1 pretraining epoch, 1 of the CM alone, 2 joint epochs (scored after each), the averaging epoch
+    fit = dict(method="aecm", data="digits", epochs=2, seed=0, batch_size=256, curve_every=1,
+               overrides={"init": "pre", "pretrain_epochs": 1, "cm_epochs": 1, "lr_decay_epochs": 0})
+    full = aecm.run(**fit, work=tmp_path / "full")
+    run = tmp_path / "cut"
+    with pytest.raises(Killed):  # in the averaging epoch, after the checkpoint of epoch 4
+        aecm.run(**fit, work=run, callbacks=(Kill(4),))
+    assert not (run / "result.json").exists()
+    step = saved_step(run)
+    first = FirstStep()
+    resumed = aecm.run(**fit, work=run, callbacks=(first,))
+    assert first.steps == [step] and step == full["steps"] * 4 // 5  # after 4 of the 5 epochs: from the checkpoint
+    assert resumed["resumed"] == 1 and "resumed" not in full
+    same = ("argmax_gamma", "kmeans_on_embedding", "phases", "curve", "steps")  # (the scores before it: restored)
+    assert {k: resumed[k] for k in same} == {k: full[k] for k in same}
+    assert len(full["curve"]) == 2 and set(full["phases"]) == {"pretraining", "cm_alone"}
+    assert aecm.run(**fit, work=run, callbacks=(Kill(0),)) == resumed  # finished: reused, not fitted again
+    with pytest.raises(SystemExit, match="other settings.*epochs: 2 there, 3 now"):
+        aecm.run(**{**fit, "epochs": 3}, work=run)
