@@ -10,6 +10,13 @@ figure: ``benchmarks/results/dcfae_reconstructions.png`` (USPS; ``dcfae_reconstr
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/dcfae.py --data usps --fae-epochs 10 --dense-epochs 10
 
+Each phase of a run is resumable (``resumable.py``): it runs in ``benchmarks/work/dcfae/<record>_<variant>_s<seed>/
+phase1`` (``phase2``), saves ``checkpoints/resume.ckpt`` there every 10 epochs and at its end, and the same command
+run again after a kill goes on from it (its scores on a CPU: those of an uninterrupted run,
+``tests/test_benchmark_resume.py``); a finished phase is reused from its ``result.json``, a run folder started with
+other settings (epochs, networks, optimizers, phase 2's similarities) is refused. ``--phase1-minutes`` counts this
+process's time; a phase 1 it ended is finished (phase 2 goes on from there).
+
 ``--idec-baseline`` runs IDEC instead, with the same epochs (pretraining = phase 1, clustering = phase 2), and
 adds its row to the report (``dcfae_<data>_idec_baseline.json``).
 """
@@ -17,7 +24,6 @@ adds its row to the report (``dcfae_<data>_idec_baseline.json``).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -30,6 +36,7 @@ import numpy as np
 import torch
 
 from results_table import fit_config, mean_std_text  # benchmarks/ is on sys.path when a script here runs
+from resumable import cached_fit, resume_checkpoint, wall_time_limit
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -53,16 +60,20 @@ def datamodule(name: str, batch_size: int):
     return Digits(flatten=False, batch_size=batch_size)
 
 
-def fit(model, dm, max_epochs: int, ckpt_dir: Path, ckpt_path: str | None = None, max_minutes: float | None = None):
-    """Fit up to ``max_epochs`` (or, with ``max_minutes``, to the end of the epoch in which that wall time passes:
-    ``model.current_epoch`` then says how many epochs ran); the final scores, last-epoch metrics and seconds."""
-    timer = [pl.callbacks.Timer(datetime.timedelta(minutes=max_minutes), interval="epoch")] if max_minutes else []
+def fit(model, dm, max_epochs: int, ckpt_dir: Path, phase_dir: Path, ckpt_path: Path | None = None,
+        max_minutes: float | None = None, callbacks: tuple = ()):
+    """Fit up to ``max_epochs`` (or, with ``max_minutes``, to the end of the epoch in which that wall time of this
+    process passes: ``model.current_epoch`` then says how many epochs ran); the final scores, last-epoch metrics and
+    seconds. Saves ``ckpt_dir/last.ckpt`` at the end (``dcfae_similarity.py`` reads it) and the phase's resume
+    checkpoint, ``phase_dir/checkpoints/resume.ckpt``, every ``resumable.RESUME_EVERY`` epochs and at the end."""
+    timer = [wall_time_limit(max_minutes)] if max_minutes else []
+    last = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, enable_version_counter=False)
     trainer = pl.Trainer(max_epochs=max_epochs, logger=pl.loggers.CSVLogger(str(ckpt_dir), name="log"),
                          check_val_every_n_epoch=10_000, num_sanity_val_steps=0, enable_progress_bar=False,
                          enable_model_summary=False,
-                         callbacks=[pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True), *timer])
+                         callbacks=[last, resume_checkpoint(phase_dir), *timer, *callbacks])
     start = time.time()
-    trainer.fit(model, dm, ckpt_path=ckpt_path)
+    trainer.fit(model, dm, ckpt_path=ckpt_path and str(ckpt_path))
     seconds = time.time() - start
     scores = model.final_scores()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -297,6 +308,68 @@ def reconstructions(model, dm, per_class: int = 1) -> tuple[np.ndarray, np.ndarr
     return x.squeeze(1).numpy(), rec.squeeze(1).numpy()
 
 
+def run_variant(args: argparse.Namespace, variant: str, callbacks: tuple = ()) -> tuple[dict, tuple]:
+    """One variant's run of ``args`` (main's options): phase 1 (FAE) and phase 2 (dense network) from its end, each
+    resumable in its own folder under ``WORK/<record>_<variant>_s<seed>`` (``resumable.cached_fit``: a finished phase
+    is reused, an interrupted one goes on from its last resume checkpoint, a folder started with other settings is
+    refused); the run's record and phase 1's reconstructions (inputs, outputs). ``callbacks``: more, for both fits."""
+    from dcl.methods.dcfae import DCFAE
+
+    def build():
+        pl.seed_everything(args.seed)
+        dm = datamodule(args.data, args.batch_size)
+        dm.setup("fit")
+        model = DCFAE(dm.n_clusters, dm.input_shape, adversarial=variant != "vae", residual=variant != "plain",
+                      fae_epochs=args.fae_epochs,
+                      channels=args.channels, discriminator_channels=args.channels, perplexity=args.perplexity,
+                      similarity_batches=args.similarity_batches,
+                      generator_optimizer=lambda p: torch.optim.Adam(p, lr=args.generator_lr, betas=(0.5, 0.999)),
+                      discriminator_optimizer=lambda p: torch.optim.Adam(p, lr=args.discriminator_lr,
+                                                                         betas=(0.5, 0.999)))
+        return model, dm
+
+    ckpt_dir = WORK / f"{record(args.data, args.tag)}_{variant}_s{args.seed}"
+    settings = {"variant": variant, "seed": args.seed, **budget_settings(args)}
+
+    def phase1(resume: Path | None) -> dict:
+        model, dm = build()
+        scores, metrics, seconds = fit(model, dm, args.fae_epochs, ckpt_dir, ckpt_dir / "phase1", resume,
+                                       args.phase1_minutes, callbacks)
+        x, rec = reconstructions(model, dm)
+        np.savez(ckpt_dir / "phase1" / "reconstructions.npz", x=x, rec=rec)
+        return {"scores": scores, "metrics": metrics, "wall_s": seconds,
+                "fae_epochs_run": model.current_epoch}  # fewer than asked when --phase1-minutes stopped phase 1
+
+    def phase2(resume: Path | None) -> dict:
+        model, dm = build()
+        model.fae_epochs = model.hparams.fae_epochs = first["fae_epochs_run"]  # phase 2 starts from there
+        scores, metrics, seconds = fit(model, dm, first["fae_epochs_run"] + args.dense_epochs, ckpt_dir,
+                                       ckpt_dir / "phase2", resume or ckpt_dir / "phase1" / "checkpoints" / "resume.ckpt",
+                                       callbacks=callbacks)
+        return {"scores": scores, "metrics": metrics, "wall_s": seconds}
+
+    first = cached_fit(ckpt_dir / "phase1", settings, phase1)
+    second = cached_fit(ckpt_dir / "phase2", settings, phase2)
+    images = np.load(ckpt_dir / "phase1" / "reconstructions.npz")
+    return {
+        "latent + k-means (no dense net)": first["scores"],
+        "dense embedding + k-means": second["scores"],
+        "phase1_seconds": round(first["wall_s"], 1), "phase2_seconds": round(second["wall_s"], 1),
+        **({"fae_epochs_run": first["fae_epochs_run"]} if first["fae_epochs_run"] < args.fae_epochs else {}),
+        "phase1_last_epoch_metrics": {k: round(v, 4) for k, v in first["metrics"].items()},
+        "phase2_last_epoch_metrics": {k: round(v, 4) for k, v in second["metrics"].items()},
+        **{f"phase{i}_resumed": p["resumed"] for i, p in ((1, first), (2, second)) if p.get("resumed")},
+    }, (images["x"], images["rec"])
+
+
+def budget_settings(args: argparse.Namespace) -> dict:
+    """What a run is, beyond its variant and seed (the results file's budget without the machine's share)."""
+    return {"fae_epochs": args.fae_epochs, "dense_epochs": args.dense_epochs, "channels": args.channels,
+            "discriminator_channels": args.channels, "batch_size": args.batch_size,
+            "generator_adam_lr": args.generator_lr, "discriminator_adam_lr": args.discriminator_lr,
+            "perplexity": args.perplexity, "similarity_batches": args.similarity_batches}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="usps", choices=["digits", "usps", "mnist", "coil20"])
@@ -311,7 +384,8 @@ def main() -> None:
     parser.add_argument("--similarity-batches", type=int, default=1,
                         help="loader batches joined into one batch of phase 2 (the records before 2026-11-30: 1)")
     parser.add_argument("--phase1-minutes", type=float, default=None,
-                        help="end phase 1 after the epoch in which this wall time passes (recorded: fae_epochs_run)")
+                        help="end phase 1 after the epoch in which this wall time (of this process) passes (recorded: "
+                        "fae_epochs_run)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="", help="write dcfae_<data>_<tag>.{json,md} (a record kept beside the "
@@ -326,43 +400,13 @@ def main() -> None:
         write_report(json.loads((RESULTS / f"{stem(args.data, args.tag)}.json").read_text()))
         return
     torch.set_num_threads(args.threads)
-    from dcl.methods.dcfae import DCFAE
-
     RESULTS.mkdir(parents=True, exist_ok=True)
     runs, images = {}, {}
     for variant in args.variants:
-        pl.seed_everything(args.seed)
-        dm = datamodule(args.data, args.batch_size)
-        dm.setup("fit")
-        model = DCFAE(dm.n_clusters, dm.input_shape, adversarial=variant != "vae", residual=variant != "plain",
-                      fae_epochs=args.fae_epochs,
-                      channels=args.channels, discriminator_channels=args.channels, perplexity=args.perplexity,
-                      similarity_batches=args.similarity_batches,
-                      generator_optimizer=lambda p: torch.optim.Adam(p, lr=args.generator_lr, betas=(0.5, 0.999)),
-                      discriminator_optimizer=lambda p: torch.optim.Adam(p, lr=args.discriminator_lr,
-                                                                         betas=(0.5, 0.999)))
-        ckpt_dir = WORK / f"{record(args.data, args.tag)}_{variant}_s{args.seed}"
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # a stale last.ckpt would be resumed by phase 2
-        no_dense, m1, t1 = fit(model, dm, args.fae_epochs, ckpt_dir, max_minutes=args.phase1_minutes)
-        fae_epochs_run = model.current_epoch  # fewer than asked when --phase1-minutes stopped phase 1
-        model.fae_epochs = model.hparams.fae_epochs = fae_epochs_run  # phase 2 starts from here
-        images[variant] = reconstructions(model, dm)
-        dense, m2, t2 = fit(model, dm, fae_epochs_run + args.dense_epochs, ckpt_dir,
-                            ckpt_path=str(ckpt_dir / "last.ckpt"))
-        runs[variant] = {
-            "latent + k-means (no dense net)": no_dense,
-            "dense embedding + k-means": dense,
-            "phase1_seconds": round(t1, 1), "phase2_seconds": round(t2, 1),
-            **({"fae_epochs_run": fae_epochs_run} if fae_epochs_run < args.fae_epochs else {}),
-            "phase1_last_epoch_metrics": {k: round(v, 4) for k, v in m1.items()},
-            "phase2_last_epoch_metrics": {k: round(v, 4) for k, v in m2.items()},
-        }
+        runs[variant], images[variant] = run_variant(args, variant)
         print(variant, json.dumps(runs[variant], indent=1), flush=True)
 
-    budget = {"fae_epochs": args.fae_epochs, "dense_epochs": args.dense_epochs, "channels": args.channels,
-              "discriminator_channels": args.channels, "batch_size": args.batch_size,
-              "generator_adam_lr": args.generator_lr, "discriminator_adam_lr": args.discriminator_lr,
-              "threads": args.threads, "perplexity": args.perplexity, "similarity_batches": args.similarity_batches,
+    budget = {**budget_settings(args), "threads": args.threads,
               "note": "reduced CPU budget (the paper's epochs are unknown)"}
     if torch.cuda.is_available():  # Lightning's accelerator "auto" trained on it
         budget.update(device=f"GPU {torch.cuda.get_device_name()}", note="GPU run (the paper's epochs are unknown)")

@@ -1,19 +1,22 @@
-"""benchmarks/aecm.py resumes a killed fit (benchmarks/resumable.py): the re-run of the same
+"""benchmarks/aecm.py and benchmarks/dcfae.py resume a killed fit (benchmarks/resumable.py): the re-run of the same
 command goes on from the fit's last resume checkpoint, not from step 0, reuses what finished, ends with the scores of
 an uninterrupted run, and refuses a run folder started with other settings. A kill is an exception raised inside an
 epoch after a resume checkpoint (what the next process sees of a kill -9: the files written until then)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # (the scripts import their neighbours)
 import aecm  # noqa: E402
+import dcfae  # noqa: E402
 import resumable  # noqa: E402
 
 
@@ -71,3 +74,32 @@ def test_aecm_resumes_a_killed_fit_to_the_scores_of_an_uninterrupted_one(tmp_pat
     assert aecm.run(**fit, work=run, callbacks=(Kill(0),)) == resumed  # finished: reused, not fitted again
     with pytest.raises(SystemExit, match="other settings.*epochs: 2 there, 3 now"):
         aecm.run(**{**fit, "epochs": 3}, work=run)
+
+
+def test_dcfae_resumes_each_killed_phase_to_the_scores_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(dcfae, "WORK", tmp_path)
+    args = argparse.Namespace(data="digits", fae_epochs=3, dense_epochs=2, channels=[8, 16], batch_size=128,
+                              generator_lr=1e-3, discriminator_lr=2e-4, perplexity=30.0, similarity_batches=1,
+                              phase1_minutes=None, seed=0, tag="full")
+    full, full_images = dcfae.run_variant(args, "fae")
+    args.tag = "cut"
+    run = tmp_path / "digits_cut_fae_s0"
+    with pytest.raises(Killed):  # phase 1 (epochs 0-2), in its last epoch: goes on from the checkpoint of epoch 1
+        dcfae.run_variant(args, "fae", callbacks=(Kill(2),))
+    step1 = saved_step(run / "phase1")
+    first = FirstStep()
+    with pytest.raises(Killed):  # then phase 2 (epochs 3-4), in its last epoch: goes on from the one of epoch 3
+        dcfae.run_variant(args, "fae", callbacks=(first, Kill(4)))
+    assert (run / "phase1" / "result.json").exists() and not (run / "phase2" / "result.json").exists()
+    step2 = saved_step(run / "phase2")
+    assert first.steps == [step1, saved_step(run / "phase1")] and 0 < step1 < step2
+    first = FirstStep()
+    resumed, images = dcfae.run_variant(args, "fae", callbacks=(first,))
+    assert first.steps == [step2]  # phase 1 reused, phase 2 from its checkpoint
+    assert resumed.pop("phase1_resumed") == 1 and resumed.pop("phase2_resumed") == 1
+    timing = ("phase1_seconds", "phase2_seconds")
+    assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in full.items() if k not in timing}
+    assert all(np.array_equal(a, b) for a, b in zip(images, full_images))
+    args.dense_epochs = 3
+    with pytest.raises(SystemExit, match="other settings.*dense_epochs: 2 there, 3 now"):
+        dcfae.run_variant(args, "fae")
