@@ -167,6 +167,9 @@ class DCLCLI(LightningCLI):
                                   "without a logger the run's files go to trainer.default_root_dir (the current "
                                   "folder unless set); give the run a folder of its own with "
                                   "--trainer.default_root_dir, or a logger")
+        if isinstance(self.datamodule, ClusteringDataModule):
+            # (its setup checks it again: by then Lightning has started the loggers, which write their files)
+            self.datamodule.check_n_clusters(fitting=True)
         from_ = type(self.model).n_clusters_from
         given = getattr(self.datamodule, "n_clusters_given", None)
         if from_ and given is not None:

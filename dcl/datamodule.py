@@ -289,11 +289,11 @@ class ClusteringDataModule(pl.LightningDataModule):
                                 "per sample")
         self._x, self._y = x.contiguous(), y
 
-    def _check_n_clusters(self, fitting: bool) -> None:
+    def check_n_clusters(self, fitting: bool) -> None:
         """When fitting, a set ``n_clusters`` between 2 and the number of samples. A trained model's is the K it
         ended with (a DP-GMM fitted to one class: 1), and it assigns any number of new samples, even fewer than
         its clusters."""
-        k, n = self._n_clusters_override, len(self._x)
+        k, n = self._n_clusters_override, len(self.x)
         if fitting and k is not None and not 2 <= k <= n:
             raise DataError(f"{type(self).__name__}: n_clusters must be between 2 and the number of samples ({n}), "
                             f"got {k}")
@@ -355,7 +355,7 @@ class ClusteringDataModule(pl.LightningDataModule):
     # -- Lightning hooks -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         self._ensure_loaded()
-        self._check_n_clusters(fitting=stage in (None, "fit"))
+        self.check_n_clusters(fitting=stage in (None, "fit"))
         world = rank_world()[1]
         if world > len(self._x):  # a process without samples: Lightning refuses its empty loader mid-run
             raise DataError(f"{type(self).__name__}: {len(self._x)} samples cannot be shared by {world} processes "

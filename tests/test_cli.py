@@ -850,6 +850,17 @@ def test_bad_n_clusters(tmp_path, k, expected, dcl_error):
     assert expected in msg
 
 
+def test_more_clusters_than_samples_writes_no_log_file(tmp_path, dcl_error):
+    """Found by probing as a user (README's ``dcl fit --model ... --data Arrays``, no config: Lightning's
+    TensorBoardLogger): the data's check of n_clusters ran in its setup, after Lightning had started the loggers,
+    and the refused fit left ``lightning_logs/version_0/events.out.tfevents.*`` behind."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32))
+    msg = dcl_error(["fit", "--model", "AEKMeans", "--data", "Arrays", "--data.path", str(tmp_path / "x.npy"),
+                     "--data.n_clusters", "30", "--trainer.logger", "true", "--trainer.enable_progress_bar", "false"],
+                    tmp_path, quiet=False)
+    assert "n_clusters must be between 2 and the number of samples (20), got 30" in msg
+
+
 @pytest.mark.parametrize("args, words", [
     (["--model.init_args.activation", "swish"], ["unknown activation 'swish'", "leaky_relu"]),
     (["--model.init_args.hidden_dims", "[64, 0]"], ["hidden_dims", "[64, 0]"]),  # once trained into a constant code
