@@ -134,12 +134,17 @@ class Arrays(ClusteringDataModule):
             raise DataError(f"Arrays: {p.name} has no feature columns: all {len(first)} are labels, ids, ignored or "
                             "a row index")
         skip = 1 if header else 0
+        every_column = features == list(range(len(first)))
         try:
             # every column read (usecols None): numpy then checks that each row has them all, and not more
             x = np.loadtxt(p, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64, quotechar='"',
-                           encoding=ENCODING, usecols=None if features == list(range(len(first))) else features)
+                           encoding=ENCODING, usecols=None if every_column else features)
         except ValueError as e:
             raise DataError(_not_numeric(p, header, features, e, len(first))) from e
+        # numpy reads the columns asked for and ignores more: a longer row's cells past them were dropped, silently
+        ragged = None if every_column else _row_of_other_width(p, len(first))
+        if ragged:
+            raise DataError(ragged)
         text_columns = [c for c in (id_col, col) if c is not None]  # the ids and the labels, read as text at once
         if not text_columns:
             return x, None
@@ -374,8 +379,7 @@ def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: Va
     with open(p, newline="", encoding=ENCODING) as f:
         for row_no, row in enumerate(csv.reader(f), start=1):
             if row and len(row) != width:
-                return (f"Arrays: {p.resolve()}: row {row_no} has {len(row)} fields, row 1 has {width}; every row "
-                        "needs the same columns")
+                return _other_width(p, row_no, len(row), width)
             if header and row_no == 1:
                 continue
             for i in features:
@@ -395,6 +399,21 @@ def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: Va
                     return (f"Arrays: {p.resolve()}: {name} is not a number in row {row_no} ({shown!r}): the "
                             f"features must be numeric{hint}")
     return f"Arrays: {p.resolve()} is not a numeric CSV table ({err})"
+
+
+def _row_of_other_width(p: Path, width: int) -> str | None:
+    """The error for the first row of a CSV whose number of fields is not the first row's ``width`` (None when they
+    all have it; empty lines are skipped, as numpy skips them)."""
+    with open(p, newline="", encoding=ENCODING) as f:
+        for row_no, row in enumerate(csv.reader(f), start=1):
+            if row and len(row) != width:
+                return _other_width(p, row_no, len(row), width)
+    return None
+
+
+def _other_width(p: Path, row_no: int, fields: int, width: int) -> str:
+    return (f"Arrays: {p.resolve()}: row {row_no} has {fields} fields, row 1 has {width}; every row needs the same "
+            "columns")
 
 
 def _pandas_column_numbers(row: list[str]) -> bool:

@@ -203,6 +203,12 @@ def test_arrays_labels_given_as_class_names(tmp_path):
         with pytest.raises(DataError, match=error):
             Arrays(str(tmp_path / name), n_clusters=2).setup()
     assert Arrays(str(tmp_path / "trail.csv"), n_clusters=2, ignore_columns=[-1]).x.tolist() == [[1, 2], [3, 4]]
+    # also beside a label or id column, read apart from the features: a longer row was cut there, silently (an
+    # unquoted comma in the last text cell: the label "virginica" of "virginica, hybrid")
+    (tmp_path / "more_named.csv").write_text("id,a,b,kind\nu,1,2,setosa\nv,3,4,virginica, hybrid\nw,5,6,setosa\n")
+    for kwargs in ({"label_column": "kind", "id_column": "id"}, {"ignore_columns": ["id", "kind"], "n_clusters": 2}):
+        with pytest.raises(DataError, match="row 3 has 5 fields, row 1 has 4; every row needs"):
+            Arrays(str(tmp_path / "more_named.csv"), **kwargs).setup()
     # numpy arrays of other kinds: binary features are 0 / 1; complex and structured ones get what to do (complex
     # was taken as its real part, a structured one named its whole dtype)
     np.save(tmp_path / "bool.npy", np.eye(6, 3, dtype=bool))
