@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -137,10 +138,12 @@ class Arrays(ClusteringDataModule):
         every_column = features == list(range(len(first)))
         try:
             # every column read (usecols None): numpy then checks that each row has them all, and not more
-            x = np.loadtxt(p, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64, quotechar='"',
-                           encoding=ENCODING, usecols=None if every_column else features)
+            x = _loadtxt(p, skip, dtype=np.float64, usecols=None if every_column else features)
         except ValueError as e:
             raise DataError(_not_numeric(p, header, features, e, len(first))) from e
+        if len(x) == 0:
+            raise DataError(f"Arrays: {p.resolve()} has a header row ({', '.join(first)}) but no samples below it; "
+                            "write the samples one per row")
         # numpy reads the columns asked for and ignores more: a longer row's cells past them were dropped, silently
         ragged = None if every_column else _row_of_other_width(p, len(first))
         if ragged:
@@ -148,8 +151,7 @@ class Arrays(ClusteringDataModule):
         text_columns = [c for c in (id_col, col) if c is not None]  # the ids and the labels, read as text at once
         if not text_columns:
             return x, None
-        text = np.loadtxt(p, delimiter=",", skiprows=skip, usecols=text_columns, ndmin=2, dtype=str, quotechar='"',
-                          encoding=ENCODING)
+        text = _loadtxt(p, skip, dtype=str, usecols=text_columns)
         if id_col is not None:
             self._sample_ids = (header[id_col] if header else "id", [v.strip() for v in text[:, 0].tolist()])
         return x, None if col is None else text[:, -1]
@@ -399,6 +401,17 @@ def _not_numeric(p: Path, header: list[str] | None, features: list[int], err: Va
                     return (f"Arrays: {p.resolve()}: {name} is not a number in row {row_no} ({shown!r}): the "
                             f"features must be numeric{hint}")
     return f"Arrays: {p.resolve()} is not a numeric CSV table ({err})"
+
+
+def _loadtxt(p: Path, skiprows: int, dtype, usecols: list[int] | None) -> np.ndarray:
+    """The rows of a CSV (after ``skiprows``) as a 2-D array, without numpy's warnings about empty lines (a blank
+    last line of a spreadsheet's CSV: "Input line 4 contained no data and will not be counted towards
+    `max_rows=50000`", a limit of numpy's own reading of text in chunks) and a file without rows (its caller's
+    error)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(Input line \d+|loadtxt: input) contained no data")
+        return np.loadtxt(p, delimiter=",", skiprows=skiprows, usecols=usecols, ndmin=2, dtype=dtype, quotechar='"',
+                          encoding=ENCODING)
 
 
 def _row_of_other_width(p: Path, width: int) -> str | None:

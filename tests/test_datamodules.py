@@ -209,6 +209,19 @@ def test_arrays_labels_given_as_class_names(tmp_path):
     for kwargs in ({"label_column": "kind", "id_column": "id"}, {"ignore_columns": ["id", "kind"], "n_clusters": 2}):
         with pytest.raises(DataError, match="row 3 has 5 fields, row 1 has 4; every row needs"):
             Arrays(str(tmp_path / "more_named.csv"), **kwargs).setup()
+
+
+def test_arrays_csv_blank_lines_and_a_header_without_rows(tmp_path, recwarn):
+    """Found by probing as a user: a spreadsheet's CSV (CRLF, a blank last line) with a label column printed numpy's
+    "Input line 4 contained no data and will not be counted towards `max_rows=50000`" (its reading of text columns),
+    and a file of a header alone two "loadtxt: input contained no data" warnings before an error on a shape."""
+    (tmp_path / "blank.csv").write_bytes(b"a,b,kind\r\n1,2,x\r\n3,4,y\r\n\r\n5,6,x\r\n\r\n")
+    dm = Arrays(str(tmp_path / "blank.csv"), label_column="kind")
+    assert dm.x.tolist() == [[1, 2], [3, 4], [5, 6]] and dm.y.tolist() == [0, 1, 0]
+    (tmp_path / "header.csv").write_text("a,b,kind\n")
+    with pytest.raises(DataError, match=r"header.csv has a header row \(a, b, kind\) but no samples below it"):
+        Arrays(str(tmp_path / "header.csv"), label_column="kind").setup()
+    assert not [str(w.message) for w in recwarn.list if "no data" in str(w.message)]
     # numpy arrays of other kinds: binary features are 0 / 1; complex and structured ones get what to do (complex
     # was taken as its real part, a structured one named its whole dtype)
     np.save(tmp_path / "bool.npy", np.eye(6, 3, dtype=bool))
