@@ -41,8 +41,8 @@ from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
 from dcl.distributed import end_script_process_group
 from dcl.files import atomic_write, run_dir, unwritable_folder
-from dcl.method import (ClusteringMethod, ConfigError, TrainingDiverged, check_checkpoint_method, check_precision,
-                        check_trainer_settings, load_checkpoint_file, log_metrics_now, logging_step,
+from dcl.method import (N_CLUSTERS_REFUSED, ClusteringMethod, ConfigError, TrainingDiverged, check_checkpoint_method,
+                        check_precision, check_trainer_settings, load_checkpoint_file, log_metrics_now, logging_step,
                         one_cluster_warning, weights_from_checkpoint)
 
 # MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
@@ -139,7 +139,17 @@ class DCLCLI(LightningCLI):
                 super().instantiate_classes()
         except Exception as err:
             cause = _constructor_error(err)
-            if _user_error(err) is not None or cause is None:
+            user = _user_error(err)
+            data = self.config[subcommand].data
+            if isinstance(user, ConfigError) and str(user).startswith(N_CLUSTERS_REFUSED) \
+                    and (data.get("init_args") or {}).get("n_clusters") is None:
+                # the method refused the data's number of classes (its labels, or ImageFolder's class folders
+                # name one), a setting the command did not give
+                folders = (" (ImageFolder takes each subfolder of root for a class: put unlabeled images directly in "
+                           "root)" if data.class_path.endswith(".ImageFolder") else "")
+                raise ConfigError(f"{user}, the number of classes of the data (data.n_clusters is not set): set "
+                                  f"data.n_clusters to the number of clusters to find{folders}") from err
+            if user is not None or cause is None:
                 raise
             raise ConfigError(str(cause)) from err
         check_precision(self.trainer.precision)

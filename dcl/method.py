@@ -83,6 +83,10 @@ class ConfigError(ValueError):
     """A bad setting or checkpoint, reported before any training starts."""
 
 
+#: how a method refuses its n_clusters (the ``dcl`` command says where a value it did not give came from)
+N_CLUSTERS_REFUSED = "n_clusters must be an integer >= 2, got "
+
+
 #: the name every method logs the loss its training step minimizes under (:meth:`ClusteringMethod.log_train_loss`)
 TRAIN_LOSS = "train/loss"
 
@@ -159,7 +163,7 @@ class ClusteringMethod(pl.LightningModule):
         self._train_loss_logged = False
         self._kept_off_the_bar: set[str] = set()  # see log
         if not isinstance(n_clusters, int) or n_clusters < 2:
-            raise ConfigError(f"n_clusters must be an integer >= 2, got {n_clusters!r}")
+            raise ConfigError(f"{N_CLUSTERS_REFUSED}{n_clusters!r}")
         if not isinstance(embedding_dim, int) or embedding_dim < 1:
             raise ConfigError(f"the embedding size (latent_dim) must be an integer >= 1, got {embedding_dim!r}")
         if not isinstance(kmeans_n_init, int) or kmeans_n_init < 1:  # else it fails at the first k-means, mid-fit

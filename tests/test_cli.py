@@ -861,6 +861,25 @@ def test_more_clusters_than_samples_writes_no_log_file(tmp_path, dcl_error):
     assert "n_clusters must be between 2 and the number of samples (20), got 30" in msg
 
 
+def test_one_class_in_the_data_says_where_n_clusters_1_came_from(tmp_path, dcl_error):
+    """Found by probing as a user: unlabeled images in one subfolder (the layout torchvision's ImageFolder asks
+    for) are one class, and the fit was refused with "n_clusters must be an integer >= 2, got 1", a setting the
+    user never gave."""
+    from PIL import Image
+
+    (tmp_path / "img" / "unlabeled").mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(np.full((4, 4), 40 * i, dtype=np.uint8)).save(tmp_path / "img" / "unlabeled" / f"{i}.png")
+    args = ["fit", "--model", "AEKMeans", "--data", "ImageFolder", "--data.root", str(tmp_path / "img"),
+            "--data.image_size", "4", "--data.flatten", "true"]
+    msg = dcl_error(args, tmp_path)
+    assert msg.startswith("dcl: error: n_clusters must be an integer >= 2, got 1, the number of classes of the data "
+                          "(data.n_clusters is not set): set data.n_clusters"), msg
+    assert "ImageFolder takes each subfolder of root for a class" in msg
+    msg = dcl_error([*args, "--data.n_clusters", "1"], tmp_path)  # given: the method's words alone
+    assert msg == "dcl: error: n_clusters must be an integer >= 2, got 1", msg
+
+
 @pytest.mark.parametrize("args, words", [
     (["--model.init_args.activation", "swish"], ["unknown activation 'swish'", "leaky_relu"]),
     (["--model.init_args.hidden_dims", "[64, 0]"], ["hidden_dims", "[64, 0]"]),  # once trained into a constant code
