@@ -41,9 +41,9 @@ from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError
 from dcl.distributed import end_script_process_group
 from dcl.files import atomic_write, run_dir, unwritable_folder
-from dcl.method import (N_CLUSTERS_REFUSED, ClusteringMethod, ConfigError, TrainingDiverged, check_checkpoint_method,
-                        check_precision, check_trainer_settings, load_checkpoint_file, log_metrics_now, logging_step,
-                        one_cluster_warning, weights_from_checkpoint)
+from dcl.method import (N_CLUSTERS_REFUSED, ClusteringMethod, ConfigError, TrainingDiverged, check_checkpoint_fits,
+                        check_checkpoint_method, check_precision, check_trainer_settings, load_checkpoint_file,
+                        log_metrics_now, logging_step, one_cluster_warning, weights_from_checkpoint)
 
 # MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
 # lacks, enable_checkpointing false beside a ModelCheckpoint, ...)
@@ -63,6 +63,9 @@ DESCRIPTION = ("dcl: deep clustering on PyTorch Lightning. Train (fit), score (v
 
 class DCLCLI(LightningCLI):
     """LightningCLI with n_clusters and input_shape flowing from the datamodule into the method."""
+
+    #: the ``ckpt_path`` file's contents, read by ``_parse_ckpt_path``, until ``instantiate_classes`` checks them
+    _checkpoint: dict | None = None
 
     def add_default_arguments_to_parser(self, parser) -> None:
         """``--seed_everything`` as LightningCLI's, with a help that says what ``true`` does (Lightning's says "a
@@ -98,6 +101,7 @@ class DCLCLI(LightningCLI):
                 raise ConfigError(f"checkpoint {ckpt_path} does not exist")
             checkpoint = load_checkpoint_file(ckpt_path)
             check_checkpoint_method(checkpoint, _import(self.config[subcommand].model.class_path))
+            self._checkpoint = checkpoint  # (for instantiate_classes' checks against the model and data)
             data_args = self.config[subcommand].data.get("init_args")
             trained_k = checkpoint.get("hyper_parameters", {}).get("n_clusters")
             given_k = data_args.get("n_clusters") if data_args is not None else None
@@ -162,6 +166,14 @@ class DCLCLI(LightningCLI):
             why = unwritable_folder(folder)
             if why:
                 raise ConfigError(f"{setting} {str(folder)!r} cannot hold the run's files: {why}")
+        checkpoint, self._checkpoint = self._checkpoint, None
+        if checkpoint is not None and isinstance(self.model, ClusteringMethod):
+            # what Lightning's restore of the checkpoint refuses (another shape of samples, standardized ones), here:
+            # by then Lightning has started the loggers, which write their files
+            check_checkpoint_fits(checkpoint, self.model)
+            state = checkpoint.get(type(self.datamodule).__qualname__)
+            if state is not None and isinstance(self.datamodule, ClusteringDataModule):
+                self.datamodule.load_state_dict(state)
 
     def before_fit(self) -> None:
         if self.trainer.max_epochs == 0 or self.trainer.max_steps == 0:

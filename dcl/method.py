@@ -687,8 +687,8 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], module: ClusteringMethod) 
     name = type(module).__name__
     if "input_shape" in differ:
         raise ConfigError(f"this checkpoint of {name} was trained on samples of shape {tuple(saved['input_shape'])}, "
-                          f"but this data has shape {tuple(here['input_shape'])}; predict on data of the training "
-                          "shape (the same features, image size and channels)")
+                          f"but this data has shape {tuple(here['input_shape'])}; use data of the training shape "
+                          "(the same features, image size and channels)")
     detail = (f"{wrong[0]} is {tuple(state[wrong[0]].shape)} there but {tuple(own[wrong[0]].shape)} here" if wrong
               else f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}")
     k_here = module.n_clusters

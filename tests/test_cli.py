@@ -861,6 +861,31 @@ def test_more_clusters_than_samples_writes_no_log_file(tmp_path, dcl_error):
     assert "n_clusters must be between 2 and the number of samples (20), got 30" in msg
 
 
+@pytest.mark.parametrize("command", ["fit", "validate", "test"])
+def test_a_checkpoint_that_does_not_fit_the_data_writes_no_log_file(tmp_path, dcl_error, command):
+    """Found by probing as a user: a checkpoint trained on samples of another shape, or on standardized samples,
+    was refused while Lightning restored it, after it had started the loggers: a resumed fit, validate and test left
+    ``lightning_logs/version_N/events.out.tfevents.*`` (and the error told a fit to "predict on data of the training
+    shape")."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x4.npy", rng.normal(size=(40, 4)).astype(np.float32))
+    np.save(tmp_path / "x3.npy", rng.normal(size=(40, 3)).astype(np.float32))
+    model = ["--model", "AEKMeans", "--model.init_args.hidden_dims", "[8]", "--data", "Arrays", "--data.n_clusters",
+             "2"]
+    run_cli(["fit", *model, "--data.path", str(tmp_path / "x4.npy"), "--data.standardize", "true",
+             "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true"], tmp_path)
+    ckpt = str(next(tmp_path.rglob("*.ckpt")))
+    logged = ["--ckpt_path", ckpt, "--trainer.logger", "true", "--trainer.enable_progress_bar", "false",
+              "--trainer.max_epochs", "2"]
+    (tmp_path / "err").mkdir()
+    msg = dcl_error([command, *model, "--data.path", str(tmp_path / "x3.npy"), "--data.standardize", "true",
+                     *logged], tmp_path / "err", quiet=False)
+    assert "trained on samples of shape (4,), but this data has shape (3,); use data of the training shape" in msg
+    msg = dcl_error([command, *model, "--data.path", str(tmp_path / "x4.npy"), *logged], tmp_path / "err",
+                    quiet=False)
+    assert "trained on standardized samples; set standardize: true" in msg
+
+
 def test_one_class_in_the_data_says_where_n_clusters_1_came_from(tmp_path, dcl_error):
     """Found by probing as a user: unlabeled images in one subfolder (the layout torchvision's ImageFolder asks
     for) are one class, and the fit was refused with "n_clusters must be an integer >= 2, got 1", a setting the
