@@ -190,8 +190,10 @@ class DCLCLI(LightningCLI):
                                   "folder unless set); give the run a folder of its own with "
                                   "--trainer.default_root_dir, or a logger")
         if isinstance(self.datamodule, ClusteringDataModule):
-            # (its setup checks it again: by then Lightning has started the loggers, which write their files)
+            # (their setup checks them again: by then Lightning has started the loggers, which write their files)
             self.datamodule.check_n_clusters(fitting=True)
+            if isinstance(self.model, ClusteringMethod):
+                self.model.check_data(self.datamodule, "fit")
         from_ = type(self.model).n_clusters_from
         given = getattr(self.datamodule, "n_clusters_given", None)
         if from_ and given is not None:

@@ -364,10 +364,16 @@ class ClusteringMethod(pl.LightningModule):
                 "trainer.fit(model, datamodule=dcl.estimator.InMemory(x, y)), or a datamodule of `dcl list`")
         self._from_datamodule = self._uses_the_datamodule()
         if self._from_datamodule:
-            if tuple(data.input_shape) != self.input_shape:
-                raise ConfigError(f"{type(self).__name__} was built for samples of shape {self.input_shape}, but "
-                                  f"{type(data).__name__}'s are {tuple(data.input_shape)}; build it with "
-                                  f"input_shape={list(data.input_shape)}")
+            self.check_data(data, stage)
+
+    def check_data(self, data: ClusteringDataModule, stage: str) -> None:
+        """Refuse data this method cannot run on (``stage``: Lightning's, e.g. "fit"), before any step. Called by
+        :meth:`setup`, and by the ``dcl`` command before it starts the trainer, whose loggers write their files
+        before any setup: a subclass's checks of the data belong here (calling ``super()``), not in ``setup``."""
+        if tuple(data.input_shape) != self.input_shape:
+            raise ConfigError(f"{type(self).__name__} was built for samples of shape {self.input_shape}, but "
+                              f"{type(data).__name__}'s are {tuple(data.input_shape)}; build it with "
+                              f"input_shape={list(data.input_shape)}")
 
     def _uses_the_datamodule(self) -> bool:
         """Whether this run's loaders are a ClusteringDataModule's: Lightning keeps ``trainer.datamodule`` from an

@@ -386,8 +386,11 @@ class DCFAE(ClusteringMethod):
         super().setup(stage)
         if stage == "fit":
             self.adversarial.prepare_strategy(self)
-            if self._from_datamodule and self.pixel_loss == "bce" and self.pixel_weight > 0 and self.fae_epochs > 0:
-                self._check_bernoulli_pixels(self.trainer.datamodule)
+
+    def check_data(self, data, stage: str) -> None:
+        super().check_data(data, stage)
+        if stage == "fit" and self.pixel_loss == "bce" and self.pixel_weight > 0 and self.fae_epochs > 0:
+            self._check_bernoulli_pixels(data)
 
     def _check_bernoulli_pixels(self, data) -> None:
         """Refuse, before any step, pixels outside [0, 1] for the Bernoulli pixel loss: its cross-entropy with a

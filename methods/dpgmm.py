@@ -260,11 +260,10 @@ class DPGMM(AutoencoderMethod):
     def assign(self, z: Tensor) -> Tensor:
         return responsibilities(z, self.posterior).to(z.dtype)
 
-    def setup(self, stage: str) -> None:
+    def check_data(self, data, stage: str) -> None:
         """Refuse more starting components than samples before training (k-means would, after the pretraining)."""
-        super().setup(stage)
-        data = self.trainer.datamodule
-        if stage == "fit" and data is not None and self.k_init > data.num_samples:
+        super().check_data(data, stage)
+        if stage == "fit" and self.k_init > data.num_samples:
             raise ConfigError(f"k_init {self.k_init} is more than the {data.num_samples} samples to cluster; set "
                               "model.init_args.k_init to at most that (1: start from a single component)")
 

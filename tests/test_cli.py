@@ -966,13 +966,23 @@ def test_outputs_through_a_file_are_refused_before_training(tmp_path, dcl_error)
         assert setting in msg and f"{tmp_path / 'afile'} is a file, not a folder" in msg, msg
 
 
-def test_dpgmm_refuses_more_starting_components_than_samples_before_training(tmp_path, dcl_error):
-    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(40, 3)))
-    msg = dcl_error(["fit", "--model", "DPGMM", "--model.init_args.hidden_dims", "[8]", "--model.init_args.k_init",
-                     "45", "--data", "Arrays", "--data.path", str(tmp_path / "x.npy"), "--data.n_clusters", "3"],
-                    tmp_path)
-    assert "k_init 45 is more than the 40 samples to cluster" in msg, msg
-    assert not (tmp_path / "final_scores.json").exists()
+@pytest.mark.parametrize("x, args, expected", [
+    (np.random.default_rng(0).normal(size=(40, 3)), ["--model", "DPGMM", "--model.init_args.k_init", "45",
+                                                     "--model.init_args.hidden_dims", "[8]"],
+     "k_init 45 is more than the 40 samples to cluster"),
+    # 8-bit pixel values saved as floats: the Bernoulli pixel loss (DCFAE's default) falls without limit
+    (np.random.default_rng(0).integers(0, 256, size=(40, 1, 16, 16)).astype(np.float32), ["--model", "DCFAE"],
+     "DCFAE's pixel_loss bce is the Bernoulli likelihood of pixels in [0, 1], but Arrays serves values in [0, 255]"),
+])
+def test_a_method_refuses_its_data_before_training_and_before_the_loggers_start(tmp_path, dcl_error, x, args,
+                                                                                  expected):
+    """Found by probing as a user for DCFAE (DPGMM's was tested without a logger): the methods' checks of the data
+    ran in their setup, after Lightning had started the loggers, and the refused fit left
+    ``lightning_logs/version_0/events.out.tfevents.*`` behind (no config: Lightning's TensorBoardLogger)."""
+    np.save(tmp_path / "x.npy", x)
+    msg = dcl_error(["fit", *args, "--data", "Arrays", "--data.path", str(tmp_path / "x.npy"), "--data.n_clusters",
+                     "3", "--trainer.logger", "true", "--trainer.enable_progress_bar", "false"], tmp_path, quiet=False)
+    assert expected in msg, msg
 
 
 def test_a_fit_of_zero_epochs_is_refused(tmp_path, dcl_error):
