@@ -477,6 +477,19 @@ def _unknown_option(detail: str) -> str | None:
         return None
 
 
+def _missing_setting(detail: str) -> str | None:
+    """jsonargparse's report of a class given without a setting it requires (``--data Arrays`` without its path),
+    which it words as the other alternative of a Union refusing the class: 'data must be null, got Namespace(...)'."""
+    match = re.search(r'Parser key "(model|data)".*?Problem with given class_path \'([\w.]+)\': the following '
+                      r"arguments are required: (\w+(?:, \w+)*)", detail)
+    if match is None:
+        return None
+    key, path, names = match.groups()
+    name = path.rpartition(".")[2]
+    flags = " ".join(f"--{key}.{n.strip()}" for n in names.split(","))
+    return f"{', '.join(f'{key}.{n.strip()}' for n in names.split(','))} is required by {name}: set {flags}"
+
+
 def _import(path: str):
     """The class a dotted path names."""
     module, _, name = path.rpartition(".")
@@ -646,7 +659,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.argv = saved_argv
     except ArgumentError as err:
         detail = " ".join(line.strip(" -") for line in str(err).splitlines() if line.strip())
-        detail = _unknown_option(detail) or _wrong_value(detail) or _unrecognized(detail) or detail
+        detail = _unknown_option(detail) or _missing_setting(detail) or _wrong_value(detail) or _unrecognized(detail) \
+            or detail
         command = argv[0] if argv and not argv[0].startswith("-") else ""
         print(f"dcl: error: {detail} (see dcl {command} --help)".replace("  ", " "), file=sys.stderr)
         raise SystemExit(2) from None

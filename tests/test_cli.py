@@ -823,6 +823,17 @@ def test_typos_in_a_config_file_are_named_as_on_the_command_line(tmp_path, dcl_e
         assert f"unrecognized arguments: {abbreviated} 1 (did you mean {meant}?)" in msg
 
 
+@pytest.mark.parametrize("data, expected", [
+    (["--data", "Arrays"], "data.path is required by Arrays: set --data.path (see dcl fit --help)"),
+    (["--data", "ImageFolder", "--data.image_size", "8"], "data.root is required by ImageFolder: set --data.root"),
+])
+def test_a_missing_required_setting_is_named(tmp_path, dcl_error, data, expected):
+    """Found by probing as a user: ``dcl fit --model AEKMeans --data Arrays`` without ``--data.path`` printed
+    'data must be null, got "Namespace(class_path=..., init_args=Namespace(path=None, ...))"'."""
+    msg = dcl_error(["fit", "--model", "AEKMeans", *data], tmp_path)
+    assert msg.startswith(f"dcl: error: {expected}"), msg
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--data.init_args.n_clusters", "abc"], "data.n_clusters must be an integer or null, got 'abc'"),
     (["--model.init_args.latent_dim", "x"], "model.latent_dim must be an integer, got 'x'"),
