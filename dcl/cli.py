@@ -211,7 +211,19 @@ class DCLCLI(LightningCLI):
         if self.trainer.fast_dev_run:  # a trial run writes nothing: Lightning's ModelCheckpoint still saved last.ckpt
             self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, ModelCheckpoint)]
 
+    def _drop_checkpointing(self) -> None:
+        """validate, test and predict save no checkpoint: a ModelCheckpoint (a fit's config's, or Lightning's default)
+        only restored its state from the checkpoint given, with a warning that its folder had changed."""
+        self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, ModelCheckpoint)]
+
+    def before_validate(self) -> None:
+        self._drop_checkpointing()
+
+    def before_test(self) -> None:
+        self._drop_checkpointing()
+
     def before_predict(self) -> None:
+        self._drop_checkpointing()
         self.trainer.loggers = []  # predict logs nothing: a logger only left an empty run (a W&B one, a version_N)
         if self.config_init[self.subcommand].get("return_predictions") is None:
             # the command writes the predictions through PredictionWriter and drops what trainer.predict returns:

@@ -690,6 +690,25 @@ def test_a_run_prints_no_noise_and_dcl_warnings_as_one_line(tmp_path):
     assert warnings.formatwarning is before and not logging.getLogger("lightning.pytorch.utilities.rank_zero").filters
 
 
+def test_scoring_and_predicting_a_checkpoint_print_no_checkpoint_folder_warning(tmp_path):
+    """Found by probing as a user: ``dcl validate`` / ``dcl test`` / ``dcl predict --ckpt_path`` of a run printed
+    Lightning's "The dirpath has changed from '.../version_0/checkpoints' to '<cwd>/checkpoints', therefore
+    `best_model_score` ... won't be reloaded": those commands save no checkpoint, and the ModelCheckpoint a fit
+    had (a config's, or Lightning's default one) only restored its state to say so."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32))
+    args = ["--model", "AEKMeans", "--model.init_args.hidden_dims", "[8]", "--data", "Arrays", "--data.path",
+            str(tmp_path / "x.npy"), "--data.n_clusters", "2", "--trainer.enable_progress_bar", "false"]
+    run_cli(["fit", *args, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true"], tmp_path)
+    ckpt = str(next(tmp_path.rglob("*.ckpt")))
+    for command in ("validate", "predict"):
+        proc = subprocess.run([sys.executable, "-m", "dcl.cli", command, *args, "--ckpt_path", ckpt,
+                               "--predictions.output", str(tmp_path / "p.csv")],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "dirpath has changed" not in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    assert (tmp_path / "p.csv").is_file()
+
+
 # 20 blocks of 4 MiB (a training step's activations) allocated and freed after `import dcl.cli` or after the `dcl`
 # command's main(): MiB that glibc served by mmap() (handed back to the kernel on free, faulted in anew on the next
 # step) and MiB it keeps free in its heap for reuse once they are freed
