@@ -238,17 +238,27 @@ class Arrays(ClusteringDataModule):
             x = (x - mean.to(x.device)) / std.to(x.device)
         return x
 
+    def check_scaling(self, state: dict, trained: str, applied: str = "") -> None:
+        """Refuse to serve samples scaled otherwise than those ``trained`` was trained on, whose datamodule state
+        is ``state``: standardized, or as they are (a state saved without statistics; before 2026-12-03 such a
+        state was empty, and is not checked)."""
+        standardized = state.get("mean") is not None or "constant_scale" in state
+        if standardized and not self.standardize:
+            raise DataError(f"Arrays: {trained} was trained on standardized samples; set standardize: true{applied}")
+        if self.standardize and not standardized and "shuffle_seed" in state:
+            raise DataError(f"Arrays: {trained} was trained on samples as they are, not standardized; set "
+                            "standardize: false")
+
     def state_dict(self) -> dict:
         statistics = {"mean": self._mean, "std": self._std, "constant_scale": 1.0} if self.standardize else {}
         return {**super().state_dict(), **statistics}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
+        self.check_scaling(state, "the checkpoint's model", " (the training data's statistics, saved in the "
+                           "checkpoint, are applied)")
         if state.get("mean") is None:
             return
-        if not self.standardize:
-            raise DataError("Arrays: the checkpoint's model was trained on standardized samples; set standardize: "
-                            "true (the training data's statistics, saved in the checkpoint, are applied)")
         if state["mean"].shape != self.x.shape[1:]:
             raise DataError(f"Arrays: the checkpoint standardizes samples of shape {tuple(state['mean'].shape)}, "
                             f"{self.path} has samples of shape {tuple(self.x.shape[1:])}")

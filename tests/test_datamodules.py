@@ -265,6 +265,21 @@ def test_arrays_standardize_constant_features_with_scale_1_and_load_old_statisti
     assert other._statistics()[1].tolist() == std.tolist()
 
 
+def test_arrays_refuses_a_checkpoint_trained_on_samples_scaled_otherwise(tmp_path):
+    """Found by probing as a user: dcl predict --data.standardize true with the checkpoint of a fit on raw samples
+    standardized the new data by its own statistics, silently (96 of 150 iris samples changed cluster); the other
+    way round was refused."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(3, 2, size=(20, 3)).astype(np.float32))
+    raw, standardized = (Arrays(str(tmp_path / "x.npy"), n_clusters=2, standardize=s) for s in (False, True))
+    next(iter(standardized.all_dataloader()))  # (the statistics, computed at first use)
+    with pytest.raises(DataError, match="trained on samples as they are, not standardized; set standardize: false"):
+        Arrays(str(tmp_path / "x.npy"), standardize=True).load_state_dict(raw.state_dict())
+    with pytest.raises(DataError, match="trained on standardized samples; set standardize: true"):
+        Arrays(str(tmp_path / "x.npy")).load_state_dict(standardized.state_dict())
+    Arrays(str(tmp_path / "x.npy"), standardize=True).load_state_dict({})  # (an old checkpoint's: no state saved)
+    Arrays(str(tmp_path / "x.npy")).load_state_dict(raw.state_dict())
+
+
 def test_arrays_of_8_bit_images_are_served_in_0_1(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(40, 1, 6, 6), dtype=np.uint8)
