@@ -256,6 +256,11 @@ class ClusteringDataModule(pl.LightningDataModule):
         """Applied to each batch after slicing (e.g. uint8 -> float scaling). Identity by default."""
         return x
 
+    def check_scaling(self, state: dict, trained: str, applied: str = "") -> None:
+        """Refuse to serve samples scaled otherwise than those a network (``trained``, e.g. "the pretrained
+        autoencoder x.ckpt") was trained on, from the state this datamodule's class saved in that run's checkpoint;
+        ``applied``: what the error adds after its remedy. Nothing to refuse by default (Arrays: ``standardize``)."""
+
     def served_range(self, chunk: int = 4096) -> tuple[float, float]:
         """The smallest and largest value of all samples as they are served (after :meth:`batch_transform`: 8-bit
         images scaled, standardization), e.g. to check pixels a likelihood needs in [0, 1]; the same on every rank."""

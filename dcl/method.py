@@ -892,6 +892,7 @@ class AutoencoderMethod(ClusteringMethod):
         self.optimizer = optimizer
         self.register_buffer("clustering_started", torch.tensor(False))
         self.activation = activation
+        self._pretrained_data_states: dict[str, dict] = {}  # the pretraining's datamodule states, by class
         if pretrained and loads_pretrained():
             self.load_pretrained(pretrained)
 
@@ -1061,6 +1062,16 @@ class AutoencoderMethod(ClusteringMethod):
             raise ConfigError(f"pretrained checkpoint {file} holds a different autoencoder ({detail}); use the "
                               "same autoencoder, latent_dim and hidden_dims as the run that produced it")
         self.autoencoder.load_state_dict({k: ae_state[k] for k in own})
+        # (a dcl datamodule's state holds its shuffle's seed, or Arrays' statistics in checkpoints before that)
+        self._pretrained_data_states = {k: v for k, v in ckpt.items()
+                                        if isinstance(v, dict) and {"shuffle_seed", "mean"} & set(v)}
+
+    def check_data(self, data: ClusteringDataModule, stage: str) -> None:
+        """Also: data scaled as the ``pretrained`` autoencoder's were (Arrays' ``standardize``)."""
+        super().check_data(data, stage)
+        state = self._pretrained_data_states.get(type(data).__qualname__)
+        if stage == "fit" and state is not None:
+            data.check_scaling(state, f"the pretrained autoencoder {self.pretrained}")
 
 
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:

@@ -925,6 +925,23 @@ def test_a_checkpoint_that_does_not_fit_the_data_writes_no_log_file(tmp_path, dc
     assert "trained on standardized samples; set standardize: true" in msg
 
 
+def test_a_pretrained_autoencoder_of_standardized_samples_needs_standardize(tmp_path, dcl_error):
+    """Found by probing as a user: DEC started from an AEKMeans run on standardized samples (Arrays standardize:
+    true), its own fit without standardize: the autoencoder was given the raw samples, silently (iris: ACC 0.65
+    against 0.77); predict refuses that mismatch."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(3, 2, size=(40, 3)).astype(np.float32))
+    data = ["--data", "Arrays", "--data.path", str(tmp_path / "x.npy"), "--data.n_clusters", "2"]
+    run_cli(["fit", "--model", "AEKMeans", "--model.init_args.hidden_dims", "[8]", *data, "--data.standardize",
+             "true", "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true"], tmp_path)
+    ckpt = str(next(tmp_path.rglob("*.ckpt")))
+    (tmp_path / "err").mkdir()
+    dec = ["fit", "--model", "DEC", "--model.init_args.hidden_dims", "[8]", "--model.init_args.pretrained", ckpt,
+           *data, "--trainer.max_epochs", "2", "--trainer.logger", "true", "--trainer.enable_progress_bar", "false"]
+    msg = dcl_error(dec, tmp_path / "err", quiet=False)
+    assert f"the pretrained autoencoder {ckpt} was trained on standardized samples; set standardize: true" in msg
+    assert run_cli([*dec, "--data.standardize", "true"], tmp_path / "err")["k"] == 2
+
+
 def test_one_class_in_the_data_says_where_n_clusters_1_came_from(tmp_path, dcl_error):
     """Found by probing as a user: unlabeled images in one subfolder (the layout torchvision's ImageFolder asks
     for) are one class, and the fit was refused with "n_clusters must be an integer >= 2, got 1", a setting the
