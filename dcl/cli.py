@@ -375,10 +375,12 @@ def _set_wandb_mode() -> None:
 
 
 def _resolve_short_names(argv: list[str]) -> list[str]:
-    """``--model dec`` / ``--data=usps``: registry names (case, "_" and "-" aside) to import paths."""
+    """``--model dec`` / ``--data=usps`` / ``--model.help dec``: registry names (case, "_" and "-" aside) to import
+    paths."""
     out = list(argv)
     for i, arg in enumerate(out):
-        for flag, kind in (("--model", "method"), ("--data", "datamodule")):
+        for flag, kind in (("--model", "method"), ("--data", "datamodule"), ("--model.help", "method"),
+                           ("--data.help", "datamodule")):
             if arg == flag and i + 1 < len(out):
                 j, value = i + 1, out[i + 1]
             elif arg.startswith(flag + "="):

@@ -1282,6 +1282,18 @@ def test_model_help_describes_the_methods_arguments(capsys):
     assert "--model.latent_dim LATENT_DIM size of the code z" in out  # AutoencoderMethod's
 
 
+@pytest.mark.parametrize("flag, name, expected", [("--model.help", "idec", "--model.gamma GAMMA"),
+                                                   ("--model.help=ae_kmeans", None, "--model.kmeans_n_init"),
+                                                   ("--data.help", "arrays", "--data.path PATH")])
+def test_help_of_a_class_takes_its_short_name(capsys, flag, name, expected):
+    """Found by probing as a user: ``dcl fit --model dec`` trains DEC (case, "_" and "-" aside), but ``dcl fit
+    --model.help dec`` answered "model.help: Expected a dot import path string: dec"."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", flag, *([name] if name else [])])
+    assert exit_info.value.code == 0
+    assert expected in capsys.readouterr().out
+
+
 def test_a_run_without_a_logger_refuses_to_overwrite_its_own_config_file(tmp_path, dcl_error):
     """Found by probing as a user: dcl fit --config config.yaml --trainer.logger false, run in the config's folder
     (the run folder without a logger), replaced the user's config.yaml with the resolved dump."""
