@@ -38,7 +38,7 @@ from packaging.version import Version
 import dcl
 from dcl import registry, results
 from dcl.callbacks.prediction_writer import PredictionWriter
-from dcl.datamodule import ClusteringDataModule, DataError
+from dcl.datamodule import ClusteringDataModule, DataError, check_resume_position
 from dcl.distributed import end_script_process_group
 from dcl.files import atomic_write, run_dir, unwritable_folder
 from dcl.method import (N_CLUSTERS_REFUSED, ClusteringMethod, ConfigError, TrainingDiverged, check_checkpoint_fits,
@@ -174,6 +174,11 @@ class DCLCLI(LightningCLI):
             state = checkpoint.get(type(self.datamodule).__qualname__)
             if state is not None and isinstance(self.datamodule, ClusteringDataModule):
                 self.datamodule.load_state_dict(state)
+            if subcommand == "fit" and isinstance(self.datamodule, ClusteringDataModule):  # the training loader's
+                loops = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})  # position in its epoch
+                for loader in loops.get("combined_loader") or []:
+                    if isinstance(loader, dict) and "batches" in loader:
+                        check_resume_position(loader, self.trainer.world_size, self.datamodule.batch_size)
 
     def before_fit(self) -> None:
         if self.trainer.max_epochs == 0 or self.trainer.max_steps == 0:

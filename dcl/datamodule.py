@@ -37,6 +37,20 @@ class _EpochSampler:
         self.epoch = epoch
 
 
+def check_resume_position(state: dict[str, int], world: int, batch_size: int) -> None:
+    """Refuse to resume the training loader's ``state`` (an :class:`InMemoryLoader`'s, in a checkpoint) in ``world``
+    processes with ``batch_size``: the batches a rank has taken locate the epoch's next sample only for the world
+    size and batch size that took them; with others the resumed epoch would train some samples twice and skip
+    others. (Checked by the ``dcl`` command before it starts the trainer too.)"""
+    saved = (state.get("world", world), state.get("batch_size", batch_size))
+    if state["batches"] and saved != (world, batch_size):
+        raise DataError(
+            f"this checkpoint was taken inside an epoch (after {state['batches']} batches) of a fit in "
+            f"{saved[0]} process(es) with batch size {saved[1]}; resuming it in {world} with batch size "
+            f"{batch_size} would train part of that epoch twice and skip another: resume it with the same "
+            f"devices and batch size, or from a checkpoint taken at an epoch's end")
+
+
 class InMemoryLoader:
     """Batches as index slices of in-memory tensors (no per-sample ``__getitem__``, no worker processes).
 
@@ -108,15 +122,7 @@ class InMemoryLoader:
                 "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        # the batches a rank has taken locate the epoch's next sample only for the world size and batch size that
-        # took them: with others the resumed epoch would train some samples twice and skip others
-        saved = (state.get("world", rank_world()[1]), state.get("batch_size", self.batch_size))
-        if state["batches"] and saved != (rank_world()[1], self.batch_size):
-            raise DataError(
-                f"this checkpoint was taken inside an epoch (after {state['batches']} batches) of a fit in "
-                f"{saved[0]} process(es) with batch size {saved[1]}; resuming it in {rank_world()[1]} with batch size "
-                f"{self.batch_size} would train part of that epoch twice and skip another: resume it with the same "
-                f"devices and batch size, or from a checkpoint taken at an epoch's end")
+        check_resume_position(state, rank_world()[1], self.batch_size)
         self.sampler.epoch = self._resume_epoch = state["epoch"]
         self._resume_at = state["batches"]
 

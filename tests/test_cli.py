@@ -585,6 +585,12 @@ def test_a_resume_refused_while_restoring_its_checkpoint_writes_nothing(tmp_path
     error = dcl_error(["fit", *AE_DIGITS, "--data.init_args.batch_size", "128", "--ckpt_path", str(inside)],
                       tmp_path / "resumed")
     assert "taken inside an epoch" in error
+    # with a logger too (Lightning's TensorBoardLogger): the refusal came after Lightning had started it, which had
+    # written lightning_logs/version_0/events.out.tfevents.* and hparams.yaml (found by probing as a user)
+    error = dcl_error(["fit", *AE_DIGITS, "--data.init_args.batch_size", "128", "--ckpt_path", str(inside),
+                       "--trainer.logger", "true", "--trainer.enable_progress_bar", "false"], tmp_path / "resumed",
+                      quiet=False)
+    assert "taken inside an epoch (after 3 batches) of a fit in 1 process(es) with batch size 256" in error
 
 
 @pytest.mark.parametrize("logger", ["CSVLogger", "TensorBoardLogger"])
