@@ -504,9 +504,8 @@ def _missing_setting(detail: str) -> str | None:
     if match is None:
         return None
     key, path, names = match.groups()
-    name = path.rpartition(".")[2]
-    flags = " ".join(f"--{key}.{n.strip()}" for n in names.split(","))
-    return f"{', '.join(f'{key}.{n.strip()}' for n in names.split(','))} is required by {name}: set {flags}"
+    settings = [f"{key}.{n.strip()}" for n in names.split(",")]
+    return f"{', '.join(settings)} is required by {path.rpartition('.')[2]}: set {' '.join('--' + s for s in settings)}"
 
 
 def _import(path: str):
