@@ -65,7 +65,7 @@ class COIL20(ClusteringDataModule):
         if objects[0] < 1 or objects[-1] > 20:
             raise DataError(f"COIL20: object numbers must be 1..20, found {objects[0]}..{objects[-1]} in "
                             f"{files[0][2].parent.resolve()}")
-        x = load_images([p for _, _, p in files], self.image_size, grayscale=True)
+        x = load_images([p for _, _, p in files], self.image_size, grayscale=True, source="COIL20")
         y = torch.tensor([k - 1 for k, _, _ in files], dtype=torch.long)
         if self.flatten:
             x = x.reshape(len(x), -1)

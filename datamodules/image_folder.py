@@ -25,7 +25,7 @@ CONVERT_HINT = ("convert it to an 8- or 16-bit image (its values scaled to 0..25
                 "values of all images as one N x C x H x W array and read it with the Arrays datamodule")
 
 
-def _to_8_bits(img: Image.Image, path: Path) -> Image.Image:
+def _to_8_bits(img: Image.Image, path: Path, source: str) -> Image.Image:
     """A 16-bit grayscale image (Pillow's ``I;16*`` modes, or ``I`` holding values above 255) scaled to 8 bits:
     Pillow's own conversion clips such pixels at 255 instead of scaling them. Any other mode than these and the
     8-bit ones is refused: Pillow's conversion of 32-bit floats (mode F) clips them at 0..255, so values in 0..1
@@ -34,22 +34,22 @@ def _to_8_bits(img: Image.Image, path: Path) -> Image.Image:
         return img
     if not (img.mode.startswith("I;16") or img.mode == "I"):
         what = " (32-bit floating-point pixels)" if img.mode == "F" else ""
-        raise DataError(f"ImageFolder: cannot read image {path} faithfully: its Pillow mode is {img.mode}{what}, and "
-                        f"ImageFolder reads 8- and 16-bit images; {CONVERT_HINT}")
+        raise DataError(f"{source}: cannot read image {path} faithfully: its Pillow mode is {img.mode}{what}, and "
+                        f"{source} reads 8- and 16-bit images; {CONVERT_HINT}")
     pixels = np.asarray(img).astype(np.int64)
     lo, hi = int(pixels.min()), int(pixels.max())
     if lo < 0 or hi > 65535:
-        raise DataError(f"ImageFolder: cannot read image {path} faithfully: its pixels (Pillow mode {img.mode}) hold "
+        raise DataError(f"{source}: cannot read image {path} faithfully: its pixels (Pillow mode {img.mode}) hold "
                         f"values in [{lo}, {hi}], outside the 16-bit range 0..65535; {CONVERT_HINT}")
     if img.mode == "I" and hi <= 255:
         return Image.fromarray(pixels.astype(np.uint8), "L")
     return Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8), "L")
 
 
-def _read_one(path: Path, size: int | None, mode: str) -> np.ndarray:
+def _read_one(path: Path, size: int | None, mode: str, source: str) -> np.ndarray:
     try:
         with Image.open(path) as img:
-            img = _to_8_bits(img, path).convert(mode)
+            img = _to_8_bits(img, path, source).convert(mode)
             if size is not None and img.size != (size, size):
                 # Pillow's bilinear resize widens its support when shrinking, i.e. it antialiases
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
@@ -57,28 +57,30 @@ def _read_one(path: Path, size: int | None, mode: str) -> np.ndarray:
     except DataError:  # a ValueError: not to be read as an unreadable file below
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {path}: {e}; remove or replace the file") from e
+        raise DataError(f"{source}: cannot read image {path}: {e}; remove or replace the file") from e
 
 
-def load_images(paths: Sequence[Path], size: int | None, grayscale: bool, threads: int | None = None) -> Tensor:
+def load_images(paths: Sequence[Path], size: int | None, grayscale: bool, source: str,
+                threads: int | None = None) -> Tensor:
     """Decode ``paths`` into one uint8 tensor ``(N, C, size, size)`` (C = 1 if ``grayscale`` else 3).
 
     Every image is converted to L or RGB and resized to ``size`` x ``size`` (bilinear, antialiased); with
     ``size=None`` the images are kept as they are and must all have the same size. Decoding runs in a few
-    threads (Pillow releases the GIL while decoding). An unreadable file raises a DataError naming it.
+    threads (Pillow releases the GIL while decoding). An unreadable file raises a DataError naming it, prefixed by
+    ``source``, the datamodule that reads the images.
     """
     mode = "L" if grayscale else "RGB"
     if not paths:
-        raise DataError("no images to load")
-    first = _read_one(paths[0], size, mode)
+        raise DataError(f"{source}: no images to load")
+    first = _read_one(paths[0], size, mode, source)
     h, w = first.shape[:2]
     out = np.empty((len(paths), h, w) if grayscale else (len(paths), h, w, 3), dtype=np.uint8)
     out[0] = first
 
     def work(i: int) -> None:
-        arr = _read_one(paths[i], size, mode)
+        arr = _read_one(paths[i], size, mode, source)
         if arr.shape != first.shape:
-            raise DataError(f"image {paths[i]} has size {arr.shape[1]}x{arr.shape[0]} but {paths[0]} has "
+            raise DataError(f"{source}: image {paths[i]} has size {arr.shape[1]}x{arr.shape[0]} but {paths[0]} has "
                             f"{w}x{h}; set image_size to resize all images to one size")
         out[i] = arr
 
@@ -178,7 +180,7 @@ class ImageFolder(ClusteringDataModule):
 
     def load(self):
         files, labels, names = self._scan()
-        x = load_images(files, self.image_size, self.grayscale)
+        x = load_images(files, self.image_size, self.grayscale, "ImageFolder")
         self.files, self._class_names = files, names
         self._sample_ids = ("file", [str(f) for f in files])
         if names is not None:

@@ -485,7 +485,7 @@ def test_image_folder_refuses_modes_it_cannot_read_faithfully(tmp_path):
     pixels = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
     Image.fromarray((pixels * 255).round().astype(np.uint8)).save(tmp_path / "eight.png")
     Image.fromarray(pixels, "F").save(tmp_path / "float.tif")
-    with pytest.raises(DataError, match=r"cannot read image .*float\.tif faithfully: its Pillow mode is F \(32-bit "
+    with pytest.raises(DataError, match=r"^ImageFolder: cannot read image .*float\.tif faithfully: its Pillow mode is F \(32-bit "
                                         r"floating-point pixels\).*8- and 16-bit.*Arrays datamodule"):
         ImageFolder(str(tmp_path), image_size=None, grayscale=True, n_clusters=2).setup()
     (tmp_path / "float.tif").unlink()
@@ -501,6 +501,24 @@ def test_image_folder_refuses_modes_it_cannot_read_faithfully(tmp_path):
     assert torch.equal(dm.x[1], dm.x[2]) and (dm.x[1].int() - dm.x[0].int()).abs().max() <= 1
 
 
+def test_image_errors_name_the_datamodule_that_reads_them(tmp_path):
+    """Found by a practitioner's pass: an unreadable image and images of two sizes were the only image errors
+    without the datamodule's name (the reader is shared by ImageFolder and COIL20)."""
+    Image.fromarray(np.zeros((10, 12), dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "b.png")
+    with pytest.raises(DataError, match=r"^ImageFolder: image .*b\.png has size 8x8 but .*a\.png has 12x10; set "
+                                        r"image_size"):
+        ImageFolder(str(tmp_path), image_size=None, grayscale=True, n_clusters=2).setup()
+    coil = tmp_path / "coil" / "coil-20-proc"
+    coil.mkdir(parents=True)
+    for k in (1, 2):
+        Image.fromarray(np.zeros((16, 16), dtype=np.uint8)).save(coil / f"obj{k}__0.png")
+    (coil / "obj2__1.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="COIL20: found 3 images"), \
+            pytest.raises(DataError, match=r"^COIL20: cannot read image .*obj2__1\.png"):
+        COIL20(data_dir=str(tmp_path / "coil")).setup()
+
+
 def test_image_folder_labeled_and_flat(tmp_path):
     for cls in ("cat", "dog"):
         (tmp_path / "lab" / cls).mkdir(parents=True)
@@ -513,7 +531,7 @@ def test_image_folder_labeled_and_flat(tmp_path):
     assert flat.input_shape == (1, 4, 4) and not flat.has_labels
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match="broken.png"):
+    with pytest.raises(DataError, match=r"^ImageFolder: cannot read image .*broken\.png: .*remove or replace"):
         ImageFolder(str(tmp_path / "bad"), n_clusters=2).setup()
     # a link back up (found by probing as a user: 6 images read as 1681, dogs labelled cat) is skipped, with a
     # warning; a link to another folder is followed
