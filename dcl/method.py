@@ -714,8 +714,11 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], module: ClusteringMethod) 
 def warn_if_fit_ends_within(module: pl.LightningModule, epochs: int, phase: str, setting: str,
                             consequence: str) -> None:
     """Warn at fit start when ``trainer.max_epochs`` or ``max_steps`` ends within a method's first phase of
-    ``epochs`` epochs."""
+    ``epochs`` epochs. Not in a ``fast_dev_run``, a trial of one batch whose limits are Lightning's, not the
+    config's: "raise max_epochs" would be wrong advice there."""
     trainer = module.trainer
+    if trainer.fast_dev_run:
+        return
     max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
     if max_epochs is not None and 0 <= max_epochs <= epochs:
         rank_zero_warn(f"max_epochs {max_epochs} ends within the {epochs} {phase}: {consequence}; raise max_epochs "

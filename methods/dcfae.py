@@ -411,10 +411,14 @@ class DCFAE(ClusteringMethod):
 
     def on_train_start(self) -> None:
         """Refuse, before any step, a phase 2 that would never step: it trains on groups of ``similarity_batches``
-        loader batches, and an epoch's incomplete group is dropped."""
+        loader batches, and an epoch's incomplete group is dropped. A fit that ends within phase 1 (e.g. a
+        ``fast_dev_run``, one batch of one epoch) never gets there and is not refused."""
         trainer = self.trainer
         batches = trainer.num_training_batches
-        if self.use_dense and math.isfinite(batches) and batches < self.similarity_batches:
+        max_epochs = trainer.max_epochs
+        reaches_phase_2 = (self.in_embedding_phase or max_epochs is None or max_epochs < 0
+                           or max_epochs > self.fae_epochs)
+        if self.use_dense and reaches_phase_2 and math.isfinite(batches) and batches < self.similarity_batches:
             cut = ("trainer.fast_dev_run cuts it to that; " if trainer.fast_dev_run else
                    f"trainer.limit_train_batches {trainer.limit_train_batches} cuts it to that; "
                    if trainer.limit_train_batches != 1.0 else "")
