@@ -61,7 +61,7 @@ from dcl.cluster.kmeans import assign_nearest
 from dcl.cluster.scatter import dekm_loss, dekm_targets
 from dcl.distributed import sum_over_global_batch
 from dcl.method import AutoencoderMethod, ConfigError
-from dcl.nets.autoencoders import IMAGES_HOW
+from dcl.nets.autoencoders import image_shape
 from dcl.optim import OptimizerFactory, make_optimizer
 
 WEIGHT_INITS = ("keras_uniform", "glorot")
@@ -83,7 +83,7 @@ class DEKM(AutoencoderMethod):
     Args:
         latent_dim: embedding size (10).
         autoencoder: ``conv`` (images, served as C x H x W with ``flatten: false``), ``mlp`` (vectors) or
-            ``auto`` (conv for C x H x W inputs of at least 12 x 12, else mlp).
+            ``auto`` (conv for square C x H x W inputs of at least 12 x 12, else mlp; ``conv`` takes 5 x 5 and up).
         hidden_dims: the dense autoencoder's hidden sizes (500, 500, 2000).
         update_interval: iterations between eigen updates; None: 40 for conv, 10 for mlp (official).
         tol: stop when at most this fraction of the assignments changed at an update (0.005).
@@ -107,12 +107,11 @@ class DEKM(AutoencoderMethod):
                  optimizer: OptimizerFactory | None = None) -> None:
         shape = tuple(int(s) for s in input_shape)
         if autoencoder == "auto":
-            autoencoder = "conv" if len(shape) == 3 and min(shape[1:]) >= 12 else "mlp"
+            autoencoder = "conv" if len(shape) == 3 and shape[1] == shape[2] >= 12 else "mlp"
         if autoencoder not in ("conv", "mlp"):
             raise ConfigError(f"autoencoder must be 'conv', 'mlp' or 'auto', got {autoencoder!r}")
-        if autoencoder == "conv" and (len(shape) != 3 or min(shape[1:]) < 12 or shape[1] != shape[2]):
-            raise ConfigError(f"the conv autoencoder needs square C x H x W images of at least 12 x 12, got input "
-                              f"shape {shape}; use autoencoder: mlp, or {IMAGES_HOW}")
+        if autoencoder == "conv":  # (its size and squareness: ConvAutoencoder's own refusal)
+            image_shape(shape, "DEKM's conv autoencoder", ConfigError)
         if update_interval is None:
             update_interval = 40 if autoencoder == "conv" else 10
         if update_interval < 1 or maxiter < 1 or not 0 <= tol < 1:

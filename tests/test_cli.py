@@ -273,6 +273,25 @@ def test_images_without_a_channel_axis_for_a_conv_network_say_how_to_add_it(tmp_
     assert "ConvAutoencoder needs image inputs" in msg and "(16, 16)" in msg and "x[:, None]" in msg
 
 
+
+def test_images_a_conv_network_cannot_take_say_to_resize_them(tmp_path, dcl_error):
+    """Found by a practitioner's pass: DEKM refused a conv autoencoder on 8x8 images (Digits as N x 1 x 8 x 8) with
+    "needs ... at least 12 x 12 ...: serve images as channels x height x width", advice for images they already
+    were, and a limit the network does not have (it takes 5x5 and up, as AEKMeans' conv did)."""
+    from dcl.methods.dekm import DEKM
+
+    assert DEKM(n_clusters=3, input_shape=(1, 8, 8), autoencoder="conv").autoencoder_kind == "conv"
+    assert DEKM(n_clusters=3, input_shape=(1, 8, 8)).autoencoder_kind == "mlp"  # auto: conv from 12 x 12
+    assert DEKM(n_clusters=3, input_shape=(1, 12, 16)).autoencoder_kind == "mlp"  # auto: conv for square ones
+    for shape, said in [((20, 1, 8, 6), "ConvAutoencoder needs square images, got 8x6; resize them (image_size"),
+                        ((20, 1, 4, 4), "images of 4x4 are too small for ConvAutoencoder, whose three strided convs "
+                                        "need at least 5x5; resize them")]:
+        np.save(tmp_path / "img.npy", np.zeros(shape, dtype=np.uint8))
+        msg = dcl_error(["fit", "--model", "DEKM", "--model.init_args.autoencoder", "conv", "--data", "Arrays",
+                         "--data.path", str(tmp_path / "img.npy"), "--data.n_clusters", "2"], tmp_path)
+        assert said in msg and "or use autoencoder: mlp" in msg, msg
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_mixed_precision_the_cpu_would_emulate_is_warned_about(tmp_path, monkeypatch, recwarn, native):
     import dcl.method

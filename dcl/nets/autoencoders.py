@@ -80,6 +80,9 @@ IMAGES_HOW = ("serve images as channels x height x width: flatten: false in an i
               "USPS, COIL20, ImageFolder, ...), or an Arrays file of N x C x H x W (grayscale N x H x W: add the "
               "channel axis, x[:, None])")
 
+#: what to do with images ConvAutoencoder cannot take (not square, too small)
+RESIZE_HOW = "resize them (image_size: of ImageFolder and COIL20) or use autoencoder: mlp"
+
 
 def image_shape(input_shape: Sequence[int], who: str, error: type[ValueError] = ValueError) -> tuple[int, int, int]:
     """``(C, H, W)`` of image inputs, or one ``error`` naming ``who`` needs them and how to serve them."""
@@ -104,7 +107,7 @@ class ConvAutoencoder(nn.Module):
         super().__init__()
         c_in, h, w = image_shape(input_shape, "ConvAutoencoder")
         if h != w:
-            raise ValueError(f"ConvAutoencoder needs square images, got {h}x{w}")
+            raise ValueError(f"ConvAutoencoder needs square images, got {h}x{w}; {RESIZE_HOW}")
         self.input_shape = tuple(input_shape)
         self.latent_dim = latent_dim
         c1, c2, c3 = channels
@@ -112,7 +115,8 @@ class ConvAutoencoder(nn.Module):
         valid = s2 % 2 == 1
         s3 = (s2 - 3) // 2 + 1 if valid else math.ceil(s2 / 2)
         if s3 < 1:
-            raise ValueError(f"images of {h}x{w} are too small for ConvAutoencoder (need >= 12x12)")
+            raise ValueError(f"images of {h}x{w} are too small for ConvAutoencoder, whose three strided convs need "
+                             f"at least 5x5; {RESIZE_HOW}")
         act = lambda: make_activation(activation)  # noqa: E731
         self.encoder = nn.Sequential(
             nn.Conv2d(c_in, c1, 5, 2, padding=2), act(),
