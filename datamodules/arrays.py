@@ -116,6 +116,8 @@ class Arrays(ClusteringDataModule):
                         for i, a in enumerate(first))
                     or _pandas_column_numbers(first) or any(c in first for c in names))
         header = first if (detected if self.header is None else self.header) else None
+        _refuse_missing_columns([("label_column", self.label_column), ("id_column", self.id_column),
+                                 *(("ignore_columns", c) for c in self.ignore_columns)], p, header)
         col = None if self.label_column is None else _csv_column(self.label_column, "label_column", p, first, header)
         id_col = None if self.id_column is None else _csv_column(self.id_column, "id_column", p, first, header)
         ignored = {_csv_column(c, "ignore_columns", p, first, header) for c in self.ignore_columns}
@@ -267,18 +269,37 @@ class Arrays(ClusteringDataModule):
             self._std = self._std.masked_fill(self._std <= OLD_STD_FLOOR, 1.0)
 
 
+def _is_index(spec: str | int, header: list[str] | None) -> bool:
+    """A column setting that is a position (a number not among the header's names), not a name."""
+    return isinstance(spec, int) or (spec.lstrip("-").isdigit() and not (header and spec in header))
+
+
+#: how to do without a named column that new data lacks (e.g. data to predict, without labels or names)
+WITHOUT_COLUMN = {"label_column": "label_column: null for data without labels",
+                  "id_column": "id_column: null for samples without names (the predictions then have no id column)",
+                  "ignore_columns": "leave it out of ignore_columns"}
+
+
+def _refuse_missing_columns(specs: list[tuple[str, str | int | None]], p: Path, header: list[str] | None) -> None:
+    """One error naming every column the settings name that ``p`` lacks, and how to do without each: new data to
+    predict often lacks both the labels and the ids of the training file, which were refused one at a time."""
+    missing = [(setting, spec) for setting, spec in specs
+               if spec is not None and not _is_index(spec, header) and (header is None or spec not in header)]
+    if not missing:
+        return
+    named = " nor ".join(f"{spec!r} ({setting})" for setting, spec in missing)
+    hints = ", ".join(dict.fromkeys(WITHOUT_COLUMN[setting] for setting, _ in missing))
+    raise DataError(f"Arrays: no column {named} in {p.name}; its columns are {header or 'unnamed'}; set {hints}")
+
+
 def _csv_column(spec: str | int, setting: str, p: Path, first: list[str], header: list[str] | None) -> int:
-    """A CSV column given by name or index (negative: from the end), or one error naming what there is."""
-    if isinstance(spec, str) and spec.lstrip("-").isdigit() and not (header and spec in header):
+    """A CSV column given by name (one that :func:`_refuse_missing_columns` found) or index (negative: from the
+    end), or one error naming what there is."""
+    if _is_index(spec, header):
         spec = int(spec)
-    if isinstance(spec, int):
         if not -len(first) <= spec < len(first):
             raise DataError(f"Arrays: {setting} {spec} is out of range: {p.name} has {len(first)} columns")
         return spec % len(first)
-    if header is None or spec not in header:
-        unlabeled = "; for data without labels, set label_column: null" if setting == "label_column" else ""
-        raise DataError(f"Arrays: {setting}: no column {spec!r} in {p.name}; its columns are "
-                        f"{header or 'unnamed'}{unlabeled}")
     return header.index(spec)
 
 

@@ -426,7 +426,8 @@ def test_arrays_read_the_files_spreadsheets_and_pandas_write(tmp_path, recwarn):
         Arrays(str(tmp_path / "named.csv"), n_clusters=3).setup()
     dm = Arrays(str(tmp_path / "named.csv"), id_column="id", ignore_columns=["note"], n_clusters=3)
     assert torch.allclose(dm.x, torch.from_numpy(x).float()) and dm.sample_ids == ("id", [f"p{i}" for i in range(30)])
-    for kwargs, error in ((dict(id_column="name"), r"id_column: no column 'name' in named.csv; its columns are \['id'"),
+    for kwargs, error in ((dict(id_column="name"), r"no column 'name' \(id_column\) in named.csv; its columns are \['id'.*; set id_column: null for samples "
+                                                r"without names"),
                           (dict(ignore_columns=[9]), "ignore_columns 9 is out of range: named.csv has 5 columns"),
                           (dict(id_column=0, label_column="id"), "label_column and id_column name the same column")):
         with pytest.raises(DataError, match=error):
@@ -464,8 +465,16 @@ def test_arrays_read_the_files_spreadsheets_and_pandas_write(tmp_path, recwarn):
             (tmp_path / name).write_text(text)
         with pytest.raises(DataError, match=error):
             Arrays(str(tmp_path / name), n_clusters=2).setup()
-    with pytest.raises(DataError, match="no column 'kind' in na.csv.*; for data without labels, set label_column: nu"):
+    with pytest.raises(DataError, match=r"no column 'kind' \(label_column\) in na.csv.*; set label_column: null for "
+                                        "data without labels$"):
         Arrays(str(tmp_path / "na.csv"), label_column="kind").setup()
+    # new data to predict lacks the training file's labels and names: both said at once (were one at a time)
+    with pytest.raises(DataError, match=r"^Arrays: no column 'kind' \(label_column\) nor 'name' \(id_column\) nor "
+                                        r"'note' \(ignore_columns\) in na.csv; its columns are \['a', 'b'\]; set "
+                                        r"label_column: null for data without labels, id_column: null for samples "
+                                        r"without names \(the predictions then have no id column\), leave it out of "
+                                        r"ignore_columns$"):
+        Arrays(str(tmp_path / "na.csv"), label_column="kind", id_column="name", ignore_columns=["note"]).setup()
     (tmp_path / "labels_only.csv").write_text("kind\n" + "\n".join(map(str, y)) + "\n")
     with pytest.raises(DataError, match="labels_only.csv has no feature columns"):
         Arrays(str(tmp_path / "labels_only.csv"), label_column="kind").setup()
