@@ -183,6 +183,7 @@ class ClusteringMethod(pl.LightningModule):
         self._training_state: dict[str, Any] | None = None  # see keep_training_state
         self._from_datamodule = True  # this run's loaders are the datamodule's (see setup)
         self._final_embedding: Tensor | None = None  # see final_embedding
+        self._pretrained_data: tuple[str, dict[str, dict]] = ("", {})  # see remember_pretrained_data
 
     # -- the contract -----------------------------------------------------------------------------------
     @property
@@ -374,6 +375,18 @@ class ClusteringMethod(pl.LightningModule):
             raise ConfigError(f"{type(self).__name__} was built for samples of shape {self.input_shape}, but "
                               f"{type(data).__name__}'s are {tuple(data.input_shape)}; build it with "
                               f"input_shape={list(data.input_shape)}")
+        path, states = self._pretrained_data
+        state = states.get(type(data).__qualname__)
+        if stage == "fit" and state is not None:
+            data.check_scaling(state, f"the pretrained autoencoder {path}")
+
+    def remember_pretrained_data(self, ckpt: dict[str, Any], path: str | Path) -> None:
+        """Keep the datamodule states saved in ``ckpt``, a checkpoint whose weights a method's ``pretrained``
+        loaded: :meth:`check_data` then refuses data scaled otherwise (Arrays' ``standardize``), on which those
+        weights would be fed samples unlike the ones they learned from."""
+        # (a dcl datamodule's state holds its shuffle's seed, or Arrays' statistics in checkpoints before that)
+        self._pretrained_data = (str(path), {k: v for k, v in ckpt.items()
+                                             if isinstance(v, dict) and {"shuffle_seed", "mean"} & set(v)})
 
     def _uses_the_datamodule(self) -> bool:
         """Whether this run's loaders are a ClusteringDataModule's: Lightning keeps ``trainer.datamodule`` from an
@@ -895,7 +908,6 @@ class AutoencoderMethod(ClusteringMethod):
         self.optimizer = optimizer
         self.register_buffer("clustering_started", torch.tensor(False))
         self.activation = activation
-        self._pretrained_data_states: dict[str, dict] = {}  # the pretraining's datamodule states, by class
         if pretrained and loads_pretrained():
             self.load_pretrained(pretrained)
 
@@ -1065,16 +1077,7 @@ class AutoencoderMethod(ClusteringMethod):
             raise ConfigError(f"pretrained checkpoint {file} holds a different autoencoder ({detail}); use the "
                               "same autoencoder, latent_dim and hidden_dims as the run that produced it")
         self.autoencoder.load_state_dict({k: ae_state[k] for k in own})
-        # (a dcl datamodule's state holds its shuffle's seed, or Arrays' statistics in checkpoints before that)
-        self._pretrained_data_states = {k: v for k, v in ckpt.items()
-                                        if isinstance(v, dict) and {"shuffle_seed", "mean"} & set(v)}
-
-    def check_data(self, data: ClusteringDataModule, stage: str) -> None:
-        """Also: data scaled as the ``pretrained`` autoencoder's were (Arrays' ``standardize``)."""
-        super().check_data(data, stage)
-        state = self._pretrained_data_states.get(type(data).__qualname__)
-        if stage == "fit" and state is not None:
-            data.check_scaling(state, f"the pretrained autoencoder {self.pretrained}")
+        self.remember_pretrained_data(ckpt, path)
 
 
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:

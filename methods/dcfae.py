@@ -557,7 +557,8 @@ class DCFAE(ClusteringMethod):
         file = Path(path).expanduser()
         if not file.is_file():
             raise ConfigError(f"pretrained checkpoint {file} does not exist; train a DCFAE first")
-        state = load_checkpoint_file(file).get("state_dict", {})
+        ckpt = load_checkpoint_file(file)
+        state = ckpt.get("state_dict", {})
         fae_state = {k[len("fae."):]: v for k, v in state.items() if k.startswith("fae.")}
         own = self.fae.state_dict()
         bad = [k for k in own if k not in fae_state or fae_state[k].shape != own[k].shape]
@@ -565,3 +566,4 @@ class DCFAE(ClusteringMethod):
             raise ConfigError(f"pretrained checkpoint {file} holds a different FAE (first mismatch: {bad[0]}); "
                               "use the same latent_dim, channels, adversarial and input shape as that run")
         self.fae.load_state_dict({k: fae_state[k] for k in own})
+        self.remember_pretrained_data(ckpt, path)

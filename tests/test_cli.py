@@ -967,6 +967,27 @@ def test_a_pretrained_autoencoder_of_standardized_samples_needs_standardize(tmp_
     assert run_cli([*dec, "--data.standardize", "true"], tmp_path / "err")["k"] == 2
 
 
+def test_a_pretrained_dcfae_of_standardized_samples_needs_standardize(tmp_path, dcl_error):
+    """Found by a practitioner's pass: DCFAE's own ``pretrained`` (a DCFAE run whose FAE it reuses) had no such
+    check, and fed the FAE of standardized images raw ones, silently."""
+    images = np.random.default_rng(0).normal(3, 2, size=(40, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "img.npy", images)
+    tiny = ["--model.latent_dim", "4", "--model.embedding_dim", "3", "--model.channels", "[4, 8]",
+            "--model.discriminator_channels", "[4, 8]", "--model.dense_dims", "[16]", "--model.feature_layer", "0",
+            "--model.perplexity", "10", "--model.kmeans_n_init", "2", "--model.pixel_loss", "mse"]
+    common = ["--model", "DCFAE", *tiny, "--data", "Arrays", "--data.path", str(tmp_path / "img.npy"),
+              "--data.n_clusters", "2", "--data.batch_size", "10", "--trainer.enable_progress_bar", "false"]
+    run_cli(["fit", *common, "--model.fae_epochs", "1", "--model.use_dense", "false", "--data.standardize", "true",
+             "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true"], tmp_path)
+    ckpt = str(next(tmp_path.rglob("*.ckpt")))
+    (tmp_path / "err").mkdir()
+    reuse = ["fit", *common, "--model.pretrained", ckpt, "--model.similarity_batches", "1", "--trainer.max_epochs",
+             "1", "--trainer.logger", "true"]
+    msg = dcl_error(reuse, tmp_path / "err", quiet=False)
+    assert f"the pretrained autoencoder {ckpt} was trained on standardized samples; set standardize: true" in msg
+    assert run_cli([*reuse, "--data.standardize", "true"], tmp_path / "err")["k"] == 2
+
+
 def test_one_class_in_the_data_says_where_n_clusters_1_came_from(tmp_path, dcl_error):
     """Found by probing as a user: unlabeled images in one subfolder (the layout torchvision's ImageFolder asks
     for) are one class, and the fit was refused with "n_clusters must be an integer >= 2, got 1", a setting the
