@@ -51,8 +51,9 @@ def resume_checkpoint(run: Path):
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             super().on_train_epoch_end(trainer, pl_module)  # (checkpoints run after the other callbacks, the Timer)
             ends = trainer.should_stop or trainer.current_epoch + 1 >= (trainer.max_epochs or 0) > 0
-            if ends and self._last_global_step_saved != trainer.global_step:
-                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+            saved = (trainer.current_epoch + 1) % RESUME_EVERY == 0  # by ModelCheckpoint just now, at this step
+            if ends and not saved and not trainer.sanity_checking:
+                trainer.save_checkpoint(self.format_checkpoint_name({}))  # (Lightning's public save: no private state)
 
     return ResumeCheckpoint(dirpath=run / "checkpoints", **_checkpoint_settings())
 

@@ -228,7 +228,8 @@ def test_a_fit_stopped_inside_an_epoch_ends_with_k_means_on_the_final_code(tmp_p
 def test_the_model_checkpoint_members_dcl_uses_exist():
     """The test above needs last.ckpt saved again at the fit's end, which dcl.method does through ModelCheckpoint's
     private members (Lightning has no public API for it): a Lightning release that renames one, or changes what it
-    takes, fails here by name, not in some fit's end; and they are used in dcl/method.py only."""
+    takes, fails here by name, not in some fit's end; and they are used in dcl/method.py only (benchmarks/ too:
+    its resume checkpoint saves through Lightning's public trainer.save_checkpoint)."""
     import inspect
 
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -245,8 +246,9 @@ def test_the_model_checkpoint_members_dcl_uses_exist():
         member = getattr(callback, name)
         found = type(member) if isinstance(wanted, type) else list(inspect.signature(member).parameters)
         assert found == wanted, f"Lightning's ModelCheckpoint.{name} changed: {found}, dcl.method expects {wanted}"
-    users = {str(path.relative_to(REPO)) for path in (REPO / "dcl").rglob("*.py")
-             if any(f".{name}" in path.read_text() for name in MODEL_CHECKPOINT_PRIVATES)}
+    users = {str(path.relative_to(REPO)) for folder in ("dcl", "methods", "datamodules", "benchmarks")
+             for path in (REPO / folder).rglob("*.py")
+             if any(f".{name}" in path.read_text() for name in (*MODEL_CHECKPOINT_PRIVATES, "_save_topk_checkpoint"))}
     assert users == {"dcl/method.py"}, users
 
 
