@@ -445,9 +445,42 @@ def _loadtxt(p: Path, skiprows: int, dtype, usecols: list[int] | None) -> np.nda
                           encoding=ENCODING)
 
 
+#: bytes of a CSV read at a time when counting its rows' fields (:func:`_row_of_other_width`)
+WIDTH_BLOCK_BYTES = 1 << 24
+
+
 def _row_of_other_width(p: Path, width: int) -> str | None:
     """The error for the first row of a CSV whose number of fields is not the first row's ``width`` (None when they
-    all have it; empty lines are skipped, as numpy skips them)."""
+    all have it; empty lines are skipped, as numpy skips them). A file without quotes and with only LF or CRLF line
+    ends, the usual numeric CSV, is counted in blocks by numpy: a row's fields are its commas + 1 (Python's csv
+    reader took 0.84 of 1.89 s of reading a 200,000 x 51 CSV); any other, by the csv reader."""
+    line_no = 0
+    with open(p, "rb") as f:
+        carry = b""
+        while True:
+            block = f.read(WIDTH_BLOCK_BYTES)
+            data = carry + block
+            if not block:  # the last line, without a line end
+                data += b"\n" if data else b""
+            cut = data.rfind(b"\n") + 1
+            chunk, carry = data[:cut], data[cut:]
+            if b'"' in chunk or (b"\r" in chunk and chunk.count(b"\r") != chunk.count(b"\r\n")):
+                return _row_of_other_width_by_csv(p, width)
+            if chunk:
+                lines = np.frombuffer(chunk, dtype=np.uint8)
+                ends = np.flatnonzero(lines == ord("\n"))
+                fields = np.diff(np.searchsorted(np.flatnonzero(lines == ord(",")), ends), prepend=0) + 1
+                starts = np.concatenate(([0], ends[:-1] + 1))
+                length = ends - starts - (lines[np.maximum(ends - 1, 0)] == ord("\r"))  # (without the line end)
+                bad = np.flatnonzero((fields != width) & (length > 0))
+                if len(bad):
+                    return _other_width(p, line_no + int(bad[0]) + 1, int(fields[bad[0]]), width)
+                line_no += len(ends)
+            if not block:
+                return None
+
+
+def _row_of_other_width_by_csv(p: Path, width: int) -> str | None:
     with open(p, newline="", encoding=ENCODING) as f:
         for row_no, row in enumerate(csv.reader(f), start=1):
             if row and len(row) != width:
