@@ -81,10 +81,11 @@ class RecordsGroupAfterTeardown(AEKMeans):
         Path(os.environ["DCL_TEST_GROUP_DIR"], f"rank{rank}").write_text(str(dist.is_initialized()))
 
 
-def fp16_with_grad_scaler() -> MixedPrecision:
-    """16-mixed as a GPU gets it: float16 autocast and a GradScaler. Asked for by name on a CPU, Lightning runs
-    "16-mixed" as bf16-mixed, without a scaler, so tests of the scaler give the plugin."""
-    return MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))
+def fp16_with_grad_scaler(init_scale: float = 2.0**16) -> MixedPrecision:
+    """16-mixed as a GPU gets it: float16 autocast and a GradScaler (PyTorch's first scale unless given). Asked for
+    by name on a CPU, Lightning runs "16-mixed" as bf16-mixed, without a scaler, so tests of the scaler give the
+    plugin."""
+    return MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu", init_scale=init_scale))
 
 
 class AutocastDtypes(Callback):

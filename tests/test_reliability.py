@@ -194,27 +194,68 @@ def test_spawned_workers_end_their_process_group(tmp_path, monkeypatch):
     assert {f.name: f.read_text() for f in tmp_path.glob("rank*")} == {"rank0": "False", "rank1": "False"}
 
 
+class EpochLosses(pl.Callback):
+    """The train/loss of every step (the loss it minimizes), by training epoch."""
+
+    def __init__(self) -> None:
+        self.steps: dict[int, list[float]] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            self.steps.setdefault(trainer.current_epoch, []).append(float(loss))
+
+    def mean(self, epoch: int) -> float:
+        return sum(self.steps[epoch]) / len(self.steps[epoch])
+
+
 @pytest.mark.parametrize("name", params("bf16"))
-def test_bf16_mixed_precision_is_finite_and_close_to_fp32(name, tmp_path):
-    fp32, dm, t32 = fit(name, tmp_path / "fp32")
+def test_mixed_precision_is_finite_and_takes_fp32s_steps(name, tmp_path):
+    """bf16-mixed, and 16-mixed with a GradScaler as on a GPU, fit every method with finite losses and take the
+    steps fp32 takes, to their rounding: the mean train/loss of the first two epochs from scratch, and of one epoch
+    of the clustering phase resumed from fp32's checkpoint, within 2% of fp32's (measured: at most 0.4% and 0.5%).
+
+    The fits are not compared at their end: at these short budgets they are chaotic and part by rounding alone.
+    This test compared the final ACCs within 0.1 before, which AE-CM's met on one machine (0.09 apart) and missed on
+    an AVX-512 / AMX CPU (0.13), in the same code. The ACCs are recorded (benchmarks/results/reliability.md)."""
+    k = FAST[name]["resume_epoch"]
+    every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_epochs=1, save_top_k=-1,
+                                  save_on_train_epoch_end=True)
+    losses32 = EpochLosses()
+    fp32, dm, t32 = fit(name, tmp_path / "fp32", callbacks=[every_epoch, losses32])
     # every method logs the loss its step minimizes as train/loss, the one value on the progress bar (users found no
     # common name, and the bar kept a finished phase's terms)
     assert "train/loss" in final_losses(t32), sorted(t32.callback_metrics)
     assert set(t32.progress_bar_metrics) == {"train/loss"}, t32.progress_bar_metrics
-    bf16, _, t16 = fit(name, tmp_path / "bf16", precision="bf16-mixed", callbacks=[AutocastDtypes()])
-    assert torch.bfloat16 in AutocastDtypes.seen, "the fit did not run under bf16 autocast"
-    # 16-mixed as on a GPU: float16 autocast and a GradScaler (loss scaling, steps skipped on overflow)
-    fp16, _, t_fp16 = fit(name, tmp_path / "fp16", callbacks=[AutocastDtypes()], plugins=[fp16_with_grad_scaler()])
-    assert torch.float16 in AutocastDtypes.seen, "the fit did not run under float16 autocast"
     acc32 = clustering_scores(assignments(fp32, dm), dm.y)["acc"]
-    for label, model, t in (("bf16", bf16, t16), ("fp16", fp16, t_fp16)):
-        losses = final_losses(t)
-        finite = "train/loss" in losses and all(math.isfinite(v) for v in losses.values())
+    ckpt = str(next((tmp_path / "ckpt").glob(f"epoch={k}-step=*.ckpt")))
+    # 16-mixed as on a GPU: float16 autocast and a GradScaler. From PyTorch's first scale, 2^16, some methods'
+    # gradients overflow float16 and the scaler skips steps until its scale fits (measured: 7 of CM's first 14, 5 of
+    # DCFAE's, 2 of AE-CM's): a whole fit runs so (finite), but it is not fp32's fit. From a scale of 16 every
+    # method's gradients fit and no step is skipped: that one's steps are compared.
+    for label, precision, scaled_to_fit, dtype in (
+            ("bf16", lambda: {"precision": "bf16-mixed"}, None, torch.bfloat16),
+            ("fp16", lambda: {"plugins": [fp16_with_grad_scaler()]},
+             lambda: {"plugins": [fp16_with_grad_scaler(init_scale=16.0)]}, torch.float16)):
+        losses = EpochLosses()
+        model, _, t = fit(name, tmp_path / label, callbacks=[AutocastDtypes(), losses], **precision())
+        assert dtype in AutocastDtypes.seen, f"the fit did not run under {dtype} autocast"
+        final = final_losses(t)
+        finite = "train/loss" in final and all(math.isfinite(v) for v in final.values())
         acc = clustering_scores(assignments(model, dm), dm.y)["acc"]
-        measured(name, fp32_acc=float(acc32), **{f"{label}_acc": float(acc), f"{label}_losses_finite": finite})
-        assert finite, (label, losses)
-        assert abs(acc - acc32) <= 0.1, f"ACC {acc:.3f} in {label} against {acc32:.3f} in fp32"
+        assert finite, (label, final)
         assert model.n_clusters == fp32.n_clusters or name == "DPGMM"
+        if scaled_to_fit is not None:
+            losses = EpochLosses()
+            fit(name, tmp_path / f"{label}_to_fit", epochs=2, callbacks=[losses], **scaled_to_fit())
+        resumed = EpochLosses()
+        fit(name, tmp_path / f"{label}_resumed", epochs=k + 2, ckpt_path=ckpt, callbacks=[resumed],
+            **(scaled_to_fit or precision)())
+        apart = {"epoch 0": losses.mean(0) / losses32.mean(0) - 1, "epoch 1": losses.mean(1) / losses32.mean(1) - 1,
+                 f"epoch {k + 1} from fp32's checkpoint": resumed.mean(k + 1) / losses32.mean(k + 1) - 1}
+        measured(name, fp32_acc=float(acc32), **{f"{label}_acc": float(acc), f"{label}_losses_finite": finite,
+                                                   f"{label}_loss_apart": max(map(abs, apart.values()))})
+        assert max(map(abs, apart.values())) <= 0.02, f"{label}'s mean train/loss against fp32's: {apart}"
 
 
 def test_a_fit_resumed_inside_an_accumulation_window_goes_on_as_the_uninterrupted_one(tmp_path):
