@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import REPO, require_data, run_cli
+from conftest import DCFAE_TINY_ARGS, REPO, require_data, run_cli
 import dcl
 from dcl import registry
 from dcl.cli import keep_freed_memory, main, sets_the_allocator
@@ -972,11 +972,9 @@ def test_a_pretrained_dcfae_of_standardized_samples_needs_standardize(tmp_path, 
     check, and fed the FAE of standardized images raw ones, silently."""
     images = np.random.default_rng(0).normal(3, 2, size=(40, 1, 8, 8)).astype(np.float32)
     np.save(tmp_path / "img.npy", images)
-    tiny = ["--model.latent_dim", "4", "--model.embedding_dim", "3", "--model.channels", "[4, 8]",
-            "--model.discriminator_channels", "[4, 8]", "--model.dense_dims", "[16]", "--model.feature_layer", "0",
-            "--model.perplexity", "10", "--model.kmeans_n_init", "2", "--model.pixel_loss", "mse"]
-    common = ["--model", "DCFAE", *tiny, "--data", "Arrays", "--data.path", str(tmp_path / "img.npy"),
-              "--data.n_clusters", "2", "--data.batch_size", "10", "--trainer.enable_progress_bar", "false"]
+    common = ["--model", "DCFAE", *DCFAE_TINY_ARGS, "--model.pixel_loss", "mse", "--data", "Arrays", "--data.path",
+              str(tmp_path / "img.npy"), "--data.n_clusters", "2", "--data.batch_size", "10",
+              "--trainer.enable_progress_bar", "false"]
     run_cli(["fit", *common, "--model.fae_epochs", "1", "--model.use_dense", "false", "--data.standardize", "true",
              "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true"], tmp_path)
     ckpt = str(next(tmp_path.rglob("*.ckpt")))
