@@ -35,7 +35,8 @@ def main() -> None:
         summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
         measured = json.loads(report.read_text()) if report.is_file() else {}
     meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "pytest": summary,
-            "returncode": proc.returncode, "machine": f"{platform.machine()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} CPUs"}
+            "returncode": proc.returncode,
+            "machine": f"{platform.machine()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} CPUs"}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "measured": measured}, indent=2) + "\n")
 
     yes = lambda v: "-" if v is None else ("yes" if v else "**no**")  # noqa: E731
@@ -44,8 +45,8 @@ def main() -> None:
              f"pytest: `{summary}` (return code {proc.returncode}); {meta['machine']}; {meta['date']}.",
              "Data: Digits, 1792 samples, each method at its test budget (tests/conftest.py FAST); CPU.", "",
              "| method | same seed, same assignments | resumed mid-clustering (epoch): assignments / parameters / "
-             "clustering state identical | a fit ended there, continued: all identical | DDP 2 procs vs 1: ARI, K | bf16: "
-             "mean loss apart from fp32's, losses finite, ACC vs fp32's | fp16 + GradScaler: the same |",
+             "clustering state identical | a fit ended there, continued: all identical | DDP 2 procs vs 1: ARI, K | "
+             "bf16: mean loss apart from fp32's, losses finite, ACC vs fp32's | fp16 + GradScaler: the same |",
              "|---|---|---|---|---|---|---|"]
     for name, m in sorted(measured.items()):
         resume = (f"({m.get('resumed_from_epoch', '-')}) {yes(m.get('resume_same_assignments'))} / "
@@ -55,12 +56,12 @@ def main() -> None:
                       f"{num(m.get(f'{p}_acc'))} vs {num(m.get('fp32_acc'))}" for p in ("bf16", "fp16"))
         lines.append(f"| {name} | {yes(m.get('deterministic'))} | {resume} | {yes(m.get('continued_same'))} | {ddp} | "
                      f"{bf16} | {fp16} |")
-    lines += ["", "Thresholds of the tests: identical (bit for bit) for determinism and resume, ARI >= 0.99 and the same K "
-              "for DDP; for bf16-mixed and 16-mixed (float16 autocast with a GradScaler, the plugin given as on a GPU: on "
-              "a CPU Lightning runs \"16-mixed\" as bf16), finite losses and the mean train/loss of the first two "
-              "epochs and of one clustering epoch resumed from fp32's checkpoint within 2% of fp32's (the largest of "
-              "the three is shown; 16-mixed's from a first loss scale of 16, at which no step is skipped). The ACCs "
-              "are recorded, not compared: the short fits are chaotic and part by rounding."]
+    lines += ["", "Thresholds of the tests: identical (bit for bit) for determinism and resume, ARI >= 0.99 and the "
+              "same K for DDP; for bf16-mixed and 16-mixed (float16 autocast with a GradScaler, the plugin given as "
+              "on a GPU: on a CPU Lightning runs \"16-mixed\" as bf16), finite losses and the mean train/loss of "
+              "the first two epochs and of one clustering epoch resumed from fp32's checkpoint within 2% of fp32's "
+              "(the largest of the three is shown; 16-mixed's from a first loss scale of 16, at which no step is "
+              "skipped). The ACCs are recorded, not compared: the short fits are chaotic and part by rounding."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     sys.exit(proc.returncode)

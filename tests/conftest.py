@@ -93,10 +93,11 @@ def run_cli(args: list[str], tmp_path: Path, quiet: bool = True) -> dict:
     return json.loads(found[-1].read_text()) if found else {}
 
 
-#: a small DCFAE for command-line fits (tests/test_dcfae.py's TINY as arguments)
-DCFAE_TINY_ARGS = ["--model.latent_dim", "4", "--model.embedding_dim", "3", "--model.channels", "[4, 8]",
-                   "--model.discriminator_channels", "[4, 8]", "--model.dense_dims", "[16]", "--model.feature_layer",
-                   "0", "--model.perplexity", "10", "--model.kmeans_n_init", "2"]
+#: a small DCFAE: its settings, and the same as command-line arguments
+DCFAE_TINY = dict(latent_dim=4, embedding_dim=3, channels=(4, 8), discriminator_channels=(4, 8), dense_dims=(16,),
+                  feature_layer=0, perplexity=10.0, kmeans_n_init=2)
+DCFAE_TINY_ARGS = [arg for key, value in DCFAE_TINY.items()
+                   for arg in (f"--model.{key}", str(list(value)) if isinstance(value, tuple) else str(value))]
 
 # The budget at which each registered method fits the reliability tests' Digits data in seconds: model
 # init_args, and epochs. Every method must have an entry (tests/test_reliability.py checks), so that every

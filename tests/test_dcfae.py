@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import DCFAE_TINY_ARGS as TINY_ARGS, run_cli
+from conftest import DCFAE_TINY as TINY, DCFAE_TINY_ARGS as TINY_ARGS, run_cli
 from ddp_helpers import (AutocastDtypes, BatchLog, GradientNorms, assert_clipped_after_unscaling,
                          fp16_with_grad_scaler)
 from dcl.adversarial import AdversarialOptimization, step_schedulers
@@ -28,10 +28,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-TINY = dict(latent_dim=4, embedding_dim=3, channels=(4, 8), discriminator_channels=(4, 8), dense_dims=(16,),
-            feature_layer=0, perplexity=10.0, kmeans_n_init=2)
 
 
 # ---- the similarity cross-entropy -----------------------------------------------------------------------------
