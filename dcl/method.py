@@ -352,7 +352,7 @@ class ClusteringMethod(pl.LightningModule):
         too, with no Trainer."""
         if self._trainer is not None:
             check_precision(self.trainer.precision)
-            warn_if_precision_is_emulated(self.trainer)
+            warn_if_cpu_mixed_precision_is_slow(self.trainer)
 
     def setup(self, stage: str) -> None:
         """Refuse, before any step, data a method cannot train from (a plain DataLoader, other samples' shape)."""
@@ -642,17 +642,29 @@ def cpu_has_native(dtype: torch.dtype) -> bool:
         return True
 
 
-def warn_if_precision_is_emulated(trainer: pl.Trainer) -> None:
-    """Warn when a fit on CPUs asks for mixed precision that this CPU has no arithmetic for: PyTorch then converts
-    and emulates, and a step runs slower than in float32, not faster (``benchmarks/results/cpu_mixed_precision.md``,
-    an AVX2 CPU: the MLP autoencoder's step 6x, DCFAE's 24x slower)."""
+def warn_if_cpu_mixed_precision_is_slow(trainer: pl.Trainer) -> None:
+    """Warn when a fit on CPUs runs in a mixed precision that is slower there than float32, not faster
+    (``benchmarks/results/cpu_mixed_precision_<cpu>.md``):
+
+    * bfloat16 on a CPU without its arithmetic (AVX512-BF16 or AMX): PyTorch converts and emulates (an AVX2 CPU:
+      the MLP autoencoder's step 6x, DCFAE's 24x slower);
+    * float16 on any CPU. ``precision="16-mixed"`` on a CPU is bfloat16 (Lightning switches it), so this is a
+      ``MixedPrecision("16-mixed", "cpu")`` plugin given explicitly; its float16 autocast was no faster for the MLP
+      and DCFAE's step far slower even on a CPU with AVX512-FP16 and AMX.
+    """
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(trainer.precision))
-    if dtype is None or not isinstance(trainer.accelerator, CPUAccelerator) or cpu_has_native(dtype):
+    if dtype is None or not isinstance(trainer.accelerator, CPUAccelerator):
         return
-    rank_zero_warn(f"precision {trainer.precision} on this CPU ({torch.backends.cpu.get_cpu_capability()}) has no "
-                   f"native {dtype} arithmetic: PyTorch emulates it, and training runs several times slower than "
-                   "with 32-true (6-24x on an AVX2 CPU), not faster. Mixed precision pays on GPUs and on CPUs with "
-                   "AVX512-BF16/FP16 or AMX.")
+    cpu = torch.backends.cpu.get_cpu_capability()
+    if dtype == torch.float16:
+        rank_zero_warn(f"float16 mixed precision (a {trainer.precision} plugin) on this CPU ({cpu}) is no faster than "
+                       "32-true, and with convolutions many times slower (DCFAE's MNIST networks: 110x on an "
+                       "AVX512-FP16 CPU); use precision bf16-mixed, which Lightning runs for 16-mixed on CPUs, or "
+                       "32-true.")
+    elif not cpu_has_native(dtype):
+        rank_zero_warn(f"precision {trainer.precision} on this CPU ({cpu}) has no native {dtype} arithmetic: "
+                       "PyTorch emulates it, and training runs several times slower than with 32-true (6-24x on an "
+                       "AVX2 CPU), not faster. bfloat16 pays on GPUs and on CPUs with AVX512-BF16 or AMX.")
 
 
 def touch_all_parameters(module: nn.Module, loss: Tensor) -> Tensor:

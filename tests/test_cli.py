@@ -302,6 +302,29 @@ def test_mixed_precision_the_cpu_would_emulate_is_warned_about(tmp_path, monkeyp
     assert len(warned) == (0 if native else 1)
 
 
+def test_float16_autocast_on_a_cpu_is_warned_about_even_where_float16_is_native(monkeypatch, recwarn):
+    """float16 autocast was no faster than float32 for the MLP and many times slower for DCFAE's convolutions on a
+    CPU with AVX512-FP16 and AMX (``cpu_mixed_precision_avx512.md``), so the native check alone let it pass
+    silently. Lightning's ``precision="16-mixed"`` on a CPU is bfloat16 (no warning where that is native); a
+    float16 ``MixedPrecision`` plugin given explicitly warns."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.plugins import MixedPrecision
+
+    import dcl.method
+
+    monkeypatch.setattr(dcl.method, "cpu_has_native", lambda dtype: True)
+    switched = pl.Trainer(accelerator="cpu", precision="16-mixed", logger=False)
+    assert switched.precision == "bf16-mixed"
+    explicit = pl.Trainer(accelerator="cpu", plugins=[MixedPrecision("16-mixed", "cpu")], logger=False)
+    recwarn.clear()  # (Lightning's own, on switching 16-mixed to bf16-mixed)
+    dcl.method.warn_if_cpu_mixed_precision_is_slow(switched)
+    assert not recwarn.list
+    dcl.method.warn_if_cpu_mixed_precision_is_slow(explicit)
+    warned = [str(w.message) for w in recwarn]
+    assert len(warned) == 1 and "float16 mixed precision (a 16-mixed plugin)" in warned[0], warned
+    assert "use precision bf16-mixed" in warned[0]
+
+
 def test_predict_writes_the_methods_own_clustering_rule():
     """``dcl predict`` wrote argmax of ``assign`` (the soft assignments), which is not every method's rule: DEKM
     assigns to the nearest center by its own computation, and near-ties made its predictions differ from its
