@@ -131,8 +131,7 @@ def main() -> None:
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
                "native_fp16": bool(torch.ops.mkldnn._is_mkldnn_fp16_supported()), "cpu_features": cpu_features(),
-               "rounds": args.rounds, "steps": args.steps, "cases": {}}
-    results["timed_steps"] = {}
+               "rounds": args.rounds, "steps": args.steps, "cases": {}, "timed_steps": {}}
     for name in args.cases:
         rows = {prec: [] for prec in PRECISIONS}
         timed = {prec: 0 for prec in PRECISIONS}

@@ -632,12 +632,10 @@ def check_trainer_settings(model: pl.LightningModule, trainer: pl.Trainer) -> No
                           "(a larger data.batch_size is the way to larger steps)")
 
 
-def cpu_has_native(dtype: torch.dtype) -> bool:
-    """Whether PyTorch's CPU kernels find native ``dtype`` arithmetic here (AVX512-BF16 / AVX512-FP16 / AMX)."""
+def cpu_has_native_bf16() -> bool:
+    """Whether PyTorch's CPU kernels find native bfloat16 arithmetic here (AVX512-BF16 or AMX)."""
     try:
-        check = {torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported,
-                 torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported}[dtype]
-        return bool(check())
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # an unknown build: assume it has, and do not warn
         return True
 
@@ -661,7 +659,7 @@ def warn_if_cpu_mixed_precision_is_slow(trainer: pl.Trainer) -> None:
                        "32-true, and with convolutions many times slower (DCFAE's MNIST networks: 110x on an "
                        "AVX512-FP16 CPU); use precision bf16-mixed, which Lightning runs for 16-mixed on CPUs, or "
                        "32-true.")
-    elif not cpu_has_native(dtype):
+    elif not cpu_has_native_bf16():
         rank_zero_warn(f"precision {trainer.precision} on this CPU ({cpu}) has no native {dtype} arithmetic: "
                        "PyTorch emulates it, and training runs several times slower than with 32-true (6-24x on an "
                        "AVX2 CPU), not faster. bfloat16 pays on GPUs and on CPUs with AVX512-BF16 or AMX.")

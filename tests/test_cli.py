@@ -296,7 +296,7 @@ def test_images_a_conv_network_cannot_take_say_to_resize_them(tmp_path, dcl_erro
 def test_mixed_precision_the_cpu_would_emulate_is_warned_about(tmp_path, monkeypatch, recwarn, native):
     import dcl.method
 
-    monkeypatch.setattr(dcl.method, "cpu_has_native", lambda dtype: native)
+    monkeypatch.setattr(dcl.method, "cpu_has_native_bf16", lambda: native)
     fit_ae(tmp_path, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed")
     warned = [w for w in recwarn if "has no native torch.bfloat16 arithmetic" in str(w.message)]
     assert len(warned) == (0 if native else 1)
@@ -312,7 +312,7 @@ def test_float16_autocast_on_a_cpu_is_warned_about_even_where_float16_is_native(
 
     import dcl.method
 
-    monkeypatch.setattr(dcl.method, "cpu_has_native", lambda dtype: True)
+    monkeypatch.setattr(dcl.method, "cpu_has_native_bf16", lambda: True)
     switched = pl.Trainer(accelerator="cpu", precision="16-mixed", logger=False)
     assert switched.precision == "bf16-mixed"
     explicit = pl.Trainer(accelerator="cpu", plugins=[MixedPrecision("16-mixed", "cpu")], logger=False)
