@@ -656,8 +656,8 @@ def warn_if_cpu_mixed_precision_is_slow(trainer: pl.Trainer) -> None:
     cpu = torch.backends.cpu.get_cpu_capability()
     if dtype == torch.float16:
         rank_zero_warn(f"float16 mixed precision (a {trainer.precision} plugin) on this CPU ({cpu}) is no faster than "
-                       "32-true, and with convolutions many times slower (DCFAE's MNIST networks: 110x on an "
-                       "AVX512-FP16 CPU); use precision bf16-mixed, which Lightning runs for 16-mixed on CPUs, or "
+                       "32-true, and with convolutions many times slower (DCFAE's MNIST networks: over 100x on "
+                       "an AVX512-FP16 CPU); use precision bf16-mixed, which Lightning runs for 16-mixed on CPUs, or "
                        "32-true.")
     elif not cpu_has_native_bf16():
         rank_zero_warn(f"precision {trainer.precision} on this CPU ({cpu}) has no native {dtype} arithmetic: "
