@@ -403,20 +403,21 @@ NOTES = {
     ],
     "aecm_mnist": [
         "Reading: the paper's budget, 1000 + 1 epochs (140140 steps of batch 500 a seed, from random weights, the "
-        "config's constant lr); seeds 0 and 1 so far, seed 2 still running (resumable, `--seeds 2 --merge`): "
-        "85.98 ± 0.11 / 81.73 ± 0.08 / 78.76 ± 0.03 (argmax gamma; per seed 86.09, 85.87 ACC) and 85.05 ± 0.25 / "
-        "79.71 ± 0.35 (k-means on its embedding). The same two seeds at 300 + 1 (`aecm_mnist_e300.md`) had 86.17 / "
-        "81.87 and 85.40 / 81.51: the last 700 epochs moved ACC by -0.08 and +0.47 and NMI by -0.22 and +0.30, while "
-        "the reconstruction (ae 15417 -> 13295 for seed 0) and the CM's e2 (28.3 -> 15.3) kept falling; the mean "
-        "ACC along the run is 85.65 at epoch 300, 85.96 at 400, 86.00 at 1000 (the curve above). k-means on the "
-        "code loses half a point over the same epochs (85.84 -> 85.31 for seed 0). Beside it, on the same data, "
-        "IDEC from the shared 200-epoch pretraining (5 seeds) has 86.72 ± 2.31 / 85.39 ± 1.11 and DEC 86.93 ± 1.78 / "
-        "86.19 ± 0.86: at the paper's budget AE-CM is 0.7 ACC points below IDEC's mean (within its spread) and 3.7 "
+        "config's constant lr), 3 seeds: 85.83 ± 0.23 / 81.85 ± 0.19 / 78.86 ± 0.14 (argmax gamma; per seed 86.09, "
+        "85.87, 85.53 ACC) and 84.74 ± 0.49 / 79.62 ± 0.31 (k-means on its embedding). The same seeds at 300 + 1 "
+        "(`aecm_mnist_e300.md`) had 86.17 / 81.87, 85.40 / 81.51 and 85.45 / 81.73: the last 700 epochs moved ACC by "
+        "-0.08, +0.47 and +0.08 and NMI by -0.22, +0.30 and +0.37, while the reconstruction (ae 15417 -> 13295 for "
+        "seed 0) and the CM's e2 (28.3 -> 15.3) kept falling; the mean ACC along the run is 85.55 at epoch 300, "
+        "85.77 at 400, 85.84 at 1000 (the curve above): flat from epoch ~400. k-means on the code loses 0.36 "
+        "points over the same epochs (85.10 -> 84.74; -0.53, -0.47, -0.08 per seed). Beside it, on the same data, IDEC from "
+        "the shared 200-epoch pretraining (5 seeds) has 86.72 ± 2.31 / 85.39 ± 1.11 and DEC 86.93 ± 1.78 / "
+        "86.19 ± 0.86: at the paper's budget AE-CM is 0.9 ACC points below IDEC's mean (within its spread) and 3.5 "
         "NMI points below, with a far smaller seed-to-seed spread; the issue's target (AE-CM at least as good as "
-        "IDEC) is not met on MNIST. Runs: `OMP_NUM_THREADS=1 python benchmarks/aecm.py --data mnist --epochs 1000 "
-        "--seeds S --curve-every 50 --max-minutes M --merge`, seeds 0 and 1 side by side, one core each, across two "
-        "sessions (stopped by `--max-minutes` at epoch ~665 and resumed from the checkpoint; epochs 1-300 equal "
-        "the 300-epoch runs' to the digit): the wall times compare nothing.",
+        "IDEC) is not met on MNIST. Runs: `OMP_NUM_THREADS=T python benchmarks/aecm.py --data mnist --epochs 1000 "
+        "--seeds S --curve-every 50 --max-minutes M --merge`, across three sessions, each seed stopped by "
+        "`--max-minutes` and resumed from its checkpoint (epochs 1-300 equal the 300-epoch runs' to the digit); "
+        "seeds 0 and 1 side by side on one thread each, seed 2 on one thread to epoch 300 and on two after: the "
+        "machine line above is the last process's, and the wall times compare nothing.",
         "",
     ],
     "aecm_mnist_e60": [
