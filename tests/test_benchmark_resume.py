@@ -1,4 +1,4 @@
-"""benchmarks/aecm.py and benchmarks/dcfae.py resume a killed fit (benchmarks/resumable.py): the re-run of the same
+"""benchmarks/aecm.py, benchmarks/dcfae.py and benchmarks/dekm.py resume a killed fit (benchmarks/resumable.py): the re-run of the same
 command goes on from the fit's last resume checkpoint, not from step 0, reuses what finished, ends with the scores of
 an uninterrupted run, and refuses a run folder started with other settings. A kill is an exception raised inside an
 epoch after a resume checkpoint (what the next process sees of a kill -9: the files written until then)."""
@@ -17,6 +17,7 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "benchmarks"))  # (the scripts import their neighbours)
 import aecm  # noqa: E402
 import dcfae  # noqa: E402
+import dekm  # noqa: E402
 import resumable  # noqa: E402
 
 
@@ -103,3 +104,26 @@ def test_dcfae_resumes_each_killed_phase_to_the_scores_of_an_uninterrupted_run(t
     args.dense_epochs = 3
     with pytest.raises(SystemExit, match="other settings.*dense_epochs: 2 there, 3 now"):
         dcfae.run_variant(args, "fae")
+
+
+def test_dekm_resumes_a_killed_run_to_the_scores_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    # dcl fit in the script's process: 3 pretraining epochs, then the clustering phase, at most 24 iterations (3 epochs)
+    budget = ("digits", 0, 3, 24)
+    monkeypatch.setattr(dekm, "WORK", tmp_path / "full")
+    full = dekm.run_one(*budget, [])
+    monkeypatch.setattr(dekm, "WORK", tmp_path / "cut")
+    run = tmp_path / "cut" / "digits-s0-p3-m24"
+    kill = ["--trainer.callbacks+=test_benchmark_resume.Kill", "--trainer.callbacks.init_args.epoch", "4"]
+    with pytest.raises(Exception) as killed:  # in the clustering phase's second epoch, after the checkpoint of epoch 3
+        dekm.run_one(*budget, kill)
+    assert type(killed.value).__name__ == "Killed"  # (the CLI imports this file as a module of its own: another class)
+    assert not (run / "result.json").exists() and saved_step(run) > 0
+    resumed = dekm.run_one(*budget, [])
+    last_segment = max(run.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime).read_text().splitlines()
+    header = last_segment[0].split(",")
+    assert min(int(line.split(",")[header.index("epoch")]) for line in last_segment[1:]) == 4  # from the checkpoint
+    assert resumed.pop("resumed") is True and "resumed" not in full
+    timing = ("wall_s",)
+    assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in full.items() if k not in timing}
+    assert full["ae_kmeans_acc"] is not None and full["cluster_iterations"] > 0
+    assert dekm.run_one(*budget, kill) == {**resumed, "resumed": True}  # finished: reused, not fitted again
