@@ -1,7 +1,8 @@
 """benchmarks/aecm.py, benchmarks/dcfae.py and benchmarks/dekm.py resume a killed fit (benchmarks/resumable.py): the
 re-run of the same command goes on from the fit's last resume checkpoint, not from step 0, reuses what finished, ends
-with the scores of an uninterrupted run, and (aecm.py, dcfae.py) refuses a run folder started with other settings. A kill is an exception raised inside an
-epoch after a resume checkpoint (what the next process sees of a kill -9: the files written until then)."""
+with the scores of an uninterrupted run, and (aecm.py, dcfae.py) refuses a run folder started with other settings. A
+kill is an exception raised inside an epoch after a resume checkpoint (what the next process sees of a kill -9: the
+files written until then)."""
 
 from __future__ import annotations
 
