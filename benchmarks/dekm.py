@@ -12,7 +12,8 @@ the last pretraining epoch), the clustering iterations run, whether the 0.5% rul
 time. Results go to ``benchmarks/results/dekm_<data>.json`` and ``.md`` (mean and std over the seeds run).
 
 A run killed midway goes on from its checkpoint (saved every 10 epochs) when the same command is given again (its
-run folder is ``benchmarks/work/dekm/<data>-s<seed>-p<epochs>-m<maxiter>``); a finished run's result is reused.
+run folder is ``benchmarks/work/dekm/<data>-s<seed>-p<epochs>-m<maxiter>``); a finished run's result is reused, and a
+folder started with other overrides is refused (``benchmarks/resumable.py``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from dcl.files import atomic_write
-from resumable import resume_checkpoint_args  # benchmarks/ is on sys.path when a script here runs
+from resumable import cached_fit, resume_checkpoint_args  # benchmarks/ is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "benchmarks" / "work" / "dekm"  # the run folders
@@ -83,16 +83,21 @@ NOTES = {  # what the measurements show (written after looking at them; the runs
 OFFICIAL = {"pretrain_epochs": 200, "maxiter": 14000, "update_interval": "40 (conv), 10 (dense)", "batch_size": 256}
 
 
-def run_one(data: str, seed: int, pretrain_epochs: int, maxiter: int, extra: list[str]) -> dict:
+def run_one(data: str, seed: int, pretrain_epochs: int, maxiter: int, extra: list[str],
+            callbacks: tuple[str, ...] = ()) -> dict:
+    """One run, kept in its folder by ``resumable.cached_fit`` (a finished run is reused, a killed one goes on from
+    its resume checkpoint, a folder started with other settings is refused). ``callbacks``: ``dcl fit`` arguments
+    that add callbacks to this process's fit, not part of what the run is (a test's kill)."""
+    work = WORK / f"{data}-s{seed}-p{pretrain_epochs}-m{maxiter}"
+    settings = {"data": data, "seed": seed, "pretrain_epochs": pretrain_epochs, "maxiter": maxiter, "extra": extra}
+    return cached_fit(work, settings, lambda resume: _fit(work, data, seed, pretrain_epochs, maxiter,
+                                                           [*extra, *callbacks], resume))
+
+
+def _fit(work: Path, data: str, seed: int, pretrain_epochs: int, maxiter: int, extra: list[str],
+         resume: Path | None) -> dict:
     from dcl.cli import main
 
-    work = WORK / f"{data}-s{seed}-p{pretrain_epochs}-m{maxiter}"
-    work.mkdir(parents=True, exist_ok=True)
-    done = work / "result.json"
-    if done.is_file():  # finished before: not redone
-        return json.loads(done.read_text())
-    saved = work / "checkpoints" / "resume.ckpt"  # a killed run goes on from there
-    resume = ["--ckpt_path", str(saved)] if saved.is_file() else []
     cfg = REPO / "configs" / "dekm" / f"{data}.yaml"
     steps_per_epoch = {"usps": 37, "coil20": 6, "mnist": 274, "digits": 8}[data]
     max_epochs = pretrain_epochs + maxiter // steps_per_epoch + 2
@@ -107,7 +112,7 @@ def run_one(data: str, seed: int, pretrain_epochs: int, maxiter: int, extra: lis
             # the resume checkpoint, every 10 epochs, a callback of its own (a setting without += goes to the
             # config's last callback: since 2026-12-02 its ClusteringPlots)
             *resume_checkpoint_args(), "--trainer.callbacks.init_args.dirpath", str(work / "checkpoints"),
-            *extra, *resume]
+            *extra, *(["--ckpt_path", str(resume)] if resume else [])]
     start = time.time()
     cwd = os.getcwd()
     os.chdir(REPO)
@@ -130,7 +135,7 @@ def run_one(data: str, seed: int, pretrain_epochs: int, maxiter: int, extra: lis
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     steps = int(ckpt["state_dict"]["cluster_steps"])
     eigen = next(v for k, v in ckpt["callbacks"].items() if k.startswith("EigenUpdate"))
-    result = {
+    return {
         "seed": seed, "acc": scores["acc"], "nmi": scores["nmi"], "ari": scores["ari"],
         "ae_kmeans_acc": float(pre[-1]["val/acc"]) if pre else None,
         "ae_kmeans_nmi": float(pre[-1]["val/nmi"]) if pre else None,
@@ -138,11 +143,9 @@ def run_one(data: str, seed: int, pretrain_epochs: int, maxiter: int, extra: lis
         "cluster_iterations": steps, "updates": eigen["updates"],
         "stopped_by_tol": steps < maxiter, "last_changed_assignments": eigen["last_changed"],
         "label_change_history": changes,
-        "wall_s": round(wall, 1),  # of this process: a resumed run's earlier segments are not counted
-        "threads": torch.get_num_threads(), **({"resumed": True} if resume else {}),
+        "wall_s": round(wall, 1),  # (cached_fit adds an interrupted run's earlier processes)
+        "threads": torch.get_num_threads(),
     }
-    atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(result)))  # (a kill leaves no half a result)
-    return result
 
 
 def _summary(runs: list[dict]) -> dict:

@@ -1,8 +1,8 @@
 """benchmarks/aecm.py, benchmarks/dcfae.py and benchmarks/dekm.py resume a killed fit (benchmarks/resumable.py): the
 re-run of the same command goes on from the fit's last resume checkpoint, not from step 0, reuses what finished, ends
-with the scores of an uninterrupted run, and (aecm.py, dcfae.py) refuses a run folder started with other settings. A
-kill is an exception raised inside an epoch after a resume checkpoint (what the next process sees of a kill -9: the
-files written until then)."""
+with the scores of an uninterrupted run, and refuses a run folder started with other settings. A kill is an exception
+raised inside an epoch after a resume checkpoint (what the next process sees of a kill -9: the files written until
+then)."""
 
 from __future__ import annotations
 
@@ -116,15 +116,17 @@ def test_dekm_resumes_a_killed_run_to_the_scores_of_an_uninterrupted_one(tmp_pat
     run = tmp_path / "cut" / "digits-s0-p3-m24"
     kill = ["--trainer.callbacks+=test_benchmark_resume.Kill", "--trainer.callbacks.init_args.epoch", "4"]
     with pytest.raises(Exception) as killed:  # in the clustering phase's second epoch, after the checkpoint of epoch 3
-        dekm.run_one(*budget, kill)
+        dekm.run_one(*budget, [], kill)
     assert type(killed.value).__name__ == "Killed"  # (the CLI imports this file as a module of its own: another class)
     assert not (run / "result.json").exists() and saved_step(run) > 0
     resumed = dekm.run_one(*budget, [])
     last_segment = max(run.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime).read_text().splitlines()
     header = last_segment[0].split(",")
     assert min(int(line.split(",")[header.index("epoch")]) for line in last_segment[1:]) == 4  # from the checkpoint
-    assert resumed.pop("resumed") is True and "resumed" not in full
+    assert resumed.pop("resumed") == 1 and "resumed" not in full
     timing = ("wall_s",)
     assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in full.items() if k not in timing}
     assert full["ae_kmeans_acc"] is not None and full["cluster_iterations"] > 0
-    assert dekm.run_one(*budget, kill) == {**resumed, "resumed": True}  # finished: reused, not fitted again
+    assert dekm.run_one(*budget, [], kill) == {**resumed, "resumed": 1}  # finished: reused, not fitted again
+    with pytest.raises(SystemExit, match="other settings.*extra: \\[\\] there"):
+        dekm.run_one(*budget, ["--model.init_args.tol", "0.01"])
