@@ -105,15 +105,25 @@ def method_name(spec: str, names: dict[str, str]) -> str:
     return names.get(method, method) + (f" ({settings.replace(',', ', ')})" if settings else "")
 
 
+def check_mergeable(doc: dict, budget: str, methods: list[str], name: str) -> None:
+    """Refuses, before any fit, a ``--merge`` into a record (``doc``) of the same budget that holds other methods:
+    a table row needs every seed, so the merge would drop the recorded seeds or methods that this run lacks."""
+    if doc.get("budget") == budget and sorted(doc["runs"]) != sorted(methods):
+        raise SystemExit(f"shared_pretraining.py: --merge: {name} records the methods {sorted(doc['runs'])} at this "
+                         f"budget, this run {sorted(methods)}; merged, the seeds or methods that one side lacks would "
+                         "be dropped. Give the same --methods as the record, or write a record of its own with --tag.")
+
+
 def merge_recorded(doc: dict, budget: str, seeds: list[int], runs: dict[str, list[dict]]
                    ) -> tuple[list[int], dict[str, list[dict]]]:
     """This invocation's ``seeds`` and ``runs`` (per method, aligned with the seeds) joined with the seeds that
-    ``doc`` (a results file) recorded at the same budget; a seed in both keeps this invocation's run."""
+    ``doc`` (a results file of the same methods, ``check_mergeable``) recorded at the same budget; a seed in both
+    keeps this invocation's run."""
     if doc.get("budget") != budget:
         return seeds, runs
     by_seed = {s: {m: rs[i] for m, rs in doc["runs"].items()} for i, s in enumerate(doc["seeds"])}
     by_seed.update({s: {m: rs[i] for m, rs in runs.items()} for i, s in enumerate(seeds)})
-    order = sorted(s for s in by_seed if all(m in by_seed[s] for m in runs))
+    order = sorted(by_seed)
     return order, {m: [by_seed[s][m] for s in order] for m in runs}
 
 
@@ -146,6 +156,16 @@ def main() -> None:
     full_budget = args.pretrain_epochs == recipe_epochs and not args.maxiter
     recipe_tag = "" if args.recipe == "shared" else "_" + args.recipe.replace("-", "_")
     tag = recipe_tag + (f"_x{args.scale:g}" if args.scale is not None else "") + (f"_{args.tag}" if args.tag else "")
+    # the recipe's full budget keeps the plain name; a reduced one is named by its pretraining epochs
+    suffix = "" if full_budget else f"_p{args.pretrain_epochs}"
+    stem = ROOT / "benchmarks" / "results" / f"shared_pretraining_{args.data}{suffix}{tag}"
+    out_json, out_md = (stem.with_name(f"{stem.name}.{ext}") for ext in ("json", "md"))  # (a name may hold "x5.1")
+    budget = (f"pretraining {args.pretrain_epochs} epochs ({recipe_text}); clustering: the configs' "
+              f"defaults (authors' code){'' if not args.maxiter else f', maxiter capped at {args.maxiter}'}"
+              + ("" if args.scale is None else f"; pixels x {args.scale:g} / 255 in every fit"))
+    recorded = json.loads(out_json.read_text()) if out_json.is_file() else {}
+    if args.merge:
+        check_mergeable(recorded, budget, ["ae_kmeans", *args.methods], out_json.name)
     work = ROOT / "benchmarks" / "work" / "shared_pretraining" / f"{args.data}_p{args.pretrain_epochs}{tag}"
     runs: dict[str, list[dict]] = {m: [] for m in ["ae_kmeans", *args.methods]}
     for seed in args.seeds:
@@ -164,16 +184,11 @@ def main() -> None:
         print(f"seed {seed}:", {m: {k: round(r[-1][k], 2) for k in ("acc", "nmi", "ari", "wall_s")}
                                 for m, r in runs.items()}, flush=True)
 
-    # the recipe's full budget keeps the plain name; a reduced one is named by its pretraining epochs
-    suffix = "" if full_budget else f"_p{args.pretrain_epochs}"
-    stem = ROOT / "benchmarks" / "results" / f"shared_pretraining_{args.data}{suffix}{tag}"
-    out_json, out_md = (stem.with_name(f"{stem.name}.{ext}") for ext in ("json", "md"))  # (a name may hold "x5.1")
-    budget = (f"pretraining {args.pretrain_epochs} epochs ({recipe_text}); clustering: the configs' "
-              f"defaults (authors' code){'' if not args.maxiter else f', maxiter capped at {args.maxiter}'}"
-              + ("" if args.scale is None else f"; pixels x {args.scale:g} / 255 in every fit"))
     seeds = list(args.seeds)
+    # read again: seeds run side by side in other processes may have been recorded since
     recorded = json.loads(out_json.read_text()) if out_json.is_file() else {}
     if args.merge and recorded:
+        check_mergeable(recorded, budget, list(runs), out_json.name)
         seeds, runs = merge_recorded(recorded, budget, seeds, runs)
     notes = recorded.get("notes", [])  # what was read from the results, written into the JSON by hand
     summary = {m: {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs]))}

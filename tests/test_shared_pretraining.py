@@ -1,0 +1,53 @@
+"""benchmarks/shared_pretraining.py's ``--merge`` keeps every recorded seed, and refuses before any fit a merge that
+would drop some (no training: its ``fit`` is replaced by one that returns fixed scores)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))  # (the scripts import their neighbours)
+import shared_pretraining  # noqa: E402
+
+
+@pytest.fixture
+def bench(tmp_path, monkeypatch):
+    """``shared_pretraining.main`` with its results under ``tmp_path`` and its fits recorded in a list."""
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    monkeypatch.setattr(shared_pretraining, "ROOT", tmp_path)
+    fits = []
+
+    def fake_fit(config, run, seed, extra):
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "last.ckpt").touch()
+        fits.append((config, seed))
+        return {"acc": 80.0 + seed, "nmi": 70.0, "ari": 60.0, "wall_s": 1.0, "command": ""}
+
+    monkeypatch.setattr(shared_pretraining, "fit", fake_fit)
+
+    def main(*argv):
+        monkeypatch.setattr(sys, "argv", ["shared_pretraining.py", "mnist", "--recipe", "dec-keras", *argv])
+        shared_pretraining.main()
+        tag = f"_{argv[argv.index('--tag') + 1]}" if "--tag" in argv else ""
+        return json.loads((tmp_path / f"benchmarks/results/shared_pretraining_mnist_dec_keras{tag}.json").read_text())
+
+    return main, fits
+
+
+def test_merge_keeps_the_recorded_seeds_and_refuses_one_that_would_drop_some(bench):
+    main, fits = bench
+    assert main("--seeds", "0", "1")["seeds"] == [0, 1]  # DEC and IDEC, the default methods
+    record = main("--seeds", "2", "--merge")
+    assert record["seeds"] == [0, 1, 2] and [r["acc"] for r in record["runs"]["idec"]] == [80, 81, 82]
+    # a variant beside IDEC for seed 0 only: merged, seeds 1 and 2 (no variant) and DEC would vanish from the record
+    fits.clear()
+    with pytest.raises(SystemExit, match="same --methods as the record, or write a record of its own with --tag"):
+        main("--seeds", "0", "--methods", "idec", "idec:gamma=0.00384", "--merge")
+    assert fits == []  # refused before any fit
+    record = main("--seeds", "0", "--methods", "idec", "idec:gamma=0.00384", "--tag", "gamma")
+    assert record["seeds"] == [0] and list(record["runs"]) == ["ae_kmeans", "idec", "idec:gamma=0.00384"]
+    assert main("--seeds", "1", "--merge")["seeds"] == [0, 1, 2]  # the record is still whole
