@@ -58,15 +58,16 @@ NOTES = {  # what the measurements show (written after looking at them; the runs
     ],
     "mnist": [
         "The official budget (200 pretraining epochs of the conv autoencoder, then the clustering phase until the "
-        "0.5% rule), seed 0 on the CPU (2 threads, 50 min): 95.05 / 89.97 / 89.31 ACC / NMI / ARI against the "
-        "official README's 95.75 / 91.06 (mean of 3 runs), 0.7 ACC and 1.1 NMI points below, one seed. AE + "
-        "k-means at the end of pretraining has 91.83 / 83.78 (the autoencoder explains 88.1% of the variance); "
-        "the clustering phase adds 3.2 ACC and 6.2 NMI points and stops by the 0.5% rule after 12 updates (440 "
-        "of the 14000 iterations allowed). Run: `python benchmarks/dekm.py mnist --seeds 0 --threads 2`; seeds 1 "
-        "and 2 are to come (`--seeds 1 --threads 1`, resumable across sessions: a kill keeps its checkpoint).",
+        "0.5% rule), 3 seeds on the CPU (2 threads, 50 min a seed): 95.08 ± 0.10 / 90.12 ± 0.23 / 89.40 ± 0.23 "
+        "ACC / NMI / ARI against the official README's 95.75 / 91.06 (mean of 3 runs): 0.7 ACC and 0.9 NMI points "
+        "below, every seed within 95.00-95.20 ACC. AE + k-means at the end of pretraining varies far more (91.83, "
+        "84.34, 85.53: 87.23 ± 4.02) than DEKM's end (the autoencoder explains 87.9-88.1% of the variance in all "
+        "three); the clustering phase adds 3.2-10.7 ACC points and stops by the 0.5% rule after 12-15 updates "
+        "(440-560 of the 14000 iterations allowed). Run: `python benchmarks/dekm.py mnist --seeds 0 --threads 2` "
+        "(and `--seeds 1`, `--seeds 2`; resumable across sessions: a kill keeps its checkpoint).",
         "Earlier, 10 of the 200 pretraining epochs (CPU, 1 seed): DEKM lifted AE + k-means from 78.07 / 71.10 "
         "to 84.71 / 81.13 and stopped by the 0.5% rule after 22 updates (840 iterations). The full budget's "
-        "95.05 / 89.97 shows that gap to the paper was the pretraining budget, as on USPS (where 50 instead of 200 "
+        "95.08 / 90.12 shows that gap to the paper was the pretraining budget, as on USPS (where 50 instead of 200 "
         "epochs cost 0.8 ACC).",
     ],
     "digits": [
