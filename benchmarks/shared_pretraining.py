@@ -6,7 +6,8 @@ AE + k-means), then every method in ``--methods`` starts from that run's ``last.
 (``tol``) or at ``maxiter`` clustering steps. Every run is a ``dcl fit`` subprocess; a run whose
 ``result.json`` already exists is not redone and one that was stopped goes on from its last ``resume.ckpt`` (saved
 every 10 epochs), so the script can be stopped (or killed) and started again with the same command
-(``resumable.py``); a run folder started with other settings (``--maxiter``, a method variant's) is refused.
+(``resumable.py``); a run folder started with other settings (``--maxiter``, a method variant's, an edited config's)
+is refused.
 
     python benchmarks/shared_pretraining.py usps --seeds 0 1 2                 # the papers' budget
     python benchmarks/shared_pretraining.py mnist --seeds 0 --pretrain-epochs 30 --maxiter 4000  # reduced (CPU)
@@ -83,8 +84,10 @@ def fit(config: str, run: Path, seed: int, extra: list[str]) -> dict:
         return {**{k: 100 * record[k] for k in ("acc", "nmi", "ari")}, "wall_s": record["wall_s"],
                 "command": record["command"]}
 
-    # what the fit is: its paths relative to the repository, so that a copy of it elsewhere resumes too
-    settings = {"config": config, "seed": seed, "args": [a.replace(f"{ROOT}/", "") for a in extra]}
+    # what the fit is (its config's settings too: an edited config is another fit), its paths relative to the
+    # repository, so that a copy of it elsewhere resumes too
+    settings = {"config": config, "model": config_settings(config), "seed": seed,
+                "args": [a.replace(f"{ROOT}/", "") for a in extra]}
     return cached_fit(run, settings, run_fit)
 
 
@@ -105,13 +108,32 @@ def method_name(spec: str, names: dict[str, str]) -> str:
     return names.get(method, method) + (f" ({settings.replace(',', ', ')})" if settings else "")
 
 
-def check_mergeable(doc: dict, budget: str, methods: list[str], name: str) -> None:
-    """Refuses, before any fit, a ``--merge`` into a record (``doc``) of the same budget that holds other methods:
-    a table row needs every seed, so the merge would drop the recorded seeds or methods that this run lacks."""
-    if doc.get("budget") == budget and sorted(doc["runs"]) != sorted(methods):
+def config_settings(config: str) -> dict:
+    """What a config (a path relative to the repository) sets of its method: its ``model.init_args``. Kept with each
+    fit and each record, so that an edited config (a default changed since, e.g. IDEC's MNIST gamma) is never mixed
+    with runs of the old one."""
+    return yaml.safe_load((ROOT / config).read_text())["model"].get("init_args", {})
+
+
+def check_mergeable(doc: dict, budget: str, settings: dict[str, dict], name: str) -> None:
+    """Refuses, before any fit, a ``--merge`` into a record (``doc``) of the same budget that holds other methods
+    (a table row needs every seed, so the merge would drop the recorded seeds or methods that this run lacks) or the
+    same methods at other settings (``settings``: per method, its config's and its variant's; a record made before
+    2026-12-04 has none)."""
+    if doc.get("budget") != budget:
+        return
+    if sorted(doc["runs"]) != sorted(settings):
         raise SystemExit(f"shared_pretraining.py: --merge: {name} records the methods {sorted(doc['runs'])} at this "
-                         f"budget, this run {sorted(methods)}; merged, the seeds or methods that one side lacks would "
+                         f"budget, this run {sorted(settings)}; merged, the seeds or methods that one side lacks would "
                          "be dropped. Give the same --methods as the record, or write a record of its own with --tag.")
+    recorded = doc.get("settings", {})
+    differ = [m for m in settings if recorded.get(m) != json.loads(json.dumps(settings[m]))]
+    if differ:
+        raise SystemExit(f"shared_pretraining.py: --merge: {name} records {', '.join(differ)} "
+                         + ("at other settings (a config changed since): "
+                            + "; ".join(f"{m}: {recorded.get(m)} there, {settings[m]} now" for m in differ)
+                            if recorded else "without the settings of their configs (a record made before 2026-12-04)")
+                         + ". Write a record of its own with --tag, or run every seed again without --merge.")
 
 
 def merge_recorded(doc: dict, budget: str, seeds: list[int], runs: dict[str, list[dict]]
@@ -163,9 +185,15 @@ def main() -> None:
     budget = (f"pretraining {args.pretrain_epochs} epochs ({recipe_text}); clustering: the configs' "
               f"defaults (authors' code){'' if not args.maxiter else f', maxiter capped at {args.maxiter}'}"
               + ("" if args.scale is None else f"; pixels x {args.scale:g} / 255 in every fit"))
+    settings = {"ae_kmeans": {"config": str(config.relative_to(ROOT)), "model": config_settings(
+        str(config.relative_to(ROOT))), "args": recipe_args}}
+    for spec in args.methods:
+        method, variant_args, _ = method_variant(spec)
+        settings[spec] = {"config": f"configs/{method}/{args.data}.yaml", "args": variant_args,
+                          "model": config_settings(f"configs/{method}/{args.data}.yaml")}
     recorded = json.loads(out_json.read_text()) if out_json.is_file() else {}
     if args.merge:
-        check_mergeable(recorded, budget, ["ae_kmeans", *args.methods], out_json.name)
+        check_mergeable(recorded, budget, settings, out_json.name)
     work = ROOT / "benchmarks" / "work" / "shared_pretraining" / f"{args.data}_p{args.pretrain_epochs}{tag}"
     runs: dict[str, list[dict]] = {m: [] for m in ["ae_kmeans", *args.methods]}
     for seed in args.seeds:
@@ -188,7 +216,7 @@ def main() -> None:
     # read again: seeds run side by side in other processes may have been recorded since
     recorded = json.loads(out_json.read_text()) if out_json.is_file() else {}
     if args.merge and recorded:
-        check_mergeable(recorded, budget, list(runs), out_json.name)
+        check_mergeable(recorded, budget, settings, out_json.name)
         seeds, runs = merge_recorded(recorded, budget, seeds, runs)
     notes = recorded.get("notes", [])  # what was read from the results, written into the JSON by hand
     summary = {m: {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs]))}
@@ -199,7 +227,7 @@ def main() -> None:
     if torch.cuda.is_available():
         machine += f", GPU: {torch.cuda.get_device_name()} (training there)"
     out_json.write_text(json.dumps({"data": args.data, "seeds": seeds, "budget": budget, "machine": machine,
-                                    "runs": runs, "summary": summary, "notes": notes}, indent=2))
+                                    "settings": settings, "runs": runs, "summary": summary, "notes": notes}, indent=2))
     methods = " / ".join(method_name(m, NAMES) for m in args.methods)
     lines = [f"# {methods} on {args.data} from a shared pretraining, seeds {seeds}", "",
              f"Budget: {budget}. Machine: {machine}. Scores in %, mean ± std over the seeds.", "",

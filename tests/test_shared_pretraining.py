@@ -1,9 +1,11 @@
 """benchmarks/shared_pretraining.py's ``--merge`` keeps every recorded seed, and refuses before any fit a merge that
-would drop some (no training: its ``fit`` is replaced by one that returns fixed scores)."""
+would drop some or mix runs of an edited config (no training: its ``fit`` is replaced by one that returns fixed
+scores)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -16,7 +18,7 @@ import shared_pretraining  # noqa: E402
 @pytest.fixture
 def bench(tmp_path, monkeypatch):
     """``shared_pretraining.main`` with its results under ``tmp_path`` and its fits recorded in a list."""
-    (tmp_path / "configs").symlink_to(REPO / "configs")
+    shutil.copytree(REPO / "configs", tmp_path / "configs")  # (a test edits one)
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
     monkeypatch.setattr(shared_pretraining, "ROOT", tmp_path)
     fits = []
@@ -51,3 +53,20 @@ def test_merge_keeps_the_recorded_seeds_and_refuses_one_that_would_drop_some(ben
     record = main("--seeds", "0", "--methods", "idec", "idec:gamma=0.00384", "--tag", "gamma")
     assert record["seeds"] == [0] and list(record["runs"]) == ["ae_kmeans", "idec", "idec:gamma=0.00384"]
     assert main("--seeds", "1", "--merge")["seeds"] == [0, 1, 2]  # the record is still whole
+
+
+def test_merge_refuses_runs_of_an_edited_config(bench, tmp_path):
+    main, fits = bench
+    main("--seeds", "0", "--methods", "idec")
+    config = tmp_path / "configs" / "idec" / "mnist.yaml"
+    config.write_text(config.read_text().replace("    gamma: 0.00384\n", "    gamma: 0.5\n"))
+    fits.clear()
+    with pytest.raises(SystemExit, match=r"records idec at other settings .*'gamma': 0.00384.* there.*'gamma': 0.5"):
+        main("--seeds", "1", "--methods", "idec", "--merge")
+    assert fits == []
+    record = json.loads((tmp_path / "benchmarks/results/shared_pretraining_mnist_dec_keras.json").read_text())
+    del record["settings"]  # as a record made before the settings were kept
+    (tmp_path / "benchmarks/results/shared_pretraining_mnist_dec_keras.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="without the settings of their configs"):
+        main("--seeds", "1", "--methods", "idec", "--merge")
+    assert fits == []
