@@ -7,8 +7,8 @@
 #   bash benchmarks/gpu_session.sh [LIMIT=540] [JOB ...]
 # JOBs (default: all): kmeans (alone first), then side by side until the deadline: aecm (AE-CM MNIST, the paper's
 # 1000 epochs), dcfae (DCFAE MNIST, the config's 50 + 10 epochs), idec (IDEC MNIST seeds 3-4), deckeras (DEC and
-# IDEC MNIST from DEC-keras' pretraining recipe, seeds 0-2, and IDEC at gamma 0.1 / 5.1^2: the paper's
-# balance on [0, 1] pixels), decpaper (the same from the DEC paper's stacked
+# IDEC MNIST from DEC-keras' pretraining recipe, seeds 0-2, IDEC at its config's gamma 0.1 / 5.1^2, the paper's
+# balance on [0, 1] pixels, and at 0.1, the config's until 2026-12-04), decpaper (the same from the DEC paper's stacked
 # autoencoder, SAE: 300,000 steps a seed, seeds 0-2), bf16 (every digits config in bf16-mixed). A short session is
 # better given to one or two of them.
 set -u
@@ -52,7 +52,7 @@ fi
 if want deckeras; then
   for s in 0 1 2; do
     timeout $T python3 benchmarks/shared_pretraining.py mnist --recipe dec-keras --seeds $s --methods dec idec \
-      idec:gamma=0.00384 --merge \
+      idec:gamma=0.1 --merge \
       --tag gpu > logs/deckeras_s$s.log 2>&1 &
   done
 fi
