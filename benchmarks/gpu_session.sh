@@ -6,11 +6,12 @@
 # ends by itself inside LIMIT seconds, then the results and logs are packed into $OUT/results.tgz.
 #   bash benchmarks/gpu_session.sh [LIMIT=540] [JOB ...]
 # JOBs (default: all): kmeans (alone first), then side by side until the deadline: aecm (AE-CM MNIST, the paper's
-# 1000 epochs), dcfae (DCFAE MNIST, the config's 50 + 10 epochs), idec (IDEC MNIST seeds 3-4), deckeras (DEC and
-# IDEC MNIST from DEC-keras' pretraining recipe, seeds 0-2, IDEC at its config's gamma 0.1 / 5.1^2, the paper's
-# balance on [0, 1] pixels, and at 0.1, the config's until 2026-12-04), decpaper (the same from the DEC paper's stacked
-# autoencoder, SAE: 300,000 steps a seed, seeds 0-2), bf16 (every digits config in bf16-mixed). A short session is
-# better given to one or two of them.
+# 1000 epochs), dcfae (DCFAE MNIST, the config's 50 + 10 epochs), idec (IDEC MNIST seeds 3-4), deckeras (IDEC and
+# DEC MNIST from DEC-keras' pretraining recipe, seeds 0-2 or those in $DECKERAS_SEEDS, one process each; IDEC at its
+# config's gamma 0.1 / 5.1^2, the paper's balance on [0, 1] pixels, and at 0.1, the config's until 2026-12-04),
+# decpaper (the same from the DEC paper's stacked autoencoder, SAE: 300,000 steps a seed, seeds 0-2), bf16 (every
+# digits config in bf16-mixed). A short session is better given to one or two of them: deckeras' 300 pretraining
+# epochs alone took about 8 min with three seeds side by side on the H200 (2026-12-04), no time left for clustering.
 set -u
 LIMIT=${1:-540}
 shift $(( $# > 0 ? 1 : 0 ))
@@ -32,6 +33,7 @@ nvidia-smi -L; python3 -c "import dcl.cli, torch, lightning; print('torch', torc
 if want kmeans; then
   OMP_NUM_THREADS=16 timeout 150 python3 benchmarks/kmeans_vs_sklearn.py --device cuda --threads 16 --repeats 3 \
     > logs/kmeans.log 2>&1
+  timeout 60 python3 benchmarks/kmeans_profile.py > logs/kmeans_profile.log 2>&1  # where its time goes
   echo "kmeans done, $(left) s left"
 fi
 
@@ -50,10 +52,9 @@ if want idec; then
   done
 fi
 if want deckeras; then
-  for s in 0 1 2; do
-    timeout $T python3 benchmarks/shared_pretraining.py mnist --recipe dec-keras --seeds $s --methods dec idec \
-      idec:gamma=0.1 --merge \
-      --tag gpu > logs/deckeras_s$s.log 2>&1 &
+  for s in ${DECKERAS_SEEDS:-0 1 2}; do
+    timeout $T python3 benchmarks/shared_pretraining.py mnist --recipe dec-keras --seeds $s --methods idec \
+      idec:gamma=0.1 dec --merge --tag gpu > logs/deckeras_s$s.log 2>&1 &
   done
 fi
 if want decpaper; then

@@ -56,7 +56,7 @@ def test_inertia_close_to_sklearn_without_structure():
     assert ours.inertia <= ref.inertia_ * 1.01
 
 
-def test_chunking_does_not_change_the_result():
+def test_chunking_does_not_change_the_result(lloyd_path):
     x, _ = blobs(n=2000)
     a = kmeans(x, 8, n_init=2, seed=3, chunk_size=65536)
     b = kmeans(x, 8, n_init=2, seed=3, chunk_size=97)

@@ -478,7 +478,7 @@ def _means(sums: Tensor, cnt: Tensor, old: Tensor) -> Tensor:
 def _accelerated(x: Tensor) -> bool:
     """Whether ``x`` lives on an accelerator (GPU): there the Lloyd loop is bound by kernel launches and host
     synchronizations, not by arithmetic, and takes the fused / dense paths (:func:`_e_step_batch`,
-    :func:`_dense_sums_batch`); on the CPU the cheaper-arithmetic paths win."""
+    :func:`_dense_stats_batch`); on the CPU the cheaper-arithmetic paths win."""
     return x.device.type != "cpu"
 
 
@@ -556,25 +556,32 @@ def _update_sums_batch(
     return n_changed
 
 
-def _dense_sums_batch(x: Tensor, labels: Tensor, labels_old: Tensor, sums: Tensor, cnt: Tensor,
-                      chunk_size: int) -> Tensor:
-    """:func:`_update_sums_batch` for an accelerator: the float64 per-cluster sums ``(R*K, d)`` and counts
-    ``(R*K,)`` recomputed from all rows as one-hot GEMMs (``onehot(labels)^T x``, no atomics, no
-    data-dependent shapes), and the numbers of changed labels per run left on the device: no host
-    synchronization (the incremental update needs one to find the changed rows). Returns them (float64 ``(R,)``).
-    """
+def _with_ones(x: Tensor) -> Tensor:
+    """``[x | 1]`` in float64, ``(n, d + 1)``: one GEMM against it gives per-cluster sums and counts."""
+    return torch.cat([x.to(torch.float64), torch.ones((x.shape[0], 1), dtype=torch.float64, device=x.device)], 1)
+
+
+def _dense_stats_batch(x: Tensor, x1: Tensor | None, labels: Tensor, labels_old: Tensor, ks: Tensor, out: Tensor,
+                       chunk_size: int) -> None:
+    """:func:`_update_sums_batch` for an accelerator: the float64 per-cluster ``[sums | count]`` rows of ``R``
+    runs recomputed from all rows as one-hot GEMMs against ``[x | 1]`` (``x1``, or built chunk by chunk when
+    ``None``): no atomics, no data-dependent shapes, no host synchronization (the incremental update needs one to
+    find the changed rows). Writes them to ``out[:R*K*(d+1)]`` (as ``(R*K, d+1)``) and the runs' numbers of
+    changed labels to the next ``R`` elements. ``ks``: the cluster ids ``(1, K, 1)``, of ``labels``' dtype. Five
+    kernels for one chunk: a GPU iteration is bound by launches."""
     r, n = labels.shape
-    k = cnt.shape[0] // r
-    s3, c2 = sums.view(r, k, -1), cnt.view(r, k)
-    s3.zero_()
-    c2.zero_()
+    d1 = x.shape[1] + 1
+    k = ks.shape[1]
+    stats = out[: r * k * d1].view(r * k, d1)
     rows = _rows_per_chunk(chunk_size, r)
     for s in range(0, n, rows):
-        onehot = torch.zeros((r, k, min(rows, n - s)), dtype=torch.float64, device=x.device)
-        onehot.scatter_(1, labels[:, s : s + rows].unsqueeze(1).long(), 1.0)
-        s3 += onehot @ x[s : s + rows].to(torch.float64)
-        c2 += onehot.sum(2)
-    return (labels != labels_old).sum(1, dtype=torch.float64)
+        onehot = (labels[:, s : s + rows].unsqueeze(1) == ks).to(torch.float64).view(r * k, -1)
+        xs = x1[s : s + rows] if x1 is not None else _with_ones(x[s : s + rows])
+        if s == 0:
+            torch.mm(onehot, xs, out=stats)
+        else:
+            stats.addmm_(onehot, xs)
+    torch.sum(labels != labels_old, 1, dtype=torch.float64, out=out[r * k * d1 :])
 
 
 def _lloyd_batch(
@@ -608,27 +615,38 @@ def _lloyd_batch(
     # int32 labels (cluster ids < K): half the memory of int64 (two (R, N) arrays: 128 MB at 1,000,000 rows, 8 runs)
     labels = torch.full((r, n), -1, dtype=torch.int32, device=dev)
     labels_old = torch.full((r, n), -1, dtype=torch.int32, device=dev)
-    # local sums/counts, kept consistent with `labels_old` across iterations
-    loc_sums = torch.zeros((r * k, d), dtype=torch.float64, device=dev)
-    loc_cnt = torch.zeros(r * k, dtype=torch.float64, device=dev)
+    if dense:
+        # [x | 1] once when the data is one chunk (as runs finish, chunks only grow): the float64 copy each
+        # iteration made anyway, kept
+        x1 = _with_ones(x) if n <= _rows_per_chunk(chunk_size, r) else None
+        ks = torch.arange(k, dtype=labels.dtype, device=dev).view(1, k, 1)
+    else:
+        # local sums/counts, kept consistent with `labels_old` across iterations
+        loc_sums = torch.zeros((r * k, d), dtype=torch.float64, device=dev)
+        loc_cnt = torch.zeros(r * k, dtype=torch.float64, device=dev)
     relocated = [False] * r
     for it in range(max_iter):
         r = len(run_ids)
         _e_step_batch(x, centers, chunk_size, labels)
+        # global (all-reduced) sums / counts / numbers of changed labels of this iteration, in one buffer
         if dense:
-            n_changed = _dense_sums_batch(x, labels, labels_old, loc_sums, loc_cnt, chunk_size)
+            buf = torch.empty(r * k * (d + 1) + r, dtype=torch.float64, device=dev)
+            _dense_stats_batch(x, x1, labels, labels_old, ks, buf, chunk_size)
+            comm.all_reduce_(buf)
+            stats = buf[: r * k * (d + 1)].view(r, k, d + 1)
+            sums, cnt, n_changed = stats[..., :d], stats[..., d], buf[r * k * (d + 1) :]
         else:
             n_changed = _update_sums_batch(x, labels, labels_old, loc_sums, loc_cnt, it == 0, chunk_size)
-        # global (all-reduced) sums / counts / numbers of changed labels of this iteration
-        buf = torch.cat([loc_sums.view(r, k * d), loc_cnt.view(r, k), n_changed.view(r, 1)], 1)
-        comm.all_reduce_(buf)
-        sums = buf[:, : k * d].view(r, k, d)
-        cnt = buf[:, k * d : k * d + k]
+            buf = torch.cat([loc_sums.view(r, k * d), loc_cnt.view(r, k), n_changed.view(r, 1)], 1)
+            comm.all_reduce_(buf)
+            sums = buf[:, : k * d].view(r, k, d)
+            cnt, n_changed = buf[:, k * d : k * d + k], buf[:, k * d + k]
         old64 = centers.to(torch.float64)
-        new_centers = _means(sums, cnt, old64).to(x.dtype)
+        # an empty cluster's center here is a placeholder: that run is repaired and its centers recomputed below
+        new_centers = (sums / cnt.clamp_min(1).unsqueeze(-1)).to(x.dtype)
         shift_t = (new_centers.to(torch.float64) - old64).pow(2).sum((1, 2))
         # counts, n_changed, shift of every run: one synchronization, then plain Python (no per-run tensor ops)
-        host = torch.cat([buf[:, k * d :], shift_t.unsqueeze(1)], 1).tolist()
+        host = torch.cat([cnt, n_changed.unsqueeze(1), shift_t.unsqueeze(1)], 1).tolist()
         done: list[int] = []
         for j in range(r):
             empty = [i for i, c in enumerate(host[j][:k]) if c == 0]
@@ -658,8 +676,9 @@ def _lloyd_batch(
                 return
             kt = torch.tensor(keep, dtype=torch.long, device=dev)
             centers, labels, labels_old = centers[kt], labels[kt], labels_old[kt]
-            kk = (kt.unsqueeze(1) * k + torch.arange(k, device=dev)).reshape(-1)
-            loc_sums, loc_cnt = loc_sums[kk], loc_cnt[kk]
+            if not dense:
+                kk = (kt.unsqueeze(1) * k + torch.arange(k, device=dev)).reshape(-1)
+                loc_sums, loc_cnt = loc_sums[kk], loc_cnt[kk]
             run_ids = [run_ids[j] for j in keep]
             relocated = [relocated[j] for j in keep]
 
