@@ -9,9 +9,10 @@
 # 1000 epochs), dcfae (DCFAE MNIST, the config's 50 + 10 epochs), idec (IDEC MNIST seeds 3-4), deckeras (IDEC and
 # DEC MNIST from DEC-keras' pretraining recipe, seeds 0-2 or those in $DECKERAS_SEEDS, one process each; IDEC at its
 # config's gamma 0.1 / 5.1^2, the paper's balance on [0, 1] pixels, and at 0.1, the config's until 2026-12-04),
-# decpaper (the same from the DEC paper's stacked autoencoder, SAE: 300,000 steps a seed, seeds 0-2), bf16 (every
-# digits config in bf16-mixed). A short session is better given to one or two of them: deckeras' 300 pretraining
-# epochs alone took about 8 min with three seeds side by side on the H200 (2026-12-04), no time left for clustering.
+# decpaper (the same from the DEC paper's stacked autoencoder, SAE: 300,000 steps a seed, seeds 0-2 or
+# $DECPAPER_SEEDS), bf16 (every digits config in bf16-mixed). A short session is better given to one or two of
+# them: deckeras' 300 pretraining epochs alone took about 8 min with three seeds side by side on the H200
+# (2026-12-04), no time left for clustering.
 set -u
 LIMIT=${1:-540}
 shift $(( $# > 0 ? 1 : 0 ))
@@ -58,7 +59,7 @@ if want deckeras; then
   done
 fi
 if want decpaper; then
-  for s in 0 1 2; do
+  for s in ${DECPAPER_SEEDS:-0 1 2}; do
     timeout $T python3 benchmarks/shared_pretraining.py mnist --recipe dec-paper --seeds $s --methods dec idec --merge \
       --tag gpu > logs/decpaper_s$s.log 2>&1 &
   done
