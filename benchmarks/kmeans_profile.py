@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
@@ -22,6 +21,7 @@ if str(ROOT) not in sys.path:  # allow running from a checkout without installin
     sys.path.insert(0, str(ROOT))
 
 KM = importlib.import_module("dcl.cluster.kmeans")
+from kmeans_vs_sklearn import _datasets  # noqa: E402  (the same data as that comparison's)
 
 
 def timed(fn, acc: dict, key: str):
@@ -39,8 +39,7 @@ def timed(fn, acc: dict, key: str):
 def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("kmeans_profile.py: no CUDA GPU here; it profiles the GPU's Lloyd loop")
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.standard_normal((70000, 10)).astype(np.float32)).cuda()
+    x = torch.from_numpy(_datasets(70000, 10, 10, seed=0)["gaussian"]).cuda()
     KM.kmeans(x, 10, n_init=10, seed=0)  # warm-up
     parts = {"seeding": 0.0, "lloyd": 0.0}
     originals = KM._kmeans_plusplus, KM._lloyd_batch, KM._e_step_batch

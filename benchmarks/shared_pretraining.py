@@ -185,8 +185,8 @@ def main() -> None:
     budget = (f"pretraining {args.pretrain_epochs} epochs ({recipe_text}); clustering: the configs' "
               f"defaults (authors' code){'' if not args.maxiter else f', maxiter capped at {args.maxiter}'}"
               + ("" if args.scale is None else f"; pixels x {args.scale:g} / 255 in every fit"))
-    settings = {"ae_kmeans": {"config": str(config.relative_to(ROOT)), "model": config_settings(
-        str(config.relative_to(ROOT))), "args": recipe_args}}
+    recipe_config = str(config.relative_to(ROOT))
+    settings = {"ae_kmeans": {"config": recipe_config, "model": config_settings(recipe_config), "args": recipe_args}}
     for spec in args.methods:
         method, variant_args, _ = method_variant(spec)
         settings[spec] = {"config": f"configs/{method}/{args.data}.yaml", "args": variant_args,
