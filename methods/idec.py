@@ -16,7 +16,7 @@ is the paper's balance. It matters: at a reduced budget (20 pretraining epochs, 
 at gamma 0.1 on [0, 1] to 83.86 at 0.00384 and 84.40 on pixels x 0.02
 (``benchmarks/results/shared_pretraining_mnist_p20_{scale1,x5.1}.md``); at the full budget (200 epochs, one seed) ACC /
 NMI went from 87.74 / 86.25 at gamma 0.1 to 94.80 / 89.01 at 0.00384 (``shared_pretraining_mnist_gamma_p200.md``),
-and from the MNIST config's DEC-keras pretraining (2 seeds) from 95.03 / 88.24 to 97.29 / 92.95
+and from the MNIST config's DEC-keras pretraining (3 seeds) from 93.57 / 87.12 to 97.22 / 92.92
 (``shared_pretraining_mnist_dec_keras_gamma.md``): the MNIST config uses 0.00384.
 """
 
