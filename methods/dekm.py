@@ -60,7 +60,7 @@ from dcl.callbacks.eigen_update import EigenUpdate
 from dcl.cluster.kmeans import assign_nearest
 from dcl.cluster.scatter import dekm_loss, dekm_targets
 from dcl.distributed import sum_over_global_batch
-from dcl.method import AutoencoderMethod, ConfigError
+from dcl.method import AutoencoderMethod, ConfigError, loads_pretrained
 from dcl.nets.autoencoders import image_shape
 from dcl.optim import OptimizerFactory, make_optimizer
 
@@ -129,7 +129,8 @@ class DEKM(AutoencoderMethod):
             self._official_init(autoencoder)
         if pretrained:  # after the initialization, which would overwrite it
             self.pretrained, self.pretrain_epochs = pretrained, 0
-            self.load_pretrained(pretrained)
+            if loads_pretrained():  # not when rebuilt to restore a checkpoint, which holds every weight
+                self.load_pretrained(pretrained)
         self.autoencoder_kind = autoencoder
         self.update_interval = update_interval
         self.tol = tol

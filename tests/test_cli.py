@@ -1160,17 +1160,20 @@ def test_bad_checkpoints(tmp_path, dcl_error):
     assert "was trained with activation relu, this DEC uses leaky_relu; set model.init_args.activation relu" in msg
 
 
-def test_a_run_from_a_pretrained_autoencoder_needs_that_file_no_more_once_trained(tmp_path, capsys, dcl_error):
+@pytest.mark.parametrize("method", ["dec", "dekm"])
+def test_a_run_from_a_pretrained_autoencoder_needs_that_file_no_more_once_trained(method, tmp_path, capsys,
+                                                                                   dcl_error):
     """Found by probing as a researcher: a checkpoint of a run started from ``pretrained`` rebuilt its method by
     loading that autoencoder file again, so validate, predict, resuming and load_from_checkpoint failed once the
-    file had moved (a relative path: from any other folder), though the checkpoint holds every weight."""
+    file had moved (a relative path: from any other folder), though the checkpoint holds every weight. DEKM, which
+    loads it in its own constructor, still did so after DEC was mended (an audit against the README)."""
     import shutil
 
-    from dcl.methods.dec import DEC
+    from dcl.registry import get_method
 
     (tmp_path / "ae").mkdir()
     fit_ae(tmp_path / "ae", "--trainer.enable_checkpointing", "true")
-    dec = ["--config", str(REPO / "configs/dec/digits.yaml"), *SMALL_AE]
+    dec = ["--config", str(REPO / f"configs/{method}/digits.yaml"), *SMALL_AE]
     (tmp_path / "dec").mkdir()
     run_cli(["fit", *dec, "--model.init_args.pretrained", str(next((tmp_path / "ae").rglob("last.ckpt"))),
              "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true"], tmp_path / "dec")
@@ -1184,7 +1187,7 @@ def test_a_run_from_a_pretrained_autoencoder_needs_that_file_no_more_once_traine
     (tmp_path / "resumed").mkdir()
     scores = run_cli(["fit", *dec, "--ckpt_path", str(ckpt), "--trainer.max_epochs", "2"], tmp_path / "resumed")
     assert scores["acc"] > 0.3
-    trained = DEC.load_from_checkpoint(ckpt)
+    trained = get_method(method).load_from_checkpoint(ckpt)
     assert trained.pretrained and bool(trained.clustering_started)
     # a new run from the moved file is still refused before training
     (tmp_path / "new").mkdir()
