@@ -78,7 +78,8 @@ class DCLCLI(LightningCLI):
                  "false: none. data.init_args.seed, when set, seeds the training shuffle instead.")
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.n_clusters", "model.init_args.n_clusters", apply_on="instantiate")
+        # None from unlabeled data without data.n_clusters: a method that finds K itself (DP-GMM) needs none
+        parser.link_arguments("data.n_clusters_if_known", "model.init_args.n_clusters", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
 
@@ -145,6 +146,9 @@ class DCLCLI(LightningCLI):
             cause = _constructor_error(err)
             user = _user_error(err)
             data = self.config[subcommand].data
+            if isinstance(user, ConfigError) and str(user) == f"{N_CLUSTERS_REFUSED}None":
+                raise ConfigError("the data has no labels, so the number of clusters cannot be inferred from it: set "
+                                  "data.n_clusters to the number of clusters to find") from err
             if isinstance(user, ConfigError) and str(user).startswith(N_CLUSTERS_REFUSED) \
                     and (data.get("init_args") or {}).get("n_clusters") is None:
                 # the method refused the data's number of classes (its labels, or ImageFolder's class folders

@@ -363,6 +363,14 @@ class ClusteringDataModule(pl.LightningDataModule):
         raise DataError(f"{type(self).__name__}: the data has no labels, so n_clusters cannot be inferred; "
                         "set data.init_args.n_clusters")
 
+    @property
+    def n_clusters_if_known(self) -> int | None:
+        """``n_clusters``, or None where the data has no labels and none was set: what the ``dcl`` command hands the
+        method (one that finds K itself needs none; the others refuse None, and the command says to set it)."""
+        if self.n_clusters_given is None and self.num_classes is None and not self.has_labels:
+            return None
+        return self.n_clusters
+
     # -- Lightning hooks -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         self._ensure_loaded()

@@ -115,6 +115,28 @@ def test_a_fit_that_ends_in_one_cluster_says_so(tmp_path, capsys):
             "max_components set where K starts and its maximum") in capsys.readouterr().err
 
 
+def test_unlabeled_data_needs_n_clusters_only_for_methods_that_do_not_find_it(tmp_path, capsys, dcl_error):
+    """Found by an audit against METHODS.md ("needs no prior K"): on unlabeled data the command refused DPGMM unless
+    data.n_clusters was set, and then said that value was not used; a method that needs K must still be told."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(30, 3)), rng.normal(loc=8.0, size=(30, 3))]).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    data = ["--data", "Arrays", "--data.path", str(tmp_path / "x.npy")]
+    (tmp_path / "dp").mkdir()
+    scores = run_cli(["fit", "--model", "DPGMM", "--model.init_args.hidden_dims", "[8]",
+                      "--model.init_args.pretrain_epochs", "1", *data, "--trainer.max_epochs", "2",
+                      "--trainer.enable_checkpointing", "true"], tmp_path / "dp")
+    assert scores["k"] >= 1 and "acc" not in scores
+    assert "is not used" not in capsys.readouterr().err
+    run_cli(["predict", "--config", str(tmp_path / "dp" / "config.yaml"), "--ckpt_path",
+             str(next((tmp_path / "dp").rglob("*.ckpt"))), "--predictions.output", "p.csv"], tmp_path / "dp")
+    clusters = {r["cluster"] for r in csv.DictReader((tmp_path / "dp" / "p.csv").open())}
+    assert 1 <= len(clusters) <= scores["k"]
+    (tmp_path / "dec").mkdir()
+    msg = dcl_error(["fit", "--model", "DEC", *SMALL_AE, *data, "--trainer.max_epochs", "1"], tmp_path / "dec")
+    assert "the data has no labels" in msg and "set data.n_clusters" in msg
+
+
 def test_a_checkpoint_of_one_cluster_is_validated_and_predicts(tmp_path):
     """Found by probing as a user: a DPGMM fitted to data whose labels hold one class ended with n_clusters 1, and
     dcl validate / predict with its run's config and checkpoint were refused (the checkpoint's K became the data's
