@@ -203,6 +203,7 @@ class DCLCLI(LightningCLI):
             self.datamodule.check_n_clusters(fitting=True)
             if isinstance(self.model, ClusteringMethod):
                 self.model.check_data(self.datamodule, "fit")
+                self.model.check_fit(self.trainer, self.datamodule)
         from_ = type(self.model).n_clusters_from
         given = getattr(self.datamodule, "n_clusters_given", None)
         if from_ and given is not None:

@@ -380,6 +380,12 @@ class ClusteringMethod(pl.LightningModule):
         if stage == "fit" and state is not None:
             data.check_scaling(state, f"the pretrained autoencoder {path}")
 
+    def check_fit(self, trainer: pl.Trainer, data: ClusteringDataModule) -> None:
+        """Refuse a fit that these Trainer settings and data cannot do (e.g. too few batches per epoch for a step:
+        :func:`planned_train_batches`). The ``dcl`` command calls it before it starts the trainer, whose loggers
+        write their files at its start; a method that cannot train so checks again where Lightning knows (its
+        ``on_train_start``: ``trainer.num_training_batches``)."""
+
     def remember_pretrained_data(self, ckpt: dict[str, Any], path: str | Path) -> None:
         """Keep the datamodule states saved in ``ckpt``, a checkpoint whose weights a method's ``pretrained``
         loaded: :meth:`check_data` then refuses data scaled otherwise (Arrays' ``standardize``), on which those
@@ -605,6 +611,15 @@ def check_precision(precision: str) -> None:
         raise ConfigError(f"precision {precision!r} is not supported: the clustering state (centers, k-means, "
                           "assignments) is float32 and is not cast to the weights' dtype; use 32-true, bf16-mixed "
                           "or 16-mixed (mixed precision: float32 weights, low-precision compute)")
+
+
+def planned_train_batches(trainer: pl.Trainer, data: ClusteringDataModule) -> int:
+    """The batches of a training epoch on each of ``trainer``'s processes, before it starts: the datamodule's
+    training loader over ``trainer.world_size`` equal shards (padded, as :class:`InMemoryLoader`'s), cut by
+    ``limit_train_batches`` (where Lightning puts ``fast_dev_run``'s) as Lightning cuts it."""
+    batches = math.ceil(math.ceil(data.num_samples / trainer.world_size) / data.batch_size)
+    limit = trainer.limit_train_batches
+    return min(batches, limit) if isinstance(limit, int) else int(batches * limit)
 
 
 def check_trainer_settings(model: pl.LightningModule, trainer: pl.Trainer) -> None:

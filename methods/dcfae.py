@@ -95,13 +95,16 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, SchedulerFactory, build_optimizer,
                              default_gan_optimizer, optimizer_step, step_schedulers)
-from dcl.method import ClusteringMethod, ConfigError, load_checkpoint_file, loads_pretrained, warn_if_fit_ends_within
+from dcl.datamodule import ClusteringDataModule
+from dcl.method import (ClusteringMethod, ConfigError, load_checkpoint_file, loads_pretrained,
+                        planned_train_batches, warn_if_fit_ends_within)
 from dcl.nets.autoencoders import image_shape, mlp
 from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 from dcl.optim import check_optimizer
@@ -409,12 +412,16 @@ class DCFAE(ClusteringMethod):
             warn_if_fit_ends_within(self, self.fae_epochs, "FAE epochs", "fae_epochs", "the dense embedding network "
                                     "(phase 2) will not train and the clusters are k-means on the FAE latent")
 
+    def check_fit(self, trainer: pl.Trainer, data: ClusteringDataModule) -> None:
+        self._check_phase_2_steps(trainer, planned_train_batches(trainer, data))
+
     def on_train_start(self) -> None:
+        self._check_phase_2_steps(self.trainer, self.trainer.num_training_batches)  # Lightning's count, per rank
+
+    def _check_phase_2_steps(self, trainer: pl.Trainer, batches: int | float) -> None:
         """Refuse, before any step, a phase 2 that would never step: it trains on groups of ``similarity_batches``
-        loader batches, and an epoch's incomplete group is dropped. A fit that ends within phase 1 (e.g. a
-        ``fast_dev_run``, one batch of one epoch) never gets there and is not refused."""
-        trainer = self.trainer
-        batches = trainer.num_training_batches
+        loader batches (``batches`` an epoch), and an epoch's incomplete group is dropped. A fit that ends within
+        phase 1 (e.g. a ``fast_dev_run``, one batch of one epoch) never gets there and is not refused."""
         max_epochs = trainer.max_epochs
         reaches_phase_2 = (self.in_embedding_phase or max_epochs is None or max_epochs < 0
                            or max_epochs > self.fae_epochs)

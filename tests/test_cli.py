@@ -1191,8 +1191,6 @@ def test_a_run_from_a_pretrained_autoencoder_needs_that_file_no_more_once_traine
     loads it in its own constructor, still did so after DEC was mended (an audit against the README)."""
     import shutil
 
-    from dcl.registry import get_method
-
     (tmp_path / "ae").mkdir()
     fit_ae(tmp_path / "ae", "--trainer.enable_checkpointing", "true")
     dec = ["--config", str(REPO / f"configs/{method}/digits.yaml"), *SMALL_AE]
@@ -1209,7 +1207,7 @@ def test_a_run_from_a_pretrained_autoencoder_needs_that_file_no_more_once_traine
     (tmp_path / "resumed").mkdir()
     scores = run_cli(["fit", *dec, "--ckpt_path", str(ckpt), "--trainer.max_epochs", "2"], tmp_path / "resumed")
     assert scores["acc"] > 0.3
-    trained = get_method(method).load_from_checkpoint(ckpt)
+    trained = registry.get_method(method).load_from_checkpoint(ckpt)
     assert trained.pretrained and bool(trained.clustering_started)
     # a new run from the moved file is still refused before training
     (tmp_path / "new").mkdir()
@@ -1236,6 +1234,44 @@ def test_a_fast_dev_run_writes_nothing(tmp_path, capsys, dcl_error):
     msg = dcl_error(["fit", "--config", str(REPO / "configs/dcfae/digits.yaml"), "--trainer.fast_dev_run", "true",
                      "--model.init_args.fae_epochs", "0"], tmp_path)
     assert "an epoch has 1: the dense network would never take a step; trainer.fast_dev_run cuts it to that" in msg
+
+
+def test_a_fit_that_cannot_step_is_refused_before_its_logger_writes(tmp_path, dcl_error):
+    """Found by an audit against the README ("before anything is trained or written"): DCFAE refused a phase 2 of
+    more similarity_batches than an epoch has in its on_train_start, after the run's config.yaml and the logger's
+    hparams.yaml were written. The dcl command now asks the method (check_fit) before it starts the trainer."""
+    msg = dcl_error(["fit", "--config", str(REPO / "configs/dcfae/digits.yaml"), "--model.init_args.fae_epochs", "0",
+                     "--model.init_args.similarity_batches", "1000", "--trainer.logger", "CSVLogger",
+                     "--trainer.logger.save_dir", str(tmp_path / "logs")], tmp_path)
+    assert "similarity_batches 1000 loader batches, but an epoch has 29" in msg  # 1797 samples, batches of 64
+
+
+@pytest.mark.parametrize("settings", [{}, {"limit_train_batches": 5}, {"limit_train_batches": 0.5},
+                                      {"fast_dev_run": 2}])
+def test_planned_train_batches_are_lightnings(settings, tmp_path, monkeypatch):
+    """What the dcl command's checks count before a fit is what Lightning counts in it, and per process of a DDP
+    world what each rank's loader yields (1797 digits padded to 899 a rank of 2)."""
+    import lightning.pytorch as pl
+
+    import dcl.datamodule
+    from dcl.datamodules.digits import Digits
+    from dcl.method import planned_train_batches
+
+    counted = {}
+
+    class Count(pl.Callback):
+        def on_train_start(self, trainer, module):
+            counted["batches"] = trainer.num_training_batches
+
+    data = Digits(batch_size=64)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[Count()], default_root_dir=tmp_path, **settings)
+    trainer.fit(registry.get_method("ae_kmeans")(n_clusters=10, input_shape=[64], hidden_dims=[8]), datamodule=data)
+    assert planned_train_batches(pl.Trainer(logger=False, **settings), data) == counted["batches"]
+    two = pl.Trainer(devices=2, accelerator="cpu", strategy="ddp", logger=False)
+    for rank in (0, 1):
+        monkeypatch.setattr(dcl.datamodule, "rank_world", lambda: (rank, 2))
+        assert planned_train_batches(two, data) == len(data.train_dataloader()) == 15
 
 
 def test_a_callback_refusing_the_trainer_does_so_before_anything_is_written(tmp_path, dcl_error):
