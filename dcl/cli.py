@@ -165,7 +165,9 @@ class DCLCLI(LightningCLI):
             check_trainer_settings(self.model, self.trainer)
         folders = [("trainer.default_root_dir", self.trainer.default_root_dir)] + [
             (f"the {type(logger).__name__}'s save_dir", logger.save_dir) for logger in self.trainer.loggers
-            if getattr(logger, "save_dir", None)]
+            if getattr(logger, "save_dir", None)] + [  # (ModelCheckpoint's, ClusteringPlots')
+            (f"the {type(callback).__name__}'s dirpath", callback.dirpath) for callback in self.trainer.callbacks
+            if isinstance(getattr(callback, "dirpath", None), (str, Path))]
         for setting, folder in folders:
             why = unwritable_folder(folder)
             if why:

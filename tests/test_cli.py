@@ -1105,7 +1105,14 @@ def test_outputs_through_a_file_are_refused_before_training(tmp_path, dcl_error)
     for setting, args in (
             ("the CSVLogger's save_dir 'afile/x'", ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
                                                    "--trainer.logger.save_dir", "afile/x"]),
-            ("predictions.output 'afile/p.csv'", ["--predictions.output", "afile/p.csv"])):
+            ("predictions.output 'afile/p.csv'", ["--predictions.output", "afile/p.csv"]),
+            # (found by an audit: the plots' folder failed in a traceback after the whole fit, the checkpoints' at
+            # the first save)
+            ("the ClusteringPlots's dirpath 'afile/plots'", ["--trainer.callbacks+=dcl.callbacks.ClusteringPlots",
+                                                            "--trainer.callbacks.init_args.dirpath", "afile/plots"]),
+            ("the ModelCheckpoint's dirpath '", ["--trainer.callbacks+=ModelCheckpoint",
+                                                         "--trainer.callbacks.init_args.dirpath", "afile/ck",
+                                                         "--trainer.callbacks.init_args.every_n_epochs", "2"])):
         command = "predict" if "predictions" in setting else "fit"
         msg = dcl_error([command, *AE_DIGITS, "--trainer.logger", "false", *args], tmp_path, quiet=False)
         assert setting in msg and f"{tmp_path / 'afile'} is a file, not a folder" in msg, msg
