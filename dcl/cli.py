@@ -157,6 +157,14 @@ class DCLCLI(LightningCLI):
                            "root)" if data.class_path.endswith(".ImageFolder") else "")
                 raise ConfigError(f"{user}, the number of classes of the data (data.n_clusters is not set): set "
                                   f"data.n_clusters to the number of clusters to find{folders}") from err
+            twin = _first_in_chain(err, lambda e: "Found more than one stateful callback" in str(e))
+            if twin is not None:  # Lightning's RuntimeError from the Trainer's constructor, with a traceback
+                kind = re.search(r"of type `(\w+)`", str(twin))
+                kind = kind.group(1) if kind else "callback"
+                raise ConfigError(f"trainer.callbacks holds two {kind}s with the same settings, whose states a "
+                                  f"checkpoint cannot tell apart (a config may have one already): set that one's "
+                                  f"init_args instead of adding another, or give the second other settings (a "
+                                  f"ModelCheckpoint: its own monitor or every_n_epochs)") from err
             if user is not None or cause is None:
                 raise
             raise ConfigError(str(cause)) from err

@@ -1116,6 +1116,9 @@ def test_outputs_through_a_file_are_refused_before_training(tmp_path, dcl_error)
         command = "predict" if "predictions" in setting else "fit"
         msg = dcl_error([command, *AE_DIGITS, "--trainer.logger", "false", *args], tmp_path, quiet=False)
         assert setting in msg and f"{tmp_path / 'afile'} is a file, not a folder" in msg, msg
+    # a second ModelCheckpoint beside the config's, at the same settings: Lightning's RuntimeError and traceback
+    msg = dcl_error(["fit", *AE_DIGITS, "--trainer.callbacks+=ModelCheckpoint"], tmp_path)
+    assert "trainer.callbacks holds two ModelCheckpoints with the same settings" in msg
 
 
 @pytest.mark.parametrize("x, args, expected", [
