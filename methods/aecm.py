@@ -71,7 +71,7 @@ from torch import Tensor, nn
 from dcl.callbacks.weight_averaging import FinalEpochAveraging
 from dcl.cluster.cm_losses import aecm_loss_terms, cm_loss_terms
 from dcl.distributed import broadcast_, global_mean, sum_over_global_batch
-from dcl.method import AutoencoderMethod, ClusteringMethod, ConfigError, student_t_assign
+from dcl.method import AutoencoderMethod, ClusteringMethod, ConfigError, student_t_assign, warn_if_fit_ends_within
 from dcl.optim import OptimizerFactory, check_optimizer, make_optimizer
 
 __all__ = ["ClusteringModule", "CM", "AECM"]
@@ -371,6 +371,17 @@ class AECM(_WithClusteringModule, AutoencoderMethod):
             km = self.run_kmeans(self.embed_all())
             self.set_cluster_centers(km.centers)
         self.sync_centers()
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()  # warns of a fit that ends within the pretraining
+        max_epochs = self.trainer.max_epochs
+        if self.cm_epochs > 0 and not bool(self.joint_started) and not (
+                max_epochs is not None and 0 <= max_epochs <= self.pretrain_epochs and not self.clustering_active):
+            warn_if_fit_ends_within(
+                self, self.pretrain_epochs + self.cm_epochs,
+                f"epochs of pretraining and CM alone ({self.pretrain_epochs} + {self.cm_epochs})", "cm_epochs",
+                "AE-CM's joint phase (the autoencoder and the CM trained together) will not run and the result is "
+                "the CM on the pretrained code")
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()

@@ -279,6 +279,25 @@ def test_aecm_pre_runs_all_phases_and_keeps_the_contract():
     assert torch.equal(model.predict_clusters(z), probs.argmax(1))
 
 
+@pytest.mark.parametrize("max_epochs, says", [(1, "epochs of autoencoder pretraining"),
+                                               (2, "AE-CM's joint phase"), (3, None)])
+def test_a_fit_that_ends_before_the_joint_phase_says_so(max_epochs, says):
+    """Found by an audit: with init "pre", a max_epochs within the pretraining and CM-alone epochs trained no
+    joint phase without a word (only a fit ending within the pretraining was warned of)."""
+    import warnings
+
+    from dcl.estimator import InMemory
+
+    pl.seed_everything(0)
+    dm = InMemory(torch.rand(120, 12), torch.arange(120) % 3, batch_size=40)
+    model = AECM(3, (12,), latent_dim=4, hidden_dims=(16, 16), init="pre", pretrain_epochs=1, cm_epochs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _trainer(max_epochs=max_epochs, check_val_every_n_epoch=1000).fit(model, dm)
+    ends = [str(w.message) for w in caught if "ends within" in str(w.message)]
+    assert len(ends) == (says is not None) and all(says in m for m in ends), ends
+
+
 def test_pretraining_loss_sums_the_per_sample_mse_over_the_batch():
     """The authors' AE.py differentiates the sum over the batch of each sample's feature-mean MSE (a GradientTape
     of a vector loss); the batch mean would make their SGD lr of 1e-2 a batch size too small."""
