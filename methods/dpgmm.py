@@ -50,7 +50,8 @@ Choices where the paper is silent, and why:
   default and the COIL-20 / Digits configs'
   (3 seeds x K_init 1 / 30 each; ``benchmarks/results/dpgmm_{mnist_p200,usps,usps_p200,coil20,digits}.md``).
 * **alpha-JS direction**: aJS(q(z|x) || component), skewed form (alpha = 0: KL(q || p_k), alpha = 1:
-  KL(p_k || q)); default alpha = 0.5, the symmetric geometric JS.
+  KL(p_k || q)); default alpha = 0.5, the symmetric geometric JS. ``js_form: dual`` takes the divergences from
+  G instead, (1 - alpha) KL(G || q) + alpha KL(G || p_k) (``dcl.cluster.divergences``).
 * **soft responsibilities** weight the loss (sum_k r_nk aJS_k), as the VB E-step defines them; they are
   recomputed per batch from the current means (no N x K table), so they follow the encoder between refits.
 * **the DP-GMM is fitted to the means mu**, not to samples, so that the clustering is deterministic.
@@ -136,6 +137,8 @@ class DPGMM(AutoencoderMethod):
         k_init: components at the start of the clustering phase (k-means on the embedding; 1: a single one).
         alpha0: concentration of the Beta(1, alpha0) sticks (1.0).
         js_alpha: skew of the alpha-JS divergence (0.5: symmetric).
+        js_form: ``paper`` ((1 - a) KL(q || G) + a KL(p_k || G), the mean terms the paper quotes) or ``dual``
+            ((1 - a) KL(G || q) + a KL(G || p_k), the form in ``../shared/METHODS.md``), G the geometric mean.
         gamma: weight of the alpha-JS clustering loss (0.01).
         update_interval: clustering steps between DP-GMM refits (ClusterUpdate).
         vb_iters: coordinate-ascent iterations per refit.
@@ -166,7 +169,7 @@ class DPGMM(AutoencoderMethod):
                  pretrained: str | None = None,
                  pretrain_optimizer: OptimizerFactory | None = None, optimizer: OptimizerFactory | None = None,
                  kmeans_n_init: int = 10, birth_merge_every_n_steps: int | None = None,
-                 decoder_input: str = "sample") -> None:
+                 decoder_input: str = "sample", js_form: str = "paper") -> None:
         if not input_shape:
             raise ConfigError("DPGMM needs input_shape (the CLI links it from the datamodule)")
         if not isinstance(max_components, int) or max_components < 1:
@@ -183,6 +186,8 @@ class DPGMM(AutoencoderMethod):
                               f"{first_vb_iters}, {birth_merge_every} and {birth_merge_every_n_steps}")
         if decoder_input not in ("mean", "sample"):
             raise ConfigError(f"decoder_input must be 'mean' or 'sample', got {decoder_input!r}")
+        if js_form not in ("paper", "dual"):
+            raise ConfigError(f"js_form must be 'paper' or 'dual', got {js_form!r}")
         if not 0 <= min_weight < 0.5 or bic_penalty < 0 or min_gain < 0:
             raise ConfigError(f"DPGMM needs 0 <= min_weight < 0.5, bic_penalty >= 0 and min_gain >= 0, got "
                               f"{min_weight}, {bic_penalty} and {min_gain}")
@@ -195,6 +200,7 @@ class DPGMM(AutoencoderMethod):
         self.k_init = k_init
         self.alpha0 = alpha0
         self.js_alpha = js_alpha
+        self.js_form = js_form
         self.gamma = gamma
         self.update_interval = update_interval
         self.vb_iters = vb_iters
@@ -336,6 +342,6 @@ class DPGMM(AutoencoderMethod):
         with torch.no_grad():
             resp = self.assign(mu.detach().float())
         means, variances = post.means.to(mu.dtype), post.variances.to(mu.dtype)
-        js = alpha_js_clustering_loss(mu, var, resp, means, variances, self.js_alpha)
+        js = alpha_js_clustering_loss(mu, var, resp, means, variances, self.js_alpha, dual=self.js_form == "dual")
         self.log_dict({"train/recon": recon, "train/ajs": js})
         return recon + self.gamma * js

@@ -81,6 +81,33 @@ def test_matches_a_monte_carlo_estimate(alpha):
     torch.testing.assert_close(_log_normal(x, mu_a, var_a), lg(x), rtol=0, atol=5e-3)
 
 
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.8])
+def test_the_dual_matches_a_monte_carlo_estimate(alpha):
+    """dual=True: (1 - a) E_G[log G - log p] + a E_G[log G - log q], sampled from G (its closed form is checked
+    against the normalized p^a q^(1-a) above), against the closed form's KLs."""
+    torch.manual_seed(0)
+    mu1, v1 = torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor([1.0, 0.5], dtype=torch.float64)
+    mu2, v2 = torch.tensor([1.0, -0.5], dtype=torch.float64), torch.tensor([2.0, 0.8], dtype=torch.float64)
+    mu_a, var_a = geometric_mean_gaussian(mu1, v1, mu2, v2, alpha)
+    xg = mu_a + var_a.sqrt() * torch.randn(400_000, 2, dtype=torch.float64)
+    lg = _log_normal(xg, mu_a, var_a)
+    mc = ((1 - alpha) * (lg - _log_normal(xg, mu1, v1)) + alpha * (lg - _log_normal(xg, mu2, v2))).mean()
+    closed = alpha_js_divergence(mu1, v1, mu2, v2, alpha, dual=True)
+    assert float(closed) == pytest.approx(float(mc), rel=0.02, abs=2e-3)
+    assert abs(float(closed) - float(alpha_js_divergence(mu1, v1, mu2, v2, alpha))) > 1e-3  # another divergence
+
+
+def test_the_dual_is_zero_only_at_p_equals_q_and_the_reverse_kl_at_the_limits():
+    mu1, v1, mu2, v2 = _pair()
+    assert float(alpha_js_divergence(mu1, v1, mu1, v1, 0.3, dual=True)) == pytest.approx(0.0, abs=1e-12)
+    assert float(alpha_js_divergence(mu1, v1, mu2, v2, 0.3, dual=True)) > 1e-3
+    # alpha = 0: G = q, so the dual is KL(q || p), the default form KL(p || q); alpha = 1: G = p, KL(p || q)
+    kl_pq, kl_qp = kl_diag_gaussians(mu1, v1, mu2, v2), kl_diag_gaussians(mu2, v2, mu1, v1)
+    torch.testing.assert_close(alpha_js_divergence(mu1, v1, mu2, v2, 0.0, dual=True), kl_qp)
+    torch.testing.assert_close(alpha_js_divergence(mu1, v1, mu2, v2, 0.0), kl_pq)
+    torch.testing.assert_close(alpha_js_divergence(mu1, v1, mu2, v2, 1.0, dual=True), kl_pq)
+
+
 def test_clustering_loss_is_the_responsibility_weighted_divergence_and_has_gradients():
     torch.manual_seed(0)
     mu = torch.randn(4, 3, requires_grad=True)

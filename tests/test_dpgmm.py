@@ -130,6 +130,8 @@ def test_config_errors_and_k_init_one():
         DPGMM(input_shape=(64,), birth_merge_every_n_steps=0)
     with pytest.raises(ConfigError, match="decoder_input"):
         DPGMM(input_shape=(64,), decoder_input="noise")
+    with pytest.raises(ConfigError, match="js_form must be 'paper' or 'dual'"):
+        DPGMM(input_shape=(64,), js_form="nielsen")
     m = DPGMM(n_clusters=10, input_shape=(64,), k_init=1, hidden_dims=(32, 32))
     assert m.n_clusters == 1 and m.hparams.n_clusters == 10  # the hint is kept, not used
     assert not any(k.startswith("_head") for k in m.state_dict())  # AE keys as in every other method
@@ -174,7 +176,8 @@ def test_cluster_step_trains_the_variance_head():
     assert torch.isfinite(loss) and m.logvar_head.weight.grad.abs().sum() > 0
 
 
-def test_cluster_step_is_the_mse_plus_gamma_times_the_responsibility_weighted_alpha_js():
+@pytest.mark.parametrize("js_form", ["paper", "dual"])
+def test_cluster_step_is_the_mse_plus_gamma_times_the_responsibility_weighted_alpha_js(js_form):
     """The clustering phase's loss written out (module docstring): MSE(x, g(mu)) + gamma * 1/B sum_n sum_k r_nk
     aJS_alpha(N(mu_n, s_n^2) || N(m_k, S_k)), with r the DP-GMM's responsibilities at mu held constant (as DEC's
     targets) and (m_k, S_k = b_k / a_k) the mixture's components; its gradient is that of the written-out loss."""
@@ -183,7 +186,7 @@ def test_cluster_step_is_the_mse_plus_gamma_times_the_responsibility_weighted_al
 
     torch.manual_seed(0)
     m = DPGMM(input_shape=(64,), k_init=3, hidden_dims=(32, 32), gamma=0.3, js_alpha=0.3, decoder_input="mean",
-              init_logvar=-1.0)
+              init_logvar=-1.0, js_form=js_form)
     x = torch.rand(48, 64)
     with torch.no_grad():
         m._fit(m.embed(x), first=True)
@@ -199,7 +202,8 @@ def test_cluster_step_is_the_mse_plus_gamma_times_the_responsibility_weighted_al
     means, variances = m.posterior.means.float(), (m.posterior.b / m.posterior.a[:, None]).float()
     k = means.shape[0]
     assert k > 1 and r.max(1).values.min() < 0.999  # soft responsibilities: their weighting is tested
-    ajs = torch.stack([alpha_js_divergence(mu, var, means[j], variances[j], 0.3) for j in range(k)], dim=1)
+    ajs = torch.stack([alpha_js_divergence(mu, var, means[j], variances[j], 0.3, dual=js_form == "dual")
+                       for j in range(k)], dim=1)
     expected = F.mse_loss(m.autoencoder.decoder(mu), x) + 0.3 * (r * ajs).sum(1).mean()
     torch.testing.assert_close(loss, expected)
     want = torch.autograd.grad(expected, [m.logvar_head.weight, m._head.weight])

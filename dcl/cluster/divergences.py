@@ -24,6 +24,10 @@ geometric mean's variance, identifies KL(p || G_alpha) + KL(q || G_alpha), not t
 aJS_alpha(p || q) = aJS_{1-alpha}(q || p)); at the limits it is a KL divergence:
 alpha = 0 gives G = q and aJS = KL(p || q), alpha = 1 gives G = p and aJS = KL(q || p).
 
+``dual=True`` gives that dual instead, (1 - alpha) KL(G_alpha || p) + alpha KL(G_alpha || q), the form
+``../shared/METHODS.md`` writes (Deasy et al.'s JS*): also zero iff p = q; at alpha = 0 it is KL(q || p), the reverse
+of the default's. DPGMM's ``js_form`` chooses between the two.
+
 ``skew=False`` gives Nielsen's unskewed weighting G_alpha ∝ p^(1 - alpha) q^alpha, which vanishes at both limits
 (aJS / alpha -> KL(q || p) as alpha -> 0); it equals the skewed one at alpha = 1/2.
 """
@@ -48,7 +52,7 @@ def geometric_mean_gaussian(mu1: Tensor, var1: Tensor, mu2: Tensor, var2: Tensor
 
 
 def alpha_js_divergence(mu1: Tensor, var1: Tensor, mu2: Tensor, var2: Tensor, alpha: float = 0.5,
-                        skew: bool = True) -> Tensor:
+                        skew: bool = True, dual: bool = False) -> Tensor:
     """The alpha-skew geometric Jensen-Shannon divergence aJS(p || q) between diagonal Gaussians, in closed form.
 
     Args:
@@ -57,6 +61,8 @@ def alpha_js_divergence(mu1: Tensor, var1: Tensor, mu2: Tensor, var2: Tensor, al
         alpha: skew in [0, 1] (1/2: the symmetric geometric JS divergence).
         skew: True (default): G_alpha ∝ p^alpha q^(1-alpha), so alpha = 0 gives KL(p || q) and alpha = 1 gives
             KL(q || p) (Deasy et al. 2020); False: Nielsen's G_alpha ∝ p^(1-alpha) q^alpha.
+        dual: False (default): (1 - alpha) KL(p || G) + alpha KL(q || G), the paper's mean terms; True:
+            (1 - alpha) KL(G || p) + alpha KL(G || q).
 
     Returns:
         the divergence summed over the last dimension, shape ``broadcast(...)``.
@@ -65,6 +71,9 @@ def alpha_js_divergence(mu1: Tensor, var1: Tensor, mu2: Tensor, var2: Tensor, al
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     w = alpha if skew else 1.0 - alpha  # the exponent of p in the geometric mean
     mu_a, var_a = geometric_mean_gaussian(mu1, var1, mu2, var2, w)
+    if dual:
+        return ((1.0 - alpha) * kl_diag_gaussians(mu_a, var_a, mu1, var1)
+                + alpha * kl_diag_gaussians(mu_a, var_a, mu2, var2))
     terms = (((1.0 - alpha) * var1 + alpha * var2) / var_a
              + (1.0 - alpha) * (mu1 - mu_a).pow(2) / var_a + alpha * (mu2 - mu_a).pow(2) / var_a
              + var_a.log() - (1.0 - alpha) * var1.log() - alpha * var2.log() - 1.0)
@@ -72,7 +81,7 @@ def alpha_js_divergence(mu1: Tensor, var1: Tensor, mu2: Tensor, var2: Tensor, al
 
 
 def alpha_js_clustering_loss(mu: Tensor, var: Tensor, resp: Tensor, means: Tensor, variances: Tensor,
-                             alpha: float = 0.5, skew: bool = True) -> Tensor:
+                             alpha: float = 0.5, skew: bool = True, dual: bool = False) -> Tensor:
     """The alpha-JS clustering loss: each sample's posterior q(z|x) = N(mu, diag var) is pulled toward the
     components that are responsible for it::
 
@@ -83,5 +92,5 @@ def alpha_js_clustering_loss(mu: Tensor, var: Tensor, resp: Tensor, means: Tenso
         resp: (B, K) responsibilities (rows sum to 1; treated as constants by the caller).
         means, variances: (K, d) the components' means and (diagonal) variances.
     """
-    div = alpha_js_divergence(mu[:, None, :], var[:, None, :], means[None], variances[None], alpha, skew)
+    div = alpha_js_divergence(mu[:, None, :], var[:, None, :], means[None], variances[None], alpha, skew, dual)
     return (resp * div).sum(dim=1).mean()
