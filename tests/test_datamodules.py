@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -701,3 +703,91 @@ def test_served_range_is_that_of_the_batches_served(tmp_path):
     np.save(tmp_path / "x.npy", np.array([[1.0, 10.0], [3.0, 30.0]], dtype=np.float32))
     lo, hi = Arrays(str(tmp_path / "x.npy"), n_clusters=2, standardize=True).served_range()
     assert (lo, hi) == pytest.approx((-2 ** -0.5, 2 ** -0.5))  # (x - mean) / the sample std, sqrt(2)
+
+
+def _cifar_files(folder: Path, files: dict[str, int], label_keys: dict[str, int], meta: tuple[str, dict]) -> None:
+    """Tiny CIFAR python batches as the original archive holds them: random uint8 rows R(1024) G(1024) B(1024)."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for name, n in files.items():
+        entry = {"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+                 "filenames": [f"{i}.png" for i in range(n)]}
+        entry.update({key: rng.integers(0, k, size=n).tolist() for key, k in label_keys.items()})
+        (folder / name).write_bytes(pickle.dumps(entry))
+    (folder / meta[0]).write_bytes(pickle.dumps(meta[1]))
+
+
+def test_cifar_reads_the_python_batches_as_torchvision_does(tmp_path, monkeypatch):
+    """CIFAR-10/100 decoded from files in the original format, against torchvision's own reader of them (its
+    checksums of the real archive's files switched off): images, labels (CIFAR-100's coarse ones torchvision does
+    not read), class names, splits and flatten."""
+    import pickle
+
+    import torchvision.datasets.cifar as tv_cifar
+
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)
+    from dcl.datamodules.cifar import CIFAR10, CIFAR100
+
+    names10 = [f"class{i}" for i in range(10)]
+    _cifar_files(tmp_path / "cifar-10-batches-py", {**{f"data_batch_{i}": 3 for i in range(1, 6)}, "test_batch": 4},
+                 {"labels": 10}, ("batches.meta", {"label_names": names10}))
+    dm = CIFAR10(str(tmp_path))
+    dm.setup("fit")
+    train, test = (tv_cifar.CIFAR10(str(tmp_path), train=t) for t in (True, False))
+    assert dm.x.shape == (19, 3, 32, 32) and dm.x.dtype == torch.uint8
+    # torchvision's images are HWC
+    want = torch.from_numpy(np.concatenate([train.data, test.data])).permute(0, 3, 1, 2)
+    assert torch.equal(dm.x, want)
+    assert dm.y.tolist() == train.targets + test.targets and dm.class_names == names10 == train.classes
+    test_only = CIFAR10(str(tmp_path / "cifar-10-batches-py"), split="test", flatten=True)  # the folder itself
+    test_only.setup("fit")
+    assert torch.equal(test_only.x, want[15:].reshape(4, -1))
+
+    coarse, fine = [f"super{i}" for i in range(20)], [f"fine{i}" for i in range(100)]
+    _cifar_files(tmp_path / "cifar-100-python", {"train": 5, "test": 2}, {"fine_labels": 100, "coarse_labels": 20},
+                 ("meta", {"fine_label_names": fine, "coarse_label_names": coarse}))
+    tv_train, tv_test = (tv_cifar.CIFAR100(str(tmp_path), train=t) for t in (True, False))
+    for label_type, names, k in (("coarse", coarse, 20), ("fine", fine, 100)):
+        dm = CIFAR100(str(tmp_path), label_type=label_type)
+        dm.setup("fit")
+        assert torch.equal(dm.x, torch.from_numpy(np.concatenate([tv_train.data, tv_test.data])).permute(0, 3, 1, 2))
+        assert dm.class_names == names and dm.n_clusters == k
+        if label_type == "fine":  # torchvision reads the fine labels only
+            assert dm.y.tolist() == tv_train.targets + tv_test.targets
+    raw = pickle.loads((tmp_path / "cifar-100-python" / "train").read_bytes())
+    m = CIFAR100.fine_to_coarse(str(tmp_path))
+    assert [m[f] for f in raw["fine_labels"]] == raw["coarse_labels"]
+
+
+def test_stl10_reads_the_binary_files_as_torchvision_does(tmp_path, monkeypatch):
+    """STL-10 decoded from files in the original format (column-major 3x96x96 uint8 images, labels 1..10), against
+    torchvision's reader (checksums off): labeled splits, the unlabeled images (label -1), class names, and the
+    resize at load time (a one-colour image stays that colour)."""
+    import torchvision.datasets.stl10 as tv_stl
+
+    monkeypatch.setattr(tv_stl, "check_integrity", lambda *a, **k: True)
+    from dcl.datamodules.stl10 import STL10
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    for part, n in (("train", 3), ("test", 2), ("unlabeled", 2)):
+        images = rng.integers(0, 256, size=(n, 3, 96, 96), dtype=np.uint8)
+        if part == "test":
+            images[1] = np.array([10, 120, 250], dtype=np.uint8)[:, None, None]  # one colour
+        images.tofile(folder / f"{part}_X.bin")
+        if part != "unlabeled":
+            rng.integers(1, 11, size=n, dtype=np.uint8).tofile(folder / f"{part}_y.bin")
+    (folder / "class_names.txt").write_text("\n".join(f"c{i}" for i in range(10)) + "\n")
+    train, test, unlabeled = (tv_stl.STL10(str(tmp_path), split=s) for s in ("train", "test", "unlabeled"))
+    dm = STL10(str(tmp_path), include_unlabeled=True)
+    dm.setup("fit")
+    assert torch.equal(dm.x, torch.from_numpy(np.concatenate([train.data, test.data, unlabeled.data])))
+    assert dm.y.tolist() == [*train.labels.tolist(), *test.labels.tolist(), -1, -1]
+    assert dm.class_names == train.classes == [f"c{i}" for i in range(10)]
+    small = STL10(str(folder), image_size=32, flatten=True)  # the folder itself; no unlabeled images
+    small.setup("fit")
+    assert small.x.shape == (5, 3 * 32 * 32) and small.input_shape == (3 * 32 * 32,)
+    assert small.x.reshape(5, 3, 32, 32)[4].reshape(3, -1).tolist() == [[10] * 1024, [120] * 1024, [250] * 1024]
