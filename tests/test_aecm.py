@@ -298,6 +298,29 @@ def test_a_fit_that_ends_before_the_joint_phase_says_so(max_epochs, says):
     assert len(ends) == (says is not None) and all(says in m for m in ends), ends
 
 
+@pytest.mark.parametrize("orth_power, center_bias", [(1, True), (2, False)])
+def test_the_pytorch_examples_settings_reach_the_loss(orth_power, center_bias):
+    """orth_power 2 and center_bias false (the authors' PyTorch example, beside the TF code's defaults) were not
+    tested through the method (an audit): the joint step's orthogonality term squares U U^T - I, and U is W_d."""
+    torch.manual_seed(0)
+    model = AECM(3, (12,), latent_dim=4, hidden_dims=(16, 16), lbd=0.7, orth_power=orth_power,
+                 center_bias=center_bias)
+    assert ("cm.center_bias" in model.state_dict()) == center_bias
+    with torch.no_grad():
+        if center_bias:
+            model.cm.center_bias.normal_()
+        model.clustering_started.fill_(True)
+        model.joint_started.fill_(True)
+    logged = {}
+    model.log_dict = lambda d, **k: logged.update(d)
+    model.cluster_step({"x": torch.rand(8, 12)})
+    u = model.cm.center_weight + (model.cm.center_bias if center_bias else 0)
+    torch.testing.assert_close(model.cm.centers(), u)
+    gram = u @ u.T - torch.eye(3)
+    want = 0.7 * (gram.abs().sum() if orth_power == 1 else gram.pow(2).sum())
+    torch.testing.assert_close(logged["train/orth"], want)
+
+
 def test_pretraining_loss_sums_the_per_sample_mse_over_the_batch():
     """The authors' AE.py differentiates the sum over the batch of each sample's feature-mean MSE (a GradientTape
     of a vector loss); the batch mean would make their SGD lr of 1e-2 a batch size too small."""
