@@ -153,6 +153,32 @@ def test_eigen_update_sets_state_and_the_stopping_rule_fires():
     assert torch.equal(model.cluster_labels, first_labels)  # ids kept stable by the matching
 
 
+def test_warm_start_runs_one_k_means_from_the_previous_centers():
+    """kmeans_warm_start (untested before, an audit): the first update restarts k-means++ n_init times, each
+    later one runs once from the last update's centers; the DEKM setting reaches the callback."""
+    z, _, _ = blobs(n_per=100, d=3, k=3)
+    model = _module_with_fixed_embedding(z.float(), 3)
+    calls = []
+    run = model.run_kmeans
+
+    def spy(x, init=None, n_init=None):
+        calls.append((None if init is None else init.clone(), n_init))
+        return run(x, init=init, n_init=n_init)
+
+    model.run_kmeans = spy
+    cb = EigenUpdate(every_n_steps=5, tol=0.005, n_init=3, warm_start=True)
+    trainer = _trainer()
+    cb._update(trainer, model)
+    centers = model.cluster_centers.clone()
+    trainer.global_step = 5
+    cb._update(trainer, model)
+    assert calls[0][0] is None and calls[0][1] == 3
+    assert calls[1][1] == 1 and calls[1][0] is not None and torch.equal(calls[1][0], centers)
+    assert cb.last_changed == 0 and trainer.should_stop  # from the converged centers nothing moves
+    callback = DEKM(3, (8,), hidden_dims=(8,), kmeans_warm_start=True).configure_callbacks()[0]
+    assert isinstance(callback, EigenUpdate) and callback.warm_start
+
+
 def test_stopping_rule_does_not_fire_above_tol():
     z, _, _ = blobs(n_per=100, d=3, k=3)
     z = z.float()
