@@ -46,6 +46,25 @@ def test_k_shrinks_from_three_times_too_many(seed):
     assert adjusted_rand_score(y, labels.numpy()) > 0.95
 
 
+@pytest.mark.parametrize("full", [False, True])
+def test_statistics_and_labels_in_blocks_of_rows_are_those_of_all_rows(full):
+    """The per-sample float64 work runs in blocks of rows (bounded memory for any N; unchunked, full statistics
+    and the full-covariance labels took ~1 and 4 GB a million samples): blocks that do not divide N give the sums
+    written out and the same labels."""
+    z, _ = _blobs(0)
+    labels = kmeans(z, K_TRUE, n_init=1, seed=0).labels
+    n, s1, s2 = hard_stats(z, labels, K_TRUE, full=full, chunk_rows=97)
+    zd = z.double()
+    for j in range(K_TRUE):
+        mine = zd[labels == j]
+        assert n[j] == len(mine)
+        torch.testing.assert_close(s1[j], mine.sum(0))
+        torch.testing.assert_close(s2[j], mine.T @ mine if full else mine.pow(2).sum(0))
+    one = mixture_labels(z, n, s1, s2, _floor(z), chunk_rows=len(z))
+    assert torch.equal(mixture_labels(z, n, s1, s2, _floor(z), chunk_rows=97), one) and len(one) == len(z)
+    assert adjusted_rand_score(labels.numpy(), one.numpy()) > 0.95
+
+
 def test_a_single_gaussian_is_not_split_and_statistics_are_conserved():
     torch.manual_seed(0)
     z = torch.randn(3000, 3) * torch.tensor([1.0, 3.0, 0.5])

@@ -54,16 +54,22 @@ from dcl.files import atomic_write, run_dir
 from dcl.method import log_images_now, log_metrics_now
 
 
+#: samples per block of the float64 per-sample work (a block of 65536 rows: ~56 MB at d = 10 with full S2), so that
+#: memory stays bounded for any N (unchunked: ~0.9 GB per million samples for full S2, 4 GB for mixture_labels at K 50)
+CHUNK_ROWS = 65536
+
+
 # -- statistics ------------------------------------------------------------------------------------------------
 def hard_stats(z: Tensor, labels: Tensor, k: int, distributed: bool = False,
-               full: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+               full: bool = False, chunk_rows: int = CHUNK_ROWS) -> tuple[Tensor, Tensor, Tensor]:
     """(n, S1, S2) of the data assigned to each of ``k`` components (float64), summed over ranks; S2 is
     sum z^2 (K, d), or sum z z^T (K, d, d) when ``full``."""
-    z = z.double()
     d = z.shape[1]
-    second = (z[:, :, None] * z[:, None, :]).reshape(len(z), d * d) if full else z.pow(2)
-    packed = z.new_zeros(k, 1 + d + second.shape[1])
-    packed.index_add_(0, labels, torch.cat([torch.ones_like(z[:, :1]), z, second], dim=1))
+    packed = z.new_zeros(k, 1 + d + (d * d if full else d), dtype=torch.float64)
+    for start in range(0, len(z), chunk_rows):
+        zc = z[start:start + chunk_rows].double()
+        second = (zc[:, :, None] * zc[:, None, :]).reshape(len(zc), d * d) if full else zc.pow(2)
+        packed.index_add_(0, labels[start:start + chunk_rows], torch.cat([torch.ones_like(zc[:, :1]), zc, second], 1))
     if distributed:
         all_reduce_sum_(packed)
     s2 = packed[:, 1 + d:]
@@ -115,20 +121,24 @@ def _xlogy(x: Tensor, y: Tensor) -> Tensor:
     return torch.where(x > 0, x * y.clamp_min(1e-300).log(), torch.zeros_like(x))
 
 
-def mixture_labels(z: Tensor, n: Tensor, s1: Tensor, s2: Tensor, var_floor: Tensor) -> Tensor:
-    """Hard assignment of ``z`` to the diagonal Gaussian mixture fitted to the statistics."""
+def mixture_labels(z: Tensor, n: Tensor, s1: Tensor, s2: Tensor, var_floor: Tensor,
+                   chunk_rows: int = CHUNK_ROWS) -> Tensor:
+    """Hard assignment of ``z`` to the Gaussian mixture (diagonal, or full when S2 is (K, d, d)) fitted to the
+    statistics."""
     mean, cov = _mean_cov(n, s1, s2, var_floor)
-    zd = z.double()
-    if s2.ndim == 3:
-        chol = torch.linalg.cholesky(cov)  # (K, d, d)
-        diff = (zd[None] - mean[:, None, :]).transpose(1, 2)  # (K, d, N)
-        quad = torch.linalg.solve_triangular(chol, diff, upper=False).pow(2).sum(1).T  # (N, K)
-        logdet = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    else:
-        quad = zd.pow(2) @ (1 / cov).T - 2 * zd @ (mean / cov).T + (mean.pow(2) / cov).sum(1)
-        logdet = cov.log().sum(1)
-    logp = (n / n.sum()).clamp_min(1e-300).log() - 0.5 * logdet - 0.5 * quad
-    return logp.argmax(1)
+    chol = torch.linalg.cholesky(cov) if s2.ndim == 3 else None  # (K, d, d)
+    logdet = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1) if chol is not None else cov.log().sum(1)
+    base = (n / n.sum()).clamp_min(1e-300).log() - 0.5 * logdet
+    labels = []
+    for start in range(0, len(z), chunk_rows):
+        zd = z[start:start + chunk_rows].double()
+        if chol is not None:
+            diff = (zd[None] - mean[:, None, :]).transpose(1, 2)  # (K, d, rows)
+            quad = torch.linalg.solve_triangular(chol, diff, upper=False).pow(2).sum(1).T  # (rows, K)
+        else:
+            quad = zd.pow(2) @ (1 / cov).T - 2 * zd @ (mean / cov).T + (mean.pow(2) / cov).sum(1)
+        labels.append((base - 0.5 * quad).argmax(1))
+    return torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=z.device)
 
 
 # -- the moves -------------------------------------------------------------------------------------------------
