@@ -155,3 +155,23 @@ def test_array_likes_are_accepted_and_unequal_lengths_refused():
     assert float(cluster_accuracy(pred, true.tolist())) == expected["acc"]
     with pytest.raises(ValueError, match="equal length.*\\(5,\\) and \\(4,\\)"):
         clustering_scores(pred, true[:4])
+
+
+def test_labels_given_as_names_score_as_their_integer_codes():
+    """Found by an audit: the README scores est.labels_ against y "arrays or lists", and labels may be class names
+    (Arrays, InMemory), but names (or an object column with missing entries) ended in a TypeError."""
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 4, size=200)
+    pred = np.where(rng.random(200) < 0.8, true, rng.integers(0, 4, size=200))
+    names = np.array(["cat", "dog", "eel", "fox"])[true]
+    want = clustering_scores(pred, true)
+    assert clustering_scores(pred, names) == want == clustering_scores(pred, names.tolist())
+    assert clustering_scores(np.array(["c1", "c2", "c3", "c4"])[pred], true) == want  # clusters named too
+    assert want["nmi"] == pytest.approx(normalized_mutual_info_score(true, pred), abs=1e-6)
+    # missing entries are unlabeled: left out, as a negative label is
+    partly = names.astype(object)
+    partly[:50] = None
+    partly[50:60] = float("nan")
+    partly[60:70] = ""
+    known = clustering_scores(pred[70:], true[70:])
+    assert clustering_scores(pred, partly) == known == clustering_scores(pred, np.r_[np.full(70, -1), true[70:]])

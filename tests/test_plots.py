@@ -113,6 +113,11 @@ def test_classes_are_named_when_the_data_names_them(tmp_path):
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == names
     paths = plots.draw(z, pred, y, tmp_path, class_names=names)
     assert set(paths) == {"embedding", "confusion", "cluster_sizes"}
+    # labels given as the names themselves (a list of str): the same figures, the classes named by them
+    drawn = []
+    plots._confusion = lambda p, t, title, path, name: drawn.append((t.tolist(), [name(i) for i in range(3)]))
+    plots.draw(z, pred, [names[i] for i in y], tmp_path)
+    assert drawn == [(y.tolist(), names)]
 
 
 def test_pca_projection_is_sklearns_up_to_sign_and_deterministic():

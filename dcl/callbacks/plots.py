@@ -26,6 +26,7 @@ from torch import Tensor
 
 from dcl.files import atomic_write, run_dir
 from dcl.method import log_images_now
+from dcl.metrics import coded_labels, label_codes
 
 __all__ = ["ClusteringPlots", "project_2d"]
 
@@ -152,7 +153,9 @@ class ClusteringPlots(Callback):
         by name."""
         import matplotlib.style
 
-        z, pred, y = (a if torch.is_tensor(a) else torch.as_tensor(np.asarray(a)) for a in (z, pred, y))
+        z = z if torch.is_tensor(z) else torch.as_tensor(np.asarray(z))
+        pred, (y, names_of_y) = label_codes(pred), coded_labels(y)
+        class_names = class_names or names_of_y  # labels given as names name their classes
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         pred, y = pred.long(), y.long()
