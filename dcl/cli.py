@@ -15,6 +15,7 @@ import importlib
 import inspect
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -253,11 +254,23 @@ class DCLCLI(LightningCLI):
         if not (writer.output or writer.embeddings):
             print("dcl: warning: predict writes nothing without --predictions.output (a CSV of the clusters) or "
                   "--predictions.embeddings", file=sys.stderr)
+        elif self.trainer.fast_dev_run:  # a trial of one batch, which writes no file (as fit's)
+            print("dcl: fast_dev_run: a trial of one batch; the predictions are not written", file=sys.stderr)
+            writer.output = writer.embeddings = None
+        elif isinstance(self.datamodule, ClusteringDataModule):
+            limit = self.trainer.limit_predict_batches
+            per_rank = math.ceil(self.datamodule.num_samples / self.trainer.world_size)  # the largest shard's
+            batches = math.ceil(per_rank / self.datamodule.predict_dataloader().batch_size)
+            if (limit < 1.0) if isinstance(limit, float) else (limit < batches):
+                raise ConfigError(f"trainer.limit_predict_batches {limit} would predict part of the samples, and the "
+                                  "predictions' files hold one row per sample: remove it (a trial: "
+                                  "--trainer.fast_dev_run true)")
         config = self.config[self.subcommand]
         data_args = _plain(config.data.get("init_args")) or {}
         inputs = {"the checkpoint": config.get("ckpt_path")} | {
             f"the data's {k}": v for k, v in data_args.items() if isinstance(v, str)}
-        inputs = {Path(v).resolve(): what for what, v in inputs.items() if v and Path(v).is_file()}
+        inputs = {Path(v).expanduser().resolve(): what for what, v in inputs.items()
+                  if v and Path(v).expanduser().is_file()}
         inputs |= {path: "a config file" for path in _config_files(config)}
         for setting, path in (("output", writer.output), ("embeddings", writer.embeddings)):
             if path and Path(path).resolve() in inputs:  # the predictions would replace it

@@ -187,7 +187,7 @@ def test_short_names_are_case_insensitive(tmp_path):
     assert scores["k"] == 10
 
 
-def test_predict_writes_csv_and_embeddings(tmp_path, recwarn, capsys):
+def test_predict_writes_csv_and_embeddings(tmp_path, recwarn, capsys, monkeypatch, dcl_error):
     fit_ae(tmp_path, "--trainer.enable_checkpointing", "true")
     ckpt = next(tmp_path.rglob("last.ckpt"))
     out, emb = tmp_path / "pred" / "clusters.csv", tmp_path / "z.npy"
@@ -218,6 +218,23 @@ def test_predict_writes_csv_and_embeddings(tmp_path, recwarn, capsys):
     run_cli(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.output", "p.csv", "--trainer.logger",
              "true", "--trainer.enable_progress_bar", "false"], tmp_path / "logged", quiet=False)
     assert sorted(p.name for p in (tmp_path / "logged").iterdir()) == ["p.csv"]
+    # (found by an audit) a trial writes no file, as fit's; a limit on the batches would write part of the samples
+    # over a whole earlier file: refused; "~" is the home folder, as the shell's, for the checks too
+    whole = out.read_bytes()
+    run_cli(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.output", str(out),
+             "--trainer.fast_dev_run", "true"], tmp_path)
+    assert "a trial of one batch; the predictions are not written" in capsys.readouterr().err
+    msg = dcl_error(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.output", str(out),
+                     "--trainer.limit_predict_batches", "0.5"], tmp_path)
+    assert "trainer.limit_predict_batches 0.5 would predict part of the samples" in msg
+    assert out.read_bytes() == whole
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    run_cli(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.output", "~/tilde.csv"], tmp_path)
+    assert (tmp_path / "home" / "tilde.csv").read_bytes() == whole and not (tmp_path / "~").exists()
+    (tmp_path / "home" / "adir").mkdir()
+    msg = dcl_error(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.output", "~/adir"], tmp_path)
+    assert "predictions.output" in msg and "is a folder" in msg
 
 
 

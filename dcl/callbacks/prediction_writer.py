@@ -37,6 +37,9 @@ class PredictionWriter(Callback):
 
     def __init__(self, output: str | None = None, embeddings: str | None = None) -> None:
         super().__init__()
+        # "~" as the shell would (a config file, or --predictions.output=~/x.csv, leaves it): the checks below and
+        # the command's against its inputs then see the file that is written
+        output, embeddings = (str(Path(p).expanduser()) if p else p for p in (output, embeddings))
         for setting, path in (("output", output), ("embeddings", embeddings)):
             if path and Path(path).is_dir():
                 raise ValueError(f"predictions.{setting} {path!r} is a folder; name a file in it, e.g. "
