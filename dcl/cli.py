@@ -172,6 +172,10 @@ class DCLCLI(LightningCLI):
         check_precision(self.trainer.precision)
         if subcommand == "fit":  # training's settings: validate, test and predict neither step nor average
             check_trainer_settings(self.model, self.trainer)
+        writer = next((c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)), None)
+        if subcommand != "predict" and writer is not None and (writer.output or writer.embeddings):
+            print(f"dcl: warning: --predictions.* are written by dcl predict only; dcl {subcommand} writes none "
+                  "(predict with the run's checkpoint: dcl predict --config ... --ckpt_path ...)", file=sys.stderr)
         folders = [("trainer.default_root_dir", self.trainer.default_root_dir)] + [
             (f"the {type(logger).__name__}'s save_dir", logger.save_dir) for logger in self.trainer.loggers
             if getattr(logger, "save_dir", None)] + [  # (ModelCheckpoint's, ClusteringPlots')

@@ -218,7 +218,12 @@ def test_predict_writes_csv_and_embeddings(tmp_path, recwarn, capsys, monkeypatc
     run_cli(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.output", "p.csv", "--trainer.logger",
              "true", "--trainer.enable_progress_bar", "false"], tmp_path / "logged", quiet=False)
     assert sorted(p.name for p in (tmp_path / "logged").iterdir()) == ["p.csv"]
-    # (found by an audit) a trial writes no file, as fit's; a limit on the batches would write part of the samples
+    # (found by an audit) predictions given to another command are not written: said, not silently dropped
+    (tmp_path / "val").mkdir()
+    run_cli(["validate", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.output", "v.csv"], tmp_path / "val")
+    assert "--predictions.* are written by dcl predict only; dcl validate writes none" in capsys.readouterr().err
+    assert not (tmp_path / "val" / "v.csv").exists()
+    # a trial writes no file, as fit's; a limit on the batches would write part of the samples
     # over a whole earlier file: refused; "~" is the home folder, as the shell's, for the checks too
     whole = out.read_bytes()
     run_cli(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.output", str(out),
