@@ -252,6 +252,10 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         if self.max_epochs == 0:
             raise ValueError("max_epochs=0 trains nothing: every sample would land in one cluster; pass "
                              "max_epochs >= 1 (None: Lightning's default of 1000)")
+        for setting in ("max_epochs", "max_steps"):  # the same limits given to the Trainer itself
+            if (self.trainer_args or {}).get(setting) == 0:
+                raise ValueError(f"trainer_args {setting}=0 trains nothing: every sample would land in one cluster; "
+                                 f"set it >= 1, or leave it out")
         self._check_method_args(cls)
 
     def _trainer_kwargs(self) -> dict[str, Any]:

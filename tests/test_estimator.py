@@ -187,6 +187,9 @@ def test_clear_errors():
         tiny(method_args={**TINY, "input_shape": (4,)}).fit(X)
     with pytest.raises(ValueError, match="max_epochs=0 trains nothing"):
         tiny(max_epochs=0).fit(X)
+    for setting in ("max_epochs", "max_steps"):  # given to the Trainer (an audit: not refused, one cluster)
+        with pytest.raises(ValueError, match=f"trainer_args {setting}=0 trains nothing"):
+            tiny(trainer_args={setting: 0}).fit(X)
     # DDP would rerun the user's script in new processes: refused, pointing at the dcl command
     with pytest.raises(ValueError, match="trains in this one process, but the trainer asks for 2.*--trainer.devices N"):
         tiny(accelerator="cpu", devices=2).fit(X)
