@@ -264,13 +264,13 @@ def render_csv(columns: list[str], scores: list[str], rows: list[dict]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["method", "dataset", *map(column_name, columns), "runs", "seeds",
-                     *(f"{s}_{stat}" for s in scores for stat in ("mean", "sample_std"))])
+                     *(f"{s}_{stat}" for s in scores for stat in ("mean", "sample_std", "runs"))])
     for row in rows:
         cells = [row["method"], row["dataset"], *(value_text(row["settings"][c]) for c in columns), row["runs"],
                  " ".join(map(value_text, row["seeds"]))]
         for name in scores:
-            mean, std = row["scores"][name][:2]
-            cells += ["" if mean is None else repr(mean), "" if std is None else repr(std)]
+            mean, std, n, _ = row["scores"][name]  # n: the runs that recorded it (SILHOUETTE may be undefined)
+            cells += ["" if mean is None else repr(mean), "" if std is None else repr(std), n]
         writer.writerow(cells)
     return out.getvalue()
 

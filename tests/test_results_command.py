@@ -91,6 +91,20 @@ def test_csv_output_parses_with_each_scores_mean_and_sample_std(runs, capsys):
             assert float(row[f"{name}_sample_std"]) == pytest.approx(statistics.stdev(v), rel=1e-12, abs=1e-15)
 
 
+def test_a_score_some_runs_lack_is_counted_in_both_formats(runs, tmp_path, capsys):
+    """A score absent from some runs of a group (SILHOUETTE, undefined for one cluster) is the mean of those that
+    have it, and says how many: the markdown did, the CSV hid it (an audit)."""
+    shutil.copytree(runs / "plain" / "5", tmp_path / "runs" / "seed2")  # latent_dim 5's two runs
+    shutil.copytree(runs / "csv" / "latent5-seed1", tmp_path / "runs" / "seed1")
+    first = sorted((tmp_path / "runs").rglob("final_scores.json"))[0]
+    scores = json.loads(first.read_text())
+    scores.pop("silhouette")
+    first.write_text(json.dumps(scores))
+    assert "(1 of 2 runs)" in results([str(tmp_path / "runs")], capsys)
+    row, = csv.DictReader(io.StringIO(results([str(tmp_path / "runs"), "--format", "csv"], capsys)))
+    assert (row["silhouette_runs"], row["acc_runs"], row["silhouette_sample_std"]) == ("1", "2", "")
+
+
 def test_a_single_run_folder_and_one_seed(runs, capsys):
     folder = next(runs.joinpath("plain", "5").rglob("final_scores.json")).parent
     table = results([str(folder)], capsys)
