@@ -15,7 +15,6 @@ import importlib
 import inspect
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -44,7 +43,8 @@ from dcl.distributed import end_script_process_group
 from dcl.files import atomic_write, run_dir, unwritable_folder
 from dcl.method import (N_CLUSTERS_REFUSED, ClusteringMethod, ConfigError, TrainingDiverged, check_checkpoint_fits,
                         check_checkpoint_method, check_precision, check_trainer_settings, load_checkpoint_file,
-                        log_metrics_now, logging_step, one_cluster_warning, weights_from_checkpoint)
+                        log_metrics_now, logging_step, one_cluster_warning, planned_batches,
+                        weights_from_checkpoint)
 
 # MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
 # lacks, enable_checkpointing false beside a ModelCheckpoint, ...)
@@ -262,13 +262,11 @@ class DCLCLI(LightningCLI):
             print("dcl: fast_dev_run: a trial of one batch; the predictions are not written", file=sys.stderr)
             writer.output = writer.embeddings = None
         elif isinstance(self.datamodule, ClusteringDataModule):
-            limit = self.trainer.limit_predict_batches
-            per_rank = math.ceil(self.datamodule.num_samples / self.trainer.world_size)  # the largest shard's
-            batches = math.ceil(per_rank / self.datamodule.predict_dataloader().batch_size)
-            if (limit < 1.0) if isinstance(limit, float) else (limit < batches):
-                raise ConfigError(f"trainer.limit_predict_batches {limit} would predict part of the samples, and the "
-                                  "predictions' files hold one row per sample: remove it (a trial: "
-                                  "--trainer.fast_dev_run true)")
+            if (planned_batches(self.trainer, self.datamodule, "predict")
+                    < planned_batches(self.trainer, self.datamodule, "predict", limited=False)):
+                raise ConfigError(f"trainer.limit_predict_batches {self.trainer.limit_predict_batches} would predict "
+                                  "part of the samples, and the predictions' files hold one row per sample: remove it "
+                                  "(a trial: --trainer.fast_dev_run true)")
         config = self.config[self.subcommand]
         data_args = _plain(config.data.get("init_args")) or {}
         inputs = {"the checkpoint": config.get("ckpt_path")} | {

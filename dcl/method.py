@@ -382,7 +382,7 @@ class ClusteringMethod(pl.LightningModule):
 
     def check_fit(self, trainer: pl.Trainer, data: ClusteringDataModule) -> None:
         """Refuse a fit that these Trainer settings and data cannot do (e.g. too few batches per epoch for a step:
-        :func:`planned_train_batches`). The ``dcl`` command calls it before it starts the trainer, whose loggers
+        :func:`planned_batches`). The ``dcl`` command calls it before it starts the trainer, whose loggers
         write their files at its start; a method that cannot train so checks again where Lightning knows (its
         ``on_train_start``: ``trainer.num_training_batches``)."""
 
@@ -613,12 +613,17 @@ def check_precision(precision: str) -> None:
                           "or 16-mixed (mixed precision: float32 weights, low-precision compute)")
 
 
-def planned_train_batches(trainer: pl.Trainer, data: ClusteringDataModule) -> int:
-    """The batches of a training epoch on each of ``trainer``'s processes, before it starts: the datamodule's
-    training loader over ``trainer.world_size`` equal shards (padded, as :class:`InMemoryLoader`'s), cut by
-    ``limit_train_batches`` (where Lightning puts ``fast_dev_run``'s) as Lightning cuts it."""
-    batches = math.ceil(math.ceil(data.num_samples / trainer.world_size) / data.batch_size)
-    limit = trainer.limit_train_batches
+def planned_batches(trainer: pl.Trainer, data: ClusteringDataModule, stage: str = "train",
+                    limited: bool = True) -> int:
+    """The batches of an epoch of ``stage`` (``train`` or ``predict``) on each of ``trainer``'s processes, before it
+    starts: the datamodule's loader of that stage over ``trainer.world_size`` shards (the training loader's padded to
+    equal ones, as :class:`InMemoryLoader`'s; ordered ones at most as large), cut by ``limit_<stage>_batches`` (where
+    Lightning puts ``fast_dev_run``'s) as Lightning cuts it, unless not ``limited``."""
+    batch_size = data.batch_size if stage == "train" else data.predict_dataloader().batch_size
+    batches = math.ceil(math.ceil(data.num_samples / trainer.world_size) / batch_size)
+    if not limited:
+        return batches
+    limit = getattr(trainer, f"limit_{stage}_batches")
     return min(batches, limit) if isinstance(limit, int) else int(batches * limit)
 
 

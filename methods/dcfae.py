@@ -104,7 +104,7 @@ from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, Schedule
                              default_gan_optimizer, optimizer_step, step_schedulers)
 from dcl.datamodule import ClusteringDataModule
 from dcl.method import (ClusteringMethod, ConfigError, load_checkpoint_file, loads_pretrained,
-                        planned_train_batches, warn_if_fit_ends_within)
+                        planned_batches, warn_if_fit_ends_within)
 from dcl.nets.autoencoders import image_shape, mlp
 from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 from dcl.optim import check_optimizer
@@ -415,7 +415,7 @@ class DCFAE(ClusteringMethod):
                                     "(phase 2) will not train and the clusters are k-means on the FAE latent")
 
     def check_fit(self, trainer: pl.Trainer, data: ClusteringDataModule) -> None:
-        self._check_phase_2_steps(trainer, planned_train_batches(trainer, data))
+        self._check_phase_2_steps(trainer, planned_batches(trainer, data))
 
     def on_train_start(self) -> None:
         self._check_phase_2_steps(self.trainer, self.trainer.num_training_batches)  # Lightning's count, per rank

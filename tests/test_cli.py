@@ -1280,14 +1280,14 @@ def test_a_fit_that_cannot_step_is_refused_before_its_logger_writes(tmp_path, dc
 
 @pytest.mark.parametrize("settings", [{}, {"limit_train_batches": 5}, {"limit_train_batches": 0.5},
                                       {"fast_dev_run": 2}])
-def test_planned_train_batches_are_lightnings(settings, tmp_path, monkeypatch):
+def test_planned_batches_are_lightnings(settings, tmp_path, monkeypatch):
     """What the dcl command's checks count before a fit is what Lightning counts in it, and per process of a DDP
     world what each rank's loader yields (1797 digits padded to 899 a rank of 2)."""
     import lightning.pytorch as pl
 
     import dcl.datamodule
     from dcl.datamodules.digits import Digits
-    from dcl.method import planned_train_batches
+    from dcl.method import planned_batches
 
     counted = {}
 
@@ -1299,11 +1299,11 @@ def test_planned_train_batches_are_lightnings(settings, tmp_path, monkeypatch):
     trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[Count()], default_root_dir=tmp_path, **settings)
     trainer.fit(registry.get_method("ae_kmeans")(n_clusters=10, input_shape=[64], hidden_dims=[8]), datamodule=data)
-    assert planned_train_batches(pl.Trainer(logger=False, **settings), data) == counted["batches"]
+    assert planned_batches(pl.Trainer(logger=False, **settings), data) == counted["batches"]
     two = pl.Trainer(devices=2, accelerator="cpu", strategy="ddp", logger=False)
     for rank in (0, 1):
         monkeypatch.setattr(dcl.datamodule, "rank_world", lambda: (rank, 2))
-        assert planned_train_batches(two, data) == len(data.train_dataloader()) == 15
+        assert planned_batches(two, data) == len(data.train_dataloader()) == 15
 
 
 def test_a_callback_refusing_the_trainer_does_so_before_anything_is_written(tmp_path, dcl_error):
