@@ -171,15 +171,15 @@ def test_callback_moves_k_to_the_truth_and_keeps_its_state(k_init):
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"min_weight must be in \[0, 0.5\), got 0.6"):
         BirthMerge(min_weight=0.6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="every_n_epochs or every_n_steps >= 1"):
         BirthMerge(every_n_epochs=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="min_gain >= 0"):
         BirthMerge(min_gain=-0.1)
     with pytest.raises(ValueError, match="not both"):
         BirthMerge(every_n_epochs=1, every_n_steps=5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="every_n_epochs or every_n_steps >= 1"):
         BirthMerge(every_n_steps=0)
     assert BirthMerge().every_n_epochs == 1 and BirthMerge().state_key == "BirthMerge{every_n_epochs=1}"
     assert BirthMerge(every_n_steps=5).state_key == "BirthMerge{every_n_steps=5}"

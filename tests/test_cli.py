@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import DCFAE_TINY_ARGS, REPO, require_data, run_cli
 import dcl
@@ -1212,6 +1213,26 @@ def test_bad_checkpoints(tmp_path, dcl_error):
                      "--model.init_args.activation", "leaky_relu", "--model.init_args.pretrained", str(ckpt)],
                     tmp_path / "shape")
     assert "was trained with activation relu, this DEC uses leaky_relu; set model.init_args.activation relu" in msg
+
+
+def test_every_autoencoder_method_starts_from_the_pretrained_weights(tmp_path):
+    """An audit: no test showed the weights of ``pretrained`` end up in the autoencoder (skipping the
+    load_state_dict passed every test). Each method built from an AEKMeans checkpoint, and from a bare autoencoder
+    state dict, holds exactly its weights."""
+    fit_ae(tmp_path, "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "1")
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    saved = {k[len("autoencoder."):]: v for k, v in torch.load(ckpt, weights_only=False)["state_dict"].items()
+             if k.startswith("autoencoder.")}
+    bare = tmp_path / "ae.pt"
+    torch.save(saved, bare)
+    for name in ["DEC", "IDEC", "DEKM", "AECM", "DPGMM", "AEKMeans"]:
+        for path in (ckpt, bare):
+            model = registry.get_method(name)(n_clusters=10, input_shape=(64,), hidden_dims=[64, 64],
+                                              activation="relu", pretrained=str(path))
+            own = model.autoencoder.state_dict()
+            assert own.keys() == saved.keys(), name
+            for key, value in saved.items():
+                assert torch.equal(own[key], value), (name, path.name, key)
 
 
 @pytest.mark.parametrize("method", ["dec", "dekm"])

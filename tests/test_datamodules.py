@@ -588,6 +588,9 @@ def test_loader_slices_and_shuffles_deterministically():
     b = InMemoryLoader(x, y, 4, shuffle=True, seed=1)
     first = torch.cat([t["index"] for t in a])
     assert sorted(first.tolist()) == list(range(10)) and torch.equal(first, torch.cat([t["index"] for t in b]))
+    assert first.tolist() != list(range(10))
+    for batch in a:  # each shuffled sample keeps its own label and index (DEC's targets are read by index)
+        assert torch.equal(batch["x"], x[batch["index"]]) and torch.equal(batch["y"], y[batch["index"]])
     a.sampler.set_epoch(1)
     assert not torch.equal(first, torch.cat([t["index"] for t in a]))
 

@@ -8,6 +8,7 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from conftest import DCFAE_TINY as TINY, DCFAE_TINY_ARGS as TINY_ARGS, run_cli
@@ -263,6 +264,84 @@ def test_generator_loss_is_the_weighted_vae_gan_sum_and_its_gan_term_reaches_onl
 
     torch.testing.assert_close(grads(gan, loss, "fae.encoder"), grads(vae_feat, loss_without_gan, "fae.encoder"))
     assert not torch.allclose(grads(gan, loss, "fae.decoder"), grads(vae_feat, loss_without_gan, "fae.decoder"))
+
+
+def test_generator_loss_terms_written_out_by_hand():
+    """An audit: the test above builds its expected sum from the logs generator_loss returns, so which images each
+    term compares was never checked (e.g. feature matching against the prior samples instead of the reconstructions
+    would pass). Here every term is computed from the networks, with separate passes (group norm: no batch
+    coupling) and fixed noise: L_prior KL(N(mu, s^2) || N(0, I)), L_pixel Bernoulli -log p(x | Dec(z)), L_feat
+    between Dis_l(x) and Dis_l(x~), L_adv -log D of Dec(z) and Dec(z_p)."""
+    torch.manual_seed(0)
+    model = DCFAE(10, (1, 8, 8), fae_epochs=5, use_dense=False, norm="group", kl_weight=0.7, pixel_weight=1.3,
+                  feature_weight=0.4, adversarial_weight=0.9, **TINY)
+    x = torch.rand(6, 1, 8, 8)
+    eps, z_p = torch.randn(6, 4), torch.randn(6, 4)
+    draws = iter([eps, z_p])
+    model.noise_like = lambda t: next(draws)
+    loss, logs = model.generator_loss(x)
+    enc, dec, dis = model.fae.encoder, model.fae.decoder, model.fae.discriminator
+    mu, logvar = enc(x)
+    z = mu + eps * (0.5 * logvar).exp()
+    recon = torch.sigmoid(dec(z))
+    kl = (0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(1)).mean()
+    pixel = -(x * recon.log() + (1 - x) * (1 - recon).log()).flatten(1).sum(1).mean()
+    feat = 0.5 * (dis(x)[1][0] - dis(recon)[1][0]).pow(2).flatten(1).sum(1).mean()
+    # L_adv on Dec(z) with z detached (VAE-GAN: the GAN term does not reach the encoder) and on Dec(z_p)
+    adv = sum(-F.logsigmoid(dis(torch.sigmoid(dec(fake)))[0]).mean() for fake in (z.detach(), z_p))
+    for name, value in [("kl", kl), ("recon", pixel), ("feature_recon", feat), ("g_adv", adv)]:
+        torch.testing.assert_close(logs[f"train/{name}"], value.detach(), rtol=1e-4, atol=1e-5, msg=name)
+    expected = 0.7 * kl + 1.3 * pixel + 0.4 * feat + 0.9 * adv
+    torch.testing.assert_close(loss.detach(), expected.detach(), rtol=1e-4, atol=1e-5)
+    # and the gradients: the same values with another path (e.g. L_feat on the detached-code reconstructions, which
+    # equal x~ but do not reach the encoder) train something else
+    params = [*enc.parameters(), *dec.parameters()]
+    for got, want in zip(torch.autograd.grad(loss, params), torch.autograd.grad(expected, params)):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
+
+
+def test_embedding_loss_is_the_cross_entropy_of_the_latents_similarities_and_the_dense_outputs_student_t():
+    """An audit: DCFAE's phase-2 loss was never written out. H(P, Q) = -sum_{i != j} p_ij log q_ij, P the
+    perplexity-calibrated joint similarities of the FAE latents, Q the Student-t (nu = dof) similarities of the
+    dense network's outputs."""
+    torch.manual_seed(0)
+    model = DCFAE(10, (1, 8, 8), fae_epochs=0, dof=3.0, **TINY)
+    mu = torch.randn(12, 4)
+    loss = model.embedding_loss(mu)
+    with torch.no_grad():
+        p = gaussian_affinities(mu, TINY["perplexity"])
+        y = model.dense_embedding(mu)
+        kernel = (1 + ((y[:, None] - y[None]) ** 2).sum(-1) / 3.0) ** -2.0
+        kernel.fill_diagonal_(0)
+        q = kernel / kernel.sum()
+        off = ~torch.eye(12, dtype=torch.bool)
+        expected = -(p[off] * q[off].log()).sum()
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_each_optimizer_setting_reaches_its_side_and_blocks_per_stage_deepens_every_network():
+    """An audit: generator_optimizer and blocks_per_stage were never set in a test."""
+    from functools import partial
+
+    model = DCFAE(10, (1, 8, 8), generator_optimizer=partial(torch.optim.SGD, lr=0.011),
+                  discriminator_optimizer=partial(torch.optim.RMSprop, lr=0.022),
+                  embedding_optimizer=partial(torch.optim.Adagrad, lr=0.033), **TINY)
+    generator, discriminator = (entry["optimizer"] for entry in model.configure_optimizers())
+    assert (type(generator), generator.param_groups[0]["lr"]) == (torch.optim.SGD, 0.011)
+    assert (type(discriminator), discriminator.param_groups[0]["lr"]) == (torch.optim.RMSprop, 0.022)
+    assert {id(p) for g in generator.param_groups for p in g["params"]} == {
+        id(p) for p in [*model.fae.encoder.parameters(), *model.fae.decoder.parameters()]}
+    model.embedding_started.fill_(True)
+    dense = model.configure_optimizers()["optimizer"]
+    assert (type(dense), dense.param_groups[0]["lr"]) == (torch.optim.Adagrad, 0.033)
+    assert {id(p) for g in dense.param_groups for p in g["params"]} == {id(p) for p in model.dense.parameters()}
+
+    def blocks(net):
+        return sum(isinstance(m, ResidualBlock) for m in net.modules())
+
+    one, two = DCFAE(10, (1, 8, 8), **TINY).fae, DCFAE(10, (1, 8, 8), blocks_per_stage=2, **TINY).fae
+    for name in ("encoder", "decoder", "discriminator"):
+        assert blocks(getattr(two, name)) == 2 * blocks(getattr(one, name)) > 0, name
 
 
 def test_each_side_updates_only_its_own_parameters(monkeypatch):

@@ -42,6 +42,17 @@ def test_student_t_assignment_is_eq1_for_any_degrees_of_freedom(alpha):
     assert not torch.allclose(q, student_t_assign(z, mu, 1.0))  # alpha matters
 
 
+def test_dec_assigns_with_its_own_degrees_of_freedom():
+    """An audit: only the function was tested with alpha != 1, not the setting reaching DEC's assignment."""
+    torch.manual_seed(0)
+    z = torch.randn(20, 10)
+    for cls in (DEC, IDEC):
+        model = cls(4, (64,), hidden_dims=[16], alpha=3.0)
+        model.cluster_centers.data.normal_()
+        torch.testing.assert_close(model.assign(z), student_t_assign(z, model.cluster_centers, 3.0))
+        assert not torch.allclose(model.assign(z), student_t_assign(z, model.cluster_centers, 1.0))
+
+
 def test_target_distribution_sharpens_and_normalizes_by_frequency():
     q = torch.softmax(torch.randn(100, 5), dim=1)
     p = target_distribution(q)
@@ -415,8 +426,7 @@ def test_idec_adds_reconstruction_and_keeps_the_decoder_training():
     from dcl.datamodules.digits import Digits
 
     dm = Digits()
-    model = IDEC(10, dm.input_shape, hidden_dims=[32], gamma=0.1)
-    model.targets = torch.full((1797, 10), 0.1)
+    model = IDEC(10, dm.input_shape, hidden_dims=[32], gamma=0.37)  # not the default: the setting must reach it
     torch.manual_seed(0)
     model.cluster_centers.data.normal_()
     model.targets = torch.softmax(torch.randn(1797, 10), 1)
@@ -430,7 +440,7 @@ def test_idec_adds_reconstruction_and_keeps_the_decoder_training():
     q = model.assign(z)
     p = model.targets[:64]
     kl = (p * (p / q).log()).sum() / 64
-    torch.testing.assert_close(loss, ((x_hat - batch["x"]) ** 2).mean() + 0.1 * kl)
+    torch.testing.assert_close(loss, ((x_hat - batch["x"]) ** 2).mean() + 0.37 * kl)
     loss.backward()
     assert model.autoencoder.decoder[0][0].weight.grad.abs().sum() > 0  # reconstruction reaches the decoder
     assert model.cluster_centers.grad.abs().sum() > 0  # the clustering loss reaches the centers

@@ -175,8 +175,10 @@ def test_warm_start_runs_one_k_means_from_the_previous_centers():
     assert calls[0][0] is None and calls[0][1] == 3
     assert calls[1][1] == 1 and calls[1][0] is not None and torch.equal(calls[1][0], centers)
     assert cb.last_changed == 0 and trainer.should_stop  # from the converged centers nothing moves
-    callback = DEKM(3, (8,), hidden_dims=(8,), kmeans_warm_start=True).configure_callbacks()[0]
+    callback = DEKM(3, (8,), hidden_dims=(8,), kmeans_warm_start=True, kmeans_n_init=7,
+                    kmeans_n_init_factor=3.5).configure_callbacks()[0]
     assert isinstance(callback, EigenUpdate) and callback.warm_start
+    assert (callback.n_init, callback.n_init_factor) == (7, 3.5)
 
 
 def test_stopping_rule_does_not_fire_above_tol():

@@ -224,6 +224,16 @@ def test_match_labels_recovers_a_permutation():
     assert torch.equal(mapping[new], old)
 
 
+def test_match_labels_gives_new_clusters_fresh_ids_in_order():
+    """The documented case with more new clusters than old (n_clusters None; an audit found it untested): the
+    matched ones take their old ids, the rest K_old, K_old + 1, ... in increasing order of their new id."""
+    old = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1, 1])
+    new = torch.tensor([3, 3, 3, 0, 0, 0, 2, 2, 1])  # old cluster 1 split into new 0 (matched), 2 and 1
+    mapping = match_labels(new, old)
+    assert mapping.tolist() == [1, 2, 3, 0]
+    assert sorted(mapping.tolist()) == list(range(4))  # injective
+
+
 # -- DDP: each rank holds a shard; the result equals the single-process one on the concatenated data ------------
 def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

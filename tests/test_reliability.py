@@ -4,9 +4,11 @@ its budget to ``conftest.FAST``."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -285,3 +287,30 @@ def test_a_fit_resumed_inside_an_accumulation_window_goes_on_as_the_uninterrupte
     for name in saved:
         again = fit(f"again-{name}", ckpt_path=tmp_path / "resumed" / name)
         assert all(torch.equal(again[k], uninterrupted[k]) for k in uninterrupted), name
+
+
+TWO_PHASE = [name for name in METHODS if {"pretrain_optimizer", "optimizer"}
+             <= set(inspect.signature(registry.get_method(name)).parameters)]
+
+
+@pytest.mark.parametrize("name", TWO_PHASE)
+def test_each_phase_trains_with_its_configured_optimizer(name, tmp_path):
+    """An audit: swapping ``pretrain_optimizer`` and ``optimizer`` failed no test of AE-CM or DPGMM (only DEC's
+    accuracy threshold noticed). Each phase's first batch sees the optimizer its setting builds."""
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                opt = trainer.optimizers[0]
+                seen.append((bool(pl_module.clustering_active), type(opt).__name__, opt.param_groups[0]["lr"]))
+
+    pl.seed_everything(0)
+    dm = digits(name)
+    model = registry.get_method(name)(
+        n_clusters=dm.n_clusters, input_shape=dm.input_shape,
+        **{**FAST[name]["model"], "pretrain_optimizer": partial(torch.optim.SGD, lr=0.0123),
+           "optimizer": partial(torch.optim.Adam, lr=0.000456)})
+    trainer(tmp_path, FAST[name]["epochs"], callbacks=[Spy()], limit_train_batches=2).fit(model, dm)
+    assert {s for s in seen if not s[0]} == {(False, "SGD", 0.0123)}
+    assert {s for s in seen if s[0]} == {(True, "Adam", 0.000456)}

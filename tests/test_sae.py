@@ -102,9 +102,23 @@ def test_each_stage_trains_only_its_pair_with_a_new_solver_then_fine_tuning_trai
     assert int(m.stage) == 3
 
 
+def test_the_learning_rate_steps_by_lr_gamma_every_lr_step_steps_and_biases_learn_faster():
+    """An audit: lr_gamma was never set to another value in a test (the paper's 0.1 every 20000 steps)."""
+    m = model(lr_step=3, lr_gamma=0.5, bias_lr_mult=2.0)
+    config = m.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(7):
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == [[0.1, 0.2]] * 3 + [[0.05, 0.1]] * 3 + [[0.025, 0.05]]
+
+
 def test_bad_settings_are_refused():
-    for bad in ({"layer_epochs": -1}, {"dropout": 1.0}, {"lr_step": -5}, {"bias_lr_mult": 0}):
-        with pytest.raises(ConfigError):
+    for bad in ({"layer_epochs": -1}, {"dropout": 1.0}, {"lr_step": -5}, {"bias_lr_mult": 0}, {"lr_gamma": 0}):
+        with pytest.raises(ConfigError, match=f"{next(iter(bad))} "):  # the message names the setting
             model(**bad)
 
 
