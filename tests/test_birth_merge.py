@@ -3,6 +3,7 @@ all-reduced statistics, with its state in the callback's state_dict."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -183,6 +184,22 @@ def test_bad_arguments_raise():
         BirthMerge(every_n_steps=0)
     assert BirthMerge().every_n_epochs == 1 and BirthMerge().state_key == "BirthMerge{every_n_epochs=1}"
     assert BirthMerge(every_n_steps=5).state_key == "BirthMerge{every_n_steps=5}"
+
+
+def test_k_plot_goes_where_clustering_plots_go_and_nowhere_without_a_run_folder(tmp_path, monkeypatch):
+    """Found by a user of the estimator: a DPGMM fit (no logger, no ClusteringPlots) left ./plots/k_over_training.png
+    in the working folder. It now goes to ClusteringPlots' folder when there is one, else nowhere without a logger."""
+    import lightning.pytorch as pl
+
+    from dcl.callbacks import ClusteringPlots
+
+    monkeypatch.chdir(tmp_path)
+    cb = BirthMerge()
+    cb.history = [[0, 0, 1], [0, 5, 4]]
+    cb.on_fit_end(pl.Trainer(logger=False, default_root_dir=tmp_path / "root"), None)
+    assert not list(tmp_path.rglob("*.png"))
+    cb.on_fit_end(pl.Trainer(logger=False, callbacks=[ClusteringPlots(dirpath=str(tmp_path / "figs"))]), None)
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*.png")] == [Path("figs/k_over_training.png")]
 
 
 def test_k_plot_is_saved_with_the_runs_plots_and_logged_to_image_loggers(tmp_path):

@@ -50,7 +50,8 @@ from torch import Tensor
 
 from dcl.cluster.dpgmm import LOG_2PI
 from dcl.distributed import all_reduce_sum_, broadcast_, is_distributed
-from dcl.files import atomic_write, run_dir
+from dcl.callbacks.plots import plots_folder
+from dcl.files import atomic_write
 from dcl.method import log_images_now, log_metrics_now
 
 
@@ -442,13 +443,17 @@ class BirthMerge(Callback):
         return fig
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        """Saves the K-over-training plot as ``<run>/plots/k_over_training.png`` (beside ClusteringPlots' files, for
-        every logger's users) and logs it to the loggers that take images (W&B), at the step of the run's rows."""
+        """Saves the K-over-training plot as ``k_over_training.png`` beside ClusteringPlots' files (``<run>/plots``
+        for every logger's users) and logs it to the loggers that take images (W&B), at the step of the run's rows.
+        A run with neither a logger nor ClusteringPlots (the estimator's) writes no file."""
         if not self.history or not trainer.is_global_zero or trainer.fast_dev_run:  # a trial run writes nothing
             return
         import matplotlib.pyplot as plt
 
-        path = run_dir(trainer) / "plots" / "k_over_training.png"
+        folder = plots_folder(trainer)
+        if folder is None:
+            return
+        path = folder / "k_over_training.png"
         fig = self.k_figure()
         try:
             atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))

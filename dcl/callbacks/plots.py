@@ -94,6 +94,16 @@ def _namer(class_names: list[str] | None, labels: Tensor):
     return class_names.__getitem__
 
 
+def plots_folder(trainer) -> Path | None:
+    """Where a run's figures go: its ``ClusteringPlots``' folder, else ``<run>/plots`` when the run has a logger
+    (a run folder); None for a run that writes no files of its own (no logger and no ClusteringPlots, e.g. the
+    estimator's fits). Call on rank 0."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, ClusteringPlots):
+            return Path(callback.dirpath) if callback.dirpath else run_dir(trainer) / "plots"
+    return run_dir(trainer) / "plots" if trainer.loggers else None
+
+
 class ClusteringPlots(Callback):
     """Draw the final clustering at the end of fit (see the module docstring for the figures).
 
