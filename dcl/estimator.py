@@ -312,7 +312,10 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         model.trainer = None  # drop the trainer (and the data it holds) so the estimator pickles
         model.cpu().eval()
         centers = model.cluster_centers.detach().cpu().numpy().copy()
-        z, labels = self._infer(model, X)
+        # the fit's batch size serves predict / transform: a later set_params whose refit is refused leaves this fit
+        # usable (the results do not depend on it: an eval-mode network embeds each sample alone)
+        self._eval_batch_size = EVAL_BATCH_FACTOR * self.batch_size  # as the datamodules' ordered passes
+        z, labels = self._infer(model, X, self._eval_batch_size)
         if not (np.isfinite(z).all() and np.isfinite(centers).all()):
             raise ValueError(DIVERGED)
         self.model_ = model
@@ -347,10 +350,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         return torch.device("cpu")
 
     @torch.no_grad()
-    def _infer(self, model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _infer(self, model, X: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The embedding (float32) and cluster (int64) of each sample of ``X``."""
         device = self._device()
-        batch_size = EVAL_BATCH_FACTOR * self.batch_size  # as the datamodules' ordered passes
         model.to(device)
         zs, labels = [], []
         try:
@@ -367,9 +369,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
     def predict(self, X) -> np.ndarray:
         """Cluster of each sample of ``X`` under the trained network and clusters."""
         check_is_fitted(self)
-        return self._infer(self.model_, self._validate(X, reset=False))[1]
+        return self._infer(self.model_, self._validate(X, reset=False), self._eval_batch_size)[1]
 
     def transform(self, X) -> np.ndarray:
         """The embedding z of each sample of ``X`` (n_samples, embedding_dim), float32."""
         check_is_fitted(self)
-        return self._infer(self.model_, self._validate(X, reset=False))[0]
+        return self._infer(self.model_, self._validate(X, reset=False), self._eval_batch_size)[0]

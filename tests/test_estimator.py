@@ -317,6 +317,12 @@ def test_a_refused_refit_keeps_the_previous_fit():
     np.testing.assert_array_equal(est.predict(X), labels)
     with pytest.raises(ValueError, match="4 features"):
         est.predict(X[:, :3])
+    # a refused batch size too (found by a user: predict then failed in torch.cat, batching by the new setting)
+    est.set_params(method_args=TINY, batch_size=-3)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got -3"):
+        est.fit(X)
+    np.testing.assert_array_equal(est.predict(X), labels)
+    assert est.transform(X).shape == (len(X), est.model_.embedding_dim)
     # a first fit refused leaves nothing that looks fitted
     from sklearn.exceptions import NotFittedError
 
