@@ -1041,11 +1041,14 @@ class AutoencoderMethod(ClusteringMethod):
                    if explained >= 0 else
                    f"worse than their mean does (its squared error is {1 - explained:.2f} x their variance)")
             epochs = self.current_epoch + 1
+            # AEKMeans (and SAE) train the autoencoder for the whole fit: they have no pretrain_epochs to raise
+            knob = ("pretrain_epochs (or max_epochs)" if "pretrain_epochs" in registry.settings(type(self))
+                    else "max_epochs")
             rank_zero_warn(
                 f"after {epochs} epoch{'s' if epochs > 1 else ''} of training, {type(self).__name__}'s autoencoder "
                 f"reconstructs the data {how}: it has likely not learned them yet, and clustering its code then "
-                "gives chance-level results; raise pretrain_epochs (or max_epochs) or the learning rate, or start "
-                "from a trained autoencoder (model.init_args.pretrained)")
+                f"gives chance-level results; raise {knob} or the learning rate, or start from a trained "
+                "autoencoder (model.init_args.pretrained)")
         return explained
 
     #: the reconstruction check reads at most this many samples: a fixed random subset of a larger data set (a pass of

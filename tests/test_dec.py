@@ -300,6 +300,7 @@ def test_an_autoencoder_that_has_not_learned_the_data_is_named_when_pretraining_
     explained, said = fit(model, 1)
     assert explained < 0 and len(said) == 1 and said[0].startswith("after 1 epoch of training, AEKMeans's")
     assert f"worse than their mean does (its squared error is {1 - explained:.2f} x their variance)" in said[0]
+    assert "raise max_epochs or the learning rate" in said[0]  # AEKMeans has no pretrain_epochs (a user's pass)
 
     # one that learned: no warning; the value is 1 - SSE / SST
     fast = partial(torch.optim.Adam, lr=1e-2)
