@@ -19,8 +19,10 @@ HOW_TO_GET = ("download coil-20-proc.zip from https://www.cs.columbia.edu/CAVE/s
 
 
 class COIL20(ClusteringDataModule):
-    """COIL-20 processed images ``obj{k}__{i}.png`` (k = 1..20 objects, i = 0..71 poses): 1440 samples,
-    label ``k - 1``, ordered by (k, i). Pixels scaled to [0, 1] per batch. No automatic download.
+    """COIL-20 processed images: 20 objects x 72 poses, 1440 grayscale samples (the 128x128 release).
+
+    Files ``obj{k}__{i}.png`` (k = 1..20 objects, i = 0..71 poses), label ``k - 1``, ordered by (k, i). Pixels
+    scaled to [0, 1] per batch. No automatic download.
 
     ``batch_size``, ``n_clusters``, ``eval_batch_size``, ``seed`` and ``on_device`` are ``ClusteringDataModule``'s.
 

@@ -14,8 +14,9 @@ _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 
 class MNIST(SplitFilesDataModule):
-    """MNIST handwritten digits: 28x28 grayscale, 10 classes; 60000 train + 10000 test, merged by default
-    (as deep clustering papers do). Stored as uint8, scaled to [0, ``scale``] (x / 255 * scale) per batch.
+    """MNIST handwritten digits: 28x28 grayscale, 10 classes; 60000 train + 10000 test, merged by default.
+
+    Merged as deep clustering papers do. Stored as uint8, scaled to [0, ``scale``] (x / 255 * scale) per batch.
 
     Files are read from torchvision's layout ``<data_dir>/MNIST/raw/train-images-idx3-ubyte`` etc.
 
@@ -96,8 +97,9 @@ class MNIST(SplitFilesDataModule):
 
 
 class FashionMNIST(MNIST):
-    """Fashion-MNIST: Zalando's 28x28 grayscale clothing images, 10 classes, 60000 + 10000, same format and
-    arguments as :class:`MNIST` (files in ``<data_dir>/FashionMNIST/raw/``)."""
+    """Fashion-MNIST: Zalando's 28x28 grayscale clothing images, 10 classes, 60000 + 10000 merged by default.
+
+    The same format and arguments as :class:`MNIST` (files in ``<data_dir>/FashionMNIST/raw/``)."""
 
     _name = "FashionMNIST"
     _homepage = "https://github.com/zalandoresearch/fashion-mnist"

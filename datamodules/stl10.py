@@ -16,9 +16,10 @@ _CHUNK = 2048  # images converted at a time (bounds the extra memory of the tran
 
 
 class STL10(ClusteringDataModule):
-    """STL-10: 96x96 RGB, 10 classes; the labeled ``train`` (5000) and ``test`` (8000) splits merged, 13000
-    samples, optionally followed by the 100000 unlabeled images (label -1). Stored as uint8 ``3 x S x S``,
-    scaled to [0, 1] per batch.
+    """STL-10: 96x96 RGB, 10 classes; the labeled train (5000) and test (8000) splits merged, 13000 samples.
+
+    Optionally followed by the 100000 unlabeled images (label -1). Stored as uint8 ``3 x S x S``, scaled to [0, 1]
+    per batch.
 
     Files: ``<data_dir>/stl10_binary/{train_X,train_y,test_X,test_y,unlabeled_X}.bin`` (torchvision's layout),
     read directly with numpy (no checksum pass over the 2.6 GB on every load); torchvision downloads them.

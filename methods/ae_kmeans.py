@@ -12,8 +12,9 @@ from dcl.method import AutoencoderMethod, OptimizerFactory
 
 
 class AEKMeans(AutoencoderMethod):
-    """Autoencoder trained for the whole fit; k-means (``kmeans_n_init`` restarts) on its code at each
-    validation and at the end of training gives the clusters.
+    """Autoencoder trained for the whole fit on reconstruction, then k-means on its code gives the clusters.
+
+    k-means (``kmeans_n_init`` restarts) runs on the code at each validation and at the end of training.
 
     Args:
         n_clusters: number of clusters (from the datamodule).

@@ -178,8 +178,9 @@ class _WithClusteringModule:
 
 
 class CM(_WithClusteringModule, ClusteringMethod):
-    """The clustering module on raw vectors (or given features): an isotropic GMM with a Dirichlet prior on
-    the mixing weights, fitted as a one-hidden-layer autoencoder (Boubekki et al. 2021, section 3).
+    """The clustering module (Boubekki et al. 2021, section 3) on raw vectors or given features.
+
+    An isotropic GMM with a Dirichlet prior on the mixing weights, fitted as a one-hidden-layer autoencoder.
 
     Args:
         n_clusters: K (from the datamodule).

@@ -224,8 +224,10 @@ class FusionAutoencoder(nn.Module):
 
 
 class DCFAE(ClusteringMethod):
-    """Deep clustering with fusion autoencoder (Chang 2022): VAE-GAN on residual nets, then a dense network
-    trained on batch-wise similarity cross-entropy (parametric t-SNE), then k-means. See the module docstring.
+    """Deep clustering with fusion autoencoder (Chang 2022): a VAE-GAN, a dense embedding network, then k-means.
+
+    The fusion autoencoder is a VAE-GAN on residual nets; the dense network is trained on batch-wise similarity
+    cross-entropy (parametric t-SNE). See the module docstring.
 
     Args:
         n_clusters: K (from the datamodule).

@@ -75,8 +75,10 @@ def keras_uniform_(module: nn.Module, limit: float = 0.05) -> None:
 
 
 class DEKM(AutoencoderMethod):
-    """Deep Embedded K-Means: greedy k-means loss on the embedding rotated by the within-class scatter's
-    eigenvectors (Guo, Lin, Ye 2021).
+    """Deep Embedded K-Means (Guo, Lin, Ye 2021): k-means loss on the code rotated by the scatter's eigenvectors.
+
+    The loss pulls each sample's last rotated coordinate (the direction of the largest within-class scatter) toward
+    its k-means centroid's, greedily adding cluster structure along it (the module docstring has the formulation).
 
     The other autoencoder and pretraining arguments are ``AutoencoderMethod``'s.
 

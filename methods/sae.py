@@ -46,8 +46,10 @@ def euclidean_loss(x_hat: Tensor, x: Tensor) -> Tensor:
 
 
 class SAE(AEKMeans):
-    """Stacked denoising autoencoder (greedy layer-wise pretraining with dropout, then end-to-end fine-tuning) and
-    k-means on its code: the DEC paper's pretraining, whose checkpoint DEC, IDEC and DEKM start from.
+    """The DEC paper's stacked denoising autoencoder, trained layer by layer then fine-tuned, and k-means on its code.
+
+    Greedy layer-wise pretraining with dropout, then end-to-end fine-tuning: the checkpoint DEC, IDEC and DEKM start
+    from.
 
     Args:
         n_clusters: number of clusters (from the datamodule).

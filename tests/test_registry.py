@@ -127,3 +127,13 @@ def test_every_argument_of_every_plugin_is_described_in_its_help(kind):
         docs = _help_descriptions(cls)
         undescribed = [p for p in registry.settings(cls) if not docs.get(p, "").strip()]
         assert not undescribed, f"{kind} {name}: no description of {undescribed}"
+
+
+@pytest.mark.parametrize("kind", ["method", "datamodule"])
+def test_each_docstring_opens_with_a_whole_sentence_on_one_line(kind):
+    """``dcl fit --model.help X`` prints the docstring's first line only (jsonargparse's short description), so a
+    sentence wrapped onto the next line was cut ("... on its code at each:", a user's pass); ``dcl list`` prints
+    the first sentence of the first paragraph. Both must be the same whole sentence."""
+    for name, cls in registry.available(kind).items():
+        first = cls.__doc__.strip().splitlines()[0]
+        assert first.endswith(".") and registry.describe(cls) == first, (name, first)
