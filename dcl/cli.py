@@ -185,6 +185,8 @@ class DCLCLI(LightningCLI):
             why = unwritable_folder(folder)
             if why:
                 raise ConfigError(f"{setting} {str(folder)!r} cannot hold the run's files: {why}")
+        if subcommand == "fit":
+            check_monitors(self.trainer.callbacks)
         checkpoint, self._checkpoint = self._checkpoint, None
         if checkpoint is not None and isinstance(self.model, ClusteringMethod):
             # what Lightning's restore of the checkpoint refuses (another shape of samples, standardized ones), here:
@@ -428,6 +430,38 @@ def _resolve_short_names(argv: list[str]) -> list[str]:
             path = f"{cls.__module__}.{cls.__qualname__}"
             out[j] = path if j != i else f"{flag}={path}"
     return out
+
+
+def check_monitors(callbacks) -> None:
+    """A callback's ``monitor`` (ModelCheckpoint, EarlyStopping, ...) that names no metric dcl logs failed only when
+    the callback first looked for it: Lightning's error after the first epoch or validation, the run's files written
+    (found by probing: ``monitor: val_acc``). dcl's metrics are all named ``<stage>/<name>``."""
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str) and "/" not in monitor and monitor not in ("epoch", "step"):
+            raise ConfigError(f"the {type(callback).__name__}'s monitor {monitor!r} is not a metric dcl logs: they are "
+                              "named <stage>/<name>, e.g. val/acc, val/nmi, val/silhouette (each validation) or "
+                              "train/loss")
+
+
+def _check_order(argv: list[str]) -> None:
+    """Refuse settings that a later ``--config`` or class choice would silently replace: arguments apply in order,
+    so ``--trainer.max_epochs 1 --config c.yaml`` trained the config's epochs, and ``--model.latent_dim 5 --model
+    DEC`` was read against the base class ("no setting 'latent_dim'"). Found by probing as a user."""
+    seen: list[str] = []
+    for arg in argv[1:]:
+        if not arg.startswith("--"):
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--config", "--model", "--data"):
+            group = name[2:] + "."
+            replaced = [o for o in seen if name == "--config" or o.startswith(f"--{group}")]
+            if replaced:
+                what = "the config's values replace" if name == "--config" else f"choosing the {name[2:]} resets"
+                raise ConfigError(f"{replaced[0]} comes before {name}, and {what} settings given before it: put "
+                                  f"{name} first, then the settings that change it")
+        if name not in ("--print_config", "--help", "-h") and not name.endswith(".help"):
+            seen.append(name)
 
 
 def _first_in_chain(err: BaseException | None, wanted) -> BaseException | None:
@@ -686,6 +720,7 @@ def main(argv: list[str] | None = None) -> None:
         # Import every plugin first, so that LightningCLI resolves short class names (--model DEC).
         registry.available("method"), registry.available("datamodule")
         argv = _resolve_short_names(argv)
+        _check_order(argv)
         _set_wandb_mode()
         torch.set_float32_matmul_precision("high")
         # parse errors raise instead of printing the whole usage, so that they end as one line below

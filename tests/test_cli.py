@@ -1496,3 +1496,31 @@ def test_a_run_without_a_logger_refuses_to_overwrite_its_own_config_file(tmp_pat
     run_cli(["fit", "--config", str(tmp_path / "config.yaml"), "--trainer.max_epochs", "1", *SMALL_AE],
             tmp_path / "run")
     assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "config.yaml").read_text() == mine
+
+
+def test_settings_a_later_config_or_class_would_replace_are_refused(tmp_path, dcl_error):
+    """Found by probing as a user: ``--trainer.max_epochs 1 --config c.yaml`` trained the config's 50 epochs at its
+    batch size without a word (arguments apply in order), and ``--model.latent_dim 5 --model DEC`` said the model
+    had no setting latent_dim (read against the base class before DEC was chosen)."""
+    msg = dcl_error(["fit", "--trainer.max_epochs", "1", *AE_DIGITS], tmp_path)
+    assert "--trainer.max_epochs comes before --config, and the config's values replace settings given before it: " \
+           "put --config first" in msg
+    msg = dcl_error(["fit", "--model.latent_dim", "5", "--model", "DEC", "--data", "Digits"], tmp_path)
+    assert "--model.latent_dim comes before --model, and choosing the model resets settings" in msg
+    msg = dcl_error(["fit", "--data.batch_size=64", "--model", "DEC", "--data=Digits"], tmp_path)
+    assert "--data.batch_size comes before --data," in msg
+    # in order they work; --print_config may stand anywhere
+    with pytest.raises(SystemExit) as printed:  # jsonargparse's print action ends the command with 0
+        run_cli(["fit", "--print_config", *AE_DIGITS], tmp_path)
+    assert printed.value.code == 0
+    run_cli(["fit", "--model", "AEKMeans", "--model.latent_dim", "5", "--data", "Digits", "--trainer.fast_dev_run",
+             "true"], tmp_path)
+
+
+def test_a_monitor_that_names_no_dcl_metric_is_refused_before_training(tmp_path, dcl_error):
+    """Found by probing: EarlyStopping(monitor="val_acc") failed with Lightning's traceback after the first
+    validation (10 epochs in), and a ModelCheckpoint's after epoch 1, the run's files written."""
+    for callback in ("EarlyStopping", "ModelCheckpoint"):
+        msg = dcl_error(["fit", *AE_DIGITS, f"--trainer.callbacks+={callback}", "--trainer.callbacks.monitor",
+                         "val_acc"], tmp_path)
+        assert f"the {callback}'s monitor 'val_acc' is not a metric dcl logs: they are named <stage>/<name>" in msg
