@@ -41,7 +41,7 @@ class Arrays(ClusteringDataModule):
 
     Samples of dtype uint8 (8-bit images) are served scaled to [0, 1], as torchvision's loaders do; any other
     dtype as float32 values. Images are N x C x H x W (add the channel axis of grayscale N x H x W, ``x[:, None]``,
-    for the methods with convolutional networks).
+    for the methods with convolutional networks; channels-last N x H x W x C, 1, 3 or 4 channels, is refused).
 
     Labels are class ids (any integers; negative, empty or ``NA``: unknown) or class names (e.g. ``setosa``), numbered
     0..C-1 in sorted order; the names, or ids other than 0..C-1, are kept in ``class_names``, which ``dcl predict``

@@ -322,6 +322,25 @@ def test_arrays_of_8_bit_images_are_served_in_0_1(tmp_path):
     assert next(iter(Arrays(str(tmp_path / "f.npy"), n_clusters=2).all_dataloader()))["x"].max() > 1
 
 
+def test_channels_last_images_are_refused_with_the_transpose_that_fixes_them(tmp_path):
+    """Found by probing: N x 8 x 8 x 3 images (numpy's / PIL's layout) trained DCFAE on 8 channels of 8 x 3 images
+    without a word. Every datamodule refuses them (the check is the base class's)."""
+    images = np.random.default_rng(0).integers(0, 256, size=(40, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "nhwc.npy", images)
+    with pytest.raises(DataError, match=r"Arrays: samples of shape \(8, 8, 3\) are images with their channels last "
+                                        r"\(H x W x C\); dcl takes N x C x H x W: transpose them first, e.g. "
+                                        r"np.transpose\(x, \(0, 3, 1, 2\)\)"):
+        Arrays(str(tmp_path / "nhwc.npy"), n_clusters=2).setup()
+    from dcl.estimator import InMemory
+
+    with pytest.raises(DataError, match="InMemory: samples of shape"):  # the estimator's data too
+        InMemory(torch.from_numpy(images), n_clusters=2).setup()
+    np.save(tmp_path / "nchw.npy", images.transpose(0, 3, 1, 2))
+    dm = Arrays(str(tmp_path / "nchw.npy"), n_clusters=2)
+    dm.setup()
+    assert dm.input_shape == (3, 8, 8)
+
+
 def test_the_check_for_nan_takes_no_copy_of_the_data():
     """Loading checked the samples for NaN / inf with ``torch.isfinite`` of all of them at once, whose temporaries
     (``abs``, comparisons) took 1.5x the data's size: 1,000,000 x 50 float32 (200 MB) peaked 307 MB higher while
