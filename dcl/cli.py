@@ -444,15 +444,49 @@ def check_monitors(callbacks) -> None:
                               "train/loss")
 
 
+def _check_config_file(path: str) -> None:
+    """One line for two mistakes in a config file that jsonargparse names obscurely (found by probing): a YAML
+    error ("in <unicode string>", no file named), and a setting beside ``class_path`` instead of under ``init_args``
+    ("model must be null", "Callback has no setting 'class_path'")."""
+    import yaml
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        return  # jsonargparse's own error names a missing file
+    try:
+        config = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
+
+    def walk(node, key: str) -> None:
+        if isinstance(node, dict):
+            if "class_path" in node:
+                beside = [k for k in node if k not in ("class_path", "init_args", "dict_kwargs")]
+                if beside:
+                    raise ConfigError(f"{path}: {key}.{beside[0]} sits beside {key}.class_path; settings of a class "
+                                      f"go under init_args: {key}.init_args.{beside[0]}")
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+
+    walk(config, "")
+
+
 def _check_order(argv: list[str]) -> None:
     """Refuse settings that a later ``--config`` or class choice would silently replace: arguments apply in order,
     so ``--trainer.max_epochs 1 --config c.yaml`` trained the config's epochs, and ``--model.latent_dim 5 --model
     DEC`` was read against the base class ("no setting 'latent_dim'"). Found by probing as a user."""
     seen: list[str] = []
-    for arg in argv[1:]:
+    for i, arg in enumerate(argv[1:], 1):
         if not arg.startswith("--"):
             continue
         name = arg.split("=", 1)[0]
+        if name == "--config":
+            _check_config_file(arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else ""))
         if name in ("--config", "--model", "--data"):
             group = name[2:] + "."
             replaced = [o for o in seen if name == "--config" or o.startswith(f"--{group}")]

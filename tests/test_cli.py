@@ -1524,3 +1524,24 @@ def test_a_monitor_that_names_no_dcl_metric_is_refused_before_training(tmp_path,
         msg = dcl_error(["fit", *AE_DIGITS, f"--trainer.callbacks+={callback}", "--trainer.callbacks.monitor",
                          "val_acc"], tmp_path)
         assert f"the {callback}'s monitor 'val_acc' is not a metric dcl logs: they are named <stage>/<name>" in msg
+
+
+def test_config_file_mistakes_are_named_with_the_file_and_the_fix(tmp_path, dcl_error):
+    """Found by probing: a setting beside class_path said "model must be null, got {...}" (a callback's: "Callback
+    has no setting 'class_path'; its settings: "), and a YAML error named "<unicode string>", not the file."""
+    text = (REPO / "configs/ae_kmeans/digits.yaml").read_text()
+    beside = tmp_path / "beside.yaml"
+    beside.write_text(text.replace("  class_path: dcl.methods.ae_kmeans.AEKMeans\n",
+                                   "  class_path: dcl.methods.ae_kmeans.AEKMeans\n  latent_dim: 5\n"))
+    msg = dcl_error(["fit", "--config", str(beside)], tmp_path)
+    assert f"{beside}: model.latent_dim sits beside model.class_path; settings of a class go under init_args: " \
+           "model.init_args.latent_dim" in msg
+    callback = tmp_path / "callback.yaml"
+    callback.write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+                        "      save_last: true\n")
+    msg = dcl_error(["fit", "--config", str(callback), "--model", "AEKMeans", "--data", "Digits"], tmp_path)
+    assert "trainer.callbacks[0].save_last sits beside trainer.callbacks[0].class_path" in msg
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer:\n  max_epochs: 2\n   foo: [1\n")
+    msg = dcl_error(["fit", f"--config={broken}"], tmp_path)
+    assert f"{broken} is not valid YAML at line 3, column 7: mapping values are not allowed here" in msg
