@@ -40,7 +40,7 @@ from dcl import registry, results
 from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.datamodule import ClusteringDataModule, DataError, check_resume_position
 from dcl.distributed import end_script_process_group
-from dcl.files import atomic_write, run_dir, unwritable_folder
+from dcl.files import atomic_write, not_a_file, run_dir, unwritable_folder
 from dcl.method import (N_CLUSTERS_REFUSED, ClusteringMethod, ConfigError, TrainingDiverged, check_checkpoint_fits,
                         check_checkpoint_method, check_precision, check_trainer_settings, load_checkpoint_file,
                         log_metrics_now, logging_step, one_cluster_warning, planned_batches,
@@ -99,8 +99,9 @@ class DCLCLI(LightningCLI):
                               f"new dcl {subcommand} has none; give the checkpoint file, e.g. <run folder>/"
                               "checkpoints/last.ckpt")
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
-            if not Path(ckpt_path).is_file():
-                raise ConfigError(f"checkpoint {ckpt_path} does not exist")
+            problem = not_a_file(ckpt_path)
+            if problem:
+                raise ConfigError(f"checkpoint {ckpt_path} {problem}")
             checkpoint = load_checkpoint_file(ckpt_path)
             check_checkpoint_method(checkpoint, _import(self.config[subcommand].model.class_path))
             self._checkpoint = checkpoint  # (for instantiate_classes' checks against the model and data)

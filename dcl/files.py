@@ -28,6 +28,19 @@ def unwritable_folder(folder: str | Path) -> str | None:
     return None
 
 
+def not_a_file(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a checkpoint file ("does not exist", or a folder and the checkpoints in it),
+    None when it is a file. A run folder given for its checkpoint was reported as missing (found by probing)."""
+    file = Path(path).expanduser()
+    if file.is_file():
+        return None
+    if not file.is_dir():
+        return "does not exist"
+    found = sorted(file.rglob("*.ckpt"), key=lambda p: (p.name != "last.ckpt", len(p.parts), str(p)))[:3]
+    inside = f" (it holds {', '.join(str(p) for p in found)})" if found else " (it holds no .ckpt file)"
+    return f"is a folder; give the checkpoint file{inside}"
+
+
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)`` then rename to ``path``, with the mode a plain ``open`` would give it; the
     temporary file is removed on failure and an earlier ``path`` is kept as it was."""

@@ -41,6 +41,7 @@ from dcl.cluster import kmeans
 from dcl.datamodule import ClusteringDataModule
 from dcl.distributed import (all_reduce_sum_, broadcast_, broadcast_norm_statistics_, end_spawned_process_group,
                              gather_ordered, is_distributed)
+from dcl.files import not_a_file
 from dcl.metrics import clustering_scores, embedding_silhouette
 from dcl.nets import build_autoencoder
 from dcl.optim import OptimizerFactory, check_optimizer, make_optimizer
@@ -1083,9 +1084,11 @@ class AutoencoderMethod(ClusteringMethod):
     def load_pretrained(self, path: str) -> None:
         """Load the autoencoder weights of another run; one clear error for every way this can go wrong."""
         file = Path(path).expanduser()
-        if not file.is_file():
-            raise ConfigError(f"pretrained checkpoint {file} does not exist; train one first, e.g. "
-                              "dcl fit --config configs/ae_kmeans/<data>.yaml")
+        problem = not_a_file(file)
+        if problem:
+            raise ConfigError(f"pretrained checkpoint {file} {problem}" + (
+                "; train one first, e.g. dcl fit --config configs/ae_kmeans/<data>.yaml"
+                if problem == "does not exist" else ""))
         ckpt = load_checkpoint_file(file)
         state = ckpt.get("state_dict", ckpt)
         ae_state = {k[len("autoencoder."):]: v for k, v in state.items() if k.startswith("autoencoder.")}

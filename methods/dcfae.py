@@ -103,6 +103,7 @@ from torch import Tensor, nn
 from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, SchedulerFactory, build_optimizer,
                              default_gan_optimizer, optimizer_step, step_schedulers)
 from dcl.datamodule import ClusteringDataModule
+from dcl.files import not_a_file
 from dcl.method import (ClusteringMethod, ConfigError, load_checkpoint_file, loads_pretrained,
                         planned_batches, warn_if_fit_ends_within)
 from dcl.nets.autoencoders import image_shape, mlp
@@ -566,8 +567,10 @@ class DCFAE(ClusteringMethod):
     def load_pretrained(self, path: str) -> None:
         """Load the FAE (``fae.*``) of a DCFAE checkpoint."""
         file = Path(path).expanduser()
-        if not file.is_file():
-            raise ConfigError(f"pretrained checkpoint {file} does not exist; train a DCFAE first")
+        problem = not_a_file(file)
+        if problem:
+            raise ConfigError(f"pretrained checkpoint {file} {problem}"
+                              + ("; train a DCFAE first" if problem == "does not exist" else ""))
         ckpt = load_checkpoint_file(file)
         state = ckpt.get("state_dict", {})
         fae_state = {k[len("fae."):]: v for k, v in state.items() if k.startswith("fae.")}

@@ -1213,6 +1213,13 @@ def test_bad_checkpoints(tmp_path, dcl_error):
                      "--model.init_args.activation", "leaky_relu", "--model.init_args.pretrained", str(ckpt)],
                     tmp_path / "shape")
     assert "was trained with activation relu, this DEC uses leaky_relu; set model.init_args.activation relu" in msg
+    # a run folder given for its checkpoint (found by probing: "does not exist") names the checkpoints in it
+    folder = ckpt.parent.parent
+    msg = dcl_error(["validate", *AE_DIGITS, "--ckpt_path", str(folder)], tmp_path / "shape")
+    assert f"checkpoint {folder} is a folder; give the checkpoint file (it holds {ckpt}" in msg
+    msg = dcl_error(["fit", "--config", str(REPO / "configs/dec/digits.yaml"), *SMALL_AE,
+                     "--model.init_args.pretrained", str(folder)], tmp_path / "shape")
+    assert f"pretrained checkpoint {folder} is a folder; give the checkpoint file (it holds {ckpt}" in msg
 
 
 def test_every_autoencoder_method_starts_from_the_pretrained_weights(tmp_path):
