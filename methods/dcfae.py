@@ -554,6 +554,11 @@ class DCFAE(ClusteringMethod):
         x = batch["x"]
         if self.in_embedding_phase:  # the FAE frozen, in eval mode: its BatchNorm statistics stay as they are
             logs = self.embedding_step(x)
+        elif len(x) == 1 and self.hparams.norm == "batch":
+            # an epoch's last batch of one sample (N = 1 mod batch_size): BatchNorm's batch statistics of one sample
+            # are degenerate and, once the image is down to 1 x 1, an error (found by probing). Every rank's shard
+            # has the same batches, so under DDP every rank skips it
+            logs = None
         else:
             logs = self.fae_step(x)  # under DDP the base class keeps rank 0's BatchNorm statistics on every rank
         if logs:

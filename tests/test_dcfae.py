@@ -592,3 +592,23 @@ def test_ddp_ranks_keep_one_batchnorm_state(tmp_path, monkeypatch):
     trainer.fit(model, Digits(flatten=False, batch_size=32))
     checked = {f.name: int(f.read_text()) for f in tmp_path.glob("checks_rank*")}
     assert checked == {"checks_rank0": 6, "checks_rank1": 6}, checked
+
+
+def test_an_epochs_last_batch_of_one_sample_is_skipped_by_batch_norm_training():
+    """Found by probing: 65 images at batch size 64 (N = 1 mod the batch size) failed after the first epoch in
+    BatchNorm ("Expected more than 1 value per channel when training"), the image being down to 1 x 1 there."""
+    from dcl.estimator import InMemory
+
+    x = torch.rand(41, 1, 8, 8)
+    model = DCFAE(2, (1, 8, 8), **{**TINY, "channels": (4, 8, 16)}, fae_epochs=2)
+    steps = []
+
+    class Steps(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            steps.append((len(batch["x"]), trainer.global_step))
+
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[Steps()])
+    trainer.fit(model, datamodule=InMemory(x, batch_size=20, n_clusters=2))
+    # two batches of 20 stepped the generator and the discriminator (2 optimizer steps each); the one of 1 did not
+    assert steps == [(20, 2), (20, 4), (1, 4)]
