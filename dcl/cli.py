@@ -136,6 +136,13 @@ class DCLCLI(LightningCLI):
                 print(f"dcl: warning: the checkpoint's model settings are used: {'; '.join(replaced)}",
                       file=sys.stderr)
 
+    def _set_seed(self) -> None:
+        seed = self._get(self.config, "seed_everything")
+        if not isinstance(seed, bool) and isinstance(seed, int) and not 0 <= seed < 2**32:
+            raise ConfigError(f"seed_everything {seed} is out of range: a seed is an integer from 0 to {2**32 - 1} "
+                              "(or true: Lightning's, or false: none)")  # numpy's bounds, a traceback before
+        super()._set_seed()
+
     def instantiate_classes(self) -> None:
         """A ValueError from a constructor (a method, datamodule, callback or network refusing a setting) is
         bad input: one line naming it, before anything is trained or written."""
@@ -167,6 +174,10 @@ class DCLCLI(LightningCLI):
                                   f"checkpoint cannot tell apart (a config may have one already): set that one's "
                                   f"init_args instead of adding another, or give the second other settings (a "
                                   f"ModelCheckpoint: its own monitor or every_n_epochs)") from err
+            trainer = _first_in_chain(err, lambda e: _raised_through(e, "accelerator_connector.py"))
+            if user is None and trainer is not None:  # the Trainer's devices / accelerator: Lightning raises a
+                # TypeError or ModuleNotFoundError there (devices -1 on a CPU, accelerator tpu), not its own type
+                raise ConfigError(f"trainer: {str(trainer).splitlines()[0]}") from err
             if user is not None or cause is None:
                 raise
             raise ConfigError(str(cause)) from err
@@ -546,6 +557,16 @@ def _constructor_error(err: BaseException | None) -> BaseException | None:
     """The first ValueError in the chain of ``err`` raised outside jsonargparse, which re-raises a constructor's
     error as a ValueError of its own (a Union-subtypes dump) with the original as the cause."""
     return _first_in_chain(err, lambda e: isinstance(e, ValueError) and not _raised_in(e, "jsonargparse"))
+
+
+def _raised_through(err: BaseException, filename: str) -> bool:
+    """Whether any frame of ``err``'s traceback is in a file named ``filename``."""
+    tb = err.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).name == filename:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _raised_in(err: BaseException, package: str) -> bool:

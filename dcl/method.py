@@ -634,6 +634,17 @@ def check_trainer_settings(model: pl.LightningModule, trainer: pl.Trainer) -> No
     user to switch to automatic optimization, which a configured method cannot do. Also asks every callback with a
     ``check_trainer(trainer)`` (the Trainer's and the method's own) to refuse what it cannot train with. Validate,
     test and predict train nothing: not for them."""
+    # Lightning takes these and fails once the loop runs (ZeroDivisionError), or trains nothing and reports the
+    # untrained model as the fit's result (limit_train_batches 0), or ignores them (a negative clip): found by probing
+    for setting in ("check_val_every_n_epoch", "accumulate_grad_batches"):
+        value = getattr(trainer, setting)
+        if value is not None and value < 1:
+            raise ConfigError(f"trainer.{setting} {value} must be >= 1")
+    if trainer.limit_train_batches == 0:
+        raise ConfigError("trainer.limit_train_batches 0 trains nothing; set it to the batches (an int) or the share "
+                          "of them (a float in (0, 1]) each epoch trains on, or leave it out")
+    if trainer.gradient_clip_val is not None and trainer.gradient_clip_val < 0:
+        raise ConfigError(f"trainer.gradient_clip_val {trainer.gradient_clip_val} must be > 0 (or null: no clipping)")
     own = model.configure_callbacks() or []
     for callback in [*trainer.callbacks, *(own if isinstance(own, (list, tuple)) else [own])]:
         if callable(getattr(callback, "check_trainer", None)):

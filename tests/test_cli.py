@@ -1552,3 +1552,19 @@ def test_config_file_mistakes_are_named_with_the_file_and_the_fix(tmp_path, dcl_
     broken.write_text("trainer:\n  max_epochs: 2\n   foo: [1\n")
     msg = dcl_error(["fit", f"--config={broken}"], tmp_path)
     assert f"{broken} is not valid YAML at line 3, column 7: mapping values are not allowed here" in msg
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--trainer.check_val_every_n_epoch", "0"], "trainer.check_val_every_n_epoch 0 must be >= 1"),
+    (["--trainer.accumulate_grad_batches", "0"], "trainer.accumulate_grad_batches 0 must be >= 1"),
+    (["--trainer.limit_train_batches", "0"], "trainer.limit_train_batches 0 trains nothing"),
+    (["--trainer.gradient_clip_val", "-1"], "trainer.gradient_clip_val -1.0 must be > 0"),
+    (["--trainer.devices", "-1"], "trainer: `devices` selected with `CPUAccelerator` should be an int > 0"),
+    (["--seed_everything", "-1"], "seed_everything -1 is out of range: a seed is an integer from 0 to 4294967295"),
+])
+def test_trainer_settings_lightning_fails_on_late_or_with_a_traceback_are_refused_first(args, says, tmp_path,
+                                                                                          dcl_error):
+    """Found by probing: the first two failed with a ZeroDivisionError once the loop ran (files written),
+    limit_train_batches 0 reported the untrained model's scores, a negative clip was ignored, and devices -1 and
+    a negative seed ended in tracebacks."""
+    assert says in dcl_error(["fit", *AE_DIGITS, "--trainer.logger", "true", *args], tmp_path)
