@@ -313,6 +313,14 @@ class ClusteringDataModule(pl.LightningDataModule):
         if fitting and k is not None and not 2 <= k <= n:
             raise DataError(f"{type(self).__name__}: n_clusters must be between 2 and the number of samples ({n}), "
                             f"got {k}")
+        if fitting and k is None and self.num_classes is None and self.has_labels:
+            labeled = self.y[self.y >= 0]
+            if len(labeled) > 2 and labeled.unique().numel() == len(labeled):
+                # an id column taken for the labels (found by probing): K = N clusters, and ACC = NMI = 1 reported
+                raise DataError(f"{type(self).__name__}: the labels give every sample a class of its own "
+                                f"({len(labeled)} classes for {len(labeled)} labeled samples), so they are names "
+                                "or ids of the samples, not classes (Arrays: id_column, not label_column); or set "
+                                "data.n_clusters")
 
     @property
     def x(self) -> Tensor:

@@ -341,6 +341,19 @@ def test_channels_last_images_are_refused_with_the_transpose_that_fixes_them(tmp
     assert dm.input_shape == (3, 8, 8)
 
 
+def test_labels_that_give_each_sample_its_own_class_are_refused_as_ids(tmp_path):
+    """Found by probing: ``label_column id`` (an id per row) fitted K = 60 clusters on 60 samples and reported
+    ACC = NMI = 1."""
+    rows = ["id,a,b"] + [f"s{i},{i % 3},{(i * 7) % 5}" for i in range(60)]
+    (tmp_path / "x.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"Arrays: the labels give every sample a class of its own \(60 classes for "
+                                        r"60 labeled samples\).*id_column, not label_column"):
+        Arrays(str(tmp_path / "x.csv"), label_column="id").setup("fit")
+    dm = Arrays(str(tmp_path / "x.csv"), id_column="id", n_clusters=3)
+    dm.setup("fit")
+    assert dm.input_shape == (2,)
+
+
 def test_the_check_for_nan_takes_no_copy_of_the_data():
     """Loading checked the samples for NaN / inf with ``torch.isfinite`` of all of them at once, whose temporaries
     (``abs``, comparisons) took 1.5x the data's size: 1,000,000 x 50 float32 (200 MB) peaked 307 MB higher while
