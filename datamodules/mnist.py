@@ -85,6 +85,12 @@ class MNIST(SplitFilesDataModule):
                 raise DataError(f"{type(self).__name__}: could not download/read the data into "
                                 f"{(root / self._name / 'raw').resolve()}: {e}; copy the standard files "
                                 f"{', '.join(f for s in self.splits() for f in _FILES[s])} there by hand") from e
+            except (ValueError, AssertionError, IndexError) as e:  # torchvision's reader on a file that is not one
+                # (an empty or interrupted copy: "invalid literal for int() with base 16", found by probing)
+                files = ", ".join(str((root / self._name / "raw" / f).resolve()) for f in _FILES[s])
+                raise DataError(f"{type(self).__name__}: {files} are not the {self._name} idx files torchvision "
+                                f"reads ({type(e).__name__}: {str(e)[:80]}): an empty or interrupted copy? copy the "
+                                f"standard uncompressed files ({self._homepage}) again") from e
             xs.append(ds.data)
             ys.append(ds.targets)
         x = torch.cat(xs).to(torch.uint8)  # (N, 28, 28)

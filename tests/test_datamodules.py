@@ -63,6 +63,26 @@ def test_mnist_train_and_test_merged():
         MNIST(data_dir=str(require_data()), scale=0)
 
 
+def test_mnist_files_that_are_not_idx_files_are_named_with_the_fix(tmp_path):
+    """Found by probing: an empty t10k-images file (an interrupted copy) said "invalid literal for int() with base
+    16: b''", and the labels file copied over the images "x should have 3 dimension instead of 1"."""
+    import struct
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    labels = struct.pack(">II", 0x801, 2) + bytes([3, 7])  # valid idx files: 2 labels, 2 images of 28 x 28
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(labels)
+    (raw / "train-labels-idx1-ubyte").write_bytes(labels)
+    for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+        (raw / name).write_bytes(struct.pack(">IIII", 0x803, 2, 28, 28) + bytes(2 * 784))
+    assert MNIST(data_dir=str(tmp_path), split="test").num_samples == 2
+    for images in (b"", labels):
+        (raw / "t10k-images-idx3-ubyte").write_bytes(images)
+        with pytest.raises(DataError, match=r"MNIST: .*t10k-images-idx3-ubyte, .*t10k-labels-idx1-ubyte are not the "
+                                            r"MNIST idx files torchvision reads .*copy the standard uncompressed"):
+            MNIST(data_dir=str(tmp_path), split="test").setup()
+
+
 def test_coil20_resized():
     require_data("coil-20-proc")
     dm = COIL20(data_dir=str(require_data()), image_size=28)
