@@ -501,10 +501,11 @@ def test_predict_names_each_image_file_and_refuses_a_folder_as_output(tmp_path, 
     assert "predictions.output" in msg and "is a folder; name a file in it" in msg
 
 
-@pytest.mark.parametrize("name", ["clusters.npy", "clusters.npz", "clusters.pt"])
-def test_predictions_output_of_a_binary_format_is_refused(tmp_path, dcl_error, name):
+@pytest.mark.parametrize("name", ["clusters.npy", "clusters.npz", "clusters.pt", "clusters.json"])
+def test_predictions_output_of_another_format_is_refused(tmp_path, dcl_error, name):
     """Found by probing as a user: ``--predictions.output clusters.npy`` (the embeddings' setting mistaken for the
-    clusters') wrote the CSV text into a .npy file, which np.load then refuses; the embeddings' suffix is checked."""
+    clusters') wrote the CSV text into a .npy file, which np.load then refuses; the embeddings' suffix is checked.
+    And a .json (a later probe) got CSV text too."""
     msg = dcl_error(["predict", *AE_DIGITS, "--predictions.output", str(tmp_path / name)], tmp_path)
     assert f"predictions.output {str(tmp_path / name)!r} is written as CSV text" in msg, msg
     assert "name a .csv file" in msg and "predictions.embeddings" in msg

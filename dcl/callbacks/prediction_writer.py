@@ -32,8 +32,9 @@ class PredictionWriter(Callback):
     """
 
     EMBEDDING_FORMATS = (".npy", ".csv", ".txt")
-    #: suffixes of binary files, which the CSV of ``output`` would only bear the name of
-    BINARY_FORMATS = (".npy", ".npz", ".pt", ".pth", ".pkl", ".pickle", ".parquet", ".h5", ".hdf5", ".xlsx", ".xls")
+    #: suffixes of other formats, binary or text, which the CSV of ``output`` would only bear the name of
+    OTHER_FORMATS = (".npy", ".npz", ".pt", ".pth", ".pkl", ".pickle", ".parquet", ".h5", ".hdf5", ".xlsx", ".xls",
+                     ".json", ".jsonl", ".tsv", ".xml", ".html")
 
     def __init__(self, output: str | None = None, embeddings: str | None = None) -> None:
         super().__init__()
@@ -50,7 +51,7 @@ class PredictionWriter(Callback):
         if output and embeddings and Path(output).resolve() == Path(embeddings).resolve():
             raise ValueError(f"predictions.output and predictions.embeddings name the same file {output!r}; name two "
                              "files (e.g. clusters.csv and z.npy)")
-        if output and Path(output).suffix.lower() in self.BINARY_FORMATS:
+        if output and Path(output).suffix.lower() in self.OTHER_FORMATS:
             raise ValueError(f"predictions.output {output!r} is written as CSV text (a row per sample: index, cluster, "
                              "confidence, ...); name a .csv file, and the embeddings' .npy as predictions.embeddings")
         if embeddings and Path(embeddings).suffix.lower() not in self.EMBEDDING_FORMATS:
