@@ -217,6 +217,7 @@ class Arrays(ClusteringDataModule):
             raise DataError(f"Arrays: samples in {p.name} are not numeric (dtype {x.dtype})")
         if x.ndim == 1:
             x = x[:, None]
+        _check_float32_range(x, p)
         if x.dtype == np.uint8:  # 8-bit images: kept as bytes, served in [0, 1]
             x = torch.from_numpy(np.ascontiguousarray(x))
         else:
@@ -347,9 +348,27 @@ def _npy_samples(p: Path) -> np.ndarray:
         f.seek(offset)
         for start in range(0, len(out), rows):
             block = np.fromfile(f, dtype=dtype, count=min(rows, len(out) - start) * per_row)
+            _check_float32_range(block, p)
             out[start:start + rows] = block.reshape((-1, *out.shape[1:]))
             del block  # (before the next one is read)
     return out
+
+
+def _check_float32_range(values: np.ndarray, p: Path) -> None:
+    """Finite float64 values beyond float32's range became inf in the networks' float32, and were then reported as
+    "samples contain NaN or inf", after numpy's overflow warning (found by probing)."""
+    if values.dtype.kind != "f" or values.dtype.itemsize <= 4 or values.size == 0:
+        return
+    limit = float(np.finfo(np.float32).max)
+    flat = values.reshape(-1)
+    largest = 0.0
+    for start in range(0, len(flat), CONVERT_BLOCK_BYTES // 8):  # boolean masks of a block: no copy of the data
+        part = flat[start:start + CONVERT_BLOCK_BYTES // 8]
+        beyond = part[((part > limit) | (part < -limit)) & np.isfinite(part)]
+        largest = max(largest, float(np.abs(beyond).max(initial=0.0)))
+    if largest:
+        raise DataError(f"Arrays: {p.name} holds values up to {largest:.3g}, beyond float32's range (3.4e38) in which "
+                        "the networks compute; rescale the data first (e.g. divide it by a power of ten)")
 
 
 def _array(value, p: Path, what: str) -> np.ndarray:

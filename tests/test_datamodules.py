@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -372,6 +373,20 @@ def test_labels_that_give_each_sample_its_own_class_are_refused_as_ids(tmp_path)
     dm = Arrays(str(tmp_path / "x.csv"), id_column="id", n_clusters=3)
     dm.setup("fit")
     assert dm.input_shape == (2,)
+
+
+def test_float64_values_beyond_float32_are_named_not_called_inf(tmp_path):
+    """Found by probing: a float64 .npy with values of 1e39 gave numpy's "overflow encountered in cast" and then
+    "samples contain NaN or inf", which the file does not hold."""
+    x = np.random.default_rng(0).normal(size=(30, 4))
+    x[5, 2] = -1e39
+    np.save(tmp_path / "big.npy", x)
+    np.savez(tmp_path / "big.npz", x=x)
+    for name in ("big.npy", "big.npz"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # and no numpy warning first
+            with pytest.raises(DataError, match=rf"Arrays: {name} holds values up to 1e\+39, beyond float32's range"):
+                Arrays(str(tmp_path / name), n_clusters=2).setup()
 
 
 def test_the_check_for_nan_takes_no_copy_of_the_data():
