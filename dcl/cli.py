@@ -254,6 +254,12 @@ class DCLCLI(LightningCLI):
         """validate, test and predict save no checkpoint: a ModelCheckpoint (a fit's config's, or Lightning's default)
         only restored its state from the checkpoint given, with a warning that its folder had changed."""
         self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, ModelCheckpoint)]
+        # Lightning then asks for the dropped ModelCheckpoints back on every command given --ckpt_path (a user's pass:
+        # noise the user cannot act on); a warning that names other callbacks still shows (within command_output's
+        # catch_warnings, so only for this command)
+        checkpoint = r'"ModelCheckpoint\{[^\]]*\}"'
+        warnings.filterwarnings("ignore", r"(?s)Be aware that when using `ckpt_path`.*Please add the following "
+                                          rf"callbacks: \[{checkpoint}(, {checkpoint})*\]")
 
     def before_validate(self) -> None:
         self._drop_checkpointing()

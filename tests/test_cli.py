@@ -1569,3 +1569,17 @@ def test_trainer_settings_lightning_fails_on_late_or_with_a_traceback_are_refuse
     limit_train_batches 0 reported the untrained model's scores, a negative clip was ignored, and devices -1 and
     a negative seed ended in tracebacks."""
     assert says in dcl_error(["fit", *AE_DIGITS, "--trainer.logger", "true", *args], tmp_path)
+
+
+def test_scoring_a_checkpoint_does_not_ask_for_the_checkpoint_callback_dcl_drops(tmp_path):
+    """A user's pass: every validate / test / predict given --ckpt_path printed Lightning's "Be aware that when using
+    ckpt_path, callbacks used to create the checkpoint need to be provided ... ModelCheckpoint{...}", though the config
+    has it: dcl drops it there (those commands save no checkpoint)."""
+    fit_ae(tmp_path, "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "1")
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    for command in ("validate", "test"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_cli([command, *AE_DIGITS, "--trainer.enable_checkpointing", "true", "--ckpt_path", str(ckpt)],
+                    tmp_path)
+        assert not [w for w in caught if "Be aware that when using `ckpt_path`" in str(w.message)], command
