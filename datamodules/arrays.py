@@ -373,6 +373,8 @@ def _check_float32_range(values: np.ndarray, p: Path) -> None:
 
 def _array(value, p: Path, what: str) -> np.ndarray:
     """``value`` (a tensor, array or list) as a numpy array, or one error naming the file and the entry."""
+    if isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16:  # numpy has no bfloat16 (found by probing)
+        value = value.float()
     try:
         return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
     except (TypeError, ValueError, RuntimeError) as err:

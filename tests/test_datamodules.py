@@ -389,6 +389,18 @@ def test_float64_values_beyond_float32_are_named_not_called_inf(tmp_path):
                 Arrays(str(tmp_path / name), n_clusters=2).setup()
 
 
+def test_a_bfloat16_tensor_file_is_read():
+    """Found by probing: a .pt of bfloat16 samples said "not an array (Got unsupported ScalarType BFloat16)"."""
+    import tempfile
+
+    x = torch.randn(20, 3).to(torch.bfloat16)
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(x, Path(folder) / "x.pt")
+        dm = Arrays(str(Path(folder) / "x.pt"), n_clusters=2)
+        dm.setup()
+        assert dm.x.dtype == torch.float32 and torch.equal(dm.x, x.float())
+
+
 def test_the_check_for_nan_takes_no_copy_of_the_data():
     """Loading checked the samples for NaN / inf with ``torch.isfinite`` of all of them at once, whose temporaries
     (``abs``, comparisons) took 1.5x the data's size: 1,000,000 x 50 float32 (200 MB) peaked 307 MB higher while
