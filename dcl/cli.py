@@ -27,7 +27,7 @@ from typing import Union
 import lightning.pytorch as pl
 import torch
 from jsonargparse import ArgumentError
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -275,10 +275,12 @@ class DCLCLI(LightningCLI):
             # Lightning's default (True in one process) kept every batch's outputs, the N x K probs included
             self.config_init[self.subcommand]["return_predictions"] = False
         writer = next(c for c in self.trainer.callbacks if isinstance(c, PredictionWriter))
-        if not (writer.output or writer.embeddings):
-            print("dcl: warning: predict writes nothing without --predictions.output (a CSV of the clusters) or "
-                  "--predictions.embeddings", file=sys.stderr)
-        elif self.trainer.fast_dev_run:  # a trial of one batch, which writes no file (as fit's)
+        others = [c for c in self.trainer.callbacks if isinstance(c, BasePredictionWriter) and c is not writer]
+        if not (writer.output or writer.embeddings or others):
+            # refused, not warned of after the whole pass over the data (a user's pass)
+            raise ConfigError("predict writes nothing without --predictions.output (a CSV of the clusters, e.g. "
+                              "clusters.csv) or --predictions.embeddings (e.g. z.npy): set one or both")
+        if self.trainer.fast_dev_run:  # a trial of one batch, which writes no file (as fit's)
             print("dcl: fast_dev_run: a trial of one batch; the predictions are not written", file=sys.stderr)
             writer.output = writer.embeddings = None
         elif isinstance(self.datamodule, ClusteringDataModule):
@@ -512,8 +514,8 @@ def _check_order(argv: list[str]) -> None:
                 what = "the config's values replace" if name == "--config" else f"choosing the {name[2:]} resets"
                 raise ConfigError(f"{replaced[0]} comes before {name}, and {what} settings given before it: put "
                                   f"{name} first, then the settings that change it")
-        if name not in ("--print_config", "--help", "-h") and not name.endswith(".help"):
-            seen.append(name)
+        if name not in ("--config", "--print_config", "--help", "-h") and not name.endswith(".help"):
+            seen.append(name)  # (config files layer in order: a second --config is meant to change the first)
 
 
 def _first_in_chain(err: BaseException | None, wanted) -> BaseException | None:

@@ -653,7 +653,7 @@ def test_a_resumed_fit_saves_its_config_without_the_checkpoint_it_resumed_from(t
     config = tmp_path / "resumed" / "config.yaml"
     assert yaml.safe_load(config.read_text())["ckpt_path"] is None
     capsys.readouterr()
-    run_cli(["predict", "--config", str(config)], tmp_path)
+    run_cli(["predict", "--config", str(config), "--predictions.output", str(tmp_path / "p.csv")], tmp_path)
     assert "predict without --ckpt_path uses an untrained model" in capsys.readouterr().err
     # resumed from its end, a fit trains nothing: its config.yaml is still saved beside its final scores
     (tmp_path / "ended").mkdir()
@@ -1169,10 +1169,11 @@ def test_a_fit_of_zero_epochs_is_refused(tmp_path, dcl_error):
     assert "trainer.max_epochs 0 trains nothing" in msg, msg
 
 
-def test_predict_without_an_output_says_it_writes_nothing(tmp_path, capsys):
-    run_cli(["predict", *AE_DIGITS, "--trainer.logger", "false"], tmp_path)
-    assert "predict writes nothing without --predictions.output" in capsys.readouterr().err
-    assert not list(tmp_path.rglob("config.yaml")), "a predict run saved a config: only fits do"
+def test_predict_without_an_output_is_refused_before_the_pass(tmp_path, dcl_error):
+    """It was a warning, and the whole pass over the data ran for nothing (a user's pass)."""
+    msg = dcl_error(["predict", *AE_DIGITS, "--trainer.logger", "false"], tmp_path)
+    assert "predict writes nothing without --predictions.output (a CSV of the clusters, e.g. clusters.csv) or " \
+           "--predictions.embeddings (e.g. z.npy): set one or both" in msg
 
 
 def test_nan_in_data(tmp_path, dcl_error):
@@ -1351,8 +1352,8 @@ def test_a_callbacks_training_checks_are_for_fit_only(tmp_path, command):
     --trainer.max_epochs, which only the fit's final-epoch averaging needs."""
     run_cli(["fit", "--model", "CM", "--data", "Digits", "--trainer.max_epochs", "1",
              "--trainer.enable_checkpointing", "true"], tmp_path)
-    run_cli([command, "--model", "CM", "--data", "Digits", "--ckpt_path", str(next(tmp_path.rglob("*.ckpt")))],
-            tmp_path)
+    run_cli([command, "--model", "CM", "--data", "Digits", "--ckpt_path", str(next(tmp_path.rglob("*.ckpt"))),
+             *(["--predictions.output", "p.csv"] if command == "predict" else [])], tmp_path)
 
 
 def test_checkpoint_file_missing(tmp_path, dcl_error):
