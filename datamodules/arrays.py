@@ -203,6 +203,10 @@ class Arrays(ClusteringDataModule):
             x, y = _as_text(self._read_csv, p)
         if self.labels_path:
             lp = self._file(self.labels_path)
+            if lp.suffix.lower() in (".npz", ".pt", ".pth"):  # read as text, a .npz was "not UTF-8" (probing)
+                raise DataError(f"Arrays: labels_path {lp.name} is a {lp.suffix} file; labels_path reads a .npy or a "
+                                f"text file (one label per line). For labels inside a {lp.suffix}, give that file as "
+                                "path, the labels under y_key beside the samples under x_key")
             y = _np_load(lp) if lp.suffix.lower() == ".npy" else _as_text(_read_labels_text, lp, len(x))
         if x.dtype.names:  # a structured array (np.genfromtxt(names=True)): one field per column
             raise DataError(f"Arrays: samples in {p.name} are a structured array of {len(x.dtype.names)} named "

@@ -401,6 +401,14 @@ def test_a_bfloat16_tensor_file_is_read():
         assert dm.x.dtype == torch.float32 and torch.equal(dm.x, x.float())
 
 
+def test_a_labels_path_of_a_container_format_says_which_files_it_reads(tmp_path):
+    """Found by probing: labels_path y.npz was read as text and refused as "not UTF-8 text ... iconv"."""
+    np.save(tmp_path / "x.npy", np.zeros((4, 2), dtype=np.float32))
+    np.savez(tmp_path / "y.npz", y=np.arange(4))
+    with pytest.raises(DataError, match=r"labels_path y.npz is a .npz file; labels_path reads a .npy or a text file"):
+        Arrays(str(tmp_path / "x.npy"), labels_path=str(tmp_path / "y.npz")).setup()
+
+
 def test_the_check_for_nan_takes_no_copy_of_the_data():
     """Loading checked the samples for NaN / inf with ``torch.isfinite`` of all of them at once, whose temporaries
     (``abs``, comparisons) took 1.5x the data's size: 1,000,000 x 50 float32 (200 MB) peaked 307 MB higher while
