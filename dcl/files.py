@@ -25,6 +25,10 @@ def unwritable_folder(folder: str | Path) -> str | None:
         return f"{existing} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"the folder {existing} is not writable"
+    try:  # os.access says yes to root (as containers run) where nothing can be made, e.g. /proc: try it
+        os.rmdir(tempfile.mkdtemp(prefix=".dcl-write-check-", dir=existing))
+    except OSError as err:
+        return f"the folder {existing} does not take new files ({err.strerror or err})"
     return None
 
 

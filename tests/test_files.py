@@ -31,3 +31,14 @@ def test_new_folders_and_the_mode_of_a_plain_open(tmp_path):
     finally:
         os.umask(umask)
     assert out.read_text() == "1\n" and oct(out.stat().st_mode & 0o777) == oct(0o640)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_a_folder_that_takes_no_files_is_found_even_as_root(tmp_path):
+    """Found by probing as root (containers run as root): os.access allowed --predictions.output /proc/x/p.csv, which
+    then failed after the whole predict pass. The check now makes (and removes) a folder there."""
+    from dcl.files import unwritable_folder
+
+    assert unwritable_folder("/proc/x").startswith("the folder /proc does not take new files")
+    assert unwritable_folder(tmp_path / "new" / "deeper") is None
+    assert list(tmp_path.iterdir()) == []  # the trial leaves nothing
