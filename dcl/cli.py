@@ -484,6 +484,10 @@ def _check_config_file(path: str) -> None:
         if isinstance(node, dict):
             if "class_path" in node:
                 beside = [k for k in node if k not in ("class_path", "init_args", "dict_kwargs")]
+                close = difflib.get_close_matches(str(beside[0]), ["init_args"], n=1, cutoff=0.8) if beside else []
+                if close:  # a misspelt init_args
+                    raise ConfigError(f"{path}: {key}.{beside[0]}: {beside[0]!r} is not a key of a class's settings "
+                                      "(class_path and init_args): did you mean 'init_args'?")
                 if beside:
                     raise ConfigError(f"{path}: {key}.{beside[0]} sits beside {key}.class_path; settings of a class "
                                       f"go under init_args: {key}.init_args.{beside[0]}")
