@@ -464,7 +464,7 @@ def check_monitors(callbacks) -> None:
                               "train/loss")
 
 
-def _check_config_file(path: str) -> None:
+def _check_config_file(path: str):
     """One line for two mistakes in a config file that jsonargparse names obscurely (found by probing): a YAML
     error ("in <unicode string>", no file named), and a setting beside ``class_path`` instead of under ``init_args``
     ("model must be null", "Callback has no setting 'class_path'")."""
@@ -472,7 +472,7 @@ def _check_config_file(path: str) -> None:
 
     file = Path(path).expanduser()
     if not file.is_file():
-        return  # jsonargparse's own error names a missing file
+        return None  # jsonargparse's own error names a missing file
     try:
         config = yaml.safe_load(file.read_text())
     except yaml.YAMLError as err:
@@ -498,28 +498,36 @@ def _check_config_file(path: str) -> None:
                 walk(v, f"{key}[{i}]")
 
     walk(config, "")
+    return config
 
 
 def _check_order(argv: list[str]) -> None:
-    """Refuse settings that a later ``--config`` or class choice would silently replace: arguments apply in order,
-    so ``--trainer.max_epochs 1 --config c.yaml`` trained the config's epochs, and ``--model.latent_dim 5 --model
-    DEC`` was read against the base class ("no setting 'latent_dim'"). Found by probing as a user."""
-    seen: list[str] = []
+    """Refuse settings that a later ``--config`` or class choice would silently replace or misread: arguments apply
+    in order, so ``--trainer.max_epochs 1 --config c.yaml`` trained the config's epochs, and ``--model.latent_dim 5
+    --model DEC`` was read against the base class ("no setting 'latent_dim'"). Found by probing as a user. (Once a
+    class is chosen, jsonargparse carries the settings a later class also takes over to it: those stand.)"""
+    seen: list[tuple[str, bool]] = []  # each option, and whether its group's class was chosen before it
+    chosen: set[str] = set()
     for i, arg in enumerate(argv[1:], 1):
         if not arg.startswith("--"):
             continue
         name = arg.split("=", 1)[0]
         if name == "--config":
-            _check_config_file(arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else ""))
-        if name in ("--config", "--model", "--data"):
-            group = name[2:] + "."
-            replaced = [o for o in seen if name == "--config" or o.startswith(f"--{group}")]
-            if replaced:
-                what = "the config's values replace" if name == "--config" else f"choosing the {name[2:]} resets"
-                raise ConfigError(f"{replaced[0]} comes before {name}, and {what} settings given before it: put "
-                                  f"{name} first, then the settings that change it")
-        if name not in ("--config", "--print_config", "--help", "-h") and not name.endswith(".help"):
-            seen.append(name)  # (config files layer in order: a second --config is meant to change the first)
+            if seen:
+                raise ConfigError(f"{seen[0][0]} comes before --config, and the config's values replace settings "
+                                  "given before it: put --config first, then the settings that change it")
+            config = _check_config_file(arg.split("=", 1)[1] if "=" in arg else argv[i + 1] if i + 1 < len(argv)
+                                        else "")
+            chosen |= {g for g in ("model", "data") if isinstance(config, dict) and config.get(g)}
+            continue  # (config files layer in order: a second --config is meant to change the first)
+        if name in ("--model", "--data"):
+            early = [option for option, had_class in seen if option.startswith(f"{name}.") and not had_class]
+            if early:
+                raise ConfigError(f"{early[0]} comes before {name}, which chooses the class it is a setting of: put "
+                                  f"{name} first, then its settings")
+            chosen.add(name[2:])
+        if name not in ("--print_config", "--help", "-h") and not name.endswith(".help"):
+            seen.append((name, name[2:].split(".")[0] in chosen))
 
 
 def _first_in_chain(err: BaseException | None, wanted) -> BaseException | None:

@@ -1515,14 +1515,18 @@ def test_settings_a_later_config_or_class_would_replace_are_refused(tmp_path, dc
     assert "--trainer.max_epochs comes before --config, and the config's values replace settings given before it: " \
            "put --config first" in msg
     msg = dcl_error(["fit", "--model.latent_dim", "5", "--model", "DEC", "--data", "Digits"], tmp_path)
-    assert "--model.latent_dim comes before --model, and choosing the model resets settings" in msg
+    assert "--model.latent_dim comes before --model, which chooses the class it is a setting of: put --model " \
+           "first" in msg
     msg = dcl_error(["fit", "--data.batch_size=64", "--model", "DEC", "--data=Digits"], tmp_path)
-    assert "--data.batch_size comes before --data," in msg
+    assert "--data.batch_size comes before --data, which chooses" in msg
     # in order they work; --print_config may stand anywhere
     with pytest.raises(SystemExit) as printed:  # jsonargparse's print action ends the command with 0
         run_cli(["fit", "--print_config", *AE_DIGITS], tmp_path)
     assert printed.value.code == 0
     run_cli(["fit", "--model", "AEKMeans", "--model.latent_dim", "5", "--data", "Digits", "--trainer.fast_dev_run",
+             "true"], tmp_path)
+    # once a class is chosen (here by the config), jsonargparse carries its settings over to a later class
+    run_cli(["fit", *AE_DIGITS, "--model", "DEC", "--model.init_args.pretrain_epochs", "1", "--trainer.fast_dev_run",
              "true"], tmp_path)
 
 
