@@ -197,8 +197,6 @@ class DCLCLI(LightningCLI):
             why = unwritable_folder(folder)
             if why:
                 raise ConfigError(f"{setting} {str(folder)!r} cannot hold the run's files: {why}")
-        if subcommand == "fit":
-            check_monitors(self.trainer.callbacks)
         checkpoint, self._checkpoint = self._checkpoint, None
         if checkpoint is not None and isinstance(self.model, ClusteringMethod):
             # what Lightning's restore of the checkpoint refuses (another shape of samples, standardized ones), here:
@@ -452,18 +450,6 @@ def _resolve_short_names(argv: list[str]) -> list[str]:
     return out
 
 
-def check_monitors(callbacks) -> None:
-    """A callback's ``monitor`` (ModelCheckpoint, EarlyStopping, ...) that names no metric dcl logs failed only when
-    the callback first looked for it: Lightning's error after the first epoch or validation, the run's files written
-    (found by probing: ``monitor: val_acc``). dcl's metrics are all named ``<stage>/<name>``."""
-    for callback in callbacks:
-        monitor = getattr(callback, "monitor", None)
-        if isinstance(monitor, str) and "/" not in monitor and monitor not in ("epoch", "step"):
-            raise ConfigError(f"the {type(callback).__name__}'s monitor {monitor!r} is not a metric dcl logs: they are "
-                              "named <stage>/<name>, e.g. val/acc, val/nmi, val/silhouette (each validation) or "
-                              "train/loss")
-
-
 def _check_config_file(path: str):
     """One line for two mistakes in a config file that jsonargparse names obscurely (found by probing): a YAML
     error ("in <unicode string>", no file named), and a setting beside ``class_path`` instead of under ``init_args``
@@ -501,11 +487,12 @@ def _check_config_file(path: str):
     return config
 
 
-def _check_order(argv: list[str]) -> None:
-    """Refuse settings that a later ``--config`` or class choice would silently replace or misread: arguments apply
-    in order, so ``--trainer.max_epochs 1 --config c.yaml`` trained the config's epochs, and ``--model.latent_dim 5
-    --model DEC`` was read against the base class ("no setting 'latent_dim'"). Found by probing as a user. (Once a
-    class is chosen, jsonargparse carries the settings a later class also takes over to it: those stand.)"""
+def _check_arguments(argv: list[str]) -> None:
+    """Refuse settings that a later ``--config`` or class choice would silently replace or misread (and check each
+    config file: :func:`_check_config_file`): arguments apply in order, so ``--trainer.max_epochs 1 --config
+    c.yaml`` trained the config's epochs, and ``--model.latent_dim 5 --model DEC`` was read against the base class
+    ("no setting 'latent_dim'"). Found by probing as a user. (Once a class is chosen, jsonargparse carries the
+    settings a later class also takes over to it: those stand.)"""
     seen: list[tuple[str, bool]] = []  # each option, and whether its group's class was chosen before it
     chosen: set[str] = set()
     for i, arg in enumerate(argv[1:], 1):
@@ -796,7 +783,7 @@ def main(argv: list[str] | None = None) -> None:
         # Import every plugin first, so that LightningCLI resolves short class names (--model DEC).
         registry.available("method"), registry.available("datamodule")
         argv = _resolve_short_names(argv)
-        _check_order(argv)
+        _check_arguments(argv)
         _set_wandb_mode()
         torch.set_float32_matmul_precision("high")
         # parse errors raise instead of printing the whole usage, so that they end as one line below

@@ -645,6 +645,13 @@ def check_trainer_settings(model: pl.LightningModule, trainer: pl.Trainer) -> No
                           "of them (a float in (0, 1]) each epoch trains on, or leave it out")
     if trainer.gradient_clip_val is not None and trainer.gradient_clip_val < 0:
         raise ConfigError(f"trainer.gradient_clip_val {trainer.gradient_clip_val} must be > 0 (or null: no clipping)")
+    for callback in trainer.callbacks:  # a monitor naming no metric failed only when first looked for, after the
+        # first epoch or validation, the run's files written (found by probing: monitor val_acc)
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str) and "/" not in monitor and monitor not in ("epoch", "step"):
+            raise ConfigError(f"the {type(callback).__name__}'s monitor {monitor!r} is not a metric dcl logs: they are "
+                              "named <stage>/<name>, e.g. val/acc, val/nmi, val/silhouette (each validation) or "
+                              "train/loss")
     own = model.configure_callbacks() or []
     for callback in [*trainer.callbacks, *(own if isinstance(own, (list, tuple)) else [own])]:
         if callable(getattr(callback, "check_trainer", None)):
@@ -1094,12 +1101,7 @@ class AutoencoderMethod(ClusteringMethod):
     # -- starting from a pretrained autoencoder ---------------------------------------------------------
     def load_pretrained(self, path: str) -> None:
         """Load the autoencoder weights of another run; one clear error for every way this can go wrong."""
-        file = Path(path).expanduser()
-        problem = not_a_file(file)
-        if problem:
-            raise ConfigError(f"pretrained checkpoint {file} {problem}" + (
-                "; train one first, e.g. dcl fit --config configs/ae_kmeans/<data>.yaml"
-                if problem == "does not exist" else ""))
+        file = pretrained_file(path, "train one first, e.g. dcl fit --config configs/ae_kmeans/<data>.yaml")
         ckpt = load_checkpoint_file(file)
         state = ckpt.get("state_dict", ckpt)
         ae_state = {k[len("autoencoder."):]: v for k, v in state.items() if k.startswith("autoencoder.")}
@@ -1125,6 +1127,17 @@ class AutoencoderMethod(ClusteringMethod):
                               "same autoencoder, latent_dim and hidden_dims as the run that produced it")
         self.autoencoder.load_state_dict({k: ae_state[k] for k in own})
         self.remember_pretrained_data(ckpt, path)
+
+
+def pretrained_file(path: str, how_to_make: str) -> Path:
+    """A method's ``pretrained`` checkpoint file, or one error: missing (and ``how_to_make`` one), or a folder (and
+    the checkpoints in it)."""
+    file = Path(path).expanduser()
+    problem = not_a_file(file)
+    if problem:
+        raise ConfigError(f"pretrained checkpoint {file} {problem}"
+                          + (f"; {how_to_make}" if problem == "does not exist" else ""))
+    return file
 
 
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:

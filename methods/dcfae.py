@@ -92,7 +92,6 @@ loggers' step axis counts batches (Lightning's rows and dcl's own, :func:`dcl.me
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Sequence
 
 import lightning.pytorch as pl
@@ -103,9 +102,8 @@ from torch import Tensor, nn
 from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, SchedulerFactory, build_optimizer,
                              default_gan_optimizer, optimizer_step, step_schedulers)
 from dcl.datamodule import ClusteringDataModule
-from dcl.files import not_a_file
 from dcl.method import (ClusteringMethod, ConfigError, load_checkpoint_file, loads_pretrained,
-                        planned_batches, warn_if_fit_ends_within)
+                        planned_batches, pretrained_file, warn_if_fit_ends_within)
 from dcl.nets.autoencoders import image_shape, mlp
 from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 from dcl.optim import check_optimizer
@@ -571,11 +569,7 @@ class DCFAE(ClusteringMethod):
     # -- reusing a trained FAE -----------------------------------------------------------------------------
     def load_pretrained(self, path: str) -> None:
         """Load the FAE (``fae.*``) of a DCFAE checkpoint."""
-        file = Path(path).expanduser()
-        problem = not_a_file(file)
-        if problem:
-            raise ConfigError(f"pretrained checkpoint {file} {problem}"
-                              + ("; train a DCFAE first" if problem == "does not exist" else ""))
+        file = pretrained_file(path, "train a DCFAE first")
         ckpt = load_checkpoint_file(file)
         state = ckpt.get("state_dict", {})
         fae_state = {k[len("fae."):]: v for k, v in state.items() if k.startswith("fae.")}
