@@ -17,9 +17,9 @@ SGD(lr 0.01, momentum 0.9), ``update_interval`` 140 on MNIST and 30 on USPS, ``t
 batch 256. (The DEC authors' Caffe code, piiswrong/dec, updates the targets every 20 iterations, starts a new
 SGD solver, with fresh momentum, at each update, and has no ``maxiter``.)
 
-The pretraining is not the papers': the configs pretrain end to end, for 200 epochs with Adam 1e-3, batch 256
-(DEKM's official schedule, with Glorot instead of its uniform initialization; one pretraining shared by DEC, IDEC,
-DEKM's dense configs and AE + k-means; MNIST: DEC-keras', below). The DEC paper pretrained
+The pretraining is not the papers': the configs pretrain end to end, for 200 epochs (Digits: 50) with Adam 1e-3,
+batch 256 (DEKM's official schedule, with Glorot instead of its uniform initialization; one pretraining shared by
+DEC, IDEC and AE + k-means; MNIST: DEC-keras', below). The DEC paper pretrained
 layer-wise with dropout, then fine-tuned (piiswrong/dec), and IDEC's README starts from those weights: the ``SAE``
 method (``configs/sae/mnist.yaml``), whose checkpoint is a ``pretrained`` here; DEC-keras
 pretrains end to end, MNIST for 300 epochs with SGD(lr 1, momentum 0.9) from Keras'

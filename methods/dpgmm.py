@@ -76,7 +76,7 @@ Choices where the paper is silent, and why:
   K found still depends on the penalty and on N: the log-likelihood gain of splitting a non-Gaussian cluster grows
   like its size, the BIC like log N. Measured on fixed pretrained embeddings
   (``benchmarks/results/dpgmm_selection.md``), the penalty that finds about K_true is 1 for Digits (N = 1797) and
-  COIL-20 (1440), 2-3 for USPS (9298) and 12 for MNIST (70000), roughly (N / 1800)^0.75; the configs set these,
+  COIL-20 (1440), 2-3 for USPS (9298) and 12 for MNIST (70000), growing sub-linearly with N; the configs set these,
   corrected by training runs where they were made (3 seeds x K_init 1, 30 each: USPS 2.5 between 2 and 3, COIL-20
   0.7 between 0.5 and 1, where training with the alpha-JS loss finds fewer components than the fixed embedding);
   default 2. The value is chosen by looking at the K found against the known K on these data sets: it is a tuned

@@ -19,7 +19,7 @@ of the components' hard-assigned data, so that data-parallel training only all_r
 
 ``covariance="full"`` (default) tests with full-covariance Gaussians although the mixtures they serve may be
 diagonal: measured on autoencoder embeddings (Digits, USPS), diagonal Gaussians split every elongated,
-correlated cluster (K = 20-36 found for 10 classes whatever the penalty), full ones do not (K = 9-12); the
+correlated cluster (K = 17-36 found for 10 classes whatever the penalty; ad hoc runs, not recorded), full ones do not (K = 9-12); the
 statistics are K x d x d (d = 10: 100 numbers per component), still cheap to all_reduce. The split of a single
 Gaussian is rejected by this criterion (a hard split of a Gaussian along its principal axis gains
 1/2 log(1/(1 - 2/pi)) = 0.51 nats per point, the assignment costs log 2 = 0.69), so births do not fragment a
@@ -323,7 +323,8 @@ class BirthMerge(Callback):
     A schedule in steps keeps the number of gradient steps between two moves independent of the data set's
     size (an epoch of a million samples is a long time between moves). It is not a cure for a collapsing K: on
     MNIST (DPGMM, penalty 12) moves every 37 steps instead of every 274 did not stop K collapsing at gamma
-    0.01, and at gamma 0.001 they made K collapse (10 -> 1 in the 5th epoch) where epoch-end moves keep 8-10
+    0.01, and at gamma 0.001 they made K collapse (8-10 for 4 epochs, then 2 and 1 in the 5th) where epoch-end
+    moves keep 9 / 8
     (``benchmarks/results/dpgmm_mnist.md``): each move may merge greedily, so more moves allow more merges.
 
     Args:
