@@ -1,5 +1,5 @@
-"""How dcl builds optimizers (``make_optimizer``: PyTorch's fused kernels where they exist), and optimizers that
-reproduce how the official code of a method updated its weights (``KerasAdam``)."""
+"""How dcl builds optimizers (``make_optimizer``: PyTorch's fused kernels where they exist), and optimizers and
+schedules that reproduce how the official code of a method updated its weights (``KerasAdam``, ``CaffeStepLR``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 
 import torch
 
-__all__ = ["KerasAdam", "check_optimizer", "make_optimizer", "with_fused_kernel"]
+__all__ = ["CaffeStepLR", "KerasAdam", "check_optimizer", "make_optimizer", "with_fused_kernel"]
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 
@@ -107,3 +107,33 @@ class KerasAdam(torch.optim.Adam):
             group["eps"] = group["keras_eps"] / math.sqrt(1.0 - group["betas"][1] ** (steps + 1))
         super().step()
         return loss
+
+
+class CaffeStepLR(torch.optim.lr_scheduler.LambdaLR):
+    """Caffe's ``lr_policy: "step"`` (the lr times ``gamma`` every ``step_size`` steps; 0: constant) with the
+    ``momentum_burnin`` of the DEC authors' Caffe fork (piiswrong/dec ``solver.cpp``): over a solver's first
+    ``momentum_burnin`` steps the momentum rises linearly from 0 to its set value (``momentum x step /
+    momentum_burnin``), so that the first steps, whose gradients are the largest, are not amplified up to 10x by a
+    momentum of 0.9. Stepped once per optimizer step; its state (the step count) is checkpointed with the
+    scheduler, the momentum in force with the optimizer's param groups. Caffe's history holds lr x gradient,
+    PyTorch's SGD buffer the gradient: the updates are the same while the lr is constant, and after a step of the lr
+    PyTorch scales the whole buffer by the new lr at once."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, step_size: int = 0, gamma: float = 0.1,
+                 momentum_burnin: int = 0) -> None:
+        if momentum_burnin and any("momentum" not in g for g in optimizer.param_groups):
+            raise ValueError(f"a momentum burn-in needs an optimizer with momentum (SGD, RMSprop), got "
+                             f"{type(optimizer).__name__}: set the burn-in to 0")
+        self.momentum_burnin = momentum_burnin
+        self.base_momentums = [g.get("momentum", 0.0) for g in optimizer.param_groups]
+        super().__init__(optimizer, lambda i: gamma ** (i // step_size) if step_size else 1.0)
+
+    def step(self, epoch=None) -> None:
+        super().step(epoch)
+        if self.momentum_burnin:
+            # not 0 at the first step: with a momentum of 0 PyTorch's SGD keeps no buffer, and the next step's would
+            # lack the first gradient, which Caffe's history holds; any momentum leaves the first step as Caffe's
+            # (the buffer starts as the gradient)
+            rise = min(1.0, max(self.last_epoch, 1e-12) / self.momentum_burnin)
+            for group, momentum in zip(self.optimizer.param_groups, self.base_momentums):
+                group["momentum"] = momentum * rise

@@ -10,16 +10,21 @@ autoencoder of the previous pair's (frozen) output: pair i encodes ``h_i`` into 
 with ReLU for g and g' except where a linear layer is needed (the code ``h_L`` and the reconstruction of the
 data ``h_0``), dropout rate 0.2 (not on the data, nor on the code: ``pretrain.py``), ``layer_epochs`` epochs per
 pair. The pairs are then stacked into the deep autoencoder, which is fine-tuned without dropout for the rest of
-the fit. The loss is Caffe's EuclideanLoss, half the squared error summed over a sample's features, averaged over
-the batch, for which the paper's SGD (lr 0.1, momentum 0.9, divided by 10 every 20000 iterations, no weight decay,
+the fit. The loss is the EuclideanLoss of the authors' Caffe fork, half the squared error averaged over the batch's
+elements (``euclidean_loss_layer.cpp`` divides by the blob's count, where upstream Caffe divides by the batch
+size: a loss 784x smaller on MNIST's pixels), for which the paper's SGD (lr 0.1, momentum 0.9, divided by 10 every 20000 iterations, no weight decay,
 batch 256) is set; biases learn at twice the rate (``blobs_lr: 2``), weights start N(0, 0.01^2), and every pair
-and the fine-tuning start a new solver (fresh momentum, the lr schedule from its start). The paper's budget:
+and the fine-tuning start a new solver (fresh momentum, the lr schedule from its start) whose momentum rises from 0
+to 0.9 over its first 1000 steps (``momentum_burnin``, an option of the authors' Caffe fork, ``solver.cpp``:
+``momentum x step / momentum_burnin``). Until 2026-12-04 dcl divided the loss by the batch size, upstream Caffe's
+EuclideanLoss: at the paper's lr 0.1 the first pair on MNIST's pixels x 0.02 then went from weights of std 0.01 to
+460 in 5 steps (to NaN in 100 with the burn-in), every unit of its code dead, and a whole 1097-epoch run ended at
+chance (``benchmarks/results/sae_mnist.md``). The paper's budget:
 50000 iterations a pair, 100000 of fine-tuning; on MNIST's 70000 samples at batch 256 (274 steps an epoch) that
 is ``layer_epochs: 183`` and 365 fine-tuning epochs (``configs/sae/mnist.yaml``). piiswrong/dec feeds MNIST as
 0.02 x its 0-255 pixels (``data.init_args.scale: 5.1`` of the MNIST datamodule).
 
-Not reproduced: Caffe's ``momentum_burnin`` (a custom option of the authors' Caffe fork, undocumented) and the
-pretraining on MNIST's 60000 training images only (here the data set clustered, as every dcl pretraining).
+Not reproduced: the pretraining on MNIST's 60000 training images only (here the data set clustered, as every dcl pretraining).
 
 Pass the checkpoint to DEC, IDEC or DEKM (``autoencoder: mlp``) as ``model.init_args.pretrained`` to start them from the
 paper's pretraining (the autoencoder's weights are the same as every dcl MLP autoencoder's), on data scaled as it
@@ -37,12 +42,13 @@ from torch import Tensor, nn
 from dcl.method import ConfigError, OptimizerFactory, warn_if_fit_ends_within
 from dcl.methods.ae_kmeans import AEKMeans
 from dcl.nets.autoencoders import make_activation
-from dcl.optim import make_optimizer
+from dcl.optim import CaffeStepLR, make_optimizer
 
 
 def euclidean_loss(x_hat: Tensor, x: Tensor) -> Tensor:
-    """Caffe's EuclideanLoss: ``||x_hat - x||^2 / 2`` per sample (over all its features), averaged over the batch."""
-    return 0.5 * (x_hat - x).flatten(1).square().sum(dim=1).mean()
+    """The EuclideanLoss of the DEC authors' Caffe fork: ``(x_hat - x)^2 / 2`` averaged over all the batch's
+    elements (its ``euclidean_loss_layer.cpp`` divides by the count; upstream Caffe by the batch size)."""
+    return 0.5 * (x_hat - x).square().mean()
 
 
 class SAE(AEKMeans):
@@ -64,6 +70,8 @@ class SAE(AEKMeans):
         lr_step: divide the learning rate by 10 (``lr_gamma``) every this many steps of a stage (the paper's 20000);
             0: constant.
         lr_gamma: the factor of each lr step.
+        momentum_burnin: steps over which each stage's momentum rises linearly from 0 to the optimizer's (the
+            authors' 1000); 0: the optimizer's momentum from the first step. Needs an optimizer with momentum.
         bias_lr_mult: the biases' learning rate relative to the weights' (Caffe's ``blobs_lr: 2`` in the authors'
             code).
         pretrained: start from the autoencoder of another run (then only fine-tuning: ``layer_epochs`` is ignored).
@@ -75,10 +83,15 @@ class SAE(AEKMeans):
     def __init__(self, n_clusters: int, input_shape: Sequence[int], latent_dim: int = 10,
                  hidden_dims: Sequence[int] = (500, 500, 2000), activation: str = "relu", layer_epochs: int = 183,
                  dropout: float = 0.2, lr_step: int = 20000, lr_gamma: float = 0.1, bias_lr_mult: float = 2.0,
-                 pretrained: str | None = None, optimizer: OptimizerFactory | None = None, kmeans_n_init: int = 10,
+                 momentum_burnin: int = 1000, pretrained: str | None = None, optimizer: OptimizerFactory | None = None, kmeans_n_init: int = 10,
                  weight_init: str = "small_normal") -> None:
-        if layer_epochs < 0 or lr_step < 0:
-            raise ConfigError(f"SAE needs layer_epochs >= 0 and lr_step >= 0, got {layer_epochs} and {lr_step}")
+        if layer_epochs < 0 or lr_step < 0 or momentum_burnin < 0:
+            raise ConfigError(f"SAE needs layer_epochs >= 0, lr_step >= 0 and momentum_burnin >= 0, got "
+                              f"{layer_epochs}, {lr_step} and {momentum_burnin}")
+        if momentum_burnin and optimizer is not None and \
+                "momentum" not in optimizer([torch.nn.Parameter(torch.zeros(1))]).defaults:
+            raise ConfigError("SAE's momentum_burnin raises the optimizer's momentum, and this optimizer has none: "
+                              "use one with momentum (SGD, RMSprop) or set model.init_args.momentum_burnin 0")
         if not 0 <= dropout < 1 or lr_gamma <= 0 or bias_lr_mult <= 0:
             raise ConfigError(f"SAE needs 0 <= dropout < 1, lr_gamma > 0 and bias_lr_mult > 0, got {dropout}, "
                               f"{lr_gamma} and {bias_lr_mult}")
@@ -88,6 +101,7 @@ class SAE(AEKMeans):
         self.layer_epochs = 0 if pretrained else layer_epochs
         self.dropout_rate = dropout
         self.lr_step, self.lr_gamma, self.bias_lr_mult = lr_step, lr_gamma, bias_lr_mult
+        self.momentum_burnin = momentum_burnin
         self.act = make_activation(activation)
         # the encoder's layers, and the decoder's in the same order (decoders[i] maps layer i's output back)
         self.encoders = [m for m in self.autoencoder.encoder.modules() if isinstance(m, nn.Linear)]
@@ -118,10 +132,9 @@ class SAE(AEKMeans):
         groups = [{"params": [p for p in trained if p.ndim > 1]}, {"params": [p for p in trained if p.ndim <= 1]}]
         optimizer = make_optimizer(self.optimizer, groups, lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9))
         optimizer.param_groups[1]["lr"] *= self.bias_lr_mult
-        if not self.lr_step:
+        if not self.lr_step and not self.momentum_burnin:
             return optimizer
-        step, gamma = self.lr_step, self.lr_gamma
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: gamma ** (i // step))
+        scheduler = CaffeStepLR(optimizer, self.lr_step, self.lr_gamma, self.momentum_burnin)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def pretrain_step(self, batch: dict[str, Tensor]) -> Tensor:

@@ -14,7 +14,7 @@ from ddp_helpers import (AutocastDtypes, GradientNorms, assert_clipped_after_uns
                          fp16_with_grad_scaler)
 from dcl.datamodules.digits import Digits
 from dcl.methods.idec import IDEC
-from dcl.optim import KerasAdam, make_optimizer, with_fused_kernel
+from dcl.optim import CaffeStepLR, KerasAdam, make_optimizer, with_fused_kernel
 
 LR, BETAS, EPS = 1e-2, (0.9, 0.999), 1e-3
 TARGET = np.array([0.5, -1.0, 2.0, 0.01])
@@ -155,3 +155,57 @@ def test_mixed_precision_with_a_grad_scaler_clips_and_trains(tmp_path):
     assert_clipped_after_unscaling(GradientNorms.steps, 0.05, min_steps=60)  # both phases' optimizers
     assert model.clustering_active and model.cluster_steps > 0
 
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_caffe_step_lr_is_the_authors_caffe_solver_over_the_burn_in(fused):
+    """piiswrong/dec's solver.cpp, written out: momentum_k = 0.9 k / burnin, history = momentum_k history + lr grad,
+    w -= history (lr constant here, where PyTorch's SGD and Caffe's agree); the fused kernel follows the momentum
+    as it changes (from 0 at the first step, when PyTorch's SGD keeps no momentum buffer)."""
+    grads = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    w = torch.nn.Parameter(torch.zeros(4))
+    optimizer = make_optimizer(None if fused else lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, foreach=False),
+                               [w], lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9))
+    assert bool(optimizer.param_groups[0].get("fused")) == fused
+    scheduler = CaffeStepLR(optimizer, step_size=0, momentum_burnin=5)
+    expected, history = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    for k, g in enumerate(grads):
+        assert optimizer.param_groups[0]["momentum"] == pytest.approx(0.9 * min(k, 5) / 5)
+        history = 0.9 * min(k, 5) / 5 * history + 0.1 * g.double()
+        expected -= history
+        w.grad = g.clone()
+        optimizer.step()
+        scheduler.step()
+        assert torch.allclose(w.detach().double(), expected, atol=1e-6), k
+
+
+def test_caffe_step_lr_steps_the_lr_and_resumes_its_burn_in_from_its_state():
+    def build():
+        w = torch.nn.Parameter(torch.zeros(2))
+        optimizer = torch.optim.SGD([{"params": [w]}, {"params": [], "lr": 0.2}], lr=0.1, momentum=0.9)
+        return optimizer, CaffeStepLR(optimizer, step_size=3, gamma=0.5, momentum_burnin=4)
+    optimizer, scheduler = build()
+    seen = []
+    for _ in range(6):
+        seen.append([(g["lr"], g["momentum"]) for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert seen == [[(pytest.approx(0.1 * 0.5 ** (k // 3)), pytest.approx(0.9 * min(k, 4) / 4)),
+                     (pytest.approx(0.2 * 0.5 ** (k // 3)), pytest.approx(0.9 * min(k, 4) / 4))] for k in range(6)]
+    state = scheduler.state_dict()
+    optimizer2, scheduler2 = build()
+    optimizer2.load_state_dict(optimizer.state_dict())
+    scheduler2.load_state_dict(state)
+    optimizer2.step()
+    scheduler2.step()
+    optimizer.step()
+    scheduler.step()
+    assert [g["momentum"] for g in optimizer2.param_groups] == [g["momentum"] for g in optimizer.param_groups]
+    assert scheduler2.last_epoch == scheduler.last_epoch == 7
+
+
+def test_caffe_step_lr_refuses_a_burn_in_without_momentum():
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    with pytest.raises(ValueError, match="needs an optimizer with momentum"):
+        CaffeStepLR(optimizer, momentum_burnin=10)
+    CaffeStepLR(optimizer, step_size=5)  # the lr schedule alone takes any optimizer

@@ -18,9 +18,10 @@ from dcl.methods.sae import SAE, euclidean_loss
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 
 
-def test_euclidean_loss_is_half_the_squared_error_per_sample_averaged_over_the_batch():
+def test_euclidean_loss_is_half_the_squared_error_averaged_over_every_element_as_in_the_authors_caffe():
+    """The authors' fork divides by the blob's count (6 x 2 x 3 here), not by the batch size as upstream Caffe."""
     x, x_hat = torch.randn(6, 2, 3), torch.randn(6, 2, 3)
-    by_hand = sum(((x_hat[n] - x[n]) ** 2).sum() for n in range(6)) / (2 * 6)
+    by_hand = sum(((x_hat[n] - x[n]) ** 2).sum() for n in range(6)) / (2 * 6 * 2 * 3)
     assert float(euclidean_loss(x_hat, x)) == pytest.approx(float(by_hand), rel=1e-6)
     assert float(euclidean_loss(x, x)) == 0.0
 
@@ -80,7 +81,7 @@ class Snapshots(pl.Callback):
 
 def test_each_stage_trains_only_its_pair_with_a_new_solver_then_fine_tuning_trains_all(tmp_path):
     pl.seed_everything(0)
-    m, snaps = model(layer_epochs=2, lr_step=3), Snapshots()
+    m, snaps = model(layer_epochs=2, lr_step=3, momentum_burnin=0), Snapshots()
     before = {k: v.detach().clone() for k, v in m.named_parameters()}
     trainer = pl.Trainer(max_epochs=8, logger=False, enable_progress_bar=False, enable_model_summary=False,
                          default_root_dir=tmp_path, num_sanity_val_steps=0, check_val_every_n_epoch=100,
@@ -117,9 +118,34 @@ def test_the_learning_rate_steps_by_lr_gamma_every_lr_step_steps_and_biases_lear
 
 
 def test_bad_settings_are_refused():
-    for bad in ({"layer_epochs": -1}, {"dropout": 1.0}, {"lr_step": -5}, {"bias_lr_mult": 0}, {"lr_gamma": 0}):
+    for bad in ({"layer_epochs": -1}, {"dropout": 1.0}, {"lr_step": -5}, {"bias_lr_mult": 0}, {"lr_gamma": 0},
+                {"momentum_burnin": -1}):
         with pytest.raises(ConfigError, match=f"{next(iter(bad))} "):  # the message names the setting
             model(**bad)
+    with pytest.raises(ConfigError, match="momentum_burnin 0"):  # a burn-in of an optimizer without momentum
+        model(optimizer=lambda p: torch.optim.Adam(p, lr=1e-3))
+    model(optimizer=lambda p: torch.optim.Adam(p, lr=1e-3), momentum_burnin=0)
+
+
+class Momenta(pl.Callback):
+    def __init__(self):
+        self.momenta = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.momenta.append(trainer.optimizers[0].param_groups[0]["momentum"])
+
+
+def test_each_stage_s_momentum_rises_from_zero_over_the_burn_in_as_the_authors_caffe_solver():
+    """piiswrong/dec's solver.cpp: momentum x step / momentum_burnin over a solver's first steps, every stage a new
+    solver; the lr schedule (lr_step) runs beside it."""
+    pl.seed_everything(0)
+    m, momenta = model(layer_epochs=2, momentum_burnin=6, lr_step=4), Momenta()
+    trainer = pl.Trainer(max_epochs=8, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0, check_val_every_n_epoch=100,
+                         accelerator="cpu", callbacks=[momenta])
+    trainer.fit(m, digits())  # 4 steps an epoch: 8 steps a stage, 4 stages
+    rise = [pytest.approx(0.9 * k / 6) for k in range(6)] + [pytest.approx(0.9)] * 2
+    assert momenta.momenta == rise * 4
 
 
 def test_dec_starts_from_the_stacked_autoencoder_through_the_cli(tmp_path):
