@@ -50,13 +50,16 @@ Choices where the paper/code is silent or buggy (and why):
 * A non-uniform ``alpha`` is matched to clusters by rank (sorted log-weights against sorted alpha), as the
   official code does; a scalar alpha (all tuned values) needs no sorting.
 * The orthogonality penalty uses |.| (``orth_power: 1``, official TF); the PyTorch example squares it
-  (``orth_power: 2``).
+  (``orth_power: 2``), and also divides E1-E3 by n x d (not E4 or the penalty) and has no biases, so
+  ``orth_power: 2`` alone does not make this the example's loss.
 * Under DDP the loss is global-batch exact (:func:`ddp_global_batch_loss`; E4 on the all-reduced mixing weights):
   the 2-process gradient equals the 1-process one to float64 rounding. Without a Dirichlet prior (alpha = 1),
   clusters collapse in the joint phase and which ones survive is decided by rounding, so two float32 fits
   (1 vs 2 processes, or one perturbed by 1e-7) can end far apart; with alpha > 1 (every tuned value) they agree.
 * With ``init: pre``, the AE pretraining uses the datamodule's batch size (the authors used 256 there and the
-  tuned batch size after); one ``fit`` runs all phases: pretraining, CM alone, joint, averaging.
+  tuned batch size after); its loss is summed over the batch as theirs, so at the same lr its gradient is
+  batch / 256 times theirs (USPS' tuned batch: 0.18x); one ``fit`` runs all phases: pretraining, CM alone, joint,
+  averaging.
 """
 
 from __future__ import annotations

@@ -61,7 +61,11 @@ is done on mu(x), so ``val/acc`` tracks FAE + k-means (the "without the dense ne
 Choices where the paper is silent (and why):
 - VAE-GAN's split of the losses between encoder and decoder (the best-known VAE + GAN fusion); BCE pixel
   likelihood (images in [0, 1]); feature matching at the middle discriminator stage (Larsen et al. use an
-  intermediate layer).
+  intermediate layer). Unlike Larsen et al.'s code (``model/aegan.py``): every term weighs 1 (theirs weighs the
+  decoder's reconstruction against its GAN loss 0.01 : 0.99), a pixel term beside the feature one (they have none
+  with feature matching), no skipping of an update by an equilibrium margin, and the discriminator's loss sums
+  its real, reconstructed and prior-sample terms as the paper's L_GAN (1 : 2 real against generated; their code
+  weighs real against generated 0.5 : 0.5).
 - Residual blocks: He et al.'s basic block; BatchNorm in encoder/decoder, no normalization and LeakyReLU(0.2)
   in the discriminator (so real and generated images can share one discriminator pass exactly); channels
   (32, 64, 128), one block per stage.

@@ -15,7 +15,8 @@ between; training stops when fewer than ``tol`` of the assignments changed betwe
 Keras reimplementation by IDEC's authors, and IDEC's own code): a d-500-500-2000-10 autoencoder, k-means with 20 restarts to initialize the centers,
 SGD(lr 0.01, momentum 0.9), ``update_interval`` 140 on MNIST and 30 on USPS, ``tol`` 0.1%, ``maxiter`` 20000,
 batch 256. (The DEC authors' Caffe code, piiswrong/dec, updates the targets every 20 iterations, starts a new
-SGD solver, with fresh momentum, at each update, and has no ``maxiter``.)
+SGD solver, with fresh momentum, at each update, has no ``maxiter``, and trains the biases at twice the lr,
+``blobs_lr: 2``: not reproduced here, as DEC-keras has no such multiplier.)
 
 The pretraining is not the papers': the configs pretrain end to end, for 200 epochs (Digits: 50) with Adam 1e-3,
 batch 256 (DEKM's official schedule, with Glorot instead of its uniform initialization; one pretraining shared by
