@@ -58,8 +58,9 @@ RECIPES = {
                                 "--model.init_args.optimizer.momentum", "0.9"], 300,
                   "DEC-keras' MNIST recipe: SGD lr 1 momentum 0.9, fan-in uniform init, batch 256", {}),
     "dec-paper": ("sae", [], None, "the DEC paper's: stacked denoising autoencoder trained greedily layer by layer, then "
-                  "fine-tuned, SGD momentum 0.9, configs/sae/<data>.yaml (MNIST: lr 0.1, momentum burn-in 1000 steps, "
-                  "4 x 183 + 365 epochs, lr / 10 every 20000 steps, pixels x 0.02; Digits: lr 6.4, 4 x 50 + 150 epochs)",
+                  "fine-tuned, SGD momentum 0.9, configs/sae/<data>.yaml (MNIST: lr 0.1, momentum burn-in 1000 "
+                  "steps, 4 x 183 + 365 epochs, lr / 10 every 20000 steps, pixels x 0.02; Digits: lr 6.4, 4 x 50 + "
+                  "150 epochs)",
                   {"mnist": ["--data.init_args.scale", "5.1"]}),
 }
 #: ACC / NMI in % as printed in the papers (IDEC paper, Table 2; DEC paper, Table 2: ACC only).

@@ -22,7 +22,7 @@ import warnings
 from contextlib import contextmanager, nullcontext
 from importlib.metadata import version
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import lightning.pytorch as pl
 import torch
@@ -450,10 +450,11 @@ def _resolve_short_names(argv: list[str]) -> list[str]:
     return out
 
 
-def _check_config_file(path: str):
+def _check_config_file(path: str) -> Any:
     """One line for two mistakes in a config file that jsonargparse names obscurely (found by probing): a YAML
     error ("in <unicode string>", no file named), and a setting beside ``class_path`` instead of under ``init_args``
-    ("model must be null", "Callback has no setting 'class_path'")."""
+    ("model must be null", "Callback has no setting 'class_path'"). Returns the file's parsed YAML (None when there is
+    no such file)."""
     import yaml
 
     file = Path(path).expanduser()

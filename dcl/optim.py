@@ -123,7 +123,7 @@ class CaffeStepLR(torch.optim.lr_scheduler.LambdaLR):
                  momentum_burnin: int = 0) -> None:
         if momentum_burnin and any("momentum" not in g for g in optimizer.param_groups):
             raise ValueError(f"a momentum burn-in needs an optimizer with momentum (SGD, RMSprop), got "
-                             f"{type(optimizer).__name__}: set the burn-in to 0")
+                             f"{type(optimizer).__name__}")
         self.momentum_burnin = momentum_burnin
         self.base_momentums = [g.get("momentum", 0.0) for g in optimizer.param_groups]
         super().__init__(optimizer, lambda i: gamma ** (i // step_size) if step_size else 1.0)

@@ -16,14 +16,15 @@ assignments changed between two updates, or after ``maxiter`` iterations. Predic
 the final embedding (nearest k-means center; the orthonormal V preserves distances, so predicting in the
 rotated space gives the same labels).
 
-Defaults are the official code's (GitHub ``spdj2271/DEKM``, ``DEKM.py`` for images, ``DEKM_dense.py`` for
-vectors): conv autoencoder Conv(32,5,s2)-Conv(64,5,s2)-Conv(128,3,s2)-Dense(10), mirrored, for images and a
-d-500-500-2000-10 dense one for vectors; pretraining 200 epochs, batch 256, Adam (Keras defaults: lr 1e-3,
-eps 1e-7, here added where PyTorch adds it, to the bias-corrected sqrt(v): Keras adds it to the uncorrected one,
-worth 3.2e-6 of PyTorch's eps at the first step and falling to 1e-7; ``dcl.optim.KerasAdam`` is Keras' update); clustering with Adam (same), batch 256, ``update_interval`` 40 (conv) / 10 (dense), at most
-14000 iterations, stop at <= 0.5% changed assignments; k-means with 100 restarts first, then
-``2 x`` the previous run's iteration count as restarts; Keras' ``'uniform'`` initializer U(-0.05, 0.05) on
-the layers where the official code sets it (the encoder's convs; every dense layer of the dense AE).
+Defaults are the official code's (GitHub ``spdj2271/DEKM``, ``DEKM.py`` for images, ``DEKM_dense.py`` for vectors):
+conv autoencoder Conv(32,5,s2)-Conv(64,5,s2)-Conv(128,3,s2)-Dense(10), mirrored, for images and a d-500-500-2000-10
+dense one for vectors; pretraining 200 epochs, batch 256, Adam (Keras defaults: lr 1e-3, eps 1e-7, here added where
+PyTorch adds it, to the bias-corrected sqrt(v): Keras adds it to the uncorrected one, worth 3.2e-6 of PyTorch's eps
+at the first step and falling to 1e-7; ``dcl.optim.KerasAdam`` is Keras' update); clustering with Adam (same), batch
+256, ``update_interval`` 40 (conv) / 10 (dense), at most 14000 iterations, stop at <= 0.5% changed assignments;
+k-means with 100 restarts first, then ``2 x`` the previous run's iteration count as restarts; Keras' ``'uniform'``
+initializer U(-0.05, 0.05) on the layers where the official code sets it (the encoder's convs; every dense layer of
+the dense AE).
 
 Choices where the paper or the code is silent, or where we deviate on purpose:
 

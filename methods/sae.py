@@ -7,24 +7,25 @@ autoencoder of the previous pair's (frozen) output: pair i encodes ``h_i`` into 
 
     h_{i+1} = g(W_i dropout(h_i) + b_i),   loss = ||h_i - g'(W'_i dropout(h_{i+1}) + b'_i)||^2 / 2
 
-with ReLU for g and g' except where a linear layer is needed (the code ``h_L`` and the reconstruction of the
-data ``h_0``), dropout rate 0.2 (not on the data, nor on the code: ``pretrain.py``), ``layer_epochs`` epochs per
-pair. The pairs are then stacked into the deep autoencoder, which is fine-tuned without dropout for the rest of
-the fit. The loss is the EuclideanLoss of the authors' Caffe fork, half the squared error averaged over the batch's
-elements (``euclidean_loss_layer.cpp`` divides by the blob's count, where upstream Caffe divides by the batch
-size: a loss 784x smaller on MNIST's pixels), for which the paper's SGD (lr 0.1, momentum 0.9, divided by 10 every 20000 iterations, no weight decay,
-batch 256) is set; biases learn at twice the rate (``blobs_lr: 2``), weights start N(0, 0.01^2), and every pair
-and the fine-tuning start a new solver (fresh momentum, the lr schedule from its start) whose momentum rises from 0
-to 0.9 over its first 1000 steps (``momentum_burnin``, an option of the authors' Caffe fork, ``solver.cpp``:
-``momentum x step / momentum_burnin``). Until 2026-12-04 dcl divided the loss by the batch size, upstream Caffe's
-EuclideanLoss: at the paper's lr 0.1 the first pair on MNIST's pixels x 0.02 then went from weights of std 0.01 to
-460 in 5 steps (to NaN in 100 with the burn-in), every unit of its code dead, and a whole 1097-epoch run ended at
-chance (``benchmarks/results/sae_mnist.md``). The paper's budget:
+with ReLU for g and g' except where a linear layer is needed (the code ``h_L`` and the reconstruction of the data
+``h_0``), dropout rate 0.2 (not on the data, nor on the code: ``pretrain.py``), ``layer_epochs`` epochs per pair.
+The pairs are then stacked into the deep autoencoder, which is fine-tuned without dropout for the rest of the fit.
+The loss is the EuclideanLoss of the authors' Caffe fork, half the squared error averaged over the batch's elements
+(``euclidean_loss_layer.cpp`` divides by the blob's count, where upstream Caffe divides by the batch size: a loss
+784x smaller on MNIST's pixels), for which the paper's SGD (lr 0.1, momentum 0.9, divided by 10 every 20000
+iterations, no weight decay, batch 256) is set; biases learn at twice the rate (``blobs_lr: 2``), weights start N(0,
+0.01^2), and every pair and the fine-tuning start a new solver (fresh momentum, the lr schedule from its start)
+whose momentum rises from 0 to 0.9 over its first 1000 steps (``momentum_burnin``, an option of the authors' Caffe
+fork, ``solver.cpp``: ``momentum x step / momentum_burnin``). Until 2026-12-04 dcl divided the loss by the batch
+size, upstream Caffe's EuclideanLoss: at the paper's lr 0.1 the first pair on MNIST's pixels x 0.02 then went from
+weights of std 0.01 to 460 in 5 steps (to NaN in 100 with the burn-in), every unit of its code dead, and a whole
+1097-epoch run ended at chance (``benchmarks/results/sae_mnist.md``). The paper's budget:
 50000 iterations a pair, 100000 of fine-tuning; on MNIST's 70000 samples at batch 256 (274 steps an epoch) that
 is ``layer_epochs: 183`` and 365 fine-tuning epochs (``configs/sae/mnist.yaml``). piiswrong/dec feeds MNIST as
 0.02 x its 0-255 pixels (``data.init_args.scale: 5.1`` of the MNIST datamodule).
 
-Not reproduced: the pretraining on MNIST's 60000 training images only (here the data set clustered, as every dcl pretraining).
+Not reproduced: the pretraining on MNIST's 60000 training images only (here the data set clustered, as every dcl
+pretraining).
 
 Pass the checkpoint to DEC, IDEC or DEKM (``autoencoder: mlp``) as ``model.init_args.pretrained`` to start them from the
 paper's pretraining (the autoencoder's weights are the same as every dcl MLP autoencoder's), on data scaled as it
@@ -83,15 +84,18 @@ class SAE(AEKMeans):
     def __init__(self, n_clusters: int, input_shape: Sequence[int], latent_dim: int = 10,
                  hidden_dims: Sequence[int] = (500, 500, 2000), activation: str = "relu", layer_epochs: int = 183,
                  dropout: float = 0.2, lr_step: int = 20000, lr_gamma: float = 0.1, bias_lr_mult: float = 2.0,
-                 momentum_burnin: int = 1000, pretrained: str | None = None, optimizer: OptimizerFactory | None = None, kmeans_n_init: int = 10,
+                 momentum_burnin: int = 1000, pretrained: str | None = None,
+                 optimizer: OptimizerFactory | None = None, kmeans_n_init: int = 10,
                  weight_init: str = "small_normal") -> None:
         if layer_epochs < 0 or lr_step < 0 or momentum_burnin < 0:
             raise ConfigError(f"SAE needs layer_epochs >= 0, lr_step >= 0 and momentum_burnin >= 0, got "
                               f"{layer_epochs}, {lr_step} and {momentum_burnin}")
-        if momentum_burnin and optimizer is not None and \
-                "momentum" not in optimizer([torch.nn.Parameter(torch.zeros(1))]).defaults:
-            raise ConfigError("SAE's momentum_burnin raises the optimizer's momentum, and this optimizer has none: "
-                              "use one with momentum (SGD, RMSprop) or set model.init_args.momentum_burnin 0")
+        if momentum_burnin and optimizer is not None:  # the schedule's own refusal, before any training
+            try:
+                CaffeStepLR(optimizer([torch.nn.Parameter(torch.zeros(1))]), momentum_burnin=momentum_burnin)
+            except ValueError as err:
+                raise ConfigError(f"SAE's momentum_burnin: {err}; use one, or set model.init_args.momentum_burnin 0"
+                                  ) from None
         if not 0 <= dropout < 1 or lr_gamma <= 0 or bias_lr_mult <= 0:
             raise ConfigError(f"SAE needs 0 <= dropout < 1, lr_gamma > 0 and bias_lr_mult > 0, got {dropout}, "
                               f"{lr_gamma} and {bias_lr_mult}")

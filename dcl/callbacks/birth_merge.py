@@ -18,12 +18,12 @@ of the components' hard-assigned data, so that data-parallel training only all_r
   <= ``max_components``; best gains first.
 
 ``covariance="full"`` (default) tests with full-covariance Gaussians although the mixtures they serve may be
-diagonal: measured on autoencoder embeddings (Digits, USPS), diagonal Gaussians split every elongated,
-correlated cluster (K = 17-36 found for 10 classes whatever the penalty; ad hoc runs, not recorded), full ones do not (K = 9-12); the
-statistics are K x d x d (d = 10: 100 numbers per component), still cheap to all_reduce. The split of a single
-Gaussian is rejected by this criterion (a hard split of a Gaussian along its principal axis gains
-1/2 log(1/(1 - 2/pi)) = 0.51 nats per point, the assignment costs log 2 = 0.69), so births do not fragment a
-well-fit cluster, and the merge test merges back what a split should not have done. A DP mixture's
+diagonal: measured on autoencoder embeddings (Digits, USPS), diagonal Gaussians split every elongated, correlated
+cluster (K = 17-36 found for 10 classes whatever the penalty; ad hoc runs, not recorded), full ones do not (K =
+9-12); the statistics are K x d x d (d = 10: 100 numbers per component), still cheap to all_reduce. The split of a
+single Gaussian is rejected by this criterion (a hard split of a Gaussian along its principal axis gains 1/2
+log(1/(1 - 2/pi)) = 0.51 nats per point, the assignment costs log 2 = 0.69), so births do not fragment a well-fit
+cluster, and the merge test merges back what a split should not have done. A DP mixture's
 variational update afterwards re-weights the result.
 
 DDP: statistics are all_reduced; the scores are computed from them on every rank and rank 0's are broadcast,
