@@ -30,7 +30,8 @@ Pretraining recipes (``--recipe``): ``shared`` (the configs': Adam 1e-3, 200 epo
 official recipe), ``dec-keras`` (DEC-keras' MNIST recipe: SGD lr 1 momentum 0.9, 300 epochs, batch 256,
 ``weight_init: fan_in_uniform``) or ``dec-paper`` (the papers' own: the ``SAE`` method, greedy layer-wise with
 dropout then fine-tuning, as piiswrong/dec, whose weights IDEC's README uses; ``configs/sae/<data>.yaml``, by default
-for its max_epochs; on MNIST every fit of the seed reads the pixels x 0.02 as that code did).
+for its max_epochs; on MNIST every fit of the seed reads the pixels x 0.02 as that code did, and IDEC takes its
+paper's gamma 0.1 on them).
 """
 
 from __future__ import annotations
@@ -50,18 +51,22 @@ from results_table import fit_config
 
 ROOT = Path(__file__).resolve().parents[1]
 #: each pretraining recipe: the method whose ``configs/<method>/<data>.yaml`` pretrains, its ``dcl fit`` settings beyond
-#: that config, its default epochs, its description, and settings of every fit of the seed per data set (the scale)
+#: that config, its default epochs, its description, settings of every fit of the seed per data set (the scale), and
+#: settings of one method's fits per data set
 RECIPES = {
-    "shared": ("ae_kmeans", [], 200, "Adam 1e-3, batch 256", {}),
+    "shared": ("ae_kmeans", [], 200, "Adam 1e-3, batch 256", {}, {}),
     "dec-keras": ("ae_kmeans", ["--model.init_args.weight_init", "fan_in_uniform", "--model.init_args.optimizer",
                                 "torch.optim.SGD", "--model.init_args.optimizer.lr", "1.0",
                                 "--model.init_args.optimizer.momentum", "0.9"], 300,
-                  "DEC-keras' MNIST recipe: SGD lr 1 momentum 0.9, fan-in uniform init, batch 256", {}),
+                  "DEC-keras' MNIST recipe: SGD lr 1 momentum 0.9, fan-in uniform init, batch 256", {}, {}),
     "dec-paper": ("sae", [], None, "the DEC paper's: stacked denoising autoencoder trained greedily layer by layer, then "
                   "fine-tuned, SGD momentum 0.9, configs/sae/<data>.yaml (MNIST: lr 0.1, momentum burn-in 1000 "
                   "steps, 4 x 183 + 365 epochs, lr / 10 every 20000 steps, pixels x 0.02; Digits: lr 6.4, 4 x 50 + "
-                  "150 epochs)",
-                  {"mnist": ["--data.init_args.scale", "5.1"]}),
+                  "150 epochs; IDEC on MNIST at its paper's gamma 0.1)",
+                  {"mnist": ["--data.init_args.scale", "5.1"]},
+                  # the IDEC paper's gamma on those pixels: the config's 0.00384 is that balance on [0, 1] pixels
+                  # (0.1 / 5.1^2), and on pixels x 0.02 it would weigh the clustering loss 26x less than the paper
+                  {"mnist": {"idec": ["--model.init_args.gamma", "0.1"]}}),
 }
 #: ACC / NMI in % as printed in the papers (IDEC paper, Table 2; DEC paper, Table 2: ACC only).
 PAPER = {("dec", "mnist"): (84.30, None), ("idec", "mnist"): (88.06, 86.72), ("idec", "usps"): (76.05, 78.46)}
@@ -168,7 +173,8 @@ def main() -> None:
     p.add_argument("--tag", default="", help="write shared_pretraining_<data>..._<tag>.{json,md} (e.g. gpu), a record "
                    "kept beside the others")
     args = p.parse_args()
-    recipe_method, recipe_args, recipe_epochs, recipe_text, data_args = RECIPES[args.recipe]
+    recipe_method, recipe_args, recipe_epochs, recipe_text, data_args, method_args = RECIPES[args.recipe]
+    method_args = method_args.get(args.data, {})
     seed_args = data_args.get(args.data, [])
     if args.scale is not None:
         seed_args = [*seed_args, "--data.init_args.scale", f"{args.scale:g}"]
@@ -191,7 +197,8 @@ def main() -> None:
     settings = {"ae_kmeans": {"config": recipe_config, "model": config_settings(recipe_config), "args": recipe_args}}
     for spec in args.methods:
         method, variant_args, _ = method_variant(spec)
-        settings[spec] = {"config": f"configs/{method}/{args.data}.yaml", "args": variant_args,
+        settings[spec] = {"config": f"configs/{method}/{args.data}.yaml",
+                          "args": [*method_args.get(method, []), *variant_args],
                           "model": config_settings(f"configs/{method}/{args.data}.yaml")}
     recorded = json.loads(out_json.read_text()) if out_json.is_file() else {}
     if args.merge:
@@ -206,7 +213,7 @@ def main() -> None:
         for spec in args.methods:
             method, variant_args, folder = method_variant(spec)
             extra = ["--model.init_args.pretrained", str(ckpt), "--trainer.max_epochs", "100000", *seed_args,
-                     *METHOD_ARGS.get(method, [])]
+                     *METHOD_ARGS.get(method, []), *method_args.get(method, [])]
             if args.maxiter:
                 extra += ["--model.init_args.maxiter", str(args.maxiter)]
             runs[spec].append(fit(f"configs/{method}/{args.data}.yaml", work / f"s{seed}" / folder, seed,

@@ -1,6 +1,6 @@
 """benchmarks/shared_pretraining.py's ``--merge`` keeps every recorded seed, and refuses before any fit a merge that
-would drop some or mix runs of an edited config (no training: its ``fit`` is replaced by one that returns fixed
-scores)."""
+would drop some or mix runs of an edited config; the DEC paper's recipe gives IDEC its paper's gamma on its pixels
+(no training: its ``fit`` is replaced by one that returns fixed scores)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def bench(tmp_path, monkeypatch):
     def fake_fit(config, run, seed, extra):
         run.mkdir(parents=True, exist_ok=True)
         (run / "last.ckpt").touch()
-        fits.append((config, seed))
+        fits.append((config, seed, extra))
         return {"acc": 80.0 + seed, "nmi": 70.0, "ari": 60.0, "wall_s": 1.0, "command": ""}
 
     monkeypatch.setattr(shared_pretraining, "fit", fake_fit)
@@ -70,3 +70,23 @@ def test_merge_refuses_runs_of_an_edited_config(bench, tmp_path):
     with pytest.raises(SystemExit, match="without the settings of their configs"):
         main("--seeds", "1", "--methods", "idec", "--merge")
     assert fits == []
+
+
+def test_the_dec_paper_recipe_runs_idec_at_its_papers_gamma_on_its_pixels(bench, tmp_path, monkeypatch):
+    _, fits = bench
+    monkeypatch.setattr(sys, "argv", ["shared_pretraining.py", "mnist", "--recipe", "dec-paper", "--seeds", "0",
+                                      "--methods", "dec", "idec", "idec:gamma=0.00384"])
+    shared_pretraining.main()
+
+    def setting(extra, key):  # the value a dcl fit takes: the last one given
+        return [extra[i + 1] for i, a in enumerate(extra) if a == key][-1:]
+
+    (sae, _, sae_args), (_, _, dec), (_, _, idec), (_, _, variant) = fits
+    assert sae == "configs/sae/mnist.yaml"
+    # every fit on pixels x 0.02, as the authors' code; IDEC at gamma 0.1 there (the config's 0.00384 is that balance
+    # on [0, 1] pixels), a variant at its own
+    assert all(setting(a, "--data.init_args.scale") == ["5.1"] for a in (sae_args, dec, idec, variant))
+    assert setting(dec, "--model.init_args.gamma") == [] and setting(idec, "--model.init_args.gamma") == ["0.1"]
+    assert setting(variant, "--model.init_args.gamma") == ["0.00384"]
+    record = json.loads((tmp_path / "benchmarks/results/shared_pretraining_mnist_dec_paper.json").read_text())
+    assert record["settings"]["idec"]["args"] == ["--model.init_args.gamma", "0.1"]
