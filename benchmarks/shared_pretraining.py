@@ -167,8 +167,8 @@ def main() -> None:
                    help="default: the recipe's (200 shared, 300 dec-keras, the config's max_epochs dec-paper)")
     p.add_argument("--maxiter", type=int, default=None, help="cap on clustering steps (default: the config's)")
     p.add_argument("--scale", type=float, default=None,
-                   help="every fit reads pixels x scale / 255 (MNIST's data.init_args.scale; IDEC's and the DEC paper's "
-                        "code: 5.1)")
+                   help="every fit reads pixels x scale / 255 (MNIST's data.init_args.scale; IDEC's and the DEC "
+                        "paper's code: 5.1, where IDEC keeps the config's balance at idec:gamma=0.1)")
     p.add_argument("--merge", action="store_true", help="keep the other seeds recorded in the results file")
     p.add_argument("--tag", default="", help="write shared_pretraining_<data>..._<tag>.{json,md} (e.g. gpu), a record "
                    "kept beside the others")
