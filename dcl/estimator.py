@@ -321,7 +321,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         self.model_ = model
         self.n_clusters_ = int(model.n_clusters)
         self.cluster_centers_ = centers
-        self._n_features_out = int(model.embedding_dim)
+        self._n_features_out = z.shape[1]  # the embedding's own width: DCFAE's dense net maps latent_dim to another
         self.labels_ = labels
         warning = one_cluster_warning(len(np.unique(labels)), self.n_clusters_)  # as dcl fit says it
         if warning:

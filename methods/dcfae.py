@@ -297,10 +297,11 @@ class DCFAE(ClusteringMethod):
                  generator_steps: int = 1, discriminator_steps: int = 1,
                  gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm",
                  kmeans_n_init: int = 10, residual: bool = True) -> None:
+        # the base's embedding is phase 1's, the latent; phase 2's k-means resizes the centers to embedding_dim
         super().__init__(n_clusters, input_shape, latent_dim, kmeans_n_init)
         image_shape(self.input_shape, "DCFAE", ConfigError)
-        if latent_dim < 1 or embedding_dim < 1:
-            raise ConfigError(f"latent_dim and embedding_dim must be >= 1, got {latent_dim} and {embedding_dim}")
+        if not isinstance(embedding_dim, int) or embedding_dim < 1:
+            raise ConfigError(f"embedding_dim must be an integer >= 1, got {embedding_dim!r}")
         if min(kl_weight, pixel_weight, feature_weight, adversarial_weight) < 0:
             raise ConfigError("the balance weights (kl_weight, pixel_weight, feature_weight, adversarial_weight) "
                               "must be >= 0")

@@ -147,6 +147,10 @@ def test_bad_configuration_is_a_config_error():
         DCFAE(10, (1, 8, 8), generator_steps=0)
     with pytest.raises(ConfigError, match="input_similarity"):
         DCFAE(10, (1, 8, 8), input_similarity="cosine")
+    with pytest.raises(ConfigError, match="embedding_dim must be an integer >= 1, got 0"):
+        DCFAE(10, (1, 8, 8), embedding_dim=0)
+    with pytest.raises(ConfigError, match=r"embedding size \(latent_dim\) must be an integer >= 1, got 0"):
+        DCFAE(10, (1, 8, 8), latent_dim=0)
 
 
 def test_bernoulli_pixel_loss_refuses_pixels_outside_0_1(tmp_path):

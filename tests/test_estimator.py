@@ -15,6 +15,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import dcl
 from dcl.estimator import DeepClusterer, InMemory
+from conftest import DCFAE_TINY
 
 # The smallest budget that still learns: a one-hidden-layer autoencoder, one pretraining epoch, DEC after it.
 TINY = dict(hidden_dims=[16], latent_dim=2, pretrain_epochs=1, update_interval=2, kmeans_n_init=2)
@@ -204,6 +205,10 @@ def test_images_are_accepted():
     assert est.model_.input_shape == (1, 8, 8) and est.transform(x).shape == (24, 2)
     with pytest.raises(ValueError, match="shape"):
         est.predict(x.reshape(24, 1, 4, 16))
+    # DCFAE's embedding is its dense network's output, not its latent: the feature names follow transform's columns
+    dcfae = DeepClusterer("dcfae", n_clusters=2, max_epochs=2, batch_size=8, random_state=0,
+                          method_args=dict(DCFAE_TINY, fae_epochs=1)).fit(x)
+    assert dcfae.transform(x).shape == (24, 3) and len(dcfae.get_feature_names_out()) == 3
     # (found by probing: flat samples were "64 features, but DeepClusterer is expecting 1", its channels)
     with pytest.raises(ValueError, match=r"samples of shape \(64,\), but DeepClusterer was fitted on samples of "
                                          r"shape \(1, 8, 8\)"):
