@@ -148,6 +148,16 @@ def is_number(text: str) -> bool:
     return True
 
 
+def _missing_object(value) -> bool:
+    """None, NaN or pandas' NA (whose truth value is ambiguous), as an object array holds them."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError):
+        return True
+
+
 def _factorize(values: np.ndarray) -> tuple[list, np.ndarray]:
     """The distinct values (in order of first appearance) and, for each value, its index among them: a hash table
     over the values as Python objects, ~0.25 s per million labels (np.unique sorts the fixed-width strings: ~1 s)."""
@@ -165,8 +175,8 @@ def class_ids(y: np.ndarray, what: str) -> tuple[np.ndarray, list[str] | None]:
         distinct, inverse = _factorize(y if y.dtype.kind == "U" else y.astype(str))
         text = np.char.strip(np.array(distinct, dtype=str))  # each distinct label, stripped
         known = (~np.isin(np.char.lower(text), ("", *MISSING)))[inverse]
-        if y.dtype.kind == "O" and "None" in distinct:  # Python's None (a pandas object column's missing value) is
-            known &= np.array([v is not None for v in y], dtype=bool)  # not the class "None"
+        if y.dtype.kind == "O" and {"None", "<NA>"} & set(distinct):  # Python's None and pandas' NA (an object
+            known &= np.array([not _missing_object(v) for v in y], dtype=bool)  # column's) are not classes "None"...
         number = np.array([is_number(t) for t in text.tolist()], dtype=bool)
 
         def occurring() -> np.ndarray:  # which distinct labels some known label is

@@ -22,37 +22,26 @@ def confusion(preds: Tensor, target: Tensor) -> Tensor:
     return torch.bincount(p * kt + t, minlength=kp * kt).reshape(kp, kt)
 
 
-def _missing(value) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(value != value) or bool(value == "")  # NaN, an empty name
-    except (TypeError, ValueError):  # pandas' NA, whose truth value is ambiguous
-        return True
-
-
 def label_codes(labels) -> Tensor:
     """A 1-D int64 tensor of labels from an array-like: integers as they are; names (strings, or the objects of a
-    pandas column) numbered 0.. in their sorted order; missing entries (None, NaN, "", pandas' NA) -1, unlabeled."""
+    pandas column) numbered 0.. in their sorted order; missing entries (None, NaN, "", "NA", pandas' NA) -1,
+    unlabeled."""
     return coded_labels(labels)[0]
 
 
 def coded_labels(labels) -> tuple[Tensor, list[str] | None]:
     """:func:`label_codes`, and the names its codes number (``names[code]``), or None when the labels are not
-    names."""
+    names. Labels given as text or objects are read as a data file's (``dcl.datamodule.class_ids``: "NA", "n/a",
+    "nan" and a negative number among names are unknown too), so that scores match the fit's own."""
     if torch.is_tensor(labels):
         return labels, None
     a = np.asarray(labels)
     if a.dtype.kind in "biuf":
         return torch.as_tensor(a), None
-    values = a.tolist() if a.ndim == 1 else [labels]  # (a shape error follows from the caller)
-    missing = [_missing(v) for v in values]
-    present = [v for v, m in zip(values, missing) if not m]
-    if all(isinstance(v, (int, float, np.integer, np.floating)) and float(v).is_integer() for v in present):
-        return torch.tensor([-1 if m else int(v) for v, m in zip(values, missing)], dtype=torch.long), None
-    names = sorted({str(v) for v in present})
-    index = {name: i for i, name in enumerate(names)}
-    return torch.tensor([-1 if m else index[str(v)] for v, m in zip(values, missing)], dtype=torch.long), names
+    from dcl.datamodule import class_ids  # (imports Lightning: only for labels given as text)
+
+    codes, names = class_ids(a.reshape(-1), "labels")
+    return torch.from_numpy(codes).reshape(a.shape), names
 
 
 def _labelings(preds, target) -> tuple[Tensor, Tensor]:

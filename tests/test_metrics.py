@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from dcl.metrics import ClusterAccuracy, cluster_accuracy, clustering_scores, embedding_silhouette
+from dcl.metrics import ClusterAccuracy, cluster_accuracy, clustering_scores, embedding_silhouette, label_codes
 
 
 def brute_force_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
@@ -175,3 +175,35 @@ def test_labels_given_as_names_score_as_their_integer_codes():
     partly[60:70] = ""
     known = clustering_scores(pred[70:], true[70:])
     assert clustering_scores(pred, partly) == known == clustering_scores(pred, np.r_[np.full(70, -1), true[70:]])
+
+
+class _PandasNA:
+    """pandas' NA as an object column holds it (pandas is not a dependency): comparisons give NA, truth is
+    ambiguous, and its text is "<NA>"."""
+
+    def __eq__(self, other):
+        return _PandasNA()
+
+    __ne__ = __eq__
+
+    def __bool__(self):
+        raise TypeError("boolean value of NA is ambiguous")
+
+    def __str__(self):
+        return "<NA>"
+
+
+def test_labels_given_as_text_are_read_as_the_fits_own():
+    """Found by an audit: the fit read "NA", "n/a", "nan" and a negative number among names as unknown
+    (dcl.datamodule.class_ids), clustering_scores as classes of their own, so the two scored the same labels apart."""
+    from dcl.datamodule import class_ids
+
+    rng = np.random.default_rng(1)
+    true = rng.integers(0, 3, size=120)
+    pred = np.where(rng.random(120) < 0.7, true, rng.integers(0, 3, size=120))
+    text = np.array(["cat", "dog", "eel"], dtype=object)[true]
+    text[:10], text[10:20], text[20:30], text[30:40], text[40:50] = "NA", "n/a", "-1", None, _PandasNA()
+    ids, names = class_ids(text, "labels")
+    assert names == ["cat", "dog", "eel"] and (ids[:50] == -1).all()
+    assert clustering_scores(pred, text) == clustering_scores(pred[50:], true[50:])
+    assert label_codes(text).tolist() == ids.tolist()
