@@ -16,7 +16,6 @@ from lightning.pytorch.utilities import rank_zero_warn
 from dcl.datamodule import MISSING, ClusteringDataModule, DataError, class_ids, is_number
 
 SUFFIXES = (".npy", ".npz", ".csv", ".pt", ".pth")
-#: how R, pandas and spreadsheets write a missing value in a text file (an unknown label; not a feature value)
 #: text files are UTF-8, with or without the byte-order mark that spreadsheet programs write first
 ENCODING = "utf-8-sig"
 #: separators of other "CSV" dialects (European spreadsheets write ";"), named in errors (as are spaces between

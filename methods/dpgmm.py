@@ -138,7 +138,7 @@ class DPGMM(AutoencoderMethod):
         alpha0: concentration of the Beta(1, alpha0) sticks (1.0).
         js_alpha: skew of the alpha-JS divergence (0.5: symmetric).
         js_form: ``paper`` ((1 - a) KL(q || G) + a KL(p_k || G), the mean terms the paper quotes) or ``dual``
-            ((1 - a) KL(G || q) + a KL(G || p_k), the form in ``../shared/METHODS.md``), G the geometric mean.
+            ((1 - a) KL(G || q) + a KL(G || p_k), the form our method notes first wrote), G the geometric mean.
         gamma: weight of the alpha-JS clustering loss (0.01).
         update_interval: clustering steps between DP-GMM refits (ClusterUpdate).
         vb_iters: coordinate-ascent iterations per refit.

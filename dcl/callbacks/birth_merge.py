@@ -289,7 +289,8 @@ def birth_merge_round(z: Tensor, labels: Tensor, k: int, *, min_weight: float = 
 
 def birth_merge(z: Tensor, labels: Tensor, k: int, rounds: int = 1, **kwargs) -> BirthMergeResult:
     """Up to ``rounds`` rounds of :func:`birth_merge_round`, re-assigning the data to the new mixture (hard,
-    diagonal Gaussians fitted to the statistics) between rounds; stops early when a round changes nothing."""
+    to the Gaussians fitted to the statistics: full or diagonal, ``covariance``) between rounds; stops early when a
+    round changes nothing."""
     distributed = kwargs.pop("distributed", None)
     if distributed is None:
         distributed = is_distributed()
@@ -317,8 +318,8 @@ class BirthMerge(Callback):
     Runs once right after the clustering phase starts (after the method's first mixture fit, ``first_rounds``
     rounds, so that the first epoch already trains with a sensible K), then at the end of every
     ``every_n_epochs``-th epoch of the clustering phase, or after every ``every_n_steps``-th training step
-    (``rounds`` rounds). Logs ``train/k``, ``train/births``, ``train/merges``, ``train/deaths``; keeps the K
-    history (epoch, step, K after) in its state.
+    (``rounds`` rounds). Logs ``train/births``, ``train/merges``, ``train/deaths`` (``train/k`` is the method's, every
+    training epoch); keeps the K history (epoch, step, K after) in its state.
 
     A schedule in steps keeps the number of gradient steps between two moves independent of the data set's
     size (an epoch of a million samples is a long time between moves). It is not a cure for a collapsing K: on

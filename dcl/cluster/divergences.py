@@ -25,8 +25,8 @@ aJS_alpha(p || q) = aJS_{1-alpha}(q || p)); at the limits it is a KL divergence:
 alpha = 0 gives G = q and aJS = KL(p || q), alpha = 1 gives G = p and aJS = KL(q || p).
 
 ``dual=True`` gives that dual instead, (1 - alpha) KL(G_alpha || p) + alpha KL(G_alpha || q), the form
-``../shared/METHODS.md`` writes (Deasy et al.'s JS*): also zero iff p = q; at alpha = 0 it is KL(q || p), the reverse
-of the default's. DPGMM's ``js_form`` chooses between the two.
+this project's method notes first wrote (Deasy et al.'s JS*): also zero iff p = q; at alpha = 0 it is KL(q || p), the
+reverse of the default's. DPGMM's ``js_form`` chooses between the two.
 
 ``skew=False`` gives Nielsen's unskewed weighting G_alpha ∝ p^(1 - alpha) q^alpha, which vanishes at both limits
 (aJS / alpha -> KL(q || p) as alpha -> 0); it equals the skewed one at alpha = 1/2.
@@ -74,10 +74,8 @@ def alpha_js_divergence(mu1: Tensor, var1: Tensor, mu2: Tensor, var2: Tensor, al
     if dual:
         return ((1.0 - alpha) * kl_diag_gaussians(mu_a, var_a, mu1, var1)
                 + alpha * kl_diag_gaussians(mu_a, var_a, mu2, var2))
-    terms = (((1.0 - alpha) * var1 + alpha * var2) / var_a
-             + (1.0 - alpha) * (mu1 - mu_a).pow(2) / var_a + alpha * (mu2 - mu_a).pow(2) / var_a
-             + var_a.log() - (1.0 - alpha) * var1.log() - alpha * var2.log() - 1.0)
-    return 0.5 * terms.sum(dim=-1)
+    return ((1.0 - alpha) * kl_diag_gaussians(mu1, var1, mu_a, var_a)
+            + alpha * kl_diag_gaussians(mu2, var2, mu_a, var_a))
 
 
 def alpha_js_clustering_loss(mu: Tensor, var: Tensor, resp: Tensor, means: Tensor, variances: Tensor,
