@@ -526,7 +526,7 @@ def write(method: str, data: str, runs: list[dict], env: dict | None = None) -> 
              "| partition | ACC | NMI | ARI |", "|---|---|---|---|"]
     stopped = [r for r in runs if r.get("stopped_by_time")]
     if stopped:
-        lines[2:2] = [f"**Stopped by the wall-time limit** (`--max-minutes`) before the budget above: seed(s) "
+        lines[2:2] = ["**Stopped by the wall-time limit** (`--max-minutes`) before the budget above: seed(s) "
                       + ", ".join(f"{r['seed']} after {r['epochs_run']} epochs" for r in stopped)
                       + " (no weight-averaging epoch; the scores are those of the last epoch run).", ""]
     for key, label in (("argmax_gamma", "argmax gamma (the method)"), ("kmeans_on_embedding",

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np

@@ -67,15 +67,13 @@ class InMemoryLoader:
     """
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False, transform: Callable[[Tensor], Tensor] | None = None,
-                 rows: Tensor | None = None) -> None:
+                 transform: Callable[[Tensor], Tensor] | None = None, rows: Tensor | None = None) -> None:
         if rows is not None and shuffle:
             raise ValueError("InMemoryLoader: rows restrict an ordered pass (shuffle=False)")
         self.x, self.y, self.rows = x, y, rows
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.drop_last = drop_last
         self.transform = transform
         self.sampler = _EpochSampler()
         self.batch_sampler = None  # Lightning inspects these two attributes of its loaders
@@ -100,12 +98,11 @@ class InMemoryLoader:
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         idx = self._indices()
-        stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
         contiguous = not self.shuffle and self.rows is None
         # (a restored pass only: Lightning goes on with the next epoch from a fit that max_steps cut inside one)
         first = self._resume_at if self.sampler.epoch == self._resume_epoch else 0
         self._yielded, self._resume_at = first, 0
-        for start in range(first * self.batch_size, stop, self.batch_size):
+        for start in range(first * self.batch_size, len(idx), self.batch_size):
             b = idx[start:start + self.batch_size]
             if contiguous:  # views, no copy
                 lo, hi = int(b[0]), int(b[-1]) + 1
@@ -129,12 +126,10 @@ class InMemoryLoader:
     @property
     def num_rows(self) -> int:
         """Samples this loader yields (on this rank) per pass."""
-        n = len(self._indices())
-        return n - n % self.batch_size if self.drop_last else n
+        return len(self._indices())
 
     def __len__(self) -> int:
-        n = len(self._indices())
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return math.ceil(len(self._indices()) / self.batch_size)
 
 
 MISSING = ("na", "n/a", "nan")  # how unknown values are written in text files

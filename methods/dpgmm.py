@@ -100,7 +100,7 @@ from torch import Tensor, nn
 from dcl.callbacks.birth_merge import BirthMerge, birth_merge, diag_of
 from dcl.callbacks.cluster_update import ClusterUpdate
 from dcl.cluster.divergences import alpha_js_clustering_loss
-from dcl.cluster.dpgmm import (DPGMMPosterior, DPGMMPrior, DPGMMResult, expected_weights, fit_dpgmm, make_prior, responsibilities,
+from dcl.cluster.dpgmm import (DPGMMPosterior, DPGMMPrior, DPGMMResult, fit_dpgmm, make_prior, responsibilities,
                                update_posterior)
 from dcl.distributed import broadcast_
 from dcl.method import AutoencoderMethod, ConfigError, OptimizerFactory, log_metrics_now
@@ -195,7 +195,6 @@ class DPGMM(AutoencoderMethod):
         super().__init__(max(2, k_init), input_shape, latent_dim, autoencoder, hidden_dims, activation,
                          pretrain_epochs, pretrained, pretrain_optimizer, optimizer, kmeans_n_init)
         self.save_hyperparameters(ignore=["pretrain_optimizer", "optimizer"])
-        self.n_clusters_hint = n_clusters
         self.max_components = max_components
         self.k_init = k_init
         self.alpha0 = alpha0
@@ -259,9 +258,6 @@ class DPGMM(AutoencoderMethod):
         prior = self.prior
         post = update_posterior(n[order].to(prior.m0), s1[order].to(prior.m0), s2[order].to(prior.m0), prior)
         self._set_posterior(post, prune=False)
-
-    def mixture_weights(self) -> Tensor:
-        return expected_weights(self.posterior)
 
     def assign(self, z: Tensor) -> Tensor:
         return responsibilities(z, self.posterior).to(z.dtype)

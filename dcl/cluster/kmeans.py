@@ -367,7 +367,6 @@ def _kmeans_plusplus(
         firsts.append(int(torch.randint(n_total, (1,), generator=gen).item()))
         draws.append([torch.rand(n_trials, generator=gen, dtype=torch.float64) for _ in range(1, k)])
     centers = torch.empty((n_runs, k, d), dtype=x.dtype, device=dev)
-    runs = torch.arange(n_runs, device=dev)
 
     centers[:, 0] = _fetch_rows(x, [g - offset if 0 <= g - offset < n else None for g in firsts], comm)
     closest = _sq_dists_small(x, x_sq, centers[:, 0])  # (R, N)

@@ -9,8 +9,8 @@ within-class spread, i.e. the one carrying the least cluster-structure informati
 assigned centroid's coordinate. Everything here is a function of tensors; the callback that calls it lives
 in :mod:`dcl.callbacks.eigen_update`.
 
-DDP: the scatter is a sum over samples, so shards can compute their partial sums and ``all_reduce`` them
-(``reduce=True``); the eigendecomposition then runs on identical matrices on every rank.
+DDP: ``EigenUpdate`` hands this the gathered embeddings of all samples, so the eigendecomposition runs on identical
+matrices on every rank.
 """
 
 from __future__ import annotations
@@ -19,20 +19,17 @@ import torch
 from torch import Tensor
 
 from dcl.cluster.matching import match_labels
-from dcl.distributed import all_reduce_sum_
 
 __all__ = ["within_class_scatter", "sorted_eigh", "dekm_targets", "dekm_loss", "match_to_previous"]
 
 
-def within_class_scatter(z: Tensor, labels: Tensor, centers: Tensor, reduce: bool = False,
-                         chunk_size: int = 65536) -> Tensor:
+def within_class_scatter(z: Tensor, labels: Tensor, centers: Tensor, chunk_size: int = 65536) -> Tensor:
     """``S_w = sum_i (z_i - mu_{l_i})(z_i - mu_{l_i})^T`` as a ``(d, d)`` float64 sum.
 
     Args:
-        z: ``(N, d)`` embeddings (this rank's shard when ``reduce``).
+        z: ``(N, d)`` embeddings.
         labels: ``(N,)`` cluster of each row, ids into ``centers``.
         centers: ``(K, d)`` the centers mu_c (k-means centers; the class means at a k-means fixed point).
-        reduce: all_reduce (SUM) the partial sums over the DDP ranks.
         chunk_size: rows per chunk (memory O(chunk_size x d)).
     """
     if z.dim() != 2 or centers.dim() != 2 or z.shape[1] != centers.shape[1]:
@@ -46,8 +43,6 @@ def within_class_scatter(z: Tensor, labels: Tensor, centers: Tensor, reduce: boo
     for start in range(0, z.shape[0], chunk_size):
         diff = z[start:start + chunk_size].to(torch.float64) - c64[labels[start:start + chunk_size]]
         s += diff.T @ diff
-    if reduce:
-        all_reduce_sum_(s)
     return s
 
 

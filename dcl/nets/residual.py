@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from dcl.nets.autoencoders import image_shape, make_activation
@@ -169,10 +168,6 @@ class ResidualDiscriminator(nn.Module):
         self.stages = nn.ModuleList(down_stages(channels, blocks_per_stage, norm, activation, residual))
         sh, sw = sizes[-1]
         self.head = nn.Linear(channels[-1] * sh * sw, 1)
-
-    @property
-    def n_features(self) -> int:
-        return len(self.stages)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         h = self.stem(x)
