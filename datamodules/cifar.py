@@ -48,15 +48,8 @@ class CIFAR10(SplitFilesDataModule):
         return [f for s in self.splits() for f in (self._train_files if s == "train" else self._test_files)]
 
     def _resolve(self) -> Path:
-        d = Path(self.data_dir).expanduser()
-        folder = d if d.name == self._folder else d / self._folder
-        if all((folder / f).is_file() for f in self._files()):
-            return folder
-        from torchvision import datasets  # only to fetch, or to name the archive
-
-        tv = getattr(datasets, self._tv_name)
-        return require_archive_files(type(self).__name__, folder, self._files(), download=self.download, url=tv.url,
-                                     filename=tv.filename, md5=tv.tgz_md5,
+        return require_archive_files(type(self).__name__, self.data_dir, self._folder, self._files(),
+                                     download=self.download, torchvision_name=self._tv_name,
                                      source="the python version, https://www.cs.toronto.edu/~kriz/cifar.html")
 
     def _read(self, path: Path) -> dict:

@@ -56,15 +56,8 @@ class STL10(ClusteringDataModule):
         return files + ["unlabeled_X.bin"] if self.include_unlabeled else files
 
     def _resolve(self) -> Path:
-        d = Path(self.data_dir).expanduser()
-        folder = d if d.name == self._folder else d / self._folder
-        if all((folder / f).is_file() for f in self._needed()):
-            return folder
-        from torchvision.datasets import STL10 as TorchSTL10  # only to fetch, or to name the archive
-
-        return require_archive_files("STL10", folder, self._needed(), download=self.download, url=TorchSTL10.url,
-                                     filename=TorchSTL10.filename, md5=TorchSTL10.tgz_md5,
-                                     source="2.6 GB, https://cs.stanford.edu/~acoates/stl10/")
+        return require_archive_files("STL10", self.data_dir, self._folder, self._needed(), download=self.download,
+                                     torchvision_name="STL10", source="2.6 GB, https://cs.stanford.edu/~acoates/stl10/")
 
     def _count(self, path: Path) -> int:
         nbytes = path.stat().st_size

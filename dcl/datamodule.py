@@ -456,17 +456,24 @@ def require_files(name: str, folder: str | Path, files: list[str], how_to_get: s
     return folder
 
 
-def require_archive_files(name: str, folder: Path, files: list[str], *, download: bool, url: str, filename: str,
-                          md5: str | None, source: str) -> Path:
-    """``folder`` once it holds ``files``, the contents of an archive that extracts into ``folder.parent``
-    (CIFAR, STL-10). With ``download`` the archive is fetched and extracted by torchvision; otherwise, or when
-    that leaves files missing, one DataError says what is missing and how to get it (``source``: where the
-    archive is published)."""
-    root = folder.parent
-    if download and not all((folder / f).is_file() for f in files):
+def require_archive_files(name: str, data_dir: str | Path, folder_name: str, files: list[str], *, download: bool,
+                          torchvision_name: str, source: str) -> Path:
+    """The folder ``folder_name`` (``data_dir`` itself, or in it) once it holds ``files``, the contents of an
+    archive that extracts into its parent (CIFAR, STL-10). With ``download`` the archive is fetched and extracted by
+    torchvision (its dataset class ``torchvision_name`` names the archive); otherwise, or when that leaves files
+    missing, one DataError says what is missing and how to get it (``source``: where the archive is published)."""
+    d = Path(data_dir).expanduser()
+    folder = d if d.name == folder_name else d / folder_name
+    if all((folder / f).is_file() for f in files):
+        return folder
+    from torchvision import datasets  # only to fetch, or to name the archive
+
+    tv = getattr(datasets, torchvision_name)
+    root, url, filename = folder.parent, tv.url, tv.filename
+    if download:
         from torchvision.datasets.utils import download_and_extract_archive
         try:
-            download_and_extract_archive(url, str(root), filename=filename, md5=md5)
+            download_and_extract_archive(url, str(root), filename=filename, md5=tv.tgz_md5)
         except (RuntimeError, OSError, EOFError, ValueError) as e:
             raise DataError(f"{name}: could not download {url} into {root.resolve()}: {e}; download and extract "
                             "it there by hand") from e
