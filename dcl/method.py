@@ -44,6 +44,7 @@ from dcl.distributed import (all_reduce_sum_, broadcast_, broadcast_norm_statist
 from dcl.files import not_a_file
 from dcl.metrics import clustering_scores, embedding_silhouette
 from dcl.nets import build_autoencoder
+from dcl.nets.autoencoders import init_layers_
 from dcl.optim import OptimizerFactory, check_optimizer, make_optimizer
 
 
@@ -883,29 +884,20 @@ def log_images_now(trainer: pl.Trainer, images: dict[str, Path]) -> None:
 AUTOENCODER_INITS = ("glorot", "fan_in_uniform", "small_normal")
 
 
-@torch.no_grad()
 def small_normal_init_(module: nn.Module, std: float = 0.01) -> nn.Module:
     """Every linear / conv layer: weights N(0, std^2), biases zero (the Gaussian filler, std 0.01, of the DEC
     paper's stacked autoencoder in piiswrong/dec)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-    return module
+    return init_layers_(module, lambda w: nn.init.normal_(w, 0.0, std))
 
 
-@torch.no_grad()
 def fan_in_uniform_init_(module: nn.Module) -> nn.Module:
     """Every linear / conv layer: weights U(-sqrt(1 / fan_in), sqrt(1 / fan_in)), biases zero (Keras'
     ``VarianceScaling(scale=1/3, mode='fan_in', distribution='uniform')``, which DEC-keras pretrains MNIST with)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            bound = math.sqrt(1.0 / m.weight[0].numel())  # fan_in as Keras counts it, for all three layer kinds
-            nn.init.uniform_(m.weight, -bound, bound)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-    return module
+    def uniform(w: Tensor) -> None:
+        bound = math.sqrt(1.0 / w[0].numel())  # fan_in as Keras counts it, for all three layer kinds
+        nn.init.uniform_(w, -bound, bound)
+
+    return init_layers_(module, uniform)
 
 
 class AutoencoderMethod(ClusteringMethod):
@@ -942,15 +934,12 @@ class AutoencoderMethod(ClusteringMethod):
         super().__init__(n_clusters, input_shape, latent_dim, kmeans_n_init, trainable_centers)
         if pretrain_epochs < 0:
             raise ConfigError(f"pretrain_epochs must be >= 0, got {pretrain_epochs}")
-        if weight_init not in AUTOENCODER_INITS:
-            raise ConfigError(f"weight_init must be one of {AUTOENCODER_INITS}, got {weight_init!r}")
+        if weight_init not in self.weight_inits:
+            raise ConfigError(f"weight_init must be one of {self.weight_inits}, got {weight_init!r}")
         check_optimizer(optimizer, "optimizer")
         check_optimizer(pretrain_optimizer, "pretrain_optimizer")
         self.autoencoder = self.make_autoencoder(autoencoder, latent_dim, hidden_dims, activation)
-        if weight_init == "fan_in_uniform":
-            fan_in_uniform_init_(self.autoencoder)
-        elif weight_init == "small_normal":
-            small_normal_init_(self.autoencoder)
+        self.init_weights(weight_init)  # before the pretrained weights, which replace them
         self.pretrain_epochs = 0 if pretrained else pretrain_epochs
         self.pretrained = pretrained
         self.pretrain_optimizer = pretrain_optimizer
@@ -969,6 +958,16 @@ class AutoencoderMethod(ClusteringMethod):
         backbone: ``pretrained`` weights are then loaded into yours."""
         kwargs = {"hidden_dims": tuple(hidden_dims)} if kind == "mlp" else {}
         return build_autoencoder(kind, self.input_shape, latent_dim, activation=activation, **kwargs)
+
+    #: the ``weight_init`` values this class takes (a subclass adds its own in :meth:`init_weights`)
+    weight_inits: tuple[str, ...] = AUTOENCODER_INITS
+
+    def init_weights(self, weight_init: str) -> None:
+        """Initialize the autoencoder built by :meth:`make_autoencoder` (``glorot``: as built)."""
+        if weight_init == "fan_in_uniform":
+            fan_in_uniform_init_(self.autoencoder)
+        elif weight_init == "small_normal":
+            small_normal_init_(self.autoencoder)
 
     def embed(self, x: Tensor) -> Tensor:
         return self.autoencoder.encoder(x)

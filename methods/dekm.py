@@ -62,18 +62,9 @@ from dcl.callbacks.eigen_update import EigenUpdate
 from dcl.cluster.kmeans import assign_nearest
 from dcl.cluster.scatter import dekm_loss, dekm_targets
 from dcl.distributed import sum_over_global_batch
-from dcl.method import AutoencoderMethod, ConfigError, loads_pretrained
-from dcl.nets.autoencoders import image_shape
+from dcl.method import AutoencoderMethod, ConfigError
+from dcl.nets.autoencoders import image_shape, init_layers_
 from dcl.optim import OptimizerFactory, make_optimizer
-
-WEIGHT_INITS = ("keras_uniform", "glorot")
-
-
-def keras_uniform_(module: nn.Module, limit: float = 0.05) -> None:
-    """Keras' ``'uniform'`` initializer: weights U(-limit, limit), biases zero."""
-    nn.init.uniform_(module.weight, -limit, limit)
-    if module.bias is not None:
-        nn.init.zeros_(module.bias)
 
 
 class DEKM(AutoencoderMethod):
@@ -124,18 +115,10 @@ class DEKM(AutoencoderMethod):
         if kmeans_n_init < 1 or kmeans_n_init_factor <= 0:
             raise ConfigError(f"kmeans_n_init must be >= 1 and kmeans_n_init_factor > 0, got {kmeans_n_init}, "
                               f"{kmeans_n_init_factor}")
-        if weight_init not in WEIGHT_INITS:
-            raise ConfigError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
+        self.autoencoder_kind = autoencoder  # (read by init_weights, which the base class calls)
         super().__init__(n_clusters, shape, latent_dim, autoencoder, hidden_dims, activation, pretrain_epochs,
-                         None, pretrain_optimizer, optimizer, kmeans_n_init)
+                         pretrained, pretrain_optimizer, optimizer, kmeans_n_init, weight_init=weight_init)
         self.save_hyperparameters(ignore=["pretrain_optimizer", "optimizer"])
-        if weight_init == "keras_uniform":
-            self._official_init(autoencoder)
-        if pretrained:  # after the initialization, which would overwrite it
-            self.pretrained, self.pretrain_epochs = pretrained, 0
-            if loads_pretrained():  # not when rebuilt to restore a checkpoint, which holds every weight
-                self.load_pretrained(pretrained)
-        self.autoencoder_kind = autoencoder
         self.update_interval = update_interval
         self.tol = tol
         self.maxiter = maxiter
@@ -149,13 +132,19 @@ class DEKM(AutoencoderMethod):
         self.register_buffer("cluster_labels", torch.empty(0, dtype=torch.long))
         self.register_buffer("cluster_steps", torch.tensor(0))
 
-    def _official_init(self, kind: str) -> None:
-        if kind == "conv":  # kernel_initializer='uniform' on the encoder's convs; Keras' glorot elsewhere
-            layers = [m for m in self.autoencoder.encoder.modules() if isinstance(m, nn.Conv2d)]
-        else:  # every Dense of DEKM_dense.py has kernel_initializer='uniform'
-            layers = [m for m in self.autoencoder.modules() if isinstance(m, nn.Linear)]
-        for m in layers:
-            keras_uniform_(m)
+    weight_inits = ("keras_uniform", "glorot")
+
+    def init_weights(self, weight_init: str) -> None:
+        """``keras_uniform``: Keras' ``'uniform'`` initializer, U(-0.05, 0.05) and zero biases, where the official
+        code sets it: every Dense of DEKM_dense.py; the encoder's convs of the conv network (Keras' glorot, dcl's
+        default, elsewhere)."""
+        if weight_init != "keras_uniform":
+            return super().init_weights(weight_init)
+        uniform = lambda w: nn.init.uniform_(w, -0.05, 0.05)  # noqa: E731
+        if self.autoencoder_kind == "conv":
+            init_layers_(self.autoencoder.encoder, uniform, kinds=(nn.Conv2d,))
+        else:
+            init_layers_(self.autoencoder, uniform, kinds=(nn.Linear,))
 
     def configure_callbacks(self):
         return [EigenUpdate(every_n_steps=self.update_interval, tol=self.tol, n_init=self.kmeans_n_init,

@@ -7,8 +7,9 @@ keys are the same for every method that uses it, so one pretraining serves DEC, 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU, "gelu": nn.GELU,
@@ -21,14 +22,21 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def glorot_init_(module: nn.Module) -> nn.Module:
-    """Glorot-uniform weights and zero biases, the Keras default that the official codes trained with."""
+@torch.no_grad()
+def init_layers_(module: nn.Module, init_weight: Callable[[Tensor], object],
+                 kinds: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)) -> nn.Module:
+    """Every layer of ``kinds`` in ``module``: weights by ``init_weight`` (in place), biases zero."""
     for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.xavier_uniform_(m.weight)
+        if isinstance(m, kinds):
+            init_weight(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     return module
+
+
+def glorot_init_(module: nn.Module) -> nn.Module:
+    """Glorot-uniform weights and zero biases, the Keras default that the official codes trained with."""
+    return init_layers_(module, nn.init.xavier_uniform_)
 
 
 def mlp(dims: Sequence[int], activation: str = "relu", last_activation: str | None = None) -> nn.Sequential:
