@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from dcl.cluster.scatter import sorted_eigh
 from dcl.files import atomic_write, run_dir
 from dcl.method import log_images_now
 from dcl.metrics import coded_labels, label_codes
@@ -48,10 +49,8 @@ def project_2d(z: Tensor, method: str = "pca", seed: int = 0) -> Tensor:
     if z.shape[1] == 2:
         return z.float()
     zc = z - z.mean(dim=0)
-    _, vecs = torch.linalg.eigh(zc.T @ zc)  # ascending eigenvalues: the last two columns span the top plane
-    top = vecs[:, [-1, -2]]
-    top = top * torch.sign(top[top.abs().argmax(dim=0), torch.arange(2)])  # fixed sign: same plot every time
-    return (zc @ top).float()
+    _, vecs = sorted_eigh(zc.T @ zc)  # ascending, signs fixed (the same plot every time): the last two span the top
+    return (zc @ vecs[:, [-1, -2]].to(zc)).float()
 
 
 def _figure(width: float, height: float):
