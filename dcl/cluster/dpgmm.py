@@ -266,20 +266,22 @@ def _entropy(log_r: Tensor) -> Tensor:
 def fit_dpgmm(z: Tensor, n_components: int | None = None, prior: DPGMMPrior | None = None, *,
               alpha0: float = 1.0, init: str | Tensor | DPGMMPosterior = "kmeans", max_iter: int = 200,
               tol: float = 1e-3, seed: int | None = 0, distributed: bool | None = None,
-              kmeans_n_init: int = 1, sort: bool = True) -> DPGMMResult:
+              kmeans_n_init: int = 1) -> DPGMMResult:
     """Fit the truncated DP-GMM by coordinate ascent on the ELBO.
 
     Args:
         z: (N, d) data (this rank's shard when distributed).
         n_components: the truncation T (not needed when ``init`` is a posterior or responsibilities).
         prior: the prior (None: :func:`make_prior` with ``alpha0`` and scikit-learn's defaults).
-        init: ``"kmeans"`` (hard k-means labels, components sorted by size), ``"random"`` (random
-            responsibilities), an (N, T) responsibility tensor, or a posterior to warm-start from.
+        init: ``"kmeans"`` (hard k-means labels), an (N, T) responsibility tensor, or a posterior to warm-start
+            from.
         max_iter, tol: stop when the ELBO changes by less than ``tol`` (scikit-learn's rule).
-        sort: reorder the components by decreasing size before every M-step (Kurihara et al. 2007: the
-            stick-breaking prior favours the first sticks, so that order raises the bound; it also makes small
-            spurious components, which sit at the end, die faster).
-        seed: seed of k-means / random init (identical on every rank).
+        seed: seed of the k-means init (identical on every rank).
+        kmeans_n_init: restarts of the k-means init.
+
+    The components are reordered by decreasing size before every M-step (Kurihara et al. 2007: the stick-breaking
+    prior favours the first sticks, so that order raises the bound; it also makes small spurious components, which
+    sit at the end, die faster).
         distributed: all_reduce the statistics over ranks (None: whenever torch.distributed is initialized).
     """
     if distributed is None:
@@ -302,12 +304,8 @@ def fit_dpgmm(z: Tensor, n_components: int | None = None, prior: DPGMMPrior | No
                 labels = kmeans(z.float(), n_components, n_init=kmeans_n_init, seed=seed,
                                 distributed=distributed).labels
             resp = torch.nn.functional.one_hot(labels, n_components).double()
-        elif init == "random":
-            gen = torch.Generator().manual_seed(0 if seed is None else seed)
-            resp = torch.rand(len(z), n_components, generator=gen, dtype=torch.float64).to(z.device)
-            resp = resp / resp.sum(1, keepdim=True)
         else:
-            raise ValueError(f"unknown init {init!r}; use 'kmeans', 'random', responsibilities or a posterior")
+            raise ValueError(f"unknown init {init!r}; use 'kmeans', responsibilities or a posterior")
         n, s1, s2 = sufficient_stats(zd, resp, distributed)
         order = torch.argsort(n, descending=True, stable=True)
         post = update_posterior(n[order], s1[order], s2[order], prior)
@@ -319,9 +317,8 @@ def fit_dpgmm(z: Tensor, n_components: int | None = None, prior: DPGMMPrior | No
         ent = _entropy(log_r)
         if distributed:
             ent = all_reduce_sum_(ent.reshape(1)).reshape(())
-        if sort:
-            order = torch.argsort(n, descending=True, stable=True)
-            n, s1, s2 = n[order], s1[order], s2[order]
+        order = torch.argsort(n, descending=True, stable=True)
+        n, s1, s2 = n[order], s1[order], s2[order]
         post = update_posterior(n, s1, s2, prior)
         value = float(elbo(n, s1, s2, ent, post, prior))
         if abs(value - previous) < tol:
