@@ -183,7 +183,7 @@ def test_bernoulli_pixel_loss_refuses_pixels_outside_0_1(tmp_path):
 class _ToyGAN(pl.LightningModule):
     """A 1-D GAN that is not DCFAE: the adversarial helper is reusable by any LightningModule."""
 
-    def __init__(self, generator_steps=1, discriminator_steps=1, clip=None):
+    def __init__(self, generator_steps=1, discriminator_steps=1, clip=None, discriminator_first=True):
         super().__init__()
         self.automatic_optimization = False
         self.g = nn.Linear(2, 1)
@@ -191,20 +191,24 @@ class _ToyGAN(pl.LightningModule):
         self.adv = AdversarialOptimization(
             lambda p: torch.optim.SGD(p, lr=0.05), lambda p: torch.optim.SGD(p, lr=0.05),
             discriminator_scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, gamma=0.5),
-            generator_steps=generator_steps, discriminator_steps=discriminator_steps, gradient_clip_val=clip)
+            generator_steps=generator_steps, discriminator_steps=discriminator_steps, gradient_clip_val=clip,
+            discriminator_first=discriminator_first)
         self.calls = {"g": 0, "d": 0}
+        self.order = ""  # the sides' steps, in order
 
     def configure_optimizers(self):
         return self.adv.configure(self.g.parameters(), self.d.parameters())
 
     def g_loss(self, x):
         self.calls["g"] += 1
+        self.order += "g"
         assert all(p.grad is None for p in self.parameters())  # nothing left over from the other side
         fake = self.g(torch.randn(len(x), 2))
         return nn.functional.softplus(-self.d(fake)).mean()
 
     def d_loss(self, x):
         self.calls["d"] += 1
+        self.order += "d"
         assert all(p.grad is None for p in self.parameters())
         fake = self.g(torch.randn(len(x), 2))  # not detached on purpose: the toggle must keep G out of it
         return nn.functional.softplus(-self.d(x)).mean() + nn.functional.softplus(self.d(fake)).mean()
@@ -232,12 +236,17 @@ def test_adversarial_helper_alternates_and_is_reusable():
     trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_train_batches=2, callbacks=[GradientNorms()])
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=16))
-    assert model.calls == {"g": 2 * 2 * 2, "d": 3 * 2 * 2}
+    assert model.calls == {"g": 2 * 2 * 2, "d": 3 * 2 * 2} and model.order == "dddgg" * 4
     used = [after for _, after in GradientNorms.steps]  # each side's gradients, clipped to the norm 0.1
     assert len(used) == 20 and max(used) <= 0.1 * (1 + 1e-4) and sum(u > 0.1 * (1 - 1e-4) for u in used) >= 5
     assert trainer.global_step == (2 + 3) * 2 * 2  # global_step counts optimizer steps
     assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.05 * 0.25)
     assert all(p.requires_grad for p in model.parameters())  # toggles undone
+    model = _ToyGAN(generator_steps=2, discriminator_steps=1, discriminator_first=False)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_train_batches=2)
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=16))
+    assert model.order == "ggd" * 2
 
 
 def test_generator_loss_is_the_weighted_vae_gan_sum_and_its_gan_term_reaches_only_the_decoder():
