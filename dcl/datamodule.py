@@ -309,6 +309,12 @@ class ClusteringDataModule(pl.LightningDataModule):
                 raise DataError(f"{name}: {len(y)} labels for {len(x)} samples; labels must have one entry "
                                 "per sample")
         self._x, self._y = x.contiguous(), y
+        served = self.batch_transform(self._x[:1]).dtype
+        if served != torch.float32:  # else the first training step fails, after the loggers wrote a run folder
+            self._x = self._y = None
+            raise DataError(f"{name}: serves samples as {served} (load() returns {x.dtype}), but the networks compute "
+                            "in float32: return float32 samples from load() (x.float(), or np.float32), or convert "
+                            "integer pixels per batch in batch_transform (x.float() / 255, as MNIST does)")
 
     def check_n_clusters(self, fitting: bool) -> None:
         """When fitting, a set ``n_clusters`` between 2 and the number of samples. A trained model's is the K it

@@ -1588,3 +1588,31 @@ def test_scoring_a_checkpoint_does_not_ask_for_the_checkpoint_callback_dcl_drops
             run_cli([command, *AE_DIGITS, "--trainer.enable_checkpointing", "true", "--ckpt_path", str(ckpt)],
                     tmp_path)
         assert not [w for w in caught if "Be aware that when using `ckpt_path`" in str(w.message)], command
+
+
+FLOAT64_DATA = '''
+import numpy as np
+
+from dcl.datamodule import ClusteringDataModule
+
+
+class Float64Blobs(ClusteringDataModule):
+    """Blobs as sklearn's make_blobs gives them: float64."""
+
+    def load(self):
+        rng = np.random.default_rng(0)
+        y = np.arange(60) % 3
+        return np.eye(3, 4)[y] * 3 + rng.normal(size=(60, 4)) * 0.1, y
+'''
+
+
+def test_samples_a_datamodule_serves_in_float64_are_refused_before_training(tmp_path, monkeypatch, dcl_error):
+    """Found by a plugin author's probe: a datamodule whose load() returned numpy's float64 (make_blobs, np.load)
+    was accepted, and the first training step failed with "mat1 and mat2 must have the same dtype", a traceback,
+    after the logger had written its run folder."""
+    (tmp_path / "float64_data.py").write_text(FLOAT64_DATA)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    msg = dcl_error(["fit", "--model", "AEKMeans", "--data", "float64_data.Float64Blobs", "--trainer.max_epochs", "1",
+                     "--trainer.logger", "true", "--trainer.enable_progress_bar", "false"], tmp_path, quiet=False)
+    assert "Float64Blobs: serves samples as torch.float64 (load() returns torch.float64)" in msg
+    assert "return float32 samples from load()" in msg

@@ -162,19 +162,18 @@ class Blobs(ClusteringDataModule):
 class MyPlugin(AutoencoderMethod):
     """AE + k-means loss: reconstruction plus the squared distance of each code to its nearest center.
 
-    The autoencoder and pretraining arguments are ``AutoencoderMethod``'s (``--model.help`` takes their
-    descriptions from its docstring).
+    The autoencoder, pretraining and optimizer arguments are ``AutoencoderMethod``'s, passed on by ``**kwargs``
+    (``--model.help`` lists them, with the descriptions of its docstring).
 
     Args:
         weight: weight of the k-means term against the reconstruction.
         update_interval: steps between two k-means refits of the centers on all codes.
+        pretrain_epochs: epochs of autoencoder pretraining before the clustering phase.
     """
 
-    def __init__(self, n_clusters: int, input_shape: list[int], latent_dim: int = 10,
-                 hidden_dims: list[int] = [500, 500, 2000], pretrain_epochs: int = 50,
-                 weight: float = 0.1, update_interval: int = 20, kmeans_n_init: int = 10):
-        super().__init__(n_clusters, input_shape, latent_dim=latent_dim, hidden_dims=hidden_dims,
-                         pretrain_epochs=pretrain_epochs, kmeans_n_init=kmeans_n_init)
+    def __init__(self, n_clusters: int, input_shape: list[int], weight: float = 0.1, update_interval: int = 20,
+                 pretrain_epochs: int = 50, **kwargs):
+        super().__init__(n_clusters, input_shape, pretrain_epochs=pretrain_epochs, **kwargs)
         self.save_hyperparameters()
         self.weight = weight
         self.update_interval = update_interval
@@ -233,10 +232,15 @@ def test_plugin_method_and_datamodule_are_registered_and_listed(plugin, capsys):
 def test_plugin_method_trains_by_name(plugin, tmp_path):
     scores = run_cli(["fit", "--model", "MyPlugin", "--data", "Digits", "--model.init_args.hidden_dims", "[32]",
                       "--model.init_args.pretrain_epochs", "1", "--model.init_args.update_interval", "5",
-                      "--model.init_args.kmeans_n_init", "2", "--trainer.max_epochs", "3"], tmp_path)
+                      "--model.init_args.kmeans_n_init", "2", "--trainer.max_epochs", "3",
+                      # the base class's settings through **kwargs (a probe: the template had no optimizer setting)
+                      "--model.init_args.optimizer", "torch.optim.SGD", "--model.init_args.optimizer.lr", "0.01"],
+                     tmp_path)
     assert scores["k"] == 10 and 0.2 < scores["acc"] <= 1.0, scores
     ckpt = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=False)
     assert ckpt["dcl_method"] == "MyPlugin" and ckpt["state_dict"]["cluster_centers"].shape == (10, 10)
+    group = ckpt["optimizer_states"][0]["param_groups"][0]  # the clustering phase's optimizer: the one configured
+    assert group["lr"] == 0.01 and "momentum" in group and "betas" not in group
 
 
 def test_plugin_datamodule_serves_a_method_by_name(plugin, tmp_path):
