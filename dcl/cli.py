@@ -205,11 +205,18 @@ class DCLCLI(LightningCLI):
             state = checkpoint.get(type(self.datamodule).__qualname__)
             if state is not None and isinstance(self.datamodule, ClusteringDataModule):
                 self.datamodule.load_state_dict(state)
+            epochs = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+            done, limit = epochs.get("completed", 0), self.trainer.max_epochs
+            if subcommand == "fit" and limit not in (None, -1) and done > limit:  # Lightning's refusal, after loggers
+                raise ConfigError(f"this checkpoint goes on from epoch {done} (counted from 0), past trainer.max_epochs "
+                                  f"{limit}: to train on, set max_epochs above {done}; to score it, dcl validate or "
+                                  "dcl test with this --ckpt_path")
             if subcommand == "fit" and isinstance(self.datamodule, ClusteringDataModule):  # the training loader's
                 loops = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})  # position in its epoch
                 for loader in loops.get("combined_loader") or []:
                     if isinstance(loader, dict) and "batches" in loader:
-                        check_resume_position(loader, self.trainer.world_size, self.datamodule.batch_size)
+                        check_resume_position(loader, self.trainer.world_size, self.datamodule.batch_size,
+                                              len(self.datamodule.x))
 
     def before_fit(self) -> None:
         if self.trainer.max_epochs == 0 or self.trainer.max_steps == 0:

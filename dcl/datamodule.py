@@ -37,13 +37,15 @@ class _EpochSampler:
         self.epoch = epoch
 
 
-def check_resume_position(state: dict[str, int], world: int, batch_size: int) -> None:
-    """Refuse to resume the training loader's ``state`` (an :class:`InMemoryLoader`'s, in a checkpoint) in ``world``
-    processes with ``batch_size``: the batches a rank has taken locate the epoch's next sample only for the world
-    size and batch size that took them; with others the resumed epoch would train some samples twice and skip
-    others. (Checked by the ``dcl`` command before it starts the trainer too.)"""
+def check_resume_position(state: dict[str, int], world: int, batch_size: int, n_samples: int) -> None:
+    """Refuse to resume the training loader's ``state`` (an :class:`InMemoryLoader`'s, in a checkpoint) of
+    ``n_samples`` in ``world`` processes with ``batch_size``: the batches a rank has taken locate the epoch's next
+    sample only for the world size and batch size that took them; with others the resumed epoch would train some
+    samples twice and skip others. A checkpoint taken after an epoch's last batch resumes with any. (Checked by the
+    ``dcl`` command before it starts the trainer too.)"""
     saved = (state.get("world", world), state.get("batch_size", batch_size))
-    if state["batches"] and saved != (world, batch_size):
+    epoch_batches = math.ceil(math.ceil(n_samples / saved[0]) / saved[1])  # as the loader that took them counts
+    if 0 < state["batches"] < epoch_batches and saved != (world, batch_size):
         raise DataError(
             f"this checkpoint was taken inside an epoch (after {state['batches']} batches) of a fit in "
             f"{saved[0]} process(es) with batch size {saved[1]}; resuming it in {world} with batch size "
@@ -119,7 +121,7 @@ class InMemoryLoader:
                 "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        check_resume_position(state, rank_world()[1], self.batch_size)
+        check_resume_position(state, rank_world()[1], self.batch_size, len(self.x))
         self.sampler.epoch = self._resume_epoch = state["epoch"]
         self._resume_at = state["batches"]
 

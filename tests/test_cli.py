@@ -681,6 +681,20 @@ def test_a_resume_refused_while_restoring_its_checkpoint_writes_nothing(tmp_path
     assert "taken inside an epoch (after 3 batches) of a fit in 1 process(es) with batch size 256" in error
 
 
+def test_a_resume_past_max_epochs_is_refused_before_the_loggers_start(tmp_path, dcl_error):
+    """Found by a researcher's probe: resuming a checkpoint with a smaller max_epochs started the loggers (a W&B
+    offline run), then ended with Lightning's "You restored a checkpoint with current_epoch=19, but you have set
+    Trainer(max_epochs=10)", which says no remedy."""
+    (tmp_path / "first").mkdir(), (tmp_path / "resumed").mkdir()
+    fit_ae(tmp_path / "first")  # 3 epochs, the config's ModelCheckpoint keeps last.ckpt
+    last = next((tmp_path / "first").rglob("last.ckpt"))
+    error = dcl_error(["fit", *AE_DIGITS, "--trainer.max_epochs", "1", "--ckpt_path", str(last),
+                       "--trainer.logger", "true", "--trainer.enable_progress_bar", "false"], tmp_path / "resumed",
+                      quiet=False)
+    assert "this checkpoint goes on from epoch 2 (counted from 0), past trainer.max_epochs 1: to train on, set " \
+        "max_epochs above 2" in error
+
+
 @pytest.mark.parametrize("logger", ["CSVLogger", "TensorBoardLogger"])
 def test_the_logger_gets_the_whole_resolved_config(tmp_path, logger):
     """Found by probing as a user: a logger got the method's constructor settings only (not its optimizers, the
