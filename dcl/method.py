@@ -62,6 +62,14 @@ def weights_from_checkpoint() -> Iterator[None]:
         _RESTORING.reset(token)
 
 
+def optimizer_settings(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """An optimizer's class and the settings it was built with (its ``defaults``, which schedulers, momentum
+    burn-ins and restored states leave alone)."""
+    plain = (bool, int, float, str, tuple, type(None))
+    return {"class": type(optimizer).__qualname__,
+            **{k: v for k, v in optimizer.defaults.items() if isinstance(v, plain)}}
+
+
 def one_cluster_warning(k_used: int, k: int, classes: int = 0) -> str | None:
     """The warning for a clustering that put every sample in one cluster of ``k`` (or found K = 1 on data of
     several ``classes``); None for any other."""
@@ -183,6 +191,7 @@ class ClusteringMethod(pl.LightningModule):
         self._kmeans_by_step = False  # see refresh_clusters_by_step
         self._refreshed_step = -1  # the step of the last refresh_clusters (the final clusters: once per step)
         self._training_state: dict[str, Any] | None = None  # see keep_training_state
+        self._saved_optimizers: list[dict[str, Any]] | None = None  # a restored checkpoint's optimizer_settings
         self._from_datamodule = True  # this run's loaders are the datamodule's (see setup)
         self._final_embedding: Tensor | None = None  # see final_embedding
         self._pretrained_data: tuple[str, dict[str, dict]] = ("", {})  # see remember_pretrained_data
@@ -307,6 +316,16 @@ class ClusteringMethod(pl.LightningModule):
         self._final_embedding = None
         if self.trainer.ckpt_path:
             checkpoint_of_this_step_exists(self.trainer)
+        saved, self._saved_optimizers = self._saved_optimizers, None
+        if saved is not None and len(saved) == len(self.trainer.optimizers):
+            # Lightning restored each optimizer's state, its param groups' settings with it: a setting configured
+            # otherwise for this run does not apply (and the run's config.yaml says it does)
+            changed = [f"{key} {old[key]!r} (configured {new[key]!r})" for old, new in
+                       zip(saved, map(optimizer_settings, self.trainer.optimizers)) for key in new
+                       if key in old and old[key] != new[key]]
+            if changed:
+                rank_zero_warn(f"the checkpoint's optimizer settings are used, restored with its state: "
+                               f"{'; '.join(changed)}; the configured ones apply to a new fit only")
         state, self._training_state = self._training_state, None
         if state is not None and state["step"] == self.global_step:  # a fit resumed from where another ended
             self._kmeans_calls = state["kmeans_calls"]
@@ -556,6 +575,8 @@ class ClusteringMethod(pl.LightningModule):
         # random draws after the checkpoint (VAE sampling, dropout) continue as in an uninterrupted run
         checkpoint["dcl_rng"] = {"torch": torch.get_rng_state(),
                                  "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
+        if self._trainer is not None:  # what the optimizers were built with, for a resume's comparison
+            checkpoint["dcl_optimizers"] = [optimizer_settings(o) for o in self.trainer.optimizers]
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args: Any, **kwargs: Any):  # type: ignore[override]
@@ -580,6 +601,7 @@ class ClusteringMethod(pl.LightningModule):
         check_checkpoint_fits(checkpoint, self)
         self._kmeans_calls = checkpoint.get("dcl_kmeans_calls", 0)
         self._training_state = checkpoint.get("dcl_training_state")
+        self._saved_optimizers = checkpoint.get("dcl_optimizers")
         rng = checkpoint.get("dcl_rng")
         if rng is not None and self._trainer is not None and self.trainer.state.fn == "fit":
             torch.set_rng_state(rng["torch"])

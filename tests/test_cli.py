@@ -695,6 +695,18 @@ def test_a_resume_past_max_epochs_is_refused_before_the_loggers_start(tmp_path, 
         "max_epochs above 2" in error
 
 
+def test_a_resume_names_the_optimizer_settings_its_checkpoint_replaces(tmp_path):
+    """Found by a researcher's probe: a resume with another learning rate trained at the checkpoint's (Lightning
+    restores the optimizer's param groups), without a word, while the run's config.yaml recorded the new one."""
+    (tmp_path / "first").mkdir(), (tmp_path / "resumed").mkdir()
+    fit_ae(tmp_path / "first", "--model.init_args.optimizer.init_args.lr", "0.002")
+    last = next((tmp_path / "first").rglob("last.ckpt"))
+    with pytest.warns(UserWarning, match=r"the checkpoint's optimizer settings are used, restored with its state: "
+                                         r"lr 0\.002 \(configured 0\.5\)"):
+        fit_ae(tmp_path / "resumed", "--trainer.max_epochs", "4", "--ckpt_path", str(last),
+               "--model.init_args.optimizer.init_args.lr", "0.5")
+
+
 @pytest.mark.parametrize("logger", ["CSVLogger", "TensorBoardLogger"])
 def test_the_logger_gets_the_whole_resolved_config(tmp_path, logger):
     """Found by probing as a user: a logger got the method's constructor settings only (not its optimizers, the

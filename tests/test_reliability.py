@@ -8,6 +8,7 @@ import inspect
 import json
 import math
 import os
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -126,7 +127,11 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
     # another seed: what continues the run must come from the checkpoint (weights, optimizer, clustering state,
     # the RNG of the draws after it), and the fit must run only the batches after it, not the whole run again
     resumed_batches = BatchLog()
-    resumed, _, t_resumed = fit(name, tmp_path / "c", ckpt_path=str(ckpt), callbacks=[resumed_batches], seed=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed, _, t_resumed = fit(name, tmp_path / "c", ckpt_path=str(ckpt), callbacks=[resumed_batches], seed=1)
+    # the optimizers were built as the checkpoint's (schedulers, burn-ins and restored states change no setting)
+    assert not [w for w in caught if "optimizer settings" in str(w.message)], "a resume as configured warned"
     assert resumed_batches.batches == [b for b in full_batches.batches if b[0] > k], "the fit did not resume"
     same_assignments = bool(torch.equal(assignments(resumed, dm), reference))
     same_state = bool(torch.equal(clustering_state(resumed), clustering_state(full)))
