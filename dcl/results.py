@@ -142,9 +142,13 @@ def _class_name(entry) -> str:
 
 def _flatten(value, prefix: str = "") -> dict:
     """Nested settings as ``{"a.b.c": value}``; the callbacks by class (:func:`_callback_items`), another list of
-    mappings by index, other lists as values."""
+    mappings by index, other lists as values. A class's path is the value of its own key (``model.init_args.optimizer:
+    torch.optim.SGD``), the key a run that sets none holds null in: one column, not two of one name."""
     if isinstance(value, dict):
         items = value.items()
+        if prefix and "class_path" in value:
+            return {prefix: value["class_path"]} | _flatten({k: v for k, v in value.items() if k != "class_path"},
+                                                             prefix)
     elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
         items = _callback_items(value) if prefix == CALLBACKS else enumerate(value)
     else:
@@ -227,10 +231,8 @@ def _sort_value(value) -> tuple:
 
 
 def column_name(key: str) -> str:
-    """``model.init_args.optimizer.init_args.lr`` -> ``model.optimizer.lr``; ``...optimizer.class_path`` ->
-    ``model.optimizer``."""
-    parts = [p for p in key.split(".") if p != "init_args"]
-    return ".".join(parts[:-1] if parts[-1] == "class_path" and len(parts) > 1 else parts)
+    """``model.init_args.optimizer.init_args.lr`` -> ``model.optimizer.lr``."""
+    return ".".join(p for p in key.split(".") if p != "init_args")
 
 
 def value_text(value) -> str:

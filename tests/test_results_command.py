@@ -221,3 +221,17 @@ def test_a_callback_setting_that_yaml_reads_as_a_date_is_compared_too(tmp_path, 
         (folder / "config.yaml").write_text(text)
     table = results([str(tmp_path)], capsys)
     assert "| 2026-12-03 | 2 | 0, 1 |" in table and "| 2026-12-04 | 1 | 0 |" in table, table
+
+
+def test_a_class_setting_left_null_in_one_group_is_one_column(tmp_path, capsys):
+    """Found by a researcher's probe: a run whose optimizer was null (the method's default) beside runs that name
+    one gave two columns both called model.optimizer (the null setting, and the others' class_path)."""
+    write_run(tmp_path / "a", config(0), {"acc": 0.5})
+    default = config(0)
+    default["model"]["init_args"]["optimizer"] = None
+    write_run(tmp_path / "b", default, {"acc": 0.4})
+    table = results([str(tmp_path)], capsys)
+    header = next(line for line in table.splitlines() if line.startswith("| method"))
+    assert header.count("| model.optimizer |") == 1 and "| model.optimizer.lr |" in header, table
+    assert "| DEC | Digits | torch.optim.Adam | 0.001 | 1 | 0 | 0.5000 |" in table, table
+    assert "| DEC | Digits | null | — | 1 | 0 | 0.4000 |" in table, table
