@@ -296,3 +296,9 @@ def main(argv: list[str]) -> None:
     columns, scores, rows = summarize(find_runs(args.folders))
     render = render_csv if args.format == "csv" else render_markdown
     print(render(columns, scores, rows), end="")
+    for row in rows:  # a rerun of a seed, or a resumed fit's run beside the one it resumed, is no new seed
+        repeated = sorted({value_text(s) for s in row["seeds"] if row["seeds"].count(s) > 1})
+        if repeated:
+            print(f"dcl: warning: {row['method']} on {row['dataset']}: seed {', '.join(repeated)} ran more than once "
+                  f"in one group, and each run counts in its mean and std (a rerun, or a resumed fit beside the run "
+                  f"it resumed); move the extra runs out of the folders given", file=sys.stderr)

@@ -235,3 +235,19 @@ def test_a_class_setting_left_null_in_one_group_is_one_column(tmp_path, capsys):
     assert header.count("| model.optimizer |") == 1 and "| model.optimizer.lr |" in header, table
     assert "| DEC | Digits | torch.optim.Adam | 0.001 | 1 | 0 | 0.5000 |" in table, table
     assert "| DEC | Digits | null | — | 1 | 0 | 0.4000 |" in table, table
+
+
+def test_a_seed_run_twice_in_one_group_is_named(tmp_path, capsys):
+    """Found by a researcher's probe: a rerun of a seed (or a resumed fit's run beside the one it resumed) counted
+    as another seed in the mean and std, without a word (std 0 over "seeds 0, 0")."""
+    from dcl.results import main
+
+    write_run(tmp_path / "a", config(0), {"acc": 0.5})
+    write_run(tmp_path / "b", config(0), {"acc": 0.5})
+    write_run(tmp_path / "c", config(1), {"acc": 0.7})
+    main([str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert "| 3 | 0, 0, 1 |" in out
+    assert "dcl: warning: DEC on Digits: seed 0 ran more than once in one group" in err
+    main([str(tmp_path / "a"), str(tmp_path / "c")])
+    assert "warning" not in capsys.readouterr().err
