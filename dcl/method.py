@@ -316,8 +316,8 @@ class ClusteringMethod(pl.LightningModule):
         self._final_embedding = None
         if self.trainer.ckpt_path:
             checkpoint_of_this_step_exists(self.trainer)
-        saved, self._saved_optimizers = self._saved_optimizers, None
-        if saved is not None and len(saved) == len(self.trainer.optimizers):
+        saved, self._saved_optimizers = self._saved_optimizers, None  # (a module loaded, then fitted anew: no resume)
+        if self.trainer.ckpt_path and saved is not None and len(saved) == len(self.trainer.optimizers):
             # Lightning restored each optimizer's state, its param groups' settings with it: a setting configured
             # otherwise for this run does not apply (and the run's config.yaml says it does)
             changed = [f"{key} {old[key]!r} (configured {new[key]!r})" for old, new in

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -705,6 +706,18 @@ def test_a_resume_names_the_optimizer_settings_its_checkpoint_replaces(tmp_path)
                                          r"lr 0\.002 \(configured 0\.5\)"):
         fit_ae(tmp_path / "resumed", "--trainer.max_epochs", "4", "--ckpt_path", str(last),
                "--model.init_args.optimizer.init_args.lr", "0.5")
+    # a module loaded from the checkpoint and fitted anew (no resume: fresh optimizers) is not warned about
+    import lightning.pytorch as pl
+
+    from dcl.datamodules.digits import Digits
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    model = AEKMeans.load_from_checkpoint(last, optimizer=partial(torch.optim.Adam, lr=0.5))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, limit_val_batches=0).fit(model, Digits())
+    assert not [w for w in caught if "optimizer settings" in str(w.message)]
 
 
 @pytest.mark.parametrize("logger", ["CSVLogger", "TensorBoardLogger"])
