@@ -88,6 +88,8 @@ class DCLCLI(LightningCLI):
         """Refuse a missing, truncated or foreign checkpoint before Lightning reads its hyperparameters (which
         would silently swap the configured method for the checkpoint's)."""
         subcommand = self.config.get("subcommand")
+        if subcommand:
+            _name_settings_kept_across_a_method_swap(self.config[subcommand])
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         model_args = self.config[subcommand].model.get("init_args") if subcommand else None
         for name in ClusteringMethod.data_settings:  # the link from the data would replace it without a word
@@ -208,9 +210,9 @@ class DCLCLI(LightningCLI):
             epochs = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
             done, limit = epochs.get("completed", 0), self.trainer.max_epochs
             if subcommand == "fit" and limit not in (None, -1) and done > limit:  # Lightning's refusal, after loggers
-                raise ConfigError(f"this checkpoint goes on from epoch {done} (counted from 0), past trainer.max_epochs "
-                                  f"{limit}: to train on, set max_epochs above {done}; to score it, dcl validate or "
-                                  "dcl test with this --ckpt_path")
+                raise ConfigError(f"this checkpoint goes on from epoch {done} (counted from 0), past "
+                                  f"trainer.max_epochs {limit}: to train on, set max_epochs above {done}; to score "
+                                  "it, dcl validate or dcl test with this --ckpt_path")
             if subcommand == "fit" and isinstance(self.datamodule, ClusteringDataModule):  # the training loader's
                 loops = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})  # position in its epoch
                 for loader in loops.get("combined_loader") or []:
@@ -410,6 +412,47 @@ class RunConfig(SaveConfigCallback):
                 # method's hyperparameters, before this
                 path = Path(logger.log_dir) / logger.NAME_HPARAMS_FILE
                 atomic_write(path, lambda tmp: save_hparams_to_yaml(tmp, logger.hparams))
+
+
+def _name_settings_kept_across_a_method_swap(config) -> None:
+    """A ``--model`` after a config of another method keeps the config's settings that the new class also takes
+    (jsonargparse's rule): say which, since a name may mean another thing there (DEC's alpha, the Student's t
+    degrees of freedom, is CM's Dirichlet prior)."""
+    import yaml
+
+    model = config.get("model")
+    chosen = getattr(model, "class_path", None)
+    args = _plain(model.get("init_args")) if chosen else None
+    for path in config.get("config") or []:
+        try:
+            configured = (yaml.safe_load(Path(str(path)).read_text()) or {}).get("model")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if not isinstance(configured, dict) or not isinstance(configured.get("init_args"), dict) or not args:
+            continue
+        first = str(configured.get("class_path", "")).rpartition(".")[2]
+        if not first or first == chosen.rpartition(".")[2]:
+            continue
+        kept = [f"{k} {_short(v)}" for k, v in configured["init_args"].items() if k in args and _same(args[k], v)]
+        if kept:
+            print(f"dcl: warning: model {chosen.rpartition('.')[2]} replaces {Path(str(path)).name}'s {first} and "
+                  f"keeps its settings that {chosen.rpartition('.')[2]} also takes: {', '.join(kept)}; set them for "
+                  "it, or start from its own config", file=sys.stderr)
+
+
+def _same(parsed, written) -> bool:
+    """A parsed setting is the one written in a config (a class: its path, and the arguments written for it)."""
+    if isinstance(written, dict) and isinstance(parsed, dict) and "class_path" in written:
+        given = parsed.get("init_args") or {}
+        return (str(parsed.get("class_path", "")).rpartition(".")[2] == str(written["class_path"]).rpartition(".")[2]
+                and all(_same(given.get(k), v) for k, v in (written.get("init_args") or {}).items()))
+    return parsed == written or (isinstance(parsed, (list, tuple)) and list(parsed) == written)
+
+
+def _short(value) -> str:
+    if isinstance(value, dict) and "class_path" in value:
+        return str(value["class_path"]).rpartition(".")[2]
+    return json.dumps(value) if not isinstance(value, str) else value
 
 
 def _config_files(config) -> set[Path]:

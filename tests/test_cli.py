@@ -1655,3 +1655,17 @@ def test_samples_a_datamodule_serves_in_float64_are_refused_before_training(tmp_
                      "--trainer.logger", "true", "--trainer.enable_progress_bar", "false"], tmp_path, quiet=False)
     assert "Float64Blobs: serves samples as torch.float64 (load() returns torch.float64)" in msg
     assert "return float32 samples from load()" in msg
+
+
+def test_a_method_swapped_after_a_config_names_the_settings_it_keeps(tmp_path, capsys):
+    """Found by a researcher's probe: --model CM after DEC's config trained CM with DEC's SGD, kmeans_n_init and
+    alpha (DEC's Student's t degrees of freedom, CM's Dirichlet prior) without a word (jsonargparse keeps the settings
+    the new class also takes, as the README says)."""
+    dec = ["--config", str(REPO / "configs/dec/digits.yaml"), "--trainer.fast_dev_run", "true", "--trainer.logger",
+           "false"]
+    run_cli(["fit", *dec, "--model", "CM"], tmp_path)
+    err = capsys.readouterr().err
+    assert ("dcl: warning: model CM replaces digits.yaml's DEC and keeps its settings that CM also takes: alpha 1.0, "
+            "optimizer SGD, kmeans_n_init 20; set them for it, or start from its own config") in err, err
+    run_cli(["fit", *dec, "--model.init_args.alpha", "2.0"], tmp_path)
+    assert "replaces" not in capsys.readouterr().err  # the config's own method
