@@ -207,15 +207,16 @@ class DCLCLI(LightningCLI):
             state = checkpoint.get(type(self.datamodule).__qualname__)
             if state is not None and isinstance(self.datamodule, ClusteringDataModule):
                 self.datamodule.load_state_dict(state)
-            epochs = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
-            done, limit = epochs.get("completed", 0), self.trainer.max_epochs
+            fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+            done = fit_loop.get("epoch_progress", {}).get("current", {}).get("completed", 0)
+            limit = self.trainer.max_epochs
             if subcommand == "fit" and limit not in (None, -1) and done > limit:  # Lightning's refusal, after loggers
                 raise ConfigError(f"this checkpoint goes on from epoch {done} (counted from 0), past "
                                   f"trainer.max_epochs {limit}: to train on, set max_epochs above {done}; to score "
                                   "it, dcl validate or dcl test with this --ckpt_path")
             if subcommand == "fit" and isinstance(self.datamodule, ClusteringDataModule):  # the training loader's
-                loops = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})  # position in its epoch
-                for loader in loops.get("combined_loader") or []:
+                loaders = fit_loop.get("state_dict", {}).get("combined_loader") or []  # position in its epoch
+                for loader in loaders:
                     if isinstance(loader, dict) and "batches" in loader:
                         check_resume_position(loader, self.trainer.world_size, self.datamodule.batch_size,
                                               len(self.datamodule.x))
@@ -421,23 +422,25 @@ def _name_settings_kept_across_a_method_swap(config) -> None:
     import yaml
 
     model = config.get("model")
-    chosen = getattr(model, "class_path", None)
-    args = _plain(model.get("init_args")) if chosen else None
+    args = _plain(model.get("init_args")) if getattr(model, "class_path", None) else None
+    if not args:
+        return
+    chosen = model.class_path.rpartition(".")[2]
     for path in config.get("config") or []:
         try:
             configured = (yaml.safe_load(Path(str(path)).read_text()) or {}).get("model")
         except (OSError, yaml.YAMLError, AttributeError):
             continue
-        if not isinstance(configured, dict) or not isinstance(configured.get("init_args"), dict) or not args:
+        if not isinstance(configured, dict) or not isinstance(configured.get("init_args"), dict):
             continue
         first = str(configured.get("class_path", "")).rpartition(".")[2]
-        if not first or first == chosen.rpartition(".")[2]:
+        if not first or first == chosen:
             continue
         kept = [f"{k} {_short(v)}" for k, v in configured["init_args"].items() if k in args and _same(args[k], v)]
         if kept:
-            print(f"dcl: warning: model {chosen.rpartition('.')[2]} replaces {Path(str(path)).name}'s {first} and "
-                  f"keeps its settings that {chosen.rpartition('.')[2]} also takes: {', '.join(kept)}; set them for "
-                  "it, or start from its own config", file=sys.stderr)
+            print(f"dcl: warning: model {chosen} replaces {Path(str(path)).name}'s {first} and keeps its settings "
+                  f"that {chosen} also takes: {', '.join(kept)}; set them for it, or start from its own config",
+                  file=sys.stderr)
 
 
 def _same(parsed, written) -> bool:

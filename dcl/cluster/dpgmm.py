@@ -277,12 +277,12 @@ def fit_dpgmm(z: Tensor, n_components: int | None = None, prior: DPGMMPrior | No
             from.
         max_iter, tol: stop when the ELBO changes by less than ``tol`` (scikit-learn's rule).
         seed: seed of the k-means init (identical on every rank).
+        distributed: all_reduce the statistics over ranks (None: whenever torch.distributed is initialized).
         kmeans_n_init: restarts of the k-means init.
 
     The components are reordered by decreasing size before every M-step (Kurihara et al. 2007: the stick-breaking
     prior favours the first sticks, so that order raises the bound; it also makes small spurious components, which
     sit at the end, die faster).
-        distributed: all_reduce the statistics over ranks (None: whenever torch.distributed is initialized).
     """
     if distributed is None:
         distributed = is_distributed()
