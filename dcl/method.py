@@ -194,6 +194,7 @@ class ClusteringMethod(pl.LightningModule):
         self._saved_optimizers: list[dict[str, Any]] | None = None  # a restored checkpoint's optimizer_settings
         self._from_datamodule = True  # this run's loaders are the datamodule's (see setup)
         self._final_embedding: Tensor | None = None  # see final_embedding
+        self._checkpoint_progress = (0, 0)  # steps and epochs done in the checkpoint a fit resumes (on_fit_start)
         self._pretrained_data: tuple[str, dict[str, dict]] = ("", {})  # see remember_pretrained_data
 
     # -- the contract -----------------------------------------------------------------------------------
@@ -311,6 +312,17 @@ class ClusteringMethod(pl.LightningModule):
         if self._training_state is None or self._training_state["step"] != self.global_step:
             self._training_state = {"step": self.global_step, "kmeans_calls": self._kmeans_calls,
                                     "buffers": {k: b.detach().clone() for k, b in self.named_buffers()}}
+
+    def on_fit_start(self) -> None:
+        # a fit with nothing left to train (resumed from its end) skips the training loop, on_train_end included:
+        # its final embedding is taken here, on the fit's device, before Lightning's teardown (final_embedding)
+        self._final_embedding = None
+        if self.trainer.ckpt_path and trains_nothing(self.trainer, *self._checkpoint_progress) and \
+                self._reads_final_embedding():
+            self._final_embedding = self.embed_all().cpu()
+
+    def _reads_final_embedding(self) -> bool:
+        return any(getattr(callback, "reads_final_embedding", False) for callback in self.trainer.callbacks)
 
     def on_train_start(self) -> None:
         self._final_embedding = None
@@ -486,13 +498,17 @@ class ClusteringMethod(pl.LightningModule):
             if not (isinstance(batch, dict) and "x" in batch and "y" in batch):
                 raise ConfigError(f"{type(self).__name__} scores batches of dicts {{'x': samples, 'y': labels}}, got "
                                   f"{type(batch).__name__}; pass a datamodule such as dcl.estimator.InMemory(x, y)")
+            if is_distributed():  # each process holds its sampler's shard, padded with repeated samples
+                raise ConfigError(f"{type(self).__name__} scores dataloaders given to validate / test in one process "
+                                  "only: under DDP each process sees a padded shard of them; pass a datamodule such "
+                                  "as dcl.estimator.InMemory(x, y), which scores all samples once, or use one device")
             self._val_parts.append((self.embed(batch["x"]).float(), batch["y"]))
 
     def _score(self, prefix: str) -> None:
         if self.trainer.sanity_checking:  # the validation code ran on a few batches; scoring an untrained
             self._val_parts.clear()       # model on every sample (embedding + k-means) would only cost time
             return
-        if not self._from_datamodule:  # a plain dataloader given to validate/test (single process)
+        if not self._from_datamodule:  # a plain dataloader given to validate/test (one process: _collect)
             if not self._val_parts:
                 return
             z, y = (torch.cat(t) for t in zip(*self._val_parts))
@@ -552,7 +568,7 @@ class ClusteringMethod(pl.LightningModule):
         changed.append(self.refreshes_final_clusters() and self.refresh_final_clusters())
         save_last_checkpoints(self.trainer, changed=any(changed))
         # the fit's final embedding, once, before Lightning's teardown moves the module to the CPU (final_embedding)
-        if any(getattr(callback, "reads_final_embedding", False) for callback in self.trainer.callbacks):
+        if self._reads_final_embedding():
             self._final_embedding = self.embed_all().cpu()
 
     def on_predict_start(self) -> None:
@@ -601,6 +617,10 @@ class ClusteringMethod(pl.LightningModule):
         check_checkpoint_fits(checkpoint, self)
         self._kmeans_calls = checkpoint.get("dcl_kmeans_calls", 0)
         self._training_state = checkpoint.get("dcl_training_state")
+        # what the fit loop restores only after on_fit_start, which reads it (steps and epochs done)
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        self._checkpoint_progress = (checkpoint.get("global_step", 0),
+                                     fit_loop.get("epoch_progress", {}).get("current", {}).get("processed", 0))
         self._saved_optimizers = checkpoint.get("dcl_optimizers")
         rng = checkpoint.get("dcl_rng")
         if rng is not None and self._trainer is not None and self.trainer.state.fn == "fit":
@@ -866,6 +886,17 @@ def stop_takes_effect(trainer: pl.Trainer) -> bool:
     return trainer.should_stop and getattr(trainer.fit_loop, "_can_stop_early", True)
 
 
+def trains_nothing(trainer: pl.Trainer, steps_done: int, epochs_done: int) -> bool:
+    """Whether a fit's training loop will not run, as Lightning's ``_FitLoop.done`` decides (it reads the restored
+    loops, which ``on_fit_start`` comes before): its steps or epochs are all done (a fit resumed from its end), or
+    ``limit_train_batches`` is 0."""
+    def reached(count: int, limit: int | None) -> bool:
+        return limit is not None and limit != -1 and count >= limit
+
+    return (trainer.limit_train_batches == 0 or reached(steps_done, trainer.max_steps)
+            or reached(epochs_done, trainer.max_epochs))
+
+
 def fit_ends_after_this_epoch(trainer: pl.Trainer) -> bool:
     """Whether the fit stops at the end of the current training epoch: its last epoch, ``max_steps`` reached (also
     inside the epoch) or a stop requested (a time limit, a method's convergence criterion). Read in
@@ -1005,6 +1036,7 @@ class AutoencoderMethod(ClusteringMethod):
         return make_optimizer(make, self.parameters(), lambda params: self.default_optimizer(params, phase))
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if not self.clustering_active:
             warn_if_fit_ends_within(self, self.pretrain_epochs, "epochs of autoencoder pretraining", "pretrain_epochs",
                                     f"{type(self).__name__}'s clustering phase will not run and the result is "

@@ -416,6 +416,7 @@ class DCFAE(ClusteringMethod):
                 "pixel_loss: mse (model.init_args in a config, method_args of DeepClusterer)")
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if self.use_dense and not self.in_embedding_phase:
             warn_if_fit_ends_within(self, self.fae_epochs, "FAE epochs", "fae_epochs", "the dense embedding network "
                                     "(phase 2) will not train and the clusters are k-means on the FAE latent")

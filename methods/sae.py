@@ -120,6 +120,7 @@ class SAE(AEKMeans):
         return int(self.stage) == len(self.encoders)
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         warn_if_fit_ends_within(self, len(self.encoders) * self.layer_epochs, "epochs of greedy layer-wise training",
                                 "layer_epochs", "the stacked autoencoder is never fine-tuned end to end")
 

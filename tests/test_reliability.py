@@ -23,6 +23,7 @@ from conftest import FAST, free_port
 from ddp_helpers import (AssertSameStateOnRanks, AutocastDtypes, BatchLog, RecordsGroupAfterTeardown, ReseedAtFitStart,
                          clustering_state, fp16_with_grad_scaler)
 from dcl import registry
+from dcl.callbacks.prediction_writer import PredictionWriter
 from dcl.estimator import InMemory
 from dcl.metrics import clustering_scores
 
@@ -101,6 +102,16 @@ class SaveInside(pl.callbacks.Checkpoint):
             trainer.save_checkpoint(self.path)
 
 
+class KeepsFinalEmbedding(pl.Callback):
+    """A reader of the final embedding (as the final scores and the plots): what the fit kept for it."""
+
+    reads_final_embedding = True
+    kept = None
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.kept = pl_module._final_embedding
+
+
 def final_losses(t: pl.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in t.callback_metrics.items() if k.startswith("train/") and v.numel() == 1}
 
@@ -147,10 +158,18 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
     # a fit that ended after epoch k (its clusters refreshed for the result: k-means of the final embedding, DEKM's
     # final eigen update) continued to the full budget ends as the one longer fit; its checkpoint keeps its result
     ended_ckpt = ModelCheckpoint(dirpath=tmp_path / "ended", save_last=True, save_on_train_epoch_end=True)
-    ended, _, _ = fit(name, tmp_path / "d", epochs=k + 1, callbacks=[ended_ckpt])
+    ended_embedding = KeepsFinalEmbedding()
+    ended, _, _ = fit(name, tmp_path / "d", epochs=k + 1, callbacks=[ended_ckpt, ended_embedding])
     saved = build(name, dm)
     saved.load_state_dict(torch.load(tmp_path / "ended" / "last.ckpt", weights_only=False)["state_dict"])
     assert torch.equal(assignments(saved, dm), assignments(ended, dm)), "the checkpoint lost the final clusters"
+    # resumed from its end with the same budget, a fit trains nothing (Lightning skips its loop, on_train_end too):
+    # its final embedding is still taken before the teardown moves the module to the CPU, where the readers embedded
+    # every sample again, a GPU fit's on the CPU and under NCCL with CPU tensors in the gather (found by a DDP audit)
+    at_end = KeepsFinalEmbedding()
+    fit(name, tmp_path / "g", epochs=k + 1, ckpt_path=str(tmp_path / "ended" / "last.ckpt"), callbacks=[at_end])
+    assert at_end.kept is not None, "a fit resumed from its end kept no final embedding"
+    assert torch.equal(at_end.kept, ended_embedding.kept), "a fit resumed from its end embedded otherwise"
     continued, _, _ = fit(name, tmp_path / "e", ckpt_path=str(tmp_path / "ended" / "last.ckpt"), seed=1)
     same = (bool(torch.equal(assignments(continued, dm), reference))
             and bool(torch.equal(clustering_state(continued), clustering_state(full)))
@@ -199,6 +218,31 @@ def test_spawned_workers_end_their_process_group(tmp_path, monkeypatch):
     model = RecordsGroupAfterTeardown(n_clusters=dm.n_clusters, input_shape=dm.input_shape, hidden_dims=[16])
     trainer(tmp_path, 1, strategy="ddp_spawn", devices=2).fit(model, dm)
     assert {f.name: f.read_text() for f in tmp_path.glob("rank*")} == {"rank0": "False", "rank1": "False"}
+
+
+def test_dataloaders_given_by_hand_under_ddp_are_refused(tmp_path, monkeypatch):
+    """Found by a DDP audit: validate / test of dataloaders given by hand (not a datamodule) under DDP scored each
+    process's shard, padded with repeated samples, and averaged the scores (ACC / NMI 0.4844 / 0.4123 against one
+    process's 0.4841 / 0.4005), or failed in the metrics' all_reduce when one shard held no labels."""
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    model, dm, _ = fit("AEKMeans", tmp_path, epochs=1)
+    samples = [{"x": x, "y": y} for x, y in zip(dm.x[:301], dm.y[:301])]  # 301: padded to 2 x 151
+    alone = trainer(tmp_path, 1).validate(model, torch.utils.data.DataLoader(samples, batch_size=64), verbose=False)
+    assert 0 < alone[0]["val/acc"] <= 1  # one process scores them
+    with pytest.raises(Exception, match="under DDP each process sees a padded shard"):
+        trainer(tmp_path, 1, strategy="ddp_spawn", devices=2).validate(
+            model, torch.utils.data.DataLoader(samples, batch_size=64), verbose=False)
+    # and so are they in predict's files (rank 0 wrote its own shard's rows)
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    samples = [{**s, "index": i} for i, s in enumerate(samples)]
+    writer = PredictionWriter(output=str(tmp_path / "clusters.csv"))
+    trainer(tmp_path, 1, callbacks=[writer]).predict(model, torch.utils.data.DataLoader(samples, batch_size=64))
+    assert len((tmp_path / "clusters.csv").read_text().splitlines()) == 1 + len(samples)  # one process: every row
+    (tmp_path / "clusters.csv").unlink()
+    with pytest.raises(Exception, match="under DDP each process predicts a padded shard"):
+        trainer(tmp_path, 1, strategy="ddp_spawn", devices=2, callbacks=[writer]).predict(
+            model, torch.utils.data.DataLoader(samples, batch_size=64))
+    assert not (tmp_path / "clusters.csv").exists()
 
 
 class EpochLosses(pl.Callback):
