@@ -779,6 +779,12 @@ def check_checkpoint_method(checkpoint: dict[str, Any], method_cls: type) -> Non
                           "--model.init_args.pretrained)")
 
 
+def saved_input_shape(checkpoint: dict[str, Any]) -> tuple[int, ...] | None:
+    """The shape of the samples a checkpoint's method was trained on (its ``input_shape``), if it names one."""
+    shape = checkpoint.get("hyper_parameters", {}).get("input_shape")
+    return tuple(int(d) for d in shape) if shape else None
+
+
 def check_checkpoint_fits(checkpoint: dict[str, Any], module: ClusteringMethod) -> None:
     """Refuse a checkpoint whose tensors do not fit ``module`` (trained on other data, or with another network),
     naming the settings that differ, where Lightning's load would end in a size-mismatch traceback. The clustering
@@ -789,17 +795,18 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], module: ClusteringMethod) 
     strict = getattr(module, "strict_loading", True)
     missing = [k for k in own if k not in state] if strict else []
     unexpected = [k for k in state if k not in own] if strict else []
+    name = type(module).__name__
+    trained_on = saved_input_shape(checkpoint)
+    if trained_on is not None and trained_on != module.input_shape:  # (also where every weight fits: convolutions)
+        raise ConfigError(f"this checkpoint of {name} was trained on samples of shape {trained_on}, but this data "
+                          f"has shape {module.input_shape}; use data of the training shape (the same features, image "
+                          "size and channels)")
     if not (wrong or missing or unexpected):
         return
     plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731  (YAML lists vs tuples)
     saved, here = checkpoint.get("hyper_parameters", {}), dict(module.hparams)
     differ = [k for k in saved if k in here and not k.startswith("_")  # (_class_path: Lightning's, not a setting)
               and repr(plain(saved[k])) != repr(plain(here[k]))]
-    name = type(module).__name__
-    if "input_shape" in differ:
-        raise ConfigError(f"this checkpoint of {name} was trained on samples of shape {tuple(saved['input_shape'])}, "
-                          f"but this data has shape {tuple(here['input_shape'])}; use data of the training shape "
-                          "(the same features, image size and channels)")
     detail = (f"{wrong[0]} is {tuple(state[wrong[0]].shape)} there but {tuple(own[wrong[0]].shape)} here" if wrong
               else f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}")
     k_here = module.n_clusters
@@ -1160,8 +1167,8 @@ class AutoencoderMethod(ClusteringMethod):
         ae_state = {k[len("autoencoder."):]: v for k, v in state.items() if k.startswith("autoencoder.")}
         if not ae_state and all(isinstance(v, Tensor) for v in state.values()):
             ae_state = dict(state)  # a bare autoencoder state dict
-        saved_shape = tuple(ckpt.get("hyper_parameters", {}).get("input_shape", ()) or ())
-        if saved_shape and saved_shape != self.input_shape:
+        saved_shape = saved_input_shape(ckpt)
+        if saved_shape is not None and saved_shape != self.input_shape:
             raise ConfigError(f"pretrained checkpoint {file} was trained on inputs of shape {saved_shape}, but "
                               f"this data has shape {self.input_shape}; pretrain on this data set")
         saved_activation = ckpt.get("hyper_parameters", {}).get("activation")

@@ -107,7 +107,7 @@ from dcl.adversarial import (AdversarialOptimization, OptimizerFactory, Schedule
                              default_gan_optimizer, optimizer_step, step_schedulers)
 from dcl.datamodule import ClusteringDataModule
 from dcl.method import (ClusteringMethod, ConfigError, load_checkpoint_file, loads_pretrained,
-                        planned_batches, pretrained_file, warn_if_fit_ends_within)
+                        planned_batches, pretrained_file, saved_input_shape, warn_if_fit_ends_within)
 from dcl.nets.autoencoders import image_shape, mlp
 from dcl.nets.residual import ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 from dcl.optim import check_optimizer
@@ -578,6 +578,10 @@ class DCFAE(ClusteringMethod):
         file = pretrained_file(path, "train a DCFAE first")
         ckpt = load_checkpoint_file(file)
         state = ckpt.get("state_dict", {})
+        saved_shape = saved_input_shape(ckpt)
+        if saved_shape is not None and saved_shape != self.input_shape:  # (convolutions fit other sizes too)
+            raise ConfigError(f"pretrained checkpoint {file} was trained on images of shape {saved_shape}, but this "
+                              f"data has shape {self.input_shape}; train its FAE on this data set")
         fae_state = {k[len("fae."):]: v for k, v in state.items() if k.startswith("fae.")}
         own = self.fae.state_dict()
         bad = [k for k in own if k not in fae_state or fae_state[k].shape != own[k].shape]

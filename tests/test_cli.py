@@ -1033,6 +1033,25 @@ def test_more_clusters_than_samples_writes_no_log_file(tmp_path, dcl_error):
     assert "n_clusters must be between 2 and the number of samples (20), got 30" in msg
 
 
+def test_a_convolutional_checkpoint_refuses_images_of_another_size(tmp_path, dcl_error):
+    """Found by probing with one's own data: a convolutional network's weights fit images of other sizes too (16 x 16
+    and 14 x 14 end in the same 2 x 2 map), so a checkpoint was refused only where a tensor did not fit: predict,
+    validate and a resumed fit ran on 14 x 14 images with a 16 x 16 model without a word."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x16.npy", rng.random((40, 1, 16, 16), dtype=np.float32))
+    np.save(tmp_path / "x14.npy", rng.random((40, 1, 14, 14), dtype=np.float32))
+    model = ["--model", "AEKMeans", "--model.init_args.autoencoder", "conv", "--data", "Arrays", "--data.n_clusters",
+             "2"]
+    run_cli(["fit", *model, "--data.path", str(tmp_path / "x16.npy"), "--trainer.max_epochs", "1",
+             "--trainer.enable_checkpointing", "true"], tmp_path)
+    ckpt = str(next(tmp_path.rglob("*.ckpt")))
+    for command in ("predict", "validate", "fit"):
+        (tmp_path / command).mkdir()
+        msg = dcl_error([command, *model, "--data.path", str(tmp_path / "x14.npy"), "--ckpt_path", ckpt,
+                         "--trainer.max_epochs", "2"], tmp_path / command)
+        assert "trained on samples of shape (1, 16, 16), but this data has shape (1, 14, 14)" in msg, command
+
+
 @pytest.mark.parametrize("command", ["fit", "validate", "test"])
 def test_a_checkpoint_that_does_not_fit_the_data_writes_no_log_file(tmp_path, dcl_error, command):
     """Found by probing as a user: a checkpoint trained on samples of another shape, or on standardized samples,

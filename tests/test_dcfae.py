@@ -540,6 +540,10 @@ def test_resume_in_the_embedding_phase_is_exact(tmp_path):
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="different FAE"):
         DCFAE(10, (1, 8, 8), pretrained=ckpt, **{**TINY, "channels": (4, 16)})
+    # images of another size whose convolutions end in maps of the same size (every weight fits): refused too
+    # (found by probing with one's own data: an FAE trained on 8x8 images went on to train on 8x6 ones)
+    with pytest.raises(ConfigError, match=r"trained on images of shape \(1, 8, 8\), but this data has shape \(1, 8, 6\)"):
+        DCFAE(10, (1, 8, 6), pretrained=ckpt, **TINY)
     # restoring a trained DCFAE needs its pretrained file no more (the checkpoint holds the weights)
     with pytest.raises(ConfigError, match="does not exist"):
         DCFAE(10, (1, 8, 8), pretrained=str(tmp_path / "gone.ckpt"), **TINY)
