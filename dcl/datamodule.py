@@ -292,7 +292,10 @@ class ClusteringDataModule(pl.LightningDataModule):
         name = type(self).__name__
         if x.ndim < 2 or len(x) == 0:
             raise DataError(f"{name}: the data set is empty or not a batch of samples (shape {tuple(x.shape)})")
-        if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        if x[0].numel() == 0:
+            raise DataError(f"{name}: samples of shape {tuple(x.shape[1:])} hold no values (a dimension of size 0); "
+                            "check how the data was read or sliced")
+        if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] > 4:
             # numpy's / PIL's / TensorFlow's layout: read as N x C x H x W, it is x.shape[1] channels of W x C images
             raise DataError(f"{name}: samples of shape {tuple(x.shape[1:])} are images with their channels last "
                             "(H x W x C); dcl takes N x C x H x W: transpose them first, e.g. "

@@ -240,7 +240,8 @@ class DCFAE(ClusteringMethod):
         channels: encoder stage widths (the decoder mirrors them) ((32, 64, 128)).
         discriminator_channels: discriminator stage widths ((32, 64, 128)).
         blocks_per_stage: residual blocks per stage (1).
-        norm: normalization of encoder/decoder blocks: ``batch``, ``group`` or ``none``.
+        norm: normalization of encoder/decoder blocks: ``batch`` (BatchNorm: batches of 2 samples or more),
+            ``group`` (GroupNorm, in the most groups up to 8 that divide the channels) or ``none``.
         adversarial: the FAE (True) or a plain VAE (False, no discriminator).
         residual: skip connections in the encoder, decoder and discriminator blocks (True); False: plain conv
             stacks of the same widths and depths (the paper's ablation; measured on USPS at 30 + 30 epochs, 3
@@ -423,9 +424,26 @@ class DCFAE(ClusteringMethod):
 
     def check_fit(self, trainer: pl.Trainer, data: ClusteringDataModule) -> None:
         self._check_phase_2_steps(trainer, planned_batches(trainer, data))
+        self._check_batch_statistics(trainer, data)
 
     def on_train_start(self) -> None:
         self._check_phase_2_steps(self.trainer, self.trainer.num_training_batches)  # Lightning's count, per rank
+        if isinstance(self.trainer.datamodule, ClusteringDataModule):
+            self._check_batch_statistics(self.trainer, self.trainer.datamodule)
+
+    def _check_batch_statistics(self, trainer: pl.Trainer, data: ClusteringDataModule) -> None:
+        """Refuse, before any step, a phase 1 whose every batch holds one sample under BatchNorm: such a batch is
+        skipped (training_step), so the FAE would never train and the clusters would come from its random weights
+        (found by probing: batch_size 1 ended as a fit, silently)."""
+        if self.hparams.norm != "batch" or self.in_embedding_phase or self.fae_epochs == 0:
+            return
+        per_batch = min(data.batch_size, math.ceil(data.num_samples / trainer.world_size))
+        if per_batch < 2:
+            raise ConfigError(f"DCFAE's FAE normalizes with BatchNorm (norm: batch), whose statistics need two samples "
+                              f"a batch, but each batch of a process holds {per_batch} ({data.num_samples} samples, "
+                              f"batch_size {data.batch_size}, {trainer.world_size} process(es)): phase 1 would skip "
+                              "every batch and never train; set data.init_args.batch_size 2 or more, or "
+                              "model.init_args.norm group")
 
     def _check_phase_2_steps(self, trainer: pl.Trainer, batches: int | float) -> None:
         """Refuse, before any step, a phase 2 that would never step: it trains on groups of ``similarity_batches``

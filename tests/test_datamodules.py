@@ -360,6 +360,20 @@ def test_channels_last_images_are_refused_with_the_transpose_that_fixes_them(tmp
     dm = Arrays(str(tmp_path / "nchw.npy"), n_clusters=2)
     dm.setup()
     assert dm.input_shape == (3, 8, 8)
+    # images of two channels 8 x 3 are not read as channels last (the check refused them, with no way around)
+    np.save(tmp_path / "two.npy", images[..., :2].transpose(0, 3, 1, 2).copy()[:, :, :, :3])
+    dm = Arrays(str(tmp_path / "two.npy"), n_clusters=2)
+    dm.setup()
+    assert dm.input_shape == (2, 8, 3)
+
+
+def test_samples_of_no_values_are_refused(tmp_path):
+    """Found by probing with one's own data: 300 x 1 x 0 x 8 images failed in a torch reduction (DCFAE), and N x 0
+    features were blamed on the layer sizes."""
+    for shape in ((30, 1, 0, 8), (30, 0)):
+        np.save(tmp_path / "empty.npy", np.zeros(shape, dtype=np.float32))
+        with pytest.raises(DataError, match=rf"samples of shape \({shape[1]},.*hold no values"):
+            Arrays(str(tmp_path / "empty.npy"), n_clusters=2).setup()
 
 
 def test_labels_that_give_each_sample_its_own_class_are_refused_as_ids(tmp_path):

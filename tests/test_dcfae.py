@@ -551,6 +551,32 @@ def test_resume_in_the_embedding_phase_is_exact(tmp_path):
         assert DCFAE(10, (1, 8, 8), pretrained=str(tmp_path / "gone.ckpt"), **TINY).fae_epochs == 0
 
 
+def test_a_phase_1_of_one_sample_batches_under_batchnorm_is_refused(tmp_path, capsys):
+    """Found by probing with one's own data: with batch_size 1 every batch of phase 1 is skipped (BatchNorm's
+    statistics of one sample), so the FAE never trained and the fit ended on its random weights without a word."""
+    def fit(batch_size: int, **model_args):
+        model = DCFAE(10, (1, 8, 8), fae_epochs=1, **{**TINY, **model_args})
+        trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+        before = [p.detach().clone() for p in model.fae.parameters()]
+        trainer.fit(model, Digits(flatten=False, batch_size=batch_size))
+        return sum(not torch.equal(a, b) for a, b in zip(before, model.fae.parameters()))
+
+    with pytest.raises(ConfigError, match=r"BatchNorm .* each batch of a process holds 1 \(.*batch_size 2 or more"):
+        fit(1)
+    assert fit(1, norm="group") > 0 and fit(2) > 0  # (what the error offers trains)
+    # GroupNorm on channels that 8 does not divide (was: PyTorch's "num_channels (12) must be divisible by
+    # num_groups (8)", naming no setting): the most groups up to 8 that divide them
+    assert fit(2, norm="group", channels=(12, 20)) > 0
+    (tmp_path / "cli").mkdir()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:  # the command: one line, before anything is written
+        run_cli(["fit", "--model", "DCFAE", "--data", "Digits", "--data.flatten", "false", "--data.batch_size", "1"],
+                tmp_path / "cli")
+    assert exit_info.value.code == 2 and "dcl: error: DCFAE's FAE normalizes with BatchNorm" in capsys.readouterr().err
+    assert not any((tmp_path / "cli").iterdir())
+
+
 def _phase2(ckpt: str, batch_size: int, similarity_batches: int, **trainer_kwargs) -> tuple[DCFAE, pl.Trainer]:
     """Phase 2 alone (the FAE of ``ckpt`` reused) on Digits."""
     pl.seed_everything(1)

@@ -25,8 +25,8 @@ NORMS = ("batch", "group", "none")
 def make_norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
-    if kind == "group":
-        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "group":  # at most 8 groups: the most that divide the channels (12 channels: 6 groups of 2)
+        return nn.GroupNorm(max(g for g in range(1, 9) if channels % g == 0), channels)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}; choose one of {NORMS}")
