@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from dcl.datamodule import DataError, SplitFilesDataModule
+from dcl.files import download_lock
 
 _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -80,7 +81,11 @@ class MNIST(SplitFilesDataModule):
         xs, ys = [], []
         for s in self.splits():
             try:
-                ds = cls(root=str(root), train=s == "train", download=self.download)
+                if self.download:  # (torchvision downloads what it does not find, inside the lock)
+                    with download_lock(root / self._name):
+                        ds = cls(root=str(root), train=s == "train", download=True)
+                else:
+                    ds = cls(root=str(root), train=s == "train")
             except (RuntimeError, OSError) as e:  # download failed (offline, mirror down, bad checksum)
                 raise DataError(f"{type(self).__name__}: could not download/read the data into "
                                 f"{(root / self._name / 'raw').resolve()}: {e}; copy the standard files "

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from dcl.datamodule import DataError, SplitFilesDataModule
+from dcl.files import download_lock
 
 _FILES = {"train": "usps.bz2", "test": "usps.t.bz2"}
 _URL = "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps"
@@ -69,7 +70,9 @@ class USPS(SplitFilesDataModule):
             from torchvision.datasets.utils import download_url
             url, filename, md5 = TorchUSPS.split_list[split]
             try:
-                download_url(url, str(folder), filename, md5=md5)
+                with download_lock(folder):  # another process may have fetched it meanwhile
+                    if not path.is_file():
+                        download_url(url, str(folder), filename, md5=md5)
             except (RuntimeError, OSError, EOFError, ValueError) as e:
                 raise DataError(f"USPS: could not download {path.resolve()}: {e}; copy the standard file from "
                                 f"{_URL} there by hand") from e

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from dcl.distributed import rank_world
+from dcl.files import download_lock
 
 
 class DataError(ValueError):
@@ -484,7 +485,9 @@ def require_archive_files(name: str, data_dir: str | Path, folder_name: str, fil
     if download:
         from torchvision.datasets.utils import download_and_extract_archive
         try:
-            download_and_extract_archive(url, str(root), filename=filename, md5=tv.tgz_md5)
+            with download_lock(root):  # another process may have fetched it meanwhile: extract it once
+                if not all((folder / f).is_file() for f in files):
+                    download_and_extract_archive(url, str(root), filename=filename, md5=tv.tgz_md5)
         except (RuntimeError, OSError, EOFError, ValueError) as e:
             raise DataError(f"{name}: could not download {url} into {root.resolve()}: {e}; download and extract "
                             "it there by hand") from e

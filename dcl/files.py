@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 
 def current_umask() -> int:
@@ -71,3 +72,24 @@ def run_dir(trainer) -> Path:
         version = version if isinstance(version, str) else f"version_{version}"
         return Path(save_dir) / str(logger.name) / version
     return Path(trainer.default_root_dir)
+
+
+@contextmanager
+def download_lock(folder: str | Path) -> Iterator[None]:
+    """One download into ``folder`` at a time, across processes: every rank of a job that srun or torchrun launches
+    loads the data itself, and with ``download: true`` they fetched and extracted the same files into one folder at
+    once. The first to hold the lock downloads; the others then find the files (check for them inside it). An
+    advisory ``flock`` on ``folder/.dcl-download.lock`` (POSIX; elsewhere no lock)."""
+    folder = Path(folder).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # (Windows)
+        yield
+        return
+    with open(folder / ".dcl-download.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

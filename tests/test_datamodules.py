@@ -903,3 +903,50 @@ def test_stl10_reads_the_binary_files_as_torchvision_does(tmp_path, monkeypatch)
     small.setup("fit")
     assert small.x.shape == (5, 3 * 32 * 32) and small.input_shape == (3 * 32 * 32,)
     assert small.x.reshape(5, 3, 32, 32)[4].reshape(3, -1).tolist() == [[10] * 1024, [120] * 1024, [250] * 1024]
+
+
+def test_processes_that_download_one_data_set_fetch_it_once(tmp_path, monkeypatch):
+    """Found by a DDP audit: every rank of a job launched by srun or torchrun loads the data, and with download: true
+    all of them fetched the same files into one folder at once. A lock lets the first download; the others wait and
+    find the files. (Threads here: each opens the lock file anew, which flock serializes as it does processes.)"""
+    import shutil
+    import threading
+    import time
+
+    import torchvision.datasets.utils as tv_utils
+
+    from dcl.files import download_lock
+
+    source = require_data("usps", "usps.t.bz2")
+    fetched = []
+
+    def fake_download_url(url, root, filename=None, md5=None):  # torchvision's, without the internet
+        fetched.append(filename)
+        time.sleep(0.3)  # long enough for the other to arrive meanwhile
+        shutil.copy(source, Path(root) / filename)
+
+    monkeypatch.setattr(tv_utils, "download_url", fake_download_url)
+    loaded = []
+    threads = [threading.Thread(target=lambda: loaded.append(
+        USPS(data_dir=str(tmp_path), download=True, split="test").load()[0].shape)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fetched == ["usps.t.bz2"] and loaded == [(2007, 256)] * 2
+
+    spans = []  # the lock itself: one holder at a time
+
+    def hold() -> None:
+        with download_lock(tmp_path / "lock"):
+            start = time.monotonic()
+            time.sleep(0.2)
+            spans.append((start, time.monotonic()))
+
+    threads = [threading.Thread(target=hold) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spans.sort()
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans
