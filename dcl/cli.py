@@ -42,8 +42,8 @@ from dcl.datamodule import ClusteringDataModule, DataError, check_resume_positio
 from dcl.distributed import end_script_process_group
 from dcl.files import atomic_write, not_a_file, run_dir, unwritable_folder
 from dcl.method import (N_CLUSTERS_REFUSED, ClusteringMethod, ConfigError, TrainingDiverged, check_checkpoint_fits,
-                        check_checkpoint_method, check_precision, check_trainer_settings, load_checkpoint_file,
-                        log_metrics_now, logging_step, one_cluster_warning, planned_batches,
+                        check_checkpoint_method, check_precision, check_scoring_batches, check_trainer_settings,
+                        load_checkpoint_file, log_metrics_now, logging_step, one_cluster_warning, planned_batches,
                         weights_from_checkpoint)
 
 # MisconfigurationException: Lightning's word for a Trainer setting that cannot work (an accelerator this machine
@@ -241,6 +241,7 @@ class DCLCLI(LightningCLI):
             if isinstance(self.model, ClusteringMethod):
                 self.model.check_data(self.datamodule, "fit")
                 self.model.check_fit(self.trainer, self.datamodule)
+            check_scoring_batches(self.trainer, self.datamodule, "val")
         from_ = type(self.model).n_clusters_from
         given = getattr(self.datamodule, "n_clusters_given", None)
         if from_ and given is not None:
@@ -271,9 +272,13 @@ class DCLCLI(LightningCLI):
 
     def before_validate(self) -> None:
         self._drop_checkpointing()
+        if isinstance(self.datamodule, ClusteringDataModule):
+            check_scoring_batches(self.trainer, self.datamodule, "val")
 
     def before_test(self) -> None:
         self._drop_checkpointing()
+        if isinstance(self.datamodule, ClusteringDataModule):
+            check_scoring_batches(self.trainer, self.datamodule, "test")
 
     def before_predict(self) -> None:
         self._drop_checkpointing()

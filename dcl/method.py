@@ -671,6 +671,20 @@ def planned_batches(trainer: pl.Trainer, data: ClusteringDataModule, stage: str 
     return min(batches, limit) if isinstance(limit, int) else int(batches * limit)
 
 
+def check_scoring_batches(trainer: pl.Trainer, data: ClusteringDataModule, stage: str) -> None:
+    """Refuse a share of the validation (``stage`` ``val``) or test batches that leaves none, which Lightning refuses
+    only once the loop runs, after the loggers wrote their files (found by probing: ``limit_val_batches 0.1`` of 2
+    batches). A clustering is scored on all its samples whatever the share, so 1.0 loses nothing."""
+    limit = getattr(trainer, f"limit_{stage}_batches")
+    if isinstance(limit, float) and 0 < limit < 1:
+        batches = planned_batches(trainer, data, stage, limited=False)
+        if int(batches * limit) < 1:
+            what = "validation" if stage == "val" else "test"
+            raise ConfigError(f"trainer.limit_{stage}_batches {limit} of the {batches} {what} batch(es) of a process "
+                              f"leaves none; dcl scores the clustering of all samples whatever the share: set it to "
+                              f"1.0 (or 0: no {what})")
+
+
 def check_trainer_settings(model: pl.LightningModule, trainer: pl.Trainer) -> None:
     """Before a fit: refuse the Trainer settings Lightning cannot apply to a method that steps its optimizers itself
     (manual optimization: DCFAE's alternating sides), saying what to set instead: Lightning's own message tells the

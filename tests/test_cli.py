@@ -1164,6 +1164,21 @@ def test_an_optimizer_setting_torch_refuses_is_one_line_before_training(tmp_path
     assert words in msg, msg
 
 
+@pytest.mark.parametrize("command", ["fit", "validate", "test"])
+def test_a_share_of_the_scoring_batches_that_leaves_none_is_refused_before_the_loggers(tmp_path, dcl_error, command):
+    """Found by reading the README against the code: limit_val_batches 0.1 of Digits' 2 validation batches was refused
+    by Lightning at its sanity check, after the logger had written hparams.yaml. A share that leaves a batch scores
+    all samples, as 1.0 does."""
+    stage = "test" if command == "test" else "val"
+    logged = ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(tmp_path)]
+    msg = dcl_error([command, *AE_DIGITS, f"--trainer.limit_{stage}_batches", "0.1", *logged], tmp_path)
+    assert f"trainer.limit_{stage}_batches 0.1 of the 2 " in msg and "set it to 1.0" in msg, msg
+    if command == "fit":
+        (tmp_path / "half").mkdir()
+        scores = fit_ae(tmp_path / "half", "--trainer.limit_val_batches", "0.5", "--trainer.max_epochs", "1")
+        assert scores["acc"] > 0
+
+
 @pytest.mark.parametrize("setting, words", [
     ("gradient_clip_val=1.0", "gradient_clip_val 1.0 cannot apply; set the method's own gradient_clip_val instead"),
     ("accumulate_grad_batches=2", "accumulate_grad_batches 2 cannot apply; remove it"),
