@@ -26,6 +26,23 @@ def test_benchmark_records_named_in_tables_exist(page):
     assert not missing, f"{page.name} names records missing from benchmarks/results/: {missing}"
 
 
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_links_to_sections_resolve(page):
+    """A link to a section (``docs/usage.md#your-own-data``) names a heading that is there."""
+    missing = []
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", page.read_text()):
+        linked = (page.parent / target) if target else page
+        headings = re.findall(r"^#+ (.+)$", linked.read_text(), flags=re.M)
+        if anchor not in {github_anchor(h) for h in headings}:
+            missing.append(f"{target}#{anchor}")
+    assert not missing, f"{page.name} links to sections that are not there: {missing}"
+
+
 def test_readme_links_every_docs_page():
     readme = (REPO / "README.md").read_text()
     unlinked = [p.name for p in PAGES[1:] if f"(docs/{p.name})" not in readme]
