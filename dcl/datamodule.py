@@ -38,6 +38,12 @@ class _EpochSampler:
         self.epoch = epoch
 
 
+def epoch_batches(n_samples: int, world: int, batch_size: int) -> int:
+    """Batches a training epoch of ``n_samples`` gives each of ``world`` processes: the shuffled shards padded to
+    equal ones, as :class:`InMemoryLoader` does (its ordered passes' shards are at most as large)."""
+    return math.ceil(math.ceil(n_samples / world) / batch_size)
+
+
 def check_resume_position(state: dict[str, int], world: int, batch_size: int, n_samples: int) -> None:
     """Refuse to resume the training loader's ``state`` (an :class:`InMemoryLoader`'s, in a checkpoint) of
     ``n_samples`` in ``world`` processes with ``batch_size``: the batches a rank has taken locate the epoch's next
@@ -45,8 +51,7 @@ def check_resume_position(state: dict[str, int], world: int, batch_size: int, n_
     samples twice and skip others. A checkpoint taken after an epoch's last batch resumes with any. (Checked by the
     ``dcl`` command before it starts the trainer too.)"""
     saved = (state.get("world", world), state.get("batch_size", batch_size))
-    epoch_batches = math.ceil(math.ceil(n_samples / saved[0]) / saved[1])  # as the loader that took them counts
-    if 0 < state["batches"] < epoch_batches and saved != (world, batch_size):
+    if 0 < state["batches"] < epoch_batches(n_samples, *saved) and saved != (world, batch_size):
         raise DataError(
             f"this checkpoint was taken inside an epoch (after {state['batches']} batches) of a fit in "
             f"{saved[0]} process(es) with batch size {saved[1]}; resuming it in {world} with batch size "

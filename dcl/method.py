@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from dcl import registry
 from dcl.cluster import kmeans
-from dcl.datamodule import ClusteringDataModule
+from dcl.datamodule import ClusteringDataModule, epoch_batches
 from dcl.distributed import (all_reduce_sum_, broadcast_, broadcast_norm_statistics_, end_spawned_process_group,
                              gather_ordered, is_distributed)
 from dcl.files import not_a_file
@@ -399,6 +399,11 @@ class ClusteringMethod(pl.LightningModule):
         self._from_datamodule = self._uses_the_datamodule()
         if self._from_datamodule:
             self.check_data(data, stage)
+        elif is_distributed():  # each process holds its sampler's shard of them, padded with repeated samples
+            raise ConfigError(f"{type(self).__name__} was given dataloaders, not a datamodule, under DDP: each process "
+                              "sees a padded shard of them, so its scores and predictions would cover part of the "
+                              "samples, some twice; pass a datamodule such as dcl.estimator.InMemory(x, y), which "
+                              "serves every sample once, or use one device")
 
     def check_data(self, data: ClusteringDataModule, stage: str) -> None:
         """Refuse data this method cannot run on (``stage``: Lightning's, e.g. "fit"), before any step. Called by
@@ -498,17 +503,13 @@ class ClusteringMethod(pl.LightningModule):
             if not (isinstance(batch, dict) and "x" in batch and "y" in batch):
                 raise ConfigError(f"{type(self).__name__} scores batches of dicts {{'x': samples, 'y': labels}}, got "
                                   f"{type(batch).__name__}; pass a datamodule such as dcl.estimator.InMemory(x, y)")
-            if is_distributed():  # each process holds its sampler's shard, padded with repeated samples
-                raise ConfigError(f"{type(self).__name__} scores dataloaders given to validate / test in one process "
-                                  "only: under DDP each process sees a padded shard of them; pass a datamodule such "
-                                  "as dcl.estimator.InMemory(x, y), which scores all samples once, or use one device")
             self._val_parts.append((self.embed(batch["x"]).float(), batch["y"]))
 
     def _score(self, prefix: str) -> None:
         if self.trainer.sanity_checking:  # the validation code ran on a few batches; scoring an untrained
             self._val_parts.clear()       # model on every sample (embedding + k-means) would only cost time
             return
-        if not self._from_datamodule:  # a plain dataloader given to validate/test (one process: _collect)
+        if not self._from_datamodule:  # a plain dataloader given to validate/test (one process: setup)
             if not self._val_parts:
                 return
             z, y = (torch.cat(t) for t in zip(*self._val_parts))
@@ -659,12 +660,12 @@ def check_precision(precision: str) -> None:
 
 def planned_batches(trainer: pl.Trainer, data: ClusteringDataModule, stage: str = "train",
                     limited: bool = True) -> int:
-    """The batches of an epoch of ``stage`` (``train`` or ``predict``) on each of ``trainer``'s processes, before it
-    starts: the datamodule's loader of that stage over ``trainer.world_size`` shards (the training loader's padded to
-    equal ones, as :class:`InMemoryLoader`'s; ordered ones at most as large), cut by ``limit_<stage>_batches`` (where
-    Lightning puts ``fast_dev_run``'s) as Lightning cuts it, unless not ``limited``."""
+    """The batches of an epoch of ``stage`` (``train``, ``val``, ``test`` or ``predict``) on each of ``trainer``'s
+    processes, before it starts: the datamodule's loader of that stage over ``trainer.world_size`` shards
+    (:func:`epoch_batches`: the training loader's padded to equal ones; ordered ones at most as large), cut by
+    ``limit_<stage>_batches`` (where Lightning puts ``fast_dev_run``'s) as Lightning cuts it, unless not ``limited``."""
     batch_size = data.batch_size if stage == "train" else data.predict_dataloader().batch_size
-    batches = math.ceil(math.ceil(data.num_samples / trainer.world_size) / batch_size)
+    batches = epoch_batches(data.num_samples, trainer.world_size, batch_size)
     if not limited:
         return batches
     limit = getattr(trainer, f"limit_{stage}_batches")
@@ -676,13 +677,11 @@ def check_scoring_batches(trainer: pl.Trainer, data: ClusteringDataModule, stage
     only once the loop runs, after the loggers wrote their files (found by probing: ``limit_val_batches 0.1`` of 2
     batches). A clustering is scored on all its samples whatever the share, so 1.0 loses nothing."""
     limit = getattr(trainer, f"limit_{stage}_batches")
-    if isinstance(limit, float) and 0 < limit < 1:
-        batches = planned_batches(trainer, data, stage, limited=False)
-        if int(batches * limit) < 1:
-            what = "validation" if stage == "val" else "test"
-            raise ConfigError(f"trainer.limit_{stage}_batches {limit} of the {batches} {what} batch(es) of a process "
-                              f"leaves none; dcl scores the clustering of all samples whatever the share: set it to "
-                              f"1.0 (or 0: no {what})")
+    if isinstance(limit, float) and limit > 0 and planned_batches(trainer, data, stage) == 0:
+        what, batches = "validation" if stage == "val" else "test", planned_batches(trainer, data, stage, False)
+        raise ConfigError(f"trainer.limit_{stage}_batches {limit} of the {batches} {what} batch(es) of a process "
+                          f"leaves none; dcl scores the clustering of all samples whatever the share: set it to "
+                          f"1.0 (or 0: no {what})")
 
 
 def check_trainer_settings(model: pl.LightningModule, trainer: pl.Trainer) -> None:

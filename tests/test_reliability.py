@@ -229,7 +229,7 @@ def test_dataloaders_given_by_hand_under_ddp_are_refused(tmp_path, monkeypatch):
     samples = [{"x": x, "y": y} for x, y in zip(dm.x[:301], dm.y[:301])]  # 301: padded to 2 x 151
     alone = trainer(tmp_path, 1).validate(model, torch.utils.data.DataLoader(samples, batch_size=64), verbose=False)
     assert 0 < alone[0]["val/acc"] <= 1  # one process scores them
-    with pytest.raises(Exception, match="under DDP each process sees a padded shard"):
+    with pytest.raises(Exception, match="under DDP: each process sees a padded shard"):
         trainer(tmp_path, 1, strategy="ddp_spawn", devices=2).validate(
             model, torch.utils.data.DataLoader(samples, batch_size=64), verbose=False)
     # and so are they in predict's files (rank 0 wrote its own shard's rows)
@@ -239,7 +239,7 @@ def test_dataloaders_given_by_hand_under_ddp_are_refused(tmp_path, monkeypatch):
     trainer(tmp_path, 1, callbacks=[writer]).predict(model, torch.utils.data.DataLoader(samples, batch_size=64))
     assert len((tmp_path / "clusters.csv").read_text().splitlines()) == 1 + len(samples)  # one process: every row
     (tmp_path / "clusters.csv").unlink()
-    with pytest.raises(Exception, match="under DDP each process predicts a padded shard"):
+    with pytest.raises(Exception, match="under DDP: each process sees a padded shard"):
         trainer(tmp_path, 1, strategy="ddp_spawn", devices=2, callbacks=[writer]).predict(
             model, torch.utils.data.DataLoader(samples, batch_size=64))
     assert not (tmp_path / "clusters.csv").exists()

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from dcl.distributed import gather_ordered, is_distributed
+from dcl.distributed import gather_ordered
 from dcl.files import atomic_write, unwritable_folder
 
 
@@ -64,11 +64,6 @@ class PredictionWriter(Callback):
 
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
         self._batches, self._columns_filled = [], None
-        by_hand = getattr(trainer.predict_dataloaders, "num_rows", None) is None  # (not a datamodule's loader)
-        if (self.output or self.embeddings) and by_hand and is_distributed():
-            raise ValueError("PredictionWriter writes the predictions of dataloaders given by hand in one process "
-                             "only: under DDP each process predicts a padded shard of them; pass a datamodule such "
-                             "as dcl.estimator.InMemory(x, y), whose samples are written once each, or use one device")
 
     def _columns(self) -> tuple[str, ...]:
         """The outputs of ``predict_step`` that the files take: not the soft assignments ``probs`` (N x K), nor the
