@@ -52,6 +52,17 @@ def test_nmi_ari_match_sklearn(seed):
     assert s["ari"] == pytest.approx(adjusted_rand_score(true, pred), abs=1e-6)
 
 
+@pytest.mark.parametrize("n, classes", [(100_000, 10), (80_000, 2), (700_000, 4)])
+def test_ari_of_many_samples_is_sklearns(n, classes):
+    # torchmetrics' ARI (1.9) wraps around in int64 from about 80,000 samples: -29 here for 100,000
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, classes, n)
+    pred = np.where(rng.random(n) < 0.85, true, rng.integers(0, classes, n))
+    s = clustering_scores(torch.from_numpy(pred), torch.from_numpy(true))
+    assert s["ari"] == pytest.approx(adjusted_rand_score(true, pred), abs=1e-9)
+    assert s["nmi"] == pytest.approx(normalized_mutual_info_score(true, pred), abs=1e-6)
+
+
 def test_unknown_labels_are_left_out():
     true = torch.tensor([0, 0, 1, 1, -1, -1])
     pred = torch.tensor([1, 1, 0, 0, 0, 1])
