@@ -195,6 +195,17 @@ def test_empty_cluster_repair_matches_sklearn(lloyd_path):
     assert np.allclose(ours.centers.numpy(), ref.cluster_centers_, atol=1e-9)
 
 
+def test_fewer_distinct_points_than_clusters_stops_when_labels_stop_changing(lloyd_path):
+    # the empty cluster is repaired every iteration and takes no point (it lands on a duplicate of another
+    # center's point): scikit-learn stops at unchanged labels; rounding kept the shift above tol until max_iter
+    x = torch.tensor([0.0, 1.0, 2.0]).repeat_interleave(torch.tensor([13, 15, 22])).unsqueeze(1).double()
+    ours = kmeans(x, 4, n_init=1, seed=0)
+    ref = KMeans(4, n_init=1, random_state=0).fit(x.numpy())
+    assert ours.n_iter == ref.n_iter_ == 2
+    assert ours.inertia == pytest.approx(ref.inertia_, abs=1e-12)
+    assert sorted(torch.bincount(ours.labels, minlength=4).tolist()) == [0, 13, 15, 22]
+
+
 def test_gpu_path_gives_the_cpu_paths_result(monkeypatch):
     x = torch.randn(5000, 10, generator=torch.Generator().manual_seed(3))
     cpu = kmeans(x, 10, n_init=6, seed=1)
@@ -235,15 +246,18 @@ def test_match_labels_gives_new_clusters_fresh_ids_in_order():
 
 
 # -- DDP: each rank holds a shard; the result equals the single-process one on the concatenated data ------------
-def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor, out: dict) -> None:
+def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor, out: dict, split: int,
+                gpu_path: bool) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        bounds = [0, 700, len(x)]  # unequal shards
+        if gpu_path:
+            _km_module()._accelerated = lambda x: True
+        bounds = [0, split, len(x)]  # unequal shards, or one empty
         shard = x[bounds[rank]:bounds[rank + 1]]
         res = kmeans(shard, 6, n_init=3, seed=11)
-        pad = torch.full((max(700, len(x) - 700),), -1, dtype=torch.long)
+        pad = torch.full((max(split, len(x) - split),), -1, dtype=torch.long)
         pad[: len(res.labels)] = res.labels
         parts = [torch.empty_like(pad) for _ in range(world)]
         dist.all_gather(parts, pad)
@@ -259,14 +273,15 @@ def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tens
         dist.destroy_process_group()
 
 
-def test_ddp_kmeans_equals_single_process():
+@pytest.mark.parametrize("split, gpu_path", [(700, False), (1500, True)], ids=["cpu_path", "gpu_path_empty_rank_1"])
+def test_ddp_kmeans_equals_single_process(split, gpu_path):
     x, y = blobs(n=1500, d=6, k=6, seed=4)
     y = torch.as_tensor(y)
     y[:300] = (y[:300] + 1) % 6  # errors in rank 0's shard only: each shard's accuracy differs from the whole's
     single = kmeans(x, 6, n_init=3, seed=11)
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_ddp_worker, args=(2, free_port(), x, y, out), nprocs=2, join=True)
+        mp.spawn(_ddp_worker, args=(2, free_port(), x, y, out, split, gpu_path), nprocs=2, join=True)
         out = dict(out)
     assert torch.allclose(out["centers0"], out["centers1"])  # identical state on both ranks
     assert torch.allclose(out["centers"], single.centers, atol=1e-4)
@@ -274,3 +289,24 @@ def test_ddp_kmeans_equals_single_process():
     assert out["inertia"] == pytest.approx(single.inertia, rel=1e-5)
     assert out["acc0"] == out["acc1"] == pytest.approx(float(cluster_accuracy(single.labels, y)))
     assert out["acc0"] < 0.9
+
+
+@pytest.mark.parametrize("dtype, k", [(torch.bfloat16, 300), (torch.float16, 3000)])
+def test_half_precision_rows_are_assigned_to_their_own_center_among_many(dtype, k):
+    # each point lies exactly on its center: the CPU argmin trick's integers 0..2K-1 are not exact in these dtypes
+    c = torch.eye(k, dtype=dtype)
+    labels, dist = assign_nearest(c, c)
+    assert torch.equal(labels, torch.arange(k))
+    assert not dist.any()
+
+
+def test_gpu_path_statistics_of_an_empty_shard_are_zero():
+    # the M-step's buffer comes from torch.empty (on a GPU: the caching allocator's old contents); an empty shard
+    # must still add zeros to the all_reduce
+    km = _km_module()
+    x = torch.empty(0, 2)
+    labels = torch.empty(1, 0, dtype=torch.int32)
+    out = torch.full((1 * 3 * 3 + 1,), 7.0, dtype=torch.float64)
+    km._dense_stats_batch(x, km._with_ones(x), labels, labels.clone(), torch.arange(3, dtype=torch.int32).view(1, 3, 1),
+                          out, 65536)
+    assert out.tolist() == [0.0] * 10

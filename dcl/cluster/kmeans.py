@@ -490,14 +490,16 @@ def _e_step_batch(x: Tensor, centers: Tensor, chunk_size: int, labels: Tensor, v
     (``chunk_size x K`` elements). The argmin along the centers is taken with two cheap vectorized minima
     instead of ``argmin`` (slow on CPU): with ``m = min_k d_k``, ``label = min_k (K * [d_k > m] + k)`` is the
     first ``k`` with ``d_k == m`` (exact: small integers in floating point). On an accelerator both come from
-    one ``torch.min`` instead (also the first minimizer): one kernel for five.
+    one ``torch.min`` instead (also the first minimizer): one kernel for five. So do half-precision rows, whose
+    floats hold whole numbers exactly only up to 256 (bfloat16) or 2048 (float16): the trick's ``2K - 1`` would
+    not be.
     """
     r, k, d = centers.shape
     cf = centers.reshape(r * k, d)
     c_sq = (cf * cf).sum(1, keepdim=True)
     xt = x.t()
     rows = _rows_per_chunk(chunk_size, r)
-    fused = _accelerated(x)
+    fused = _accelerated(x) or x.dtype in (torch.float16, torch.bfloat16)
     ks = None if fused else torch.arange(k, dtype=x.dtype, device=x.device).view(1, k, 1)
     for s in range(0, x.shape[0], rows):
         dist = torch.addmm(c_sq, cf, xt[:, s : s + rows], alpha=-2.0).view(r, k, -1)
@@ -572,6 +574,8 @@ def _dense_stats_batch(x: Tensor, x1: Tensor | None, labels: Tensor, labels_old:
     d1 = x.shape[1] + 1
     k = ks.shape[1]
     stats = out[: r * k * d1].view(r * k, d1)
+    if n == 0:  # an empty DDP shard adds nothing to the all_reduce (``out`` comes from torch.empty)
+        stats.zero_()
     rows = _rows_per_chunk(chunk_size, r)
     for s in range(0, n, rows):
         onehot = (labels[:, s : s + rows].unsqueeze(1) == ks).to(torch.float64).view(r * k, -1)
@@ -595,10 +599,11 @@ def _lloyd_batch(
 ) -> None:
     """Lloyd iterations of ``R`` independent runs advanced together (``centers (R, K, d)``).
 
-    Every run follows exactly the single-run rules (sklearn's): it stops when no label changed
-    (and no repair happened in this or the previous iteration) -- its labels are then final --, or
-    when its squared center shift is ``<= tol_abs``, or after ``max_iter`` iterations; its labels
-    are then recomputed for the final centers.  A finished run is handed to
+    Every run follows exactly the single-run rules (sklearn's): it stops when no label changed -- its
+    labels are then final, unless an empty cluster was repaired in this iteration --, or when its squared
+    center shift is ``<= tol_abs``, or after ``max_iter`` iterations; its labels are then recomputed for the
+    final centers. (Labels unchanged beside a repair: the repaired center took no point, as on data with
+    fewer distinct points than K, and would not in any further iteration.)  A finished run is handed to
     ``on_done(run, centers, labels, n_iter)`` and dropped from the batch.
 
     Per iteration: one batched E-step, one M-step (incremental on the CPU, dense on an accelerator:
@@ -623,7 +628,6 @@ def _lloyd_batch(
         # local sums/counts, kept consistent with `labels_old` across iterations
         loc_sums = torch.zeros((r * k, d), dtype=torch.float64, device=dev)
         loc_cnt = torch.zeros(r * k, dtype=torch.float64, device=dev)
-    relocated = [False] * r
     for it in range(max_iter):
         r = len(run_ids)
         _e_step_batch(x, centers, chunk_size, labels)
@@ -649,7 +653,6 @@ def _lloyd_batch(
         done: list[int] = []
         for j in range(r):
             empty = [i for i, c in enumerate(host[j][:k]) if c == 0]
-            prev_relocated, relocated[j] = relocated[j], bool(empty)
             if empty:
                 # modifies the global copy only; the local sums stay consistent with the labels
                 _relocate_empty(sums[j], cnt[j], empty, x, centers[j], labels[j], comm, offset, chunk_size)
@@ -657,12 +660,13 @@ def _lloyd_batch(
                 shift = float((new_centers[j].to(torch.float64) - old64[j]).pow(2).sum().item())
             else:
                 shift = host[j][k + 1]
-            if int(host[j][k]) == 0 and not (relocated[j] or prev_relocated):
+            unchanged = int(host[j][k]) == 0
+            if unchanged and not empty:
                 # labels unchanged (and no repair) => same sums => the new centers are the ones
                 # the labels were computed with: labels already final
                 on_done(run_ids[j], new_centers[j], labels[j], it + 1)
                 done.append(j)
-            elif shift <= tol_abs or it + 1 == max_iter:
+            elif unchanged or shift <= tol_abs or it + 1 == max_iter:
                 lab = torch.empty(n, dtype=torch.int32, device=dev)
                 _e_step(x, new_centers[j], chunk_size, lab, torch.empty(n, dtype=x.dtype, device=dev))
                 on_done(run_ids[j], new_centers[j], lab, it + 1)
@@ -679,7 +683,6 @@ def _lloyd_batch(
                 kk = (kt.unsqueeze(1) * k + torch.arange(k, device=dev)).reshape(-1)
                 loc_sums, loc_cnt = loc_sums[kk], loc_cnt[kk]
             run_ids = [run_ids[j] for j in keep]
-            relocated = [relocated[j] for j in keep]
 
 
 def _exact_inertia(x: Tensor, centers: Tensor, labels: Tensor, chunk_size: int, comm: _Comm) -> float:
