@@ -536,6 +536,45 @@ def test_final_epoch_averaging_resumes_exactly(tmp_path):
     assert torch.allclose(resumed.w.detach(), torch.full((3,), -10.5))
 
 
+def test_final_epoch_averaging_resumed_with_more_epochs_averages_its_own_last_epochs(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+    _trainer(max_epochs=3, callbacks=[FinalEpochAveraging(2), ckpt], enable_checkpointing=True,
+             limit_val_batches=0, default_root_dir=tmp_path).fit(_Drift())
+    longer = _Drift()  # from inside the 3-epoch fit's window (epochs 1-2), to 6 epochs: the window is epochs 4-5
+    _trainer(max_epochs=6, callbacks=[FinalEpochAveraging(2)], limit_val_batches=0, default_root_dir=tmp_path,
+             ).fit(longer, ckpt_path=str(tmp_path / "epoch=1.ckpt"))
+    # one 6-epoch fit averages -21..-30; the old window's -6..-10 mixed in gave -19.67
+    assert torch.allclose(longer.w.detach(), torch.full((3,), -25.5))
+
+
+class _DriftEveryOtherBatch(_Drift):
+    """_Drift under manual optimization, stepping at odd batches only (as a method joining batches would)."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx % 2:
+            optimizer = self.optimizers()
+            optimizer.zero_grad()
+            self.manual_backward(self.w.sum())
+            optimizer.step()
+
+
+@pytest.mark.parametrize("model, accumulate, mean", [(_Drift, 2, -13 / 3), (_DriftEveryOtherBatch, 1, -3.5)],
+                         ids=["accumulate_grad_batches", "manual_optimization"])
+def test_final_epoch_averaging_takes_each_optimizer_step_once(model, accumulate, mean):
+    # 5 batches an epoch. Accumulating 2 steps at batches 2, 4 and 5 (the last on one batch's half-weighted loss):
+    # w = -3.5, -4.5, -5 in the second epoch. The manual module steps at batches 2 and 4: w = -3, -4. Averaging
+    # each batch's weights counted steps twice and the weights before the epoch's first step once: -3.8 and -3.2
+    trained = model()
+    _trainer(max_epochs=2, callbacks=[FinalEpochAveraging(1)], accumulate_grad_batches=accumulate).fit(trained)
+    assert torch.allclose(trained.w.detach(), torch.full((3,), mean))
+
+
 def test_final_epoch_averaging_needs_max_epochs():
     with pytest.raises(ConfigError, match="max_epochs"):
         _trainer(max_epochs=-1, max_steps=3, callbacks=[FinalEpochAveraging(1)]).fit(_Drift())

@@ -7,10 +7,12 @@ smooths the noise of the last steps of a constant learning rate). Any method can
 Why not Lightning's ``StochasticWeightAveraging``: it changes the learning rate (SWA schedule), copies the
 average in only at ``on_train_end`` (so the last validation and the last checkpoint see the un-averaged
 weights) and averages once per epoch, not per step. This callback keeps the optimizer as it is, averages after
-every optimizer step, and writes the average into the module at the last batch of the last epoch, before that
-epoch's validation and checkpoint. Its running mean and count are in ``state_dict``, so a resumed run averages
-exactly like an uninterrupted one; so are the weights the average replaced, so that a finished fit continued to
-more epochs goes on from them (and averages its new last epoch) as one longer run would.
+every optimizer step (once per step: under ``accumulate_grad_batches`` or a manual optimization that steps every
+few batches, the batches without a step add nothing), and writes the average into the module at the last batch of
+the last epoch, before that epoch's validation and checkpoint. Its running mean and count are in ``state_dict``, so
+a resumed run averages exactly like an uninterrupted one; so are the epochs they average (a fit resumed with a
+larger ``max_epochs`` starts its own window) and the weights the average replaced, so that a finished fit continued
+to more epochs goes on from them (and averages its new last epoch) as one longer run would.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class FinalEpochAveraging(Callback):
         self.mean: dict[str, torch.Tensor] = {}
         self.done = False
         self.replaced: dict[str, torch.Tensor] = {}  # the weights before the average was written (checkpointed)
+        self.window: int | None = None  # the first epoch the running mean averages (checkpointed)
+        self._steps_before_batch = 0
 
     @property
     def state_key(self) -> str:
@@ -70,21 +74,29 @@ class FinalEpochAveraging(Callback):
         """Whether the current epoch is one of the averaging epochs."""
         return trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs - self.epochs
 
+    def on_train_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int) -> None:
+        self._steps_before_batch = trainer.global_step  # (optimizer steps, of every optimizer)
+
     @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.done or not self.averaging(trainer):
             return
+        window = trainer.max_epochs - self.epochs
+        if self.window is not None and self.window != window:  # a resume with another max_epochs: another window
+            self.count, self.mean = 0, {}
+        self.window = window
         tensors = self._tensors(pl_module)
-        self.count += 1
-        for name, t in tensors.items():
-            if name not in self.mean or self.count == 1:
-                self.mean[name] = t.detach().float().clone()
-                continue
-            if self.mean[name].device != t.device:  # restored from a checkpoint on the CPU
-                self.mean[name] = self.mean[name].to(t.device)
-            self.mean[name].add_(t.detach().float() - self.mean[name], alpha=1.0 / self.count)
+        if trainer.global_step > self._steps_before_batch:  # the weights of a new optimizer step
+            self.count += 1
+            for name, t in tensors.items():
+                if name not in self.mean or self.count == 1:
+                    self.mean[name] = t.detach().float().clone()
+                    continue
+                if self.mean[name].device != t.device:  # restored from a checkpoint on the CPU
+                    self.mean[name] = self.mean[name].to(t.device)
+                self.mean[name].add_(t.detach().float() - self.mean[name], alpha=1.0 / self.count)
         last_epoch = trainer.current_epoch + 1 >= trainer.max_epochs
-        if last_epoch and batch_idx + 1 >= trainer.num_training_batches:
+        if last_epoch and batch_idx + 1 >= trainer.num_training_batches and self.count:
             self._apply(pl_module, tensors)
 
     @torch.no_grad()
@@ -92,7 +104,7 @@ class FinalEpochAveraging(Callback):
         if self.replaced:  # continuing a finished fit: its averaging epoch was not the last one after all
             for name, t in self._tensors(pl_module).items():
                 t.copy_(self.replaced[name].to(t.device))
-            self.count, self.mean, self.done, self.replaced = 0, {}, False, {}
+            self.count, self.mean, self.done, self.replaced, self.window = 0, {}, False, {}, None
 
     @torch.no_grad()
     def _apply(self, pl_module, tensors: dict[str, torch.Tensor]) -> None:
@@ -109,10 +121,11 @@ class FinalEpochAveraging(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"count": self.count, "done": self.done, "mean": {k: v.cpu() for k, v in self.mean.items()},
-                "replaced": self.replaced}
+                "replaced": self.replaced, "window": self.window}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.count = state_dict["count"]
         self.done = state_dict["done"]
         self.mean = dict(state_dict["mean"])
         self.replaced = dict(state_dict.get("replaced", {}))
+        self.window = state_dict.get("window")
