@@ -195,6 +195,8 @@ class ClusteringMethod(pl.LightningModule):
         self._from_datamodule = True  # this run's loaders are the datamodule's (see setup)
         self._final_embedding: Tensor | None = None  # see final_embedding
         self._checkpoint_progress = (0, 0)  # steps and epochs done in the checkpoint a fit resumes (on_fit_start)
+        self._stopped = False  # see stop_fit
+        self._checkpoint_clusters: tuple[int | None, int] = (None, 0)  # see clusters_older_than_weights
         self._pretrained_data: tuple[str, dict[str, dict]] = ("", {})  # see remember_pretrained_data
 
     # -- the contract -----------------------------------------------------------------------------------
@@ -313,11 +315,29 @@ class ClusteringMethod(pl.LightningModule):
             self._training_state = {"step": self.global_step, "kmeans_calls": self._kmeans_calls,
                                     "buffers": {k: b.detach().clone() for k, b in self.named_buffers()}}
 
+    def stop_fit(self) -> None:
+        """End the fit for good at this step: the method's stopping rule was met (DEC's and DEKM's ``tol``). The
+        epoch ends before its next batch (:meth:`on_train_batch_start`). Lightning does not checkpoint
+        ``trainer.should_stop``; the method does, so that a fit resumed from a checkpoint saved after the stop, with
+        any budget, trains no further, like the fit that stopped."""
+        self.trainer.should_stop = True
+        self._stopped = True
+
+    def stopping_rule_met(self) -> bool:
+        """Whether the method's stopping rule ended the training that a resumed fit restores (:meth:`stop_fit`)."""
+        return self._stopped
+
     def on_fit_start(self) -> None:
-        # a fit with nothing left to train (resumed from its end) skips the training loop, on_train_end included:
-        # its final embedding is taken here, on the fit's device, before Lightning's teardown (final_embedding)
+        resumed = bool(self.trainer.ckpt_path)
+        self._stopped = self._stopped and resumed  # (a module loaded from a checkpoint, then fitted anew)
+        stopped = resumed and self.stopping_rule_met()
+        if stopped:  # what the stopped fit left set (read by Lightning's fit loop)
+            self.trainer.should_stop = True
+        # a fit with nothing left to train (resumed from its end or its stop) skips the training loop, on_train_end
+        # included: its final embedding is taken here, on the fit's device, before Lightning's teardown
+        # (final_embedding)
         self._final_embedding = None
-        if self.trainer.ckpt_path and trains_nothing(self.trainer, *self._checkpoint_progress) and \
+        if resumed and trains_nothing(self.trainer, *self._checkpoint_progress, stopped=stopped) and \
                 self._reads_final_embedding():
             self._final_embedding = self.embed_all().cpu()
 
@@ -516,8 +536,9 @@ class ClusteringMethod(pl.LightningModule):
             self._val_parts.clear()
         else:  # all samples of the datamodule, in order, on every rank
             z, y = self.embed_all(), self.trainer.datamodule.y.to(self.device)
-        if self.trainer.state.fn == "fit" or not self.cluster_centers.any():  # validate / test of a trained model
-            self.refresh_clusters_by_step(z)  # score its own clusters (those predict uses), not a new k-means run
+        if self.trainer.state.fn == "fit" or not self.cluster_centers.any() or self.clusters_older_than_weights():
+            self.refresh_clusters_by_step(z)  # validate / test of a trained model score its own clusters (those
+            self._checkpoint_clusters = (None, 0)  # predict uses), not a new k-means run
         pred = self.predict_clusters(z)
         metrics = {f"{prefix}/k": float(self.n_clusters), f"{prefix}/k_used": float(pred.unique().numel())}
         if (y >= 0).any():
@@ -572,10 +593,24 @@ class ClusteringMethod(pl.LightningModule):
         if self._reads_final_embedding():
             self._final_embedding = self.embed_all().cpu()
 
+    def clusters_older_than_weights(self) -> bool:
+        """Whether the loaded checkpoint's clusters were computed on an earlier embedding than its weights give: one
+        saved between validations (``every_n_train_steps``, SLURM's) of a method whose clusters are k-means of its
+        embedding (:meth:`refreshes_final_clusters`) holds the last validation's. Validate, test and predict take
+        k-means of the checkpoint's embedding instead, as a validation at its step would have."""
+        clusters_step, weights_step = self._checkpoint_clusters
+        return clusters_step is not None and clusters_step != weights_step and self.refreshes_final_clusters()
+
     def on_predict_start(self) -> None:
         # an untrained model (no checkpoint): k-means on its code, as validate and test score it
-        if not self.cluster_centers.any() and self._from_datamodule:
+        if (not self.cluster_centers.any() or self.clusters_older_than_weights()) and self._from_datamodule:
+            if self.cluster_centers.any():
+                rank_zero_warn(f"the checkpoint's clusters are of step {self._checkpoint_clusters[0]}'s embedding, its "
+                               f"weights of step {self._checkpoint_clusters[1]} (it was saved between validations): "
+                               "predict takes k-means of this data's embedding; a checkpoint saved at a validation "
+                               "or at the fit's end holds its clusters")
             self.refresh_clusters_by_step(self.embed_all())
+            self._checkpoint_clusters = (None, 0)
 
     def teardown(self, stage: str) -> None:
         # the last hook of a run on every rank (after the callbacks' teardown): a spawned worker ends its group
@@ -587,6 +622,8 @@ class ClusteringMethod(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["dcl_method"] = type(self).__qualname__
         checkpoint["dcl_kmeans_calls"] = self._kmeans_calls
+        checkpoint["dcl_stopped"] = self._stopped
+        checkpoint["dcl_clusters_step"] = self._refreshed_step  # the step whose embedding the clusters are k-means of
         if self._training_state is not None and self._training_state["step"] == self.global_step:
             checkpoint["dcl_training_state"] = self._training_state
         # random draws after the checkpoint (VAE sampling, dropout) continue as in an uninterrupted run
@@ -617,6 +654,8 @@ class ClusteringMethod(pl.LightningModule):
         check_checkpoint_method(checkpoint, type(self))
         check_checkpoint_fits(checkpoint, self)
         self._kmeans_calls = checkpoint.get("dcl_kmeans_calls", 0)
+        self._stopped = checkpoint.get("dcl_stopped", False)
+        self._checkpoint_clusters = (checkpoint.get("dcl_clusters_step"), checkpoint.get("global_step", 0))
         self._training_state = checkpoint.get("dcl_training_state")
         # what the fit loop restores only after on_fit_start, which reads it (steps and epochs done)
         fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
@@ -906,15 +945,17 @@ def stop_takes_effect(trainer: pl.Trainer) -> bool:
     return trainer.should_stop and getattr(trainer.fit_loop, "_can_stop_early", True)
 
 
-def trains_nothing(trainer: pl.Trainer, steps_done: int, epochs_done: int) -> bool:
+def trains_nothing(trainer: pl.Trainer, steps_done: int, epochs_done: int, stopped: bool = False) -> bool:
     """Whether a fit's training loop will not run, as Lightning's ``_FitLoop.done`` decides (it reads the restored
-    loops, which ``on_fit_start`` comes before): its steps or epochs are all done (a fit resumed from its end), or
-    ``limit_train_batches`` is 0."""
+    loops, which ``on_fit_start`` comes before): its steps or epochs are all done (a fit resumed from its end), a
+    stop is set (``stopped``) past the Trainer's ``min_epochs`` / ``min_steps``, or ``limit_train_batches`` is 0."""
     def reached(count: int, limit: int | None) -> bool:
         return limit is not None and limit != -1 and count >= limit
 
+    min_epochs, min_steps = trainer.fit_loop.min_epochs, trainer.fit_loop.min_steps
+    can_stop = (not min_epochs or epochs_done >= min_epochs) and (not min_steps or steps_done >= min_steps)
     return (trainer.limit_train_batches == 0 or reached(steps_done, trainer.max_steps)
-            or reached(epochs_done, trainer.max_epochs))
+            or reached(epochs_done, trainer.max_epochs) or (stopped and can_stop))
 
 
 def fit_ends_after_this_epoch(trainer: pl.Trainer) -> bool:
@@ -1082,8 +1123,13 @@ class AutoencoderMethod(ClusteringMethod):
         # step takes several batches
         if self.maxiter is not None and self.clustering_active:
             self.cluster_steps += 1
-            if int(self.cluster_steps) >= self.maxiter:
+            if self.stopping_rule_met():
                 self.trainer.should_stop = True
+
+    def stopping_rule_met(self) -> bool:
+        # maxiter, from the checkpointed step count: a fit resumed with a larger maxiter trains on
+        return super().stopping_rule_met() or (self.maxiter is not None and self.clustering_active
+                                               and int(self.cluster_steps) >= self.maxiter)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         loss = self.pretrain_step(batch) if not self.clustering_active else self.cluster_step(batch)

@@ -136,7 +136,7 @@ class DEC(AutoencoderMethod):
         if not first and changed < self.tol:
             rank_zero_info(f"{type(self).__name__}: {changed:.4%} of assignments changed (< tol {self.tol:.2%}); "
                            "stopping")
-            self.trainer.should_stop = True
+            self.stop_fit()
 
     def clustering_loss(self, z: Tensor, index: Tensor) -> Tensor:
         q = self.assign(z)

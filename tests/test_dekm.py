@@ -125,9 +125,12 @@ def _module_with_fixed_embedding(z: torch.Tensor, k: int) -> DEKM:
     return model
 
 
-def _trainer() -> SimpleNamespace:
-    """What the eigen update reads of a Trainer: a step, the stop flag, and where its values are logged."""
-    return SimpleNamespace(global_step=0, should_stop=False, callback_metrics={}, is_global_zero=True, loggers=[])
+def _trainer(model: DEKM) -> SimpleNamespace:
+    """What the eigen update reads of a Trainer: a step, the stop flag (which the method's stop_fit sets), and where
+    its values are logged; attached to ``model``."""
+    model._trainer = SimpleNamespace(global_step=0, should_stop=False, callback_metrics={}, is_global_zero=True,
+                                     loggers=[])
+    return model._trainer
 
 
 def test_eigen_update_sets_state_and_the_stopping_rule_fires():
@@ -135,7 +138,7 @@ def test_eigen_update_sets_state_and_the_stopping_rule_fires():
     z = z.float()
     model = _module_with_fixed_embedding(z, 3)
     cb = EigenUpdate(every_n_steps=5, tol=0.005, n_init=3)
-    trainer = _trainer()
+    trainer = _trainer(model)
     cb._update(trainer, model)  # first update: everything "changed", never stops
     assert not trainer.should_stop and cb.last_changed == len(z)
     assert model.targets.shape == (300, 3) and model.cluster_labels.shape == (300,)
@@ -164,7 +167,7 @@ def test_warm_start_runs_one_k_means_from_the_previous_centers():
 
     model.run_kmeans = spy
     cb = EigenUpdate(every_n_steps=5, tol=0.005, n_init=3, warm_start=True)
-    trainer = _trainer()
+    trainer = _trainer(model)
     cb._update(trainer, model)
     centers = model.cluster_centers.clone()
     trainer.global_step = 5
@@ -183,7 +186,7 @@ def test_stopping_rule_does_not_fire_above_tol():
     z = z.float()
     model = _module_with_fixed_embedding(z, 3)
     cb = EigenUpdate(every_n_steps=5, tol=0.005, n_init=3)
-    trainer = _trainer()
+    trainer = _trainer(model)
     cb._update(trainer, model)
     # move 3% of the samples of cluster A onto cluster B's center: 9 of 300 change (> 0.5%)
     lab = model.cluster_labels

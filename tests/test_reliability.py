@@ -60,9 +60,9 @@ def digits(name: str, batch_size: int = 128) -> InMemory:
     return InMemory(x, y[:N], batch_size=batch_size)
 
 
-def build(name: str, dm: InMemory):
+def build(name: str, dm: InMemory, **settings):
     cls = registry.get_method(FAST[name].get("method", name))
-    return cls(n_clusters=dm.n_clusters, input_shape=dm.input_shape, **FAST[name]["model"])
+    return cls(n_clusters=dm.n_clusters, input_shape=dm.input_shape, **(FAST[name]["model"] | settings))
 
 
 def trainer(tmp_path, epochs: int, **kwargs) -> pl.Trainer:
@@ -81,10 +81,10 @@ def assignments(model, dm: InMemory) -> torch.Tensor:
 
 
 def fit(name: str, tmp_path, epochs: int | None = None, ckpt_path=None, callbacks=(), seed: int = 0,
-        **trainer_kwargs):
+        settings: dict | None = None, **trainer_kwargs):
     pl.seed_everything(seed, workers=True)
     dm = digits(name, trainer_kwargs.pop("batch_size", 128))
-    model = build(name, dm)
+    model = build(name, dm, **(settings or {}))
     t = trainer(tmp_path, epochs or FAST[name]["epochs"], callbacks=list(callbacks), **trainer_kwargs)
     t.fit(model, dm, ckpt_path=ckpt_path)
     return model, dm, t
@@ -184,6 +184,67 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
             and all(torch.equal(a, b) for a, b in zip(full.parameters(), from_mid.parameters())))
     measured(name, mid_epoch_resume_same=same)
     assert same, "a fit resumed from inside an epoch ends otherwise than the uninterrupted one"
+
+
+@pytest.mark.parametrize("name, rule", [("DEC", {"maxiter": 10, "tol": 0.0}), ("DEC", {"tol": 0.3}),
+                                        ("DEKM", {"maxiter": 10}), ("DEKM", {"tol": 0.5})],
+                         ids=["DEC-maxiter", "DEC-tol", "DEKM-maxiter", "DEKM-tol"])
+def test_a_fit_its_stopping_rule_ended_stays_ended_when_resumed(name, rule, tmp_path):
+    """Found by an audit: Lightning checkpoints no ``should_stop``, so a fit resumed from the checkpoint of one that
+    DEC's or DEKM's ``tol`` or ``maxiter`` ended trained on (DEC with tol 0.3: another update_interval, 5 steps;
+    DEKM: a step and a fresh final eigen update). It ends at once, as the stopped fit did, whatever its budget."""
+    epochs = FAST[name]["epochs"]
+    last = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_on_train_epoch_end=True)
+    ended_embedding = KeepsFinalEmbedding()
+    ended, dm, t_ended = fit(name, tmp_path / "a", callbacks=[last, ended_embedding], settings=rule)
+    assert 0 < t_ended.global_step < epochs * N // 128, "the rule did not stop the fit"
+    for more in (0, 3):  # the same budget, and a larger one: one longer fit stops at the same step
+        at_end = KeepsFinalEmbedding()
+        resumed, _, t_resumed = fit(name, tmp_path / f"b{more}", epochs=epochs + more, callbacks=[at_end],
+                                    ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), settings=rule, seed=1)
+        assert t_resumed.global_step == t_ended.global_step
+        assert all(torch.equal(a, b) for a, b in zip(ended.parameters(), resumed.parameters()))
+        assert torch.equal(clustering_state(resumed), clustering_state(ended))
+        assert at_end.kept is not None and torch.equal(at_end.kept, ended_embedding.kept)
+    if "maxiter" in rule:  # a larger maxiter continues the fit
+        _, _, t_more = fit(name, tmp_path / "c", ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
+                           settings={**rule, "maxiter": 20})
+        assert t_more.global_step > t_ended.global_step
+
+
+def test_validate_test_and_predict_use_the_clusters_of_a_checkpoints_own_weights(tmp_path):
+    """Found by an audit: a checkpoint saved between validations of a method whose clusters are k-means of its
+    embedding (AE + k-means, pretraining phases, DCFAE) held the last validation's centers, of an older embedding,
+    and validate, test and predict used them (val/acc 0.373 where k-means of the checkpoint's embedding gave 0.441).
+    Now each takes k-means of the checkpoint's embedding: centers that Lloyd's iterations no longer improve."""
+    from dcl.cluster import assign_nearest, kmeans
+
+    pl.seed_everything(0, workers=True)
+    dm = digits("AEKMeans")
+    mid = tmp_path / "mid.ckpt"
+    t = pl.Trainer(max_epochs=4, check_val_every_n_epoch=2, logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0, accelerator="cpu",
+                   devices=1, callbacks=[SaveInside(2, 5, mid)])  # after epoch 1's validation, inside epoch 2
+    t.fit(build("AEKMeans", dm), dm)
+    cls = registry.get_method("AEKMeans")
+
+    def lloyd_gain(model) -> float:  # the share of inertia that k-means started from the model's centers removes
+        model.eval()
+        with torch.no_grad():
+            z = model.embed(dm.batch_transform(dm.x)).float()
+        centers = model.cluster_centers.detach().float()
+        inertia = float(assign_nearest(z, centers)[1].double().sum())
+        return 1 - kmeans(z, len(centers), init_centers=centers).inertia / inertia
+
+    assert lloyd_gain(cls.load_from_checkpoint(mid)) > 0.01  # the saved centers: stale
+    quiet = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+    for stage in ("validate", "test", "predict"):
+        model = cls.load_from_checkpoint(mid)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            getattr(pl.Trainer(**quiet), stage)(model, datamodule=dm)
+        assert lloyd_gain(model) < 1e-3, stage
+        assert (stage == "predict") == any("saved between validations" in str(w.message) for w in caught), stage
 
 
 KNOWN_BUGS: dict[tuple[str, str], str] = {  # (test, method) -> why it fails today; each is a bug to fix

@@ -11,7 +11,7 @@ then every ``every_n_steps`` optimizer steps). Each update
 4. builds the within-class scatter S_w (a float64 sum over samples), eigendecomposes it with
    ``torch.linalg.eigh`` (ascending: the last column of V has the largest within-class scatter);
 5. hands ``(z, labels, centers, V, eigenvalues)`` to ``pl_module.set_eigen_state``, which freezes its targets;
-6. stops training (``trainer.should_stop``) when at most ``tol`` of the assignments changed.
+6. stops training (the method's ``stop_fit``) when at most ``tol`` of the assignments changed.
 
 Under DDP the random decisions (k-means) are rank 0's: centers, labels and V are broadcast, so the targets and
 the stopping decision are identical on every rank. When training ends for another reason (``maxiter``, the
@@ -92,7 +92,7 @@ class EigenUpdate(ClusterUpdate):
         if not first and not final and n_changed <= self.tol * n:
             rank_zero_info(f"{type(pl_module).__name__}: {n_changed} of {n} assignments ({frac:.3%}) changed at "
                             f"update {self.updates} (<= tol {self.tol:.2%}); stopping")
-            trainer.should_stop = True
+            pl_module.stop_fit()
             self.stopped = True
 
     def on_train_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int) -> None:
