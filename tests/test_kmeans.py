@@ -269,6 +269,7 @@ def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tens
         accuracy = ClusterAccuracy()  # the torchmetrics-style metric: each rank's shard, the value of all samples
         accuracy.update(res.labels, y[bounds[rank]:bounds[rank + 1]])
         out[f"acc{rank}"] = float(accuracy.compute())
+        dist.barrier()  # both ranks done before either tears its group down (a rank once hung in the teardown)
     finally:
         dist.destroy_process_group()
 

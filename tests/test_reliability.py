@@ -16,6 +16,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from packaging.version import Version
 from sklearn.datasets import load_digits
 from sklearn.metrics import adjusted_rand_score
 
@@ -249,11 +250,24 @@ def test_validate_test_and_predict_use_the_clusters_of_a_checkpoints_own_weights
 
 KNOWN_BUGS: dict[tuple[str, str], str] = {  # (test, method) -> why it fails today; each is a bug to fix
 }
+# (test, method) -> (condition, why): not a bug of dcl's; the test is expected to fail where the condition holds
+OLD_TORCH = Version(torch.__version__.split("+")[0]) < Version("2.12")
+NOT_COMPARABLE: dict[tuple[str, str], tuple[bool, str]] = {
+    ("ddp", "AECM"): (OLD_TORCH, "before 2.12 PyTorch's trunc_normal_ (AE-CM's Keras bias initialization) drew other "
+                                 "values for one seed, with which this short fit collapses its clusters (single "
+                                 "process too: 1538 of 1792 samples in one with torch 2.9), a state whose assignments "
+                                 "rounding decides; AE-CM's DDP gradient is checked exactly in tests/test_aecm.py"),
+}
 
 
 def params(test: str):
-    return [pytest.param(m, marks=pytest.mark.xfail(reason=KNOWN_BUGS[(test, m)], strict=True))
-            if (test, m) in KNOWN_BUGS else m for m in METHODS + VARIANTS]
+    def marks(m: str):
+        if (test, m) in KNOWN_BUGS:
+            return [pytest.mark.xfail(reason=KNOWN_BUGS[(test, m)], strict=True)]
+        condition, why = NOT_COMPARABLE.get((test, m), (False, ""))
+        return [pytest.mark.xfail(condition, reason=why, strict=False)] if condition else []
+
+    return [pytest.param(m, marks=marks(m)) for m in METHODS + VARIANTS]
 
 
 @pytest.mark.parametrize("name", params("ddp"))
