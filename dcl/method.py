@@ -295,6 +295,7 @@ class ClusteringMethod(pl.LightningModule):
         finally:
             self._kmeans_by_step = False
         self._refreshed_step = self.global_step if self._trainer is not None else -1
+        self._checkpoint_clusters = (None, 0)  # the clusters are of the current weights now
 
     def refresh_final_clusters(self) -> bool:
         """The clusters of the final embedding, unless they were refreshed at this step already (a validation):
@@ -536,9 +537,9 @@ class ClusteringMethod(pl.LightningModule):
             self._val_parts.clear()
         else:  # all samples of the datamodule, in order, on every rank
             z, y = self.embed_all(), self.trainer.datamodule.y.to(self.device)
+        # validate / test of a trained model score its own clusters (those predict uses), not a new k-means run
         if self.trainer.state.fn == "fit" or not self.cluster_centers.any() or self.clusters_older_than_weights():
-            self.refresh_clusters_by_step(z)  # validate / test of a trained model score its own clusters (those
-            self._checkpoint_clusters = (None, 0)  # predict uses), not a new k-means run
+            self.refresh_clusters_by_step(z)
         pred = self.predict_clusters(z)
         metrics = {f"{prefix}/k": float(self.n_clusters), f"{prefix}/k_used": float(pred.unique().numel())}
         if (y >= 0).any():
@@ -610,7 +611,6 @@ class ClusteringMethod(pl.LightningModule):
                                "predict takes k-means of this data's embedding; a checkpoint saved at a validation "
                                "or at the fit's end holds its clusters")
             self.refresh_clusters_by_step(self.embed_all())
-            self._checkpoint_clusters = (None, 0)
 
     def teardown(self, stage: str) -> None:
         # the last hook of a run on every rank (after the callbacks' teardown): a spawned worker ends its group

@@ -82,20 +82,28 @@ def cluster_accuracy(preds, target) -> Tensor:
     clusters (or classes) stay unmatched and their samples count as errors, so finding too many or too few
     clusters is penalized.
     """
-    preds, target = _labelings(preds, target)
+    return _matched_accuracy(_labeled_confusion(*_labelings(preds, target)))
+
+
+def _labeled_confusion(preds: Tensor, target: Tensor) -> Tensor:
+    """:func:`confusion` on the CPU of labelings from :func:`_labelings`, refused when they are empty."""
     if preds.numel() == 0:
         raise ValueError("cluster_accuracy of an empty labeling (or of no labeled sample) is undefined")
-    c = confusion(preds, target).cpu()
+    return confusion(preds, target).cpu()
+
+
+def _matched_accuracy(c: Tensor) -> Tensor:
+    """:func:`cluster_accuracy` of a confusion matrix."""
     rows, cols = linear_sum_assignment(c.numpy(), maximize=True)
-    return c[rows, cols].sum().double() / preds.numel()
+    return c[rows, cols].sum().double() / c.sum()
 
 
 def clustering_scores(preds, target) -> dict[str, float]:
     """ACC, NMI and ARI of a labeling, as scikit-learn computes NMI and ARI. ``preds`` and ``target``: 1-D
     array-likes of equal length; samples whose target is negative (unlabeled) are left out."""
     preds, target = _labelings(preds, target)
-    acc = float(cluster_accuracy(preds, target))
-    ari = adjusted_rand_index(confusion(preds, target))
+    c = _labeled_confusion(preds, target)  # (once, for ACC and ARI)
+    acc, ari = float(_matched_accuracy(c)), adjusted_rand_index(c)
     # torchmetrics builds a sparse contingency table; saying explicitly that its invariants are not checked (the
     # default) keeps torch from warning about it on every scoring
     with torch.sparse.check_sparse_tensor_invariants(enable=False):
