@@ -366,6 +366,32 @@ class ClusteringMethod(pl.LightningModule):
                 owner, _, attr = name.rpartition(".")
                 module = self.get_submodule(owner)
                 setattr(module, attr, value.to(getattr(module, attr).device))  # its shape may differ (K, targets)
+        self._run_epoch_hooks_the_resume_skips()
+
+    def _run_epoch_hooks_the_resume_skips(self) -> None:
+        """Lightning (2.6) resumes a checkpoint saved at the end of an epoch's last batch (``ModelCheckpoint``'s
+        ``every_n_train_steps``, SLURM's) by counting that epoch done without its ``on_train_epoch_end`` hooks, and
+        starts the next one without its ``on_train_epoch_start`` hooks: the phase switches, schedules and updates
+        they hold were lost (DEC pretrained an epoch more, SAE trained a layer pair an epoch longer, DCFAE's
+        schedulers missed a step; found by an audit). They run here, in Lightning's order, as in the uninterrupted
+        fit. Not the monitoring callbacks' epoch end (checkpoints, early stopping): they decide from the epoch's
+        logged metrics, which no checkpoint holds."""
+        loop = self.trainer.fit_loop
+        if not (loop.restarted_mid_epoch and loop.epoch_loop.restarted_on_train_batch_end
+                and loop.epoch_loop.batch_progress.is_last_batch):
+            return
+        from lightning.pytorch.trainer import call  # Lightning's hook dispatch (profiling, the hook's name for self.log)
+
+        trainer = self.trainer
+        loop.epoch_progress.current.completed -= 1  # the ended epoch's hooks see its number, as they did
+        try:
+            call._call_callback_hooks(trainer, "on_train_epoch_end", monitoring_callbacks=False)
+            call._call_lightning_module_hook(trainer, "on_train_epoch_end")
+        finally:
+            loop.epoch_progress.current.completed += 1
+        if not trains_nothing(trainer, self.global_step, self.current_epoch, stopped=trainer.should_stop):
+            call._call_callback_hooks(trainer, "on_train_epoch_start")
+            call._call_lightning_module_hook(trainer, "on_train_epoch_start")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         """End the epoch before this batch when the update just before it met a stopping rule (DEC's and DEKM's

@@ -430,6 +430,7 @@ class DCFAE(ClusteringMethod):
         self._check_phase_2_steps(self.trainer, self.trainer.num_training_batches)  # Lightning's count, per rank
         if isinstance(self.trainer.datamodule, ClusteringDataModule):
             self._check_batch_statistics(self.trainer, self.trainer.datamodule)
+        super().on_train_start()
 
     def _check_batch_statistics(self, trainer: pl.Trainer, data: ClusteringDataModule) -> None:
         """Refuse, before any step, a phase 1 whose every batch holds one sample under BatchNorm: such a batch is

@@ -102,34 +102,38 @@ DCFAE_TINY_ARGS = [arg for key, value in DCFAE_TINY.items()
 # The budget at which each registered method fits the reliability tests' Digits data in seconds: model
 # init_args, and epochs. Every method must have an entry (tests/test_reliability.py checks), so that every
 # method added later is covered. "image": the method needs (C, H, W) inputs. "resume_epoch": the epoch
-# after which a fit is interrupted, in the clustering phase and after at least one periodic update.
+# after which a fit is interrupted, in the clustering phase and after at least one periodic update. "phase_end":
+# an epoch whose end switches the method's phase (or its last, for a method of one phase): a fit is also resumed
+# from a checkpoint saved at that epoch's last batch.
 FAST = {
-    "AEKMeans": {"model": {"hidden_dims": [64, 64]}, "epochs": 4, "resume_epoch": 2},
+    "AEKMeans": {"model": {"hidden_dims": [64, 64]}, "epochs": 4, "resume_epoch": 2, "phase_end": 1},
     "DEC": {"model": {"hidden_dims": [64, 64], "pretrain_epochs": 3, "update_interval": 5, "kmeans_n_init": 3},
-            "epochs": 7, "resume_epoch": 4},
+            "epochs": 7, "resume_epoch": 4, "phase_end": 2},
     "IDEC": {"model": {"hidden_dims": [64, 64], "pretrain_epochs": 3, "update_interval": 5, "kmeans_n_init": 3},
-             "epochs": 7, "resume_epoch": 4},
-    "CM": {"model": {"optimizer": partial(torch.optim.Adam, lr=0.01, eps=1e-3)}, "epochs": 8, "resume_epoch": 4},
+             "epochs": 7, "resume_epoch": 4, "phase_end": 2},
+    "CM": {"model": {"optimizer": partial(torch.optim.Adam, lr=0.01, eps=1e-3)}, "epochs": 8, "resume_epoch": 4,
+           "phase_end": 3},
     # AECM: alpha 10 as configs/aecm/digits.yaml. With alpha = 1 (no Dirichlet prior) clusters collapse in the
     # joint phase and which ones survive hangs on rounding (issue 8): see tests/test_aecm.py.
     # The pretraining with the default (the authors') SGD on the summed MSE: with Adam there, the float32 DDP and
     # single-process fits part in the first joint epoch (the 2 fits' parameters equal to 6e-7 until then).
     "AECM": {"model": {"hidden_dims": [64, 64, 128], "init": "pre", "pretrain_epochs": 3, "cm_epochs": 1,
-                       "alpha": 10.0}, "epochs": 6, "resume_epoch": 4},
+                       "alpha": 10.0}, "epochs": 6, "resume_epoch": 4, "phase_end": 3},
     "DCFAE": {"model": {"latent_dim": 4, "embedding_dim": 3, "channels": [4, 8], "discriminator_channels": [4, 8],
                         "dense_dims": [16], "feature_layer": 0, "perplexity": 10.0, "kmeans_n_init": 3,
-                        "fae_epochs": 2, "norm": "group"}, "epochs": 4, "resume_epoch": 2, "image": True},
+                        "fae_epochs": 2, "norm": "group"}, "epochs": 4, "resume_epoch": 2, "phase_end": 1,
+              "image": True},
     "DEKM": {"model": {"hidden_dims": [64, 64], "pretrain_epochs": 6, "update_interval": 5, "kmeans_n_init": 3,
-                       "weight_init": "glorot", "tol": 0.0}, "epochs": 9, "resume_epoch": 7},
+                       "weight_init": "glorot", "tol": 0.0}, "epochs": 9, "resume_epoch": 7, "phase_end": 5},
     "DPGMM": {"model": {"hidden_dims": [64, 64, 128], "pretrain_epochs": 5, "update_interval": 7}, "epochs": 8,
-              "resume_epoch": 6},
+              "resume_epoch": 6, "phase_end": 4},
     # SAE: three greedy stages of 2 epochs, then fine-tuning; interrupted in the middle of the third stage
     "SAE": {"model": {"hidden_dims": [64, 64], "layer_epochs": 2, "lr_step": 20, "kmeans_n_init": 3}, "epochs": 8,
-            "resume_epoch": 4},
+            "resume_epoch": 4, "phase_end": 3},
     # variants: a registered method ("method") with other settings, run through the same checks
     "DEC (target batch)": {"method": "DEC", "model": {"hidden_dims": [64, 64], "pretrain_epochs": 3,
                                                     "kmeans_n_init": 3, "target": "batch", "tol": 0.0},
-                           "epochs": 7, "resume_epoch": 4},
+                           "epochs": 7, "resume_epoch": 4, "phase_end": 2},
 }
 FAST["DCFAE (similarity batches)"] = {**FAST["DCFAE"], "method": "DCFAE",
                                       "model": {**FAST["DCFAE"]["model"], "similarity_batches": 2}}

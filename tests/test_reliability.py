@@ -126,7 +126,11 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
     k = FAST[name]["resume_epoch"]
     # a checkpoint inside epoch k + 1 (at a batch's end): where one every N steps, or SLURM's, may fall
     mid = tmp_path / "mid.ckpt"
-    again, _, _ = fit(name, tmp_path / "b", callbacks=[SaveInside(k + 1, N // 128 // 2, mid)])
+    # and one at the last batch of an epoch whose end switches the method's phase (Lightning resumes it without that
+    # epoch's end hooks nor the next one's start hooks: ClusteringMethod.on_train_start runs them)
+    last_batch = tmp_path / "last_batch.ckpt"
+    again, _, _ = fit(name, tmp_path / "b", callbacks=[SaveInside(k + 1, N // 128 // 2, mid),
+                                                       SaveInside(FAST[name]["phase_end"], N // 128 - 1, last_batch)])
     reference = assignments(full, dm)
     deterministic = bool(torch.equal(assignments(again, dm), reference))
     measured(name, deterministic=deterministic)
@@ -185,6 +189,15 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
             and all(torch.equal(a, b) for a, b in zip(full.parameters(), from_mid.parameters())))
     measured(name, mid_epoch_resume_same=same)
     assert same, "a fit resumed from inside an epoch ends otherwise than the uninterrupted one"
+
+    # resumed from an epoch's last batch, where a phase ends (found by an audit: DEC pretrained an epoch more with
+    # Adam, SAE trained a layer pair an epoch longer than the uninterrupted fits)
+    from_last, _, _ = fit(name, tmp_path / "h", ckpt_path=str(last_batch), seed=1)
+    same = (bool(torch.equal(assignments(from_last, dm), reference))
+            and bool(torch.equal(clustering_state(from_last), clustering_state(full)))
+            and all(torch.equal(a, b) for a, b in zip(full.parameters(), from_last.parameters())))
+    measured(name, last_batch_resume_same=same)
+    assert same, "a fit resumed from an epoch's last batch ends otherwise than the uninterrupted one"
 
 
 @pytest.mark.parametrize("name, rule", [("DEC", {"maxiter": 10, "tol": 0.0}), ("DEC", {"tol": 0.3}),
@@ -382,6 +395,48 @@ def test_mixed_precision_is_finite_and_takes_fp32s_steps(name, tmp_path):
         measured(name, fp32_acc=float(acc32), **{f"{label}_acc": float(acc), f"{label}_losses_finite": finite,
                                                    f"{label}_loss_apart": max(map(abs, apart.values()))})
         assert max(map(abs, apart.values())) <= 0.02, f"{label}'s mean train/loss against fp32's: {apart}"
+
+
+@pytest.mark.parametrize("max_epochs", [4, 2], ids=["more_epochs", "the_last_epoch"])
+def test_a_fit_resumed_from_an_epochs_last_batch_runs_the_epoch_hooks_the_uninterrupted_one_ran(max_epochs, tmp_path):
+    """Lightning (2.6) resumes a checkpoint saved at an epoch's last batch without that epoch's on_train_epoch_end
+    hooks nor the next epoch's on_train_epoch_start (found by an audit). The method runs them, with the epoch numbers
+    and steps they had, the callbacks' before the module's, and no epoch start after a fit's last epoch."""
+    from dcl.datamodules.digits import Digits
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    calls = []
+
+    class Recorded(AEKMeans):
+        def on_train_epoch_start(self):
+            calls.append(("module start", self.current_epoch, self.global_step))
+            super().on_train_epoch_start()
+
+        def on_train_epoch_end(self):
+            calls.append(("module end", self.current_epoch, self.global_step))
+            super().on_train_epoch_end()
+
+    class Hooks(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            calls.append(("callback start", trainer.current_epoch, trainer.global_step))
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            calls.append(("callback end", trainer.current_epoch, trainer.global_step))
+
+    def fit(epochs, ckpt_path=None, every_step=None):
+        calls.clear()
+        pl.seed_everything(0)
+        model = Recorded(10, (64,), hidden_dims=[16], kmeans_n_init=1)
+        trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                             num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=tmp_path,
+                             callbacks=[Hooks(), *([every_step] if every_step else [])])
+        trainer.fit(model, Digits(batch_size=256), ckpt_path=ckpt_path)  # 8 batches an epoch
+        return list(calls)
+
+    fit(2, every_step=ModelCheckpoint(tmp_path / "steps", every_n_train_steps=1, save_top_k=-1))
+    uninterrupted = fit(max_epochs)
+    resumed = fit(max_epochs, ckpt_path=tmp_path / "steps" / "epoch=1-step=16.ckpt")  # epoch 1's last batch
+    assert resumed == uninterrupted[uninterrupted.index(("callback end", 1, 16)):], resumed
 
 
 def test_a_fit_resumed_inside_an_accumulation_window_goes_on_as_the_uninterrupted_one(tmp_path):
