@@ -380,7 +380,7 @@ class ClusteringMethod(pl.LightningModule):
         if not (loop.restarted_mid_epoch and loop.epoch_loop.restarted_on_train_batch_end
                 and loop.epoch_loop.batch_progress.is_last_batch):
             return
-        from lightning.pytorch.trainer import call  # Lightning's hook dispatch (profiling, the hook's name for self.log)
+        from lightning.pytorch.trainer import call  # Lightning's hook dispatch (profiling, self.log's hook name)
 
         trainer = self.trainer
         loop.epoch_progress.current.completed -= 1  # the ended epoch's hooks see its number, as they did
