@@ -116,8 +116,9 @@ class CaffeStepLR(torch.optim.lr_scheduler.LambdaLR):
     momentum_burnin``), so that the first steps, whose gradients are the largest, are not amplified up to 10x by a
     momentum of 0.9. Stepped once per optimizer step; its state (the step count) is checkpointed with the
     scheduler, the momentum in force with the optimizer's param groups. Caffe's history holds lr x gradient,
-    PyTorch's SGD buffer the gradient: the updates are the same while the lr is constant, and after a step of the lr
-    PyTorch scales the whole buffer by the new lr at once."""
+    PyTorch's SGD buffer the gradient: at a step of the lr the buffer is scaled by old lr / new lr, so that it goes
+    on as Caffe's history does (the past gradients at the lr they were taken with; found by an audit: unscaled,
+    PyTorch cut them to the new lr at once)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, step_size: int = 0, gamma: float = 0.1,
                  momentum_burnin: int = 0) -> None:
@@ -129,7 +130,14 @@ class CaffeStepLR(torch.optim.lr_scheduler.LambdaLR):
         super().__init__(optimizer, lambda i: gamma ** (i // step_size) if step_size else 1.0)
 
     def step(self, epoch=None) -> None:
+        before = [group["lr"] for group in self.optimizer.param_groups]
         super().step(epoch)
+        for group, lr in zip(self.optimizer.param_groups, before):
+            if group["lr"] != lr and group["lr"] > 0:
+                for param in group["params"]:
+                    buffer = self.optimizer.state.get(param, {}).get("momentum_buffer")
+                    if buffer is not None:
+                        buffer.mul_(lr / group["lr"])
         if self.momentum_burnin:
             # not 0 at the first step: with a momentum of 0 PyTorch's SGD keeps no buffer, and the next step's would
             # lack the first gradient, which Caffe's history holds; any momentum leaves the first step as Caffe's
