@@ -15,6 +15,7 @@ import datetime
 import io
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def find_runs(folders: list[str | Path]) -> list[Run]:
                                "outputs (each run folder holds final_scores.json and config.yaml)")
         if folder.is_file():
             raise ResultsError(f"{folder} is a file; give the folders that hold your runs' folders")
-        files |= {path.resolve(): None for path in sorted(folder.rglob(SCORES_FILE))}
+        files |= {path.resolve(): None for path in _scores_files(folder)}
     runs, no_config = [], []
     for scores_file in files:
         config_file = scores_file.parent / CONFIG_FILE
@@ -103,6 +104,21 @@ def find_runs(folders: list[str | Path]) -> list[Run]:
         print(f"dcl: warning: {folder} holds {SCORES_FILE} but no {CONFIG_FILE}; it is left out (its settings are "
               "unknown)", file=sys.stderr)
     return runs
+
+
+def _scores_files(folder: Path) -> list[Path]:
+    """The final_scores.json files under ``folder``, in path order, through linked folders too (a folder of links to
+    chosen runs; Path.rglob follows none before Python 3.13), each real folder walked once (a link may lead back up)."""
+    found, walked = [], set()
+    for root, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:
+            folders.clear()  # walked already: a cycle, or a second link to it (its runs are found)
+            continue
+        walked.add(real)
+        if SCORES_FILE in files:
+            found.append(Path(root) / SCORES_FILE)
+    return sorted(found)
 
 
 def _read_scores(path: Path) -> dict:
@@ -144,6 +160,8 @@ def _flatten(value, prefix: str = "") -> dict:
     """Nested settings as ``{"a.b.c": value}``; the callbacks by class (:func:`_callback_items`), another list of
     mappings by index, other lists as values. A class's path is the value of its own key (``model.init_args.optimizer:
     torch.optim.SGD``), the key a run that sets none holds null in: one column, not two of one name."""
+    if prefix == CALLBACKS and isinstance(value, dict):
+        value = [value]  # jsonargparse saves a single callback bare: keyed as in a list, its dirpath ignored alike
     if isinstance(value, dict):
         items = value.items()
         if prefix and "class_path" in value:
@@ -183,6 +201,11 @@ def _not_a_setting(key: str) -> bool:
         if len(parts) >= len(wanted) and all(w in ("*", p) for w, p in zip(wanted, parts)):
             return True
     return False
+
+
+def _unseeded(seed) -> bool:
+    """``seed_everything`` false (or null in a hand-written config): each such run is a draw of its own, no rerun."""
+    return seed is None or seed is False
 
 
 # -- the table -------------------------------------------------------------------------------------------------------
@@ -297,7 +320,9 @@ def main(argv: list[str]) -> None:
     render = render_csv if args.format == "csv" else render_markdown
     print(render(columns, scores, rows), end="")
     for row in rows:  # a rerun of a seed, or a resumed fit's run beside the one it resumed, is no new seed
-        repeated = sorted({value_text(s) for s in row["seeds"] if row["seeds"].count(s) > 1})
+        seeds = [s for s in row["seeds"] if not _unseeded(s)]
+        keys = [_json(s) for s in seeds]  # compared as text: 1 == True in Python, yet a true is no seed 1
+        repeated = list(dict.fromkeys(value_text(s) for s, key in zip(seeds, keys) if keys.count(key) > 1))
         if repeated:
             print(f"dcl: warning: {row['method']} on {row['dataset']}: seed {', '.join(repeated)} ran more than once "
                   f"in one group, and each run counts in its mean and std (a rerun, or a resumed fit beside the run "

@@ -217,7 +217,8 @@ def test_a_callback_setting_that_yaml_reads_as_a_date_is_compared_too(tmp_path, 
         cfg["trainer"]["callbacks"] *= 2  # two of one class: their order is decided by their settings
         folder = tmp_path / name
         write_run(folder, cfg, {"acc": 0.5})
-        text = (folder / "config.yaml").read_text().replace("save_last: true", f"save_last: true\n      filename: {day}", 1)
+        text = (folder / "config.yaml").read_text().replace("save_last: true",
+                                                            f"save_last: true\n      filename: {day}", 1)
         (folder / "config.yaml").write_text(text)
     table = results([str(tmp_path)], capsys)
     assert "| 2026-12-03 | 2 | 0, 1 |" in table and "| 2026-12-04 | 1 | 0 |" in table, table
@@ -251,3 +252,70 @@ def test_a_seed_run_twice_in_one_group_is_named(tmp_path, capsys):
     assert "dcl: warning: DEC on Digits: seed 0 ran more than once in one group" in err
     main([str(tmp_path / "a"), str(tmp_path / "c")])
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_single_callback_saved_as_a_mapping_is_keyed_as_one_in_a_list(tmp_path, capsys):
+    """Found by an audit: with one callback jsonargparse saves trainer.callbacks as a mapping, not a one-item list;
+    its dirpath (one per run) then split two seeds of one experiment into two rows. The mapping must give the list's
+    keys: its dirpath ignored, its settings named by class, and a run that lists the same callback in its group."""
+    def single(seed: int, dirpath: str, save_last: bool = True) -> dict:
+        cfg = config(seed)
+        cfg["trainer"]["callbacks"] = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                       "init_args": {"dirpath": dirpath, "save_last": save_last}}
+        return cfg
+
+    write_run(tmp_path / "a", single(0, str(tmp_path / "a" / "ckpts")), {"acc": 0.5})
+    write_run(tmp_path / "b", single(1, str(tmp_path / "b" / "ckpts")), {"acc": 0.7})
+    write_run(tmp_path / "c", config(2), {"acc": 0.6})  # the same callback, in a one-item list
+    write_run(tmp_path / "d", single(0, str(tmp_path / "d" / "ckpts"), save_last=False), {"acc": 0.2})
+    table = results([str(tmp_path)], capsys)
+    assert "| method | data | trainer.callbacks.ModelCheckpoint.save_last | runs | seeds | ACC |" in table, table
+    assert "| DEC | Digits | true | 3 | 0, 1, 2 | 0.6000 ± 0.1000 |" in table, table
+    assert "| DEC | Digits | false | 1 | 0 | 0.2000 |" in table, table
+
+
+def test_run_folders_behind_a_linked_folder_are_found_once(tmp_path, capsys):
+    """Found by an audit: a folder of links to chosen runs gave "no run folders found" (Path.rglob follows no linked
+    folder before Python 3.13). Links are followed, a link back up (a cycle) is walked once, and a run reached both
+    through a link and directly counts once."""
+    write_run(tmp_path / "all" / "a", config(0), {"acc": 0.5})
+    write_run(tmp_path / "all" / "b", config(1), {"acc": 0.7})
+    (tmp_path / "chosen").mkdir()
+    (tmp_path / "chosen" / "a").symlink_to(tmp_path / "all" / "a", target_is_directory=True)
+    (tmp_path / "chosen" / "up").symlink_to(tmp_path / "chosen", target_is_directory=True)  # a cycle
+    (tmp_path / "all" / "a" / "back").symlink_to(tmp_path / "all", target_is_directory=True)  # another, to b
+    assert "| DEC | Digits | 2 | 0, 1 | 0.6000 ± 0.1414 |" in results([str(tmp_path / "chosen")], capsys)
+    capsys.readouterr()
+    main(["results", str(tmp_path / "chosen"), str(tmp_path / "all")])
+    out, err = capsys.readouterr()
+    assert "| DEC | Digits | 2 | 0, 1 | 0.6000 ± 0.1414 |" in out and "warning" not in err, (out, err)
+
+
+def test_unseeded_runs_of_one_group_are_draws_not_reruns(tmp_path, capsys):
+    """Found by an audit: runs with seed_everything false (or null) that share their settings were named as "seed
+    false ran more than once"; unseeded, each is a draw of its own, and counts in the mean and std. Only a seed run
+    twice is named (a seed 0 is no repeat of a false, though 0 == False in Python)."""
+    from dcl.results import main
+
+    for name, seed, acc in [("a", False, 0.5), ("b", False, 0.7), ("c", None, 0.6), ("d", 0, 0.2)]:
+        write_run(tmp_path / name, config(seed), {"acc": acc})
+    main([str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert "| DEC | Digits | 4 | 0, false, false, null | 0.5000 ± 0.2160 |" in out, out
+    assert "warning" not in err, err
+    write_run(tmp_path / "e", config(0), {"acc": 0.4})
+    main([str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert "| 5 | 0, 0, false, false, null |" in out, out
+    assert "dcl: warning: DEC on Digits: seed 0 ran more than once in one group" in err, err
+
+
+def test_the_docs_name_every_setting_that_splits_no_group():
+    """Found by an audit: docs/usage.md's list of what splits no group left out weights_only and the model summary.
+    Each ignored key is named there in backticks (a callback's folder by its own name, dirpath)."""
+    from dcl.results import NOT_SETTINGS
+
+    page = (REPO / "docs" / "usage.md").read_text()
+    section = page.split("## Tabulating runs: `dcl results`", 1)[1].split("\n## ", 1)[0]
+    names = {pattern.rpartition(".")[2] if "*" in pattern else pattern for pattern in NOT_SETTINGS}
+    assert not [name for name in sorted(names) if f"`{name}`" not in section]
