@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dcl.distributed import gather_ordered
-from dcl.files import atomic_write, unwritable_folder
+from dcl.files import atomic_write, unwritable_output
 
 
 class PredictionWriter(Callback):
@@ -45,7 +45,7 @@ class PredictionWriter(Callback):
             if path and Path(path).is_dir():
                 raise ValueError(f"predictions.{setting} {path!r} is a folder; name a file in it, e.g. "
                                  f"{Path(path) / ('clusters.csv' if setting == 'output' else 'z.npy')}")
-            why = unwritable_folder(Path(path).parent) if path else None
+            why = unwritable_output(path) if path else None  # (/dev/stdout: /dev itself is not writable)
             if why:
                 raise ValueError(f"predictions.{setting} {path!r} cannot be written: {why}")
         if output and embeddings and Path(output).resolve() == Path(embeddings).resolve():
