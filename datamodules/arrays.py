@@ -7,6 +7,7 @@ import math
 import re
 import warnings
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,11 @@ class Arrays(ClusteringDataModule):
             feature, as scikit-learn's StandardScaler), as computed on this file when training starts; they are saved
             in checkpoints, so that ``dcl predict`` on new data with a trained model's checkpoint applies the
             training data's statistics.
+
+    Checkpoints also hold the names of a .csv file's feature columns (from its header): data given later with a
+    checkpoint (``dcl predict``, ``validate``, ``test``) whose header names them in another order is served in the
+    training order, and data whose features are named otherwise is refused. Data without names (a .npy file, a
+    .csv without a header) is taken by position.
     """
 
     def __init__(self, path: str, x_key: str = "x", y_key: str = "y", label_column: str | int | None = None,
@@ -81,6 +87,8 @@ class Arrays(ClusteringDataModule):
         self.standardize = standardize
         self._mean: torch.Tensor | None = None  # the standardization's statistics (float32, one per feature)
         self._std: torch.Tensor | None = None
+        #: the names of a .csv file's feature columns, in the order served (None: the file does not name them)
+        self._feature_names: list[str] | None = None
 
     def _file(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -135,6 +143,7 @@ class Arrays(ClusteringDataModule):
         if not features:
             raise DataError(f"Arrays: {p.name} has no feature columns: all {len(first)} are labels, ids, ignored or "
                             "a row index")
+        self._feature_names = [header[i] for i in features] if header else None
         skip = 1 if header else 0
         every_column = features == list(range(len(first)))
         try:
@@ -247,17 +256,62 @@ class Arrays(ClusteringDataModule):
     def check_scaling(self, state: dict, trained: str, applied: str = "") -> None:
         """Refuse to serve samples scaled otherwise than those ``trained`` was trained on, whose datamodule state
         is ``state``: standardized, or as they are (a state saved without statistics; before 2026-12-03 such a
-        state was empty, and is not checked)."""
+        state was empty, and is not checked). Then match the feature columns to the state's names
+        (:meth:`_match_features`)."""
         standardized = state.get("mean") is not None or "constant_scale" in state
         if standardized and not self.standardize:
             raise DataError(f"Arrays: {trained} was trained on standardized samples; set standardize: true{applied}")
         if self.standardize and not standardized and "shuffle_seed" in state:
             raise DataError(f"Arrays: {trained} was trained on samples as they are, not standardized; set "
                             "standardize: false")
+        if state.get("feature_names") is not None:  # (not in checkpoints before 2026-12-05, nor of unnamed data)
+            self._match_features(list(state["feature_names"]), trained)
+
+    def _match_features(self, trained_names: list[str], trained: str) -> None:
+        """Serve the feature columns in the order of ``trained_names``, the columns ``trained`` was trained on:
+        the same names in another order are reordered (with a warning), other names refused; data without names is
+        taken by position (with a warning: nothing checks it). Once matched, this data has those names, so that a
+        second restore of the same state (the ``dcl`` command's, then Lightning's after setup) says nothing."""
+        self._ensure_loaded()  # (which reads the names)
+        here, name = self._feature_names, Path(self.path).name
+        if here == trained_names:
+            return
+        if here is None:
+            if tuple(self.x.shape[1:]) == (len(trained_names),):  # (another shape: refused as such, by the method)
+                csv_file = Path(self.path).suffix.lower() in (".csv", ".txt")
+                rank_zero_warn(f"Arrays: {name} does not name its features{' (no header row)' if csv_file else ''}; "
+                               f"{trained} was trained on features named {_names(trained_names)}: its "
+                               f"{len(trained_names)} columns are taken as those, in that order")
+                self._feature_names = list(trained_names)
+            return
+        position = {n: i for i, n in enumerate(here)}
+        missing = [n for n in dict.fromkeys(trained_names) if n not in position]
+        trained_set = set(trained_names)
+        unexpected = [n for n in position if n not in trained_set]
+        twice = [n for n, count in (Counter(here) | Counter(trained_names)).items() if count > 1]
+        if missing or unexpected or twice:
+            found = ", ".join(([f"missing {_names(missing)}"] if missing else [])
+                              + ([f"unexpected {_names(unexpected)}"] if unexpected else []))
+            todo = ("rename the columns to their training names, and list columns that are not features in "
+                    "ignore_columns" if missing and unexpected else "add the missing columns" if missing
+                    else "list columns that are not features in ignore_columns (or set label_column / id_column)")
+            if not found:  # the same names, one of them on several columns: which is which is unknown
+                found = f"{_names(twice)} names several columns, which cannot be matched by name"
+                todo = "write the feature columns in the training order"
+            raise DataError(f"Arrays: the feature columns of {name} are not those {trained} was trained on: {found}; "
+                            f"it takes the features {_names(trained_names)} (matched by name, in any order): {todo}")
+        order = [position[n] for n in trained_names]
+        rank_zero_warn(f"Arrays: {name} has the feature columns {trained} was trained on in another order; they are "
+                       f"served in the training order ({_names(trained_names)})")
+        self._x = self._x.index_select(1, torch.tensor(order, device=self._x.device))
+        if self._mean is not None:  # this file's statistics, computed in its order (a checkpoint's replace them)
+            self._mean, self._std = self._mean[order], self._std[order]
+        self._feature_names = list(trained_names)
 
     def state_dict(self) -> dict:
         statistics = {"mean": self._mean, "std": self._std, "constant_scale": 1.0} if self.standardize else {}
-        return {**super().state_dict(), **statistics}
+        names = {"feature_names": list(self._feature_names)} if self._feature_names is not None else {}
+        return {**super().state_dict(), **statistics, **names}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -266,11 +320,18 @@ class Arrays(ClusteringDataModule):
         if state.get("mean") is None:
             return
         if state["mean"].shape != self.x.shape[1:]:
-            raise DataError(f"Arrays: the checkpoint standardizes samples of shape {tuple(state['mean'].shape)}, "
-                            f"{self.path} has samples of shape {tuple(self.x.shape[1:])}")
+            raise DataError(f"Arrays: the checkpoint's model was trained on samples of shape "
+                            f"{tuple(state['mean'].shape)}, but this data has shape {tuple(self.x.shape[1:])} "
+                            f"({self.path}); use data of the training features")
         self._mean, self._std = state["mean"], state["std"]
         if "constant_scale" not in state:  # saved before: the std of a constant feature was clamped at 1e-8
             self._std = self._std.masked_fill(self._std <= OLD_STD_FLOOR, 1.0)
+
+
+def _names(names: list[str], limit: int = 8) -> str:
+    """Column names for an error or warning, the first ``limit`` of many (e.g. the 784 pixels of an image)."""
+    shown = ", ".join(map(repr, names[:limit]))
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _is_index(spec: str | int, header: list[str] | None) -> bool:

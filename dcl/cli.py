@@ -203,10 +203,10 @@ class DCLCLI(LightningCLI):
         if checkpoint is not None and isinstance(self.model, ClusteringMethod):
             # what Lightning's restore of the checkpoint refuses (another shape of samples, standardized ones), here:
             # by then Lightning has started the loggers, which write their files
-            check_checkpoint_fits(checkpoint, self.model)
             state = checkpoint.get(type(self.datamodule).__qualname__)
             if state is not None and isinstance(self.datamodule, ClusteringDataModule):
-                self.datamodule.load_state_dict(state)
+                self.datamodule.load_state_dict(state)  # first: a CSV's columns named otherwise are refused by name
+            check_checkpoint_fits(checkpoint, self.model)
             fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
             done = fit_loop.get("epoch_progress", {}).get("current", {}).get("completed", 0)
             limit = self.trainer.max_epochs
