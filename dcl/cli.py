@@ -235,6 +235,14 @@ class DCLCLI(LightningCLI):
                                   "without a logger the run's files go to trainer.default_root_dir (the current "
                                   "folder unless set); give the run a folder of its own with "
                                   "--trainer.default_root_dir, or a logger")
+            root = self.trainer.default_root_dir
+            held = earlier_run_files(Path(root), self.config[self.subcommand].get("ckpt_path"))
+            if held:
+                raise ConfigError(f"trainer.default_root_dir {root} holds another run ({', '.join(held)}): without a "
+                                  "logger a run's files go there, and this fit's would mix with that run's (its "
+                                  "scores beside this fit's config.yaml, its last.ckpt beside this fit's "
+                                  "last-v1.ckpt); give this fit a folder of its own with --trainer.default_root_dir, "
+                                  "or continue that run with --ckpt_path set to one of its checkpoints")
         if isinstance(self.datamodule, ClusteringDataModule):
             # (their setup checks them again: by then Lightning has started the loggers, which write their files)
             self.datamodule.check_n_clusters(fitting=True)
@@ -461,6 +469,19 @@ def _short(value) -> str:
     if isinstance(value, dict) and "class_path" in value:
         return str(value["class_path"]).rpartition(".")[2]
     return json.dumps(value) if not isinstance(value, str) else value
+
+
+def earlier_run_files(folder: Path, ckpt_path) -> list[str]:
+    """What of another fit's run ``folder`` holds (its ``final_scores.json``, checkpoints), unless this fit continues
+    it from one of its checkpoints (found by an audit: two fits into one folder left one's scores beside the
+    other's config.yaml, and the first's last.ckpt under the name the docs give the run's model)."""
+    folder = folder.expanduser().resolve()
+    if ckpt_path and folder in Path(str(ckpt_path)).expanduser().resolve().parents:
+        return []
+    held = ["final_scores.json"] if (folder / "final_scores.json").is_file() else []
+    checkpoints = sorted((folder / "checkpoints").glob("*.ckpt")) if (folder / "checkpoints").is_dir() else []
+    return held + ([f"checkpoints/{checkpoints[0].name}" + (f" and {len(checkpoints) - 1} more" if
+                                                             len(checkpoints) > 1 else "")] if checkpoints else [])
 
 
 def _config_files(config) -> set[Path]:

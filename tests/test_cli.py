@@ -839,7 +839,8 @@ def test_a_run_prints_no_noise_and_dcl_warnings_as_one_line(tmp_path):
     assert "dcl: warning: after 1 epoch of training, AEKMeans's autoencoder reconstructs the data" in proc.stderr
     # only the command's: a library's host keeps its warnings' format and Lightning's log as they were
     before = warnings.formatwarning
-    run_cli(["fit", *AE_DIGITS, "--trainer.max_epochs", "1"], tmp_path)
+    (tmp_path / "library").mkdir()  # (a folder of its own: the command's run, without a logger, holds this one)
+    run_cli(["fit", *AE_DIGITS, "--trainer.max_epochs", "1"], tmp_path / "library")
     assert warnings.formatwarning is before and not logging.getLogger("lightning.pytorch.utilities.rank_zero").filters
 
 
@@ -1589,6 +1590,23 @@ def test_a_run_without_a_logger_refuses_to_overwrite_its_own_config_file(tmp_pat
     run_cli(["fit", "--config", str(tmp_path / "config.yaml"), "--trainer.max_epochs", "1", *SMALL_AE],
             tmp_path / "run")
     assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "config.yaml").read_text() == mine
+
+
+def test_a_run_without_a_logger_refuses_a_folder_that_holds_another_run(tmp_path, dcl_error):
+    """Found by an audit: two fits without a logger into one default_root_dir mixed their files: the first's
+    final_scores.json beside the second's config.yaml until (or, if it failed, after) the second ended, and the first's
+    last.ckpt under the name the docs give the run's model (the second's became last-v1.ckpt). A fit refuses such a
+    folder; one that continues the run from its checkpoint goes on there."""
+    args = ["fit", *AE_DIGITS, "--trainer.max_epochs", "1", "--trainer.logger", "false"]
+    first = run_cli(args, tmp_path)
+    saved = (tmp_path / "final_scores.json").read_text()
+    msg = dcl_error(args, tmp_path)
+    assert f"trainer.default_root_dir {tmp_path} holds another run (final_scores.json, checkpoints/" in msg
+    assert "--trainer.default_root_dir" in msg and "--ckpt_path" in msg
+    assert (tmp_path / "final_scores.json").read_text() == saved
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    continued = run_cli([*args, "--trainer.max_epochs", "2", "--ckpt_path", str(last)], tmp_path)
+    assert continued != first and not (tmp_path / "checkpoints" / "last-v1.ckpt").exists()
 
 
 def test_settings_a_later_config_or_class_would_replace_are_refused(tmp_path, dcl_error):
