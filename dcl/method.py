@@ -1270,6 +1270,13 @@ class AutoencoderMethod(ClusteringMethod):
                       f"{tuple(own[mismatched[0]].shape)} here")
             raise ConfigError(f"pretrained checkpoint {file} holds a different autoencoder ({detail}); use the "
                               "same autoencoder, latent_dim and hidden_dims as the run that produced it")
+        stage = state.get("stage")  # an SAE's: the layer pair its greedy training was at (their number: fine-tuning)
+        pairs = sum(1 for k, v in own.items() if k.startswith("encoder.") and k.endswith(".weight") and v.ndim == 2)
+        if isinstance(stage, Tensor) and stage.numel() == 1 and int(stage) < pairs:
+            raise ConfigError(f"pretrained checkpoint {file} is of an SAE fit that ended in its greedy layer-wise "
+                              f"training, at layer pair {int(stage) + 1} of {pairs}: the pairs above it were never "
+                              "trained, nor the whole autoencoder fine-tuned; pass the checkpoint of the finished fit, "
+                              "or continue that fit (dcl fit with its --ckpt_path)")
         self.autoencoder.load_state_dict({k: ae_state[k] for k in own})
         self.remember_pretrained_data(ckpt, path)
 

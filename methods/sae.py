@@ -22,11 +22,15 @@ weights of std 0.01 to 460 in 5 steps (to NaN in 100 with the burn-in), every un
 1097-epoch run ended at chance (``benchmarks/results/sae_mnist.md``); since the fix the same run gives DEC 85.32 and
 IDEC 88.60 ACC on MNIST, the papers' 84.30 and 88.06 (``shared_pretraining_mnist_dec_paper.md``). The paper's budget:
 50000 iterations a pair, 100000 of fine-tuning; on MNIST's 70000 samples at batch 256 (274 steps an epoch) that
-is ``layer_epochs: 183`` and 365 fine-tuning epochs (``configs/sae/mnist.yaml``). piiswrong/dec feeds MNIST as
-0.02 x its 0-255 pixels (``data.init_args.scale: 5.1`` of the MNIST datamodule).
+is ``layer_epochs: 183`` and 365 fine-tuning epochs (``configs/sae/mnist.yaml``), on one process without gradient
+accumulation: ``layer_epochs`` counts epochs, ``lr_step`` and ``momentum_burnin`` optimizer steps, so W processes at
+the same per-process batch, or ``accumulate_grad_batches``, give each stage fewer steps at a larger batch (on W
+processes: ``batch_size`` 256 / W). piiswrong/dec feeds MNIST as 0.02 x its 0-255 pixels
+(``data.init_args.scale: 5.1`` of the MNIST datamodule).
 
 Not reproduced: the pretraining on MNIST's 60000 training images only (here the data set clustered, as every dcl
-pretraining).
+pretraining); Caffe's data layer walking the data in one fixed order in full batches of 256 (dcl reshuffles every
+epoch and ends each with a smaller batch, 112 samples on MNIST).
 
 Pass the checkpoint to DEC, IDEC or DEKM (``autoencoder: mlp``) as ``model.init_args.pretrained`` to start them from the
 paper's pretraining (the autoencoder's weights are the same as every dcl MLP autoencoder's), on data scaled as it
@@ -38,7 +42,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcl.method import ConfigError, OptimizerFactory, warn_if_fit_ends_within
@@ -147,8 +150,9 @@ class SAE(AEKMeans):
         x = batch["x"]
         if self.fine_tuning:
             _, x_hat = self.autoencoder(x)
-            self.log("train/recon", F.mse_loss(x_hat, x))
-            return euclidean_loss(x_hat, x)
+            loss = euclidean_loss(x_hat, x)
+            self.log("train/recon", 2 * loss.detach())  # the mean squared error
+            return loss
         i, last = int(self.stage), len(self.encoders) - 1
         with torch.no_grad():  # the pairs below, trained and frozen
             h = x.flatten(1)
@@ -160,5 +164,6 @@ class SAE(AEKMeans):
         h_hat = self.decoders[i](code)
         if i:
             h_hat = self.act(h_hat)
-        self.log_dict({"train/layer_recon": F.mse_loss(h_hat, h), "train/stage": float(i)})
-        return euclidean_loss(h_hat, h)
+        loss = euclidean_loss(h_hat, h)
+        self.log_dict({"train/layer_recon": 2 * loss.detach(), "train/stage": float(i)})  # (the mean squared error)
+        return loss

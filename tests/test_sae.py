@@ -3,6 +3,7 @@ solver per stage, then DEC started from its checkpoint through the CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -66,6 +67,63 @@ def test_greedy_stages_use_dropout_on_hidden_layers_only():
     m = model(dropout=0.5).train()
     m.stage.fill_(3)  # fine-tuning without dropout
     assert torch.equal(m.pretrain_step({"x": x}), m.pretrain_step({"x": x}))
+
+
+def test_dropout_sits_on_each_pairs_input_and_hidden_output_not_on_the_data_the_code_or_the_frozen_pairs():
+    """piiswrong/dec's pretrain.py: a pair's input is dropped out unless it is the data, its encoded output unless it
+    is the code, and the frozen pairs below run without dropout (an audit found the tests above passing with dropout
+    moved onto the data, onto the code or into the frozen pairs)."""
+    torch.manual_seed(0)
+    m = model().train()
+    x = digits(64).x
+    seen, dropout = [], m.dropout
+    m.dropout = lambda t, p: seen.append(t.detach().clone()) or dropout(t, p)
+    clean = [x, F.relu(m.encoders[0](x))]
+    clean.append(F.relu(m.encoders[1](clean[1])))
+    # what each stage drops out: (the pair's input, ...) and its hidden output, by shape (hidden_dims [32, 48])
+    expected = [[(64, 32)], [(64, 32), (64, 48)], [(64, 48)]]
+    for stage in range(3):
+        seen.clear()
+        m.stage.fill_(stage)
+        m.pretrain_step({"x": x})
+        assert [tuple(t.shape) for t in seen] == expected[stage], stage
+        if stage:  # the input dropped out is the clean output of the frozen pairs
+            assert torch.allclose(seen[0], clean[stage]), stage
+
+
+def test_the_default_weights_are_the_papers_small_normal():
+    """N(0, 0.01^2) weights and zero biases (piiswrong/dec), not the other autoencoders' Glorot default."""
+    torch.manual_seed(0)
+    m = SAE(n_clusters=10, input_shape=[64])  # 64-500-500-2000-10
+    for layer in [*m.encoders, *m.decoders]:
+        assert 0.0095 < float(layer.weight.std()) < 0.0105 and abs(float(layer.weight.mean())) < 1e-3, layer
+        assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_a_pretrained_start_refuses_an_sae_checkpoint_of_unfinished_greedy_training(tmp_path):
+    """Found by an audit: DEC, IDEC, DEKM (or SAE itself) started from an SAE checkpoint saved during its greedy
+    stages, whose upper layer pairs were never trained, without a word. One error names the stage; a finished fit's
+    checkpoint is taken (the fine-tuning stage)."""
+    from dcl.methods.dec import DEC
+
+    def sae_checkpoint(epochs: int):
+        pl.seed_everything(0)
+        m = model(layer_epochs=1)
+        trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                             enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
+                             accelerator="cpu", default_root_dir=tmp_path)
+        with pytest.warns(UserWarning) if epochs < 3 else contextlib.nullcontext():  # (ends within the stages)
+            trainer.fit(m, digits(256))
+        path = tmp_path / f"sae{epochs}.ckpt"
+        trainer.save_checkpoint(path)
+        return str(path)
+
+    unfinished, finished = sae_checkpoint(2), sae_checkpoint(4)
+    with pytest.raises(ConfigError, match="ended in its greedy layer-wise training, at layer pair 2 of 3"):
+        DEC(n_clusters=10, input_shape=[64], hidden_dims=[32, 48], latent_dim=5, pretrained=unfinished)
+    dec = DEC(n_clusters=10, input_shape=[64], hidden_dims=[32, 48], latent_dim=5, pretrained=finished)
+    assert torch.equal(dec.autoencoder.encoder[1][0].weight, torch.load(finished, weights_only=False)["state_dict"][
+        "autoencoder.encoder.1.0.weight"])
 
 
 class Snapshots(pl.Callback):
