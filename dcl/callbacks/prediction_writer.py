@@ -140,7 +140,7 @@ class PredictionWriter(Callback):
                     if Path(self.embeddings).suffix.lower() == ".npy":
                         np.save(f, z)
                     else:
-                        np.savetxt(f, z, delimiter=",", fmt="%.7g")
+                        np.savetxt(f, z, delimiter=",", fmt="%.9g")  # (9 digits: a float32 read back exactly)
 
             atomic_write(self.embeddings, write_embeddings)
             print(f"dcl: wrote embeddings {tuple(cols['z'].shape)} to {self.embeddings}")
