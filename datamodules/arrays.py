@@ -320,9 +320,9 @@ class Arrays(ClusteringDataModule):
         if state.get("mean") is None:
             return
         if state["mean"].shape != self.x.shape[1:]:
-            raise DataError(f"Arrays: the checkpoint's model was trained on samples of shape "
-                            f"{tuple(state['mean'].shape)}, but this data has shape {tuple(self.x.shape[1:])} "
-                            f"({self.path}); use data of the training features")
+            raise DataError(f"Arrays: {self.path}: the checkpoint's model was trained on samples of shape "
+                            f"{tuple(state['mean'].shape)}, but this data has shape {tuple(self.x.shape[1:])}; use "
+                            "data of the training shape (the same features)")
         self._mean, self._std = state["mean"], state["std"]
         if "constant_scale" not in state:  # saved before: the std of a constant feature was clamped at 1e-8
             self._std = self._std.masked_fill(self._std <= OLD_STD_FLOOR, 1.0)
