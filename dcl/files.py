@@ -71,9 +71,9 @@ def unwritable_output(path: str | Path) -> str | None:
             if (flags & os.O_ACCMODE) == os.O_RDONLY else None
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:  # (a link to no file too: its target is made)
-        mode = None
-    except OSError as err:  # a loop of links, a file as a folder on the way
+    except (FileNotFoundError, NotADirectoryError):  # (a link to no file too: its target is made; a file on the way:
+        mode = None  # its folder's check names it)
+    except OSError as err:  # a loop of links
         return f"{path}: {err.strerror or err}"
     if mode is None or stat.S_ISREG(mode):
         return unwritable_folder(Path(os.path.realpath(path)).parent)
