@@ -3,10 +3,16 @@
 # Lightning, no network). Before the call, here: the wheels LightningCLI needs beyond that image in .whl/
 # (jsonargparse, docstring_parser, typeshed_client, importlib_resources) and MNIST's raw files gzipped in
 # .gpu_data/MNIST/raw/, both git-ignored and carried (`bash benchmarks/gpu_prepare.sh` makes them). Everything
-# ends by itself inside LIMIT seconds, then the results and logs are packed into $OUT/results.tgz.
+# ends by itself inside LIMIT seconds, then the results and logs are packed into $OUT/results.tgz: logs/ (with a
+# copy of benchmarks/work/shared_pretraining/ without its checkpoints) and benchmarks/results/, not benchmarks/work/.
+# So a job that its timeout killed cannot go on from its resume.ckpt in a later device session: it starts over.
+# (Its checkpoints cannot come back: the device tool returns at most 8 files of 16 MiB, and one MNIST autoencoder
+# checkpoint with its optimizer's state is about 27 MB with SGD's momentum, 40 MB with Adam's.)
 #   bash benchmarks/gpu_session.sh [LIMIT=540] [JOB ...]
 # JOBs (default: all): kmeans (alone first), then side by side until the deadline: aecm (AE-CM MNIST, the paper's
-# 1000 epochs), dcfae (DCFAE MNIST, the config's 50 + 10 epochs), idec (IDEC MNIST seeds 3-4), deckeras (IDEC and
+# 1000 epochs), dcfae (DCFAE MNIST, the config's 50 + 10 epochs), idec (IDEC MNIST seeds 3-4 or those in
+# $IDEC_SEEDS, recorded in shared_pretraining_mnist_gpu2: shared_pretraining_mnist_gpu, of 2026-12-01, predates the
+# configs' settings that --merge compares, so it refuses a merge and is kept as it is), deckeras (IDEC and
 # DEC MNIST from DEC-keras' pretraining recipe, seeds 0-2 or those in $DECKERAS_SEEDS, one process each; IDEC at its
 # config's gamma 0.1 / 5.1^2, the paper's balance on [0, 1] pixels, and at 0.1, the config's until 2026-12-04),
 # decpaper (the same from the DEC paper's stacked autoencoder, SAE: 300,000 steps a seed, seeds 0-2 or
@@ -47,8 +53,8 @@ want dcfae && { timeout $T python3 benchmarks/dcfae.py --data mnist --variants f
   --fae-epochs 50 --dense-epochs 10 --similarity-batches 4 --threads 2 --seed 0 --tag gpu \
   --phase1-minutes $(python3 -c "print(round(($T - 230) / 60, 2))") > logs/dcfae.log 2>&1 & }
 if want idec; then
-  for s in 3 4; do
-    timeout $T python3 benchmarks/shared_pretraining.py mnist --seeds $s --methods idec --merge --tag gpu \
+  for s in ${IDEC_SEEDS:-3 4}; do
+    timeout $T python3 benchmarks/shared_pretraining.py mnist --seeds $s --methods idec --merge --tag gpu2 \
       > logs/idec_s$s.log 2>&1 &
   done
 fi

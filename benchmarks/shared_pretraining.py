@@ -31,12 +31,21 @@ official recipe), ``dec-keras`` (DEC-keras' MNIST recipe: SGD lr 1 momentum 0.9,
 ``weight_init: fan_in_uniform``) or ``dec-paper`` (the papers' own: the ``SAE`` method, greedy layer-wise with
 dropout then fine-tuning, as piiswrong/dec, whose weights IDEC's README uses; ``configs/sae/<data>.yaml``, by default
 for its max_epochs; on MNIST every fit of the seed reads the pixels x 0.02 as that code did, and IDEC takes its
-paper's gamma 0.1 on them).
+paper's gamma 0.1 on them). A ``--pretrain-epochs N`` other than the config's max_epochs scales its ``layer_epochs``
+in proportion (the config's layer_epochs x N / its max_epochs, rounded down, at least 1), so that every greedy stage
+runs and fine-tuning gets the rest (a checkpoint saved within the greedy stages is refused as a start); an N too
+small to hold one epoch per layer pair and one of fine-tuning is refused. Its ``lr_step`` and ``momentum_burnin``
+(counted in steps) stay the config's.
+
+``--maxiter`` goes to the methods that take it (DEC, IDEC: a ``maxiter`` setting); the others (AE-CM) run by their own
+budget. A method variant's keys, and a ``--maxiter`` that no method of ``--methods`` takes, are checked before any fit.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import json
 import os
 import platform
@@ -46,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from dcl import registry
 from resumable import cached_fit, resume_checkpoint_args  # benchmarks/ is on sys.path when a script here runs
 from results_table import fit_config
 
@@ -123,6 +133,32 @@ def config_settings(config: str) -> dict:
     return yaml.safe_load((ROOT / config).read_text())["model"].get("init_args", {})
 
 
+def method_class(config: str) -> type:
+    """The method class that a config (a path relative to the repository) trains: its ``model.class_path``."""
+    path = yaml.safe_load((ROOT / config).read_text())["model"]["class_path"]
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name) if module else registry.get_method(name)
+
+
+def sae_layer_epochs(config: dict, epochs: int) -> int | None:
+    """An SAE config's ``layer_epochs`` scaled to a fit of ``epochs`` epochs: the config's x epochs / its
+    max_epochs, rounded down (so the greedy stages end before the fit does), at least 1; None at the config's
+    max_epochs (its own setting). Exits when ``epochs`` cannot hold one epoch per layer pair and one of fine-tuning."""
+    max_epochs = config["trainer"]["max_epochs"]
+    from dcl.methods.sae import SAE  # (its defaults, for a setting the config leaves out)
+
+    init = {k: v.default for k, v in inspect.signature(SAE).parameters.items()} | config["model"].get("init_args", {})
+    layer_epochs, pairs = init["layer_epochs"], len(init["hidden_dims"]) + 1
+    if epochs == max_epochs or not layer_epochs:
+        return None
+    scaled = max(1, layer_epochs * epochs // max_epochs)
+    if pairs * scaled >= epochs:
+        raise SystemExit(f"shared_pretraining.py: --pretrain-epochs {epochs} is too few for the dec-paper recipe: its "
+                         f"SAE trains {pairs} layer pairs greedily (at least 1 epoch each) and then fine-tunes, so "
+                         f"give at least {pairs + 1} epochs")
+    return scaled
+
+
 def check_mergeable(doc: dict, budget: str, settings: dict[str, dict], name: str) -> None:
     """Refuses, before any fit, a ``--merge`` into a record (``doc``) of the same budget that holds other methods
     (a table row needs every seed, so the merge would drop the recorded seeds or methods that this run lacks) or the
@@ -165,8 +201,10 @@ def main() -> None:
     p.add_argument("--recipe", choices=sorted(RECIPES), default="shared",
                    help="the autoencoder pretraining (see above)")
     p.add_argument("--pretrain-epochs", type=int, default=None,
-                   help="default: the recipe's (200 shared, 300 dec-keras, the config's max_epochs dec-paper)")
-    p.add_argument("--maxiter", type=int, default=None, help="cap on clustering steps (default: the config's)")
+                   help="default: the recipe's (200 shared, 300 dec-keras, the config's max_epochs dec-paper; "
+                        "dec-paper scales its layer_epochs to N: the config's x N / its max_epochs, at least 1)")
+    p.add_argument("--maxiter", type=int, default=None,
+                   help="cap on clustering steps of the methods that take one (DEC, IDEC; default: the config's)")
     p.add_argument("--scale", type=float, default=None,
                    help="every fit reads pixels x scale / 255 (MNIST's data.init_args.scale; IDEC's and the DEC "
                         "paper's code: 5.1, where IDEC keeps the config's balance at idec:gamma=0.1)")
@@ -184,6 +222,13 @@ def main() -> None:
         p.error(f"the {args.recipe} recipe has no configs/{recipe_method}/{args.data}.yaml")
     recipe_epochs = recipe_epochs or yaml.safe_load(config.read_text())["trainer"]["max_epochs"]
     args.pretrain_epochs = args.pretrain_epochs or recipe_epochs
+    if args.pretrain_epochs < 1:
+        p.error("--pretrain-epochs must be at least 1")
+    layer_epochs = sae_layer_epochs(yaml.safe_load(config.read_text()), args.pretrain_epochs) \
+        if recipe_method == "sae" else None
+    if layer_epochs:  # a reduced SAE budget: its greedy stages shrink with it, or it would end within them
+        recipe_args = [*recipe_args, "--model.init_args.layer_epochs", str(layer_epochs)]
+        recipe_text += f"; layer_epochs scaled to {layer_epochs}"
     full_budget = args.pretrain_epochs == recipe_epochs and not args.maxiter
     recipe_tag = "" if args.recipe == "shared" else "_" + args.recipe.replace("-", "_")
     tag = recipe_tag + (f"_x{args.scale:g}" if args.scale is not None else "") + (f"_{args.tag}" if args.tag else "")
@@ -196,11 +241,21 @@ def main() -> None:
               + ("" if args.scale is None else f"; pixels x {args.scale:g} / 255 in every fit"))
     recipe_config = str(config.relative_to(ROOT))
     settings = {"ae_kmeans": {"config": recipe_config, "model": config_settings(recipe_config), "args": recipe_args}}
-    for spec in args.methods:
+    takes_maxiter = {}  # --maxiter goes to the methods that take it (AE-CM has none: dcl refuses it, after pretraining)
+    for spec in args.methods:  # checked here, before any fit
         method, variant_args, _ = method_variant(spec)
+        if not (ROOT / "configs" / method / f"{args.data}.yaml").is_file():
+            p.error(f"--methods {spec}: there is no configs/{method}/{args.data}.yaml")
+        known = registry.settings(cls := method_class(f"configs/{method}/{args.data}.yaml"))
+        for key in (k.removeprefix("--model.init_args.") for k in variant_args[::2]):
+            if key.split(".")[0] not in known:
+                p.error(f"--methods {spec}: " + registry.unknown_setting(cls, key))
+        takes_maxiter[spec] = "maxiter" in known
         settings[spec] = {"config": f"configs/{method}/{args.data}.yaml",
                           "args": [*method_args.get(method, []), *variant_args],
                           "model": config_settings(f"configs/{method}/{args.data}.yaml")}
+    if args.maxiter and not any(takes_maxiter.values()):
+        p.error(f"--maxiter: none of --methods {' '.join(args.methods)} takes a maxiter setting")
     recorded = json.loads(out_json.read_text()) if out_json.is_file() else {}
     if args.merge:
         check_mergeable(recorded, budget, settings, out_json.name)
@@ -215,7 +270,7 @@ def main() -> None:
             method, variant_args, folder = method_variant(spec)
             extra = ["--model.init_args.pretrained", str(ckpt), "--trainer.max_epochs", "100000", *seed_args,
                      *METHOD_ARGS.get(method, []), *method_args.get(method, [])]
-            if args.maxiter:
+            if args.maxiter and takes_maxiter[spec]:
                 extra += ["--model.init_args.maxiter", str(args.maxiter)]
             runs[spec].append(fit(f"configs/{method}/{args.data}.yaml", work / f"s{seed}" / folder, seed,
                                   [*extra, *variant_args]))

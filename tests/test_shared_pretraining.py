@@ -1,5 +1,6 @@
 """benchmarks/shared_pretraining.py's ``--merge`` keeps every recorded seed, and refuses before any fit a merge that
-would drop some or mix runs of an edited config; the DEC paper's recipe gives IDEC its paper's gamma on its pixels
+would drop some or mix runs of an edited config; the DEC paper's recipe gives IDEC its paper's gamma on its pixels,
+and at fewer epochs shrinks the SAE's greedy stages with them; ``--maxiter`` goes only to the methods that take it
 (no training: its ``fit`` is replaced by one that returns fixed scores)."""
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # (the scripts import their neighbours)
 import shared_pretraining  # noqa: E402
+
+
+def setting(extra, key):  # the value a dcl fit takes: the last one given
+    return [extra[i + 1] for i, a in enumerate(extra) if a == key][-1:]
 
 
 @pytest.fixture
@@ -78,9 +83,6 @@ def test_the_dec_paper_recipe_runs_idec_at_its_papers_gamma_on_its_pixels(bench,
                                       "--methods", "dec", "idec", "idec:gamma=0.00384"])
     shared_pretraining.main()
 
-    def setting(extra, key):  # the value a dcl fit takes: the last one given
-        return [extra[i + 1] for i, a in enumerate(extra) if a == key][-1:]
-
     (sae, _, sae_args), (_, _, dec), (_, _, idec), (_, _, variant) = fits
     assert sae == "configs/sae/mnist.yaml"
     # every fit on pixels x 0.02, as the authors' code; IDEC at gamma 0.1 there (the config's 0.00384 is that balance
@@ -90,3 +92,46 @@ def test_the_dec_paper_recipe_runs_idec_at_its_papers_gamma_on_its_pixels(bench,
     assert setting(variant, "--model.init_args.gamma") == ["0.00384"]
     record = json.loads((tmp_path / "benchmarks/results/shared_pretraining_mnist_dec_paper.json").read_text())
     assert record["settings"]["idec"]["args"] == ["--model.init_args.gamma", "0.1"]
+
+
+def test_the_dec_paper_recipe_scales_the_greedy_stages_to_fewer_epochs(bench, monkeypatch):
+    _, fits = bench
+
+    def main(epochs):
+        monkeypatch.setattr(sys, "argv", ["shared_pretraining.py", "digits", "--recipe", "dec-paper", "--seeds", "0",
+                                          "--methods", "dec", "--pretrain-epochs", epochs])
+        shared_pretraining.main()
+
+    main("35")  # configs/sae/digits.yaml: 4 x 50 greedy epochs of 350; here 4 x 5 of 35, the rest fine-tuning
+    (sae, _, sae_args), _ = fits
+    assert sae == "configs/sae/digits.yaml" and setting(sae_args, "--model.init_args.layer_epochs") == ["5"]
+    assert setting(sae_args, "--trainer.max_epochs") == ["35"]
+    fits.clear()
+    main("5")  # at least 1 epoch a layer pair, and one to fine-tune
+    assert setting(fits[0][2], "--model.init_args.layer_epochs") == ["1"]
+    fits.clear()
+    with pytest.raises(SystemExit, match="too few for the dec-paper recipe.*at least 5 epochs"):
+        main("4")  # it would end within the greedy stages: a start that DEC refuses, after the pretraining
+    assert fits == []
+    main("350")  # the config's own budget: its own layer_epochs
+    assert setting(fits[0][2], "--model.init_args.layer_epochs") == []
+
+
+def test_maxiter_goes_only_to_the_methods_that_take_it(bench, monkeypatch):
+    _, fits = bench
+
+    def main(*methods):
+        monkeypatch.setattr(sys, "argv", ["shared_pretraining.py", "digits", "--seeds", "0", "--pretrain-epochs", "3",
+                                          "--maxiter", "20", "--methods", *methods])
+        shared_pretraining.main()
+
+    main("dec", "aecm")
+    _, (_, _, dec), (aecm, _, aecm_args) = fits
+    assert setting(dec, "--model.init_args.maxiter") == ["20"]
+    assert aecm == "configs/aecm/digits.yaml" and setting(aecm_args, "--model.init_args.maxiter") == []
+    fits.clear()  # refused before any fit: a --maxiter that no method takes, a variant's unknown setting
+    with pytest.raises(SystemExit):
+        main("aecm")
+    with pytest.raises(SystemExit):
+        main("dec", "aecm:maxiter=20")
+    assert fits == []
