@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -111,7 +112,9 @@ MEASURES = ["dcfae_step", "dcfae_embed_4096", "dcfae_embed_256", "mlp_epoch"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--measures", nargs="+", default=MEASURES)
+    parser.add_argument("--measures", nargs="+", default=MEASURES,
+                        help=f"some of {' '.join(MEASURES)} (dcfae_embed_B: any eval batch size B); the reading "
+                             "below the table needs all four")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json, run nothing")
@@ -121,14 +124,18 @@ def main() -> None:
         print(json.dumps(measure(*args.one)))
         return
 
+    unknown = [m for m in args.measures if m not in MEASURES and not re.fullmatch(r"dcfae_embed_[1-9]\d*", m)]
+    if unknown:
+        parser.error(f"unknown measures {' '.join(unknown)}; known: {' '.join(MEASURES)} (dcfae_embed_B: any B)")
     if args.render_only:
         record = json.loads((RESULTS / "cpu_allocator.json").read_text())
     else:
         record = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, glibc {platform.libc_ver()[1]}",
                   "threads": args.threads, "rounds": args.rounds, "runs": run(args)}
+    text = render(record)  # before anything is written: a record that cannot be shown replaces none
+    if not args.render_only:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "cpu_allocator.json").write_text(json.dumps(record, indent=2) + "\n")
-    text = render(record)
     (RESULTS / "cpu_allocator.md").write_text(text)
     print(text)
 
@@ -164,7 +171,7 @@ def render(record: dict) -> str:
                     f"{med(d, 'minor_faults'):.0f} |")
     threads, rounds = record["threads"], record["rounds"]
     reading = []
-    if {"dcfae_embed_4096", "dcfae_embed_256"} <= set(runs):
+    if set(MEASURES) <= set(runs):  # (it reads every default measure)
         before, after = med(runs["dcfae_embed_4096"]["glibc"], "time"), med(runs["dcfae_embed_256"]["dcl"], "time")
         reading = [f"Reading: DCFAE's embedding pass (every k-means refresh and the final clustering of MNIST's 70,000 "
                    f"samples) went from {before:.2f} s per 10,000 samples (glibc's defaults, eval batches of 4096, "
@@ -182,7 +189,8 @@ def render(record: dict) -> str:
             "", f"Machine: {record['machine']}; {threads} torch thread(s); median of {rounds} rounds, each "
             "measure in a fresh process, the two settings alternating. Times in the unit given, CPU time split "
             "into user and system (the kernel's page-fault work).", "", *rows, "", *reading,
-            f"Command: `python benchmarks/cpu_allocator.py --threads {threads} --rounds {rounds}`", ""]
+            f"Command: `python benchmarks/cpu_allocator.py --threads {threads} --rounds {rounds}"
+            + ("" if list(runs) == MEASURES else f" --measures {' '.join(runs)}") + "`", ""]
     return "\n".join(text)
 
 

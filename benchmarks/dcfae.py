@@ -201,16 +201,30 @@ NOTES = {
 PHASE2_BEFORE = {"perplexity": 30.0, "similarity_batches": 1}
 
 
+#: what the budget records of the machine's share, left out when runs are compared (each run records its own)
+MACHINE_KEYS = ("threads", "device", "note")
+
+
 def load_seeds(path: Path, budget: dict) -> dict:
-    """The runs of other seeds already in ``path`` at the same budget (a run at another budget is replaced)."""
+    """The runs of other seeds already in ``path`` at the same budget (a run at another budget is replaced); the
+    threads and device are not part of it: each run records its own (runs recorded before that: the budget's)."""
     if not path.is_file():
         return {}
     old = json.loads(path.read_text())
     if "seeds" not in old:  # the one-seed layout of the first version of this script
         old["seeds"] = {str(old["seed"]): old["runs"]}
     recorded = {**PHASE2_BEFORE, **old["budget"]}  # records older than these options ran at their defaults
-    same = {k: v for k, v in recorded.items() if k != "note"} == {k: v for k, v in budget.items() if k != "note"}
-    return old["seeds"] if same else {}
+
+    def what(b: dict) -> dict:
+        return {k: v for k, v in b.items() if k not in MACHINE_KEYS}
+
+    if what(recorded) != what(budget):
+        return {}
+    for runs in old["seeds"].values():
+        for run in runs.values():
+            run.setdefault("threads", recorded.get("threads"))
+            run.setdefault("device", recorded.get("device", "CPU"))
+    return old["seeds"]
 
 
 def record(data: str, tag: str = "") -> str:
@@ -263,12 +277,15 @@ def idec_row(result: dict) -> list[str]:
 def render(result: dict) -> list[str]:
     b, seeds = result["budget"], result["seeds"]
     phase2 = {**PHASE2_BEFORE, **b}
+    runs = [r for s in seeds.values() for r in s.values()]  # each run's device and threads (older: the budget's)
+    devices = sorted({r.get("device", b.get("device", "CPU")) for r in runs} or {b.get("device", "CPU")})
+    threads = sorted({r.get("threads", b["threads"]) for r in runs} or {b["threads"]})
     batch = b["batch_size"] * phase2["similarity_batches"]
     capped = f" (capped at {(batch - 1) / 3:.0f})" if phase2["perplexity"] > (batch - 1) / 3 else ""
     lines = [f"# DCFAE on {result['data']} (seeds {', '.join(sorted(seeds))}; FAE {b['fae_epochs']} + dense "
              f"{b['dense_epochs']} epochs, channels {b['channels']}, batch {b['batch_size']}, "
-             f"{b.get('device', 'CPU')}, "
-             f"{b['threads']} thread(s))", "",
+             f"{' / '.join(devices)}, "
+             f"{' / '.join(map(str, threads))} thread(s))", "",
              f"Phase 2: Gaussian input similarities at perplexity {phase2['perplexity']:g}{capped} on batches of "
              f"{batch} samples ({phase2['similarity_batches']} loader batch(es) joined).", "",
              "Mean ± std over the seeds (population std).", "",
@@ -423,6 +440,8 @@ def main() -> None:
         budget.update(device=f"GPU {torch.cuda.get_device_name()}", note="GPU run (the paper's epochs are unknown)")
     path = RESULTS / f"{stem(args.data, args.tag)}.json"
     seeds = load_seeds(path, budget)
+    for run in runs.values():  # the machine's share, per run: seeds run with other threads or devices are kept
+        run.update(threads=args.threads, device=budget.get("device", "CPU"))
     seeds[str(args.seed)] = {**seeds.get(str(args.seed), {}), **runs}
     result = {"method": "DCFAE", "data": args.data, "tag": args.tag, "budget": budget,
               "machine": f"{platform.processor() or platform.machine()}, {budget.get('device', 'CPU only')}, "

@@ -32,6 +32,7 @@ from resumable import cached_fit, resume_checkpoint_args  # benchmarks/ is on sy
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "benchmarks" / "work" / "dekm"  # the run folders
+DATA = os.environ.get("DCL_DATA", str(REPO.parent / "shared" / "data"))
 PAPER = {  # official README (mean of 3 runs), ACC / NMI in %
     "usps": {"acc": 79.75, "nmi": 82.23},
     "coil20": {"acc": 69.03, "nmi": 80.06},
@@ -104,7 +105,7 @@ def _fit(work: Path, data: str, seed: int, pretrain_epochs: int, maxiter: int, e
     max_epochs = pretrain_epochs + maxiter // steps_per_epoch + 2
     val_every = pretrain_epochs  # one validation at the end of pretraining (AE + k-means), then at the end
     args = ["fit", "--config", str(cfg), "--seed_everything", str(seed),
-            *([] if data == "digits" else ["--data.init_args.data_dir", str(REPO.parent / "shared" / "data")]),
+            *([] if data == "digits" else ["--data.init_args.data_dir", DATA]),
             "--model.init_args.pretrain_epochs", str(pretrain_epochs), "--model.init_args.maxiter", str(maxiter),
             "--trainer.max_epochs", str(max_epochs), "--trainer.check_val_every_n_epoch", str(val_every),
             "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(work),

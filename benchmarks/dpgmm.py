@@ -11,9 +11,12 @@ Stages:
 2. ``train``: ``dcl fit --config configs/dpgmm/<data>.yaml`` from that autoencoder with each K_init (CLI, CSV
    logger); writes benchmarks/results/dpgmm_<data>.json / .md (K found, ACC/NMI/ARI on the rectangular matching,
    wall time, budget; mean and std over seeds) and, for USPS, benchmarks/results/dpgmm_k_over_training.png;
-   the baseline with the true K is k-means (10 restarts) on the same autoencoder's code;
-3. ``select``: ``DPGMM.select_on`` (DP-GMM from K_init, 10 birth/merge rounds, refit) on the fixed embeddings
-   for each (bic_penalty, min_gain); writes benchmarks/results/dpgmm_selection.json / .md.
+   the baseline with the true K is k-means (10 restarts) on the same autoencoder's code. One budget per file: the
+   data set's default pretraining and clustering epochs (PRETRAIN_EPOCHS, CLUSTER_EPOCHS) keep the plain name,
+   other pretraining epochs add ``_p<N>`` to it and other clustering epochs ``_e<N>`` (the plot's name likewise);
+3. ``select``: ``DPGMM.select_on`` (DP-GMM from K_init, 10 birth/merge rounds, refit) on the fixed embeddings of
+   the data set's PRETRAIN_EPOCHS autoencoder for each (bic_penalty, min_gain); writes
+   benchmarks/results/dpgmm_selection.json / .md (it takes no --pretrain-epochs, --epochs or --set).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import time
 from pathlib import Path
 
@@ -32,9 +36,10 @@ from results_table import mean_std_text  # benchmarks/ is on sys.path when a scr
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work" / "dpgmm"
 RESULTS = ROOT / "benchmarks" / "results"
-DATA_DIR = str(ROOT.parent / "shared" / "data")
+DATA_DIR = os.environ.get("DCL_DATA", str(ROOT.parent / "shared" / "data"))
 K_TRUE = {"digits": 10, "usps": 10, "coil20": 20, "mnist": 10}
 PRETRAIN_EPOCHS = {"digits": 50, "usps": 50, "coil20": 200, "mnist": 20}  # CPU budget (paper-style: 200)
+CLUSTER_EPOCHS = {"digits": 30, "usps": 10, "coil20": 50, "mnist": 5}  # train's default: the recorded budgets
 
 
 def datamodule(data: str):
@@ -189,18 +194,29 @@ def plot(runs: list[dict], settings: dict, data: str, k_true: int, path: Path) -
 
 
 def _recorded(path: Path, args) -> dict:
-    """The results file at ``path`` when it holds this budget (clustering and pretraining epochs), else {}."""
+    """The results file at ``path`` ({} when there is none). Exits when it holds another budget (clustering and
+    pretraining epochs): its rows are kept, not replaced by this one's."""
     doc = json.loads(path.read_text()) if path.is_file() else {}
-    same = (doc.get("epochs"), doc.get("pretrain_epochs")) == (args.epochs, args.pretrain_epochs)
-    return doc if same else {}
+    budget = (doc.get("epochs"), doc.get("pretrain_epochs"))
+    if doc and budget != (args.epochs, args.pretrain_epochs):
+        raise SystemExit(f"dpgmm.py: {path.name} holds runs of {budget[0]} clustering epochs after {budget[1]} "
+                         f"pretraining epochs, not {args.epochs} after {args.pretrain_epochs}; move it aside to "
+                         "start it over")
+    return doc
+
+
+def budget_suffix(data: str, pretrain_epochs: int, epochs: int) -> str:
+    """The results' file name suffix: none at the data set's default budget, else ``_p<N>`` for another pretraining
+    and ``_e<N>`` for another clustering phase (one budget per file)."""
+    return ("" if pretrain_epochs == PRETRAIN_EPOCHS[data] else f"_p{pretrain_epochs}") + \
+        ("" if epochs == CLUSTER_EPOCHS[data] else f"_e{epochs}")
 
 
 def train(args) -> None:
     data = args.data[0]
-    # the default pretraining keeps the plain name; another one has its own file (one budget per file)
-    suffix = "" if args.pretrain_epochs == PRETRAIN_EPOCHS[data] else f"_p{args.pretrain_epochs}"
+    suffix = budget_suffix(data, args.pretrain_epochs, args.epochs)
     path = RESULTS / f"dpgmm_{data}{suffix}.json"
-    res = _recorded(path, args)  # another budget: start over
+    res = _recorded(path, args)  # (checked before any fit)
     import inspect
 
     from dcl.methods.dpgmm import DPGMM
@@ -239,7 +255,7 @@ def train(args) -> None:
             path.write_text(json.dumps(res, indent=2))  # after every run: a long benchmark can be resumed
             path.with_suffix(".md").write_text("\n".join(render_train(res)))
     if data == "usps":
-        plot(res["runs"], settings, "USPS", K_TRUE[data], RESULTS / "dpgmm_k_over_training.png")
+        plot(res["runs"], settings, "USPS", K_TRUE[data], RESULTS / f"dpgmm_k_over_training{suffix}.png")
     print("\n".join(render_train(res)))
 
 
@@ -303,8 +319,10 @@ def main() -> None:
     p.add_argument("--data", nargs="+", default=["usps"], choices=sorted(K_TRUE))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--k-inits", type=int, nargs="+", default=[1, 30])
-    p.add_argument("--pretrain-epochs", type=int, default=None, help="default: per data set (PRETRAIN_EPOCHS)")
-    p.add_argument("--epochs", type=int, default=10, help="train: epochs of the clustering phase")
+    p.add_argument("--pretrain-epochs", type=int, default=None,
+                   help="train: autoencoder pretraining epochs (default: per data set, PRETRAIN_EPOCHS)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="train: epochs of the clustering phase (default: per data set, CLUSTER_EPOCHS)")
     p.add_argument("--set", nargs=2, action="append", metavar=("NAME", "VALUE"), type=str,
                    help="train: a DPGMM init arg to override, e.g. --set min_gain 0.2 (recorded with the run)")
     p.add_argument("--penalties", type=float, nargs="+", default=[1.0, 2.0, 3.0])
@@ -318,8 +336,15 @@ def main() -> None:
         if len(args.data) != 1:
             p.error("train takes one --data")
         args.pretrain_epochs = args.pretrain_epochs or PRETRAIN_EPOCHS[args.data[0]]
+        args.epochs = args.epochs or CLUSTER_EPOCHS[args.data[0]]
         train(args)
     else:
+        # select's table is of each data set's PRETRAIN_EPOCHS autoencoder, and it trains nothing
+        given = [flag for flag, v in (("--pretrain-epochs", args.pretrain_epochs), ("--epochs", args.epochs),
+                                      ("--set", args.set)) if v is not None]
+        if given:
+            p.error(f"select takes no {', '.join(given)}: it runs on the autoencoders of PRETRAIN_EPOCHS "
+                    f"({', '.join(f'{d} {e}' for d, e in PRETRAIN_EPOCHS.items())}) and trains nothing")
         select(args)
 
 

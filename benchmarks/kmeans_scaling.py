@@ -48,9 +48,9 @@ def one(n: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
-    p.add_argument("--one", type=int, default=None)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000], help="the Ns to measure")
+    p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # one N, in the subprocess
     args = p.parse_args()
     if args.one:
         print(json.dumps(one(args.one)))

@@ -4,7 +4,7 @@ package, ``dcl/``, ``dcl/methods/``, ``dcl/datamodules/``, first on ``PYTHONPATH
 
     python benchmarks/large_data_probe.py data DIR            # x{N}.npy, y{N}.npy (float32 blobs), x64_1000000.npy
     python benchmarks/large_data_probe.py fit fit --config ae_paper.yaml ...   # dcl fit, timing two methods
-    python benchmarks/large_data_probe.py kmeans blobs|gauss [N]
+    python benchmarks/large_data_probe.py kmeans blobs|gauss [N]                 # N: 1000000 by default
     python benchmarks/large_data_probe.py load X.npy [Y.npy]
     python benchmarks/large_data_probe.py labels
 
@@ -15,11 +15,11 @@ the RSS just before it) and a digest of the result, to check that old and new ag
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib
 import json
 import resource
-import sys
 import time
 
 
@@ -126,15 +126,33 @@ def labels() -> None:
         print(f"{label}: CPU {time.process_time() - cpu:.2f} s, digest {hashlib.md5(ids.tobytes()).hexdigest()}")
 
 
-if __name__ == "__main__":
-    what, args = sys.argv[1], sys.argv[2:]
-    if what == "data":
-        data(*args)
-    elif what == "fit":
-        fit(args)
-    elif what == "kmeans":
-        kmeans(args[0], *(int(a) for a in args[1:]))
-    elif what == "load":
-        load(*args)
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="measure", required=True, metavar="MEASURE")
+    sp = sub.add_parser("data", help="write the first probe's blobs into a folder (about 1 GB)")
+    sp.add_argument("folder")
+    sp = sub.add_parser("fit", help="a dcl command (its arguments, e.g. fit --config X.yaml ...), timing two methods",
+                        prefix_chars="\0")  # (every argument is dcl's, --help too)
+    sp.add_argument("dcl_args", nargs=argparse.REMAINDER, metavar="DCL_ARGUMENTS")
+    sp = sub.add_parser("kmeans", help="k-means (10 restarts) of N points in 10 dimensions")
+    sp.add_argument("kind", choices=("blobs", "gauss"), help="make_blobs' 10 centers, or one standard normal")
+    sp.add_argument("n", type=int, nargs="?", default=1_000_000, help="the number of points (default 1000000)")
+    sp = sub.add_parser("load", help="an Arrays datamodule (standardized) from a .npy file")
+    sp.add_argument("x", metavar="X.npy")
+    sp.add_argument("y", metavar="Y.npy", nargs="?", default=None, help="its labels")
+    sub.add_parser("labels", help="class_ids of 1,000,000 labels of five kinds")
+    args = p.parse_args(argv)
+    if args.measure == "data":
+        data(args.folder)
+    elif args.measure == "fit":
+        fit(args.dcl_args)
+    elif args.measure == "kmeans":
+        kmeans(args.kind, args.n)
+    elif args.measure == "load":
+        load(args.x, args.y)
     else:
         labels()
+
+
+if __name__ == "__main__":
+    main()

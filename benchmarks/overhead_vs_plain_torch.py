@@ -74,11 +74,15 @@ def ours(dm: USPS, epochs: int) -> list[float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--epochs", type=int, default=6)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=6,
+                   help="epochs of each fit, at least 2 (the first of each fit warms up and is not timed)")
     p.add_argument("--rounds", type=int, default=3, help="plain / dcl pairs, interleaved (machine noise)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: the least noisy on a shared machine)")
     args = p.parse_args()
+    if args.epochs < 2 or args.rounds < 1:
+        p.error("give --epochs 2 or more (the first epoch of each fit is a warm-up, left out of the medians) and "
+                "--rounds 1 or more")
     torch.set_num_threads(args.threads)
     dm = USPS(data_dir=DATA, batch_size=256)
     x = dm.batch_transform(dm.x)

@@ -10,12 +10,15 @@ layer's weight std and the stage's loss after k steps. Prints only; the figures 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 import lightning.pytorch as pl
 
 from dcl.datamodules.mnist import MNIST
 from dcl.methods.sae import SAE
 
+ROOT = Path(__file__).resolve().parents[1]
 REPORTED = (1, 5, 10, 20, 50, 100, 200, 400, 800, 1000, 1200, 1600, 2000, 3000)
 
 
@@ -31,7 +34,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--burnin", type=int, default=1000, help="momentum_burnin; -1: leave the setting out")
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--data-dir", default=os.environ.get("DCL_DATA", str(ROOT.parent / "shared" / "data")),
+                   help="MNIST's folder (default: $DCL_DATA, else ../shared/data beside the repository)")
     args = p.parse_args()
     pl.seed_everything(0)
     data = MNIST(data_dir=args.data_dir, scale=5.1, batch_size=256)

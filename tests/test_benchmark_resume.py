@@ -2,11 +2,12 @@
 re-run of the same command goes on from the fit's last resume checkpoint, not from step 0, reuses what finished, ends
 with the scores of an uninterrupted run, and refuses a run folder started with other settings. A kill is an exception
 raised inside an epoch after a resume checkpoint (what the next process sees of a kill -9: the files written until
-then)."""
+then). dcfae.py's record keeps the other seeds' runs when only the threads differ (each run records its own)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import lightning.pytorch as pl
@@ -105,6 +106,30 @@ def test_dcfae_resumes_each_killed_phase_to_the_scores_of_an_uninterrupted_run(t
     args.dense_epochs = 3
     with pytest.raises(SystemExit, match="other settings.*dense_epochs: 2 there, 3 now"):
         dcfae.run_variant(args, "fae")
+
+
+def test_dcfae_keeps_the_seeds_recorded_with_other_threads(tmp_path, monkeypatch):
+    monkeypatch.setattr(dcfae, "RESULTS", tmp_path)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # (this process's threads stay as they are)
+    scores = {"acc": 0.5, "nmi": 0.4, "ari": 0.3}
+
+    def fake_run(args, variant):  # no training: a run's record
+        return {"latent + k-means (no dense net)": scores, "dense embedding + k-means": scores,
+                "phase1_seconds": 1.0, "phase2_seconds": 1.0, "phase1_last_epoch_metrics": {}}, None
+
+    monkeypatch.setattr(dcfae, "run_variant", fake_run)
+
+    def main(*argv):
+        monkeypatch.setattr(sys, "argv", ["dcfae.py", "--data", "digits", "--variants", "fae", "--fae-epochs", "1",
+                                          *argv])
+        dcfae.main()
+        return json.loads((tmp_path / "dcfae_digits.json").read_text())
+
+    main("--seed", "0")
+    record = main("--seed", "1", "--threads", "2")
+    assert {s: r["fae"]["threads"] for s, r in record["seeds"].items()} == {"0": 1, "1": 2}
+    assert "CPU, 1 / 2 thread(s))" in (tmp_path / "dcfae_digits.md").read_text().splitlines()[0]
+    assert list(main("--seed", "2", "--fae-epochs", "2")["seeds"]) == ["2"]  # another budget starts over
 
 
 def test_dekm_resumes_a_killed_run_to_the_scores_of_an_uninterrupted_one(tmp_path, monkeypatch):
