@@ -132,6 +132,13 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
     again, _, _ = fit(name, tmp_path / "b", callbacks=[SaveInside(k + 1, N // 128 // 2, mid),
                                                        SaveInside(FAST[name]["phase_end"], N // 128 - 1, last_batch)])
     reference = assignments(full, dm)
+
+    def ends_as_full(model) -> bool:
+        """The same assignments, clustering state and parameters as the uninterrupted fit."""
+        return (bool(torch.equal(assignments(model, dm), reference))
+                and bool(torch.equal(clustering_state(model), clustering_state(full)))
+                and all(torch.equal(a, b) for a, b in zip(full.parameters(), model.parameters())))
+
     deterministic = bool(torch.equal(assignments(again, dm), reference))
     measured(name, deterministic=deterministic)
     assert deterministic, "two fits with one seed differ"
@@ -176,26 +183,20 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
     assert at_end.kept is not None, "a fit resumed from its end kept no final embedding"
     assert torch.equal(at_end.kept, ended_embedding.kept), "a fit resumed from its end embedded otherwise"
     continued, _, _ = fit(name, tmp_path / "e", ckpt_path=str(tmp_path / "ended" / "last.ckpt"), seed=1)
-    same = (bool(torch.equal(assignments(continued, dm), reference))
-            and bool(torch.equal(clustering_state(continued), clustering_state(full)))
-            and all(torch.equal(a, b) for a, b in zip(full.parameters(), continued.parameters())))
+    same = ends_as_full(continued)
     measured(name, continued_same=same)
     assert same, "a finished fit continued to more epochs ends otherwise than one longer fit"
 
     # resumed from inside an epoch: its next batches (found by probing: the epoch's data started over)
     from_mid, _, _ = fit(name, tmp_path / "f", ckpt_path=str(mid), seed=1)
-    same = (bool(torch.equal(assignments(from_mid, dm), reference))
-            and bool(torch.equal(clustering_state(from_mid), clustering_state(full)))
-            and all(torch.equal(a, b) for a, b in zip(full.parameters(), from_mid.parameters())))
+    same = ends_as_full(from_mid)
     measured(name, mid_epoch_resume_same=same)
     assert same, "a fit resumed from inside an epoch ends otherwise than the uninterrupted one"
 
     # resumed from an epoch's last batch, where a phase ends (found by an audit: DEC pretrained an epoch more with
     # Adam, SAE trained a layer pair an epoch longer than the uninterrupted fits)
     from_last, _, _ = fit(name, tmp_path / "h", ckpt_path=str(last_batch), seed=1)
-    same = (bool(torch.equal(assignments(from_last, dm), reference))
-            and bool(torch.equal(clustering_state(from_last), clustering_state(full)))
-            and all(torch.equal(a, b) for a, b in zip(full.parameters(), from_last.parameters())))
+    same = ends_as_full(from_last)
     measured(name, last_batch_resume_same=same)
     assert same, "a fit resumed from an epoch's last batch ends otherwise than the uninterrupted one"
 
