@@ -195,7 +195,8 @@ class DCLCLI(LightningCLI):
             if getattr(logger, "save_dir", None)] + [  # (ModelCheckpoint's, ClusteringPlots')
             (f"the {type(callback).__name__}'s dirpath", callback.dirpath) for callback in self.trainer.callbacks
             if isinstance(getattr(callback, "dirpath", None), (str, Path))]
-        for setting, folder in folders:
+        # (predict writes only its outputs, checked by PredictionWriter: no logger, checkpoint or plot)
+        for setting, folder in folders if subcommand != "predict" else ():
             why = unwritable_folder(folder)
             if why:
                 raise ConfigError(f"{setting} {str(folder)!r} cannot hold the run's files: {why}")

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DCFAE_TINY_ARGS, REPO, require_data, run_cli
+from conftest import DCFAE_TINY_ARGS, QUIET, REPO, require_data, run_cli
 import dcl
 from dcl import registry
 from dcl.cli import keep_freed_memory, main, sets_the_allocator
@@ -1229,6 +1229,22 @@ def test_outputs_through_a_file_are_refused_before_training(tmp_path, dcl_error)
     # a second ModelCheckpoint beside the config's, at the same settings: Lightning's RuntimeError and traceback
     msg = dcl_error(["fit", *AE_DIGITS, "--trainer.callbacks+=ModelCheckpoint"], tmp_path)
     assert "trainer.callbacks holds two ModelCheckpoints with the same settings" in msg
+
+
+def test_predict_writes_only_its_outputs_so_its_run_folder_need_not_take_files(tmp_path):
+    """Found by an audit: dcl predict run from a folder that takes no files (cd /proc) was refused ("trainer.
+    default_root_dir '/proc' cannot hold the run's files"), though it writes only its outputs (no logger, checkpoint
+    or plot). Its outputs are still checked."""
+    from dcl.cli import main
+
+    run_cli(["fit", *AE_DIGITS, "--trainer.max_epochs", "1"], tmp_path)
+    (tmp_path / "afile").write_text("")
+    predict = ["predict", *AE_DIGITS, *QUIET, "--ckpt_path", str(next(tmp_path.rglob("last.ckpt"))),
+               "--trainer.default_root_dir", str(tmp_path / "afile" / "run")]
+    main([*predict, "--predictions.output", str(tmp_path / "p.csv")])
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 1798 and (tmp_path / "afile").is_file()
+    with pytest.raises(SystemExit):
+        main([*predict, "--predictions.output", str(tmp_path / "afile" / "p.csv")])
 
 
 @pytest.mark.parametrize("x, args, expected", [
