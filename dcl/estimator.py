@@ -20,8 +20,9 @@ Choices made here, and why:
 - Samples are cast to float32 (the networks' dtype); ``transform`` returns float32.
 - ``random_state`` seeds everything (``lightning.seed_everything``: the global torch, numpy and python RNGs,
   as the CLI's ``seed_everything`` does) and the training shuffle, so two fits with one integer seed give the
-  same labels on CPU. ``None`` draws a fresh seed. The caller's global RNG states are restored after ``fit``,
-  ``predict`` and ``transform`` (CUDA's when CUDA was initialized before).
+  same labels on CPU. ``None`` draws a fresh seed for each fit from numpy's global RNG (one draw, as scikit-learn's
+  estimators); the caller's global RNG states are otherwise restored after ``fit``, ``predict`` and ``transform``
+  (CUDA's when CUDA was initialized before).
 - The trainer runs without logger, checkpoints (unless ``trainer_args`` holds a ``ModelCheckpoint``), validation
   loop or model summary; pass anything else the ``Trainer`` accepts (``precision``, ``callbacks``, ``logger``,
   ...) in ``trainer_args``.
@@ -232,9 +233,12 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
     def fit(self, X, y=None):
         """Train the method on ``X`` (``y`` is ignored: clustering is unsupervised)."""
         before = dict(vars(self))
+        # drawn before the caller's RNG is put back: with random_state None each fit draws another seed from numpy's
+        # global RNG, as scikit-learn's estimators do (drawn inside, every fit drew the same one: found by an audit)
+        seed = self._seed()
         try:
             with _keep_global_rng():
-                return self._fit(X)
+                return self._fit(X, seed)
         except BaseException:
             # validate_data has already replaced n_features_in_: put the previous fit back whole
             vars(self).clear()
@@ -273,7 +277,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
         kwargs.update(args)
         return kwargs
 
-    def _fit(self, X):
+    def _fit(self, X, seed: int):
         import lightning.pytorch as pl
 
         X = self._validate(X, reset=True)  # first: scikit-learn's checks expect its errors about X before others
@@ -285,7 +289,6 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
             n_clusters = int(self.n_clusters)
             if len(X) < n_clusters:
                 raise ValueError(f"n_samples={len(X)} should be >= n_clusters={n_clusters}")
-        seed = self._seed()
         with _quiet_lightning(not self.verbose):
             pl.seed_everything(seed, verbose=False)
             # float32 samples are served as they are: a copy (torch.tensor) held the data set twice for the whole fit
@@ -345,7 +348,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, ClassNamePrefixFeaturesOutMi
 
     # -- inference ---------------------------------------------------------------------------------------
     def _device(self) -> torch.device:
-        if self.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        """Where labels_, predict and transform embed: the fit's accelerator (trainer_args' overrides the argument)."""
+        accelerator = (self.trainer_args or {}).get("accelerator", self.accelerator)
+        if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("cpu")
 

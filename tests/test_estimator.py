@@ -129,6 +129,32 @@ def test_same_seed_same_labels_other_seed_runs():
     assert est.fit(X).labels_.shape == (60,)
 
 
+def test_random_state_none_draws_another_seed_each_fit_from_numpys_global_rng(monkeypatch):
+    """Found by an audit: the seed was drawn where the caller's RNG is put back afterwards, so every fit with
+    random_state None drew the same seed (restarts were one fit). As scikit-learn's estimators, each fit draws from
+    numpy's global RNG, which np.random.seed makes repeatable."""
+    import lightning.pytorch as pl
+
+    seeds, seed_everything = [], pl.seed_everything
+    monkeypatch.setattr(pl, "seed_everything", lambda seed, **kw: seeds.append(seed) or seed_everything(seed, **kw))
+    X, _ = blobs()
+    est = tiny(random_state=None)
+    est.fit(X), est.fit(X)
+    for _ in range(2):
+        np.random.seed(7)
+        tiny(random_state=None).fit(X)
+    assert seeds[0] != seeds[1] and seeds[2] == seeds[3], seeds
+
+
+def test_inference_runs_on_the_accelerator_the_fit_ran_on(monkeypatch):
+    """Found by an audit (by reading): trainer_args' accelerator overrides the argument for the fit, but labels_,
+    predict and transform embedded on the argument's, e.g. on a GPU after a fit on the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert tiny(accelerator="auto", trainer_args={"accelerator": "cpu"})._device() == torch.device("cpu")
+    assert tiny(accelerator="cpu", trainer_args={"accelerator": "gpu"})._device() == torch.device("cuda")
+    assert tiny(accelerator="auto")._device() == torch.device("cuda")
+
+
 def test_pipeline_after_standard_scaler_on_digits():
     X, y = load_digits(return_X_y=True)
     pipe = make_pipeline(StandardScaler(), DeepClusterer(
