@@ -79,9 +79,11 @@ def dekm_loss(z: Tensor, rotation: Tensor, targets: Tensor) -> Tensor:
     """The DEKM loss of a batch: ``sum_i mean_j ((V^T f(x_i))_j - y_ij)^2``.
 
     As the official code: Keras' ``losses.mse`` (mean over the d coordinates) of the rotated embedding,
-    summed over the batch by ``GradientTape.gradient`` of the per-sample vector.
+    summed over the batch by ``GradientTape.gradient`` of the per-sample vector. In float32 under mixed precision
+    too: in bfloat16 the rotation's rounding pulled the coordinates the loss holds fixed (found by an audit).
     """
-    return (z @ rotation.to(z) - targets.to(z)).pow(2).mean(dim=1).sum()
+    with torch.autocast(z.device.type, enabled=False):
+        return (z.float() @ rotation.float() - targets.float()).pow(2).mean(dim=1).sum()
 
 
 def match_to_previous(new_labels: Tensor, new_centers: Tensor, old_labels: Tensor | None,
