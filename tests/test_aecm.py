@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dcl.callbacks.weight_averaging import FinalEpochAveraging
-from dcl.cluster.cm_losses import (ae_reconstruction, aecm_loss_terms, cm_dirichlet_prior, cm_merging,
+from dcl.cluster.cm_losses import (ae_reconstruction, aecm_loss_terms, cm_dirichlet_prior, cm_loss_terms, cm_merging,
                                    cm_reconstruction, cm_sparsity, expected_distortion, orthogonality_penalty)
 from dcl.method import ConfigError
 from dcl.methods.aecm import AECM, CM, ClusteringModule
@@ -643,3 +643,47 @@ def test_lr_decay_reaches_its_floor_after_lr_decay_epochs_under_gradient_accumul
     _trainer(max_epochs=3, callbacks=[Spy()], limit_val_batches=0, accumulate_grad_batches=accumulate,
              limit_train_batches=limit).fit(model, dm)
     assert lrs[0] > 1.1e-4 and lrs[1:] == pytest.approx([1e-4] * 2, rel=1e-6)
+
+
+def test_the_averaging_epoch_the_default_optimizers_and_activation_are_the_authors():
+    """Found by an audit's mutants, which passed every test: averaging off or over 2 epochs, other default
+    optimizers (Adam's eps 1e-3, the pretraining SGD's momentum 0.9), another LeakyReLU slope."""
+    for cls, settings in ((CM, {}), (AECM, {"hidden_dims": [8]})):
+        callbacks = cls(n_clusters=3, input_shape=[6], **settings).configure_callbacks()
+        assert [type(c) for c in callbacks] == [FinalEpochAveraging] and callbacks[0].epochs == 1
+        assert cls(n_clusters=3, input_shape=[6], average_last_epoch=False, **settings).configure_callbacks() == []
+    cm = CM(n_clusters=3, input_shape=[6]).configure_optimizers()
+    aecm = AECM(n_clusters=3, input_shape=[6], hidden_dims=[8])
+    for optimizer in (cm, aecm.default_optimizer(aecm.parameters(), "cluster")):
+        group = optimizer.param_groups[0]
+        assert isinstance(optimizer, torch.optim.Adam) and (group["lr"], group["eps"], group["betas"]) == \
+            (1e-3, 1e-3, (0.9, 0.999))
+    sgd = aecm.default_optimizer(aecm.parameters(), "pretrain")
+    assert isinstance(sgd, torch.optim.SGD) and (sgd.param_groups[0]["lr"], sgd.param_groups[0]["momentum"]) == \
+        (0.01, 0.9)
+    slopes = {m.negative_slope for m in aecm.autoencoder.modules() if isinstance(m, nn.LeakyReLU)}
+    assert slopes == {0.2}
+
+
+def test_the_cm_alone_phase_trains_the_cm_on_the_frozen_code_and_the_joint_phase_the_encoder_too():
+    """Found by an audit's mutants, which passed every test: the joint phase with the code detached before the CM
+    (no gradient of the clustering into the encoder: not joint), and the CM-alone phase with the joint phase's
+    loss. The CM-alone loss is the CM's own (E1 to E4 on the code), the encoder gets no gradient; the joint phase's
+    clustering terms reach the encoder (beta 0: no reconstruction)."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 6)
+    model = AECM(n_clusters=3, input_shape=[6], hidden_dims=[8], latent_dim=4, init="pre", beta=0.0, alpha=2.0)
+    model.log_dict = lambda *args, **kwargs: None
+    model.clustering_started.fill_(True)
+    encoder = list(model.autoencoder.encoder.parameters())
+    loss = model.cluster_step({"x": x})  # the CM alone (joint_started is False)
+    with torch.no_grad():
+        z = model.embed(x)
+    expected = sum(cm_loss_terms(z, model.cm(z), model.cm.centers(), 2.0).values())
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert all(p.grad is None or not p.grad.any() for p in encoder)
+    model.zero_grad()
+    model.joint_started.fill_(True)
+    model.cluster_step({"x": x}).backward()
+    assert any(p.grad is not None and p.grad.any() for p in encoder)
