@@ -48,7 +48,8 @@ Choices where the paper/code is silent or buggy (and why):
 * Initialization as the official Keras layers: Glorot-uniform kernels and truncated-normal biases with std
   sqrt(1/n)/0.88 (Keras' ``glorot_normal`` on a vector of size n), for the CM and the autoencoder.
 * A non-uniform ``alpha`` is matched to clusters by rank (sorted log-weights against sorted alpha), as the
-  official code does; a scalar alpha (all tuned values) needs no sorting.
+  official CM does; the official AE-CM is not consistent there (its joint phase sorts the log-weights, not alpha;
+  its CM-alone phase alpha, not the log-weights). A scalar alpha (all tuned values) needs no sorting.
 * The orthogonality penalty uses |.| (``orth_power: 1``, official TF); the PyTorch example squares it
   (``orth_power: 2``), and also divides E1-E3 by n x d (not E4 or the penalty) and has no biases, so
   ``orth_power: 2`` alone does not make this the example's loss.
