@@ -13,7 +13,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import BayesianGaussianMixture
 
-from dcl.cluster.dpgmm import (elbo, expected_weights, fit_dpgmm, log_responsibilities, make_prior,
+from dcl.cluster.dpgmm import (DPGMMPosterior, elbo, expected_weights, fit_dpgmm, log_responsibilities, make_prior,
                                sufficient_stats, update_posterior)
 from dcl.method import ConfigError
 from dcl.methods.dpgmm import DPGMM
@@ -328,3 +328,62 @@ def test_cli_fit_with_birth_merge_every_n_steps(tmp_path: Path):
     assert steps[0] == bm["start_step"] == 10 * 29  # the first clustering step (10 pretraining epochs)
     assert steps[1:] == list(range(steps[0] + 7, 11 * 29 + 1, 7))
     assert bm["history"][-1][2] == scores["k"] and 5 <= scores["k"] <= 15
+
+
+# -- found by an audit's mutants, which passed every test above ------------------------------------------------------
+def _posterior(g: torch.Generator) -> DPGMMPosterior:
+    """A hand-made posterior with small beta_k and a_k, where the E-step's -d/beta and E[log tau] terms matter."""
+    f64 = dict(dtype=torch.float64)
+    return DPGMMPosterior(gamma1=torch.tensor([3.0, 2.0, 1.5], **f64), gamma2=torch.tensor([2.5, 1.5, 1.0], **f64),
+                          beta=torch.tensor([0.3, 1.0, 0.2], **f64), means=torch.randn(3, 3, generator=g, **f64),
+                          a=torch.tensor([0.6, 2.0, 0.8], **f64), b=torch.rand(3, 3, generator=g, **f64) + 0.3)
+
+
+def test_the_e_step_is_the_elbos_per_point_term_and_maximizes_it():
+    """The bound is linear in the statistics (N, S1, S2): rho_nk = elbo(z_n alone in k) - elbo(no data) gives
+    log r = log_softmax(rho), and no other responsibilities give a larger bound (a mutant dropping the -d/beta
+    term, or taking log E[tau] for E[log tau], passed every test)."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    prior, post = make_prior(z), _posterior(g)
+    eye = torch.eye(3, dtype=torch.float64)
+    base = elbo(*sufficient_stats(z[:1], torch.zeros(1, 3, dtype=torch.float64)), 0.0, post, prior)
+    rho = torch.stack([torch.stack([elbo(*sufficient_stats(z[n:n + 1], eye[k:k + 1]), 0.0, post, prior) - base
+                                    for k in range(3)]) for n in range(len(z))])
+    log_r, _ = log_responsibilities(z, post)
+    torch.testing.assert_close(log_r, torch.log_softmax(rho, 1))
+
+    def bound(log_r):
+        r = log_r.exp()
+        return float(elbo(*sufficient_stats(z, r), -(r * log_r).sum(), post, prior))
+
+    best = bound(log_r)
+    for _ in range(20):
+        other = torch.log_softmax(log_r + 0.5 * torch.randn(log_r.shape, generator=g, dtype=torch.float64), 1)
+        assert bound(other) <= best + 1e-9
+
+
+def test_the_sticks_take_alpha0_where_the_stick_breaking_prior_puts_it():
+    """Beta(1, alpha0) sticks: gamma1 = 1 + N_k, gamma2 = alpha0 + sum_{l > k} N_l (every test above used
+    alpha0 = 1, where a mutant with gamma1 = alpha0 + N_k passed); the method's prior carries its alpha0."""
+    z = torch.randn(30, 2, dtype=torch.float64)
+    prior = make_prior(z, alpha0=0.3)
+    n = torch.tensor([12.0, 10.0, 8.0], dtype=torch.float64)
+    post = update_posterior(n, torch.zeros(3, 2, dtype=torch.float64), torch.ones(3, 2, dtype=torch.float64), prior)
+    torch.testing.assert_close(post.gamma1, 1.0 + n)
+    torch.testing.assert_close(post.gamma2, 0.3 + torch.tensor([18.0, 8.0, 0.0], dtype=torch.float64))
+    assert DPGMM(input_shape=(4,), hidden_dims=(8,), alpha0=0.1).prior.alpha0 == 0.1
+
+
+def test_components_of_less_than_a_sample_are_pruned_and_the_sticks_recomputed():
+    """VB pruning (N_k < 1 gone, the sticks of the rest recomputed from their counts) and mixture statistics kept
+    sorted by size: three mutants (no pruning, no restick, no sort) passed every test."""
+    m = DPGMM(input_shape=(4,), hidden_dims=(8,), latent_dim=2, alpha0=0.5)
+    prior = make_prior(torch.randn(40, 2, dtype=torch.float64), alpha0=0.5)
+    m.prior_m0, m.prior_b0 = prior.m0.clone(), prior.b0.clone()
+    s1, s2 = torch.zeros(3, 2, dtype=torch.float64), torch.ones(3, 2, dtype=torch.float64)
+    m.set_mixture_stats(torch.tensor([5.0, 30.0, 0.5], dtype=torch.float64), s1, s2)  # sorted, not pruned
+    assert m.dp_gamma1.tolist() == [31.0, 6.0, 1.5] and m.cluster_centers.shape == (3, 2)
+    m._set_posterior(m.posterior)  # pruned: the 0.5-sample component goes
+    assert m.dp_gamma1.tolist() == [31.0, 6.0] and m.cluster_centers.shape == (2, 2)
+    torch.testing.assert_close(m.dp_gamma2, torch.tensor([0.5 + 5.0, 0.5], dtype=torch.float64))

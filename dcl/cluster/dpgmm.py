@@ -83,7 +83,8 @@ class DPGMMPosterior:
 
     @property
     def variances(self) -> Tensor:
-        """The components' expected covariances (diagonal), b / a = 1 / E[tau]."""
+        """The components' variances (diagonal) b / a = 1 / E[tau], scikit-learn's ``covariances_`` (the expected
+        variance E[1 / tau] is b / (a - 1))."""
         return self.b / self.a[:, None]
 
     def to(self, *args, **kwargs) -> "DPGMMPosterior":
