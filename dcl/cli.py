@@ -297,6 +297,9 @@ class DCLCLI(LightningCLI):
             # Lightning's default (True in one process) kept every batch's outputs, the N x K probs included
             self.config_init[self.subcommand]["return_predictions"] = False
         writer = next(c for c in self.trainer.callbacks if isinstance(c, PredictionWriter))
+        bar = self.trainer.progress_bar_callback
+        if writer.writes_stdout and bar is not None:  # an output is stdout: the bar's lines (written
+            bar.disable()  # there by Lightning's TQDM bar) would come before the data
         others = [c for c in self.trainer.callbacks if isinstance(c, BasePredictionWriter) and c is not writer]
         if not (writer.output or writer.embeddings or others):
             # refused, not warned of after the whole pass over the data (a user's pass)

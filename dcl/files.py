@@ -84,6 +84,11 @@ def unwritable_output(path: str | Path) -> str | None:
     return None if os.access(path, os.W_OK) else f"{path} is not writable"
 
 
+def names_stdout(path: str | Path) -> bool:
+    """Whether ``path`` is this process's standard output (/dev/stdout, /dev/fd/1, a link to them)."""
+    return _descriptor(Path(path).expanduser().absolute()) == 1
+
+
 def _descriptor(path: Path) -> int | None:
     """The descriptor of this process that ``path`` names, itself or through links (/dev/stdout, /dev/stderr,
     /dev/fd/N, /proc/self/fd/N), or None."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import ctypes
 import functools
 import json
@@ -1245,6 +1246,21 @@ def test_predict_writes_only_its_outputs_so_its_run_folder_need_not_take_files(t
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 1798 and (tmp_path / "afile").is_file()
     with pytest.raises(SystemExit):
         main([*predict, "--predictions.output", str(tmp_path / "afile" / "p.csv")])
+
+
+def test_predictions_to_stdout_are_the_csv_alone(tmp_path):
+    """Found by trying the stdout output: the progress bar's lines came before the CSV and the command's "dcl: wrote"
+    line after it, in the same stream. With an output on stdout the bar is off and those lines go to stderr."""
+    run_cli(["fit", *AE_DIGITS, "--trainer.max_epochs", "1"], tmp_path)
+    ckpt = str(next(tmp_path.rglob("last.ckpt")))
+    proc = subprocess.run([sys.executable, "-m", "dcl.cli", "predict", *AE_DIGITS, "--trainer.logger", "false",
+                           "--ckpt_path", ckpt, "--predictions.output", "/dev/stdout"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert proc.stdout.startswith("index,cluster,confidence,label\n") and len(rows) == 1797, proc.stdout[:300]
+    assert [int(r["index"]) for r in rows] == list(range(1797))
+    assert "dcl: wrote 1797 assignments to /dev/stdout" in proc.stderr
 
 
 @pytest.mark.parametrize("x, args, expected", [

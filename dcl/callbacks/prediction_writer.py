@@ -4,6 +4,7 @@ not at all (``dcl.files.atomic_write``)."""
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dcl.distributed import gather_ordered
-from dcl.files import atomic_write, unwritable_output
+from dcl.files import atomic_write, names_stdout, unwritable_output
 
 
 class PredictionWriter(Callback):
@@ -58,9 +59,15 @@ class PredictionWriter(Callback):
             raise ValueError(f"predictions.embeddings {embeddings!r}: name a .npy (binary) or a .csv / .txt (text) "
                              "file; the suffix picks the format")
         self.output = output
+        self.writes_stdout = any(p and names_stdout(p) for p in (output, embeddings))
         self.embeddings = embeddings
         self._batches: list[dict[str, torch.Tensor]] = []  # batches of a loader of unknown length
         self._columns_filled: tuple[dict[str, torch.Tensor], int] | None = None  # one buffer per column, rows filled
+
+    def _status(self):
+        """Where the command's lines about its outputs go: stderr when an output is stdout, where they would end the
+        data."""
+        return sys.stderr if self.writes_stdout else sys.stdout
 
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
         self._batches, self._columns_filled = [], None
@@ -131,7 +138,7 @@ class PredictionWriter(Callback):
                                      + ([ids[i]] if ids else []))
 
             atomic_write(self.output, write_csv)
-            print(f"dcl: wrote {len(cols['index'])} assignments to {self.output}")
+            print(f"dcl: wrote {len(cols['index'])} assignments to {self.output}", file=self._status())
         if self.embeddings:
             z = cols["z"].float().numpy()
 
@@ -143,4 +150,4 @@ class PredictionWriter(Callback):
                         np.savetxt(f, z, delimiter=",", fmt="%.9g")  # (9 digits: a float32 read back exactly)
 
             atomic_write(self.embeddings, write_embeddings)
-            print(f"dcl: wrote embeddings {tuple(cols['z'].shape)} to {self.embeddings}")
+            print(f"dcl: wrote embeddings {tuple(cols['z'].shape)} to {self.embeddings}", file=self._status())
