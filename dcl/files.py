@@ -70,9 +70,7 @@ def unwritable_output(path: str | Path) -> str | None:
         return f"descriptor {fd} of this process is not open for writing" \
             if (flags & os.O_ACCMODE) == os.O_RDONLY else None
     try:
-        mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):  # (a link to no file too: its target is made; a file on the way:
-        mode = None  # its folder's check names it)
+        mode = _mode(path)
     except OSError as err:  # a loop of links
         return f"{path}: {err.strerror or err}"
     if mode is None or stat.S_ISREG(mode):
@@ -82,6 +80,15 @@ def unwritable_output(path: str | Path) -> str | None:
     if stat.S_ISSOCK(mode):
         return f"{path} is a socket, which cannot be opened"
     return None if os.access(path, os.W_OK) else f"{path} is not writable"
+
+
+def _mode(path: Path) -> int | None:
+    """The ``st_mode`` of what ``path`` leads to (through links), None where nothing is yet (a link to no file too:
+    its target is made; a file on the way: the folder's check names it)."""
+    try:
+        return os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def names_stdout(path: str | Path) -> bool:
@@ -137,10 +144,7 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     if fd is not None:
         _write_to_descriptor(fd, write)
         return
-    try:
-        mode = os.stat(path).st_mode  # (through links)
-    except FileNotFoundError:
-        mode = None
+    mode = _mode(path)
     if mode is not None and stat.S_ISDIR(mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if mode is not None and not stat.S_ISREG(mode):
