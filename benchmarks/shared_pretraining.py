@@ -220,11 +220,12 @@ def main() -> None:
     config = ROOT / "configs" / recipe_method / f"{args.data}.yaml"
     if not config.is_file():
         p.error(f"the {args.recipe} recipe has no configs/{recipe_method}/{args.data}.yaml")
-    recipe_epochs = recipe_epochs or yaml.safe_load(config.read_text())["trainer"]["max_epochs"]
+    recipe_yaml = yaml.safe_load(config.read_text())
+    recipe_epochs = recipe_epochs or recipe_yaml["trainer"]["max_epochs"]
     args.pretrain_epochs = args.pretrain_epochs or recipe_epochs
     if args.pretrain_epochs < 1:
         p.error("--pretrain-epochs must be at least 1")
-    layer_epochs = sae_layer_epochs(yaml.safe_load(config.read_text()), args.pretrain_epochs) \
+    layer_epochs = sae_layer_epochs(recipe_yaml, args.pretrain_epochs) \
         if recipe_method == "sae" else None
     if layer_epochs:  # a reduced SAE budget: its greedy stages shrink with it, or it would end within them
         recipe_args = [*recipe_args, "--model.init_args.layer_epochs", str(layer_epochs)]
