@@ -3,6 +3,7 @@ all-reduced statistics, with its state in the callback's state_dict."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from dcl.callbacks.birth_merge import (BirthMerge, birth_merge, birth_merge_round, gaussian_loglik, hard_stats,
-                                       mixture_labels)
+                                       mixture_labels, variance_floor)
 from dcl.cluster import kmeans
 
 K_TRUE = 5
@@ -91,6 +92,65 @@ def test_min_gain_is_a_per_point_bar_for_births_at_any_data_size(n):
     assert birth_merge(z, start, 1, rounds=3, min_gain=0.2).k == 1
     # and the same bar merges the two back
     assert birth_merge(z, (z[:, 0] > 0).long(), 2, rounds=1, split=False, min_gain=0.2).k == 1
+
+
+def test_a_birth_keeps_min_weight_of_the_data_in_each_child():
+    """A far satellite of 8% of a component's data is split off when each child may hold 5% of the data, not when
+    it must hold 10% (a mutant without the children's bar passed every test)."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.cat([torch.randn(1840, 3, generator=g), torch.randn(160, 3, generator=g) + torch.tensor([12.0, 0, 0])])
+    start = torch.zeros(len(z), dtype=torch.long)
+    split = birth_merge_round(z, start, 1, min_weight=0.05, merge=False)
+    assert split.births == 1 and sorted(split.n.tolist()) == [160.0, 1840.0]
+    assert birth_merge_round(z, start, 1, min_weight=0.1, merge=False).births == 0
+
+
+@pytest.mark.parametrize("max_components, k_after", [(2, 2), (3, 3), (4, 4), (50, 4)])
+def test_births_stop_at_max_components(max_components, k_after):
+    """Two components that each hold two far blobs: both split, unless K would pass max_components."""
+    g = torch.Generator().manual_seed(0)
+    corners = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    z = torch.cat([torch.randn(500, 2, generator=g) + c for c in corners])
+    labels = torch.arange(4).repeat_interleave(500) // 2
+    res = birth_merge_round(z, labels, 2, max_components=max_components, merge=False)
+    assert res.k == k_after and res.births == k_after - 2
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+def test_a_birth_pays_the_bic_penalty_of_one_components_parameters(covariance):
+    """A split is kept when its likelihood gain beats penalty * p/2 log N, with p = d mean + d(d+1)/2 (full) or d
+    (diagonal) variance + 1 weight: just under the penalty at which the gain equals that cost the split is kept,
+    just over it not (a mutant counting d^2 covariance parameters passed every test)."""
+    g = torch.Generator().manual_seed(0)
+    d, n = 3, 4000
+    z = torch.randn(n, d, generator=g)
+    z[:, 0] += torch.where(torch.rand(n, generator=g) < 0.5, -2.5, 2.5)
+    start = torch.zeros(n, dtype=torch.long)
+    free = birth_merge_round(z, start, 1, penalty=0.0, merge=False, covariance=covariance)
+    assert free.births == 1
+    floor = variance_floor(*hard_stats(z, start, 1, full=covariance == "full"))
+    parent = gaussian_loglik(*hard_stats(z, start, 1, full=covariance == "full"), floor)
+    children = gaussian_loglik(free.n, free.s1, free.s2, floor)
+    gain = float(children.sum() + (free.n * (free.n / n).log()).sum() - parent.sum())
+    p = d + (d * (d + 1) // 2 if covariance == "full" else d) + 1
+    at = gain / (0.5 * p * math.log(n))
+    assert birth_merge_round(z, start, 1, penalty=0.99 * at, merge=False, covariance=covariance).births == 1
+    assert birth_merge_round(z, start, 1, penalty=1.01 * at, merge=False, covariance=covariance).births == 0
+
+
+def test_a_component_made_by_a_merge_is_not_split_in_the_same_round():
+    """Each component moves at most once a round: two blobs cut crosswise into two components merge into one,
+    which the next round splits into the blobs (without the rule the merged component was split in the round that
+    made it, a mutant that passed every test)."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.cat([torch.randn(1000, 2, generator=g) + torch.tensor([0.0, 6.0]),
+                   torch.randn(1000, 2, generator=g) + torch.tensor([0.0, -6.0])])
+    crosswise = (z[:, 0] > 0).long()
+    one = birth_merge_round(z, crosswise, 2)
+    assert (one.merges, one.births, one.k) == (1, 0, 1)
+    two = birth_merge(z, crosswise, 2, rounds=3)
+    assert (two.merges, two.births, two.k_history) == (1, 1, [1, 2, 2])
+    assert sorted(two.n.tolist()) == [1000.0, 1000.0]
 
 
 def test_death_sends_a_small_component_to_its_nearest_neighbour():

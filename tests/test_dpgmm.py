@@ -73,13 +73,38 @@ def test_elbo_of_one_component_is_the_normal_gamma_log_evidence():
     prior = make_prior(z, beta0=0.7, a0=2.5, m0=z.mean(0) + torch.tensor([1.0, -2.0, 0.5]))  # not the mean
     stats = sufficient_stats(z, torch.ones(len(z), 1, dtype=torch.float64))
     bound = elbo(*stats, 0.0, update_posterior(*stats, prior), prior)
+    torch.testing.assert_close(bound, _log_evidence(z, prior), rtol=1e-12, atol=1e-9)
+
+
+def _log_evidence(z: torch.Tensor, prior) -> torch.Tensor:
+    """log p(z) of data from one Normal-Gamma component, in closed form."""
     n, zbar = len(z), z.mean(0)
     beta_n, a_n = prior.beta0 + n, prior.a0 + n / 2
     b_n = prior.b0 + 0.5 * ((z - zbar) ** 2).sum(0) + prior.beta0 * n * (zbar - prior.m0) ** 2 / (2 * beta_n)
     a0 = torch.tensor(prior.a0, dtype=torch.float64)
-    evidence = (torch.lgamma(torch.tensor(a_n, dtype=torch.float64)) - torch.lgamma(a0) + a0 * prior.b0.log()
-                - a_n * b_n.log() + 0.5 * math.log(prior.beta0 / beta_n) - n / 2 * math.log(2 * math.pi)).sum()
-    torch.testing.assert_close(bound, evidence, rtol=1e-12, atol=1e-9)
+    return (torch.lgamma(torch.tensor(a_n, dtype=torch.float64)) - torch.lgamma(a0) + a0 * prior.b0.log()
+            - a_n * b_n.log() + 0.5 * math.log(prior.beta0 / beta_n) - n / 2 * math.log(2 * math.pi)).sum()
+
+
+def test_elbo_of_a_hard_assignment_is_the_log_joint_of_data_and_assignment():
+    """Given a hard assignment c the optimal q(v) and q(mu, tau) are the exact posteriors, so the bound is tight:
+    log p(z, c) = log p(c) + sum_k log p(z_k), where the truncated stick-breaking prior gives
+    p(c) = prod_{k<T} B(1 + N_k, alpha0 + sum_{l>k} N_l) / B(1, alpha0). This checks the sticks' KL, which the
+    one-component bound has none of (a mutant without it passed every test)."""
+    z = torch.tensor(make_blobs(90, centers=3, n_features=2, random_state=4)[0])
+    labels = torch.arange(3).repeat_interleave(torch.tensor([40, 30, 20]))  # sorted by size, as fits keep them
+    prior = make_prior(z, alpha0=0.4, beta0=0.5)
+    stats = sufficient_stats(z, F.one_hot(labels, 3).double())
+    bound = elbo(*stats, 0.0, update_posterior(*stats, prior), prior)
+
+    def log_beta(a, b):
+        return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+    counts = [40, 30, 20]
+    log_p_c = sum(log_beta(1 + counts[k], prior.alpha0 + sum(counts[k + 1:])) - log_beta(1, prior.alpha0)
+                  for k in range(2))
+    log_joint = log_p_c + sum(_log_evidence(z[labels == k], prior) for k in range(3))
+    torch.testing.assert_close(bound, log_joint, rtol=1e-12, atol=1e-9)
 
 
 def test_prior_variance_is_at_least_a_fraction_of_the_second_moment():
