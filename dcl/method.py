@@ -1243,6 +1243,16 @@ class AutoencoderMethod(ClusteringMethod):
         sst = sum_sq - sums.square().sum() / n
         return float(1 - sse / sst) if sst > 0 else 1.0
 
+    def unfinished_autoencoder(self) -> str | None:
+        """Why this fit's autoencoder is not yet one to start another method from (None: it is), recorded in its
+        checkpoints for :meth:`load_pretrained` to refuse them. A partly pretrained autoencoder is one: SAE's, in its
+        greedy layer-wise stages, is not (its upper layers are untrained)."""
+        return None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["dcl_unfinished_autoencoder"] = self.unfinished_autoencoder()
+
     # -- starting from a pretrained autoencoder ---------------------------------------------------------
     def load_pretrained(self, path: str) -> None:
         """Load the autoencoder weights of another run; one clear error for every way this can go wrong."""
@@ -1270,13 +1280,11 @@ class AutoencoderMethod(ClusteringMethod):
                       f"{tuple(own[mismatched[0]].shape)} here")
             raise ConfigError(f"pretrained checkpoint {file} holds a different autoencoder ({detail}); use the "
                               "same autoencoder, latent_dim and hidden_dims as the run that produced it")
-        stage = state.get("stage")  # an SAE's: the layer pair its greedy training was at (their number: fine-tuning)
-        pairs = sum(1 for k, v in own.items() if k.startswith("encoder.") and k.endswith(".weight") and v.ndim == 2)
-        if isinstance(stage, Tensor) and stage.numel() == 1 and int(stage) < pairs:
-            raise ConfigError(f"pretrained checkpoint {file} is of an SAE fit that ended in its greedy layer-wise "
-                              f"training, at layer pair {int(stage) + 1} of {pairs}: the pairs above it were never "
-                              "trained, nor the whole autoencoder fine-tuned; pass the checkpoint of the finished fit, "
-                              "or continue that fit (dcl fit with its --ckpt_path)")
+        unfinished = ckpt.get("dcl_unfinished_autoencoder")  # recorded by the method that saved it
+        if unfinished:
+            raise ConfigError(f"pretrained checkpoint {file} ({ckpt.get('dcl_method', 'dcl')}) holds an unfinished "
+                              f"autoencoder: {unfinished}; pass the checkpoint of the finished fit, or continue that "
+                              "fit (dcl fit with its --ckpt_path)")
         self.autoencoder.load_state_dict({k: ae_state[k] for k in own})
         self.remember_pretrained_data(ckpt, path)
 

@@ -122,6 +122,12 @@ class SAE(AEKMeans):
     def fine_tuning(self) -> bool:
         return int(self.stage) == len(self.encoders)
 
+    def unfinished_autoencoder(self) -> str | None:
+        if self.fine_tuning:
+            return None
+        return (f"it ended in its greedy layer-wise training, at layer pair {int(self.stage) + 1} of "
+                f"{len(self.encoders)}: the pairs above it were never trained, nor the whole autoencoder fine-tuned")
+
     def on_fit_start(self) -> None:
         super().on_fit_start()
         warn_if_fit_ends_within(self, len(self.encoders) * self.layer_epochs, "epochs of greedy layer-wise training",

@@ -102,8 +102,9 @@ def test_the_default_weights_are_the_papers_small_normal():
 
 def test_a_pretrained_start_refuses_an_sae_checkpoint_of_unfinished_greedy_training(tmp_path):
     """Found by an audit: DEC, IDEC, DEKM (or SAE itself) started from an SAE checkpoint saved during its greedy
-    stages, whose upper layer pairs were never trained, without a word. One error names the stage; a finished fit's
-    checkpoint is taken (the fine-tuning stage)."""
+    stages, whose upper layer pairs were never trained, without a word. SAE records in its checkpoints that its
+    autoencoder is unfinished, and one error names the stage; a finished fit's checkpoint is taken (the fine-tuning
+    stage)."""
     from dcl.methods.dec import DEC
 
     def sae_checkpoint(epochs: int):
@@ -119,7 +120,8 @@ def test_a_pretrained_start_refuses_an_sae_checkpoint_of_unfinished_greedy_train
         return str(path)
 
     unfinished, finished = sae_checkpoint(2), sae_checkpoint(4)
-    with pytest.raises(ConfigError, match="ended in its greedy layer-wise training, at layer pair 2 of 3"):
+    with pytest.raises(ConfigError, match=r"\(SAE\) holds an unfinished autoencoder: it ended in its greedy "
+                       "layer-wise training, at layer pair 2 of 3"):
         DEC(n_clusters=10, input_shape=[64], hidden_dims=[32, 48], latent_dim=5, pretrained=unfinished)
     dec = DEC(n_clusters=10, input_shape=[64], hidden_dims=[32, 48], latent_dim=5, pretrained=finished)
     assert torch.equal(dec.autoencoder.encoder[1][0].weight, torch.load(finished, weights_only=False)["state_dict"][
