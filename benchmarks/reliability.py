@@ -45,17 +45,20 @@ def main() -> None:
              f"pytest: `{summary}` (return code {proc.returncode}); {meta['machine']}; {meta['date']}.",
              "Data: Digits, 1792 samples, each method at its test budget (tests/conftest.py FAST); CPU.", "",
              "| method | same seed, same assignments | resumed mid-clustering (epoch): assignments / parameters / "
-             "clustering state identical | a fit ended there, continued: all identical | DDP 2 procs vs 1: ARI, K | "
+             "clustering state identical | a fit ended there, continued: all identical | resumed inside the next "
+             "epoch / at the last batch of a phase's last epoch (epoch): all identical | DDP 2 procs vs 1: ARI, K | "
              "bf16: mean loss apart from fp32's, losses finite, ACC vs fp32's | fp16 + GradScaler: the same |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for name, m in sorted(measured.items()):
         resume = (f"({m.get('resumed_from_epoch', '-')}) {yes(m.get('resume_same_assignments'))} / "
                   f"{yes(m.get('resume_same_parameters'))} / {yes(m.get('resume_same_state'))}")
+        inside = (f"{yes(m.get('mid_epoch_resume_same'))} / ({m.get('phase_end_epoch', '-')}) "
+                  f"{yes(m.get('last_batch_resume_same'))}")
         ddp = f"{num(m.get('ddp_ari'), '{:.4f}')}, K {m.get('ddp_k', '-')} vs {m.get('single_k', '-')}"
         bf16, fp16 = (f"{num(m.get(f'{p}_loss_apart'), '{:.2%}')}, {yes(m.get(f'{p}_losses_finite'))}, "
                       f"{num(m.get(f'{p}_acc'))} vs {num(m.get('fp32_acc'))}" for p in ("bf16", "fp16"))
-        lines.append(f"| {name} | {yes(m.get('deterministic'))} | {resume} | {yes(m.get('continued_same'))} | {ddp} | "
-                     f"{bf16} | {fp16} |")
+        lines.append(f"| {name} | {yes(m.get('deterministic'))} | {resume} | {yes(m.get('continued_same'))} | "
+                     f"{inside} | {ddp} | {bf16} | {fp16} |")
     lines += ["", "Thresholds of the tests: identical (bit for bit) for determinism and resume, ARI >= 0.99 and the "
               "same K for DDP; for bf16-mixed and 16-mixed (float16 autocast with a GradScaler, the plugin given as "
               "on a GPU: on a CPU Lightning runs \"16-mixed\" as bf16), finite losses and the mean train/loss of "
