@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -409,6 +410,24 @@ def test_target_update_schedule_and_stopping_rule(tmp_path):
         assert len(calls) == 2 and int(model.cluster_steps) == 3
 
 
+def test_the_stopping_rule_compares_each_update_with_the_one_before(monkeypatch):
+    """tol applies to the assignments that changed since the previous update, as in DEC-keras (a mutant comparing
+    every update with the k-means initialization passed every test)."""
+    import dcl.methods.dec as dec_module
+
+    logged, stops = [], []
+    monkeypatch.setattr(dec_module, "log_metrics_now", lambda trainer, metrics: logged.append(metrics))
+    model = DEC(3, (2,), hidden_dims=[4], latent_dim=2, tol=0.2)
+    model._trainer = SimpleNamespace()
+    monkeypatch.setattr(model, "stop_fit", lambda: stops.append(len(logged)))
+    model.cluster_centers.data = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    model.last_labels = torch.zeros(10, dtype=torch.long)  # the initialization's
+    z = torch.tensor([[0.0, 0.0]] * 5 + [[10.0, 0.0]] * 5)  # half of them moved to cluster 1
+    model.update_clusters(z, first=False)
+    model.update_clusters(z, first=False)  # none moved since
+    assert [m["train/label_change"] for m in logged] == [0.5, 0.0] and stops == [2]
+
+
 @pytest.mark.parametrize("cls", [DEC, IDEC])
 def test_batch_target_embeds_the_data_once_and_targets_each_batch(tmp_path, cls):
     """target 'batch': one whole-data pass (the k-means init), then P from each batch's own Q."""
@@ -441,7 +460,12 @@ def test_idec_adds_reconstruction_and_keeps_the_decoder_training():
     q = model.assign(z)
     p = model.targets[:64]
     kl = (p * (p / q).log()).sum() / 64
-    torch.testing.assert_close(loss, ((x_hat - batch["x"]) ** 2).mean() + 0.37 * kl)
+    expected = ((x_hat - batch["x"]) ** 2).mean() + 0.37 * kl
+    torch.testing.assert_close(loss, expected)
+    # and both terms train the encoder (a step with the code detached from the clustering loss passed the check above)
+    first_layer = model.autoencoder.encoder[1][0].weight
+    torch.testing.assert_close(torch.autograd.grad(loss, first_layer, retain_graph=True)[0],
+                               torch.autograd.grad(expected, first_layer, retain_graph=True)[0])
     loss.backward()
     assert model.autoencoder.decoder[0][0].weight.grad.abs().sum() > 0  # reconstruction reaches the decoder
     assert model.cluster_centers.grad.abs().sum() > 0  # the clustering loss reaches the centers
