@@ -550,6 +550,46 @@ def test_cluster_update_intervals():
         ClusterUpdate(every_n_steps=5, every_n_epochs=1)
 
 
+def _updates_of(callback, epochs: int, batches: int, starts_at: int, accumulate: int = 1) -> list[tuple]:
+    """The (epoch, global step, first) of each update ``callback`` makes in a fit of ``epochs`` x ``batches``, whose
+    clustering phase starts at global step ``starts_at``, ``accumulate`` batches an optimizer step."""
+    calls = []
+    trainer = SimpleNamespace(global_step=0, current_epoch=0)
+    module = SimpleNamespace(clustering_active=False, embed_all=lambda: None,
+                             update_clusters=lambda z, first: calls.append((trainer.current_epoch,
+                                                                           trainer.global_step, first)))
+    for epoch in range(epochs):
+        trainer.current_epoch = epoch
+        callback.on_train_epoch_start(trainer, module)
+        for batch in range(batches):
+            module.clustering_active = trainer.global_step >= starts_at
+            callback.on_train_batch_start(trainer, module, None, batch)
+            if (batch + 1) % accumulate == 0:
+                trainer.global_step += 1
+    return calls
+
+
+def test_cluster_update_schedules_count_from_the_start_of_the_clustering_phase():
+    """every_n_steps counts optimizer steps (once a step under gradient accumulation) and every_n_epochs epochs,
+    both from the step and epoch the clustering phase began in; the schedule goes on from a saved state (the epoch
+    schedule, which no built-in method uses, had no test)."""
+    from dcl.callbacks.cluster_update import ClusterUpdate
+
+    by_steps = _updates_of(ClusterUpdate(every_n_steps=4), epochs=3, batches=10, starts_at=6, accumulate=2)
+    assert by_steps == [(1, 6, True), (2, 10, False), (2, 14, False)]  # 5 steps an epoch
+    by_epochs = _updates_of(ClusterUpdate(every_n_epochs=2), epochs=8, batches=10, starts_at=35)
+    assert by_epochs == [(3, 35, True), (5, 50, False), (7, 70, False)]
+    saved = ClusterUpdate(every_n_epochs=2)
+    _updates_of(saved, epochs=4, batches=10, starts_at=35)
+    resumed = ClusterUpdate(every_n_epochs=2)
+    resumed.load_state_dict(saved.state_dict())
+    trainer = SimpleNamespace(global_step=50, current_epoch=5)
+    calls = []
+    resumed.on_train_epoch_start(trainer, SimpleNamespace(clustering_active=True, embed_all=lambda: None,
+                                                          update_clusters=lambda z, first: calls.append(first)))
+    assert calls == [False]
+
+
 def test_fan_in_uniform_init_is_dec_keras_mnist_initializer():
     """``weight_init: fan_in_uniform``: Keras' VarianceScaling(1/3, 'fan_in', 'uniform'), the initializer DEC-keras
     pretrains MNIST with: every weight in +-sqrt(1 / fan_in) (filling that range), every bias zero."""
