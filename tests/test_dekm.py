@@ -231,6 +231,26 @@ def test_warm_start_runs_one_k_means_from_the_previous_centers():
     assert (callback.n_init, callback.n_init_factor) == (7, 3.5)
 
 
+def test_the_final_update_never_fires_the_stopping_rule_and_is_forgotten_when_training_goes_on():
+    """The update a fit's end runs (the clustering of the final embedding) changes no assignment here, yet must not
+    count as the rule's stop: a fit continued to a larger budget would train no further (a mutant that let it passed
+    every test). Should a training batch start after it (the fit went on after all), the schedule saved before it
+    is dropped, so that a checkpoint taken later resumes from the later state."""
+    z, _, _ = blobs(n_per=100, d=3, k=3)
+    model = _module_with_fixed_embedding(z.float(), 3)
+    model.keep_training_state = lambda: None  # (what the method keeps for a continued fit is not this test's)
+    model.clustering_started.fill_(True)
+    cb = EigenUpdate(every_n_steps=5, tol=0.5, n_init=3)
+    trainer = _trainer(model)
+    cb._update(trainer, model)
+    trainer.global_step = 3  # the network moved since
+    assert cb.finish_fit(trainer, model) and cb.last_changed == 0
+    assert not cb.stopped and not trainer.should_stop and not model.stopping_rule_met()
+    assert cb.state_dict()["before_final"]["last_step"] == 0
+    cb.on_train_batch_start(trainer, model, None, 0)
+    assert cb.state_dict()["before_final"] is None
+
+
 def test_stopping_rule_does_not_fire_above_tol():
     z, _, _ = blobs(n_per=100, d=3, k=3)
     z = z.float()
