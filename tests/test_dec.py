@@ -411,18 +411,19 @@ def test_target_update_schedule_and_stopping_rule(tmp_path):
 
 
 def test_the_stopping_rule_compares_each_update_with_the_one_before(monkeypatch):
-    """tol applies to the assignments that changed since the previous update, as in DEC-keras (a mutant comparing
-    every update with the k-means initialization passed every test)."""
+    """tol applies to the assignments that changed since the previous update, and stops below it, as DEC-keras's
+    ``delta_label < tol`` (a mutant comparing every update with the k-means initialization passed every test, and
+    one stopping at tol too)."""
     import dcl.methods.dec as dec_module
 
     logged, stops = [], []
     monkeypatch.setattr(dec_module, "log_metrics_now", lambda trainer, metrics: logged.append(metrics))
-    model = DEC(3, (2,), hidden_dims=[4], latent_dim=2, tol=0.2)
+    model = DEC(3, (2,), hidden_dims=[4], latent_dim=2, tol=0.5)
     model._trainer = SimpleNamespace()
     monkeypatch.setattr(model, "stop_fit", lambda: stops.append(len(logged)))
     model.cluster_centers.data = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     model.last_labels = torch.zeros(10, dtype=torch.long)  # the initialization's
-    z = torch.tensor([[0.0, 0.0]] * 5 + [[10.0, 0.0]] * 5)  # half of them moved to cluster 1
+    z = torch.tensor([[0.0, 0.0]] * 5 + [[10.0, 0.0]] * 5)  # half of them moved to cluster 1: tol, not below
     model.update_clusters(z, first=False)
     model.update_clusters(z, first=False)  # none moved since
     assert [m["train/label_change"] for m in logged] == [0.5, 0.0] and stops == [2]
