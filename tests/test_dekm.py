@@ -251,11 +251,14 @@ def test_the_final_update_never_fires_the_stopping_rule_and_is_forgotten_when_tr
     assert cb.state_dict()["before_final"] is None
 
 
-def test_stopping_rule_does_not_fire_above_tol():
+@pytest.mark.parametrize("tol, stops", [(0.005, False), (0.03, True)])
+def test_stopping_rule_does_not_fire_above_tol(tol, stops):
+    """The official code stops when n_change_assignment <= 0.5% of the samples: above tol it trains on, at tol
+    exactly it stops."""
     z, _, _ = blobs(n_per=100, d=3, k=3)
     z = z.float()
     model = _module_with_fixed_embedding(z, 3)
-    cb = EigenUpdate(every_n_steps=5, tol=0.005, n_init=3)
+    cb = EigenUpdate(every_n_steps=5, tol=tol, n_init=3)
     trainer = _trainer(model)
     cb._update(trainer, model)
     # move 3% of the samples of cluster A onto cluster B's center: 9 of 300 change (> 0.5%)
@@ -268,7 +271,7 @@ def test_stopping_rule_does_not_fire_above_tol():
     model.embed_all = lambda gather=True: z2  # noqa: E731
     trainer.global_step = 5
     cb._update(trainer, model)
-    assert cb.last_changed == 9 and not trainer.should_stop
+    assert cb.last_changed == 9 and trainer.should_stop == stops  # 9 = 0.03 x 300
 
 
 def test_bad_configuration_raises_config_error():
