@@ -497,6 +497,24 @@ def test_final_epoch_averaging_keeps_the_mean_of_the_last_epoch():
     assert torch.allclose(model2.w.detach(), torch.full((3,), -10.5))  # mean of -6..-15
 
 
+def test_final_epoch_averaging_keeps_the_training_state_before_it_writes_the_average():
+    """A dcl method's state derived from the weights (on_weights_averaged) is kept first (keep_training_state), so
+    that a fit continued from the end goes on from the state before the average: the order is keep (seeing the last
+    step's weights), write the average, then the hook (seeing it). AE-CM recomputes its centers from the weights at
+    every step, so a mutant that never kept the state passed every test."""
+    calls = []
+
+    class Recording(_Drift):
+        def keep_training_state(self):
+            calls.append(("keep", float(self.w[0])))
+
+        def on_weights_averaged(self):
+            calls.append(("averaged", float(self.w[0])))
+
+    _trainer(max_epochs=3, callbacks=[FinalEpochAveraging(1)]).fit(Recording())
+    assert calls == [("keep", -15.0), ("averaged", -13.0)]
+
+
 class _DriftWithBuffers(_Drift):
     """_Drift with a float buffer set to the step number (as batch-norm statistics move) and an int counter."""
 
