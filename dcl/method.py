@@ -1245,8 +1245,9 @@ class AutoencoderMethod(ClusteringMethod):
 
     def unfinished_autoencoder(self) -> str | None:
         """Why this fit's autoencoder is not yet one to start another method from (None: it is), recorded in its
-        checkpoints for :meth:`load_pretrained` to refuse them. A partly pretrained autoencoder is one: SAE's, in its
-        greedy layer-wise stages, is not (its upper layers are untrained)."""
+        checkpoints for :meth:`load_pretrained` to refuse them. An autoencoder part way through an end-to-end
+        pretraining is one (a shorter pretraining); SAE's during its greedy layer-wise stages is not (its upper
+        layers are untrained)."""
         return None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
