@@ -125,8 +125,10 @@ class SAE(AEKMeans):
     def unfinished_autoencoder(self) -> str | None:
         if self.fine_tuning:
             return None
-        return (f"it ended in its greedy layer-wise training, at layer pair {int(self.stage) + 1} of "
-                f"{len(self.encoders)}: the pairs above it were never trained, nor the whole autoencoder fine-tuned")
+        pair, pairs = int(self.stage) + 1, len(self.encoders)
+        untrained = "the pairs above it were never trained, and " if pair < pairs else ""
+        return (f"it ended in its greedy layer-wise training, at layer pair {pair} of {pairs}: {untrained}the whole "
+                "autoencoder was never fine-tuned")
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

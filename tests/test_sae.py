@@ -113,7 +113,7 @@ def test_a_pretrained_start_refuses_an_sae_checkpoint_of_unfinished_greedy_train
         trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
                              enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
                              accelerator="cpu", default_root_dir=tmp_path)
-        with pytest.warns(UserWarning) if epochs < 3 else contextlib.nullcontext():  # (ends within the stages)
+        with pytest.warns(UserWarning) if epochs <= 3 else contextlib.nullcontext():  # (ends within the stages)
             trainer.fit(m, digits(256))
         path = tmp_path / f"sae{epochs}.ckpt"
         trainer.save_checkpoint(path)
@@ -121,8 +121,11 @@ def test_a_pretrained_start_refuses_an_sae_checkpoint_of_unfinished_greedy_train
 
     unfinished, finished = sae_checkpoint(2), sae_checkpoint(4)
     with pytest.raises(ConfigError, match=r"\(SAE\) holds an unfinished autoencoder: it ended in its greedy "
-                       "layer-wise training, at layer pair 2 of 3"):
+                       "layer-wise training, at layer pair 2 of 3: the pairs above it were never trained, and the "
+                       "whole autoencoder was never fine-tuned"):
         DEC(n_clusters=10, input_shape=[64], hidden_dims=[32, 48], latent_dim=5, pretrained=unfinished)
+    with pytest.raises(ConfigError, match="at layer pair 3 of 3: the whole autoencoder was never fine-tuned"):
+        DEC(n_clusters=10, input_shape=[64], hidden_dims=[32, 48], latent_dim=5, pretrained=sae_checkpoint(3))
     dec = DEC(n_clusters=10, input_shape=[64], hidden_dims=[32, 48], latent_dim=5, pretrained=finished)
     assert torch.equal(dec.autoencoder.encoder[1][0].weight, torch.load(finished, weights_only=False)["state_dict"][
         "autoencoder.encoder.1.0.weight"])
