@@ -128,8 +128,9 @@ def test_a_birth_pays_the_bic_penalty_of_one_components_parameters(covariance):
     start = torch.zeros(n, dtype=torch.long)
     free = birth_merge_round(z, start, 1, penalty=0.0, merge=False, covariance=covariance)
     assert free.births == 1
-    floor = variance_floor(*hard_stats(z, start, 1, full=covariance == "full"))
-    parent = gaussian_loglik(*hard_stats(z, start, 1, full=covariance == "full"), floor)
+    stats = hard_stats(z, start, 1, full=covariance == "full")
+    floor = variance_floor(*stats)
+    parent = gaussian_loglik(*stats, floor)
     children = gaussian_loglik(free.n, free.s1, free.s2, floor)
     gain = float(children.sum() + (free.n * (free.n / n).log()).sum() - parent.sum())
     p = d + (d * (d + 1) // 2 if covariance == "full" else d) + 1

@@ -551,15 +551,17 @@ def test_cluster_update_intervals():
         ClusterUpdate(every_n_steps=5, every_n_epochs=1)
 
 
-def _updates_of(callback, epochs: int, batches: int, starts_at: int, accumulate: int = 1) -> list[tuple]:
+def _updates_of(callback, epochs: int, batches: int, starts_at: int, accumulate: int = 1,
+                first_epoch: int = 0) -> list[tuple]:
     """The (epoch, global step, first) of each update ``callback`` makes in a fit of ``epochs`` x ``batches``, whose
-    clustering phase starts at global step ``starts_at``, ``accumulate`` batches an optimizer step."""
+    clustering phase starts at global step ``starts_at``, ``accumulate`` batches an optimizer step; from
+    ``first_epoch`` on (a resumed fit)."""
     calls = []
-    trainer = SimpleNamespace(global_step=0, current_epoch=0)
+    trainer = SimpleNamespace(global_step=first_epoch * batches // accumulate, current_epoch=0)
     module = SimpleNamespace(clustering_active=False, embed_all=lambda: None,
                              update_clusters=lambda z, first: calls.append((trainer.current_epoch,
                                                                            trainer.global_step, first)))
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, epochs):
         trainer.current_epoch = epoch
         callback.on_train_epoch_start(trainer, module)
         for batch in range(batches):
@@ -584,11 +586,7 @@ def test_cluster_update_schedules_count_from_the_start_of_the_clustering_phase()
     _updates_of(saved, epochs=4, batches=10, starts_at=35)
     resumed = ClusterUpdate(every_n_epochs=2)
     resumed.load_state_dict(saved.state_dict())
-    trainer = SimpleNamespace(global_step=50, current_epoch=5)
-    calls = []
-    resumed.on_train_epoch_start(trainer, SimpleNamespace(clustering_active=True, embed_all=lambda: None,
-                                                          update_clusters=lambda z, first: calls.append(first)))
-    assert calls == [False]
+    assert _updates_of(resumed, epochs=8, batches=10, starts_at=35, first_epoch=4) == by_epochs[1:]
 
 
 def test_fan_in_uniform_init_is_dec_keras_mnist_initializer():
