@@ -158,9 +158,10 @@ def test_batched_restarts_equal_one_at_a_time(monkeypatch, budget_runs):
 def test_same_iterations_and_labels_as_sklearn_from_the_same_init(tol, lloyd_path):
     # float64 data without structure (many Lloyd iterations): from the same initial centers the
     # stopping rule (squared center shift <= tol * mean variance, or unchanged labels; with tol=0 only
-    # the latter) and the incremental M-step must reproduce sklearn's run exactly
+    # the latter) and the incremental M-step must reproduce sklearn's run exactly; the data lie off the
+    # origin, where a variance taken about 0 instead of the mean would stop earlier
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(4000, 5, generator=gen, dtype=torch.float64)
+    x = torch.randn(4000, 5, generator=gen, dtype=torch.float64) + 3
     init = x[torch.randperm(4000, generator=gen)[:8]].clone()
     ours = kmeans(x, 8, init_centers=init, tol=tol)
     ref = KMeans(8, init=init.numpy(), n_init=1, tol=tol, algorithm="lloyd").fit(x.numpy())
@@ -204,6 +205,8 @@ def test_fewer_distinct_points_than_clusters_stops_when_labels_stop_changing(llo
     assert ours.n_iter == ref.n_iter_ == 2
     assert ours.inertia == pytest.approx(ref.inertia_, abs=1e-12)
     assert sorted(torch.bincount(ours.labels, minlength=4).tolist()) == [0, 13, 15, 22]
+    # the labels are those of the returned centers, though the repair moved one in the last iteration
+    assert torch.equal(ours.labels, assign_nearest(x, ours.centers)[0])
 
 
 def test_gpu_path_gives_the_cpu_paths_result(monkeypatch):
@@ -245,6 +248,94 @@ def test_match_labels_gives_new_clusters_fresh_ids_in_order():
     assert sorted(mapping.tolist()) == list(range(4))  # injective
 
 
+# -- k-means++ seeding and the bookkeeping, piece by piece -----------------------------------------------------
+def test_the_first_seed_is_a_uniformly_drawn_row():
+    km = _km_module()
+    x = torch.arange(10.0).unsqueeze(1)
+    comm = km._Comm(False, x.device)
+    drawn = torch.zeros(10, dtype=torch.long)
+    for seed in range(300):
+        first = km._kmeans_plusplus(x, (x * x).sum(1), 1, torch.Generator().manual_seed(seed), comm, [10])
+        drawn[int(first[0, 0, 0])] += 1
+    assert int(drawn.min()) >= 10, drawn.tolist()  # 30 expected of each row
+
+
+def test_seeding_tries_2_plus_log_k_candidates_per_center_as_sklearn(monkeypatch):
+    km = _km_module()
+    tried = []
+    real = km._candidate_block
+
+    def spy(x, x_sq, c, c_sq, start, cols):
+        tried.append(c.shape[0])
+        return real(x, x_sq, c, c_sq, start, cols)
+
+    monkeypatch.setattr(km, "_candidate_block", spy)
+    x, _ = blobs(n=500)
+    kmeans(x, 8, n_init=3, seed=0)
+    assert set(tried) == {3 * (2 + int(np.log(8)))}  # 3 restarts seeded together, 4 candidates each
+
+
+def test_seeding_draws_rows_by_their_potentials_cumulative_sum():
+    # searchsorted(cumsum(w), target, right=True) clipped to the last row, both in the single-process blocks and in
+    # the DDP lookup: a target on a cumulative sum goes past it, so a row of zero potential (a row on a chosen
+    # center) is never drawn, not even by a draw of 0; a target beyond the total (rounding) takes the last row
+    km = _km_module()
+    w = torch.tensor([[0.0, 0.0, 2.0, 0.0, 1.0, 3.0, 0.0]])  # cumulative sums 0 0 2 2 3 6 6
+    targets = torch.tensor([[0.0, 1.0, 2.0, 2.5, 3.0, 5.9, 6.0, 7.0]], dtype=torch.float64)
+    expected = [2, 2, 4, 4, 5, 5, 6, 6]
+    for cols in (1, 2, 3, 7, 100):
+        assert km._search_cumsum(w, targets, cols).tolist() == [expected]
+    rows = km._locate(targets[0], w.sum(1, dtype=torch.float64), torch.cumsum(w[0], 0, dtype=torch.float64), [7],
+                      km._Comm(False, torch.device("cpu")))
+    assert rows == expected
+
+
+def test_float64_sums_over_column_blocks_equal_one_sum():
+    km = _km_module()
+    t = torch.rand(3, 4, 1000, generator=torch.Generator().manual_seed(0))
+    for elems in (1, 100, 12 * 77, 10**6):
+        assert torch.allclose(km._sum_last_float64(t, elems), t.sum(-1, dtype=torch.float64), rtol=1e-12, atol=0)
+
+
+def test_inertia_is_summed_in_float64():
+    # squared distances 2^20 (four) and 1/16 (two), exact in float32: their sum 4194304.125 is not (float32 rounds it
+    # to 4194304); the mean is 0, so the data are used as they are
+    x = torch.tensor([-5120.0, -3072.0, -0.25, 0.25, 3072.0, 5120.0]).unsqueeze(1)
+    res = kmeans(x, 3, init_centers=torch.tensor([[-4096.0], [0.0], [4096.0]]))
+    assert res.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert res.inertia == 4194304.125
+
+
+def test_squared_distances_are_never_negative():
+    # ||x||^2 - 2 x.c + ||c||^2 of a point with itself far from the origin: rounding makes it negative, unclamped
+    x = torch.randn(2000, 8, generator=torch.Generator().manual_seed(0)) + 1000
+    assert bool((pairwise_sq_dists(x, x[:50]) >= 0).all())
+    assert bool((assign_nearest(x[:50], x[:50])[1] >= 0).all())
+
+
+def test_equal_inertias_keep_the_earliest_restart_as_sklearn(lloyd_path):
+    # four groups whose means are exact in floating point: every restart ends in the same partition with exactly the
+    # same inertia, under its own cluster ids; the first restart's ids are kept (scikit-learn keeps a later restart
+    # only at a strictly lower inertia)
+    offsets = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])
+    means = torch.tensor([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0], [100.0, 100.0]])
+    x = (means[:, None, :] + offsets[None]).reshape(-1, 2)
+    first = kmeans(x, 4, n_init=1, seed=3)
+    best = kmeans(x, 4, n_init=8, seed=3)
+    assert best.inertia == first.inertia == 16.0
+    assert torch.equal(best.labels, first.labels)
+
+
+def test_without_a_seed_the_seeding_follows_torchs_global_rng():
+    x = torch.randn(400, 2, generator=torch.Generator().manual_seed(0))
+    centers = []
+    for global_seed in (0, 1, 0):
+        torch.manual_seed(global_seed)
+        centers.append(kmeans(x, 8, n_init=1).centers)
+    assert torch.equal(centers[0], centers[2])
+    assert not torch.equal(centers[0], centers[1])
+
+
 # -- DDP: each rank holds a shard; the result equals the single-process one on the concatenated data ------------
 def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor, out: dict, split: int,
                 gpu_path: bool) -> None:
@@ -266,12 +357,19 @@ def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tens
             out["centers"] = res.centers
             out["inertia"] = res.inertia
         out[f"centers{rank}"] = res.centers
+        # a warm start: rank 0's centers are used (rank 1's differ), and the far one, empty, is repaired across ranks
+        init = _warm_start(x) if rank == 0 else _warm_start(x) + 5.0
+        out[f"warm_centers{rank}"] = kmeans(shard, 6, init_centers=init).centers
         accuracy = ClusterAccuracy()  # the torchmetrics-style metric: each rank's shard, the value of all samples
         accuracy.update(res.labels, y[bounds[rank]:bounds[rank + 1]])
         out[f"acc{rank}"] = float(accuracy.compute())
         dist.barrier()  # both ranks done before either tears its group down (a rank once hung in the teardown)
     finally:
         dist.destroy_process_group()
+
+
+def _warm_start(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x[[0, 300, 600, 900, 1200]], torch.full((1, x.shape[1]), 1e3)])
 
 
 @pytest.mark.parametrize("split, gpu_path", [(700, False), (1500, True)], ids=["cpu_path", "gpu_path_empty_rank_1"])
@@ -290,6 +388,9 @@ def test_ddp_kmeans_equals_single_process(split, gpu_path):
     assert out["inertia"] == pytest.approx(single.inertia, rel=1e-5)
     assert out["acc0"] == out["acc1"] == pytest.approx(float(cluster_accuracy(single.labels, y)))
     assert out["acc0"] < 0.9
+    warm = kmeans(x, 6, init_centers=_warm_start(x))
+    assert torch.allclose(out["warm_centers0"], warm.centers, atol=1e-4)
+    assert torch.allclose(out["warm_centers1"], warm.centers, atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype, k", [(torch.bfloat16, 300), (torch.float16, 3000)])
