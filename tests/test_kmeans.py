@@ -248,6 +248,21 @@ def test_match_labels_gives_new_clusters_fresh_ids_in_order():
     assert sorted(mapping.tolist()) == list(range(4))  # injective
 
 
+def test_match_labels_refuses_labels_it_cannot_match():
+    ok = torch.tensor([0, 1, 1])
+    with pytest.raises(ValueError, match="new contains negative labels"):
+        match_labels(torch.tensor([0, -1, 1]), ok)
+    with pytest.raises(ValueError, match="old must contain integer labels"):
+        match_labels(ok, torch.tensor([0.0, 1.5, 1.0]))
+    for new, old in ((torch.tensor([0, 2, 1]), ok), (ok, torch.tensor([0, 2, 1]))):
+        with pytest.raises(ValueError, match="labels must be < n_clusters=2"):
+            match_labels(new, old, n_clusters=2)
+    with pytest.raises(ValueError, match="same length"):
+        match_labels(ok, ok[:2])
+    assert match_labels(torch.tensor([1.0, 0.0, 0.0]), ok).tolist() == [1, 0]  # whole floats are labels
+    assert match_labels(ok[:0], ok[:0]).tolist() == []
+
+
 # -- k-means++ seeding and the bookkeeping, piece by piece -----------------------------------------------------
 def test_the_first_seed_is_a_uniformly_drawn_row():
     km = _km_module()

@@ -64,10 +64,8 @@ def match_labels(new: Tensor, old: Tensor, n_clusters: int | None = None) -> Ten
         k_new, k_old = max_new, max_old
 
     perm = torch.empty(k_new, dtype=torch.long)
-    if k_new == 0:
+    if k_new == 0:  # (then k_old is 0 too: both labelings are empty, or n_clusters is 0)
         return perm.to(new.device)
-    if k_old == 0:
-        return torch.arange(k_new, dtype=torch.long, device=new.device)
 
     conf = torch.bincount(new * k_old + old, minlength=k_new * k_old).reshape(k_new, k_old)
     rows, cols = linear_sum_assignment(conf.cpu().numpy(), maximize=True)
