@@ -75,6 +75,8 @@ def test_gaussian_affinities_meet_the_perplexity_and_are_a_joint_distribution():
     assert torch.allclose(conditional_gaussian_affinities(1000 * x, 20.0), p_cond, atol=1e-5)
     small = conditional_gaussian_affinities(x[:10], perplexity=30.0)
     assert torch.isfinite(small).all() and torch.allclose(small.sum(1), torch.ones(10), atol=1e-5)
+    h_small = -(small * small.clamp_min(1e-30).log()).sum(dim=1)
+    assert torch.allclose(h_small.exp(), torch.full((10,), 3.0), rtol=1e-3)  # (B - 1) / 3 of 9 neighbours
     p = gaussian_affinities(x, 20.0)
     assert torch.allclose(p, p.T) and math.isclose(float(p.sum()), 1.0, rel_tol=1e-5)
     # the embedding that reproduces P best beats a random one
@@ -183,7 +185,8 @@ def test_bernoulli_pixel_loss_refuses_pixels_outside_0_1(tmp_path):
 class _ToyGAN(pl.LightningModule):
     """A 1-D GAN that is not DCFAE: the adversarial helper is reusable by any LightningModule."""
 
-    def __init__(self, generator_steps=1, discriminator_steps=1, clip=None, discriminator_first=True):
+    def __init__(self, generator_steps=1, discriminator_steps=1, clip=None, discriminator_first=True,
+                 clip_algorithm="norm"):
         super().__init__()
         self.automatic_optimization = False
         self.g = nn.Linear(2, 1)
@@ -192,7 +195,7 @@ class _ToyGAN(pl.LightningModule):
             lambda p: torch.optim.SGD(p, lr=0.05), lambda p: torch.optim.SGD(p, lr=0.05),
             discriminator_scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, gamma=0.5),
             generator_steps=generator_steps, discriminator_steps=discriminator_steps, gradient_clip_val=clip,
-            discriminator_first=discriminator_first)
+            gradient_clip_algorithm=clip_algorithm, discriminator_first=discriminator_first)
         self.calls = {"g": 0, "d": 0}
         self.order = ""  # the sides' steps, in order
 
@@ -247,6 +250,33 @@ def test_adversarial_helper_alternates_and_is_reusable():
                          enable_model_summary=False, limit_train_batches=2)
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=16))
     assert model.order == "ggd" * 2
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_each_side_clips_its_gradients_by_the_chosen_algorithm(algorithm):
+    data = torch.utils.data.TensorDataset(torch.randn(16, 1) + 3)
+    model = _ToyGAN(clip=1e-3, clip_algorithm=algorithm)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_train_batches=1)
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=16))
+    for side in ("g.", "d."):  # one SGD step of lr 0.05 a side: the step is the clipped gradient x 0.05 (to 1% in
+        # float32: the step is small beside the weights)
+        step = torch.cat([(p.detach() - before[n]).flatten() / 0.05 for n, p in model.named_parameters()
+                          if n.startswith(side)])
+        if algorithm == "value":  # each element at most 1e-3; several clipped, so the norm exceeds it
+            assert step.abs().max() <= 1.01e-3 and step.norm() > 1.5e-3
+        else:
+            assert step.norm() <= 1.01e-3
+
+
+def test_each_parameter_belongs_to_one_side():
+    shared, own = nn.Linear(2, 2), nn.Linear(2, 1)
+    adversarial = AdversarialOptimization()
+    with pytest.raises(ConfigError, match="on both the generator and the discriminator side"):
+        adversarial.configure(shared.parameters(), [*shared.parameters(), *own.parameters()])
+    with pytest.raises(ConfigError, match="parameters on both"):
+        adversarial.configure(own.parameters(), [])
 
 
 def test_generator_loss_is_the_weighted_vae_gan_sum_and_its_gan_term_reaches_only_the_decoder():
@@ -311,6 +341,34 @@ def test_generator_loss_terms_written_out_by_hand():
     params = [*enc.parameters(), *dec.parameters()]
     for got, want in zip(torch.autograd.grad(loss, params), torch.autograd.grad(expected, params)):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
+
+
+def test_discriminator_loss_written_out_by_hand():
+    """L_D = -log D(x) - log(1 - D(x~)) - log(1 - D(x_p)), x~ = Dec(z) of the code sampled from q(z|x), x_p = Dec(z_p),
+    from separate passes (group norm) and fixed noise; and the logged scores, mean D(x) and mean D of the two
+    generated sets."""
+    torch.manual_seed(0)
+    model = DCFAE(10, (1, 8, 8), fae_epochs=5, use_dense=False, norm="group", **TINY)
+    x = torch.rand(6, 1, 8, 8)
+    eps, z_p = torch.randn(6, 4), torch.randn(6, 4)
+    draws = iter([eps, z_p])
+    model.noise_like = lambda t: next(draws)
+    loss, logs = model.discriminator_step_loss(x)
+    enc, dec, dis = model.fae.encoder, model.fae.decoder, model.fae.discriminator
+    with torch.no_grad():
+        mu, logvar = enc(x)
+        recon, prior = torch.sigmoid(dec(mu + eps * (0.5 * logvar).exp())), torch.sigmoid(dec(z_p))
+    real, fake_recon, fake_prior = (dis(t)[0] for t in (x, recon, prior))
+    expected = -F.logsigmoid(real).mean() - F.logsigmoid(-fake_recon).mean() - F.logsigmoid(-fake_prior).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logs["train/d_score"], torch.sigmoid(real).mean().detach())
+    torch.testing.assert_close(logs["train/g_score"], torch.sigmoid(torch.cat([fake_recon, fake_prior])).mean().detach())
+
+
+def test_the_latent_clustered_is_the_posterior_mean():
+    model = DCFAE(10, (1, 8, 8), fae_epochs=5, use_dense=False, **TINY).train()
+    x = torch.rand(6, 1, 8, 8)
+    torch.testing.assert_close(model.latent(x), model.fae.encoder(x)[0], rtol=0, atol=0)  # no sample drawn
 
 
 def test_embedding_loss_is_the_cross_entropy_of_the_latents_similarities_and_the_dense_outputs_student_t():
