@@ -667,6 +667,11 @@ def test_similarity_batches_join_loader_batches_into_one_batch_of_phase_2(tmp_pa
     sizes.clear()
     _, trainer = _phase2(ckpt, 32, 4, max_epochs=2)
     assert sizes == [128] * 28 and trainer.global_step == 28
+    # a batch of 2 samples, here an epoch's last loader batch (1797 = 5 x 359 + 2), has no pairwise structure to
+    # learn (P = Q = 1/2 whatever the embedding): skipped, where Adam would still have moved the weights by momentum
+    sizes.clear()
+    _, trainer = _phase2(ckpt, 359, 1, max_epochs=1)
+    assert sizes == [359] * 5 and trainer.global_step == 5
     with pytest.raises(ConfigError, match="similarity_batches"):
         DCFAE(10, (1, 8, 8), similarity_batches=0)
     # an epoch of fewer batches than a group never stepped (the run ended as k-means on an untrained network):
