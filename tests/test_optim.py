@@ -67,6 +67,11 @@ def test_keras_adam_is_tensorflows_update(closure):
     assert np.abs(torch_w.detach().numpy() - tensorflow_adam(300)).max() > 1e-3
 
 
+def test_keras_adam_defaults_are_keras():
+    group = KerasAdam([torch.nn.Parameter(torch.zeros(1))]).param_groups[0]
+    assert (group["lr"], group["betas"], group["keras_eps"]) == (1e-3, (0.9, 0.999), 1e-7)
+
+
 def test_keras_adam_resumes_from_its_state_dict():
     w, state = run(KerasAdam, 120)
     resumed, _ = run(KerasAdam, 180, w=w.detach().clone().requires_grad_(True), state=state)
@@ -132,6 +137,11 @@ def test_the_fused_kernel_keeps_every_setting_and_the_update(name):
 ], ids=["fused false", "foreach", "differentiable", "subclass", "no fused kernel"])
 def test_a_chosen_implementation_or_another_optimizer_is_kept(optimizer):
     built = optimizer(two_groups())
+    assert with_fused_kernel(built) is built
+
+
+def test_parameters_on_a_device_without_the_fused_kernel_keep_the_optimizer():
+    built = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3, device="meta"))])  # fused=True would refuse them
     assert with_fused_kernel(built) is built
 
 
