@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dcl.files import atomic_write
+from dcl.files import atomic_write, not_a_file
 
 
 def test_a_failed_write_keeps_the_earlier_file_and_leaves_no_temporary(tmp_path):
@@ -114,14 +114,35 @@ def test_the_process_s_stdout_gets_the_data_after_what_it_printed(tmp_path, stdo
               "print('after')\n")
     paths = [str(tmp_path / "out.csv"), str(tmp_path / "fd.csv"), "/dev/fd/1"]
     command = [sys.executable, "-c", script, *paths]
+    # stdout buffered, as a plain `python` to a file or pipe has it: what was printed waits in the buffer (a
+    # PYTHONUNBUFFERED=1 of the machine's would hide a write that comes before it)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     if stdout == "file":
         with open(tmp_path / "log", "w") as log:
-            subprocess.run(command, stdout=log, check=True)
+            subprocess.run(command, stdout=log, check=True, env=env)
         printed = (tmp_path / "log").read_text()
     else:
-        printed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
+        printed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, env=env).stdout
     assert printed == "before\nout.csv\nfd.csv\n1\nafter\n"
     assert (tmp_path / "out.csv").is_symlink() and (tmp_path / "fd.csv").is_symlink()
+
+
+def test_a_folder_is_refused_before_its_writer_runs(tmp_path):
+    # (np.save given a folder's name would have written <folder>.npy beside it)
+    calls = []
+    with pytest.raises(IsADirectoryError):
+        atomic_write(tmp_path, calls.append)
+    assert calls == []
+
+
+def test_a_run_folder_given_for_a_checkpoint_names_last_ckpt_first(tmp_path):
+    for name in ("checkpoints/epoch=3-step=40.ckpt", "checkpoints/last.ckpt", "a.ckpt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    found = f"{tmp_path}/checkpoints/last.ckpt, {tmp_path}/a.ckpt, {tmp_path}/checkpoints/epoch=3-step=40.ckpt"
+    assert not_a_file(tmp_path) == f"is a folder; give the checkpoint file (it holds {found})"
+    assert not_a_file(tmp_path / "a.ckpt") is None
+    assert not_a_file(tmp_path / "none.ckpt") == "does not exist"
 
 
 def test_the_pre_run_check_of_an_output(tmp_path):
