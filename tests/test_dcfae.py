@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from conftest import DCFAE_TINY as TINY, DCFAE_TINY_ARGS as TINY_ARGS, run_cli
 from ddp_helpers import (AutocastDtypes, BatchLog, GradientNorms, assert_clipped_after_unscaling,
@@ -309,6 +309,15 @@ def test_generator_loss_is_the_weighted_vae_gan_sum_and_its_gan_term_reaches_onl
     assert not torch.allclose(grads(gan, loss, "fae.decoder"), grads(vae_feat, loss_without_gan, "fae.decoder"))
 
 
+def _batch_with_fixed_noise(model: DCFAE) -> tuple[Tensor, Tensor, Tensor]:
+    """A batch of 6 images and the noise ``model`` will draw for it, in order: eps for its code z, then z_p."""
+    x = torch.rand(6, 1, 8, 8)
+    eps, z_p = torch.randn(6, 4), torch.randn(6, 4)
+    draws = iter([eps, z_p])
+    model.noise_like = lambda t: next(draws)
+    return x, eps, z_p
+
+
 def test_generator_loss_terms_written_out_by_hand():
     """An audit: the test above builds its expected sum from the logs generator_loss returns, so which images each
     term compares was never checked (e.g. feature matching against the prior samples instead of the reconstructions
@@ -318,10 +327,7 @@ def test_generator_loss_terms_written_out_by_hand():
     torch.manual_seed(0)
     model = DCFAE(10, (1, 8, 8), fae_epochs=5, use_dense=False, norm="group", kl_weight=0.7, pixel_weight=1.3,
                   feature_weight=0.4, adversarial_weight=0.9, **TINY)
-    x = torch.rand(6, 1, 8, 8)
-    eps, z_p = torch.randn(6, 4), torch.randn(6, 4)
-    draws = iter([eps, z_p])
-    model.noise_like = lambda t: next(draws)
+    x, eps, z_p = _batch_with_fixed_noise(model)
     loss, logs = model.generator_loss(x)
     enc, dec, dis = model.fae.encoder, model.fae.decoder, model.fae.discriminator
     mu, logvar = enc(x)
@@ -349,10 +355,7 @@ def test_discriminator_loss_written_out_by_hand():
     generated sets."""
     torch.manual_seed(0)
     model = DCFAE(10, (1, 8, 8), fae_epochs=5, use_dense=False, norm="group", **TINY)
-    x = torch.rand(6, 1, 8, 8)
-    eps, z_p = torch.randn(6, 4), torch.randn(6, 4)
-    draws = iter([eps, z_p])
-    model.noise_like = lambda t: next(draws)
+    x, eps, z_p = _batch_with_fixed_noise(model)
     loss, logs = model.discriminator_step_loss(x)
     enc, dec, dis = model.fae.encoder, model.fae.decoder, model.fae.discriminator
     with torch.no_grad():
