@@ -542,6 +542,19 @@ def test_predict_writes_the_id_column_of_a_csv(tmp_path):
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
     assert list(rows[0]) == ["index", "cluster", "confidence", "label", "name"]
     assert [r["name"] for r in rows] == ids and [r["label"] for r in rows] == ["a"] * 20 + ["b"] * 20
+    assert all(len(r["confidence"].split(".")[1]) == 6 for r in rows)  # 6 decimals
+    # new samples, some unlabeled, whose id column is called "cluster": the label column stays, empty where unknown,
+    # and the ids get a column name of their own
+    kinds = ["a" if i % 3 else "" for i in range(40)]
+    lines = ["cluster,date,a,b,c,d,kind"] + [f"{n},2026-02-01,{','.join(map(str, r))},{k}"
+                                              for n, r, k in zip(ids, x.tolist(), kinds)]
+    (tmp_path / "new.csv").write_text("\n".join(lines) + "\n")
+    args[args.index("--data.path") + 1] = str(tmp_path / "new.csv")
+    args[args.index("--data.id_column") + 1] = "cluster"
+    run_cli(["predict", *args, "--ckpt_path", ckpt, "--predictions.output", str(tmp_path / "new_p.csv")], tmp_path)
+    rows = list(csv.DictReader((tmp_path / "new_p.csv").open()))
+    assert list(rows[0]) == ["index", "cluster", "confidence", "label", "sample_id"]
+    assert [r["sample_id"] for r in rows] == ids and [r["label"] for r in rows] == kinds
 
 
 def test_predict_refuses_an_embeddings_file_of_unknown_format(tmp_path, dcl_error):

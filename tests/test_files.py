@@ -128,7 +128,7 @@ def test_the_process_s_stdout_gets_the_data_after_what_it_printed(tmp_path, stdo
 
 
 def test_a_folder_is_refused_before_its_writer_runs(tmp_path):
-    # (np.save given a folder's name would have written <folder>.npy beside it)
+    # (a writer that calls np.save(path) with a folder's name would write <folder>.npy beside it)
     calls = []
     with pytest.raises(IsADirectoryError):
         atomic_write(tmp_path, calls.append)
