@@ -64,19 +64,20 @@ def test_student_t_affinities_are_the_kernel_of_nu_degrees_of_freedom(dof):
 
 
 def test_gaussian_affinities_meet_the_perplexity_and_are_a_joint_distribution():
+    def perplexities(p_cond):  # exp(H(P_i)) of each row
+        return (-(p_cond * p_cond.clamp_min(1e-30).log()).sum(dim=1)).exp()
+
     torch.manual_seed(0)
     x = torch.randn(100, 5)
     p_cond = conditional_gaussian_affinities(x, perplexity=20.0)
     assert torch.allclose(p_cond.sum(dim=1), torch.ones(100), atol=1e-5)
     assert (p_cond.diagonal() == 0).all()
-    h = -(p_cond * p_cond.clamp_min(1e-30).log()).sum(dim=1)
-    assert torch.allclose(h.exp(), torch.full((100,), 20.0), rtol=1e-3)
+    assert torch.allclose(perplexities(p_cond), torch.full((100,), 20.0), rtol=1e-3)
     # invariant to the scale of the latents; the perplexity is capped on small batches
     assert torch.allclose(conditional_gaussian_affinities(1000 * x, 20.0), p_cond, atol=1e-5)
     small = conditional_gaussian_affinities(x[:10], perplexity=30.0)
     assert torch.isfinite(small).all() and torch.allclose(small.sum(1), torch.ones(10), atol=1e-5)
-    h_small = -(small * small.clamp_min(1e-30).log()).sum(dim=1)
-    assert torch.allclose(h_small.exp(), torch.full((10,), 3.0), rtol=1e-3)  # (B - 1) / 3 of 9 neighbours
+    assert torch.allclose(perplexities(small), torch.full((10,), 3.0), rtol=1e-3)  # (B - 1) / 3 of 9 neighbours
     p = gaussian_affinities(x, 20.0)
     assert torch.allclose(p, p.T) and math.isclose(float(p.sum()), 1.0, rel_tol=1e-5)
     # the embedding that reproduces P best beats a random one
@@ -260,8 +261,9 @@ def test_each_side_clips_its_gradients_by_the_chosen_algorithm(algorithm):
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_train_batches=1)
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=16))
-    for side in ("g.", "d."):  # one SGD step of lr 0.05 a side: the step is the clipped gradient x 0.05 (to 1% in
-        # float32: the step is small beside the weights)
+    # one SGD step of lr 0.05 a side: the step is the clipped gradient x 0.05 (to 1% in float32: the step is small
+    # beside the weights)
+    for side in ("g.", "d."):
         step = torch.cat([(p.detach() - before[n]).flatten() / 0.05 for n, p in model.named_parameters()
                           if n.startswith(side)])
         if algorithm == "value":  # each element at most 1e-3; several clipped, so the norm exceeds it
