@@ -4,10 +4,14 @@ through the CLI on Digits."""
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
@@ -18,7 +22,7 @@ from dcl.cluster.dpgmm import (DPGMMPosterior, elbo, expected_weights, fit_dpgmm
 from dcl.method import ConfigError
 from dcl.methods.dpgmm import DPGMM
 
-from conftest import run_cli
+from conftest import free_port, run_cli
 
 CONFIG = str(Path(__file__).parents[1] / "configs/dpgmm/digits.yaml")
 FAST = ["--model.init_args.pretrain_epochs", "10", "--model.init_args.update_interval", "20",
@@ -142,6 +146,37 @@ def test_fit_from_one_component_and_posterior_warm_start():
     warm = fit_dpgmm(z, prior=make_prior(z), init=res.posterior, max_iter=5)
     assert adjusted_rand_score(res.labels.numpy(), warm.labels.numpy()) > 0.99
 
+
+
+def _fit_dpgmm_worker(rank: int, world: int, port: int, z: torch.Tensor, split: int, out: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        shard = z[:split] if rank == 0 else z[split:]
+        res = fit_dpgmm(shard, 6, max_iter=40, tol=0, distributed=True)  # every rank runs the 40 iterations
+        out[rank] = (res.posterior, res.labels, res.elbo, res.n_iter)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fit_dpgmm_on_two_ranks_equals_one_process():
+    """The engine's DDP mode: each rank holds a shard (here unequal ones), the statistics, the entropy and the prior's
+    moments are summed over the ranks, and the fit is the one of all samples in one process."""
+    x, _ = make_blobs(600, centers=3, n_features=2, cluster_std=1.5, random_state=3)
+    z = torch.tensor(x)
+    single = fit_dpgmm(z, 6, max_iter=40, tol=0)
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_fit_dpgmm_worker, args=(2, free_port(), z, 250, out), nprocs=2, join=True)
+        out = dict(out)
+    for rank in (0, 1):
+        post, _, value, iterations = out[rank]
+        for f in fields(post):
+            torch.testing.assert_close(getattr(post, f.name), getattr(single.posterior, f.name), rtol=1e-9, atol=1e-9)
+        assert value == pytest.approx(single.elbo, rel=1e-12) and iterations == single.n_iter == 40
+    assert torch.equal(torch.cat([out[0][1], out[1][1]]), single.labels)
 
 # -- the method ------------------------------------------------------------------------------------------------
 def test_config_errors_and_k_init_one():
