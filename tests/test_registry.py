@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 import pytest
 
 from dcl import registry
+from dcl.cli import main
 
 BUILTIN_METHODS = {"AEKMeans", "DEC", "IDEC", "DEKM", "CM", "AECM", "DPGMM", "DCFAE", "SAE"}
 
@@ -27,14 +28,14 @@ def test_lookup_ignores_case_and_separators_and_unknown_names_list_the_known():
     assert registry.get_method("dec") is registry.get_method("DEC")
     # the configs' folder names (configs/ae_kmeans/) and the papers' spellings (AE-CM) name the methods too
     assert registry.get_method("ae_kmeans") is registry.get_method("AEKMeans") is registry.get_method("ae-kmeans")
-    assert registry.get_method("AE-CM") is registry.get_method("aecm")
+    assert registry.get_method("AE-CM") is registry.get_method("aecm") is registry.get_method("AE CM")
     with pytest.raises(registry.RegistryError, match=r"unknown method 'spectral'; known methods: .*DEC.*IDEC"):
         registry.get_method("spectral")
     with pytest.raises(registry.RegistryError, match=r"unknown method 'ae_kmean' \(did you mean 'AEKMeans'\?\); known"):
         registry.get_method("ae_kmean")
 
 
-def test_broken_plugin_is_reported_without_breaking_the_others(tmp_path, monkeypatch):
+def test_broken_plugin_is_reported_without_breaking_the_others(tmp_path, monkeypatch, capsys):
     dist = tmp_path / "brokenplugin-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplugin\nVersion: 0.1\n")
@@ -44,15 +45,53 @@ def test_broken_plugin_is_reported_without_breaking_the_others(tmp_path, monkeyp
     registry.refresh()
     try:
         assert "Broken" in registry.load_errors("method")
-        assert "DEC" in registry.available("method")
+        dec = registry.available("method")["DEC"]
         with pytest.raises(registry.RegistryError, match="'Broken' is registered but failed to import: .*needs a package"):
             registry.get_method("broken")
+        capsys.readouterr()
+        main(["list"])  # dcl list names it, and why, below the methods that load
+        listed = capsys.readouterr().out.splitlines()
+        assert listed.index("  Broken           [failed to import] brokenplugin_mod:Broken: ImportError: needs a "
+                            "package that is not installed") > listed.index(f"  {'DEC':<16} {registry.describe(dec)}")
     finally:
         monkeypatch.undo()
         sys.modules.pop("brokenplugin_mod", None)
         registry.refresh()
     assert "Broken" not in registry.load_errors("method")
 
+
+def _plugin_dist(folder, name: str, entry: str, module: str, code: str) -> None:
+    """A distribution installed in ``folder``: its metadata, one dcl.methods entry point, and its module."""
+    folder.mkdir()
+    dist = folder / f"{name}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[dcl.methods]\n{entry}\n")
+    (folder / f"{module}.py").write_text(code)
+
+
+def test_the_first_of_two_plugins_of_one_name_wins_and_any_import_failure_is_isolated(tmp_path, monkeypatch):
+    """As for imports, the distribution first on sys.path; a plugin whose entry point names a missing class (an
+    AttributeError, not an ImportError) is reported as broken too; names are listed ignoring case."""
+    _plugin_dist(tmp_path / "one", "twinone", "aeTwin = twin_one:Twin", "twin_one", "class Twin:\n    pass\n")
+    _plugin_dist(tmp_path / "two", "twintwo", "aeTwin = twin_two:Twin", "twin_two", "class Twin:\n    pass\n")
+    _plugin_dist(tmp_path / "three", "typo", "Typo = typo_mod:Missing", "typo_mod", "class Present:\n    pass\n")
+    _plugin_dist(tmp_path / "four", "twinfour", "ae_twin = twin_four:Twin", "twin_four", "class Twin:\n    pass\n")
+    for folder in ("four", "three", "two", "one"):
+        monkeypatch.syspath_prepend(str(tmp_path / folder))  # one, two, three, four in that order
+    registry.refresh()
+    try:
+        assert registry.available("method")["aeTwin"].__module__ == "twin_one"
+        # two names of one key (case, '_' and '-' aside): the first listed is the one a lookup finds
+        assert registry.get_method("AE-Twin").__module__ == "twin_four"
+        assert registry.load_errors("method")["Typo"].startswith("typo_mod:Missing: AttributeError: ")
+        names = list(registry.available("method"))
+        assert names == sorted(names, key=str.lower) and names.index("aeTwin") == names.index("AEKMeans") + 1
+    finally:
+        monkeypatch.undo()
+        for module in ("twin_one", "twin_two", "typo_mod", "twin_four"):
+            sys.modules.pop(module, None)
+        registry.refresh()
 
 def test_description_is_the_first_sentence():
     class Example:
@@ -62,6 +101,13 @@ def test_description_is_the_first_sentence():
         Details."""
 
     assert registry.describe(Example) == "Deep thing (Doe et al. 2020), e.g. for digits."
+
+    class Titled:
+        """A title without a full stop
+
+        Then the details. More."""
+
+    assert registry.describe(Titled) == "A title without a full stop"
 
 
 class _MyDEC(registry.get_method("DEC")):
@@ -78,6 +124,12 @@ def test_settings_of_a_kwargs_subclass_include_the_inherited_ones():
     assert msg.startswith("_MyDEC has no setting 'update_intervall' (did you mean 'update_interval'?); "
                           "its settings: mix, latent_dim,"), msg
     assert "n_clusters" not in msg and "kwargs" not in msg and "pretrain_epochs" in msg
+
+    class Tuned(_MyDEC):  # a setting of the parent's given again (another default): listed once
+        def __init__(self, *args, mix: float = 0.9, **kwargs):
+            super().__init__(*args, mix=mix, **kwargs)
+
+    assert registry.settings(Tuned) == registry.settings(_MyDEC)
 
 
 def test_the_estimator_names_a_kwargs_subclass_setting_it_does_not_take():

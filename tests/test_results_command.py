@@ -103,12 +103,22 @@ def test_a_score_some_runs_lack_is_counted_in_both_formats(runs, tmp_path, capsy
     assert "(1 of 2 runs)" in results([str(tmp_path / "runs")], capsys)
     row, = csv.DictReader(io.StringIO(results([str(tmp_path / "runs"), "--format", "csv"], capsys)))
     assert (row["silhouette_runs"], row["acc_runs"], row["silhouette_sample_std"]) == ("1", "2", "")
+    # a score that none of a row's runs has (another row's): a dash, and no count of none
+    shutil.copytree(runs / "plain" / "8", tmp_path / "runs" / "latent8")
+    second = next(p for p in sorted((tmp_path / "runs").rglob("final_scores.json")) if p != first)
+    scores = json.loads(second.read_text())
+    scores.pop("silhouette")
+    second.write_text(json.dumps(scores))
+    rows = [line for line in results([str(tmp_path / "runs")], capsys).splitlines() if line.startswith("| AEKMeans")]
+    last = [line.rstrip(" |").rpartition("| ")[2] for line in rows]  # latent_dim 5's, then 8's (one run)
+    assert last[0].endswith(" (1 of 2 runs)") and last[1] == "—", rows
 
 
 def test_a_single_run_folder_and_one_seed(runs, capsys):
     folder = next(runs.joinpath("plain", "5").rglob("final_scores.json")).parent
     table = results([str(folder)], capsys)
     scores = json.loads((folder / "final_scores.json").read_text())
+    assert table.startswith("Scores of 1 run (final_scores.json)")
     assert "| AEKMeans | Digits | 1 | 2 | " in table  # no setting column: one group; no std: one run
     assert f"| {scores['acc']:.4f} | {scores['nmi']:.4f} |" in table
 
@@ -135,8 +145,21 @@ def test_errors_name_the_problem_and_what_to_do(runs, tmp_path, capsys):
     (tmp_path / "scores_only" / "final_scores.json").write_text('{"acc": 0.5}')
     msg = error([str(tmp_path / "scores_only")], capsys)
     assert "no run folders found" in msg and "without config.yaml" in msg
+    # beside run folders, it is left out, and named
+    mixed = tmp_path / "mixed"
+    shutil.copytree(runs / "plain", mixed / "plain")
+    shutil.copytree(tmp_path / "scores_only", mixed / "scores_only")
+    capsys.readouterr()
+    main(["results", str(mixed)])
+    out, err = capsys.readouterr()
+    assert out.startswith("Scores of 2 runs (final_scores.json)")
+    assert err == (f"dcl: warning: {(mixed / 'scores_only').resolve()} holds final_scores.json but no config.yaml; it "
+                   "is left out (its settings are unknown)\n")
+    scores = tmp_path / "scores_only" / "final_scores.json"
+    assert error([str(scores)], capsys) == (f"dcl: error: {scores} is a file; give the folders that hold your runs' "
+                                            "folders")
     # a run's final_scores.json cut short, or not scores: its file named
-    for text in ('{"acc": 0.5', '["acc"]'):
+    for text in ('{"acc": 0.5', '["acc"]', '{"acc": true}'):  # (a true is no score)
         copy = tmp_path / "copy"
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(runs / "plain", copy)
@@ -147,6 +170,10 @@ def test_errors_name_the_problem_and_what_to_do(runs, tmp_path, capsys):
     (bad.parent / "config.yaml").write_text("model: [unclosed")
     bad.write_text('{"acc": 0.5}')
     assert f"cannot read {bad.parent / 'config.yaml'}" in error([str(copy)], capsys)
+    (bad.parent / "config.yaml").write_text("- model\n- data\n")
+    assert error([str(copy)], capsys).endswith(f"cannot read {bad.parent / 'config.yaml'}: it is not the config.yaml "
+                                               "of dcl fit (a mapping of settings); rerun that fit, or move its folder "
+                                               "out of the ones given")
 
 
 def write_run(folder: Path, config: dict, scores: dict) -> None:
@@ -168,13 +195,16 @@ def config(seed: int, lr: float = 1e-3, method: str = "dcl.methods.dec.DEC", **t
 
 def test_only_the_seed_and_where_a_run_records_itself_leave_runs_in_one_group(tmp_path, capsys):
     """The logger (any of its settings: W&B's id, a version, a save_dir), the run folder, the checkpoint resumed
-    from, the callbacks' folders and the progress bar split no group; a learning rate does, and is named; a
+    from (and weights_only), what predict writes, the callbacks' folders, the progress bar and the model summary split
+    no group; a learning rate does, and is named; a
     setting that differs only between another method's groups is that method's column, shown in every row."""
     write_run(tmp_path / "a", config(0), {"acc": 0.5, "k": 10})
     write_run(tmp_path / "b", config(1, default_root_dir=str(tmp_path / "b"), enable_progress_bar=False,
+                                     enable_model_summary=False,
                                      logger={"class_path": "lightning.pytorch.loggers.WandbLogger",
                                              "init_args": {"save_dir": "outputs", "id": "x1", "name": "s1"}})
-              | {"ckpt_path": "last.ckpt"}, {"acc": 0.7, "k": 10})
+              | {"ckpt_path": "last.ckpt", "weights_only": True, "predictions": {"output": "b.csv"}},
+              {"acc": 0.7, "k": 10})
     b = json.loads(json.dumps(config(2)))
     b["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "ckpts")
     write_run(tmp_path / "c", b, {"acc": 0.6, "k": 11})
@@ -188,6 +218,18 @@ def test_only_the_seed_and_where_a_run_records_itself_leave_runs_in_one_group(tm
     assert "| IDEC | Digits | 0.001 | 5 | 1 | 0 | 0.8000 | 10.0 |" in table, table
     assert "| IDEC | Digits | 0.001 | 7 | 1 | 0 | 0.9000 | 10.0 |" in table, table
 
+
+def test_columns_go_model_data_trainer_and_rows_sort_by_their_values_as_numbers(tmp_path, capsys):
+    for name, lr, batch_size, max_epochs in [("a", 0.01, 64, 5), ("b", 0.001, 64, 10), ("c", 0.001, 64, 9),
+                                             ("d", 0.001, 128, 5)]:
+        cfg = config(0, lr=lr, max_epochs=max_epochs)
+        cfg["data"]["init_args"]["batch_size"] = batch_size
+        write_run(tmp_path / name, cfg, {"acc": 0.5})
+    table = results([str(tmp_path)], capsys).splitlines()
+    assert table[2] == ("| method | data | model.optimizer.lr | data.batch_size | trainer.max_epochs | runs | seeds "
+                        "| ACC |")
+    assert [row.split(" | ")[2:5] for row in table[4:]] == [["0.001", "64", "9"], ["0.001", "64", "10"],
+                                                             ["0.001", "128", "5"], ["0.01", "64", "5"]]
 
 def test_callbacks_listed_in_another_order_leave_runs_in_one_group(tmp_path, capsys):
     """The callbacks are compared by class, not by place in the list: the same callbacks in another order (two of
@@ -207,6 +249,14 @@ def test_callbacks_listed_in_another_order_leave_runs_in_one_group(tmp_path, cap
     assert "| method | data | trainer.callbacks.ModelCheckpoint.monitor | runs | seeds | ACC |" in table, table
     assert "| DEC | Digits | val/acc | 2 | 0, 1 | 0.6000 ± 0.1414 |" in table, table
     assert "| DEC | Digits | val/nmi | 1 | 0 | 0.2000 |" in table, table
+    # a setting of the checkpoint that sorts second is named as that class's second one
+    d = callbacks("val/acc", [0, 1, 2], ("x", "y"))
+    d[0]["init_args"]["save_top_k"] = 3
+    write_run(tmp_path / "d", config(0, callbacks=d), {"acc": 0.9})
+    table = results([str(tmp_path)], capsys)
+    assert ("| method | data | trainer.callbacks.ModelCheckpoint#2.save_top_k | "
+            "trainer.callbacks.ModelCheckpoint.monitor | runs | seeds | ACC |") in table, table
+    assert "| DEC | Digits | 3 | val/acc | 1 | 0 | 0.9000 |" in table, table
 
 
 def test_a_callback_setting_that_yaml_reads_as_a_date_is_compared_too(tmp_path, capsys):
@@ -252,7 +302,20 @@ def test_a_seed_run_twice_in_one_group_is_named(tmp_path, capsys):
     assert "dcl: warning: DEC on Digits: seed 0 ran more than once in one group" in err
     main([str(tmp_path / "a"), str(tmp_path / "c")])
     assert "warning" not in capsys.readouterr().err
+    write_run(tmp_path / "d", config(True), {"acc": 0.6})  # a seed drawn at random (true) is no rerun of seed 1
+    main([str(tmp_path / "c"), str(tmp_path / "d")])
+    out, err = capsys.readouterr()
+    assert "| 2 | 1, true |" in out and not err
 
+
+def test_a_setting_that_holds_a_pipe_keeps_the_markdown_row_whole(tmp_path, capsys):
+    for seed, filename in enumerate(["{epoch}|{step}", "{epoch}|{step}", "last"]):
+        cfg = config(seed % 2)
+        cfg["trainer"]["callbacks"][0]["init_args"]["filename"] = filename
+        write_run(tmp_path / str(seed), cfg, {"acc": 0.5})
+    rows = results([str(tmp_path)], capsys).splitlines()[4:]
+    assert rows == ["| DEC | Digits | last | 1 | 0 | 0.5000 |",
+                    "| DEC | Digits | {epoch}\\|{step} | 2 | 0, 1 | 0.5000 ± 0.0000 |"]
 
 def test_a_single_callback_saved_as_a_mapping_is_keyed_as_one_in_a_list(tmp_path, capsys):
     """Found by an audit: with one callback jsonargparse saves trainer.callbacks as a mapping, not a one-item list;
