@@ -223,6 +223,18 @@ def test_bad_configuration_raises():
         AECM(3, (4,), init="kmeans", hidden_dims=(8,))
     with pytest.raises(ConfigError, match="orth_power"):
         AECM(3, (4,), orth_power=3, hidden_dims=(8,))
+    with pytest.raises(ConfigError, match=r"init must be one of \('rand', 'pre'\), got 'kmeans'"):
+        CM(3, (4,), init="kmeans")
+    with pytest.raises(ConfigError, match="kmeans_max_iter must be >= 1, got 0"):
+        CM(3, (4,), kmeans_max_iter=0)
+    with pytest.raises(ConfigError, match="beta and lbd must be >= 0, got beta=-1.0, lbd=1.0"):
+        AECM(3, (4,), beta=-1.0, hidden_dims=(8,))
+    with pytest.raises(ConfigError, match="beta and lbd must be >= 0, got beta=1.0, lbd=-0.5"):
+        AECM(3, (4,), lbd=-0.5, hidden_dims=(8,))
+    with pytest.raises(ConfigError, match="cm_epochs must be >= 0, got -1"):
+        AECM(3, (4,), cm_epochs=-1, hidden_dims=(8,))
+    with pytest.raises(ConfigError, match="pretrain_epochs must be >= 0, got -1"):
+        AECM(3, (4,), init="pre", pretrain_epochs=-1, hidden_dims=(8,))
 
 
 def test_cm_agrees_with_spherical_gmm_on_blobs():

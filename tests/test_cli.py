@@ -633,6 +633,28 @@ def test_wandb_offline_run_holds_metrics(tmp_path, monkeypatch):
     assert [p.relative_to(tmp_path) for p in tmp_path.rglob("config.yaml")] == [Path("dcl-test", run_id, "config.yaml")]
 
 
+
+@pytest.mark.parametrize("credentials, mode", [
+    ({}, "offline"),  # no account on this machine: runs are kept for `wandb sync`, no login prompt
+    ({"netrc": "machine api.wandb.ai\n  login user\n  password 0123\n"}, None),  # `wandb login` wrote it
+    ({"netrc": "machine github.com\n  login user\n  password 0123\n"}, "offline"),  # another site's
+    ({"WANDB_API_KEY": "0123"}, None),
+    ({"WANDB_MODE": "online"}, "online"),  # the user's choice stays
+])
+def test_wandb_runs_offline_unless_an_account_is_configured(credentials, mode, tmp_path, monkeypatch):
+    from dcl.cli import _set_wandb_mode
+
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+        if name in credentials:
+            monkeypatch.setenv(name, credentials[name])
+    netrc = tmp_path / ".netrc"
+    if "netrc" in credentials:
+        netrc.write_text(credentials["netrc"])
+    monkeypatch.setenv("NETRC", str(netrc))
+    _set_wandb_mode()
+    assert os.environ.get("WANDB_MODE") == mode
+
 def test_csv_logger(tmp_path):
     run_cli(["fit", *AE_DIGITS, "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
              "--trainer.logger.save_dir", str(tmp_path)], tmp_path, quiet=False)
@@ -1374,6 +1396,40 @@ def test_every_autoencoder_method_starts_from_the_pretrained_weights(tmp_path):
             for key, value in saved.items():
                 assert torch.equal(own[key], value), (name, path.name, key)
 
+
+
+def test_a_pretrained_autoencoder_of_other_layers_is_refused_by_name(tmp_path):
+    """Starting from an autoencoder of other hidden_dims or latent_dim (no test had reached this refusal): one error
+    naming a layer that differs, or the layers the file lacks, and what to set."""
+    from dcl.method import ConfigError
+
+    bare = tmp_path / "ae.pt"
+    torch.save(registry.get_method("AEKMeans")(n_clusters=10, input_shape=(64,), hidden_dims=[64, 64],
+                                               latent_dim=10).autoencoder.state_dict(), bare)
+    DEC = registry.get_method("DEC")
+    with pytest.raises(ConfigError, match=r"pretrained checkpoint .*ae\.pt holds a different autoencoder "
+                                          r"\(encoder\.[\d.]+\.weight is \(64, 64\) there but \(32, 64\) here\); "
+                                          "use the same autoencoder, latent_dim and hidden_dims as the run that "
+                                          "produced it"):
+        DEC(n_clusters=10, input_shape=(64,), hidden_dims=[32, 64], latent_dim=10, pretrained=str(bare))
+    with pytest.raises(ConfigError, match=r"holds a different autoencoder \(encoder\.[\d.]+\.weight is \(10, 64\) "
+                                          r"there but \(5, 64\) here\)"):
+        DEC(n_clusters=10, input_shape=(64,), hidden_dims=[64, 64], latent_dim=5, pretrained=str(bare))
+    with pytest.raises(ConfigError, match=r"holds a different autoencoder \(missing \['"):
+        DEC(n_clusters=10, input_shape=(64,), hidden_dims=[64, 64, 64], latent_dim=10, pretrained=str(bare))
+
+
+def test_a_checkpoint_that_no_dcl_method_wrote_is_refused(tmp_path, dcl_error):
+    """A Lightning checkpoint of another project given to dcl predict, or to a method's load_from_checkpoint."""
+    foreign = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"layer.weight": torch.zeros(2, 2)}, "pytorch-lightning_version": "2.6.0",
+                "hyper_parameters": {}}, foreign)
+    msg = dcl_error(["predict", *AE_DIGITS, "--ckpt_path", str(foreign)], tmp_path)
+    assert msg == "dcl: error: this checkpoint was not written by a dcl method; AEKMeans cannot load it"
+    from dcl.method import ConfigError
+
+    with pytest.raises(ConfigError, match="not written by a dcl method; DEC cannot load it"):
+        registry.get_method("DEC").load_from_checkpoint(foreign)
 
 @pytest.mark.parametrize("method", ["dec", "dekm"])
 def test_a_run_from_a_pretrained_autoencoder_needs_that_file_no_more_once_trained(method, tmp_path, capsys,

@@ -154,6 +154,36 @@ def test_bad_configuration_is_a_config_error():
         DCFAE(10, (1, 8, 8), embedding_dim=0)
     with pytest.raises(ConfigError, match=r"embedding size \(latent_dim\) must be an integer >= 1, got 0"):
         DCFAE(10, (1, 8, 8), latent_dim=0)
+    for weight in ("kl_weight", "pixel_weight", "feature_weight", "adversarial_weight"):
+        with pytest.raises(ConfigError, match=r"the balance weights \(kl_weight, .*\) must be >= 0"):
+            DCFAE(10, (1, 8, 8), **{weight: -0.1})
+    for weights in ({"pixel_weight": 0.0, "feature_weight": 0.0}, {"pixel_weight": 0.0, "adversarial": False}):
+        with pytest.raises(ConfigError, match="DCFAE needs a reconstruction term: set pixel_weight > 0"):
+            DCFAE(10, (1, 8, 8), **weights)
+    with pytest.raises(ConfigError, match="pixel_loss must be one of .*, got 'l1'"):
+        DCFAE(10, (1, 8, 8), pixel_loss="l1")
+    with pytest.raises(ConfigError, match="dof must be > 0 and perplexity > 1, got dof=0.0, perplexity=30"):
+        DCFAE(10, (1, 8, 8), dof=0.0)
+    with pytest.raises(ConfigError, match="dof must be > 0 and perplexity > 1, got dof=1.0, perplexity=1.0"):
+        DCFAE(10, (1, 8, 8), perplexity=1.0)
+    with pytest.raises(ConfigError, match="fae_epochs must be >= 0, got -1"):
+        DCFAE(10, (1, 8, 8), fae_epochs=-1)
+    with pytest.raises(ConfigError, match=r"gradient_clip_val must be >= 0 \(or null for no clipping\), got -1.0"):
+        DCFAE(10, (1, 8, 8), gradient_clip_val=-1.0)
+    with pytest.raises(ConfigError, match=r"gradient_clip_algorithm must be one of \('norm', 'value'\), got 'max'"):
+        DCFAE(10, (1, 8, 8), gradient_clip_algorithm="max")
+    # the residual networks' own refusals (ValueError, as the CLI reports them)
+    for settings, message in [({"norm": "layer"}, r"unknown norm 'layer'; choose one of \('batch', 'group', 'none'\)"),
+                              ({"channels": ()}, "ResidualEncoder needs at least one stage and blocks_per_stage >= 1"),
+                              ({"blocks_per_stage": 0}, "ResidualEncoder needs at least one stage")]:
+        with pytest.raises(ValueError, match=message):
+            DCFAE(10, (1, 8, 8), **settings)
+    with pytest.raises(ValueError, match="ResidualDiscriminator needs at least one stage"):
+        ResidualDiscriminator((1, 8, 8), channels=())
+    with pytest.raises(ValueError, match="resample must be None, 'down' or 'up', got 'pool'"):
+        ResidualBlock(4, 4, resample="pool")
+    with pytest.raises(ValueError, match="an upsampling block needs out_size"):
+        ResidualBlock(4, 4, resample="up")
 
 
 def test_bernoulli_pixel_loss_refuses_pixels_outside_0_1(tmp_path):

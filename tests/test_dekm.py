@@ -281,6 +281,11 @@ def test_bad_configuration_raises_config_error():
         DEKM(n_clusters=3, input_shape=(64,), tol=1.5)
     with pytest.raises(ConfigError, match="weight_init"):
         DEKM(n_clusters=3, input_shape=(64,), weight_init="he")
+    with pytest.raises(ConfigError, match="autoencoder must be 'conv', 'mlp' or 'auto', got 'resnet'"):
+        DEKM(n_clusters=3, input_shape=(64,), autoencoder="resnet")
+    for bad in ({"kmeans_n_init": 0}, {"kmeans_n_init_factor": 0.0}):
+        with pytest.raises(ConfigError, match="kmeans_n_init must be >= 1 and kmeans_n_init_factor > 0"):
+            DEKM(n_clusters=3, input_shape=(64,), **bad)
 
 
 def test_defaults_follow_the_official_code():

@@ -192,6 +192,14 @@ def test_config_errors_and_k_init_one():
         DPGMM(input_shape=(64,), decoder_input="noise")
     with pytest.raises(ConfigError, match="js_form must be 'paper' or 'dual'"):
         DPGMM(input_shape=(64,), js_form="nielsen")
+    with pytest.raises(ConfigError, match=r"DPGMM needs input_shape \(the CLI links it from the datamodule\)"):
+        DPGMM()
+    for bad in (0, 2.5):
+        with pytest.raises(ConfigError, match=f"max_components must be an integer >= 1, got {bad}"):
+            DPGMM(input_shape=(64,), max_components=bad)
+    for bad in ({"min_weight": 0.5}, {"min_weight": -0.1}, {"bic_penalty": -1.0}, {"min_gain": -1.0}):
+        with pytest.raises(ConfigError, match="DPGMM needs 0 <= min_weight < 0.5, bic_penalty >= 0 and min_gain >= 0"):
+            DPGMM(input_shape=(64,), **bad)
     m = DPGMM(n_clusters=10, input_shape=(64,), k_init=1, hidden_dims=(32, 32))
     assert m.n_clusters == 1 and m.hparams.n_clusters == 10  # the hint is kept, not used
     assert not any(k.startswith("_head") for k in m.state_dict())  # AE keys as in every other method

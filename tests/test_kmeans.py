@@ -228,6 +228,35 @@ def test_bad_arguments():
         kmeans(torch.tensor([[0.0, float("nan")], [1.0, 1.0]]), 2)
     with pytest.raises(ValueError, match="init_centers must have shape"):
         kmeans(x, 2, init_centers=torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="init_centers contains non-finite values"):
+        kmeans(x, 2, init_centers=torch.tensor([[0.0, 0.0], [float("inf"), 0.0]]))
+    for setting, message in [({"n_clusters": 0}, "n_clusters must be >= 1, got 0"),
+                             ({"n_clusters": "two"}, "n_clusters must be an int, got 'two'"),
+                             ({"n_init": 0}, "n_init must be >= 1, got 0"),
+                             ({"max_iter": 0}, "max_iter must be >= 1, got 0"),
+                             ({"tol": -1e-4}, "tol must be >= 0, got -0.0001"),
+                             ({"tol": float("nan")}, "tol must be >= 0, got nan"),
+                             ({"chunk_size": 0}, "chunk_size must be >= 1, got 0")]:
+        with pytest.raises(ValueError, match=message):
+            kmeans(x, **{"n_clusters": 2, **setting})
+    with pytest.raises(ValueError, match="x must be a torch.Tensor, got ndarray"):
+        kmeans(x.numpy(), 2)
+    with pytest.raises(ValueError, match=r"x must be a 2-D tensor \(N, d\); got shape \(10,\)"):
+        kmeans(x[:, 0], 2)
+    with pytest.raises(ValueError, match="x must have at least one feature"):
+        kmeans(x[:, :0], 2)
+    # a numpy integer K, and integer samples (computed in float32)
+    grid = torch.tensor([[0, 0], [0, 1], [10, 10], [10, 11]])
+    res = kmeans(grid, np.int64(2), seed=0)
+    assert res.centers.dtype == torch.float32 and sorted(res.centers.tolist()) == [[0.0, 0.5], [10.0, 10.5]]
+    for a, b, message in [(x[:, 0], x, r"x must be a 2-D tensor \(N, d\), got shape \(10,\)"),
+                          (x, x[:, 0], r"centers must be a 2-D tensor \(K, d\), got shape \(10,\)"),
+                          (x, x[:, :1], "feature dims differ: x has 2, centers have 1"),
+                          (x, x[:0], "centers must contain at least one center")]:
+        with pytest.raises(ValueError, match=message):
+            assign_nearest(a, b)
+    labels, dist = assign_nearest(grid, torch.tensor([[0, 0], [10, 10]]))  # integers: the default float dtype
+    assert labels.tolist() == [0, 0, 1, 1] and dist.tolist() == [0.0, 1.0, 0.0, 1.0] and dist.dtype == torch.float32
 
 
 def test_match_labels_recovers_a_permutation():
@@ -259,6 +288,11 @@ def test_match_labels_refuses_labels_it_cannot_match():
             match_labels(new, old, n_clusters=2)
     with pytest.raises(ValueError, match="same length"):
         match_labels(ok, ok[:2])
+    with pytest.raises(ValueError, match=r"new must be a 1-D label tensor, got shape \(1, 3\)"):
+        match_labels(ok[None], ok)
+    with pytest.raises(ValueError, match="n_clusters must be >= 0, got -1"):
+        match_labels(ok, ok, n_clusters=-1)
+    assert match_labels([1, 0, 0], [0, 1, 1]).tolist() == [1, 0]  # lists are labels too
     assert match_labels(torch.tensor([1.0, 0.0, 0.0]), ok).tolist() == [1, 0]  # whole floats are labels
     assert match_labels(ok[:0], ok[:0]).tolist() == []
 
