@@ -77,6 +77,9 @@ def test_mnist_files_that_are_not_idx_files_are_named_with_the_fix(tmp_path):
     for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
         (raw / name).write_bytes(struct.pack(">IIII", 0x803, 2, 28, 28) + bytes(2 * 784))
     assert MNIST(data_dir=str(tmp_path), split="test").num_samples == 2
+    # data_dir may also name the MNIST folder, or its raw folder, itself
+    for folder in (tmp_path / "MNIST", raw):
+        assert MNIST(data_dir=str(folder)).y.tolist() == [3, 7, 3, 7]
     for images in (b"", labels):
         (raw / "t10k-images-idx3-ubyte").write_bytes(images)
         with pytest.raises(DataError, match=r"MNIST: .*t10k-images-idx3-ubyte, .*t10k-labels-idx1-ubyte are not the "
@@ -637,6 +640,27 @@ def test_bad_arrays(tmp_path):
             Arrays(str(tmp_path / "x.npy"), n_clusters=k).setup()
     with pytest.raises(DataError, match="does not exist"):
         Arrays(str(tmp_path / "nope.npy")).setup()
+    (tmp_path / "x.h5").write_bytes(b"\x89HDF")
+    with pytest.raises(DataError, match=r"Arrays: cannot read x\.h5: the suffix must be one of \.npy, \.npz, \.csv, "
+                                        r"\.pt, \.pth \(or \.txt, read as \.csv\)"):
+        Arrays(str(tmp_path / "x.h5")).setup()
+    np.savez(tmp_path / "keys.npz", features=np.ones((20, 2)))
+    with pytest.raises(DataError, match=r"Arrays: no key 'x' in keys\.npz \(keys: \['features'\]\); set x_key"):
+        Arrays(str(tmp_path / "keys.npz")).setup()
+    assert Arrays(str(tmp_path / "keys.npz"), x_key="features", n_clusters=2).input_shape == (2,)
+    torch.save([torch.ones(20, 2)] * 3, tmp_path / "three.pt")
+    with pytest.raises(DataError, match=r"Arrays: three\.pt holds a list; save a tensor of samples, a dict of them "
+                                        r"\('x', and 'y' for labels\) or a tuple \(x, y\)"):
+        Arrays(str(tmp_path / "three.pt")).setup()
+    torch.save({"x": [[1.0, 2.0], [3.0]]}, tmp_path / "ragged.pt")
+    with pytest.raises(DataError, match=r"Arrays: x in ragged\.pt is not an array \("):
+        Arrays(str(tmp_path / "ragged.pt")).setup()
+    np.save(tmp_path / "words.npy", np.array([["a", "b"]] * 20))
+    with pytest.raises(DataError, match=r"Arrays: samples in words\.npy are not numeric \(dtype <U1\)"):
+        Arrays(str(tmp_path / "words.npy")).setup()
+    np.save(tmp_path / "one.npy", np.arange(20.0))  # one feature per sample, saved as a vector
+    dm = Arrays(str(tmp_path / "one.npy"), n_clusters=2)
+    assert dm.input_shape == (1,) and dm.x[:, 0].tolist() == list(range(20))
 
 
 def test_arrays_read_the_files_spreadsheets_and_pandas_write(tmp_path, recwarn):
@@ -816,6 +840,73 @@ def test_image_folder_labeled_and_flat(tmp_path):
         dm = ImageFolder(str(tmp_path / "lab"), image_size=8)
         assert dm.num_samples == 7 and dm.y.tolist() == [0, 0, 0, 1, 1, 1, 1]
 
+
+def test_coil20_flattened_and_object_numbers_beyond_20_refused(tmp_path):
+    coil = tmp_path / "coil-20-proc"
+    coil.mkdir()
+    rng = np.random.default_rng(0)
+    for k, i in [(2, 0), (1, 1), (1, 0)]:
+        Image.fromarray(rng.integers(0, 256, size=(8, 8), dtype=np.uint8)).save(coil / f"obj{k}__{i}.png")
+    with pytest.warns(UserWarning, match="COIL20: found 3 images of 2 objects"):
+        images = COIL20(data_dir=str(tmp_path), image_size=8)
+        images.setup()
+        flat = COIL20(data_dir=str(coil), image_size=8, flatten=True)
+        flat.setup()
+    assert images.y.tolist() == flat.y.tolist() == [0, 0, 1]  # ordered by (object, pose)
+    assert images.input_shape == (1, 8, 8) and flat.input_shape == (64,)
+    assert torch.equal(flat.x, images.x.reshape(3, 64))
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(coil / "obj21__0.png")
+    with pytest.warns(UserWarning), pytest.raises(DataError, match=r"COIL20: object numbers must be 1\.\.20, found "
+                                                                   r"1\.\.21 in "):
+        COIL20(data_dir=str(tmp_path)).setup()
+
+
+def test_image_folder_layouts_it_refuses_or_warns_about(tmp_path):
+    with pytest.raises(DataError, match=r"ImageFolder: .*missing is not a folder; set root to a folder of images"):
+        ImageFolder(str(tmp_path / "missing")).setup()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"ImageFolder: no images \(extensions .*\.png.*\) in .*empty$"):
+        ImageFolder(str(tmp_path / "empty")).setup()
+    for cls in ("cat", "dog"):
+        (tmp_path / "lab" / cls).mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "lab" / "cat" / "0.png")
+    with pytest.raises(DataError, match=r"ImageFolder: class folder .*dog holds no images .*; add images or remove "
+                                        "the folder"):
+        ImageFolder(str(tmp_path / "lab")).setup()
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "lab" / "dog" / "0.png")
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "lab" / "stray.png")
+    with pytest.warns(UserWarning, match=r"ImageFolder: .*lab has class subfolders; the 1 images directly in it "
+                                         "are ignored"):
+        dm = ImageFolder(str(tmp_path / "lab"), image_size=None, grayscale=True)
+        dm.setup()
+    assert dm.num_samples == 2 and dm.class_names == ["cat", "dog"]
+    # 32-bit integer pixels (Pillow mode I) of 8-bit values are those values, not scaled down
+    pixels = np.arange(0, 256, dtype=np.int32).reshape(16, 16)
+    (tmp_path / "wide").mkdir()
+    Image.fromarray(pixels, "I").save(tmp_path / "wide" / "i.tif")
+    dm = ImageFolder(str(tmp_path / "wide"), image_size=None, grayscale=True, n_clusters=2)
+    assert torch.equal(dm.x[0, 0], torch.from_numpy(pixels.astype(np.uint8)))
+
+
+def test_data_settings_out_of_range_are_refused(tmp_path):
+    for make, message in [(lambda: Digits(batch_size=0), "batch_size must be >= 1, got 0"),
+                          (lambda: Digits(eval_batch_size=0), r"eval_batch_size must be >= 1 \(or null"),
+                          (lambda: MNIST(split="val"), r"MNIST: split must be one of \('all', 'train', 'test'\), "
+                                                       "got 'val'"),
+                          (lambda: COIL20(image_size=0), "COIL20: image_size must be >= 1, got 0"),
+                          (lambda: ImageFolder(str(tmp_path), image_size=0), "ImageFolder: image_size must be >= 1 "
+                                                                             "or None, got 0")]:
+        with pytest.raises(DataError, match=message):
+            make()
+    from dcl.datamodules.cifar import CIFAR100
+    from dcl.datamodules.stl10 import STL10
+
+    with pytest.raises(DataError, match="CIFAR100: label_type must be 'coarse' or 'fine', got 'super'"):
+        CIFAR100(label_type="super")
+    with pytest.raises(DataError, match="STL10: image_size must be >= 1 or None, got 0"):
+        STL10(image_size=0)
+    with pytest.raises(ValueError, match=r"InMemoryLoader: rows restrict an ordered pass \(shuffle=False\)"):
+        InMemoryLoader(torch.zeros(4, 2), torch.zeros(4), 2, shuffle=True, rows=torch.tensor([0, 1]))
 
 def test_loader_slices_and_shuffles_deterministically():
     x, y = torch.arange(10.0).unsqueeze(1), torch.arange(10)
@@ -1041,6 +1132,53 @@ def test_stl10_reads_the_binary_files_as_torchvision_does(tmp_path, monkeypatch)
     assert small.x.shape == (5, 3 * 32 * 32) and small.input_shape == (3 * 32 * 32,)
     assert small.x.reshape(5, 3, 32, 32)[4].reshape(3, -1).tolist() == [[10] * 1024, [120] * 1024, [250] * 1024]
 
+
+def test_standard_files_cut_short_or_of_another_format_are_named(tmp_path):
+    """CIFAR's, STL-10's and USPS's readers each say which file is not what they read, before any training."""
+    import bz2
+    import pickle
+
+    from dcl.datamodules.cifar import CIFAR10
+    from dcl.datamodules.stl10 import STL10
+
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    _cifar_files(tmp_path / "cifar-10-batches-py", dict.fromkeys(names, 2), {"labels": 10},
+                 ("batches.meta", {"label_names": [str(i) for i in range(10)]}))
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    for content, message in [(b"\x80\x04 cut", r"CIFAR10: cannot read .*test_batch \(UnpicklingError: .*\); "
+                                                 "replace it with the file from the original archive"),
+                             (pickle.dumps({"data": np.zeros((2, 3072), np.uint8)}),
+                              r"CIFAR10: .*test_batch has no 'data' or 'labels' entry \(keys \['data'\]\); it is not a "
+                              "CIFAR python batch"),
+                             (pickle.dumps({"data": np.zeros((2, 1024), np.uint8), "labels": [0, 1]}),
+                              r"CIFAR10: .*test_batch holds data of shape \(2, 1024\) with 2 labels; expected "
+                              r"\(N, 3072\) and N labels")]:
+        batch.write_bytes(content)
+        with pytest.raises(DataError, match=message):
+            CIFAR10(str(tmp_path)).setup("fit")
+
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    for part in ("train", "test"):
+        np.zeros((2, 3, 96, 96), np.uint8).tofile(folder / f"{part}_X.bin")
+        np.array([1, 10], np.uint8).tofile(folder / f"{part}_y.bin")
+    assert STL10(str(tmp_path)).y.tolist() == [0, 9, 0, 9]
+    for name, content, message in [("test_X.bin", bytes(100), r"STL10: .*test_X\.bin has 100 bytes, not a positive "
+                                                                r"multiple of 27648 \(one 3x96x96 image\)"),
+                                   ("test_y.bin", bytes([1]), r"STL10: .*test_y\.bin has 1 labels for 2 images in "
+                                                               r".*test_X\.bin"),
+                                   ("test_y.bin", bytes([1, 11]), r"STL10: .*test_y\.bin has labels outside 1\.\.10")]:
+        saved = (folder / name).read_bytes()
+        (folder / name).write_bytes(content)
+        with pytest.raises(DataError, match=message):
+            STL10(str(tmp_path)).setup("fit")
+        (folder / name).write_bytes(saved)
+
+    (tmp_path / "usps").mkdir()
+    (tmp_path / "usps" / "usps.t.bz2").write_bytes(bz2.compress(b"3 0.5 0.25\n7 0.5 0.25\n"))  # not index:value
+    with pytest.raises(DataError, match=r"USPS: .*usps\.t\.bz2 is not the standard dense USPS file \(every line a "
+                                        r"label and 256 values 1:v \.\.\. 256:v\); replace it with the file from "):
+        USPS(data_dir=str(tmp_path / "usps"), split="test").setup("fit")
 
 def test_processes_that_download_one_data_set_fetch_it_once(tmp_path, monkeypatch):
     """Found by a DDP audit: every rank of a job launched by srun or torchrun loads the data, and with download: true
