@@ -243,6 +243,17 @@ def test_bad_arguments_raise():
         BirthMerge(every_n_epochs=1, every_n_steps=5)
     with pytest.raises(ValueError, match="every_n_epochs or every_n_steps >= 1"):
         BirthMerge(every_n_steps=0)
+    with pytest.raises(ValueError, match="BirthMerge: covariance must be 'full' or 'diag', got 'spherical'"):
+        BirthMerge(covariance="spherical")
+    with pytest.raises(ValueError, match="covariance must be 'full' or 'diag', got 'spherical'"):
+        birth_merge_round(torch.randn(10, 2), torch.zeros(10, dtype=torch.long), 1, covariance="spherical")
+
+
+def test_when_every_component_is_below_min_weight_the_largest_survives():
+    z = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0] * 40 + [1] * 35 + [2] * 25)
+    res = birth_merge_round(z, labels, 3, min_weight=0.45, split=False, merge=False)
+    assert res.deaths == 2 and res.n.tolist() == [100.0]
     assert BirthMerge().every_n_epochs == 1 and BirthMerge().state_key == "BirthMerge{every_n_epochs=1}"
     assert BirthMerge(every_n_steps=5).state_key == "BirthMerge{every_n_steps=5}"
 

@@ -536,6 +536,27 @@ def test_bad_hyperparameters():
         DEC(10, (64,), target="epoch")
     with pytest.raises(ConfigError, match="set tol: 0"):
         IDEC(10, (64,), target="batch")
+    # the shared autoencoders' refusals (ValueError, as the CLI reports them)
+    with pytest.raises(ValueError, match="unknown autoencoder 'resnet'; choose 'mlp' or 'conv'"):
+        DEC(10, (64,), autoencoder="resnet")
+    with pytest.raises(ValueError, match=r"hidden_dims must be layer sizes >= 1, got \[32, 0\]"):
+        DEC(10, (64,), hidden_dims=[32, 0])
+    from dcl.nets.autoencoders import mlp
+
+    with pytest.raises(ValueError, match=r"every layer needs at least one unit, got the sizes \[64, 0, 10\]"):
+        mlp([64, 0, 10])  # (for a network of your own)
+
+
+@pytest.mark.parametrize("kind, shape", [("mlp", (64,)), ("conv", (1, 16, 16))])
+def test_an_autoencoder_of_bounded_reconstructions_ends_with_its_output_activation(kind, shape):
+    """``output_activation`` of the shared autoencoders (for a network of your own: no built-in method sets it)."""
+    from dcl.nets.autoencoders import build_autoencoder
+
+    plain = build_autoencoder(kind, shape, 5)
+    bounded = build_autoencoder(kind, shape, 5, output_activation="sigmoid")
+    bounded.load_state_dict(plain.state_dict())  # the same weights: a sigmoid more at the end
+    x = torch.randn(4, *shape)
+    torch.testing.assert_close(bounded(x)[1], torch.sigmoid(plain(x)[1]))
 
 
 def test_cluster_update_intervals():

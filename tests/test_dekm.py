@@ -281,6 +281,19 @@ def test_bad_configuration_raises_config_error():
         DEKM(n_clusters=3, input_shape=(64,), tol=1.5)
     with pytest.raises(ConfigError, match="weight_init"):
         DEKM(n_clusters=3, input_shape=(64,), weight_init="he")
+    for tol in (1.0, -0.1):
+        with pytest.raises(ValueError, match=rf"tol must be in \[0, 1\), got {tol}"):
+            EigenUpdate(every_n_steps=5, tol=tol)
+    for restarts in ({"n_init": 0}, {"n_init_factor": 0.0}):
+        with pytest.raises(ValueError, match="n_init must be >= 1 and n_init_factor > 0"):
+            EigenUpdate(every_n_steps=5, **restarts)
+    z, labels = torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])
+    with pytest.raises(ValueError, match=r"z \(N, d\) and centers \(K, d\) must agree, got \(6, 3\) and \(3, 2\)"):
+        within_class_scatter(z, labels, torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=r"labels must have shape \(6,\), got \(5,\)"):
+        within_class_scatter(z, labels[:5], torch.zeros(3, 3))
+    with pytest.raises(ValueError, match=r"s must be a square matrix, got shape \(3, 2\)"):
+        sorted_eigh(torch.zeros(3, 2))
     with pytest.raises(ConfigError, match="autoencoder must be 'conv', 'mlp' or 'auto', got 'resnet'"):
         DEKM(n_clusters=3, input_shape=(64,), autoencoder="resnet")
     for bad in ({"kmeans_n_init": 0}, {"kmeans_n_init_factor": 0.0}):

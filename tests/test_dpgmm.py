@@ -178,6 +178,22 @@ def test_fit_dpgmm_on_two_ranks_equals_one_process():
         assert value == pytest.approx(single.elbo, rel=1e-12) and iterations == single.n_iter == 40
     assert torch.equal(torch.cat([out[0][1], out[1][1]]), single.labels)
 
+
+def test_prior_settings_and_init_refusals():
+    z = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    prior = make_prior(z, cov_prior=2.0, a0=4.0)  # scikit-learn's covariance_prior, and degrees of freedom
+    torch.testing.assert_close(prior.b0, torch.full((4,), 2.0, dtype=torch.float64))  # b0 = cov a0 / d
+    assert prior.a0 == 4.0
+    for settings, message in [({"alpha0": 0.0}, "alpha0 and beta0 must be > 0, got 0.0, 1.0"),
+                              ({"beta0": -1.0}, "alpha0 and beta0 must be > 0, got 1.0, -1.0"),
+                              ({"a0": 0.0}, "a0 must be > 0, got 0.0")]:
+        with pytest.raises(ValueError, match=message):
+            make_prior(z, **settings)
+    with pytest.raises(ValueError, match="fit_dpgmm: n_components >= 1 is needed for kmeans init"):
+        fit_dpgmm(z)
+    with pytest.raises(ValueError, match="unknown init 'random'; use 'kmeans', responsibilities or a posterior"):
+        fit_dpgmm(z, 3, init="random")
+
 # -- the method ------------------------------------------------------------------------------------------------
 def test_config_errors_and_k_init_one():
     with pytest.raises(ConfigError, match="k_init"):

@@ -111,6 +111,10 @@ def test_silhouette_in_the_embedding_is_scikit_learns_and_undefined_cases_are_no
     assert abs(embedding_silhouette(z, shuffled)) < 0.05  # a random labeling scores about 0
     assert embedding_silhouette(z, torch.zeros(3000, dtype=torch.long)) is None  # one cluster
     assert embedding_silhouette(z[:3], torch.arange(3)) is None  # as many clusters as samples
+    # a subsample that drew one cluster only (19 samples of one, 1 of another: seed 1 draws 5 of the 19)
+    few = torch.zeros(20, dtype=torch.long)
+    few[19] = 1
+    assert embedding_silhouette(torch.arange(20.0)[:, None], few, max_samples=5, seed=1) is None
 
 
 def test_silhouette_of_a_large_embedding_takes_bounded_memory():

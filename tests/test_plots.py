@@ -132,6 +132,11 @@ def test_pca_projection_is_sklearns_up_to_sign_and_deterministic():
     np.testing.assert_array_equal(project_2d(z[:, :2]).numpy(), z[:, :2].numpy())
     with pytest.raises(ValueError, match="pca.*tsne"):
         ClusteringPlots(projection="umap")
+    with pytest.raises(ValueError, match="unknown projection 'umap'; choose 'pca' or 'tsne'"):
+        project_2d(z, "umap")
+    for points in ({"max_points": 9}, {"tsne_points": 9}):
+        with pytest.raises(ValueError, match="max_points and tsne_points must be >= 10"):
+            ClusteringPlots(**points)
 
 
 def test_from_the_cli(tmp_path):
