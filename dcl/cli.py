@@ -707,6 +707,22 @@ def _unknown_option(detail: str) -> str | None:
         return None
 
 
+def _misplaced_key(detail: str) -> str | None:
+    """A flag naming a key under a class's entry that is none of its settings nor class_path or init_args
+    (``--model.init_arg.latent_dim``): jsonargparse reports a NestedArg that no type of the entry takes, which read as
+    'model must be null, got "NestedArg(key='init_arg.latent_dim', val='5')"' (found by probing)."""
+    match = re.search(r"NestedArg\(key='([\w.]+)', val=", detail)
+    if match is None:
+        return None
+    parent, key = ".".join(re.findall(r'Parser key "([\w.]+)"', detail[:match.start()])), match.group(1)
+    head = key.partition(".")[0]
+    close = difflib.get_close_matches(head, ["init_args", "class_path"], n=1, cutoff=0.8)
+    if close:
+        return f"{parent}.{key}: {head!r} is not a key of a class's settings (class_path and init_args): did you " \
+               f"mean {close[0]!r}?"
+    return f"{parent}.{key}: {parent} has no setting {head!r}"
+
+
 def _missing_setting(detail: str) -> str | None:
     """jsonargparse's report of a class given without a setting it requires (``--data Arrays`` without its path),
     which it words as the other alternative of a Union refusing the class: 'data must be null, got Namespace(...)'."""
@@ -889,8 +905,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.argv = saved_argv
     except ArgumentError as err:
         detail = " ".join(line.strip(" -") for line in str(err).splitlines() if line.strip())
-        detail = _unknown_option(detail) or _missing_setting(detail) or _wrong_value(detail) or _unrecognized(detail) \
-            or detail
+        detail = _unknown_option(detail) or _misplaced_key(detail) or _missing_setting(detail) or _wrong_value(detail) \
+            or _unrecognized(detail) or detail
         command = argv[0] if argv and not argv[0].startswith("-") else ""
         print(f"dcl: error: {detail} (see dcl {command} --help)".replace("  ", " "), file=sys.stderr)
         raise SystemExit(2) from None

@@ -1025,6 +1025,16 @@ def test_typos_in_a_config_file_are_named_as_on_the_command_line(tmp_path, dcl_e
     msg = dcl_error(["fit", *dec, "--model.init_args.optimizer.init_args.lrr", "0.1"], tmp_path)
     # (was: 'model.optimizer must be , got "Namespace(...)"')
     assert "model.optimizer: SGD has no setting 'lrr' (did you mean 'lr'?); its settings: lr, momentum," in msg
+    # a misspelt init_args or class_path, or a key under one that is none, on the command line (each was: 'model must
+    # be null, got "NestedArg(key='init_arg.latent_dim', val='5')"')
+    for flag, expected in (("--model.init_arg.latent_dim", "model.init_arg.latent_dim: 'init_arg' is not a key of a "
+                                                           "class's settings (class_path and init_args): did you mean "
+                                                           "'init_args'?"),
+                           ("--data.init_args.batch_size.x", "data.batch_size.x: data.batch_size has no setting 'x'"),
+                           ("--model.init_args.optimizer.clas_path.x", "model.optimizer.clas_path.x: 'clas_path' is "
+                                                                       "not a key of a class's settings"),
+                           ("--model.foo.bar", "model.foo.bar: model has no setting 'foo' (see dcl fit --help)")):
+        assert expected in dcl_error(["fit", *dec, flag, "5"], tmp_path)
     msg = dcl_error(["fit", *AE_DIGITS, "--trainer.max_epohcs", "1"], tmp_path)
     assert "unrecognized arguments: --trainer.max_epohcs 1 (did you mean trainer.max_epochs?)" in msg
     # an abbreviation is a typo too: argparse would take it for the one option it begins, silently
