@@ -393,6 +393,11 @@ def test_a_checkpoint_keeps_its_number_of_trainable_centers_and_refuses_another_
                                           r"it was trained with hidden_dims: \[32\] \(here \[16\]\).*"
                                           r"\(DEC.load_from_checkpoint\(path\) uses them; dcl: --config"):
         trainer().predict(DEC(10, dm.input_shape, hidden_dims=[16]), dm, ckpt_path=ckpt)
+    # while training, trainable centers (an optimizer holds them) keep their number: a new K is refused
+    with pytest.raises(ConfigError, match="trainable cluster centers cannot change their number during training"):
+        model.set_cluster_centers(torch.zeros(5, model.cluster_centers.shape[1]))
+    model.set_cluster_centers(torch.ones_like(model.cluster_centers))  # the same K: replaced in place
+    assert isinstance(model.cluster_centers, torch.nn.Parameter) and bool((model.cluster_centers == 1).all())
 
 
 def test_target_update_schedule_and_stopping_rule(tmp_path):
