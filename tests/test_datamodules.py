@@ -145,6 +145,13 @@ def test_label_edge_cases_unknown_markers_and_ids_beyond_float_and_int64():
     assert class_ids(np.array([True, False]), "labels")[0].tolist() == [1, 0]
     with pytest.raises(DataError, match="labels are not integers"):
         class_ids(np.array(["inf", "2"]), "labels")
+    # float labels: whole numbers are ids, NaN and negatives unknown, others refused; "NaN" among names is unknown
+    y, names = class_ids(np.array([0.0, 2.0, np.nan, -1.0, 2.0]), "labels")
+    assert y.tolist() == [0, 1, -1, -1, 1] and names == ["0", "2"]
+    with pytest.raises(DataError, match="labels are not integers; clustering labels must be class ids or names"):
+        class_ids(np.array([0.0, 1.5]), "labels")
+    y, names = class_ids(np.array(["cat", "NaN", "dog", "n/a"]), "labels")
+    assert y.tolist() == [0, -1, 1, -1] and names == ["cat", "dog"]
 
 
 def test_labels_as_text_are_parsed_once_per_distinct_label(monkeypatch):
@@ -527,6 +534,12 @@ def test_labels_that_give_each_sample_its_own_class_are_refused_as_ids(tmp_path)
     dm = Arrays(str(tmp_path / "x.csv"), id_column="id", n_clusters=3)
     dm.setup("fit")
     assert dm.input_shape == (2,)
+    # two labeled samples of two classes are a few labels, not ids
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(60, 2)))
+    np.save(tmp_path / "y.npy", np.array([0, 1] + [-1] * 58))
+    few = Arrays(str(tmp_path / "x.npy"), labels_path=str(tmp_path / "y.npy"))
+    few.setup("fit")
+    assert few.n_clusters == 2
 
 
 def test_float64_values_beyond_float32_are_named_not_called_inf(tmp_path):
@@ -944,6 +957,21 @@ def test_the_training_shuffle_follows_the_runs_seed_unless_set(monkeypatch):
     assert torch.equal(first_batch(seed=0), seed0)  # a set seed is kept whatever the run's
     monkeypatch.delenv("PL_GLOBAL_SEED")
     assert torch.equal(first_batch(), seed0)  # no run seed (seed_everything false): 0
+    # a checkpoint's seed replaces the command's: a resumed fit goes on with its run's batch order
+    resumed = Digits(batch_size=32, seed=5)
+    resumed.load_state_dict(Digits(batch_size=32, seed=3).state_dict())
+    resumed.setup()
+    assert resumed.shuffle_seed == 3
+    assert torch.equal(next(iter(resumed.train_dataloader()))["index"], first_batch(seed=3))
+
+
+def test_a_scoring_subsample_is_the_seeded_draw_whatever_the_processes():
+    dm = Digits(batch_size=32)
+    dm.setup()
+    drawn = torch.cat([b["index"] for b in dm.sample_dataloader(100, seed=3)])
+    assert drawn.tolist() == sorted(np.random.default_rng(3).choice(1797, size=100, replace=False).tolist())
+    assert not torch.equal(drawn, torch.cat([b["index"] for b in dm.sample_dataloader(100, seed=4)]))
+    assert torch.cat([b["index"] for b in dm.sample_dataloader(5000)]).tolist() == list(range(1797))
 
 
 def test_ordered_passes_batch_four_training_batches_unless_set():
