@@ -1061,6 +1061,47 @@ def test_a_checkpoint_taken_inside_an_epoch_resumes_only_with_its_batch_size_and
     assert fit(128, 2, ckpt_path=tmp_path / "last" / "last.ckpt").global_step == 8 + 15
 
 
+def test_the_loader_state_locates_the_next_batch_once_and_only_in_its_epoch():
+    """The loader's saved state, unit by unit: what it records, where a restored pass starts, and when the position
+    is an epoch's end (no refusal) by the shards' padded size."""
+    x, y = torch.arange(10.0)[:, None], torch.arange(10)
+    loader = InMemoryLoader(x, y, 3, shuffle=True, seed=1)
+    full = [b["index"].tolist() for b in loader]
+    assert loader.state_dict() == {"epoch": 0, "batches": 4, "world": 1, "batch_size": 3}
+    restored = InMemoryLoader(x, y, 3, shuffle=True, seed=1)
+    restored.load_state_dict({"epoch": 0, "batches": 2, "world": 1, "batch_size": 3})
+    assert [b["index"].tolist() for b in restored] == full[2:]  # the epoch goes on after its 2 batches
+    assert [b["index"].tolist() for b in restored] == full  # once: a second pass of that epoch is whole
+    restored.load_state_dict({"epoch": 0, "batches": 2, "world": 1, "batch_size": 3})
+    restored.sampler.set_epoch(1)  # max_steps ended the fit inside epoch 0; Lightning goes on with epoch 1, whole
+    assert len(list(restored)) == 4
+    # 1797 samples on 2 processes: shards of 899 (padded), 450 batches of 2
+    from dcl.datamodule import epoch_batches
+
+    assert epoch_batches(1797, 2, 2) == 450
+    with pytest.raises(DataError, match="inside an epoch"):
+        check_resume_position({"batches": 449, "world": 2, "batch_size": 2}, 1, 4, 1797)
+    for at_an_end in (0, 450):  # before the first batch, or after the last: any settings resume
+        check_resume_position({"batches": at_an_end, "world": 2, "batch_size": 2}, 1, 4, 1797)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_each_rank_takes_its_shard(world, monkeypatch):
+    """Under DDP (ranks simulated): the shuffled shards are equal, padded by wrap-around, and hold every sample; the
+    ordered shards are contiguous, unpadded, with the bounds n r // world that gather_ordered reassembles them by."""
+    import dcl.datamodule as datamodule
+
+    x, y = torch.arange(7.0)[:, None], torch.arange(7)
+    shuffled, ordered = [], []
+    for rank in range(world):
+        monkeypatch.setattr(datamodule, "rank_world", lambda rank=rank: (rank, world))
+        shuffled.append(torch.cat([b["index"] for b in InMemoryLoader(x, y, 2, shuffle=True, seed=0)]))
+        ordered.append(torch.cat([b["index"] for b in InMemoryLoader(x, y, 2, shuffle=False)]))
+    assert len({len(s) for s in shuffled}) == 1 and set(torch.cat(shuffled).tolist()) == set(range(7))
+    assert len(torch.cat(shuffled)) == -(-7 // world) * world  # padded to equal shards, no more
+    assert [s.tolist() for s in ordered] == [list(range(7 * r // world, 7 * (r + 1) // world)) for r in range(world)]
+
+
 def test_served_range_is_that_of_the_batches_served(tmp_path):
     """The range a loss can check before training (DCFAE's Bernoulli pixels): of the values as batches serve them,
     8-bit images scaled and standardization applied, not of the stored arrays."""
