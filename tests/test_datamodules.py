@@ -335,6 +335,51 @@ def test_arrays_refuses_a_checkpoint_trained_on_samples_scaled_otherwise(tmp_pat
         Arrays(str(tmp_path / "x.npy")).load_state_dict(standardized.state_dict())
     Arrays(str(tmp_path / "x.npy"), standardize=True).load_state_dict({})  # (an old checkpoint's: no state saved)
     Arrays(str(tmp_path / "x.npy")).load_state_dict(raw.state_dict())
+    np.save(tmp_path / "wide.npy", np.ones((20, 4), dtype=np.float32))
+    with pytest.raises(DataError, match=r"the checkpoint's model was trained on samples of shape \(3,\), but this "
+                                        r"data has shape \(4,\); use data of the training shape"):
+        Arrays(str(tmp_path / "wide.npy"), standardize=True).load_state_dict(standardized.state_dict())
+
+
+def test_arrays_reads_these_files_as_written(tmp_path, recwarn):
+    """Details of reading a user's file that no test checked (each found by a mutant that passed every test)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 2))
+    rows = [",".join(map(repr, r)) for r in x.tolist()]
+    with open(tmp_path / "X.NPY", "wb") as f:  # a suffix in capitals (np.save would add .npy to the name)
+        np.save(f, x)
+    assert Arrays(str(tmp_path / "X.NPY"), n_clusters=2).x.shape == (6, 2)
+    # the ids: stripped, and named "id" without a header; an unnamed first column that is the labels is no index
+    (tmp_path / "ids.csv").write_text("".join(f" s{i} ,{r}\n" for i, r in enumerate(rows)))
+    named = Arrays(str(tmp_path / "ids.csv"), id_column=0, n_clusters=2)
+    assert named.sample_ids == ("id", [f"s{i}" for i in range(6)])
+    (tmp_path / "labels_first.csv").write_text(",a,b\n" + "".join(f"{i % 2},{r}\n" for i, r in enumerate(rows)))
+    dm = Arrays(str(tmp_path / "labels_first.csv"), label_column=0)
+    assert dm.y.tolist() == [0, 1] * 3 and dm.input_shape == (2,) and not recwarn.list
+    # a one-column file whose first value is 0 is samples, not pandas' column numbers
+    (tmp_path / "one.csv").write_text("0\n5\n3\n")
+    assert Arrays(str(tmp_path / "one.csv"), n_clusters=2).x[:, 0].tolist() == [0.0, 5.0, 3.0]
+    # a first row of empty cells
+    (tmp_path / "blank.csv").write_text(",,\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"blank\.csv is empty in its first row; write the samples one per row"):
+        Arrays(str(tmp_path / "blank.csv")).setup()
+    with pytest.raises(DataError, match=r"label_column -4 is out of range: labels_first\.csv has 3 columns"):
+        Arrays(str(tmp_path / "labels_first.csv"), label_column=-4).setup()
+    # a tuple of three tensors is no (x, y)
+    torch.save((torch.ones(6, 2), torch.zeros(6), torch.zeros(6)), tmp_path / "three.pt")
+    with pytest.raises(DataError, match=r"three\.pt holds a tuple; save a tensor of samples"):
+        Arrays(str(tmp_path / "three.pt")).setup()
+    # infinite float64 values are reported as such, not as values beyond float32's range
+    big = np.ones((6, 2))
+    big[2, 1] = np.inf
+    np.save(tmp_path / "inf.npy", big)
+    with pytest.raises(DataError, match=r"1 samples contain NaN or inf \(first: samples \[2\]"):
+        Arrays(str(tmp_path / "inf.npy")).setup()
+    # unnamed data of another width than the trained names: not taken as those names (its shape is refused)
+    np.save(tmp_path / "three.npy", np.ones((6, 3)))
+    other = Arrays(str(tmp_path / "three.npy"), n_clusters=2)
+    other.check_scaling({"feature_names": ["a", "b"], "shuffle_seed": 0}, "the model")
+    assert "feature_names" not in other.state_dict() and not recwarn.list
 
 
 def _iris_csv(path: Path, columns: list[str], header: bool = True) -> None:
