@@ -445,6 +445,11 @@ def _ddp_gradient_worker(rank: int, world: int, port: int, out: str) -> None:
             g = _gradient(_aecm_for_gradients(joint), _global_batch()[rank::world])  # the loader's shard
             dist.all_reduce(g)  # what DDP does: the average of the ranks' gradients
             grads[joint] = g / world
+        # the mixing weights' mean over ranks of unequal rows (a loader of your own): every row counts once
+        from dcl.distributed import global_mean
+
+        rows = torch.arange(8.0, dtype=torch.float64)[:, None]
+        grads["mean"] = global_mean(rows[:3] if rank == 0 else rows[3:])
         if rank == 0:
             torch.save(grads, out)
     finally:
@@ -467,6 +472,7 @@ def test_two_process_gradient_equals_the_global_batch_gradient(tmp_path):
         single = _gradient(_aecm_for_gradients(joint), _global_batch())
         assert single.abs().max() > 0
         torch.testing.assert_close(ddp[joint], single, rtol=1e-10, atol=1e-12, msg=f"joint={joint}")
+    assert ddp["mean"].tolist() == [3.5]
 
 
 # -- the final weight-averaging epoch ------------------------------------------------------------------------

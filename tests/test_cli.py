@@ -25,6 +25,7 @@ from conftest import DCFAE_TINY_ARGS, QUIET, REPO, require_data, run_cli
 import dcl
 from dcl import registry
 from dcl.cli import keep_freed_memory, main, sets_the_allocator
+from dcl.datamodule import DataError
 from dcl.files import unwritable_folder
 
 SMALL_AE = ["--model.init_args.hidden_dims", "[64, 64]"]
@@ -1830,6 +1831,12 @@ def test_samples_a_datamodule_serves_in_float64_are_refused_before_training(tmp_
                      "--trainer.logger", "true", "--trainer.enable_progress_bar", "false"], tmp_path, quiet=False)
     assert "Float64Blobs: serves samples as torch.float64 (load() returns torch.float64)" in msg
     assert "return float32 samples from load()" in msg
+    from float64_data import Float64Blobs
+
+    dm = Float64Blobs(n_clusters=3)
+    for _ in range(2):  # refused at every access (in Python), not served once the first refusal was caught
+        with pytest.raises(DataError, match="serves samples as torch.float64"):
+            dm.x
 
 
 def test_a_method_swapped_after_a_config_names_the_settings_it_keeps(tmp_path, capsys):
