@@ -715,6 +715,8 @@ def _misplaced_key(detail: str) -> str | None:
     if match is None:
         return None
     parent, key = ".".join(re.findall(r'Parser key "([\w.]+)"', detail[:match.start()])), match.group(1)
+    if parent.rpartition(".")[2] == key:  # the setting itself, given a value of the wrong type: _wrong_value's
+        return None
     head = key.partition(".")[0]
     close = difflib.get_close_matches(head, ["init_args", "class_path"], n=1, cutoff=0.8)
     if close:
