@@ -144,6 +144,8 @@ def test_random_state_none_draws_another_seed_each_fit_from_numpys_global_rng(mo
         np.random.seed(7)
         tiny(random_state=None).fit(X)
     assert seeds[0] != seeds[1] and seeds[2] == seeds[3], seeds
+    tiny(random_state=np.int64(3)).fit(X)  # an integer is the run's seed itself, as the CLI's seed_everything
+    assert seeds[4] == 3
 
 
 def test_inference_runs_on_the_accelerator_the_fit_ran_on(monkeypatch):
@@ -193,7 +195,7 @@ def test_clear_errors():
     # ... but a method that finds K does not use n_clusters (its k_init and max_components bound K)
     dp = DeepClusterer("dpgmm", n_clusters=12, max_epochs=2, random_state=0,
                        method_args=dict(hidden_dims=[8], latent_dim=2, pretrain_epochs=1)).fit(X)
-    assert 1 <= dp.n_clusters_ <= 50
+    assert 1 <= dp.n_clusters_ <= 50 and dp.model_.hparams.n_clusters == 12  # the hint is kept, not used
     with pytest.raises(ValueError, match="n_clusters must be an integer >= 2"):
         tiny(n_clusters=1).fit(X)
     with pytest.raises(ValueError, match="update_interval"):
@@ -201,8 +203,9 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="NaN"):
         tiny().fit(np.where(np.eye(10, 4) > 0, np.nan, X))
     # finite in float64, inf in the networks' float32 (was: "samples contain NaN or inf", which X does not)
-    with pytest.raises(ValueError, match=r"values up to [0-9.]+e\+300, beyond float32's range.*scale the data"):
-        tiny().fit(X.astype(np.float64) * 1e300)
+    for large in (X * 1e300, -np.abs(X) * 1e300):  # (the second: every value below float32's lowest)
+        with pytest.raises(ValueError, match=r"values up to [0-9.]+e\+300, beyond float32's range.*scale the data"):
+            tiny().fit(large)
     # weights in bf16 beside a float32 clustering state: refused at the start of the run, not mid-fit
     with pytest.raises(ValueError, match="precision 'bf16-true' is not supported.*bf16-mixed"):
         tiny(trainer_args={"precision": "bf16-true"}).fit(X)
@@ -382,6 +385,17 @@ def test_training_that_diverges_is_an_error_not_a_fit():
     with pytest.raises(ValueError, match=diverged):
         DeepClusterer("aecm", n_clusters=10, max_epochs=2, random_state=0, method_args={"hidden_dims": [32]}).fit(X)
 
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    class FailsOnNaN(AEKMeans):  # a method of your own whose step fails on NaN weights with an error of its own
+        def on_train_epoch_end(self):
+            next(self.parameters()).data.fill_(float("nan"))
+            raise RuntimeError("linalg.eigh: the algorithm failed to converge")
+
+    with pytest.raises(ValueError, match=diverged) as info:
+        DeepClusterer(FailsOnNaN, n_clusters=3, max_epochs=1, method_args={"hidden_dims": [8]}).fit(X[:60] / 1e20)
+    assert "linalg.eigh" in str(info.value.__cause__)
+
 
 def test_integer_settings_are_checked_up_front():
     X, _ = blobs(n=20)
@@ -392,6 +406,11 @@ def test_integer_settings_are_checked_up_front():
     with pytest.raises(ValueError, match="max_epochs must be an integer or None, got 2.5"):
         tiny(max_epochs=2.5).fit(X)
     assert tiny(batch_size=np.int64(8), n_clusters=np.int64(2)).fit(X).n_clusters_ == 2
+    for setting, message in [("batch_size", "batch_size must be an integer >= 1, got True"),  # (bool is an int)
+                             ("n_clusters", "n_clusters must be an integer >= 2, got True"),
+                             ("max_epochs", "max_epochs must be an integer or None, got True")]:
+        with pytest.raises(ValueError, match=message):
+            tiny(**{setting: True}).fit(X)
 
 
 def test_a_method_that_finds_k_takes_any_n_clusters():
