@@ -708,7 +708,7 @@ def _unknown_option(detail: str) -> str | None:
 
 
 def _misplaced_key(detail: str) -> str | None:
-    """A flag naming a key under a class's entry that is none of its settings nor class_path or init_args
+    """A flag whose key under a class's entry is neither one of its settings nor class_path or init_args
     (``--model.init_arg.latent_dim``): jsonargparse reports a NestedArg that no type of the entry takes, which read as
     'model must be null, got "NestedArg(key='init_arg.latent_dim', val='5')"' (found by probing)."""
     match = re.search(r"NestedArg\(key='([\w.]+)', val=", detail)

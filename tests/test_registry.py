@@ -35,13 +35,20 @@ def test_lookup_ignores_case_and_separators_and_unknown_names_list_the_known():
         registry.get_method("ae_kmean")
 
 
-def test_broken_plugin_is_reported_without_breaking_the_others(tmp_path, monkeypatch, capsys):
-    dist = tmp_path / "brokenplugin-0.1.dist-info"
+def _plugin_dist(folder, name: str, entry: str, module: str, code: str) -> None:
+    """A distribution installed in ``folder``: its metadata, one dcl.methods entry point, and its module."""
+    folder.mkdir()
+    dist = folder / f"{name}-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[dcl.methods]\nBroken = brokenplugin_mod:Broken\n")
-    (tmp_path / "brokenplugin_mod.py").write_text("raise ImportError('needs a package that is not installed')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[dcl.methods]\n{entry}\n")
+    (folder / f"{module}.py").write_text(code)
+
+
+def test_broken_plugin_is_reported_without_breaking_the_others(tmp_path, monkeypatch, capsys):
+    _plugin_dist(tmp_path / "broken", "brokenplugin", "Broken = brokenplugin_mod:Broken", "brokenplugin_mod",
+                 "raise ImportError('needs a package that is not installed')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "broken"))
     registry.refresh()
     try:
         assert "Broken" in registry.load_errors("method")
@@ -58,16 +65,6 @@ def test_broken_plugin_is_reported_without_breaking_the_others(tmp_path, monkeyp
         sys.modules.pop("brokenplugin_mod", None)
         registry.refresh()
     assert "Broken" not in registry.load_errors("method")
-
-
-def _plugin_dist(folder, name: str, entry: str, module: str, code: str) -> None:
-    """A distribution installed in ``folder``: its metadata, one dcl.methods entry point, and its module."""
-    folder.mkdir()
-    dist = folder / f"{name}-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[dcl.methods]\n{entry}\n")
-    (folder / f"{module}.py").write_text(code)
 
 
 def test_the_first_of_two_plugins_of_one_name_wins_and_any_import_failure_is_isolated(tmp_path, monkeypatch):
