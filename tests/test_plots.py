@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import numpy as np
@@ -128,7 +129,9 @@ def test_pca_projection_is_sklearns_up_to_sign_and_deterministic():
     ref = PCA(2).fit_transform(z.numpy())
     np.testing.assert_allclose(np.abs(ours), np.abs(ref), rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(ours, project_2d(z).numpy())
-    assert project_2d(z[:, :1]).shape == (200, 2)
+    one = project_2d(z[:, :1])  # one dimension: itself, beside zeros
+    assert torch.equal(one[:, 0], z[:, 0]) and not one[:, 1].any()
+    assert project_2d(z[:20], "tsne").shape == (20, 2)  # a perplexity below the 20 samples (scikit-learn's 30 fails)
     np.testing.assert_array_equal(project_2d(z[:, :2]).numpy(), z[:, :2].numpy())
     with pytest.raises(ValueError, match="pca.*tsne"):
         ClusteringPlots(projection="umap")
@@ -200,3 +203,53 @@ def test_draw_takes_numpy_arrays(tmp_path):
     assert set(paths) == {"embedding", "cluster_sizes"}
     for p in paths.values():
         assert_png(p)
+
+
+def test_confusion_rows_in_matched_order_sizes_largest_first_and_the_mean_class_size(tmp_path):
+    """The figures' content, read back from matplotlib: the matched pairs on the confusion matrix's diagonal, the
+    bars largest first, the reference line at the mean size of the labeled classes."""
+    pred = torch.tensor([0] * 10 + [1] * 30 + [2] * 20)
+    y = torch.tensor([1] * 10 + [2] * 30 + [0] * 20)  # clusters 0, 1, 2 are classes 1, 2, 0
+    figs = drawn(torch.randn(60, 3, generator=torch.Generator().manual_seed(0)), pred, y, tmp_path)
+    confusion = figs["confusion.png"].axes[0]
+    assert np.array_equal(np.asarray(confusion.images[0].get_array()), np.diag([20, 10, 30]))
+    assert [t.get_text() for t in confusion.get_yticklabels()] == ["2", "0", "1"]
+    sizes = figs["cluster_sizes.png"].axes[0]
+    assert [b.get_height() for b in sizes.patches] == [30, 20, 10]
+    assert [t.get_text() for t in sizes.get_xticklabels()] == ["1", "2", "0"]
+    assert sizes.lines[0].get_ydata()[0] == 20  # 60 labeled samples of 3 classes
+    y[:30] = -1  # half unlabeled: 30 labeled samples of 2 classes (N / K would be 20)
+    figs = drawn(torch.randn(60, 3, generator=torch.Generator().manual_seed(0)), pred, y, tmp_path)
+    assert figs["cluster_sizes.png"].axes[0].lines[0].get_ydata()[0] == 15
+
+
+def test_a_subsample_keeps_the_colors_of_all_samples_and_follows_the_seed(tmp_path):
+    pred = torch.tensor([0] + [1] * 150 + [2] * 49)  # cluster 0: one sample, missed by a subsample of 20
+    plots, figs = ClusteringPlots(max_points=20), {}
+    plots._save = lambda fig, path: figs.__setitem__(Path(path).name, fig)
+    plots.draw(torch.randn(200, 3, generator=torch.Generator().manual_seed(0)), pred, torch.full((200,), -1), tmp_path)
+    embedding, sizes = figs["embedding.png"].axes[0], figs["cluster_sizes.png"].axes[0]
+    shown = [t.get_text() for t in embedding.get_legend().get_texts()]
+    assert shown == ["1", "2"]  # (cluster 0 is not in the subsample)
+    bars = {t.get_text(): tuple(np.round(b.get_facecolor(), 4)) for t, b in zip(sizes.get_xticklabels(), sizes.patches)}
+    assert {k: c[:3] for k, c in zip(shown, scatter_colors(embedding))} == {k: bars[k][:3] for k in shown}  # (RGB)
+    assert torch.equal(ClusteringPlots(seed=1)._subsample(100, 10), ClusteringPlots(seed=1)._subsample(100, 10))
+    assert not torch.equal(ClusteringPlots(seed=1)._subsample(100, 10), ClusteringPlots(seed=0)._subsample(100, 10))
+
+
+def test_where_the_plots_go_and_when_nothing_is_drawn_or_logged(tmp_path):
+    from dcl.callbacks.plots import plots_folder
+
+    logger = ImageLogger(tmp_path / "logs")
+    cb = fit(tmp_path, labels=True, logger=logger, log_images=False)  # drawn, not logged
+    assert cb.paths and not logger.images
+    trainer = SimpleNamespace(callbacks=[ClusteringPlots(dirpath=str(tmp_path / "mine"))], loggers=[])
+    assert plots_folder(trainer) == tmp_path / "mine"
+    assert plots_folder(SimpleNamespace(callbacks=[], loggers=[])) is None  # no run folder: nothing written
+    # a trial run (fast_dev_run) writes nothing, as Lightning's loggers and checkpoints
+    X, y = make_blobs(n_samples=60, centers=3, n_features=5, random_state=0)
+    trial = ClusteringPlots(dirpath=str(tmp_path / "trial"))
+    pl.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, enable_model_summary=False,
+               callbacks=[trial]).fit(AEKMeans(3, (5,), hidden_dims=[8], kmeans_n_init=1),
+                                      datamodule=InMemory(X, y, batch_size=32, n_clusters=3))
+    assert not trial.paths and not (tmp_path / "trial").exists()
