@@ -247,7 +247,6 @@ def test_predict_writes_csv_and_embeddings(tmp_path, recwarn, capsys, monkeypatc
     assert "predictions.output" in msg and "is a folder" in msg
 
 
-
 def test_predict_on_new_data_writes_class_names_and_standardizes_as_in_training(tmp_path, dcl_error):
     from sklearn.datasets import load_iris
 
@@ -331,7 +330,6 @@ def test_images_without_a_channel_axis_for_a_conv_network_say_how_to_add_it(tmp_
     msg = dcl_error(["fit", "--model", "AEKMeans", "--model.init_args.autoencoder", "conv", "--data", "Arrays",
                      "--data.path", str(tmp_path / "img.npy"), "--data.n_clusters", "2"], tmp_path)
     assert "ConvAutoencoder needs image inputs" in msg and "(16, 16)" in msg and "x[:, None]" in msg
-
 
 
 def test_images_a_conv_network_cannot_take_say_to_resize_them(tmp_path, dcl_error):
@@ -634,7 +632,6 @@ def test_wandb_offline_run_holds_metrics(tmp_path, monkeypatch):
     assert [p.relative_to(tmp_path) for p in tmp_path.rglob("config.yaml")] == [Path("dcl-test", run_id, "config.yaml")]
 
 
-
 @pytest.mark.parametrize("credentials, mode", [
     ({}, "offline"),  # no account on this machine: runs are kept for `wandb sync`, no login prompt
     ({"netrc": "machine api.wandb.ai\n  login user\n  password 0123\n"}, None),  # `wandb login` wrote it
@@ -655,6 +652,7 @@ def test_wandb_runs_offline_unless_an_account_is_configured(credentials, mode, t
     monkeypatch.setenv("NETRC", str(netrc))
     _set_wandb_mode()
     assert os.environ.get("WANDB_MODE") == mode
+
 
 def test_csv_logger(tmp_path):
     run_cli(["fit", *AE_DIGITS, "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
@@ -909,6 +907,7 @@ import ctypes, sys, torch
 from dcl.cli import main
 if sys.argv[1] == "main":
     main(["list"])
+
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
@@ -1408,7 +1407,6 @@ def test_every_autoencoder_method_starts_from_the_pretrained_weights(tmp_path):
                 assert torch.equal(own[key], value), (name, path.name, key)
 
 
-
 def test_a_pretrained_autoencoder_of_other_layers_is_refused_by_name(tmp_path):
     """Starting from an autoencoder of other hidden_dims or latent_dim (no test had reached this refusal): one error
     naming a layer that differs, or the layers the file lacks, and what to set."""
@@ -1441,6 +1439,7 @@ def test_a_checkpoint_that_no_dcl_method_wrote_is_refused(tmp_path, dcl_error):
 
     with pytest.raises(ConfigError, match="not written by a dcl method; DEC cannot load it"):
         registry.get_method("DEC").load_from_checkpoint(foreign)
+
 
 @pytest.mark.parametrize("method", ["dec", "dekm"])
 def test_a_run_from_a_pretrained_autoencoder_needs_that_file_no_more_once_trained(method, tmp_path, capsys,

@@ -124,7 +124,6 @@ def test_arrays_formats(tmp_path):
     assert Arrays(str(tmp_path / "x.npy"), n_clusters=3).n_clusters == 3
 
 
-
 def test_label_edge_cases_unknown_markers_and_ids_beyond_float_and_int64():
     """Found by probing as a user: among class names, the -1 written for an unknown label became a class named
     "-1"; ids above 2^53 (2^53 and 2^53 + 1) merged into one class through float64, uint64 ids above 2^63 wrapped to
@@ -966,6 +965,7 @@ def test_data_settings_out_of_range_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"InMemoryLoader: rows restrict an ordered pass \(shuffle=False\)"):
         InMemoryLoader(torch.zeros(4, 2), torch.zeros(4), 2, shuffle=True, rows=torch.tensor([0, 1]))
 
+
 def test_loader_slices_and_shuffles_deterministically():
     x, y = torch.arange(10.0).unsqueeze(1), torch.arange(10)
     ordered = list(InMemoryLoader(x, y, 4, shuffle=False))
@@ -1293,6 +1293,7 @@ def test_standard_files_cut_short_or_of_another_format_are_named(tmp_path):
     with pytest.raises(DataError, match=r"USPS: .*usps\.t\.bz2 is not the standard dense USPS file \(every line a "
                                         r"label and 256 values 1:v \.\.\. 256:v\); replace it with the file from "):
         USPS(data_dir=str(tmp_path / "usps"), split="test").setup("fit")
+
 
 def test_processes_that_download_one_data_set_fetch_it_once(tmp_path, monkeypatch):
     """Found by a DDP audit: every rank of a job launched by srun or torchrun loads the data, and with download: true

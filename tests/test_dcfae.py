@@ -22,6 +22,7 @@ from dcl.methods.dcfae import (DCFAE, conditional_gaussian_affinities, discrimin
                                similarity_cross_entropy, student_t_affinities)
 from dcl.nets.residual import ResidualBlock, ResidualDecoder, ResidualDiscriminator, ResidualEncoder
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Small conv nets run far faster on one thread than on an oversubscribed machine's two."""

@@ -454,6 +454,7 @@ def test_a_stop_deferred_by_min_epochs_changes_nothing_until_the_fit_ends(tmp_pa
     for name, value in deferred.state_dict().items():
         assert torch.equal(value, expected[name]), name
 
+
 @pytest.mark.parametrize("stop_after_epoch, steps", [(None, [8, 13, 18, 23, 28, 31]), (2, [8, 13, 18, 23, 24])])
 def test_every_eigen_update_is_logged_once_at_its_step(tmp_path: Path, stop_after_epoch, steps):
     """Found by a user: train/label_change and train/kmeans_inertia were logged with self.log from the update's

@@ -147,7 +147,6 @@ def test_fit_from_one_component_and_posterior_warm_start():
     assert adjusted_rand_score(res.labels.numpy(), warm.labels.numpy()) > 0.99
 
 
-
 def _fit_dpgmm_worker(rank: int, world: int, port: int, z: torch.Tensor, split: int, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)

@@ -90,6 +90,7 @@ def test_the_first_of_two_plugins_of_one_name_wins_and_any_import_failure_is_iso
             sys.modules.pop(module, None)
         registry.refresh()
 
+
 def test_description_is_the_first_sentence():
     class Example:
         """Deep thing (Doe et al. 2020), e.g. for digits.

@@ -231,6 +231,7 @@ def test_columns_go_model_data_trainer_and_rows_sort_by_their_values_as_numbers(
     assert [row.split(" | ")[2:5] for row in table[4:]] == [["0.001", "64", "9"], ["0.001", "64", "10"],
                                                              ["0.001", "128", "5"], ["0.01", "64", "5"]]
 
+
 def test_callbacks_listed_in_another_order_leave_runs_in_one_group(tmp_path, capsys):
     """The callbacks are compared by class, not by place in the list: the same callbacks in another order (two of
     one class among them, with their folders swapped) are one group, and a setting of one of them that differs is
@@ -316,6 +317,7 @@ def test_a_setting_that_holds_a_pipe_keeps_the_markdown_row_whole(tmp_path, caps
     rows = results([str(tmp_path)], capsys).splitlines()[4:]
     assert rows == ["| DEC | Digits | last | 1 | 0 | 0.5000 |",
                     "| DEC | Digits | {epoch}\\|{step} | 2 | 0, 1 | 0.5000 ± 0.0000 |"]
+
 
 def test_a_single_callback_saved_as_a_mapping_is_keyed_as_one_in_a_list(tmp_path, capsys):
     """Found by an audit: with one callback jsonargparse saves trainer.callbacks as a mapping, not a one-item list;
