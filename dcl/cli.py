@@ -554,10 +554,9 @@ def _check_config_file(path: str) -> Any:
         if isinstance(node, dict):
             if "class_path" in node:
                 beside = [k for k in node if k not in ("class_path", "init_args", "dict_kwargs")]
-                close = difflib.get_close_matches(str(beside[0]), ["init_args"], n=1, cutoff=0.8) if beside else []
-                if close:  # a misspelt init_args
-                    raise ConfigError(f"{path}: {key}.{beside[0]}: {beside[0]!r} is not a key of a class's settings "
-                                      "(class_path and init_args): did you mean 'init_args'?")
+                typo = _entry_key_typo(str(beside[0]), ("init_args",)) if beside else None
+                if typo:
+                    raise ConfigError(f"{path}: {key}.{beside[0]}: {typo}")
                 if beside:
                     raise ConfigError(f"{path}: {key}.{beside[0]} sits beside {key}.class_path; settings of a class "
                                       f"go under init_args: {key}.init_args.{beside[0]}")
@@ -696,10 +695,9 @@ def _unknown_option(detail: str) -> str | None:
     if match is None:
         return None
     path, option = match.groups()
-    head = option.split(".")[0]
-    close = difflib.get_close_matches(head, ["init_args", "class_path"], n=1, cutoff=0.8)
-    if "." in option and close and head != close[0]:  # a misspelt key of the class's entry, e.g. init_arg
-        return f"{head!r} is not a key of a class's settings (class_path and init_args): did you mean {close[0]!r}?"
+    typo = _entry_key_typo(option.split(".")[0]) if "." in option else None
+    if typo:
+        return typo
     try:
         cls = _import(path)
         return registry.unknown_setting(cls, option, hidden=getattr(cls, "data_settings", ()))
@@ -718,11 +716,17 @@ def _misplaced_key(detail: str) -> str | None:
     if parent.rpartition(".")[2] == key:  # the setting itself, given a value of the wrong type: _wrong_value's
         return None
     head = key.partition(".")[0]
-    close = difflib.get_close_matches(head, ["init_args", "class_path"], n=1, cutoff=0.8)
-    if close:
-        return f"{parent}.{key}: {head!r} is not a key of a class's settings (class_path and init_args): did you " \
-               f"mean {close[0]!r}?"
-    return f"{parent}.{key}: {parent} has no setting {head!r}"
+    typo = _entry_key_typo(head)
+    return f"{parent}.{key}: {typo}" if typo else f"{parent}.{key}: {parent} has no setting {head!r}"
+
+
+def _entry_key_typo(key: str, keys: tuple[str, ...] = ("init_args", "class_path")) -> str | None:
+    """The sentence for a misspelt key of a class's entry (``init_arg``), in a config file or a flag; None for
+    another key."""
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
+    if not close or close[0] == key:
+        return None
+    return f"{key!r} is not a key of a class's settings (class_path and init_args): did you mean {close[0]!r}?"
 
 
 def _missing_setting(detail: str) -> str | None:
