@@ -18,7 +18,7 @@ from dcl.cluster.cm_losses import (ae_reconstruction, aecm_loss_terms, cm_dirich
                                    cm_reconstruction, cm_sparsity, expected_distortion, orthogonality_penalty)
 from dcl.method import ConfigError
 from dcl.methods.aecm import AECM, CM, ClusteringModule
-from conftest import REPO, flat_grad, free_port, run_cli
+from conftest import REPO, flat_grad, free_port, gloo_group, run_cli
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
@@ -430,16 +430,12 @@ def _gradient(model: AECM, x: torch.Tensor) -> torch.Tensor:
 
 
 def _ddp_gradient_worker(rank: int, world: int, port: int, out: str) -> None:
-    import os
-
     import warnings
 
     import torch.distributed as dist
 
     warnings.filterwarnings("ignore", message="You are trying to `self.log")  # no Trainer here
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         grads = {}
         for joint in (False, True):
             g = _gradient(_aecm_for_gradients(joint), _global_batch()[rank::world])  # the loader's shard
@@ -452,8 +448,6 @@ def _ddp_gradient_worker(rank: int, world: int, port: int, out: str) -> None:
         grads["mean"] = global_mean(rows[:3] if rank == 0 else rows[3:])
         if rank == 0:
             torch.save(grads, out)
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import REPO, flat_grad, free_port, logged_rows, run_cli
+from conftest import REPO, flat_grad, free_port, gloo_group, logged_rows, run_cli
 from dcl.methods.dec import DEC, kl_clustering_loss, target_distribution
 from dcl.methods.idec import IDEC
 from dcl.method import ConfigError, student_t_assign
@@ -502,20 +502,14 @@ def _dec_batch_gradient(x: torch.Tensor) -> torch.Tensor:
 
 
 def _dec_batch_ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    import os
-
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         x = torch.rand(16, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         g = _dec_batch_gradient(x[rank::world])
         dist.all_reduce(g)  # what DDP does: the average of the ranks' gradients
         if rank == 0:
             torch.save(g / world, out)
-    finally:
-        dist.destroy_process_group()
 
 
 def test_batch_target_under_ddp_is_the_global_batch_target(tmp_path):

@@ -4,13 +4,11 @@ through the CLI on Digits."""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from sklearn.datasets import make_blobs
@@ -22,7 +20,7 @@ from dcl.cluster.dpgmm import (DPGMMPosterior, elbo, expected_weights, fit_dpgmm
 from dcl.method import ConfigError
 from dcl.methods.dpgmm import DPGMM
 
-from conftest import free_port, run_cli
+from conftest import free_port, gloo_group, run_cli
 
 CONFIG = str(Path(__file__).parents[1] / "configs/dpgmm/digits.yaml")
 FAST = ["--model.init_args.pretrain_epochs", "10", "--model.init_args.update_interval", "20",
@@ -148,16 +146,11 @@ def test_fit_from_one_component_and_posterior_warm_start():
 
 
 def _fit_dpgmm_worker(rank: int, world: int, port: int, z: torch.Tensor, split: int, out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         torch.set_num_threads(1)
         shard = z[:split] if rank == 0 else z[split:]
         res = fit_dpgmm(shard, 6, max_iter=40, tol=0, distributed=True)  # every rank runs the 40 iterations
         out[rank] = (res.posterior, res.labels, res.elbo, res.n_iter)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 def test_fit_dpgmm_on_two_ranks_equals_one_process():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from dcl.cluster import assign_nearest, kmeans, match_labels, pairwise_sq_dists
 from dcl.metrics import ClusterAccuracy, cluster_accuracy
-from conftest import free_port
+from conftest import free_port, gloo_group
 
 
 def blobs(n=3000, d=10, k=8, seed=0, std=1.0):
@@ -388,9 +387,7 @@ def test_without_a_seed_the_seeding_follows_torchs_global_rng():
 # -- DDP: each rank holds a shard; the result equals the single-process one on the concatenated data ------------
 def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor, out: dict, split: int,
                 gpu_path: bool) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         torch.set_num_threads(1)
         if gpu_path:
             _km_module()._accelerated = lambda x: True
@@ -412,9 +409,6 @@ def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tens
         accuracy = ClusterAccuracy()  # the torchmetrics-style metric: each rank's shard, the value of all samples
         accuracy.update(res.labels, y[bounds[rank]:bounds[rank + 1]])
         out[f"acc{rank}"] = float(accuracy.compute())
-        dist.barrier()  # both ranks done before either tears its group down (a rank once hung in the teardown)
-    finally:
-        dist.destroy_process_group()
 
 
 def _warm_start(x: torch.Tensor) -> torch.Tensor:
