@@ -154,9 +154,9 @@ def test_from_the_cli(tmp_path):
         assert_png(tmp_path / "plots" / name)
 
 
-def drawn(z, pred, y, folder, **kw):
-    """The figures ``draw`` makes, by file name."""
-    plots, figs = ClusteringPlots(), {}
+def drawn(z, pred, y, folder, plots: ClusteringPlots | None = None, **kw):
+    """The figures ``draw`` (of ``plots``, default settings without) makes, by file name."""
+    plots, figs = plots or ClusteringPlots(), {}
     plots._save = lambda fig, path: figs.__setitem__(Path(path).name, fig)
     plots.draw(z, pred, y, folder, **kw)
     return figs
@@ -164,6 +164,11 @@ def drawn(z, pred, y, folder, **kw):
 
 def scatter_colors(ax) -> list[tuple]:
     return [tuple(np.round(c.get_facecolor()[0], 4)) for c in ax.collections]
+
+
+def bar_colors(ax) -> dict[str, tuple]:
+    """The cluster sizes' bars' colors, by cluster."""
+    return {t.get_text(): tuple(np.round(b.get_facecolor(), 4)) for t, b in zip(ax.get_xticklabels(), ax.patches)}
 
 
 def test_colors_follow_the_rank_of_each_label_and_negatives_are_grey(tmp_path):
@@ -181,8 +186,7 @@ def test_colors_follow_the_rank_of_each_label_and_negatives_are_grey(tmp_path):
     figs = drawn(z, noisy, y, tmp_path)
     grey = tuple(np.round(matplotlib.colors.to_rgba("lightgrey"), 4))
     assert scatter_colors(figs["embedding.png"].axes[0])[0] == grey
-    sizes = figs["cluster_sizes.png"].axes[0]
-    bars = {t.get_text(): tuple(np.round(b.get_facecolor(), 4)) for t, b in zip(sizes.get_xticklabels(), sizes.patches)}
+    bars = bar_colors(figs["cluster_sizes.png"].axes[0])
     assert bars["-1"] == grey and len(set(bars.values())) == 4
 
 
@@ -225,13 +229,11 @@ def test_confusion_rows_in_matched_order_sizes_largest_first_and_the_mean_class_
 
 def test_a_subsample_keeps_the_colors_of_all_samples_and_follows_the_seed(tmp_path):
     pred = torch.tensor([0] + [1] * 150 + [2] * 49)  # cluster 0: one sample, missed by a subsample of 20
-    plots, figs = ClusteringPlots(max_points=20), {}
-    plots._save = lambda fig, path: figs.__setitem__(Path(path).name, fig)
-    plots.draw(torch.randn(200, 3, generator=torch.Generator().manual_seed(0)), pred, torch.full((200,), -1), tmp_path)
-    embedding, sizes = figs["embedding.png"].axes[0], figs["cluster_sizes.png"].axes[0]
+    figs = drawn(torch.randn(200, 3, generator=torch.Generator().manual_seed(0)), pred, torch.full((200,), -1),
+                 tmp_path, plots=ClusteringPlots(max_points=20))
+    embedding, bars = figs["embedding.png"].axes[0], bar_colors(figs["cluster_sizes.png"].axes[0])
     shown = [t.get_text() for t in embedding.get_legend().get_texts()]
     assert shown == ["1", "2"]  # (cluster 0 is not in the subsample)
-    bars = {t.get_text(): tuple(np.round(b.get_facecolor(), 4)) for t, b in zip(sizes.get_xticklabels(), sizes.patches)}
     assert {k: c[:3] for k, c in zip(shown, scatter_colors(embedding))} == {k: bars[k][:3] for k in shown}  # (RGB)
     assert torch.equal(ClusteringPlots(seed=1)._subsample(100, 10), ClusteringPlots(seed=1)._subsample(100, 10))
     assert not torch.equal(ClusteringPlots(seed=1)._subsample(100, 10), ClusteringPlots(seed=0)._subsample(100, 10))
