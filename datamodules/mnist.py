@@ -12,6 +12,8 @@ from dcl.files import download_lock
 
 _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+#: what torchvision's reader needs, whichever split it reads: it checks all four files first ("Dataset not found")
+_NEEDED = (*_FILES["train"], *_FILES["test"])
 
 
 class MNIST(SplitFilesDataModule):
@@ -56,8 +58,7 @@ class MNIST(SplitFilesDataModule):
 
     def _check_files(self, root: Path) -> None:
         raw = root / self._name / "raw"
-        needed = [f for s in self.splits() for f in _FILES[s]]
-        missing = [f for f in needed if not (raw / f).is_file()]
+        missing = [f for f in _NEEDED if not (raw / f).is_file()]
         legacy = root / self._name / "processed"  # torchvision's old cached format, still read by torchvision
         if not missing or all((legacy / f).is_file() for f in ("training.pt", "test.pt")):
             return
@@ -68,7 +69,7 @@ class MNIST(SplitFilesDataModule):
             f"{type(self).__name__}: data not found in {raw.resolve()}: missing "
             f"{', '.join(str(raw / f) for f in missing)}{hint}. To get them: set data.init_args.download: true "
             f"(downloads with torchvision, needs internet), or copy the standard uncompressed files "
-            f"({', '.join(needed)}, from {self._homepage}) into {raw.resolve()}, or point data_dir at the folder "
+            f"({', '.join(_NEEDED)}, from {self._homepage}) into {raw.resolve()}, or point data_dir at the folder "
             f"that holds {self._name}/raw/")
 
     def load(self):
@@ -89,7 +90,7 @@ class MNIST(SplitFilesDataModule):
             except (RuntimeError, OSError) as e:  # download failed (offline, mirror down, bad checksum)
                 raise DataError(f"{type(self).__name__}: could not download/read the data into "
                                 f"{(root / self._name / 'raw').resolve()}: {e}; copy the standard files "
-                                f"{', '.join(f for s in self.splits() for f in _FILES[s])} there by hand") from e
+                                f"{', '.join(_NEEDED)} there by hand") from e
             except (ValueError, AssertionError, IndexError) as e:  # torchvision's reader on a file that is not one
                 # (an empty or interrupted copy: "invalid literal for int() with base 16", found by probing)
                 files = ", ".join(str((root / self._name / "raw" / f).resolve()) for f in _FILES[s])

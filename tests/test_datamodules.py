@@ -87,6 +87,30 @@ def test_mnist_files_that_are_not_idx_files_are_named_with_the_fix(tmp_path):
             MNIST(data_dir=str(tmp_path), split="test").setup()
 
 
+def test_mnist_serves_train_then_test_each_image_with_its_label(tmp_path):
+    """split all is the training images, then the test images, each with its own label (an image of label i holds
+    the pixel value 10 i here). A missing file is named before torchvision reads anything, also one of the other
+    split: torchvision reads one split only when all four files are there (it said "Dataset not found", and dcl
+    named the split's files only)."""
+    import struct
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, labels in (("train", [3, 7]), ("t10k", [1, 2, 5])):
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, len(labels)) + bytes(labels))
+        images = b"".join(bytes([10 * label]) * 784 for label in labels)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, len(labels), 28, 28) + images)
+    for split, labels in (("train", [3, 7]), ("test", [1, 2, 5]), ("all", [3, 7, 1, 2, 5])):
+        dm = MNIST(data_dir=str(tmp_path), split=split)
+        assert dm.y.tolist() == labels, split
+        pixels = dm.batch_transform(dm.x) * 255
+        assert torch.allclose(pixels, torch.tensor([10.0 * label for label in labels])[:, None]), split
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    for split in ("train", "all"):  # (torchvision reads a split only when all four files are there)
+        with pytest.raises(DataError, match=r"MNIST: data not found in .*: missing .*t10k-labels-idx1-ubyte\. To"):
+            MNIST(data_dir=str(tmp_path), split=split).setup()
+
+
 def test_coil20_resized():
     require_data("coil-20-proc")
     dm = COIL20(data_dir=str(require_data()), image_size=28)
@@ -915,6 +939,40 @@ def test_coil20_flattened_and_object_numbers_beyond_20_refused(tmp_path):
         COIL20(data_dir=str(tmp_path)).setup()
 
 
+def test_coil20_orders_by_number_and_warns_of_any_incomplete_set(tmp_path):
+    """Images go by object, then pose, as numbers (obj2 before obj10, pose 9 before 10: not the names' order); a set
+    that is not 1440 images of objects 1..20 is warned of (fewer images of all 20 objects, or 1440 of other
+    objects); object 0 is refused, as 21 is."""
+    coil = tmp_path / "coil-20-proc"
+    coil.mkdir()
+
+    def save(k: int, i: int, value: int = 0) -> None:
+        Image.fromarray(np.full((4, 4), value, dtype=np.uint8)).save(coil / f"obj{k}__{i}.png")
+
+    for k, i in [(10, 0), (2, 10), (2, 9), (2, 0)]:
+        save(k, i, value=k + i)
+    with pytest.warns(UserWarning, match="COIL20: found 4 images of 2 objects"):
+        dm = COIL20(data_dir=str(tmp_path), image_size=4)
+        assert dm.y.tolist() == [1, 1, 1, 9] and dm.x[:, 0, 0, 0].tolist() == [2, 11, 12, 10]
+    for path in coil.iterdir():
+        path.unlink()
+    for k in range(1, 21):  # every object, one pose each
+        save(k, 0)
+    with pytest.warns(UserWarning, match="COIL20: found 20 images of 20 objects"):
+        COIL20(data_dir=str(tmp_path), image_size=4).setup()
+    (coil / "obj20__0.png").unlink()
+    for k in range(1, 20):  # 1440 images, of objects 1..19
+        for i in range(1, 75 + (k <= 15)):
+            save(k, i)
+    assert len(list(coil.iterdir())) == 1440
+    with pytest.warns(UserWarning, match="COIL20: found 1440 images of 19 objects"):
+        COIL20(data_dir=str(tmp_path), image_size=4).setup()
+    save(0, 0)
+    with pytest.warns(UserWarning), pytest.raises(DataError, match=r"COIL20: object numbers must be 1\.\.20, found "
+                                                                   r"0\.\.19 in "):
+        COIL20(data_dir=str(tmp_path)).setup()
+
+
 def test_image_folder_layouts_it_refuses_or_warns_about(tmp_path):
     with pytest.raises(DataError, match=r"ImageFolder: .*missing is not a folder; set root to a folder of images"):
         ImageFolder(str(tmp_path / "missing")).setup()
@@ -1290,6 +1348,18 @@ def test_standard_files_cut_short_or_of_another_format_are_named(tmp_path):
     with pytest.raises(DataError, match=r"USPS: .*usps\.t\.bz2 is not the standard dense USPS file \(every line a "
                                         r"label and 256 values 1:v \.\.\. 256:v\); replace it with the file from "):
         USPS(data_dir=str(tmp_path / "usps"), split="test").setup("fit")
+
+    def line(label: int, indices: list[int]) -> bytes:
+        return (f"{label} " + " ".join(f"{i}:0.5" for i in indices) + "\n").encode()
+
+    dense = list(range(1, 257))
+    for content in (line(3, dense[:5] + [300] + dense[6:]), line(3, [*dense, 257])):  # an index amiss, one too many
+        (tmp_path / "usps" / "usps.t.bz2").write_bytes(bz2.compress(content * 2))
+        with pytest.raises(DataError, match=r"USPS: .*usps\.t\.bz2 is not the standard dense USPS file"):
+            USPS(data_dir=str(tmp_path / "usps"), split="test").setup("fit")
+    (tmp_path / "usps" / "usps.t.bz2").write_bytes(bz2.compress(line(3, dense)))  # a file of one line: one sample
+    one = USPS(data_dir=str(tmp_path / "usps"), split="test")
+    assert one.y.tolist() == [2] and one.x.unique().tolist() == [191]  # label k - 1, pixels (v + 1) / 2 * 255
 
 
 def test_processes_that_download_one_data_set_fetch_it_once(tmp_path, monkeypatch):
