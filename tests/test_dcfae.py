@@ -122,6 +122,44 @@ def test_residual_nets_shapes(shape):
     assert logits.shape == (2,) and len(features) == 3 and features[1].shape[1] == 8
 
 
+def test_residual_nets_are_basic_blocks_with_their_norm_and_mirrored_sizes():
+    """What a shape test cannot see: each block is He et al.'s basic block, conv3x3 -> norm -> act -> conv3x3 ->
+    norm, a norm after every conv of the stem and the blocks (their convs then without bias, which the norm's shift
+    replaces); BatchNorm by default in the encoder and decoder, no norm and LeakyReLU in the discriminator; GroupNorm
+    with the most groups up to 8 that divide the channels; nearest upsampling; and the decoder's stages go through
+    the encoder's channels and sizes in reverse (a rectangular image: height and width kept apart), to logits."""
+    from dcl.nets.residual import make_norm
+
+    def norms(net):
+        return [type(m).__name__ for m in net.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
+
+    shape = (1, 13, 9)
+    encoder, decoder = ResidualEncoder(shape, 5, (4, 8)), ResidualDecoder(shape, 5, (4, 8))
+    assert norms(encoder) == ["BatchNorm2d"] * 5 and norms(decoder) == ["BatchNorm2d"] * 4  # stem + 2 x 2 blocks
+    discriminator = ResidualDiscriminator(shape, (4, 8))
+    assert norms(discriminator) == [] and isinstance(discriminator.stem[1], nn.LeakyReLU)
+    for norm, kind in (("batch", nn.BatchNorm2d), ("group", nn.GroupNorm), ("none", nn.Identity)):
+        block = ResidualBlock(4, 12, "down", norm=norm)
+        assert isinstance(block.norm1, kind) and isinstance(block.norm2, kind), norm
+        assert (block.conv1.bias is None) == (block.conv2.bias is None) == (norm != "none"), norm
+    assert [make_norm("group", c).num_groups for c in (12, 64, 7, 20)] == [6, 8, 7, 5]
+    assert ResidualBlock(8, 4, "up", out_size=(5, 7)).up.mode == "nearest"
+
+    x = torch.rand(2, *shape)
+    h, down = encoder.stem(x), []
+    for stage in encoder.stages:
+        h = stage(h)
+        down.append(tuple(h.shape[1:]))
+    assert isinstance(decoder.fc[1], nn.ReLU) and decoder.out.kernel_size == (3, 3)
+    h, up = decoder.fc(torch.randn(2, 5)), []
+    for stage in decoder.stages:
+        up.append(tuple(h.shape[1:]))
+        h = stage(h)
+    assert down == [(4, 7, 5), (8, 4, 3)] and up == down[::-1] and tuple(h.shape[1:]) == (4, 13, 9)
+    logits = decoder(torch.randn(2, 5))
+    assert logits.shape == (2, *shape) and logits.min() < 0 < logits.max()  # logits, not pixels
+
+
 def test_residual_false_is_the_same_stack_without_skips():
     """The paper's residual vs plain ablation: ``residual: false`` keeps every conv, drops every skip, so a block
     computes act(norm(conv2(act(norm(conv1(x)))))) and nothing else."""
@@ -640,7 +678,7 @@ def test_resume_in_the_embedding_phase_is_exact(tmp_path):
     with pytest.raises(ConfigError, match=r"trained on images of shape \(1, 8, 8\), but this data has shape \(1, 8, 6\)"):
         DCFAE(10, (1, 8, 6), pretrained=ckpt, **TINY)
     # restoring a trained DCFAE needs its pretrained file no more (the checkpoint holds the weights)
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist; train a DCFAE first"):
         DCFAE(10, (1, 8, 8), pretrained=str(tmp_path / "gone.ckpt"), **TINY)
     with weights_from_checkpoint():
         assert DCFAE(10, (1, 8, 8), pretrained=str(tmp_path / "gone.ckpt"), **TINY).fae_epochs == 0
