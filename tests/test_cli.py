@@ -393,12 +393,12 @@ def test_predict_writes_the_methods_own_clustering_rule():
 
     torch.manual_seed(0)
     model = AEKMeans(n_clusters=3, input_shape=[8], hidden_dims=[16], latent_dim=2)
-    model.set_cluster_centers(torch.randn(3, 2))
-    model.predict_clusters = lambda z: (model.assign(z).argmax(1) + 1) % 3  # a rule other than argmax
     batch = {"x": torch.randn(20, 8), "index": torch.arange(20), "y": torch.zeros(20, dtype=torch.long)}
+    model.set_cluster_centers(model.embed(batch["x"][[0, 7, 14]]))  # (centers among the samples: all 3 used)
+    model.predict_clusters = lambda z: (model.assign(z).argmax(1) + 1) % 3  # a rule other than argmax
     out = model.predict_step(batch, 0)
     probs = model.assign(model.embed(batch["x"]))
-    assert torch.equal(out["cluster"], (probs.argmax(1) + 1) % 3)
+    assert torch.equal(out["cluster"], (probs.argmax(1) + 1) % 3) and len(out["cluster"].unique()) == 3
     torch.testing.assert_close(out["confidence"], probs[torch.arange(20), out["cluster"]])
 
 
@@ -1139,7 +1139,8 @@ def test_a_checkpoint_that_does_not_fit_the_data_writes_no_log_file(tmp_path, dc
 def test_a_pretrained_autoencoder_of_standardized_samples_needs_standardize(tmp_path, dcl_error):
     """Found by probing as a user: DEC started from an AEKMeans run on standardized samples (Arrays standardize:
     true), its own fit without standardize: the autoencoder was given the raw samples, silently (iris: ACC 0.65
-    against 0.77); predict refuses that mismatch."""
+    against 0.77); predict refuses that mismatch. So does an autoencoder of the samples as they are, given
+    standardized ones."""
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(3, 2, size=(40, 3)).astype(np.float32))
     data = ["--data", "Arrays", "--data.path", str(tmp_path / "x.npy"), "--data.n_clusters", "2"]
     run_cli(["fit", "--model", "AEKMeans", "--model.init_args.hidden_dims", "[8]", *data, "--data.standardize",
@@ -1151,6 +1152,14 @@ def test_a_pretrained_autoencoder_of_standardized_samples_needs_standardize(tmp_
     msg = dcl_error(dec, tmp_path / "err", quiet=False)
     assert f"the pretrained autoencoder {ckpt} was trained on standardized samples; set standardize: true" in msg
     assert run_cli([*dec, "--data.standardize", "true"], tmp_path / "err")["k"] == 2
+    # and the other way: an autoencoder of the samples as they are refuses standardized ones
+    (tmp_path / "raw").mkdir()
+    run_cli(["fit", "--model", "AEKMeans", "--model.init_args.hidden_dims", "[8]", *data, "--trainer.max_epochs", "1",
+             "--trainer.enable_checkpointing", "true"], tmp_path / "raw")
+    raw = str(next((tmp_path / "raw").rglob("*.ckpt")))
+    (tmp_path / "err2").mkdir()
+    msg = dcl_error([*dec[:6], raw, *dec[7:], "--data.standardize", "true"], tmp_path / "err2", quiet=False)
+    assert f"the pretrained autoencoder {raw} was trained on samples as they are, not standardized" in msg
 
 
 def test_a_pretrained_dcfae_of_standardized_samples_needs_standardize(tmp_path, dcl_error):
@@ -1403,6 +1412,7 @@ def test_every_autoencoder_method_starts_from_the_pretrained_weights(tmp_path):
                                               activation="relu", pretrained=str(path))
             own = model.autoencoder.state_dict()
             assert own.keys() == saved.keys(), name
+            assert model.pretrain_epochs == 0, name  # the pretrained autoencoder replaces the pretraining
             for key, value in saved.items():
                 assert torch.equal(own[key], value), (name, path.name, key)
 
@@ -1439,6 +1449,13 @@ def test_a_checkpoint_that_no_dcl_method_wrote_is_refused(tmp_path, dcl_error):
 
     with pytest.raises(ConfigError, match="not written by a dcl method; DEC cannot load it"):
         registry.get_method("DEC").load_from_checkpoint(foreign)
+    # and by a Trainer given it as ckpt_path (Lightning's restore, through the method's on_load_checkpoint)
+    import lightning.pytorch as pl
+    from dcl.datamodules.digits import Digits
+
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    with pytest.raises(ConfigError, match="not written by a dcl method; DEC cannot load it"):
+        trainer.predict(registry.get_method("DEC")(n_clusters=10, input_shape=(64,)), Digits(), ckpt_path=foreign)
 
 
 @pytest.mark.parametrize("method", ["dec", "dekm"])
@@ -1471,7 +1488,7 @@ def test_a_run_from_a_pretrained_autoencoder_needs_that_file_no_more_once_traine
     # a new run from the moved file is still refused before training
     (tmp_path / "new").mkdir()
     msg = dcl_error(["fit", *dec, "--model.init_args.pretrained", str(trained.pretrained)], tmp_path / "new")
-    assert "does not exist" in msg
+    assert "does not exist; train one first, e.g. dcl fit --config configs/ae_kmeans/<data>.yaml" in msg
 
 
 def test_a_fast_dev_run_writes_nothing(tmp_path, capsys, dcl_error):
@@ -1535,9 +1552,10 @@ def test_planned_batches_are_lightnings(settings, tmp_path, monkeypatch):
 
 def test_a_callback_refusing_the_trainer_does_so_before_anything_is_written(tmp_path, dcl_error):
     """Found by probing: AE-CM's averaging callback refused a fit without max_epochs in its setup, after the run's
-    config.yaml (and a W&B run) had been written."""
+    config.yaml (and a W&B run) had been written. The callback is the method's own, not the config's; a TensorBoard
+    logger writes its events file before any callback's setup."""
     msg = dcl_error(["fit", "--config", str(REPO / "configs/cm/digits.yaml"), "--trainer.max_epochs", "-1",
-                     "--trainer.max_steps", "30", "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+                     "--trainer.max_steps", "30", "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger",
                      "--trainer.logger.save_dir", str(tmp_path / "out")], tmp_path, quiet=False)
     assert "FinalEpochAveraging averages the last epochs of trainer.max_epochs" in msg
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -1751,6 +1769,9 @@ def test_a_monitor_that_names_no_dcl_metric_is_refused_before_training(tmp_path,
         msg = dcl_error(["fit", *AE_DIGITS, f"--trainer.callbacks+={callback}", "--trainer.callbacks.monitor",
                          "val_acc"], tmp_path)
         assert f"the {callback}'s monitor 'val_acc' is not a metric dcl logs: they are named <stage>/<name>" in msg
+    # Lightning's own counters are metrics a checkpoint may monitor (the latest one kept)
+    run_cli(["fit", *AE_DIGITS, "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.monitor", "step",
+             "--trainer.callbacks.mode", "max", "--trainer.fast_dev_run", "true"], tmp_path)
 
 
 def test_config_file_mistakes_are_named_with_the_file_and_the_fix(tmp_path, dcl_error):

@@ -137,11 +137,13 @@ def test_every_target_update_is_logged_once_at_its_step(tmp_path, log_every_n_st
     from lightning.pytorch.loggers import CSVLogger
 
     logger = CSVLogger(tmp_path, name="run")
-    _, _, calls, _ = _fit_recording_updates(DEC, tmp_path, 6, tol=0.0,
-                                            trainer_args={"logger": logger, "log_every_n_steps": log_every_n_steps})
+    logging = {"logger": logger, "log_every_n_steps": log_every_n_steps}
+    _, trainer, calls, _ = _fit_recording_updates(DEC, tmp_path, 6, tol=0.0, trainer_args=logging)
     rows = logged_rows(logger, "train/label_change")
     assert len(calls) >= 10
     assert [int(row["step"]) for row in rows] == [step for step, _ in calls]  # one row an update, at its step
+    # and the latest is among the metrics a callback monitors (EarlyStopping, ModelCheckpoint), as self.log's were
+    assert float(trainer.callback_metrics["train/label_change"]) == float(rows[-1]["train/label_change"])
 
 
 def test_train_loss_is_the_loss_each_step_returns_under_gradient_accumulation(tmp_path):
@@ -202,6 +204,68 @@ def test_a_fit_that_ends_within_the_pretraining_says_so(tmp_path):
         warnings.filterwarnings("error", message=".*ends within the")
         model, *_ = _fit_recording_updates(DEC, tmp_path, max_epochs=2)
     assert model.clustering_active
+
+
+def test_the_checkpoint_at_the_end_of_pretraining_holds_ae_plus_k_means_centers(tmp_path):
+    """The epoch that ends the pretraining refreshes the centers (k-means of its code), so that its checkpoint holds
+    the AE + k-means clustering, as the pretraining's validations and a fit that ends there do: not the zeros of an
+    untrained clustering, where no validation fell at that epoch."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from dcl.cluster import kmeans
+    from dcl.datamodules.digits import Digits
+
+    dm = Digits(batch_size=256)
+    every = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, save_on_train_epoch_end=True)
+    pl.Trainer(max_epochs=2, check_val_every_n_epoch=10, logger=False, enable_progress_bar=False,
+               enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0, callbacks=[every]).fit(
+        DEC(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=1, kmeans_n_init=2), dm)
+    pretrained = DEC.load_from_checkpoint(next(tmp_path.glob("epoch=0-*.ckpt")))
+    assert not pretrained.clustering_active
+    with torch.no_grad():
+        z = pretrained.embed(dm.batch_transform(dm.x))
+    centers = pretrained.cluster_centers.detach()
+    assert centers.any() and len(pretrained.predict_clusters(z).unique()) == 10
+    # centers that Lloyd's iterations no longer move: k-means of this code
+    assert torch.allclose(kmeans(z, 10, init_centers=centers).centers, centers, atol=1e-4)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_the_final_clusters_are_computed_once_when_the_fit_ends(tmp_path, monkeypatch, early_stopping):
+    """AE + k-means's clusters are k-means of the final embedding: computed once, when the fit ends (not at every
+    epoch's end), in time for the last epoch's checkpoint; and also when an EarlyStopping ends the fit, which decides
+    after the epoch's hooks (then ``save_last`` is saved again with them)."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    import dcl.method
+    from dcl.cluster import kmeans
+    from dcl.datamodules.digits import Digits
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    calls = []
+    monkeypatch.setattr(dcl.method, "kmeans", lambda *args, **kwargs: calls.append(1) or kmeans(*args, **kwargs))
+    dm = Digits(batch_size=256)
+    every = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, save_on_train_epoch_end=True,
+                            save_last=True)
+    # the training loss falls: mode max stops the fit after its second epoch
+    falls = EarlyStopping("train/loss", mode="max", patience=0, check_on_train_epoch_end=True)
+    stop = [falls] if early_stopping else []
+    model = AEKMeans(10, dm.input_shape, hidden_dims=[32], kmeans_n_init=2)
+    trainer = pl.Trainer(max_epochs=3, check_val_every_n_epoch=10, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                         callbacks=[every, *stop])
+    trainer.fit(model, dm)
+    assert trainer.current_epoch == (2 if early_stopping else 3) and len(calls) == 1
+    with torch.no_grad():
+        z = model.embed(dm.batch_transform(dm.x))
+    centers = model.cluster_centers.detach()
+    assert torch.allclose(kmeans(z, 10, init_centers=centers).centers, centers, atol=1e-4)  # k-means of this code
+    files = ["last.ckpt"] + ([] if early_stopping else ["epoch=2-step=24.ckpt"])  # (EarlyStopping: after the save)
+    for name in files:
+        saved = torch.load(tmp_path / name, weights_only=False)["state_dict"]["cluster_centers"]
+        assert torch.equal(saved, centers), name
 
 
 @pytest.mark.parametrize("stop", ["max_steps", "should_stop"])
@@ -388,11 +452,34 @@ def test_a_checkpoint_keeps_its_number_of_trainable_centers_and_refuses_another_
     got = trainer().predict(other_k, Digits(batch_size=256, n_clusters=4), ckpt_path=ckpt)
     assert other_k.n_clusters == 10 and isinstance(other_k.cluster_centers, torch.nn.Parameter)
     assert torch.equal(torch.cat([p["cluster"] for p in got]), expected)
+    assert other_k.cluster_centers.requires_grad
+    # centers a subclass froze stay frozen at their new size
+    frozen = DEC(4, dm.input_shape, hidden_dims=[32])
+    frozen.cluster_centers.requires_grad_(False)
+    frozen.load_state_dict(torch.load(ckpt, weights_only=False)["state_dict"])
+    assert frozen.n_clusters == 10 and not frozen.cluster_centers.requires_grad
 
     with pytest.raises(ConfigError, match=r"\(autoencoder\.encoder\.\S+ is \(32, 64\) there but \(16, 64\) here\); "
                                           r"it was trained with hidden_dims: \[32\] \(here \[16\]\).*"
                                           r"\(DEC.load_from_checkpoint\(path\) uses them; dcl: --config"):
         trainer().predict(DEC(10, dm.input_shape, hidden_dims=[16]), dm, ckpt_path=ckpt)
+    # a class of one's own with a layer more loads DEC's checkpoints (check_checkpoint_method) but not this one
+    class WithHead(DEC):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.head = torch.nn.Linear(10, 2)
+
+    with pytest.raises(ConfigError, match=r"does not fit this WithHead \(missing \['head.weight', 'head.bias'\]\)"):
+        trainer().predict(WithHead(10, dm.input_shape, hidden_dims=[32]), dm, ckpt_path=ckpt)
+    saved = torch.load(ckpt, weights_only=False)
+    saved["state_dict"]["extra"] = torch.zeros(1)
+    torch.save(saved, tmp_path / "extra.ckpt")
+    with pytest.raises(ConfigError, match=r"does not fit this DEC \(unexpected \['extra'\]\)"):
+        trainer().predict(DEC(10, dm.input_shape, hidden_dims=[32]), dm, ckpt_path=tmp_path / "extra.ckpt")
+    lenient = DEC(10, dm.input_shape, hidden_dims=[32])
+    lenient.strict_loading = False  # Lightning's switch: the keys that fit load
+    assert torch.equal(torch.cat([p["cluster"] for p in trainer().predict(lenient, dm, ckpt_path=tmp_path /
+                                                                          "extra.ckpt")]), expected)
     # while training, trainable centers (an optimizer holds them) keep their number: a new K is refused
     with pytest.raises(ConfigError, match="trainable cluster centers cannot change their number during training"):
         model.set_cluster_centers(torch.zeros(5, model.cluster_centers.shape[1]))
@@ -524,6 +611,69 @@ def test_batch_target_under_ddp_is_the_global_batch_target(tmp_path):
     torch.testing.assert_close(torch.load(out), single, rtol=1e-10, atol=1e-12)
 
 
+def _rank_zero_centers_worker(rank: int, world: int, port: int, out: str) -> None:
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    with gloo_group(rank, world, port):
+        torch.manual_seed(0)
+        dec, ae = DEC(3, (6,), hidden_dims=[4], latent_dim=2), AEKMeans(3, (6,), hidden_dims=[4], latent_dim=2)
+        dec.set_cluster_centers(torch.full((3, 2), float(rank)))  # trainable centers: replaced in place
+        ae.set_cluster_centers(torch.full((4, 2), float(rank)))  # a buffer: K changes
+        # each rank clusters other points: rank 0's k-means is the one every rank gets
+        z = torch.rand(40, 2, generator=torch.Generator().manual_seed(rank)) + 10 * rank
+        found = dec.run_kmeans(z, n_clusters=2).centers
+        torch.save({"dec": dec.cluster_centers.detach(), "ae": ae.cluster_centers, "kmeans": found}, f"{out}{rank}")
+
+
+def test_under_ddp_every_rank_takes_rank_zeros_centers(tmp_path):
+    """``set_cluster_centers`` and ``run_kmeans`` broadcast rank 0's result, so that every rank clusters with one
+    state even where the ranks computed different ones."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "centers")
+    mp.spawn(_rank_zero_centers_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    zero, one = torch.load(f"{out}0"), torch.load(f"{out}1")
+    assert not zero["dec"].any() and not zero["ae"].any() and zero["ae"].shape == (4, 2)
+    assert zero["kmeans"].max() < 1.5  # rank 0's points lie in [0, 1)
+    for key in ("dec", "ae", "kmeans"):
+        assert torch.equal(zero[key], one[key]), key
+
+
+def test_training_k_means_draws_by_its_call_count_and_a_refresh_by_the_step(monkeypatch):
+    """``run_kmeans`` seeds training's k-means (DEC's initialization, DEKM's updates) from the global seed and a call
+    counter, which checkpoints hold: a resumed fit draws as the uninterrupted one. A refresh that only reads the
+    embedding (a validation, the final clusters: ``refresh_clusters_by_step``) seeds from the step and leaves the
+    counter alone, so how often validation runs changes no later draw."""
+    import dcl.method
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    seeds, n_inits, real = [], [], dcl.method.kmeans
+
+    def spy(z, k, **kwargs):
+        seeds.append(kwargs["seed"])
+        n_inits.append(kwargs["n_init"])
+        return real(z, k, **kwargs)
+
+    step = [0]
+    monkeypatch.setattr(dcl.method, "kmeans", spy)
+    monkeypatch.setattr(AEKMeans, "global_step", property(lambda self: step[0]))
+    z = torch.rand(30, 2, generator=torch.Generator().manual_seed(0))
+    model, again = (AEKMeans(3, (6,), hidden_dims=[4], latent_dim=2, kmeans_n_init=2) for _ in range(2))
+    model.run_kmeans(z)
+    model.run_kmeans(z, n_init=1)
+    model.refresh_clusters_by_step(z)
+    step[0] = 5
+    model.refresh_clusters_by_step(z)
+    model.run_kmeans(z)
+    for _ in range(3):
+        again.run_kmeans(z)
+    again.refresh_clusters_by_step(z)  # at step 5
+    training, by_step = seeds[:2] + seeds[4:5], seeds[2:4]
+    assert training == seeds[5:8] and len(set(training)) == 3  # a new draw each call, the refreshes not counted
+    assert by_step[0] != by_step[1] and by_step[1] == seeds[8]  # a draw per step, the same at one step
+    assert n_inits == [2, 1, 2, 2, 2, 2, 2, 2, 2]
+
+
 def test_bad_hyperparameters():
     from dcl.method import ConfigError
 
@@ -544,6 +694,46 @@ def test_bad_hyperparameters():
 
     with pytest.raises(ValueError, match=r"every layer needs at least one unit, got the sizes \[64, 0, 10\]"):
         mlp([64, 0, 10])  # (for a network of your own)
+
+
+def test_the_shared_autoencoders_defaults_activations_and_initialization():
+    """The MLP autoencoder's default is the DEC paper's d-500-500-2000-10, the conv one DEKM's (5x5, 5x5, 3x3
+    stride-2 convs of 32, 64, 128 channels halving odd sizes too, mirrored, back to the input size);
+    each activation name builds its module (leaky_relu: slope 0.2); Glorot-uniform weights and zero biases reach
+    every layer kind, the conv decoder's transposed convs too; the reconstruction's gradient reaches every weight of
+    the encoder."""
+    from torch import nn
+
+    from dcl.nets.autoencoders import ConvAutoencoder, MLPAutoencoder, make_activation
+
+    mlp = MLPAutoencoder((64,))
+    linear = [(m.in_features, m.out_features) for m in mlp.modules() if isinstance(m, nn.Linear)]
+    assert linear == [(64, 500), (500, 500), (500, 2000), (2000, 10), (10, 2000), (2000, 500), (500, 500), (500, 64)]
+    assert sum(isinstance(m, nn.ReLU) for m in mlp.modules()) == 6  # the hidden layers'; a linear code and output
+    conv = ConvAutoencoder((1, 28, 28))
+    assert [m.out_channels for m in conv.encoder.modules() if isinstance(m, nn.Conv2d)] == [32, 64, 128]
+    # DEKM's Conv(32, 5, s2)-Conv(64, 5, s2)-Conv(128, 3, s2)-Dense(k), a linear code, mirrored by the decoder
+    assert [(m.kernel_size[0], m.stride[0]) for m in conv.encoder if isinstance(m, nn.Conv2d)] == [(5, 2), (5, 2),
+                                                                                                   (3, 2)]
+    assert [type(m).__name__ for m in conv.encoder] == ["Conv2d", "ReLU"] * 3 + ["Flatten", "Linear"]
+    assert [type(m).__name__ for m in conv.decoder] == ["Linear", "ReLU", "Unflatten"] + [
+        "ConvTranspose2d", "ReLU"] * 2 + ["ConvTranspose2d"]
+    for side, sizes in ((28, [14, 7, 3]), (27, [14, 7, 3]), (26, [13, 7, 3]), (16, [8, 4, 2])):  # odd: a valid 3rd conv
+        net, h = ConvAutoencoder((1, side, side)), torch.zeros(1, 1, side, side)
+        down = [h := layer(h) for layer in net.encoder if not isinstance(layer, (nn.Flatten, nn.Linear))]
+        assert [t.shape[-1] for t in down[::2]] == sizes and net(torch.zeros(2, 1, side, side))[1].shape[-1] == side
+    for net, x in ((mlp, torch.rand(4, 64)), (conv, torch.rand(4, 1, 28, 28))):  # the reconstruction trains the encoder
+        torch.nn.functional.mse_loss(net(x)[1], x).backward()
+        assert all(p.grad is not None and p.grad.any() for p in net.encoder.parameters())
+    names = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
+    assert [type(make_activation(n)) for n in names] == [nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid]
+    assert make_activation("leaky_relu").negative_slope == 0.2
+    layers = [m for m in conv.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+    assert {type(m) for m in layers} == {nn.Linear, nn.Conv2d, nn.ConvTranspose2d}
+    for layer in layers:
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(layer.weight)
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert 0.8 * bound < float(layer.weight.abs().max()) <= bound and not layer.bias.any(), layer
 
 
 @pytest.mark.parametrize("kind, shape", [("mlp", (64,)), ("conv", (1, 16, 16))])
@@ -611,7 +801,8 @@ def test_cluster_update_schedules_count_from_the_start_of_the_clustering_phase()
 
 def test_fan_in_uniform_init_is_dec_keras_mnist_initializer():
     """``weight_init: fan_in_uniform``: Keras' VarianceScaling(1/3, 'fan_in', 'uniform'), the initializer DEC-keras
-    pretrains MNIST with: every weight in +-sqrt(1 / fan_in) (filling that range), every bias zero."""
+    pretrains MNIST with: every weight in +-sqrt(1 / fan_in) (filling that range), every bias zero. And
+    ``small_normal``'s N(0, 0.01^2) weights and zero biases."""
     from dcl.methods.ae_kmeans import AEKMeans
 
     torch.manual_seed(0)
@@ -630,6 +821,9 @@ def test_fan_in_uniform_init_is_dec_keras_mnist_initializer():
         channels = layer.in_channels if isinstance(layer, torch.nn.Conv2d) else layer.out_channels
         bound = (channels * layer.kernel_size[0] * layer.kernel_size[1]) ** -0.5
         assert 0.9 * bound < layer.weight.abs().max() <= bound and not layer.bias.any()
+    small = DEC(10, (784,), weight_init="small_normal")  # the DEC paper's stacked autoencoder: N(0, 0.01^2)
+    for layer in [m for m in small.autoencoder.modules() if isinstance(m, torch.nn.Linear)]:
+        assert 0.009 < float(layer.weight.std()) < 0.011 and not layer.bias.any()
     glorot = DEC(10, (784,)).autoencoder.encoder[1][0].weight  # the default: Glorot, bound sqrt(6 / (784 + 500))
     assert 0.99 * (6 / 1284) ** 0.5 < glorot.abs().max() <= (6 / 1284) ** 0.5
     with pytest.raises(ConfigError, match="weight_init must be one of"):

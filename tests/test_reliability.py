@@ -207,7 +207,8 @@ def test_resume_is_exact_and_fits_are_deterministic(name, tmp_path):
 def test_a_fit_its_stopping_rule_ended_stays_ended_when_resumed(name, rule, tmp_path):
     """Found by an audit: Lightning checkpoints no ``should_stop``, so a fit resumed from the checkpoint of one that
     DEC's or DEKM's ``tol`` or ``maxiter`` ended trained on (DEC with tol 0.3: another update_interval, 5 steps;
-    DEKM: a step and a fresh final eigen update). It ends at once, as the stopped fit did, whatever its budget."""
+    DEKM: a step and a fresh final eigen update). It ends at once, as the stopped fit did, whatever its budget; the
+    module loaded from that checkpoint and fitted anew is not stopped by it."""
     epochs = FAST[name]["epochs"]
     last = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_on_train_epoch_end=True)
     ended_embedding = KeepsFinalEmbedding()
@@ -225,6 +226,11 @@ def test_a_fit_its_stopping_rule_ended_stays_ended_when_resumed(name, rule, tmp_
         _, _, t_more = fit(name, tmp_path / "c", ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
                            settings={**rule, "maxiter": 20})
         assert t_more.global_step > t_ended.global_step
+    else:  # its stop belongs to that fit: the module loaded from the checkpoint and fitted anew (no resume) trains
+        loaded = type(ended).load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt")
+        anew = trainer(tmp_path / "d", 1)
+        anew.fit(loaded, dm)
+        assert anew.global_step >= loaded.update_interval  # (until its own rule stops it, at an update)
 
 
 def test_validate_test_and_predict_use_the_clusters_of_a_checkpoints_own_weights(tmp_path):
@@ -260,6 +266,27 @@ def test_validate_test_and_predict_use_the_clusters_of_a_checkpoints_own_weights
             getattr(pl.Trainer(**quiet), stage)(model, datamodule=dm)
         assert lloyd_gain(model) < 1e-3, stage
         assert (stage == "predict") == any("saved between validations" in str(w.message) for w in caught), stage
+    # a validation's refresh makes them the weights' clusters: a predict after it finds nothing stale
+    model = cls.load_from_checkpoint(mid)
+    pl.Trainer(**quiet).validate(model, datamodule=dm)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pl.Trainer(**quiet).predict(model, datamodule=dm)
+    assert not any("saved between validations" in str(w.message) for w in caught)
+    # a method that trains its clusters (DEC's clustering phase) has none stale: predict uses them as they are
+    dec_mid = tmp_path / "dec_mid.ckpt"
+    dec_data = digits("DEC")
+    t = pl.Trainer(max_epochs=5, check_val_every_n_epoch=4, logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0, accelerator="cpu",
+                   devices=1, callbacks=[SaveInside(4, 5, dec_mid)])  # inside the clustering phase's second epoch
+    t.fit(build("DEC", dec_data), dec_data)
+    model = registry.get_method("DEC").load_from_checkpoint(dec_mid)
+    trained = model.cluster_centers.detach().clone()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pl.Trainer(**quiet).predict(model, datamodule=dec_data)
+    assert model.clustering_active and torch.equal(model.cluster_centers, trained)
+    assert not any("saved between validations" in str(w.message) for w in caught)
 
 
 KNOWN_BUGS: dict[tuple[str, str], str] = {  # (test, method) -> why it fails today; each is a bug to fix

@@ -67,6 +67,12 @@ def test_greedy_stages_use_dropout_on_hidden_layers_only():
     m = model(dropout=0.5).train()
     m.stage.fill_(3)  # fine-tuning without dropout
     assert torch.equal(m.pretrain_step({"x": x}), m.pretrain_step({"x": x}))
+    # inverted dropout, as Caffe's and Keras' (the papers' codes): a kept unit is scaled by 1 / (1 - p), so the
+    # expected activation is unchanged; eval mode leaves it alone
+    ones = torch.ones(200, 500)
+    dropped = m.dropout(ones, 0.2)
+    assert set(dropped.unique().tolist()) == {0.0, 1.25} and abs(float((dropped == 0).float().mean()) - 0.2) < 0.01
+    assert torch.equal(m.eval().dropout(ones, 0.2), ones)
 
 
 def test_dropout_sits_on_each_pairs_input_and_hidden_output_not_on_the_data_the_code_or_the_frozen_pairs():

@@ -337,7 +337,8 @@ def test_a_training_step_of_ones_own_gets_train_loss_logged(tmp_path):
     calls its parent's (its own result is logged, once), and one that logs train/loss itself (its value is kept,
     not logged twice: Lightning refuses a name logged twice in a step with other arguments). Only train/loss is on
     the progress bar: a step's prog_bar=True on another name, as the README's plugin logged its parent's
-    train/recon, is logged off the bar with a warning (Lightning refused the fit, the parent logging it off the bar)."""
+    train/recon, is logged off the bar with a warning, once (Lightning refused the fit, the parent logging it off the
+    bar); outside a training step prog_bar=True stands."""
     import contextlib
 
     import lightning.pytorch as pl
@@ -362,6 +363,10 @@ def test_a_training_step_of_ones_own_gets_train_loss_logged(tmp_path):
 
         def on_train_batch_end(self, outputs, batch, batch_idx):  # its own, without super()
             pass
+
+        def on_train_epoch_end(self):  # outside a training step, prog_bar=True is honoured
+            super().on_train_epoch_end()
+            self.log("train/mark", 1.0, prog_bar=True)
 
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=1e-3)
@@ -391,10 +396,13 @@ def test_a_training_step_of_ones_own_gets_train_loss_logged(tmp_path):
                              default_root_dir=tmp_path, num_sanity_val_steps=0, callbacks=[reads])
         with (pytest.warns(UserWarning, match="Doubled logs train/recon with prog_bar=True in its training step: it "
                                              "is logged off the progress bar, which shows train/loss")
-              if isinstance(model, Doubled) else contextlib.nullcontext()):
+              if isinstance(model, Doubled) else contextlib.nullcontext()) as warned:
             trainer.fit(model, Digits(batch_size=64))
+        if warned is not None:  # once per name, not at each of the 3 steps
+            assert sum("Doubled logs train/recon" in str(w.message) for w in warned) == 1
         assert len(reads.pairs) == 3 and all(logged == returned for logged, returned in reads.pairs), reads.pairs
         on_bar = {"train/loss"} if not isinstance(model, LogsItself) else set()  # (logged its own way: not on the bar)
+        on_bar |= {"train/mark"} if isinstance(model, OwnStep) else set()
         assert set(trainer.progress_bar_metrics) == on_bar, trainer.progress_bar_metrics
 
 
@@ -419,6 +427,47 @@ def test_a_method_with_batchnorm_keeps_one_state_on_every_ddp_rank(tmp_path, mon
     trainer.fit(model, Digits(batch_size=32))
     checked = {f.name: int(f.read_text()) for f in tmp_path.glob("checks_rank*")}
     assert checked == {"checks_rank0": 6, "checks_rank1": 6}, checked
+
+
+def test_embedding_all_samples_leaves_the_module_in_the_mode_it_found():
+    """``embed_all`` embeds in eval mode and restores the mode it was called in: a predict of an untrained model,
+    which first takes k-means of every sample's embedding (``on_predict_start``), still predicts in eval mode, a
+    BatchNorm with its running statistics, not each batch's."""
+    import lightning.pytorch as pl
+    from ddp_helpers import AEKMeansWithBatchNorm
+
+    from dcl.datamodules.digits import Digits
+
+    torch.manual_seed(0)
+    dm = Digits(batch_size=100)
+    model = AEKMeansWithBatchNorm(10, (64,), hidden_dims=[16], kmeans_n_init=1)
+    model.encoder_stats = model.autoencoder.encoder[-1].running_mean.clone()  # (untrained: zeros)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    z = torch.cat([out["z"] for out in trainer.predict(model, dm)])
+    assert torch.equal(model.autoencoder.encoder[-1].running_mean, model.encoder_stats)  # no batch updated them
+    with torch.no_grad():
+        assert torch.allclose(z, model.eval().embed(dm.batch_transform(dm.x)), atol=1e-6)
+
+
+def test_validate_scores_the_clusters_the_model_holds_and_counts_those_used():
+    """``dcl validate`` of a model with clusters scores them as they are (no k-means run anew): ``val/k`` is K and
+    ``val/k_used`` the clusters that some sample falls in, here 9 of 10 with one center far from every sample."""
+    import lightning.pytorch as pl
+
+    from dcl.datamodules.digits import Digits
+    from dcl.methods.ae_kmeans import AEKMeans
+
+    torch.manual_seed(0)
+    dm = Digits(batch_size=500)
+    model = AEKMeans(10, (64,), hidden_dims=[16], kmeans_n_init=1)
+    with torch.no_grad():
+        centers = model.embed(dm.batch_transform(dm.x[:10]))
+    centers[9] = 1e3
+    model.set_cluster_centers(centers)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    scores = trainer.validate(model, dm, verbose=False)[0]
+    assert scores["val/k"] == 10 and scores["val/k_used"] == 9 and torch.equal(model.cluster_centers, centers)
+    assert {"val/acc", "val/nmi", "val/ari"} <= set(scores)
 
 
 def test_the_plugin_classes_here_are_the_readmes():
