@@ -49,6 +49,8 @@ def test_usps_reads_torchvision_files():
     test = USPS(data_dir=str(root.parent), split="test", flatten=False)
     assert torch.equal(test.x[:5, 0], torch.from_numpy(tv.data[:5]))
     assert test.y[:5].tolist() == tv.targets[:5]
+    # all: the 7291 training images, then the 2007 test images, each with its label
+    assert torch.equal(dm.x[7291:], test.x.flatten(1)) and torch.equal(dm.y[7291:], test.y)
 
 
 def test_mnist_train_and_test_merged():
