@@ -1354,6 +1354,9 @@ def test_standard_files_cut_short_or_of_another_format_are_named(tmp_path):
     def line(label: int, indices: list[int]) -> bytes:
         return (f"{label} " + " ".join(f"{i}:0.5" for i in indices) + "\n").encode()
 
+    (tmp_path / "usps" / "usps.t.bz2").write_bytes(bz2.compress(b"3 1:0.5 2:x\n"))  # not numbers
+    with pytest.raises(DataError, match=r"USPS: cannot read .*usps\.t\.bz2 \(.*\); replace it with the standard file"):
+        USPS(data_dir=str(tmp_path / "usps"), split="test").setup("fit")
     dense = list(range(1, 257))
     for content in (line(3, dense[:5] + [300] + dense[6:]), line(3, [*dense, 257])):  # an index amiss, one too many
         (tmp_path / "usps" / "usps.t.bz2").write_bytes(bz2.compress(content * 2))
