@@ -1158,7 +1158,8 @@ def test_a_pretrained_autoencoder_of_standardized_samples_needs_standardize(tmp_
              "--trainer.enable_checkpointing", "true"], tmp_path / "raw")
     raw = str(next((tmp_path / "raw").rglob("*.ckpt")))
     (tmp_path / "err2").mkdir()
-    msg = dcl_error([*dec[:6], raw, *dec[7:], "--data.standardize", "true"], tmp_path / "err2", quiet=False)
+    from_raw = [raw if arg == ckpt else arg for arg in dec]  # the same DEC fit, from the raw samples' autoencoder
+    msg = dcl_error([*from_raw, "--data.standardize", "true"], tmp_path / "err2", quiet=False)
     assert f"the pretrained autoencoder {raw} was trained on samples as they are, not standardized" in msg
 
 

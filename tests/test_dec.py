@@ -206,6 +206,18 @@ def test_a_fit_that_ends_within_the_pretraining_says_so(tmp_path):
     assert model.clustering_active
 
 
+def assert_k_means_of_its_code(model, dm) -> torch.Tensor:
+    """Assert that ``model``'s centers are k-means of its code of every sample of ``dm`` (not zeros, and Lloyd's
+    iterations from them move them no more); returns that code."""
+    from dcl.cluster import kmeans
+
+    with torch.no_grad():
+        z = model.embed(dm.batch_transform(dm.x))
+    centers = model.cluster_centers.detach()
+    assert centers.any() and torch.allclose(kmeans(z, len(centers), init_centers=centers).centers, centers, atol=1e-4)
+    return z
+
+
 def test_the_checkpoint_at_the_end_of_pretraining_holds_ae_plus_k_means_centers(tmp_path):
     """The epoch that ends the pretraining refreshes the centers (k-means of its code), so that its checkpoint holds
     the AE + k-means clustering, as the pretraining's validations and a fit that ends there do: not the zeros of an
@@ -213,7 +225,6 @@ def test_the_checkpoint_at_the_end_of_pretraining_holds_ae_plus_k_means_centers(
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from dcl.cluster import kmeans
     from dcl.datamodules.digits import Digits
 
     dm = Digits(batch_size=256)
@@ -223,12 +234,8 @@ def test_the_checkpoint_at_the_end_of_pretraining_holds_ae_plus_k_means_centers(
         DEC(10, dm.input_shape, hidden_dims=[32], pretrain_epochs=1, kmeans_n_init=2), dm)
     pretrained = DEC.load_from_checkpoint(next(tmp_path.glob("epoch=0-*.ckpt")))
     assert not pretrained.clustering_active
-    with torch.no_grad():
-        z = pretrained.embed(dm.batch_transform(dm.x))
-    centers = pretrained.cluster_centers.detach()
-    assert centers.any() and len(pretrained.predict_clusters(z).unique()) == 10
-    # centers that Lloyd's iterations no longer move: k-means of this code
-    assert torch.allclose(kmeans(z, 10, init_centers=centers).centers, centers, atol=1e-4)
+    z = assert_k_means_of_its_code(pretrained, dm)
+    assert len(pretrained.predict_clusters(z).unique()) == 10
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])
@@ -258,10 +265,8 @@ def test_the_final_clusters_are_computed_once_when_the_fit_ends(tmp_path, monkey
                          callbacks=[every, *stop])
     trainer.fit(model, dm)
     assert trainer.current_epoch == (2 if early_stopping else 3) and len(calls) == 1
-    with torch.no_grad():
-        z = model.embed(dm.batch_transform(dm.x))
+    assert_k_means_of_its_code(model, dm)
     centers = model.cluster_centers.detach()
-    assert torch.allclose(kmeans(z, 10, init_centers=centers).centers, centers, atol=1e-4)  # k-means of this code
     files = ["last.ckpt"] + ([] if early_stopping else ["epoch=2-step=24.ckpt"])  # (EarlyStopping: after the save)
     for name in files:
         saved = torch.load(tmp_path / name, weights_only=False)["state_dict"]["cluster_centers"]
