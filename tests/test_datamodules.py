@@ -856,6 +856,103 @@ def test_16_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path):
     assert torch.equal(dm.x[0, 0], torch.from_numpy(pixels)) and torch.equal(dm.x[1, 0], dm.x[0, 0])
 
 
+def test_16_bit_pixels_read_as_the_nearest_8_bit_value_and_negative_ones_are_refused(tmp_path):
+    """A 16-bit value v reads as round(v / 257), in a 16-bit PNG (Pillow mode I;16) as in a 32-bit integer TIFF (mode
+    I). Found by mutation: values that are multiples of 257 had passed both truncating and casting to 8 bits."""
+    values = np.array([[0, 128, 129, 200, 385, 386, 1000, 65535]])
+    Image.fromarray(values.astype(np.uint16)).save(tmp_path / "a.png")
+    Image.fromarray(values.astype(np.int32), "I").save(tmp_path / "b.tif")
+    dm = ImageFolder(str(tmp_path), image_size=None, grayscale=True, n_clusters=2)
+    assert dm.x[:, 0, 0].tolist() == [[0, 0, 1, 1, 1, 2, 4, 255]] * 2
+    assert [Image.open(f).mode for f in dm.files] == ["I;16", "I"]
+    Image.fromarray(values.astype(np.int32) - 1, "I").save(tmp_path / "b.tif")
+    with pytest.raises(DataError, match=r"b\.tif faithfully: its pixels \(Pillow mode I\) hold values in "
+                                        r"\[-1, 65534\], outside the 16-bit range"):
+        ImageFolder(str(tmp_path), image_size=None, grayscale=True, n_clusters=2).setup()
+
+
+def test_image_folder_serves_each_image_as_pillow_reads_it(tmp_path):
+    """Pixels, axes and sizes against Pillow's own reading: every 8-bit mode Pillow converts (palette, 1-bit, alpha,
+    CMYK), an image wider than high kept as C x H x W, Pillow's bilinear resize of either side, flattened vectors
+    and batches in [0, 1]. Found by mutation: a reader of L and RGB only, H and W swapped, a nearest or a width-only
+    resize had passed."""
+    rgb = np.random.default_rng(0).integers(0, 256, size=(10, 12, 3), dtype=np.uint8)
+    image = Image.fromarray(rgb)
+    modes = {"a.png": image, "b.png": image.quantize(16), "c.png": image.convert("1"),
+             "d.png": image.convert("RGBA"), "e.png": image.convert("LA"), "f.tif": image.convert("CMYK")}
+    for name, img in modes.items():
+        img.save(tmp_path / name)
+    dm = ImageFolder(str(tmp_path), image_size=None, n_clusters=2)
+    assert dm.x.shape == (6, 3, 10, 12)
+    assert [Image.open(f).mode for f in dm.files] == ["RGB", "P", "1", "RGBA", "LA", "CMYK"]
+    as_pillow = [Image.open(f).convert("RGB") for f in dm.files]
+    assert torch.equal(dm.x, torch.from_numpy(np.stack([np.asarray(img) for img in as_pillow])).permute(0, 3, 1, 2))
+    assert torch.equal(dm.batch_transform(dm.x), dm.x.float() / 255)
+    for size in (8, 12):  # 12: as wide as the images, not as high
+        resized = [np.asarray(img.resize((size, size), Image.Resampling.BILINEAR)) for img in as_pillow]
+        dm = ImageFolder(str(tmp_path), image_size=size, n_clusters=2)
+        assert torch.equal(dm.x, torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2))
+    flat = ImageFolder(str(tmp_path), image_size=8, flatten=True, n_clusters=2)
+    assert flat.input_shape == (3 * 8 * 8,) and torch.equal(flat.x, ImageFolder(str(tmp_path), image_size=8,
+                                                                                 n_clusters=2).x.reshape(6, -1))
+    assert ImageFolder(str(tmp_path), n_clusters=2).input_shape == (3, 32, 32)  # the default size
+
+
+def test_image_read_errors_of_every_kind_name_the_file(tmp_path):
+    """A PNG cut short (an OSError of Pillow's decoder, after the header read), a PPM whose maximum value is 0 (a
+    ValueError), an image as high as the first but narrower, and one bad image among many decoded in threads: each a
+    DataError naming the file. Found by mutation: each had passed every test."""
+    from dcl.datamodules.image_folder import load_images
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, size=(32, 32), dtype=np.uint8)).save(tmp_path / "a.png")
+    png = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(png[:len(png) // 2])
+    with pytest.raises(DataError, match=r"^Test: cannot read image .*cut\.png: image file is truncated"):
+        load_images([tmp_path / "a.png", tmp_path / "cut.png"], None, True, "Test")
+    (tmp_path / "zero.ppm").write_bytes(b"P5\n2 2\n0\n" + bytes(4))
+    with pytest.raises(DataError, match=r"^Test: cannot read image .*zero\.ppm: maxval must be"):
+        load_images([tmp_path / "zero.ppm"], None, True, "Test")
+    Image.fromarray(np.zeros((32, 20), dtype=np.uint8)).save(tmp_path / "narrow.png")
+    with pytest.raises(DataError, match=r"narrow\.png has size 20x32 but .*a\.png has 32x32"):
+        load_images([tmp_path / "a.png", tmp_path / "narrow.png"], None, True, "Test")
+    many = [tmp_path / "a.png"] * 70 + [tmp_path / "cut.png"]
+    with pytest.raises(DataError, match=r"cut\.png: image file is truncated"):
+        load_images(many, None, True, "Test", threads=2)
+    assert load_images(many[:70], 4, True, "Test", threads=2).shape == (70, 1, 4, 4)
+    with pytest.raises(DataError, match="^Test: no images to load$"):
+        load_images([], None, True, "Test")
+
+
+def test_image_folder_skips_hidden_files_and_folders_and_takes_extensions_in_any_case(tmp_path):
+    """What a folder of photos holds besides them: macOS's "._" files, hidden folders in a class
+    (.ipynb_checkpoints) and at the top (.git) are skipped; IMG_1.PNG is an image, and so are extensions given in
+    capitals. One image per class is a class per sample and not refused as ids. Found by mutation: each had passed."""
+    root = tmp_path / "photos"
+
+    def save(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(path, format="PNG")
+
+    for cls in ("cat", "dog"):
+        save(root / cls / "IMG_1.PNG")
+        save(root / cls / "b.jpg.png")
+    (root / "cat" / "._b.jpg.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # not an image
+    save(root / "cat" / ".ipynb_checkpoints" / "c.png")
+    save(root / ".git" / "d.png")
+    dm = ImageFolder(str(root), image_size=4)
+    assert dm.class_names == ["cat", "dog"]
+    assert [str(f.relative_to(root)) for f in dm.files] == ["cat/IMG_1.PNG", "cat/b.jpg.png", "dog/IMG_1.PNG",
+                                                             "dog/b.jpg.png"]
+    assert ImageFolder(str(root), image_size=4, extensions=[".PNG"]).num_samples == 4
+    for cls in ("a", "b", "c"):
+        save(tmp_path / "one_each" / cls / "0.png")
+    one_each = ImageFolder(str(tmp_path / "one_each"), image_size=4)
+    one_each.setup()
+    one_each.check_n_clusters(fitting=True)
+    assert one_each.n_clusters_if_known == 3
+
+
 def test_image_folder_refuses_modes_it_cannot_read_faithfully(tmp_path):
     """32-bit float images (Pillow mode F, e.g. float TIFFs) were converted by clipping at 0..255: values in 0..1
     read almost black. Refused, naming the file and its mode; 16-bit images (I;16, I) read as before."""
@@ -1252,6 +1349,7 @@ def test_cifar_reads_the_python_batches_as_torchvision_does(tmp_path, monkeypatc
     want = torch.from_numpy(np.concatenate([train.data, test.data])).permute(0, 3, 1, 2)
     assert torch.equal(dm.x, want)
     assert dm.y.tolist() == train.targets + test.targets and dm.class_names == names10 == train.classes
+    assert torch.equal(dm.batch_transform(dm.x), dm.x.float() / 255)  # served in [0, 1]
     test_only = CIFAR10(str(tmp_path / "cifar-10-batches-py"), split="test", flatten=True)  # the folder itself
     test_only.setup("fit")
     assert torch.equal(test_only.x, want[15:].reshape(4, -1))
@@ -1267,18 +1365,29 @@ def test_cifar_reads_the_python_batches_as_torchvision_does(tmp_path, monkeypatc
         assert dm.class_names == names and dm.n_clusters == k
         if label_type == "fine":  # torchvision reads the fine labels only
             assert dm.y.tolist() == tv_train.targets + tv_test.targets
-    raw = pickle.loads((tmp_path / "cifar-100-python" / "train").read_bytes())
+    raw = {part: pickle.loads((tmp_path / "cifar-100-python" / part).read_bytes()) for part in ("train", "test")}
+    default = CIFAR100(str(tmp_path))  # the 20 superclasses, read from the files' coarse_labels
+    assert default.n_clusters == 20
+    assert default.y.tolist() == raw["train"]["coarse_labels"] + raw["test"]["coarse_labels"]
     m = CIFAR100.fine_to_coarse(str(tmp_path))
-    assert [m[f] for f in raw["fine_labels"]] == raw["coarse_labels"]
+    assert [m[f] for f in raw["train"]["fine_labels"]] == raw["train"]["coarse_labels"]
+    assert set(m[np.setdiff1d(np.arange(100), raw["train"]["fine_labels"])]) == {-1}  # no image: no superclass
+    # a meta file without the names: no class names (the predictions' label column then holds the numbers)
+    (tmp_path / "cifar-10-batches-py" / "batches.meta").write_bytes(pickle.dumps({"num_cases_per_batch": 3}))
+    assert CIFAR10(str(tmp_path)).class_names is None
 
 
 def test_stl10_reads_the_binary_files_as_torchvision_does(tmp_path, monkeypatch):
     """STL-10 decoded from files in the original format (column-major 3x96x96 uint8 images, labels 1..10), against
     torchvision's reader (checksums off): labeled splits, the unlabeled images (label -1), class names, and the
-    resize at load time (a one-colour image stays that colour)."""
+    resize at load time (a one-colour image stays that colour, and others are Pillow's bilinear resize, rounded).
+    Images are decoded 2 at a time here, so that the chunks' bounds are tested."""
     import torchvision.datasets.stl10 as tv_stl
 
+    import dcl.datamodules.stl10 as stl10
+
     monkeypatch.setattr(tv_stl, "check_integrity", lambda *a, **k: True)
+    monkeypatch.setattr(stl10, "_CHUNK", 2)
     from dcl.datamodules.stl10 import STL10
 
     rng = np.random.default_rng(0)
@@ -1302,6 +1411,18 @@ def test_stl10_reads_the_binary_files_as_torchvision_does(tmp_path, monkeypatch)
     small.setup("fit")
     assert small.x.shape == (5, 3 * 32 * 32) and small.input_shape == (3 * 32 * 32,)
     assert small.x.reshape(5, 3, 32, 32)[4].reshape(3, -1).tolist() == [[10] * 1024, [120] * 1024, [250] * 1024]
+    assert torch.equal(small.batch_transform(small.x), small.x.float() / 255)  # served in [0, 1]
+    labeled = np.concatenate([train.data, test.data])
+    for size, resized in ((32, small.x.reshape(5, 3, 32, 32)), (128, STL10(str(folder), image_size=128).x)):
+        # Pillow's bilinear resize (antialiased when shrinking) in fixed point: torch's in float is within one grey
+        # level of it, and rounded it is within 0.3 on average (truncated: 0.5; bicubic or not antialiased: > 3)
+        pil = np.stack([[np.asarray(Image.fromarray(c).resize((size, size), Image.Resampling.BILINEAR)) for c in img]
+                        for img in labeled])
+        diff = (resized.int() - torch.from_numpy(pil).int()).abs()
+        assert resized.shape == (5, 3, size, size) and diff.max() <= 1 and diff.float().mean() < 0.3
+    (folder / "unlabeled_X.bin").unlink()
+    with pytest.raises(DataError, match="unlabeled_X.bin"):
+        STL10(str(tmp_path), include_unlabeled=True).setup("fit")
 
 
 def test_standard_files_cut_short_or_of_another_format_are_named(tmp_path):
@@ -1321,9 +1442,12 @@ def test_standard_files_cut_short_or_of_another_format_are_named(tmp_path):
                              (pickle.dumps({"data": np.zeros((2, 3072), np.uint8)}),
                               r"CIFAR10: .*test_batch has no 'data' or 'labels' entry \(keys \['data'\]\); it is not a "
                               "CIFAR python batch"),
+                             (b"", r"CIFAR10: cannot read .*test_batch \(EOFError: .*\); replace it"),  # empty
                              (pickle.dumps({"data": np.zeros((2, 1024), np.uint8), "labels": [0, 1]}),
                               r"CIFAR10: .*test_batch holds data of shape \(2, 1024\) with 2 labels; expected "
-                              r"\(N, 3072\) and N labels")]:
+                              r"\(N, 3072\) and N labels"),
+                             (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1, 2]}),
+                              r"CIFAR10: .*test_batch holds data of shape \(2, 3072\) with 3 labels")]:
         batch.write_bytes(content)
         with pytest.raises(DataError, match=message):
             CIFAR10(str(tmp_path)).setup("fit")
@@ -1336,9 +1460,11 @@ def test_standard_files_cut_short_or_of_another_format_are_named(tmp_path):
     assert STL10(str(tmp_path)).y.tolist() == [0, 9, 0, 9]
     for name, content, message in [("test_X.bin", bytes(100), r"STL10: .*test_X\.bin has 100 bytes, not a positive "
                                                                 r"multiple of 27648 \(one 3x96x96 image\)"),
+                                   ("test_X.bin", b"", r"STL10: .*test_X\.bin has 0 bytes, not a positive"),
                                    ("test_y.bin", bytes([1]), r"STL10: .*test_y\.bin has 1 labels for 2 images in "
                                                                r".*test_X\.bin"),
-                                   ("test_y.bin", bytes([1, 11]), r"STL10: .*test_y\.bin has labels outside 1\.\.10")]:
+                                   ("test_y.bin", bytes([1, 11]), r"STL10: .*test_y\.bin has labels outside 1\.\.10"),
+                                   ("test_y.bin", bytes([0, 1]), r"STL10: .*test_y\.bin has labels outside 1\.\.10")]:
         saved = (folder / name).read_bytes()
         (folder / name).write_bytes(content)
         with pytest.raises(DataError, match=message):
