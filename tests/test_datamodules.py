@@ -127,6 +127,10 @@ def test_missing_data_dir_says_where_and_how(tmp_path):
             dm.setup("fit")
         msg = str(err.value)
         assert what in msg and str(tmp_path) in msg and ("download" in msg or "unzip" in msg)
+    (tmp_path / "usps").mkdir()
+    (tmp_path / "usps" / "usps.bz2").write_bytes(b"")  # the training file alone: split all needs the test file too
+    with pytest.raises(DataError, match=r"USPS: data not found: looked for .*usps\.t\.bz2"):
+        USPS(data_dir=str(tmp_path)).setup("fit")
 
 
 def test_arrays_formats(tmp_path):
@@ -1522,6 +1526,7 @@ def test_processes_that_download_one_data_set_fetch_it_once(tmp_path, monkeypatc
     for t in threads:
         t.join()
     assert fetched == ["usps.t.bz2"] and loaded == [(2007, 256)] * 2
+    assert (tmp_path / "usps" / "usps.t.bz2").is_file()  # into data_dir/usps, where the errors say to put it
 
     spans = []  # the lock itself: one holder at a time
 
