@@ -107,6 +107,11 @@ def test_mnist_serves_train_then_test_each_image_with_its_label(tmp_path):
         assert dm.y.tolist() == labels, split
         pixels = dm.batch_transform(dm.x) * 255
         assert torch.allclose(pixels, torch.tensor([10.0 * label for label in labels])[:, None]), split
+    # download: true reads the same files when they are there (torchvision downloads nothing then)
+    assert MNIST(data_dir=str(tmp_path), download=True).y.tolist() == [3, 7, 1, 2, 5]
+    # FashionMNIST reads its own folder, never MNIST's digits
+    with pytest.raises(DataError, match=r"^FashionMNIST: data not found in .*FashionMNIST/raw: missing"):
+        FashionMNIST(data_dir=str(tmp_path)).setup()
     (raw / "t10k-labels-idx1-ubyte").unlink()
     for split in ("train", "all"):  # (torchvision reads a split only when all four files are there)
         with pytest.raises(DataError, match=r"MNIST: data not found in .*: missing .*t10k-labels-idx1-ubyte\. To"):
@@ -1026,16 +1031,18 @@ def test_coil20_flattened_and_object_numbers_beyond_20_refused(tmp_path):
     coil = tmp_path / "coil-20-proc"
     coil.mkdir()
     rng = np.random.default_rng(0)
-    for k, i in [(2, 0), (1, 1), (1, 0)]:
-        Image.fromarray(rng.integers(0, 256, size=(8, 8), dtype=np.uint8)).save(coil / f"obj{k}__{i}.png")
+    for name in ("OBJ2__0.PNG", "obj1__1.png", "obj1__0.png"):  # (names in capitals, as some unzip tools write them)
+        Image.fromarray(rng.integers(0, 256, size=(8, 8), dtype=np.uint8)).save(coil / name)
     with pytest.warns(UserWarning, match="COIL20: found 3 images of 2 objects"):
         images = COIL20(data_dir=str(tmp_path), image_size=8)
         images.setup()
         flat = COIL20(data_dir=str(coil), image_size=8, flatten=True)
         flat.setup()
+        assert COIL20(data_dir=str(coil)).input_shape == (1, 128, 128)  # the original size by default
     assert images.y.tolist() == flat.y.tolist() == [0, 0, 1]  # ordered by (object, pose)
     assert images.input_shape == (1, 8, 8) and flat.input_shape == (64,)
     assert torch.equal(flat.x, images.x.reshape(3, 64))
+    assert torch.equal(images.batch_transform(images.x), images.x.float() / 255)  # served in [0, 1]
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(coil / "obj21__0.png")
     with pytest.warns(UserWarning), pytest.raises(DataError, match=r"COIL20: object numbers must be 1\.\.20, found "
                                                                    r"1\.\.21 in "):
