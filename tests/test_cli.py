@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -110,6 +111,14 @@ def test_a_fit_that_ends_in_one_cluster_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "every sample ended in one cluster, though the data has 3 classes" in err
     assert "finds the number of clusters itself" not in err
+    # of one class and unlabeled samples (label -1, not a class): one cluster is right, and not remarked on
+    np.save(tmp_path / "one_class.npy", np.where(np.arange(40) < 20, 0, -1))
+    (tmp_path / "dp_one").mkdir()
+    run_cli(["fit", "--model", "DPGMM", "--model.init_args.max_components", "1", "--model.init_args.hidden_dims",
+             "[8]", "--model.init_args.pretrain_epochs", "1", "--data", "Arrays", "--data.path",
+             str(tmp_path / "same.npy"), "--data.labels_path", str(tmp_path / "one_class.npy"), "--trainer.max_epochs",
+             "2"], tmp_path / "dp_one")
+    assert "ended in one cluster" not in capsys.readouterr().err
     # a K given to a method that finds K itself is said to be unused (it was silently ignored)
     (tmp_path / "dp_k").mkdir()
     run_cli(["fit", "--model", "DPGMM", "--model.init_args.hidden_dims", "[8]", "--model.init_args.pretrain_epochs",
@@ -200,7 +209,8 @@ def test_predict_writes_csv_and_embeddings(tmp_path, recwarn, capsys, monkeypatc
     run_cli(["predict", *AE_DIGITS, "--ckpt_path", str(ckpt), "--predictions.output", str(out),
              "--predictions.embeddings", str(emb), "--model.init_args.latent_dim", "5"], tmp_path)
     # the checkpoint's settings build the model; one the user set otherwise is named, not silently replaced
-    assert "the checkpoint's model settings are used: latent_dim 10 (configured 5)" in capsys.readouterr().err
+    # (only those set otherwise: found by mutation, a list of every setting had passed)
+    assert re.findall("model settings are used: (.*)", capsys.readouterr().err) == ["latent_dim 10 (configured 5)"]
     # the writer orders rows by each sample's index: no Lightning warning about batch indices it cannot infer
     assert not [w for w in recwarn if "batch indices" in str(w.message)]
     rows = list(csv.DictReader(out.open()))
@@ -734,13 +744,18 @@ def test_a_resume_past_max_epochs_is_refused_before_the_loggers_start(tmp_path, 
     offline run), then ended with Lightning's "You restored a checkpoint with current_epoch=19, but you have set
     Trainer(max_epochs=10)", which says no remedy."""
     (tmp_path / "first").mkdir(), (tmp_path / "resumed").mkdir()
-    fit_ae(tmp_path / "first")  # 3 epochs, the config's ModelCheckpoint keeps last.ckpt
+    first = fit_ae(tmp_path / "first")  # 3 epochs, the config's ModelCheckpoint keeps last.ckpt
     last = next((tmp_path / "first").rglob("last.ckpt"))
     error = dcl_error(["fit", *AE_DIGITS, "--trainer.max_epochs", "1", "--ckpt_path", str(last),
                        "--trainer.logger", "true", "--trainer.enable_progress_bar", "false"], tmp_path / "resumed",
                       quiet=False)
     assert "this checkpoint goes on from epoch 2 (counted from 0), past trainer.max_epochs 1: to train on, set " \
         "max_epochs above 2" in error
+    # max_epochs 2, the epoch it goes on from: Lightning trains nothing more, and that is not refused (found by
+    # mutation: refusing it had passed); the final clustering is the checkpoint's
+    (tmp_path / "again").mkdir()
+    again = run_cli(["fit", *AE_DIGITS, "--trainer.max_epochs", "2", "--ckpt_path", str(last)], tmp_path / "again")
+    assert again == pytest.approx(first)
 
 
 def test_a_resume_names_the_optimizer_settings_its_checkpoint_replaces(tmp_path):
@@ -1803,13 +1818,17 @@ def test_config_file_mistakes_are_named_with_the_file_and_the_fix(tmp_path, dcl_
     (["--trainer.gradient_clip_val", "-1"], "trainer.gradient_clip_val -1.0 must be > 0"),
     (["--trainer.devices", "-1"], "trainer: `devices` selected with `CPUAccelerator` should be an int > 0"),
     (["--seed_everything", "-1"], "seed_everything -1 is out of range: a seed is an integer from 0 to 4294967295"),
+    (["--seed_everything", "4294967296"], "seed_everything 4294967296 is out of range"),
+    (["--trainer.max_steps", "0"], "trainer.max_steps 0 trains nothing"),
+    (["--trainer.precision", "bf16-true"], "precision 'bf16-true' is not supported"),  # the method's check: too late
 ])
 def test_trainer_settings_lightning_fails_on_late_or_with_a_traceback_are_refused_first(args, says, tmp_path,
                                                                                           dcl_error):
     """Found by probing: the first two failed with a ZeroDivisionError once the loop ran (files written),
     limit_train_batches 0 reported the untrained model's scores, a negative clip was ignored, and devices -1 and
-    a negative seed ended in tracebacks."""
-    assert says in dcl_error(["fit", *AE_DIGITS, "--trainer.logger", "true", *args], tmp_path)
+    a negative seed ended in tracebacks. With a logger: refused before it writes."""
+    logged = ["--trainer.logger", "true", "--trainer.enable_progress_bar", "false"]
+    assert says in dcl_error(["fit", *AE_DIGITS, *logged, *args], tmp_path, quiet=False)
 
 
 def test_scoring_a_checkpoint_does_not_ask_for_the_checkpoint_callback_dcl_drops(tmp_path):
