@@ -1809,6 +1809,12 @@ def test_config_file_mistakes_are_named_with_the_file_and_the_fix(tmp_path, dcl_
     broken.write_text("trainer:\n  max_epochs: 2\n   foo: [1\n")
     msg = dcl_error(["fit", f"--config={broken}"], tmp_path)
     assert f"{broken} is not valid YAML at line 3, column 7: mapping values are not allowed here" in msg
+    # jsonargparse's dict_kwargs (a class's **kwargs) beside class_path is where it belongs
+    kwargs = tmp_path / "kwargs.yaml"
+    kwargs.write_text("trainer:\n  logger:\n    class_path: lightning.pytorch.loggers.TensorBoardLogger\n"
+                      "    init_args:\n      save_dir: logs\n    dict_kwargs:\n      max_queue: 5\n")
+    run_cli(["fit", *AE_DIGITS[:2], "--config", str(kwargs), *AE_DIGITS[2:], "--trainer.fast_dev_run", "true"],
+            tmp_path, quiet=False)
 
 
 @pytest.mark.parametrize("args, says", [
