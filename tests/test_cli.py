@@ -195,9 +195,12 @@ def test_unlabeled_data_get_a_score_without_labels(tmp_path, capsys):
 
 
 def test_short_names_are_case_insensitive(tmp_path):
+    torch.set_float32_matmul_precision("highest")  # torch's default
     scores = run_cli(["fit", "--model", "aekmeans", "--data", "DIGITS", "--trainer.max_epochs", "1", *SMALL_AE],
                      tmp_path)
     assert scores["k"] == 10
+    # and the command lets float32 matmuls use a GPU's TensorFloat-32 cores, as Lightning advises
+    assert torch.get_float32_matmul_precision() == "high"
 
 
 def test_predict_writes_csv_and_embeddings(tmp_path, recwarn, capsys, monkeypatch, dcl_error):
