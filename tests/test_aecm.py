@@ -299,6 +299,63 @@ def test_aecm_pre_runs_all_phases_and_keeps_the_contract():
     assert torch.equal(model.predict_clusters(z), probs.argmax(1))
 
 
+@pytest.mark.parametrize("average", [False, True])
+def test_cluster_centers_are_the_trained_centroids_after_a_fit(average):
+    """``cluster_centers`` is U after every step, and after the averaging epoch puts the averaged weights in (found
+    by mutation: dropping the copy after a step, the CM's or AE-CM's, or after the averaging had passed)."""
+    from dcl.estimator import InMemory
+
+    x = torch.rand(120, 12, generator=torch.Generator().manual_seed(0))
+    for model in (CM(3, (12,), average_last_epoch=average),
+                  AECM(3, (12,), latent_dim=4, hidden_dims=(16,), average_last_epoch=average)):
+        initial = model.cm.centers().detach().clone()
+        _trainer(max_epochs=2, limit_val_batches=0).fit(model, InMemory(x, torch.arange(120) % 3, batch_size=40))
+        assert not torch.allclose(model.cm.centers(), initial)
+        assert torch.equal(model.cluster_centers, model.cm.centers().detach()), type(model).__name__
+
+
+def test_cm_pre_init_takes_kmeans_max_iter_lloyd_steps():
+    """The official CM's "pre" initialization: k-means++ seeds and ``kmeans_max_iter`` Lloyd steps (1), not a
+    k-means run to convergence (found by mutation: ignoring the setting had passed). Seen as the centroids the
+    first step starts from: a fixed point of Lloyd's step after 300 steps, not after 1, on uneven 1-d data."""
+    from dcl.estimator import InMemory
+
+    x = torch.linspace(0, 1, 90)[:, None] ** 3
+
+    def first_centroids(max_iter: int) -> torch.Tensor:
+        pl.seed_everything(0)
+        model = CM(3, (1,), init="pre", kmeans_max_iter=max_iter, average_last_epoch=False)
+        seen = []
+
+        class Spy(pl.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                seen.append(pl_module.cluster_centers.clone())
+
+        _trainer(max_steps=1, limit_val_batches=0, callbacks=[Spy()]).fit(model, InMemory(x, None, batch_size=90))
+        return seen[0]
+
+    def is_lloyd_fixed_point(centers: torch.Tensor) -> bool:
+        labels = torch.cdist(x, centers).argmin(1)
+        means = torch.stack([x[labels == k].mean(0) for k in range(len(centers))])
+        return torch.allclose(means, centers, atol=1e-6)
+
+    assert is_lloyd_fixed_point(first_centroids(300)) and not is_lloyd_fixed_point(first_centroids(1))
+
+
+def test_aecm_pretraining_is_scored_by_k_means_of_the_code():
+    """While the autoencoder pretrains (``init: pre``), the clusters are k-means' on its code, as AE + k-means, not
+    the untrained CM's (found by mutation: assigning by the CM there had passed)."""
+    from dcl.estimator import InMemory
+
+    pl.seed_everything(0)
+    model = AECM(3, (12,), latent_dim=4, hidden_dims=(16,), init="pre", pretrain_epochs=2)
+    with pytest.warns(UserWarning, match="ends within"):
+        _trainer(max_epochs=1, limit_val_batches=0).fit(model, InMemory(torch.rand(120, 12), None, batch_size=40))
+    z = model.embed_all()
+    assert not model.clustering_active
+    assert torch.equal(model.predict_clusters(z), torch.cdist(z, model.cluster_centers).argmin(1))
+
+
 @pytest.mark.parametrize("max_epochs, says", [(1, "epochs of autoencoder pretraining"),
                                                (2, "AE-CM's joint phase"), (3, None)])
 def test_a_fit_that_ends_before_the_joint_phase_says_so(max_epochs, says):
@@ -418,6 +475,11 @@ def _aecm_for_gradients(joint: bool) -> AECM:
     return model
 
 
+def _cm_for_gradients() -> CM:
+    torch.manual_seed(0)
+    return CM(3, (12,), alpha=[2.0, 5.0, 9.0]).double()
+
+
 def _global_batch() -> torch.Tensor:
     return torch.rand(16, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
@@ -441,6 +503,15 @@ def _ddp_gradient_worker(rank: int, world: int, port: int, out: str) -> None:
             g = _gradient(_aecm_for_gradients(joint), _global_batch()[rank::world])  # the loader's shard
             dist.all_reduce(g)  # what DDP does: the average of the ranks' gradients
             grads[joint] = g / world
+        g = _gradient(_cm_for_gradients(), _global_batch()[rank::world])  # the CM alone: E4 on every rank's gamma
+        dist.all_reduce(g)
+        grads["cm"] = g / world
+        cm = _cm_for_gradients()  # the "pre" initialization from centroids each rank computed otherwise
+        cm.set_cluster_centers(torch.full((3, 12), float(rank), dtype=torch.float64))
+        held = torch.stack([cm.cm.centers().detach(), cm.cluster_centers])
+        every_rank = [torch.empty_like(held) for _ in range(world)]
+        dist.all_gather(every_rank, held)
+        grads["cm_centers"] = every_rank
         # the mixing weights' mean over ranks of unequal rows (a loader of your own): every row counts once
         from dcl.distributed import global_mean
 
@@ -453,8 +524,8 @@ def _ddp_gradient_worker(rank: int, world: int, port: int, out: str) -> None:
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 def test_two_process_gradient_equals_the_global_batch_gradient(tmp_path):
     """The exactness the DDP reliability test relies on, in float64 and without the noise of a whole fit, in
-    the CM-alone and the joint phase: every batch sum scaled by the world size, E4 on the all-reduced mixing
-    weights, the orthogonality penalty once. (Whole fits are compared in tests/test_reliability.py. Issue 8:
+    AE-CM's CM-alone and joint phases and the CM's step: every batch sum scaled by the world size, E4 on the
+    all-reduced mixing weights, the orthogonality penalty once. (Whole fits are compared in tests/test_reliability.py. Issue 8:
     there, in float32 and without a Dirichlet prior, alpha = 1, the fit drifted from rounding alone: the
     clusters collapse in the joint phase and the last bits decide which survive; alpha 10 keeps them.)"""
     import torch.multiprocessing as mp
@@ -466,6 +537,10 @@ def test_two_process_gradient_equals_the_global_batch_gradient(tmp_path):
         single = _gradient(_aecm_for_gradients(joint), _global_batch())
         assert single.abs().max() > 0
         torch.testing.assert_close(ddp[joint], single, rtol=1e-10, atol=1e-12, msg=f"joint={joint}")
+    # and the CM's alone (found by mutation: its step's E4 on the rank's own mixing weights had passed)
+    torch.testing.assert_close(ddp["cm"], _gradient(_cm_for_gradients(), _global_batch()), rtol=1e-10, atol=1e-12)
+    # centroids set on each rank: every rank holds rank 0's, as U and as cluster_centers
+    assert all(not held.any() for held in ddp["cm_centers"])
     assert ddp["mean"].tolist() == [3.5]
 
 
