@@ -13,7 +13,7 @@ from dcl.callbacks.eigen_update import EigenUpdate
 from dcl.cluster.scatter import dekm_loss, dekm_targets, match_to_previous, sorted_eigh, within_class_scatter
 from dcl.method import ConfigError
 from dcl.methods.dekm import DEKM
-from tests.conftest import run_cli
+from tests.conftest import flat_grad, free_port, gloo_group, run_cli
 
 # a small dense DEKM that fits Digits in a few seconds
 FAST = ["--model.init_args.hidden_dims", "[64, 64, 128]", "--model.init_args.pretrain_epochs", "4",
@@ -50,6 +50,15 @@ def test_rotation_is_orthonormal_and_diagonalizes_the_scatter():
     assert bool((evals[1:] >= evals[:-1]).all())
     # deterministic signs: the same matrix, or the same matrix computed in another order, gives the same V
     torch.testing.assert_close(sorted_eigh(s.flip(0).flip(1))[1].flip(0), v)
+    pivots = v.abs().argmax(dim=0)  # (the sign rule: each column's largest-magnitude entry is positive)
+    assert bool((v[pivots, torch.arange(6)] > 0).all())
+    # a scatter summed with rounding is not exactly symmetric: its symmetric part is decomposed, whichever triangle
+    # holds the error (torch's eigh reads the lower one alone)
+    skew = torch.triu(torch.full((6, 6), 1e-3, dtype=torch.float64), diagonal=1)
+    for noisy in (s + skew - skew.T, s - skew + skew.T):
+        evals_noisy, v_noisy = sorted_eigh(noisy)
+        torch.testing.assert_close(evals_noisy, evals)
+        torch.testing.assert_close(v_noisy, v)
 
 
 def test_last_column_has_the_largest_within_class_scatter():
@@ -69,6 +78,17 @@ def test_last_column_has_the_largest_within_class_scatter():
     torch.testing.assert_close(per_coord, evals)  # within-class scatter of each rotated coordinate
     assert int(per_coord.argmax()) == d - 1
     assert bool((per_coord[1:] >= per_coord[:-1]).all())
+
+
+def test_the_loss_is_computed_in_float32_under_mixed_precision():
+    """In bfloat16 the rotation's rounding pulled the coordinates the loss holds fixed (found by an audit): the loss
+    runs in float32 under autocast too (found by mutation: computing it under autocast had passed)."""
+    g = torch.Generator().manual_seed(0)
+    z, targets = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    v = torch.linalg.qr(torch.randn(5, 5, generator=g))[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = dekm_loss(z, v, targets)
+    assert mixed.dtype == torch.float32 and mixed == dekm_loss(z, v, targets)
 
 
 def test_targets_and_loss_move_only_the_last_coordinate():
@@ -116,6 +136,7 @@ def test_matching_renames_new_clusters_and_counts_changes():
     new2[0] = new[2]  # one sample moves
     assert match_to_previous(new2, new_centers, old, 3)[2] == 1
     assert match_to_previous(new, new_centers, None, 3)[2] == 7  # first update: all changed
+    assert match_to_previous(new, new_centers, torch.full((7,), -1), 3)[2] == 7  # (labels not set yet: -1)
 
 
 # -- the eigen update callback ----------------------------------------------------------------------------
@@ -144,6 +165,12 @@ def test_eigen_update_sets_state_and_the_stopping_rule_fires():
     assert model.targets.shape == (300, 3) and model.cluster_labels.shape == (300,)
     torch.testing.assert_close(model.rotation.T @ model.rotation, torch.eye(3))
     assert bool((model.eigenvalues[1:] >= model.eigenvalues[:-1]).all())
+    # V and its eigenvalues are those of the scatter around the update's centers (found by mutation: eigenvalues
+    # left at their initial zeros had passed)
+    evals, v = sorted_eigh(within_class_scatter(z, model.cluster_labels, model.cluster_centers))
+    assert bool((evals > 0).all())
+    torch.testing.assert_close(model.eigenvalues, evals.float())
+    torch.testing.assert_close(model.rotation, v.float())
     assert cb.next_n_init >= 2 and cb.next_n_init % 2 == 0  # 2 x the iterations of the last k-means
     first_labels = model.cluster_labels.clone()
     # the same embedding again: no assignment changes -> stop
@@ -277,8 +304,9 @@ def test_stopping_rule_does_not_fire_above_tol(tol, stops):
 def test_bad_configuration_raises_config_error():
     with pytest.raises(ConfigError, match="flatten: false"):
         DEKM(n_clusters=3, input_shape=(64,), autoencoder="conv")
-    with pytest.raises(ConfigError, match="tol"):
-        DEKM(n_clusters=3, input_shape=(64,), tol=1.5)
+    for bad in ({"tol": 1.5}, {"tol": 1.0}, {"maxiter": 0}, {"update_interval": 0}):
+        with pytest.raises(ConfigError, match="DEKM needs update_interval >= 1, maxiter >= 1 and 0 <= tol < 1"):
+            DEKM(n_clusters=3, input_shape=(64,), **bad)
     with pytest.raises(ConfigError, match="weight_init"):
         DEKM(n_clusters=3, input_shape=(64,), weight_init="he")
     for tol in (1.0, -0.1):
@@ -306,14 +334,71 @@ def test_defaults_follow_the_official_code():
     dense = DEKM(n_clusters=10, input_shape=(784,))
     assert conv.autoencoder_kind == "conv" and conv.update_interval == 40
     assert dense.autoencoder_kind == "mlp" and dense.update_interval == 10
+    # auto: the conv network for square images of 12 x 12 and up, the dense one for any other shape
+    for shape, kind in (((1, 12, 12), "conv"), ((1, 11, 11), "mlp"), ((1, 12, 16), "mlp"), ((3, 32, 32), "conv")):
+        assert DEKM(n_clusters=3, input_shape=shape, hidden_dims=(8,)).autoencoder_kind == kind, shape
     assert conv.maxiter == 14000 and conv.tol == 0.005 and conv.kmeans_n_init == 100
     w = conv.autoencoder.encoder[0].weight.detach()
     assert float(w.abs().max()) <= 0.05  # Keras 'uniform' on the encoder convs
+    # and Keras' glorot on the conv network's other layers: its dense code layer and the decoder's last transposed
+    # conv (bounds 0.072 and 0.085); the dense network has 'uniform' on every layer, the decoder's too
+    bound = lambda m: float(m.weight.detach().abs().max())  # noqa: E731
+    assert bound(conv.autoencoder.encoder[7]) > 0.05 and bound(conv.autoencoder.decoder[7]) > 0.05
+    assert all(bound(m) <= 0.05 for m in dense.autoencoder.modules() if isinstance(m, torch.nn.Linear))
     # the clustering optimizer holds the encoder only (the decoder is dropped)
     conv.clustering_started.fill_(True)
     opt = conv.configure_optimizers()
     held = {id(p) for group in opt.param_groups for p in group["params"]}
     assert held == {id(p) for p in conv.autoencoder.encoder.parameters()}
+    assert type(opt) is torch.optim.Adam and opt.defaults["lr"] == 1e-3 and opt.defaults["eps"] == 1e-7  # Keras'
+    # the stopping rule's tolerance is the method's
+    assert DEKM(n_clusters=3, input_shape=(64,), tol=0.1).configure_callbacks()[0].tol == 0.1
+
+
+# -- DDP: the 2-process gradient is the 1-process gradient of the global batch --------------------------------
+def _dekm_for_gradients() -> DEKM:
+    """A DEKM in its clustering phase with a fixed rotation and frozen targets for 16 samples."""
+    torch.manual_seed(0)
+    model = DEKM(n_clusters=3, input_shape=(6,), latent_dim=4, hidden_dims=(8,), kmeans_n_init=1)
+    model.clustering_started.fill_(True)
+    g = torch.Generator().manual_seed(2)
+    model.rotation.copy_(torch.linalg.qr(torch.randn(4, 4, generator=g))[0])
+    model.targets = torch.randn(16, 4, generator=g)
+    return model
+
+
+def _dekm_gradient(index: torch.Tensor) -> torch.Tensor:
+    model = _dekm_for_gradients()
+    x = torch.rand(16, 6, generator=torch.Generator().manual_seed(1))[index]
+    model.cluster_step({"x": x, "y": torch.full((len(x),), -1), "index": index}).backward()
+    return flat_grad(model)
+
+
+def _dekm_ddp_gradient_worker(rank: int, world: int, port: int, out: str) -> None:
+    import warnings
+
+    import torch.distributed as dist
+
+    warnings.filterwarnings("ignore", message="You are trying to `self.log")  # no Trainer here
+    with gloo_group(rank, world, port):
+        g = _dekm_gradient(torch.arange(rank, 16, world))  # the rank's shard of the global batch
+        dist.all_reduce(g)  # what DDP does: the average of the ranks' gradients
+        if rank == 0:
+            torch.save(g / world, out)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_two_process_gradient_equals_the_global_batch_gradient(tmp_path):
+    """The loss is summed over the batch as in the paper, and scaled by the world size under DDP, so that the ranks'
+    averaged gradient is that of the global batch (found by mutation: the unscaled loss passed the DDP fit test,
+    whose Adam hardly sees a gradient's scale)."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "grad.pt")
+    mp.spawn(_dekm_ddp_gradient_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    single = _dekm_gradient(torch.arange(16))
+    assert single.abs().max() > 0
+    torch.testing.assert_close(torch.load(out), single)
 
 
 # -- end to end -------------------------------------------------------------------------------------------

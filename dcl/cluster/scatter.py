@@ -58,8 +58,8 @@ def sorted_eigh(s: Tensor) -> tuple[Tensor, Tensor]:
     s64 = s.to(torch.float64)
     evals, vecs = torch.linalg.eigh((s64 + s64.T) / 2)  # ascending
     pivot = vecs.abs().argmax(dim=0)
+    # (the largest-magnitude entry of a unit vector is never 0: no sign of 0)
     signs = torch.sign(vecs[pivot, torch.arange(vecs.shape[1], device=vecs.device)])
-    signs[signs == 0] = 1
     return evals, vecs * signs
 
 
