@@ -679,11 +679,26 @@ def test_training_k_means_draws_by_its_call_count_and_a_refresh_by_the_step(monk
     assert n_inits == [2, 1, 2, 2, 2, 2, 2, 2, 2]
 
 
+def test_the_default_optimizers_are_the_reference_codes():
+    """Unconfigured, the autoencoder pretrains with Adam (lr 1e-3) and the clustering phase takes DEC-keras' SGD
+    (lr 0.01, momentum 0.9) or IDEC's Adam (lr 1e-3) (found by mutation: other lrs, no momentum or SGD for the
+    pretraining had passed)."""
+    for model, (kind, settings) in ((DEC(10, (64,)), (torch.optim.SGD, {"lr": 0.01, "momentum": 0.9})),
+                                    (IDEC(10, (64,)), (torch.optim.Adam, {"lr": 1e-3}))):
+        pretrain = model.configure_optimizers()
+        assert type(pretrain) is torch.optim.Adam and pretrain.defaults["lr"] == 1e-3
+        model.clustering_started.fill_(True)
+        cluster = model.configure_optimizers()
+        assert type(cluster) is kind and {k: cluster.defaults[k] for k in settings} == settings, type(model).__name__
+
+
 def test_bad_hyperparameters():
     from dcl.method import ConfigError
 
-    with pytest.raises(ConfigError, match="update_interval"):
-        DEC(10, (64,), update_interval=0)
+    for bad in ({"update_interval": 0}, {"maxiter": 0}, {"tol": 1.0}, {"alpha": 0.0}):  # each boundary
+        with pytest.raises(ConfigError, match="DEC needs update_interval >= 1, maxiter >= 1, 0 <= tol < 1 and "
+                                              "alpha > 0"):
+            DEC(10, (64,), **bad)
     with pytest.raises(ConfigError, match="gamma"):
         IDEC(10, (64,), gamma=-1)
     with pytest.raises(ConfigError, match="target must be"):
