@@ -302,7 +302,7 @@ def test_aecm_pre_runs_all_phases_and_keeps_the_contract():
 @pytest.mark.parametrize("average", [False, True])
 def test_cluster_centers_are_the_trained_centroids_after_a_fit(average):
     """``cluster_centers`` is U after every step, and after the averaging epoch puts the averaged weights in (found
-    by mutation: dropping the copy after a step, the CM's or AE-CM's, or after the averaging had passed)."""
+    by mutation: dropping the copy after a step, the CM's or AE-CM's, had passed)."""
     from dcl.estimator import InMemory
 
     x = torch.rand(120, 12, generator=torch.Generator().manual_seed(0))

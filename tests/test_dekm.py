@@ -52,8 +52,8 @@ def test_rotation_is_orthonormal_and_diagonalizes_the_scatter():
     torch.testing.assert_close(sorted_eigh(s.flip(0).flip(1))[1].flip(0), v)
     pivots = v.abs().argmax(dim=0)  # (the sign rule: each column's largest-magnitude entry is positive)
     assert bool((v[pivots, torch.arange(6)] > 0).all())
-    # a scatter summed with rounding is not exactly symmetric: its symmetric part is decomposed, whichever triangle
-    # holds the error (torch's eigh reads the lower one alone)
+    # a scatter summed in floating point may not be exactly symmetric: its symmetric part is decomposed, whichever
+    # triangle holds the error (torch's eigh reads the lower one alone)
     skew = torch.triu(torch.full((6, 6), 1e-3, dtype=torch.float64), diagonal=1)
     for noisy in (s + skew - skew.T, s - skew + skew.T):
         evals_noisy, v_noisy = sorted_eigh(noisy)
