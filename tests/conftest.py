@@ -53,6 +53,30 @@ def gloo_group(rank: int, world: int, port: int):
         dist.destroy_process_group()
 
 
+def _mean_gradient_worker(rank: int, world: int, port: int, gradient, n: int, out: str) -> None:
+    import warnings
+
+    import torch.distributed as dist
+
+    warnings.filterwarnings("ignore", message="You are trying to `self.log")  # a method's step without a Trainer
+    with gloo_group(rank, world, port):
+        g = gradient(torch.arange(rank, n, world))  # the rank's shard, as the loader deals it
+        dist.all_reduce(g)  # what DDP does: the average of the ranks' gradients
+        if rank == 0:
+            torch.save(g / world, out)
+
+
+def ddp_mean_gradient(gradient, n: int, folder: Path, world: int = 2) -> torch.Tensor:
+    """What DDP makes of ``gradient(index)``, a flat gradient of the samples ``index`` of a global batch of ``n``
+    (a module-level function: the workers unpickle it): the average over ``world`` gloo processes of each one's
+    shard's gradient. Exact global-batch losses make it ``gradient(torch.arange(n))``."""
+    import torch.multiprocessing as mp
+
+    out = str(folder / "ddp_gradient.pt")
+    mp.spawn(_mean_gradient_worker, args=(world, free_port(), gradient, n, out), nprocs=world, join=True)
+    return torch.load(out)
+
+
 def flat_grad(module: torch.nn.Module) -> torch.Tensor:
     """All parameters' gradients in one vector; a parameter the step did not use counts as zeros (what DDP's
     zero-gradient touch gives it), so 1-process and 2-process gradients compare entry by entry."""

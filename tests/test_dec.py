@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import REPO, flat_grad, free_port, gloo_group, logged_rows, run_cli
+from conftest import REPO, ddp_mean_gradient, flat_grad, free_port, gloo_group, logged_rows, run_cli
 from dcl.methods.dec import DEC, kl_clustering_loss, target_distribution
 from dcl.methods.idec import IDEC
 from dcl.method import ConfigError, student_t_assign
@@ -584,36 +584,23 @@ def test_one_process_step_leaves_unused_parameters_without_gradient():
     assert all(p.grad is not None for p in model.autoencoder.encoder.parameters())
 
 
-def _dec_batch_gradient(x: torch.Tensor) -> torch.Tensor:
-    """The gradient of DEC's batch-target clustering loss on ``x`` (float64), all parameters in one vector."""
+def _dec_batch_gradient(index: torch.Tensor) -> torch.Tensor:
+    """The gradient of DEC's batch-target clustering loss on the samples ``index`` of a batch of 16 (float64), all
+    parameters in one vector."""
     torch.manual_seed(0)
     model = DEC(3, (6,), latent_dim=2, hidden_dims=(8,), target="batch", tol=0.0).double()
     model.set_cluster_centers(torch.tensor([[0.0, 0.0], [1.0, 0.5], [-0.5, 1.0]], dtype=torch.float64))
+    x = torch.rand(16, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)[index]
     model.clustering_loss(model.embed(x), torch.arange(len(x))).backward()
     return flat_grad(model)
-
-
-def _dec_batch_ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    import torch.distributed as dist
-
-    with gloo_group(rank, world, port):
-        x = torch.rand(16, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-        g = _dec_batch_gradient(x[rank::world])
-        dist.all_reduce(g)  # what DDP does: the average of the ranks' gradients
-        if rank == 0:
-            torch.save(g / world, out)
 
 
 def test_batch_target_under_ddp_is_the_global_batch_target(tmp_path):
     """With target 'batch' the cluster frequencies f_j are summed over all ranks' batches, so two processes
     give the gradient of one process on the global batch (float64)."""
-    import torch.multiprocessing as mp
-
-    out = str(tmp_path / "grad.pt")
-    mp.spawn(_dec_batch_ddp_worker, args=(2, free_port(), out), nprocs=2, join=True)
-    single = _dec_batch_gradient(torch.rand(16, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    single = _dec_batch_gradient(torch.arange(16))
     assert single.abs().max() > 0
-    torch.testing.assert_close(torch.load(out), single, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ddp_mean_gradient(_dec_batch_gradient, 16, tmp_path), single, rtol=1e-10, atol=1e-12)
 
 
 def _rank_zero_centers_worker(rank: int, world: int, port: int, out: str) -> None:

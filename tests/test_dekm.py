@@ -13,7 +13,7 @@ from dcl.callbacks.eigen_update import EigenUpdate
 from dcl.cluster.scatter import dekm_loss, dekm_targets, match_to_previous, sorted_eigh, within_class_scatter
 from dcl.method import ConfigError
 from dcl.methods.dekm import DEKM
-from tests.conftest import flat_grad, free_port, gloo_group, run_cli
+from tests.conftest import ddp_mean_gradient, flat_grad, run_cli
 
 # a small dense DEKM that fits Digits in a few seconds
 FAST = ["--model.init_args.hidden_dims", "[64, 64, 128]", "--model.init_args.pretrain_epochs", "4",
@@ -374,31 +374,14 @@ def _dekm_gradient(index: torch.Tensor) -> torch.Tensor:
     return flat_grad(model)
 
 
-def _dekm_ddp_gradient_worker(rank: int, world: int, port: int, out: str) -> None:
-    import warnings
-
-    import torch.distributed as dist
-
-    warnings.filterwarnings("ignore", message="You are trying to `self.log")  # no Trainer here
-    with gloo_group(rank, world, port):
-        g = _dekm_gradient(torch.arange(rank, 16, world))  # the rank's shard of the global batch
-        dist.all_reduce(g)  # what DDP does: the average of the ranks' gradients
-        if rank == 0:
-            torch.save(g / world, out)
-
-
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 def test_two_process_gradient_equals_the_global_batch_gradient(tmp_path):
     """The loss is summed over the batch as in the paper, and scaled by the world size under DDP, so that the ranks'
     averaged gradient is that of the global batch (found by mutation: the unscaled loss passed the DDP fit test,
     whose Adam hardly sees a gradient's scale)."""
-    import torch.multiprocessing as mp
-
-    out = str(tmp_path / "grad.pt")
-    mp.spawn(_dekm_ddp_gradient_worker, args=(2, free_port(), out), nprocs=2, join=True)
     single = _dekm_gradient(torch.arange(16))
     assert single.abs().max() > 0
-    torch.testing.assert_close(torch.load(out), single)
+    torch.testing.assert_close(ddp_mean_gradient(_dekm_gradient, 16, tmp_path), single)
 
 
 # -- end to end -------------------------------------------------------------------------------------------
