@@ -3,9 +3,12 @@ through the CLI on Digits."""
 
 from __future__ import annotations
 
+import importlib
 import math
+import re
 from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -72,7 +75,9 @@ def test_elbo_of_one_component_is_the_normal_gamma_log_evidence():
     equal the closed-form log marginal likelihood of the Normal-Gamma model, per dimension
     lgamma(a_n) - lgamma(a0) + a0 log b0 - a_n log b_n + 1/2 log(beta0 / beta_n) - n/2 log(2 pi)."""
     z = torch.tensor(make_blobs(80, centers=1, n_features=3, cluster_std=[[0.5, 2.0, 1.0]], random_state=3)[0])
-    prior = make_prior(z, beta0=0.7, a0=2.5, m0=z.mean(0) + torch.tensor([1.0, -2.0, 0.5]))  # not the mean
+    m0 = z.mean(0) + torch.tensor([1.0, -2.0, 0.5])  # not the mean
+    prior = make_prior(z, beta0=0.7, a0=2.5, m0=m0)
+    torch.testing.assert_close(prior.m0, m0)
     stats = sufficient_stats(z, torch.ones(len(z), 1, dtype=torch.float64))
     bound = elbo(*stats, 0.0, update_posterior(*stats, prior), prior)
     torch.testing.assert_close(bound, _log_evidence(z, prior), rtol=1e-12, atol=1e-9)
@@ -135,6 +140,67 @@ def test_identical_samples_end_in_one_cluster(value):
     assert torch.isfinite(est.model_.posterior.variances).all()
 
 
+def test_one_iteration_is_an_e_and_an_m_step_from_the_init_sorted_by_size():
+    """fit_dpgmm is coordinate ascent from the init's M-step, its components sorted by decreasing size (the sticks
+    favour the first): one iteration is one E-step and one sorted M-step, and the responsibilities it returns are
+    the E-step of the posterior it returns, in the dtype of z (an unsorted init and the responsibilities of the
+    step before passed every test)."""
+    x, _ = make_blobs(120, centers=3, n_features=2, random_state=5)
+    z = torch.tensor(x, dtype=torch.float32)
+    sizes = torch.tensor([10, 40, 70])  # the init's smallest component first
+    resp = F.one_hot(torch.arange(3).repeat_interleave(sizes), 3).double()
+    prior = make_prior(z, alpha0=0.5)
+    res = fit_dpgmm(z, prior=prior, init=resp, max_iter=1)
+
+    def sorted_m_step(r):
+        n, s1, s2 = sufficient_stats(z, r)
+        order = torch.argsort(n, descending=True, stable=True)
+        return update_posterior(n[order], s1[order], s2[order], prior)
+
+    post = sorted_m_step(log_responsibilities(z.double(), sorted_m_step(resp))[0].exp())
+    for f in fields(post):
+        torch.testing.assert_close(getattr(res.posterior, f.name), getattr(post, f.name), rtol=1e-12, atol=1e-12)
+    assert res.resp.dtype == torch.float32 and res.n_iter == 1
+    torch.testing.assert_close(res.resp, log_responsibilities(z.double(), post)[0].exp().float())
+    assert torch.equal(res.labels, res.resp.argmax(1))
+
+
+def test_the_e_step_in_row_chunks_and_of_no_rows():
+    """The E-step runs in chunks of rows (bounded memory); a rank whose shard is empty gets (0, K) responsibilities."""
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    post = _posterior(g)
+    whole = log_responsibilities(z, post)
+    for a, b in zip(log_responsibilities(z, post, chunk_size=7), whole):
+        torch.testing.assert_close(a, b)
+    log_r, log_norm = log_responsibilities(z[:0], post)
+    assert log_r.shape == (0, 3) and log_norm.shape == (0,)
+
+
+def test_a_component_of_identical_points_keeps_the_priors_rate_exactly():
+    """Its scatter S2 - S1 xbar is 0, which float64 rounding makes slightly negative (-4e-14 for 100 points at
+    0.3): clamped, b = b0 exactly; unclamped, a prior rate below the rounding (here 1e-20) went negative."""
+    z = torch.full((100, 2), 0.3, dtype=torch.float64)
+    n, s1, s2 = sufficient_stats(z, torch.ones(100, 1, dtype=torch.float64))
+    assert bool(((s2 - s1 * s1 / n[:, None]) < 0).all())  # the rounding the clamp is for
+    prior = make_prior(z, cov_prior=1e-20, m0=s1[0] / n[0])  # at their mean: no shrinkage term either
+    assert torch.equal(update_posterior(n, s1, s2, prior).b, prior.b0[None])
+
+
+def test_fit_passes_its_settings_to_the_prior_and_the_kmeans_init(monkeypatch):
+    """alpha0 builds the default prior (gamma2 of the last component is alpha0: nothing lies beyond it); the k-means
+    init takes kmeans_n_init, the seed and the distributed mode; n_components 0 is refused."""
+    kmeans_module = importlib.import_module("dcl.cluster.kmeans")  # (dcl.cluster's kmeans is the function)
+    calls, real = [], kmeans_module.kmeans
+    monkeypatch.setattr(kmeans_module, "kmeans", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    x, _ = make_blobs(200, centers=3, n_features=2, random_state=0)
+    res = fit_dpgmm(torch.tensor(x), 4, alpha0=0.3, seed=7, kmeans_n_init=3, distributed=False, max_iter=5)
+    assert float(res.posterior.gamma2[-1]) == pytest.approx(0.3)
+    assert calls == [{"n_init": 3, "seed": 7, "distributed": False}]
+    with pytest.raises(ValueError, match="fit_dpgmm: n_components >= 1 is needed for kmeans init"):
+        fit_dpgmm(torch.tensor(x), 0)
+
+
 def test_fit_from_one_component_and_posterior_warm_start():
     x, _ = make_blobs(400, centers=2, n_features=2, random_state=0)
     z = torch.tensor(x, dtype=torch.float32)
@@ -149,13 +215,20 @@ def _fit_dpgmm_worker(rank: int, world: int, port: int, z: torch.Tensor, split: 
     with gloo_group(rank, world, port):
         torch.set_num_threads(1)
         shard = z[:split] if rank == 0 else z[split:]
-        res = fit_dpgmm(shard, 6, max_iter=40, tol=0, distributed=True)  # every rank runs the 40 iterations
-        out[rank] = (res.posterior, res.labels, res.elbo, res.n_iter)
+        res = fit_dpgmm(shard, 6, max_iter=40, tol=0)  # all 40 iterations; distributed: the default in a group
+        # inputs that differ by rank stand for the drift floating point could cause: every rank ends with rank 0's
+        drifted = fit_dpgmm(shard, 4, prior=make_prior(shard, alpha0=1.0 + rank), max_iter=5).posterior
+        torch.manual_seed(rank)
+        method = DPGMM(input_shape=(4,), latent_dim=2, hidden_dims=(8,), k_init=3)
+        method._fit(z.float() + rank, first=True)
+        state = {name: value for name, value in method.state_dict().items() if not name.startswith(("auto", "logv"))}
+        out[rank] = (res.posterior, res.labels, res.elbo, res.n_iter, drifted, state)
 
 
 def test_fit_dpgmm_on_two_ranks_equals_one_process():
     """The engine's DDP mode: each rank holds a shard (here unequal ones), the statistics, the entropy and the prior's
-    moments are summed over the ranks, and the fit is the one of all samples in one process."""
+    moments are summed over the ranks, and the fit is the one of all samples in one process. The engine's posterior
+    and the method's mixture and prior are rank 0's on every rank, even where the ranks computed others."""
     x, _ = make_blobs(600, centers=3, n_features=2, cluster_std=1.5, random_state=3)
     z = torch.tensor(x)
     single = fit_dpgmm(z, 6, max_iter=40, tol=0)
@@ -164,11 +237,15 @@ def test_fit_dpgmm_on_two_ranks_equals_one_process():
         mp.spawn(_fit_dpgmm_worker, args=(2, free_port(), z, 250, out), nprocs=2, join=True)
         out = dict(out)
     for rank in (0, 1):
-        post, _, value, iterations = out[rank]
+        post, _, value, iterations, _, _ = out[rank]
         for f in fields(post):
             torch.testing.assert_close(getattr(post, f.name), getattr(single.posterior, f.name), rtol=1e-9, atol=1e-9)
         assert value == pytest.approx(single.elbo, rel=1e-12) and iterations == single.n_iter == 40
     assert torch.equal(torch.cat([out[0][1], out[1][1]]), single.labels)
+    for a, b in zip(fields(out[0][4]), fields(out[1][4])):
+        assert torch.equal(getattr(out[0][4], a.name), getattr(out[1][4], b.name))
+    assert out[0][5].keys() == out[1][5].keys() >= {"dp_means", "prior_m0", "prior_b0", "cluster_centers"}
+    assert all(torch.equal(out[0][5][name], out[1][5][name]) for name in out[0][5])
 
 
 def test_prior_settings_and_init_refusals():
@@ -213,6 +290,36 @@ def test_config_errors_and_k_init_one():
     assert not any(k.startswith("_head") for k in m.state_dict())  # AE keys as in every other method
 
 
+RANGES = "DPGMM needs alpha0 > 0, gamma >= 0 and 0 <= js_alpha <= 1, got {} and {}"
+STEPS = ("DPGMM needs update_interval, vb_iters, first_vb_iters, birth_merge_every and birth_merge_every_n_steps (when "
+         "given) >= 1, got {}")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"alpha0": 0.0}, RANGES.format("0.0, 0.01", "0.5")), ({"js_alpha": 1.5}, RANGES.format("1.0, 0.01", "1.5")),
+    ({"js_alpha": -0.5}, RANGES.format("1.0, 0.01", "-0.5")),
+    ({"update_interval": 0}, STEPS.format("0, 20, 200, 1 and None")),
+    ({"vb_iters": 0}, STEPS.format("100, 0, 200, 1 and None")),
+    ({"first_vb_iters": 0}, STEPS.format("100, 20, 0, 1 and None")),
+    ({"birth_merge_every": 0}, STEPS.format("100, 20, 200, 0 and None"))])
+def test_each_setting_at_its_first_bad_value_is_refused(settings, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        DPGMM(input_shape=(64,), **settings)
+
+
+def test_an_encoder_that_does_not_end_with_a_linear_layer_is_refused():
+    """The variance head sits beside the encoder's last linear layer, the mean head."""
+    class EndsInBatchNorm(DPGMM):
+        def make_autoencoder(self, kind, latent_dim, hidden_dims, activation):
+            autoencoder = super().make_autoencoder(kind, latent_dim, hidden_dims, activation)
+            autoencoder.encoder.append(torch.nn.BatchNorm1d(latent_dim))
+            return autoencoder
+
+    with pytest.raises(ConfigError, match=r"DPGMM needs an encoder that ends with a linear layer \(the 'mlp' or "
+                                          r"'conv' autoencoder\)"):
+        EndsInBatchNorm(input_shape=(64,), hidden_dims=(8,))
+
+
 def test_model_selection_settings_reach_the_birth_merge_callback():
     """The MNIST config relies on bic_penalty 12 (an audit found no test of this wiring; Digits' 1.0 is the
     callback's default, so dropping it would change nothing there)."""
@@ -255,6 +362,70 @@ def test_state_is_buffers_and_checkpoints_of_any_k_load(tmp_path):
     torch.testing.assert_close(fresh.assign(z), m.assign(z))
 
 
+def test_the_prior_is_set_at_the_first_fit_from_the_embedding_with_scikit_learns_defaults():
+    """m0 = mean, a0 = d / 2, b0 = var / 2 (make_prior's), the method's alpha0: E[tau] = d / var as in scikit-learn."""
+    m = DPGMM(input_shape=(64,), k_init=3, hidden_dims=(8,), alpha0=0.7)
+    z = torch.tensor(make_blobs(300, centers=3, n_features=10, random_state=0)[0], dtype=torch.float32)
+    m._fit(z, first=True)
+    expected, prior = make_prior(z, alpha0=0.7), m.prior
+    assert (prior.alpha0, prior.beta0, prior.a0) == (expected.alpha0, expected.beta0, expected.a0) == (0.7, 1.0, 5.0)
+    torch.testing.assert_close(prior.m0, expected.m0)
+    torch.testing.assert_close(prior.b0, expected.b0)
+
+
+def test_the_first_fit_starts_from_k_means_and_refits_warm_start_from_the_posterior(monkeypatch):
+    """The first fit: k_init k-means labels, first_vb_iters iterations; a refit: vb_iters from the current posterior.
+    Both prune the components left with less than one sample (here the first fit's 20 starts for 3 blobs)."""
+    import dcl.methods.dpgmm as method_module
+
+    calls, real = [], method_module.fit_dpgmm
+    monkeypatch.setattr(method_module, "fit_dpgmm",
+                        lambda z, **kw: calls.append((kw, real(z, **kw))) or calls[-1][1])
+    m = DPGMM(input_shape=(64,), k_init=20, hidden_dims=(8,), vb_iters=4, first_vb_iters=300)
+    z = torch.tensor(make_blobs(300, centers=3, n_features=10, random_state=0)[0], dtype=torch.float32)
+    m._fit(z, first=True)
+    (settings, result), = calls
+    assert settings["max_iter"] == 300 and settings["init"].shape == (300, 20)  # k-means' one-hot labels
+    assert torch.equal(settings["init"].sum(1), torch.ones(300, dtype=torch.float64))
+    alive = (result.posterior.gamma1 - 1) >= 1
+    assert 3 <= int(alive.sum()) < 20 and m.n_clusters == int(alive.sum())
+    before = m.posterior
+    m._fit(z, first=False)
+    settings, result = calls[-1]
+    assert settings["max_iter"] == 4 and isinstance(settings["init"], DPGMMPosterior)
+    for f in fields(before):
+        assert torch.equal(getattr(settings["init"], f.name), getattr(before, f.name))
+    assert m.n_clusters == int(((result.posterior.gamma1 - 1) >= 1).sum())
+
+
+def test_pretraining_scores_a_model_selection_on_the_code_and_clustering_keeps_its_mixture(monkeypatch):
+    """Before clustering, each refresh selects the mixture on the code: a DP-GMM from k_init, 10 birth/merge rounds
+    with the method's settings, then a VB refit from their result; once clustering runs, refreshes leave the trained
+    mixture alone. Each refit logs its bound per sample and its K."""
+    import dcl.methods.dpgmm as method_module
+
+    moves, fits, logged = [], [], {}
+    real_moves, real_fit = method_module.birth_merge, method_module.fit_dpgmm
+    monkeypatch.setattr(method_module, "birth_merge", lambda *a, **kw: moves.append(kw) or real_moves(*a, **kw))
+    monkeypatch.setattr(method_module, "fit_dpgmm", lambda z, **kw: fits.append((kw, real_fit(z, **kw))) or fits[-1][1])
+    monkeypatch.setattr(method_module, "log_metrics_now", lambda trainer, metrics: logged.update(metrics))
+    m = DPGMM(input_shape=(64,), hidden_dims=(8,), min_weight=0.02, max_components=9, bic_penalty=1.5, min_gain=0.01)
+    z = torch.tensor(make_blobs(600, centers=3, n_features=10, random_state=0)[0], dtype=torch.float32)
+    m.refresh_clusters(z)
+    assert moves == [{"rounds": 10, "min_weight": 0.02, "max_components": 9, "penalty": 1.5, "min_gain": 0.01,
+                      "distributed": False}]
+    assert [isinstance(kw["init"], DPGMMPosterior) for kw, _ in fits] == [False, True]
+    assert fits[1][0]["init"].n_components == 3 == m.n_clusters
+    m.clustering_started.fill_(True)
+    before = m.posterior
+    m.refresh_clusters(z[:300] * 2)
+    assert len(fits) == 2 and all(torch.equal(getattr(m.posterior, f.name), getattr(before, f.name))
+                                  for f in fields(before))
+    m.trainer = SimpleNamespace()
+    m.update_clusters(z, first=False)
+    assert logged == {"train/vb_elbo": pytest.approx(fits[-1][1].elbo / 600), "train/k_vb": float(m.n_clusters)}
+
+
 def test_cluster_step_trains_the_variance_head():
     torch.manual_seed(0)
     m = DPGMM(input_shape=(64,), k_init=2, hidden_dims=(32, 32))
@@ -265,6 +436,10 @@ def test_cluster_step_trains_the_variance_head():
     loss = m.cluster_step({"x": x, "index": torch.arange(64), "y": torch.zeros(64, dtype=torch.long)})
     loss.backward()
     assert torch.isfinite(loss) and m.logvar_head.weight.grad.abs().sum() > 0
+    m.zero_grad()
+    torch.nn.init.normal_(m.logvar_head.weight)  # (as after a step: it starts at 0, where no gradient passes it)
+    m.encode(x)[1].sum().backward()  # the variance head trains the body it shares with the mean head too
+    assert m._body[1].weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("js_form", ["paper", "dual"])
@@ -282,7 +457,8 @@ def test_cluster_step_is_the_mse_plus_gamma_times_the_responsibility_weighted_al
     with torch.no_grad():
         m._fit(m.embed(x), first=True)
         m.logvar_head.weight.normal_(0, 0.1)  # per-sample variances
-    m.log_dict = lambda *a, **k: None
+    logged = {}
+    m.log_dict = lambda metrics, **k: logged.update(metrics)
     loss = m.cluster_step({"x": x, "index": torch.arange(48), "y": torch.zeros(48, dtype=torch.long)})
     got = torch.autograd.grad(loss, [m.logvar_head.weight, m._head.weight])
 
@@ -295,8 +471,11 @@ def test_cluster_step_is_the_mse_plus_gamma_times_the_responsibility_weighted_al
     assert k > 1 and r.max(1).values.min() < 0.999  # soft responsibilities: their weighting is tested
     ajs = torch.stack([alpha_js_divergence(mu, var, means[j], variances[j], 0.3, dual=js_form == "dual")
                        for j in range(k)], dim=1)
-    expected = F.mse_loss(m.autoencoder.decoder(mu), x) + 0.3 * (r * ajs).sum(1).mean()
+    recon, js = F.mse_loss(m.autoencoder.decoder(mu), x), (r * ajs).sum(1).mean()
+    expected = recon + 0.3 * js
     torch.testing.assert_close(loss, expected)
+    assert logged.keys() == {"train/recon", "train/ajs"}  # the two terms, unweighted
+    torch.testing.assert_close(torch.stack([logged["train/recon"], logged["train/ajs"]]), torch.stack([recon, js]))
     want = torch.autograd.grad(expected, [m.logvar_head.weight, m._head.weight])
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
@@ -463,3 +642,8 @@ def test_components_of_less_than_a_sample_are_pruned_and_the_sticks_recomputed()
     m._set_posterior(m.posterior)  # pruned: the 0.5-sample component goes
     assert m.dp_gamma1.tolist() == [31.0, 6.0] and m.cluster_centers.shape == (2, 2)
     torch.testing.assert_close(m.dp_gamma2, torch.tensor([0.5 + 5.0, 0.5], dtype=torch.float64))
+    s1 = torch.arange(6, dtype=torch.float64).view(3, 2)
+    m.set_mixture_stats(torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64), s1, s2[:3])
+    m._set_posterior(m.posterior)  # none holds a sample: the largest stays
+    assert m.dp_gamma1.tolist() == [1.5]
+    torch.testing.assert_close(m.cluster_centers, (prior.m0 + s1[1]).float()[None] / 1.5)

@@ -209,14 +209,11 @@ def log_responsibilities(z: Tensor, post: DPGMMPosterior, chunk_size: int = 6553
     """(log r (N, K), log normalizer (N,)) of the E-step, computed in row chunks (float64)."""
     e_log_pi = expected_log_weights(post)
     log_r, log_norm = [], []
-    for part in z.split(chunk_size):
+    for part in z.split(chunk_size):  # (no rows: one empty chunk, so the results are (0, K) and (0,))
         rho = expected_log_likelihood(part, post) + e_log_pi
         norm = torch.logsumexp(rho, dim=1)
         log_r.append(rho - norm[:, None])
         log_norm.append(norm)
-    if not log_r:
-        k = post.n_components
-        return z.new_zeros((0, k), dtype=torch.float64), z.new_zeros(0, dtype=torch.float64)
     return torch.cat(log_r), torch.cat(log_norm)
 
 
