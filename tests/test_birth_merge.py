@@ -236,9 +236,10 @@ def test_mixture_labels_are_the_most_probable_component_of_the_fitted_mixture(fu
 
 
 def _ddp_scenarios():
-    """(z, labels, k, rank 0's settings, rank 1's): births from one component (twice), merges and deaths from
-    15 with diagonal tests, and the same with the other rank set to a penalty that would refuse every birth and
-    merge every pair: every rank must take rank 0's decisions (the disagreement floating point could cause)."""
+    """(z, labels, k, rank 0's settings, rank 1's if others): births from one component (twice), merges and deaths
+    from 15 with diagonal tests, and the same with rank 1 set to a penalty that would refuse every birth and merge
+    every pair (1e3), or split every component and merge none (-1e3): every rank must take rank 0's decisions (a
+    disagreement floating point could cause)."""
     z, _ = _blobs(3)
     one = torch.zeros(len(z), dtype=torch.long)
     many = kmeans(z, 3 * K_TRUE, n_init=1, seed=0).labels
@@ -259,9 +260,9 @@ def _birth_merge_worker(rank: int, world: int, port: int, scenarios: list, split
             kwargs = settings if rank == 0 or other is None else other
             res = birth_merge(z[mine], labels[mine], k, **kwargs)  # distributed: the default in a process group
             results.append((res.n, res.s1, res.s2, res.births, res.merges, res.deaths, res.k_history))
-        rounds = birth_merge_round(z[mine], labels[mine], k)  # (the last scenario's data)
-        results.append((rounds.n, rounds.s1, rounds.s2, rounds.births, rounds.merges, rounds.deaths,
-                        rounds.k_history))
+        z, labels, k = scenarios[-1][:3]
+        res = birth_merge_round(z[mine], labels[mine], k)  # one round, distributed by default too
+        results.append((res.n, res.s1, res.s2, res.births, res.merges, res.deaths, res.k_history))
         out[rank] = results
 
 
@@ -272,6 +273,7 @@ def test_birth_merge_on_two_ranks_equals_one_process():
     for z, labels, k, settings, _ in scenarios:
         res = birth_merge(z, labels, k, distributed=False, **settings)
         expected.append((res.n, res.s1, res.s2, res.births, res.merges, res.deaths, res.k_history))
+    z, labels, k = scenarios[-1][:3]
     res = birth_merge_round(z, labels, k, distributed=False)
     expected.append((res.n, res.s1, res.s2, res.births, res.merges, res.deaths, res.k_history))
     with mp.Manager() as manager:
@@ -468,7 +470,7 @@ def test_bad_arguments_raise():
 
 def test_when_every_component_is_below_min_weight_the_largest_survives():
     z = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
-    labels = torch.tensor([0] * 35 + [1] * 40 + [2] * 25)
+    labels = torch.tensor([0] * 40 + [1] * 35 + [2] * 25)
     res = birth_merge_round(z, labels, 3, min_weight=0.45, split=False, merge=False)
     assert res.deaths == 2 and res.n.tolist() == [100.0]
     # "below": a component of exactly min_weight of the data lives

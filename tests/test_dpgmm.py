@@ -373,14 +373,24 @@ def test_the_prior_is_set_at_the_first_fit_from_the_embedding_with_scikit_learns
     torch.testing.assert_close(prior.b0, expected.b0)
 
 
+def _record_fits(monkeypatch) -> list:
+    """The method's fit_dpgmm calls, as they come: (their keyword arguments, their result)."""
+    import dcl.methods.dpgmm as method_module
+
+    fits, real = [], method_module.fit_dpgmm
+
+    def fit(z, **kwargs):
+        fits.append((kwargs, real(z, **kwargs)))
+        return fits[-1][1]
+
+    monkeypatch.setattr(method_module, "fit_dpgmm", fit)
+    return fits
+
+
 def test_the_first_fit_starts_from_k_means_and_refits_warm_start_from_the_posterior(monkeypatch):
     """The first fit: k_init k-means labels, first_vb_iters iterations; a refit: vb_iters from the current posterior.
     Both prune the components left with less than one sample (here the first fit's 20 starts for 3 blobs)."""
-    import dcl.methods.dpgmm as method_module
-
-    calls, real = [], method_module.fit_dpgmm
-    monkeypatch.setattr(method_module, "fit_dpgmm",
-                        lambda z, **kw: calls.append((kw, real(z, **kw))) or calls[-1][1])
+    calls = _record_fits(monkeypatch)
     m = DPGMM(input_shape=(64,), k_init=20, hidden_dims=(8,), vb_iters=4, first_vb_iters=300)
     z = torch.tensor(make_blobs(300, centers=3, n_features=10, random_state=0)[0], dtype=torch.float32)
     m._fit(z, first=True)
@@ -404,10 +414,8 @@ def test_pretraining_scores_a_model_selection_on_the_code_and_clustering_keeps_i
     mixture alone. Each refit logs its bound per sample and its K."""
     import dcl.methods.dpgmm as method_module
 
-    moves, fits, logged = [], [], {}
-    real_moves, real_fit = method_module.birth_merge, method_module.fit_dpgmm
+    moves, logged, fits, real_moves = [], {}, _record_fits(monkeypatch), method_module.birth_merge
     monkeypatch.setattr(method_module, "birth_merge", lambda *a, **kw: moves.append(kw) or real_moves(*a, **kw))
-    monkeypatch.setattr(method_module, "fit_dpgmm", lambda z, **kw: fits.append((kw, real_fit(z, **kw))) or fits[-1][1])
     monkeypatch.setattr(method_module, "log_metrics_now", lambda trainer, metrics: logged.update(metrics))
     m = DPGMM(input_shape=(64,), hidden_dims=(8,), min_weight=0.02, max_components=9, bic_penalty=1.5, min_gain=0.01)
     z = torch.tensor(make_blobs(600, centers=3, n_features=10, random_state=0)[0], dtype=torch.float32)
