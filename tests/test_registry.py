@@ -3,6 +3,7 @@ name lists the known ones, and a broken plugin is reported by name without break
 
 from __future__ import annotations
 
+import inspect
 import sys
 from importlib.metadata import entry_points
 
@@ -187,3 +188,14 @@ def test_each_docstring_opens_with_a_whole_sentence_on_one_line(kind):
     for name, cls in registry.available(kind).items():
         first = cls.__doc__.strip().splitlines()[0]
         assert first.endswith(".") and registry.describe(cls) == first, (name, first)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_METHODS))
+def test_every_method_hands_the_k_means_restarts_it_takes_to_its_base(name):
+    """Every built-in runs k-means (an init, a score or its clusters) and repeats the base's kmeans_n_init in its own
+    signature: one that dropped it on the way ran the base's default restarts (AEKMeans: a mutant passed every test)."""
+    cls = registry.get_method(name)
+    small = {"hidden_dims": (8,)} if "hidden_dims" in inspect.signature(cls).parameters else {}
+    shape = (1, 16, 16) if name == "DCFAE" else (16,)  # (its networks take images)
+    model = cls(n_clusters=4, input_shape=shape, kmeans_n_init=3, **small)
+    assert model.kmeans_n_init == 3

@@ -49,11 +49,19 @@ def test_each_greedy_stage_reconstructs_the_frozen_output_below_it():
     expected = [euclidean_loss(dec[0](F.relu(enc[0](x))), x),  # the data: linear reconstruction
                 euclidean_loss(F.relu(dec[1](F.relu(enc[1](h1)))), h1),
                 euclidean_loss(F.relu(dec[2](enc[2](h2))), h2)]  # the code: linear
+    logged = {}
+    m.log = lambda name, value, **kwargs: logged.update({name: value})
+    m.log_dict = lambda metrics, **kwargs: logged.update(metrics)
     for stage, want in enumerate(expected):
         m.stage.fill_(stage)
         assert torch.allclose(m.pretrain_step({"x": x}), want), stage
-    m.stage.fill_(3)  # fine-tuning: the whole autoencoder
-    assert torch.allclose(m.pretrain_step({"x": x}), euclidean_loss(m.autoencoder(x)[1], x))
+        assert logged == {"train/layer_recon": pytest.approx(2 * float(want.detach())), "train/stage": stage}  # the MSE
+    m.stage.fill_(3)  # fine-tuning: the whole autoencoder, without dropout even in training mode (pretrain.py)
+    m.train()
+    logged.clear()
+    want = euclidean_loss(m.autoencoder(x)[1], x)
+    assert torch.allclose(m.pretrain_step({"x": x}), want)
+    assert logged == {"train/recon": pytest.approx(2 * float(want.detach()))}
 
 
 def test_greedy_stages_use_dropout_on_hidden_layers_only():
@@ -97,6 +105,17 @@ def test_dropout_sits_on_each_pairs_input_and_hidden_output_not_on_the_data_the_
             assert torch.allclose(seen[0], clean[stage]), stage
 
 
+def test_the_defaults_are_the_papers_budget_and_schedule():
+    """50000 iterations a pair on MNIST at batch 256 (183 epochs), dropout 0.2, lr / 10 every 20000 steps, biases at
+    twice the lr, momentum over 1000 steps; without greedy epochs the fit is fine-tuning from its start."""
+    m = model()
+    assert (m.layer_epochs, m.dropout_rate, m.lr_step, m.lr_gamma, m.bias_lr_mult, m.momentum_burnin) == (
+        183, 0.2, 20000, 0.1, 2.0, 1000)
+    assert int(m.stage) == 0 and m.unfinished_autoencoder() is not None
+    m = model(layer_epochs=0)
+    assert m.fine_tuning and m.unfinished_autoencoder() is None
+
+
 def test_the_default_weights_are_the_papers_small_normal():
     """N(0, 0.01^2) weights and zero biases (piiswrong/dec), not the other autoencoders' Glorot default."""
     torch.manual_seed(0)
@@ -119,7 +138,8 @@ def test_a_pretrained_start_refuses_an_sae_checkpoint_of_unfinished_greedy_train
         trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
                              enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
                              accelerator="cpu", default_root_dir=tmp_path)
-        with pytest.warns(UserWarning) if epochs <= 3 else contextlib.nullcontext():  # (ends within the stages)
+        ends_within = pytest.warns(UserWarning, match=f"max_epochs {epochs} ends within the 3 epochs of greedy")
+        with ends_within if epochs <= 3 else contextlib.nullcontext():  # (1 epoch a pair, 3 pairs)
             trainer.fit(m, digits(256))
         path = tmp_path / f"sae{epochs}.ckpt"
         trainer.save_checkpoint(path)
@@ -133,6 +153,7 @@ def test_a_pretrained_start_refuses_an_sae_checkpoint_of_unfinished_greedy_train
     with pytest.raises(ConfigError, match="at layer pair 3 of 3: the whole autoencoder was never fine-tuned"):
         DEC(n_clusters=10, input_shape=[64], hidden_dims=[32, 48], latent_dim=5, pretrained=sae_checkpoint(3))
     dec = DEC(n_clusters=10, input_shape=[64], hidden_dims=[32, 48], latent_dim=5, pretrained=finished)
+    assert model(pretrained=finished, layer_epochs=5).fine_tuning  # from a pretrained autoencoder: fine-tuning only
     assert torch.equal(dec.autoencoder.encoder[1][0].weight, torch.load(finished, weights_only=False)["state_dict"][
         "autoencoder.encoder.1.0.weight"])
 
@@ -184,6 +205,9 @@ def test_the_learning_rate_steps_by_lr_gamma_every_lr_step_steps_and_biases_lear
         optimizer.step()
         scheduler.step()
     assert lrs == [[0.1, 0.2]] * 3 + [[0.05, 0.1]] * 3 + [[0.025, 0.05]]
+    burn_in_alone = model(lr_step=0, momentum_burnin=6).configure_optimizers()  # a schedule of momentum only
+    assert burn_in_alone["lr_scheduler"]["scheduler"].momentum_burnin == 6
+    assert isinstance(model(lr_step=0, momentum_burnin=0).configure_optimizers(), torch.optim.SGD)
 
 
 def test_bad_settings_are_refused():
