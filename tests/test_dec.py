@@ -804,6 +804,14 @@ def test_cluster_update_schedules_count_from_the_start_of_the_clustering_phase()
     resumed = ClusterUpdate(every_n_epochs=2)
     resumed.load_state_dict(saved.state_dict())
     assert _updates_of(resumed, epochs=8, batches=10, starts_at=35, first_epoch=4) == by_epochs[1:]
+    # a fit resumed inside epoch 5, whose update ran at its start: the epoch starts again at that step, no update
+    again = ClusterUpdate(every_n_epochs=2)
+    again.load_state_dict({"updates": 2, "start_step": 35, "start_epoch": 3, "last_step": 50})
+    calls = []
+    again.on_train_epoch_start(SimpleNamespace(global_step=50, current_epoch=5),
+                               SimpleNamespace(clustering_active=True, embed_all=lambda: None,
+                                               update_clusters=lambda z, first: calls.append(first)))
+    assert calls == [] and again.updates == 2
 
 
 def test_fan_in_uniform_init_is_dec_keras_mnist_initializer():

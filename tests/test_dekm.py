@@ -160,6 +160,8 @@ def test_eigen_update_sets_state_and_the_stopping_rule_fires():
     model = _module_with_fixed_embedding(z, 3)
     cb = EigenUpdate(every_n_steps=5, tol=0.005, n_init=3)
     trainer = _trainer(model)
+    runs, run_kmeans = [], model.run_kmeans
+    model.run_kmeans = lambda z, **kwargs: runs.append((kwargs["n_init"], run_kmeans(z, **kwargs))) or runs[-1][1]
     cb._update(trainer, model)  # first update: everything "changed", never stops
     assert not trainer.should_stop and cb.last_changed == len(z)
     assert model.targets.shape == (300, 3) and model.cluster_labels.shape == (300,)
@@ -171,13 +173,21 @@ def test_eigen_update_sets_state_and_the_stopping_rule_fires():
     assert bool((evals > 0).all())
     torch.testing.assert_close(model.eigenvalues, evals.float())
     torch.testing.assert_close(model.rotation, v.float())
-    assert cb.next_n_init >= 2 and cb.next_n_init % 2 == 0  # 2 x the iterations of the last k-means
+    assert runs[0][0] == 3 and cb.next_n_init == 2 * runs[0][1].n_iter  # 2 x the iterations of the last k-means
     first_labels = model.cluster_labels.clone()
     # the same embedding again: no assignment changes -> stop
     trainer.global_step = 5
     cb._update(trainer, model)
     assert cb.last_changed == 0 and trainer.should_stop
     assert torch.equal(model.cluster_labels, first_labels)  # ids kept stable by the matching
+    assert runs[1][0] == 2 * runs[0][1].n_iter and cb.next_n_init == 2 * runs[1][1].n_iter
+    trainer.global_step = 6  # the stop's batch trained on: its update is the final one, no other follows
+    model.clustering_started.fill_(True)
+    model.keep_training_state = lambda: None
+    assert not cb.finish_fit(trainer, model) and cb.updates == 2
+    fresh = EigenUpdate(every_n_steps=5, tol=0.005, n_init=3)
+    fresh.load_state_dict(cb.state_dict())  # a resumed fit knows the rule fired, and the next restarts
+    assert (fresh.stopped, fresh.last_changed, fresh.next_n_init, fresh.updates) == (True, 0, cb.next_n_init, 2)
 
 
 def test_the_fit_trains_the_loss_of_its_eigen_update_on_the_module_embedding():
@@ -276,6 +286,33 @@ def test_the_final_update_never_fires_the_stopping_rule_and_is_forgotten_when_tr
     assert cb.state_dict()["before_final"]["last_step"] == 0
     cb.on_train_batch_start(trainer, model, None, 0)
     assert cb.state_dict()["before_final"] is None
+
+
+@pytest.mark.parametrize("ending, final", [("max_steps", True), ("stop", True), ("deferred stop", False),
+                                           ("last epoch", True), ("mid-fit", False)])
+def test_the_batch_that_ends_the_fit_runs_the_final_update(ending, final):
+    """After the last batch of a fit (max_steps reached, a stop Lightning honours, the last epoch's last batch) the
+    final update clusters the final embedding; a stop that min_epochs defers, or any other batch, runs none (two
+    mutants that ignored max_steps and stops passed every test)."""
+    z, _, _ = blobs(n_per=100, d=3, k=3)
+    model = _module_with_fixed_embedding(z.float(), 3)
+    kept = []
+    model.keep_training_state = lambda: kept.append(cb.updates)  # the method's state before the final update
+    model.clustering_started.fill_(True)
+    cb = EigenUpdate(every_n_steps=5, n_init=3)
+    trainer = _trainer(model)
+    cb._update(trainer, model)
+    trainer.global_step = 3  # the network moved since
+    trainer.max_steps = 3 if ending == "max_steps" else -1
+    trainer.should_stop = "stop" in ending
+    trainer.fit_loop = SimpleNamespace(_can_stop_early=ending != "deferred stop")
+    trainer.current_epoch, trainer.max_epochs = 0, 1 if ending == "last epoch" else 5
+    trainer.num_training_batches = 10
+    cb.on_train_batch_end(trainer, model, None, None, 9)  # the last batch of its epoch
+    assert cb.updates == 1 + final and (cb.before_final is not None) == final and kept == [1] * final
+    fresh = EigenUpdate(every_n_steps=5, n_init=3)
+    fresh.load_state_dict(cb.state_dict())  # a fit continued from here goes on from before the final update
+    assert (fresh.updates, fresh.last_step, fresh.before_final) == (1, 0, None)
 
 
 @pytest.mark.parametrize("tol, stops", [(0.005, False), (0.03, True)])
