@@ -654,6 +654,43 @@ def test_final_epoch_averaging_resumed_with_more_epochs_averages_its_own_last_ep
     assert torch.allclose(longer.w.detach(), torch.full((3,), -25.5))
 
 
+class _Decay(_Drift):
+    """w_{t+1} = w_t - w_t^3 / 2 from 1 (SGD, lr 0.5, loss w^4 / 4): steps that are not affine in w. Under _Drift's
+    (and any affine update) the average of an epoch moves as its weights do, which hid a fit continued from the
+    average instead of the weights it replaced."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(3, dtype=torch.float64))
+
+    def training_step(self, batch, batch_idx):
+        return 0.25 * self.w.pow(4).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+def test_a_finished_fit_continued_to_more_epochs_goes_on_from_the_weights_before_the_average(tmp_path):
+    """A 3-epoch fit ends on the average of its last epoch; continued from its last checkpoint to 5 epochs, it trains
+    on from the weights the average replaced and averages its own last epoch, as one 5-epoch fit does."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    w = [1.0]
+    for _ in range(25):
+        w.append(w[-1] - w[-1] ** 3 / 2)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+    first = _Decay()
+    _trainer(max_epochs=3, callbacks=[FinalEpochAveraging(1), ckpt], enable_checkpointing=True,
+             limit_val_batches=0, default_root_dir=tmp_path).fit(first)
+    assert float(first.w[0]) == pytest.approx(sum(w[11:16]) / 5, rel=1e-6)  # steps 11..15 (a float32 mean)
+    continued, whole = _Decay(), _Decay()
+    _trainer(max_epochs=5, callbacks=[FinalEpochAveraging(1)], limit_val_batches=0, default_root_dir=tmp_path,
+             ).fit(continued, ckpt_path=str(tmp_path / "epoch=2.ckpt"))
+    _trainer(max_epochs=5, callbacks=[FinalEpochAveraging(1)], limit_val_batches=0).fit(whole)
+    assert float(continued.w[0]) == pytest.approx(sum(w[21:26]) / 5, rel=1e-6)
+    torch.testing.assert_close(continued.w, whole.w)
+
+
 class _DriftEveryOtherBatch(_Drift):
     """_Drift under manual optimization, stepping at odd batches only (as a method joining batches would)."""
 
