@@ -292,7 +292,7 @@ class _ToyGAN(pl.LightningModule):
         before = {n: p.detach().clone() for n, p in self.named_parameters()}
         d_params = {f"d.{n}" for n, _ in self.d.named_parameters()}
         # discriminator side alone: G unchanged
-        self.adv.step(self, lambda: self.g_loss(x), lambda: self.d_loss(x), g_opt, d_opt)
+        self.logs = self.adv.step(self, lambda: self.g_loss(x), lambda: self.d_loss(x), g_opt, d_opt)
         after = dict(self.named_parameters())
         for n, p in after.items():
             if n not in d_params:
@@ -315,6 +315,8 @@ def test_adversarial_helper_alternates_and_is_reusable():
     assert trainer.global_step == (2 + 3) * 2 * 2  # global_step counts optimizer steps
     assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.05 * 0.25)
     assert all(p.requires_grad for p in model.parameters())  # toggles undone
+    assert not any(o._optimizer_step_pre_hooks for o in trainer.optimizers)  # each step's clipping hook removed
+    assert model.logs.keys() == {"d_loss", "g_loss"} and not any(v.requires_grad for v in model.logs.values())
     model = _ToyGAN(generator_steps=2, discriminator_steps=1, discriminator_first=False)
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_train_batches=2)
@@ -339,6 +341,22 @@ def test_each_side_clips_its_gradients_by_the_chosen_algorithm(algorithm):
             assert step.abs().max() <= 1.01e-3 and step.norm() > 1.5e-3
         else:
             assert step.norm() <= 1.01e-3
+
+
+def test_adversarial_settings_are_checked_when_built():
+    """Each refusal when the helper is built, not at the first step; and DCGAN's Adam is the default of both sides."""
+    for settings, message in [({"generator_steps": 1.5}, "integers >= 1, got 1.5 and 1"),
+                              ({"discriminator_steps": 0}, "integers >= 1, got 1 and 0"),
+                              ({"gradient_clip_val": -1.0}, "gradient_clip_val must be >= 0"),
+                              ({"gradient_clip_algorithm": "max"}, "gradient_clip_algorithm must be one of"),
+                              ({"discriminator_optimizer": lambda p: torch.optim.Adam(p, lr=-1.0)},
+                               "discriminator_optimizer refuses its settings")]:
+        with pytest.raises((ConfigError, ValueError), match=message):
+            AdversarialOptimization(**settings)
+    sides = AdversarialOptimization().configure(nn.Linear(2, 2).parameters(), nn.Linear(2, 1).parameters())
+    for optimizer in [side["optimizer"] for side in sides]:
+        assert isinstance(optimizer, torch.optim.Adam)
+        assert (optimizer.defaults["lr"], optimizer.defaults["betas"]) == (2e-4, (0.5, 0.999))
 
 
 def test_each_parameter_belongs_to_one_side():
