@@ -53,6 +53,17 @@ def gloo_group(rank: int, world: int, port: int):
         dist.destroy_process_group()
 
 
+def run_on_ranks(worker, *args, world: int = 2) -> dict:
+    """Spawn ``worker(rank, world, port, *args, out)`` on ``world`` processes (each joins its group with
+    :func:`gloo_group`) and return ``out``, the dict the ranks wrote their results into."""
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(worker, args=(world, free_port(), *args, out), nprocs=world, join=True)
+        return dict(out)
+
+
 def _mean_gradient_worker(rank: int, world: int, port: int, gradient, n: int, out: str) -> None:
     import warnings
 

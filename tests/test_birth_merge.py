@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
@@ -17,7 +16,7 @@ from dcl.callbacks.birth_merge import (BirthMerge, birth_merge, birth_merge_roun
                                        mixture_labels, variance_floor)
 from dcl.cluster import kmeans
 
-from conftest import free_port, gloo_group
+from conftest import gloo_group, run_on_ranks
 
 K_TRUE = 5
 
@@ -276,10 +275,7 @@ def test_birth_merge_on_two_ranks_equals_one_process():
     z, labels, k = scenarios[-1][:3]
     res = birth_merge_round(z, labels, k, distributed=False)
     expected.append((res.n, res.s1, res.s2, res.births, res.merges, res.deaths, res.k_history))
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_birth_merge_worker, args=(2, free_port(), scenarios, 800, out), nprocs=2, join=True)
-        out = dict(out)
+    out = run_on_ranks(_birth_merge_worker, scenarios, 800)
     for rank in (0, 1):
         for got, want in zip(out[rank], expected, strict=True):
             assert got[3:] == want[3:]
@@ -387,6 +383,7 @@ def test_callback_moves_k_to_the_truth_and_keeps_its_state(k_init):
 
 
 def _trainer(epoch: int, step: int) -> SimpleNamespace:
+    """What the callback reads of a Trainer: the epoch and step, and where its counts are logged."""
     return SimpleNamespace(current_epoch=epoch, global_step=step, callback_metrics={}, is_global_zero=True, loggers=[])
 
 
@@ -525,11 +522,7 @@ def test_every_n_steps_counts_optimizer_steps_under_gradient_accumulation():
     module = _Mixture(z, 3)
     cb = BirthMerge(every_n_steps=2, penalty=1.0)
     start = 10
-
-    def trainer(step: int) -> SimpleNamespace:
-        return SimpleNamespace(current_epoch=0, global_step=step, callback_metrics={}, is_global_zero=True, loggers=[])
-
     for batch in range(10):  # 2 batches an optimizer step
-        cb.on_train_batch_start(trainer(start + batch // 2), module, None, batch)
-        cb.on_train_batch_end(trainer(start + (batch + 1) // 2), module, None, None, batch)
+        cb.on_train_batch_start(_trainer(0, start + batch // 2), module, None, batch)
+        cb.on_train_batch_end(_trainer(0, start + (batch + 1) // 2), module, None, None, batch)
     assert [h[1] for h in cb.history] == [10, 12, 14]

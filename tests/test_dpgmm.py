@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
@@ -23,7 +22,7 @@ from dcl.cluster.dpgmm import (DPGMMPosterior, elbo, expected_weights, fit_dpgmm
 from dcl.method import ConfigError
 from dcl.methods.dpgmm import DPGMM
 
-from conftest import free_port, gloo_group, run_cli
+from conftest import gloo_group, run_cli, run_on_ranks
 
 CONFIG = str(Path(__file__).parents[1] / "configs/dpgmm/digits.yaml")
 FAST = ["--model.init_args.pretrain_epochs", "10", "--model.init_args.update_interval", "20",
@@ -232,10 +231,7 @@ def test_fit_dpgmm_on_two_ranks_equals_one_process():
     x, _ = make_blobs(600, centers=3, n_features=2, cluster_std=1.5, random_state=3)
     z = torch.tensor(x)
     single = fit_dpgmm(z, 6, max_iter=40, tol=0)
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_fit_dpgmm_worker, args=(2, free_port(), z, 250, out), nprocs=2, join=True)
-        out = dict(out)
+    out = run_on_ranks(_fit_dpgmm_worker, z, 250)
     for rank in (0, 1):
         post, _, value, iterations, _, _ = out[rank]
         for f in fields(post):

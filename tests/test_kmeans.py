@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from dcl.cluster import assign_nearest, kmeans, match_labels, pairwise_sq_dists
 from dcl.metrics import ClusterAccuracy, cluster_accuracy
-from conftest import free_port, gloo_group
+from conftest import gloo_group, run_on_ranks
 
 
 def blobs(n=3000, d=10, k=8, seed=0, std=1.0):
@@ -384,8 +383,8 @@ def test_without_a_seed_the_seeding_follows_torchs_global_rng():
 
 
 # -- DDP: each rank holds a shard; the result equals the single-process one on the concatenated data ------------
-def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor, out: dict, split: int,
-                gpu_path: bool) -> None:
+def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor, split: int, gpu_path: bool,
+                out: dict) -> None:
     with gloo_group(rank, world, port):
         torch.set_num_threads(1)
         if gpu_path:
@@ -420,10 +419,7 @@ def test_ddp_kmeans_equals_single_process(split, gpu_path):
     y = torch.as_tensor(y)
     y[:300] = (y[:300] + 1) % 6  # errors in rank 0's shard only: each shard's accuracy differs from the whole's
     single = kmeans(x, 6, n_init=3, seed=11)
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_ddp_worker, args=(2, free_port(), x, y, out, split, gpu_path), nprocs=2, join=True)
-        out = dict(out)
+    out = run_on_ranks(_ddp_worker, x, y, split, gpu_path)
     assert torch.allclose(out["centers0"], out["centers1"])  # identical state on both ranks
     assert torch.allclose(out["centers"], single.centers, atol=1e-4)
     assert torch.equal(out["labels"], single.labels)
